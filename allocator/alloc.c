@@ -1,0 +1,193 @@
+/* alloc.c — owns the public malloc family (pm_*) and is the only file that
+ * decides which requests pools serve and which go to glibc. Never calls
+ * malloc by name. Keeps glibc's observable semantics: errno, NULL returns,
+ * realloc(p, 0), and what each call does with a pointer it did not make. */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+static inline void *alloc_small(size_t size)
+{
+    void *block = pm_heap_alloc(pm_class_of(size));
+    /* If no arena can be mapped, glibc may still have room. */
+    return PM_LIKELY(block != NULL) ? block : pm_system_malloc(size);
+}
+
+void *pm_malloc(size_t size)
+{
+    if (PM_LIKELY(size <= PM_SMALL_MAX))
+        return alloc_small(size);
+    return pm_system_malloc(size);
+}
+
+void pm_free(void *ptr)
+{
+    if (ptr == NULL)
+        return;
+    int saved_errno = errno; /* free never changes errno (POSIX 2024) */
+    if (pm_registry_contains(ptr))
+        pm_heap_free(ptr, PM_OP_FREE);
+    else
+        pm_system_free(ptr); /* glibc's, or the loader's via glibc */
+    errno = saved_errno;
+}
+
+void *pm_calloc(size_t count, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (total > PM_SMALL_MAX)
+        return pm_system_calloc(count, size); /* glibc skips zeroing fresh mmap */
+    void *block = pm_heap_alloc(pm_class_of(total));
+    if (block == NULL)
+        return pm_system_calloc(count, size);
+    /* The whole block: malloc_usable_size promises all of it to the caller. */
+    memset(block, 0, pm_class_size(pm_class_of(total)));
+    return block;
+}
+
+size_t pm_malloc_usable_size(void *ptr)
+{
+    if (ptr == NULL)
+        return 0;
+    if (pm_registry_contains(ptr))
+        return pm_heap_block_size(ptr, PM_OP_USABLE_SIZE);
+    return pm_system_usable_size(ptr);
+}
+
+/* Moves a block to a new one of `size` bytes, copying what both hold. The
+ * old block stays intact if no new one can be had, as realloc requires. */
+static void *realloc_move(void *ptr, size_t old_usable, size_t size)
+{
+    void *moved = pm_malloc(size);
+    if (moved == NULL)
+        return NULL;
+    memcpy(moved, ptr, old_usable < size ? old_usable : size);
+    pm_free(ptr);
+    return moved;
+}
+
+void *pm_realloc(void *ptr, size_t size)
+{
+    if (ptr == NULL)
+        return pm_malloc(size);
+    if (size == 0) { /* glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES) */
+        pm_free(ptr);
+        return NULL;
+    }
+    if (pm_registry_contains(ptr)) {
+        size_t block_size = pm_heap_block_size(ptr, PM_OP_REALLOC);
+        /* Shrinking keeps the block unless it would waste more than a
+         * quarter of it (obmalloc's rule): copying costs more than slack. */
+        if (size <= block_size && (4 * size > 3 * block_size || block_size == PM_CLASS_GRANULE))
+            return ptr;
+        return realloc_move(ptr, block_size, size);
+    }
+    if (size > PM_SMALL_MAX)
+        return pm_system_realloc(ptr, size);
+    /* A glibc block shrinking into a class moves into a pool. */
+    void *block = pm_heap_alloc(pm_class_of(size));
+    if (block == NULL)
+        return pm_system_realloc(ptr, size);
+    size_t old_usable = pm_system_usable_size(ptr);
+    memcpy(block, ptr, old_usable < size ? old_usable : size);
+    pm_system_free(ptr);
+    return block;
+}
+
+void *pm_reallocarray(void *ptr, size_t count, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return pm_realloc(ptr, total);
+}
+
+static inline bool is_power_of_two(size_t x)
+{
+    return x != 0 && (x & (x - 1)) == 0;
+}
+
+/* alignment: a power of two. Pools serve it when a class's blocks are all
+ * aligned to it (see BLOCK, POOL, ARENA in internal.h). */
+static void *alloc_aligned(size_t alignment, size_t size)
+{
+    if (alignment <= PM_CLASS_GRANULE)
+        return pm_malloc(size);
+    if (alignment <= PM_POOL_ALIGN_MAX && size <= PM_SMALL_MAX) {
+        size_t rounded = size == 0 ? alignment : (size + alignment - 1) & ~(alignment - 1);
+        if (rounded <= PM_SMALL_MAX) {
+            void *block = pm_heap_alloc(pm_class_of(rounded));
+            if (block != NULL)
+                return block;
+        }
+    }
+    return pm_system_memalign(alignment, size);
+}
+
+int pm_posix_memalign(void **out, size_t alignment, size_t size)
+{
+    if (!is_power_of_two(alignment) || alignment % sizeof(void *) != 0)
+        return EINVAL;
+    int saved_errno = errno; /* reports through its result, not errno */
+    void *p = alloc_aligned(alignment, size);
+    errno = saved_errno;
+    if (p == NULL)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+void *pm_memalign(size_t alignment, size_t size)
+{
+    /* glibc's memalign serves small alignments as malloc, and raises one
+     * that is not a power of two to the next; past the pools' reach, glibc
+     * does it all. */
+    if (alignment <= PM_CLASS_GRANULE)
+        return pm_malloc(size);
+    if (alignment > PM_POOL_ALIGN_MAX)
+        return pm_system_memalign(alignment, size);
+    if (!is_power_of_two(alignment))
+        alignment = (size_t)1 << (64 - __builtin_clzll(alignment));
+    return alloc_aligned(alignment, size);
+}
+
+/* glibc 2.36's aligned_alloc is its memalign (the stricter C17 checks came
+ * in glibc 2.38); programs see glibc's answer either way. */
+void *pm_aligned_alloc(size_t alignment, size_t size)
+{
+    return pm_memalign(alignment, size);
+}
+
+void *pm_valloc(size_t size)
+{
+    return pm_system_valloc(size);
+}
+
+void *pm_pvalloc(size_t size)
+{
+    return pm_system_pvalloc(size);
+}
+
+int pm_mallopt(int param, int value)
+{
+    (void)param;
+    (void)value;
+    return 1;
+}
+
+int pm_owns(const void *ptr)
+{
+    return pm_registry_contains(ptr);
+}
+
+const char *pm_version(void)
+{
+    return PM_VERSION_STRING;
+}

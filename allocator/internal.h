@@ -1,0 +1,310 @@
+/* internal.h — the map of the poolmalloc core: the big picture, every
+ * structure and constant, and the invariants the code keeps.
+ * Never includes anything that allocates; every .c file of the core includes
+ * this first.
+ *
+ * ==========================================================================
+ *  LAYERS
+ * ==========================================================================
+ *
+ *    program ──malloc/free──▶ preload/ shim (exports the malloc family)
+ *                                   │ forwards, nothing else
+ *                                   ▼
+ *                             allocator/alloc.c   pm_malloc, pm_free, ...
+ *                  size <= 512 and │        │ size > 512, alignment > 512,
+ *                  alignment fits  │        │ or a pointer not in our arenas
+ *                                  ▼        ▼
+ *                   heap.c ─▶ pool.c      system.c ─▶ glibc __libc_malloc ...
+ *                       │
+ *                       ▼
+ *                   arena.c ─▶ os.c ─▶ mmap / munmap
+ *                       │
+ *                   registry.c  "is this address inside one of our arenas?"
+ *
+ *  alloc.c is the only file that decides small versus system routing.
+ *  os.c is the only file that talks to the kernel about memory.
+ *
+ * ==========================================================================
+ *  BLOCK, POOL, ARENA
+ * ==========================================================================
+ *
+ *  A block is what malloc returns: PM_CLASS_GRANULE (16) x k bytes, k = 1..32.
+ *  A request of n bytes (n = 0 counts as 1) is served by class (n - 1) / 16,
+ *  whose blocks are (class + 1) x 16 bytes. Every block is 16-byte aligned.
+ *
+ *  A pool is a PM_POOL_SIZE (16 KiB) stretch of an arena holding blocks of
+ *  one class, back to back from the pool's first byte. Its descriptor
+ *  (pm_pool_t) does not live in the pool: all descriptors sit together in
+ *  the arena header, so a pool's pages hold nothing but blocks and can later
+ *  be given back to the OS whole.
+ *
+ *  An arena is PM_ARENA_SIZE (256 KiB) of mmap'd memory aligned to its size,
+ *  so the arena of any address is `addr & ~(PM_ARENA_SIZE - 1)`:
+ *
+ *   arena base (256 KiB aligned)
+ *   ┌───────────────┬─────────────┬──────────────┬─────┬──────────────┐
+ *   │ arena header  │ pool 0      │ pool 1       │ ... │ pool 15      │
+ *   │ pm_arena_t:   │ (12 KiB:    │ 16 KiB       │     │ 16 KiB       │
+ *   │ 16 pool       │ shortened   │ blocks of    │     │              │
+ *   │ descriptors,  │ by the      │ one class    │     │              │
+ *   │ lists         │ header)     │              │     │              │
+ *   └───────────────┴─────────────┴──────────────┴─────┴──────────────┘
+ *   0               4 KiB         16 KiB         32 KiB               256 KiB
+ *
+ *   pool k spans [base + max(k * 16 KiB, PM_ARENA_HEADER_SIZE),
+ *                 base + (k + 1) * 16 KiB)
+ *
+ *  Every pool starts at a multiple of 512 bytes (the header size is one), so
+ *  a block whose size is a multiple of some power of two A <= 512 is aligned
+ *  to A: that is how memalign(A, n) is served from pools.
+ *
+ *  Inside a pool, blocks are handed out from the pool's free list first and
+ *  otherwise carved from untouched memory at `pool->carve_offset` (lazy
+ *  carving, as in CPython's obmalloc: a pool's pages are touched only as it
+ *  fills). A free block holds the next pointer of the free list in its first
+ *  8 bytes.
+ *
+ *  Life of a pool:
+ *
+ *            acquire (arena lock)           last block freed
+ *   UNUSED ─────────────────────▶ IN USE ─────────────────────▶ UNUSED
+ *   (on its arena's free-pool     (class set; on its class's
+ *    list)                         partial list iff it has a
+ *                                  free block: I4)
+ *
+ *  Arenas with at least one unused pool are filed by how many unused pools
+ *  they hold (pm_arena_directory_t). A pool is taken from the arena with the
+ *  fewest unused pools, so allocation fills nearly-full arenas and sparse
+ *  ones drain and can be unmapped (the reason CPython sorts usable_arenas).
+ *  An arena whose pools are all unused is unmapped, except that one such
+ *  arena is kept in reserve so a program freeing and allocating around an
+ *  arena boundary does not mmap/munmap on every cycle.
+ *
+ * ==========================================================================
+ *  LOCKING (this stage: one lock per class, one for arenas)
+ * ==========================================================================
+ *
+ *  pm_heap_t holds the per-class bins, each with its own mutex; the arena
+ *  directory has one mutex. Lock order: class bin, then arena directory,
+ *  then registry. Pools are owned by a heap (pm_pool_t.heap) so that
+ *  per-thread heaps with a lock-free fast path can replace the single shared
+ *  heap without changing the arena, pool or registry layers.
+ *
+ *  fork(): pm_fork_prepare takes every lock in order, pm_fork_parent releases
+ *  them, pm_fork_child re-initializes them (the child has one thread).
+ *
+ * ==========================================================================
+ *  INVARIANTS (code that keeps one names it: "I3")
+ * ==========================================================================
+ *
+ *  I1  An address is registered in the registry iff it lies in an arena that
+ *      is mapped. The registry is updated before an arena is first used and
+ *      before it is unmapped, and registry leaves are never unmapped, so a
+ *      lookup never touches memory that may be unmapped.
+ *  I2  A pool is UNUSED iff it is on its arena's free-pool list; then its
+ *      class is PM_CLASS_NONE and its used_count is 0.
+ *  I3  For an IN USE pool: used_count = the number of set bits of live_map
+ *      = blocks handed out and not freed; free-list length + untouched
+ *      blocks (capacity - carve index) = capacity - used_count.
+ *  I4  An IN USE pool is on its class's partial list iff used_count <
+ *      capacity. A pool whose used_count drops to 0 becomes UNUSED at once.
+ *  I5  An arena with u >= 1 unused pools is on directory list u - 1; an
+ *      arena with none is on no list. List PM_POOLS_PER_ARENA - 1 (every
+ *      pool unused) holds at most one arena, the reserve: a second arena
+ *      that becomes empty is unmapped.
+ *  I6  A block is live iff its bit in its pool's live_map is set. free()
+ *      of a block whose bit is clear is a double free and aborts.
+ *  I7  Every block address is pool start + i x block size for 0 <= i <
+ *      capacity; any other address inside an arena is not a block and
+ *      free() of it aborts.
+ *  I8  stats: per class, allocated_total - freed_total = the sum of
+ *      used_count over its pools (checked by pm_heap_validate).
+ */
+#ifndef POOLMALLOC_INTERNAL_H
+#define POOLMALLOC_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "poolmalloc.h"
+
+#define PM_HIDDEN __attribute__((visibility("hidden")))
+#define PM_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PM_NORETURN __attribute__((noreturn))
+
+/* ---- sizes --------------------------------------------------------------- */
+#define PM_ARENA_SHIFT 18
+#define PM_ARENA_SIZE ((size_t)1 << PM_ARENA_SHIFT)      /* 256 KiB */
+#define PM_POOL_SHIFT 14
+#define PM_POOL_SIZE ((size_t)1 << PM_POOL_SHIFT)        /* 16 KiB */
+#define PM_POOLS_PER_ARENA (PM_ARENA_SIZE / PM_POOL_SIZE) /* 16 */
+#define PM_ARENA_HEADER_SIZE ((size_t)4096)               /* >= sizeof(pm_arena_t) */
+#define PM_MAX_BLOCKS_PER_POOL (PM_POOL_SIZE / PM_CLASS_GRANULE) /* 1024 */
+#define PM_LIVE_MAP_WORDS (PM_MAX_BLOCKS_PER_POOL / 64)          /* 16 */
+#define PM_CLASS_NONE 0xff
+#define PM_CACHE_LINE 64
+/* Largest alignment a pool can honour (see BLOCK, POOL, ARENA above). */
+#define PM_POOL_ALIGN_MAX ((size_t)512)
+
+/* ---- size classes (sizeclass.c) ----------------------------------------- */
+static inline unsigned pm_class_of(size_t size) /* size <= PM_SMALL_MAX */
+{
+    return size == 0 ? 0 : (unsigned)((size - 1) / PM_CLASS_GRANULE);
+}
+static inline size_t pm_class_size(unsigned class_index)
+{
+    return (size_t)(class_index + 1) * PM_CLASS_GRANULE;
+}
+/* Exact division of a pool offset by a block size, without a divide:
+ * offset < 2^14 and size <= 512, so (offset * ceil(2^32 / size)) >> 32 is
+ * exact (the error term offset * size / 2^32 stays below 1 / size). */
+PM_HIDDEN extern const uint32_t pm_class_reciprocal[PM_CLASS_COUNT];
+
+/* ---- format.c: text into fixed buffers, without malloc or stdio ---------- */
+typedef struct pm_buf {
+    char *start, *at, *end;
+} pm_buf_t;
+PM_HIDDEN void pm_buf_init(pm_buf_t *buf, char *storage, size_t capacity);
+PM_HIDDEN void pm_buf_str(pm_buf_t *buf, const char *s);
+PM_HIDDEN void pm_buf_char(pm_buf_t *buf, char c);
+PM_HIDDEN void pm_buf_uint(pm_buf_t *buf, uint64_t v, unsigned width);
+PM_HIDDEN void pm_buf_hex(pm_buf_t *buf, uintptr_t v);
+
+/* ---- os.c ------------------------------------------------------------------ */
+PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t alignment);
+PM_HIDDEN void *pm_os_map(size_t size);
+PM_HIDDEN void pm_os_unmap(void *addr, size_t size);
+PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);
+PM_HIDDEN PM_NORETURN void pm_fatal(const char *what, const void *addr,
+                                    int class_index);
+
+/* ---- registry.c ------------------------------------------------------------ */
+PM_HIDDEN bool pm_registry_contains(const void *addr);
+PM_HIDDEN bool pm_registry_add(void *arena_base);
+PM_HIDDEN void pm_registry_remove(void *arena_base);
+
+/* ---- pools and arenas ------------------------------------------------------ */
+typedef struct pm_block {
+    struct pm_block *next;
+} pm_block_t;
+
+struct pm_heap;
+
+typedef struct pm_pool {
+    pm_block_t *free_list;    /* freed blocks of this pool */
+    struct pm_pool *next;     /* class partial list, or arena free-pool list */
+    struct pm_pool *prev;     /* class partial list only */
+    struct pm_heap *heap;     /* owner, NULL when UNUSED */
+    uint32_t carve_index;     /* blocks [carve_index, capacity) never used */
+    uint16_t used_count;      /* live blocks (I3) */
+    uint16_t capacity;        /* blocks that fit in this pool */
+    uint8_t class_index;      /* PM_CLASS_NONE when UNUSED (I2) */
+    uint8_t pool_index;       /* position in its arena */
+    uint64_t live_map[PM_LIVE_MAP_WORDS]; /* I6 */
+} __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
+
+typedef struct pm_arena {
+    pm_pool_t pools[PM_POOLS_PER_ARENA];
+    pm_pool_t *free_pools;                /* UNUSED pools (I2) */
+    struct pm_arena *next, *prev;         /* directory list (I5) */
+    struct pm_arena *all_next, *all_prev; /* every mapped arena */
+    uint32_t free_pool_count;
+} pm_arena_t;
+_Static_assert(sizeof(pm_arena_t) <= PM_ARENA_HEADER_SIZE, "arena header overflows pool 0");
+_Static_assert(PM_ARENA_HEADER_SIZE % PM_POOL_ALIGN_MAX == 0, "pool 0 must stay 512-aligned");
+
+static inline pm_arena_t *pm_arena_of(const void *addr)
+{
+    return (pm_arena_t *)((uintptr_t)addr & ~(uintptr_t)(PM_ARENA_SIZE - 1));
+}
+static inline char *pm_pool_start(const pm_pool_t *pool)
+{
+    char *base = (char *)pm_arena_of(pool);
+    size_t offset = (size_t)pool->pool_index * PM_POOL_SIZE;
+    return base + (offset < PM_ARENA_HEADER_SIZE ? PM_ARENA_HEADER_SIZE : offset);
+}
+static inline size_t pm_pool_bytes(unsigned pool_index)
+{
+    return pool_index == 0 ? PM_POOL_SIZE - PM_ARENA_HEADER_SIZE : PM_POOL_SIZE;
+}
+
+/* pool.c: block operations on one pool; the caller holds the pool's class
+ * bin lock. */
+PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
+                            struct pm_heap *heap);
+PM_HIDDEN void *pm_pool_alloc(pm_pool_t *pool);
+/* What a pointer was handed to, for the diagnosis of misuse. */
+typedef enum pm_op { PM_OP_FREE, PM_OP_REALLOC, PM_OP_USABLE_SIZE } pm_op_t;
+/* Returns the pool of a block inside one of our arenas, after checking I6
+ * and I7; on misuse prints what `op` was given and aborts. */
+PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op);
+PM_HIDDEN void pm_pool_free(pm_pool_t *pool, void *block);
+PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
+
+/* arena.c: the arena directory; takes its own lock. */
+PM_HIDDEN pm_pool_t *pm_arena_acquire_pool(void);
+PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
+PM_HIDDEN void pm_arena_stats(pm_stats_t *out);
+/* Calls visit(pool) for every IN USE pool; the caller holds every class bin
+ * lock, so no pool changes state meanwhile. Returns false if an arena breaks
+ * I2 or I5. */
+PM_HIDDEN bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool));
+PM_HIDDEN void pm_arena_lock(void);
+PM_HIDDEN void pm_arena_unlock(void);
+PM_HIDDEN void pm_arena_reinit_lock(void);
+
+/* ---- heap.c ------------------------------------------------------------------ */
+typedef struct pm_bin {
+    pthread_mutex_t lock;
+    pm_pool_t *partial; /* IN USE pools with a free block (I4) */
+    uint64_t allocated_total;
+    uint64_t freed_total;
+    uint64_t pools;
+} __attribute__((aligned(PM_CACHE_LINE))) pm_bin_t;
+
+typedef struct pm_heap {
+    pm_bin_t bins[PM_CLASS_COUNT];
+} pm_heap_t;
+
+PM_HIDDEN void *pm_heap_alloc(unsigned class_index);
+/* Frees a block known to be inside one of our arenas (pm_registry_contains);
+ * misuse is diagnosed as `op`. */
+PM_HIDDEN void pm_heap_free(void *block, pm_op_t op);
+/* The block size of a live block of ours; misuse is diagnosed as `op`. */
+PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
+PM_HIDDEN void pm_heap_stats(pm_stats_t *out);
+PM_HIDDEN bool pm_heap_validate(void);
+
+/* ---- system.c: the glibc path ---------------------------------------------- */
+PM_HIDDEN void *pm_system_malloc(size_t size);
+PM_HIDDEN void *pm_system_calloc(size_t count, size_t size);
+PM_HIDDEN void *pm_system_realloc(void *ptr, size_t size);
+PM_HIDDEN void *pm_system_memalign(size_t alignment, size_t size);
+PM_HIDDEN void *pm_system_valloc(size_t size);
+PM_HIDDEN void *pm_system_pvalloc(size_t size);
+PM_HIDDEN void pm_system_free(void *ptr);
+PM_HIDDEN size_t pm_system_usable_size(void *ptr);
+
+/* ---- fork.c-like hooks (heap.c); the preload shim registers them. --------- */
+PM_HIDDEN void pm_fork_prepare(void);
+PM_HIDDEN void pm_fork_parent(void);
+PM_HIDDEN void pm_fork_child(void);
+
+/* ---- options.c ------------------------------------------------------------- */
+typedef struct pm_options {
+    /* POOLMALLOC_STATS: where the exit report goes; "" for nowhere. */
+    char stats_path[256];
+} pm_options_t;
+
+PM_HIDDEN extern pm_options_t pm_options;
+PM_HIDDEN void pm_options_init(void);
+
+/* ---- stats.c --------------------------------------------------------------- */
+/* Opens the configured stats sink (POOLMALLOC_STATS, "%p" expanded) and
+ * writes one report; warns on stderr and returns if it cannot. */
+PM_HIDDEN void pm_stats_report_to_sink(const char *when);
+
+#endif /* POOLMALLOC_INTERNAL_H */

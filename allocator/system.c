@@ -1,0 +1,40 @@
+/* system.c — owns the system path: requests poolmalloc does not serve from
+ * pools go to glibc's malloc through its __libc_* entry points, which stay
+ * glibc's even when the malloc family is interposed (no dlsym bootstrap).
+ * Never touches pool or arena state. */
+#include "internal.h"
+
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t count, size_t size);
+extern void *__libc_realloc(void *ptr, size_t size);
+extern void *__libc_memalign(size_t alignment, size_t size);
+extern void *__libc_valloc(size_t size);
+extern void *__libc_pvalloc(size_t size);
+extern void __libc_free(void *ptr);
+
+void *pm_system_malloc(size_t size) { return __libc_malloc(size); }
+void *pm_system_calloc(size_t count, size_t size) { return __libc_calloc(count, size); }
+void *pm_system_realloc(void *ptr, size_t size) { return __libc_realloc(ptr, size); }
+void *pm_system_memalign(size_t alignment, size_t size) { return __libc_memalign(alignment, size); }
+void *pm_system_valloc(size_t size) { return __libc_valloc(size); }
+void *pm_system_pvalloc(size_t size) { return __libc_pvalloc(size); }
+void pm_system_free(void *ptr) { __libc_free(ptr); }
+
+/* glibc exports malloc_usable_size only under that name, which the preload
+ * shim interposes, so the answer is read where glibc itself reads it: the
+ * chunk's size word just below the pointer (malloc/malloc.c, musable() in
+ * glibc 2.36, x86-64: 8-byte size word, flag 0x2 = chunk was mmap'd). A
+ * chunk carved from an arena lends its successor's prev_size word to the
+ * user; an mmap'd chunk does not. */
+#define GLIBC_SIZE_WORD ((size_t)8)
+#define GLIBC_CHUNK_IS_MMAPPED ((size_t)0x2)
+#define GLIBC_CHUNK_FLAGS ((size_t)0x7)
+
+size_t pm_system_usable_size(void *ptr)
+{
+    size_t size_word = ((const size_t *)ptr)[-1];
+    size_t chunk_size = size_word & ~GLIBC_CHUNK_FLAGS;
+    if (size_word & GLIBC_CHUNK_IS_MMAPPED)
+        return chunk_size - 2 * GLIBC_SIZE_WORD;
+    return chunk_size - GLIBC_SIZE_WORD;
+}
