@@ -1,126 +1,318 @@
-/* heap.c — owns the class bins: which pools serve each size class, and the
- * per-class counters. Never calls malloc; takes one class bin lock at a time
- * (then, to get or give back a pool, the arena directory lock). Keeps I4,
- * I8, and the pool side of I2.
- *
- * This stage has one heap shared by every thread, one lock per class. Pools
- * record their heap so per-thread heaps can take over without touching
- * pool.c or arena.c. */
+/* heap.c — owns thread heaps: which pools serve each thread and class, the
+ * remote-free stacks, heap hand-over when threads exit, the per-heap
+ * counters, and fork handling. Never calls malloc; takes no lock on the
+ * owner's paths (see THREAD HEAPS and LOCKING in internal.h). Keeps I4, I8,
+ * I9, and the heap side of I2. */
 #include "internal.h"
 
-static pm_heap_t main_heap = {
-    .bins = {[0 ... PM_CLASS_COUNT - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}},
+#include <stdatomic.h>
+
+__thread pm_heap_t *pm_thread_heap __attribute__((tls_model("initial-exec"))) = &pm_heap_empty;
+/* Set once this thread's heap destructor ran: later allocations of the
+ * thread (from other destructors) use the shared heap. */
+static __thread bool thread_heap_released __attribute__((tls_model("initial-exec")));
+
+/* Never written: its bins are empty, so the fast path falls through. */
+pm_heap_t pm_heap_empty;
+
+static pm_heap_t shared_heap = {
+    .service_lock = PTHREAD_MUTEX_INITIALIZER,
+    .state = PM_HEAP_ABANDONED,
 };
 
-static void bin_link(pm_bin_t *bin, pm_pool_t *pool)
+#define HEAP_SLAB_BYTES ((size_t)64 << 10)
+
+static struct {
+    pthread_mutex_t lock;
+    pm_heap_t *all;       /* every heap, shared_heap included */
+    pm_heap_t *abandoned; /* ABANDONED heaps waiting for a thread */
+    char *slab_next, *slab_end;
+    pthread_key_t exit_key;
+    bool exit_key_ready;
+    bool exit_key_failed;
+} heaps = {.lock = PTHREAD_MUTEX_INITIALIZER, .all = &shared_heap};
+
+/* Remote frees by threads that have no heap of their own (yet, or any more),
+ * counted here so I8 stays exact. */
+static _Atomic uint64_t heapless_remote_freed[PM_CLASS_COUNT];
+
+/* ---- bin lists (I4) ------------------------------------------------------- */
+
+static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
 {
     pool->prev = NULL;
-    pool->next = bin->partial;
-    if (bin->partial)
-        bin->partial->prev = pool;
-    bin->partial = pool;
+    pool->next = bin->pools;
+    if (bin->pools)
+        bin->pools->prev = pool;
+    bin->pools = pool;
+    pool->on_bin_list = true;
 }
 
-static void bin_unlink(pm_bin_t *bin, pm_pool_t *pool)
+static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
 {
     if (pool->prev)
         pool->prev->next = pool->next;
     else
-        bin->partial = pool->next;
+        bin->pools = pool->next;
     if (pool->next)
         pool->next->prev = pool->prev;
     pool->next = pool->prev = NULL;
+    pool->on_bin_list = false;
 }
 
-void *pm_heap_alloc(unsigned class_index)
+static void pool_retire(pm_bin_t *bin, pm_pool_t *pool)
 {
-    pm_bin_t *bin = &main_heap.bins[class_index];
-    pthread_mutex_lock(&bin->lock);
-    pm_pool_t *pool = bin->partial;
-    if (PM_UNLIKELY(pool == NULL)) {
-        pool = pm_arena_acquire_pool();
-        if (pool == NULL) {
-            pthread_mutex_unlock(&bin->lock);
-            return NULL;
-        }
-        pm_pool_init(pool, class_index, &main_heap);
-        bin->pools++;
-        bin_link(bin, pool);
+    bin_remove(bin, pool);
+    bin->pool_count--;
+    pool->heap = NULL;
+    __atomic_store_n(&pool->class_index, PM_CLASS_NONE, __ATOMIC_RELEASE);
+    pm_arena_release_pool(pool);
+}
+
+/* ---- the owner's side --------------------------------------------------- */
+
+/* Takes a block back into its pool, by the pool's owner or under the
+ * service_lock of its abandoned heap. Counting is the caller's business. */
+static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
+{
+    pm_live_clear(pool, pm_live_bit(block));
+    pm_block_t *b = block;
+    b->next = pool->free_list;
+    pool->free_list = b;
+    pool->used_count--;
+    pm_bin_t *bin = &heap->bins[pool->class_index];
+    if (!pool->on_bin_list) {
+        bin_push(bin, pool); /* I4: it has room again */
+        return;
     }
-    void *block = pm_pool_alloc(pool);
-    if (pool->used_count == pool->capacity)
-        bin_unlink(bin, pool); /* I4 */
-    bin->allocated_total++;
-    pthread_mutex_unlock(&bin->lock);
+    /* I4: an empty pool goes back to its arena, unless it is all the bin
+     * has (so alloc/free of one block does not take the arena lock each
+     * time) and the heap has an owner to use it. */
+    if (pool->used_count == 0 &&
+        ((pool->prev || pool->next) ||
+         atomic_load_explicit(&heap->state, memory_order_relaxed) != PM_HEAP_OWNED))
+        pool_retire(bin, pool);
+}
+
+/* Takes every block other threads freed into this heap. A block pushed twice
+ * is met twice, and its live bit, cleared at the first meeting, reports the
+ * double free at the second (I6). */
+static bool heap_collect_remote(pm_heap_t *heap)
+{
+    if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) == NULL)
+        return false;
+    pm_block_t *b = atomic_exchange_explicit(&heap->remote_free, NULL, memory_order_seq_cst);
+    while (b != NULL) {
+        pm_block_t *next = b->next;
+        pm_pool_t *pool = pm_pool_checked(b, PM_OP_FREE);
+        if (pool->heap != heap) /* pushed here when it was not live */
+            pm_fatal("double free", b, pool->class_index);
+        heap_take_back(heap, pool, b);
+        b = next;
+    }
+    return true;
+}
+
+static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
+{
+    pm_bin_t *bin = &heap->bins[class_index];
+    for (;;) {
+        pm_pool_t *pool = bin->pools;
+        while (pool != NULL) {
+            if (pool->free_list != NULL || pm_pool_carve(pool)) {
+                pm_block_t *block = pool->free_list;
+                pool->free_list = block->next;
+                pool->used_count++;
+                pm_live_set(pool, pm_live_bit(block));
+                bin->allocated_total++;
+                return block;
+            }
+            pm_pool_t *next = pool->next;
+            bin_remove(bin, pool); /* full (I4) */
+            pool = next;
+        }
+        if (heap_collect_remote(heap))
+            continue;
+        pool = pm_arena_acquire_pool();
+        if (pool == NULL)
+            return NULL;
+        pm_pool_init(pool, class_index, heap);
+        bin_push(bin, pool);
+        bin->pool_count++;
+    }
+}
+
+/* ---- heaps and threads --------------------------------------------------- */
+
+static void heap_thread_exit(void *arg);
+
+/* Caller holds heaps.lock. */
+static pm_heap_t *heap_create(void)
+{
+    size_t size = (sizeof(pm_heap_t) + PM_CACHE_LINE - 1) & ~(PM_CACHE_LINE - 1);
+    if (heaps.slab_next == NULL || (size_t)(heaps.slab_end - heaps.slab_next) < size) {
+        char *slab = pm_os_map(HEAP_SLAB_BYTES);
+        if (slab == NULL)
+            return NULL;
+        heaps.slab_next = slab;
+        heaps.slab_end = slab + HEAP_SLAB_BYTES;
+    }
+    pm_heap_t *heap = (pm_heap_t *)heaps.slab_next;
+    heaps.slab_next += size;
+    pthread_mutex_init(&heap->service_lock, NULL);
+    atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_relaxed);
+    heap->next_heap = heaps.all;
+    heaps.all = heap;
+    return heap;
+}
+
+/* Gives the calling thread a heap: an abandoned one if any, else a new one.
+ * NULL when the thread must use the shared heap. */
+static pm_heap_t *heap_for_thread(void)
+{
+    if (thread_heap_released)
+        return NULL;
+    pthread_mutex_lock(&heaps.lock);
+    if (!heaps.exit_key_ready && !heaps.exit_key_failed) {
+        /* Without a destructor, heaps of exited threads could never be
+         * handed on; then every thread shares the locked heap instead. */
+        heaps.exit_key_failed = pthread_key_create(&heaps.exit_key, heap_thread_exit) != 0;
+        heaps.exit_key_ready = !heaps.exit_key_failed;
+    }
+    pm_heap_t *heap = NULL;
+    if (heaps.exit_key_ready) {
+        heap = heaps.abandoned;
+        if (heap != NULL) {
+            heaps.abandoned = heap->next_abandoned;
+            pthread_mutex_lock(&heap->service_lock);
+            atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_seq_cst);
+            pthread_mutex_unlock(&heap->service_lock);
+        } else {
+            heap = heap_create();
+        }
+    }
+    pthread_mutex_unlock(&heaps.lock);
+    if (heap != NULL) {
+        /* Set first: pthread_setspecific may allocate, and must find it. */
+        pm_thread_heap = heap;
+        pthread_setspecific(heaps.exit_key, heap);
+    }
+    return heap;
+}
+
+/* The thread is gone: its heap, pools and all, waits for another thread.
+ * Meanwhile whoever frees into it collects its remote stack (heap_free_remote);
+ * state is published before the last collection, so a block pushed before
+ * it is collected here and one pushed after it finds the heap ABANDONED. */
+static void heap_thread_exit(void *arg)
+{
+    pm_heap_t *heap = arg;
+    pm_thread_heap = &pm_heap_empty;
+    thread_heap_released = true;
+    pthread_mutex_lock(&heaps.lock);
+    atomic_store_explicit(&heap->state, PM_HEAP_ABANDONED, memory_order_seq_cst);
+    pthread_mutex_lock(&heap->service_lock);
+    heap_collect_remote(heap);
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        pm_bin_t *bin = &heap->bins[c];
+        for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
+            next = pool->next;
+            if (pool->used_count == 0)
+                pool_retire(bin, pool);
+        }
+    }
+    pthread_mutex_unlock(&heap->service_lock);
+    heap->next_abandoned = heaps.abandoned;
+    heaps.abandoned = heap;
+    pthread_mutex_unlock(&heaps.lock);
+}
+
+static void *heap_alloc_shared(unsigned class_index)
+{
+    pthread_mutex_lock(&shared_heap.service_lock);
+    void *block = heap_alloc_from(&shared_heap, class_index);
+    pthread_mutex_unlock(&shared_heap.service_lock);
     return block;
 }
 
-/* Locks the bin of the class the block's pool serves. The class is read
- * before the lock is held, so it is read again under it: for a live block it
- * cannot change (its pool is IN USE), and for anything else pm_pool_checked
- * diagnoses the misuse under the lock. */
-static pm_bin_t *heap_lock_bin_of(void *block, pm_op_t op)
+void *pm_heap_alloc_slow(unsigned class_index)
 {
-    pm_arena_t *arena = pm_arena_of(block);
-    uintptr_t offset = (uintptr_t)block - (uintptr_t)arena;
-    if (offset < PM_ARENA_HEADER_SIZE)
-        pm_pool_checked(block, op); /* diagnoses and aborts */
-    const pm_pool_t *pool = &arena->pools[offset >> PM_POOL_SHIFT];
-    for (;;) {
-        unsigned class_index = __atomic_load_n(&pool->class_index, __ATOMIC_RELAXED);
-        if (class_index == PM_CLASS_NONE)
-            pm_pool_checked(block, op); /* diagnoses and aborts */
-        pm_bin_t *bin = &main_heap.bins[class_index];
-        pthread_mutex_lock(&bin->lock);
-        if (pool->class_index == class_index)
-            return bin;
-        pthread_mutex_unlock(&bin->lock);
+    pm_heap_t *heap = pm_thread_heap;
+    if (heap == &pm_heap_empty) {
+        heap = heap_for_thread();
+        if (heap == NULL)
+            return heap_alloc_shared(class_index);
+    }
+    return heap_alloc_from(heap, class_index);
+}
+
+/* ---- freeing ------------------------------------------------------------- */
+
+static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *block)
+{
+    pm_block_t *head = atomic_load_explicit(&owner->remote_free, memory_order_relaxed);
+    do
+        block->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&owner->remote_free, &head, block,
+                                                  memory_order_seq_cst, memory_order_relaxed));
+    pm_heap_t *me = pm_thread_heap;
+    if (me != &pm_heap_empty)
+        me->bins[pool->class_index].remote_freed_total++;
+    else
+        atomic_fetch_add_explicit(&heapless_remote_freed[pool->class_index], 1,
+                                  memory_order_relaxed);
+    /* No owner will collect it: do it now (see heap_thread_exit). */
+    if (atomic_load_explicit(&owner->state, memory_order_seq_cst) == PM_HEAP_ABANDONED) {
+        pthread_mutex_lock(&owner->service_lock);
+        if (atomic_load_explicit(&owner->state, memory_order_relaxed) == PM_HEAP_ABANDONED)
+            heap_collect_remote(owner);
+        pthread_mutex_unlock(&owner->service_lock);
     }
 }
 
 void pm_heap_free(void *block, pm_op_t op)
 {
-    pm_bin_t *bin = heap_lock_bin_of(block, op);
     pm_pool_t *pool = pm_pool_checked(block, op);
-    bool was_full = pool->used_count == pool->capacity;
-    pm_pool_free(pool, block);
-    bin->freed_total++;
-    if (pool->used_count == 0) {
-        /* I4: an empty pool goes back to its arena at once. */
-        if (!was_full)
-            bin_unlink(bin, pool);
-        bin->pools--;
-        pool->heap = NULL;
-        __atomic_store_n(&pool->class_index, PM_CLASS_NONE, __ATOMIC_RELAXED);
-        pthread_mutex_unlock(&bin->lock);
-        pm_arena_release_pool(pool);
+    pm_heap_t *owner = __atomic_load_n(&pool->heap, __ATOMIC_RELAXED);
+    pm_heap_t *me = pm_thread_heap;
+    if (PM_LIKELY(owner == me)) {
+        me->bins[pool->class_index].freed_total++;
+        heap_take_back(me, pool, block);
         return;
     }
-    if (was_full)
-        bin_link(bin, pool); /* I4 */
-    pthread_mutex_unlock(&bin->lock);
+    heap_free_remote(owner, pool, block);
 }
 
 size_t pm_heap_block_size(void *block, pm_op_t op)
 {
-    pm_bin_t *bin = heap_lock_bin_of(block, op);
-    pm_pool_t *pool = pm_pool_checked(block, op);
-    size_t size = pm_class_size(pool->class_index);
-    pthread_mutex_unlock(&bin->lock);
-    return size;
+    return pm_pool_checked(block, op)->block_size;
+}
+
+/* ---- counters and validation ----------------------------------------------- */
+
+static uint64_t load_counter(const uint64_t *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 
 void pm_heap_stats(pm_stats_t *out)
 {
+    uint64_t freed[PM_CLASS_COUNT] = {0};
+    pthread_mutex_lock(&heaps.lock);
+    for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
+        for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+            const pm_bin_t *bin = &heap->bins[c];
+            out->classes[c].allocated_total += load_counter(&bin->allocated_total);
+            out->classes[c].pools += load_counter(&bin->pool_count);
+            freed[c] += load_counter(&bin->freed_total) + load_counter(&bin->remote_freed_total);
+        }
+    }
+    pthread_mutex_unlock(&heaps.lock);
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
-        pm_bin_t *bin = &main_heap.bins[c];
         pm_class_stats_t *cs = &out->classes[c];
-        pthread_mutex_lock(&bin->lock);
         cs->block_size = pm_class_size(c);
-        cs->allocated_total = bin->allocated_total;
-        cs->freed_total = bin->freed_total;
-        cs->pools = bin->pools;
-        pthread_mutex_unlock(&bin->lock);
+        cs->freed_total = freed[c] + atomic_load_explicit(&heapless_remote_freed[c],
+                                                          memory_order_relaxed);
         cs->live_blocks = cs->allocated_total - cs->freed_total;
         out->small_allocated_total += cs->allocated_total;
         out->small_live_blocks += cs->live_blocks;
@@ -128,72 +320,97 @@ void pm_heap_stats(pm_stats_t *out)
     }
 }
 
-static void heap_lock_all(void)
-{
-    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
-        pthread_mutex_lock(&main_heap.bins[c].lock);
-}
-
-static void heap_unlock_all(void)
-{
-    for (unsigned c = PM_CLASS_COUNT; c-- > 0;)
-        pthread_mutex_unlock(&main_heap.bins[c].lock);
-}
-
-/* Filled by pm_heap_validate's pool visitor: per class, live blocks and
- * pools seen in the arenas, to compare with the bins' counters (I8). */
-static uint64_t validate_live[PM_CLASS_COUNT];
+/* Filled while validating: per class, blocks counted live by the pools and
+ * pools seen, to hold against the heaps' counters (I8). */
+static uint64_t validate_used[PM_CLASS_COUNT];
 static uint64_t validate_pools[PM_CLASS_COUNT];
+
+static bool heap_is_known(const pm_heap_t *heap)
+{
+    for (const pm_heap_t *h = heaps.all; h != NULL; h = h->next_heap)
+        if (h == heap)
+            return true;
+    return false;
+}
 
 static bool heap_visit_pool(const pm_pool_t *pool)
 {
-    if (pool->heap != &main_heap || pool->class_index >= PM_CLASS_COUNT)
+    if (!heap_is_known(pool->heap) || pool->class_index >= PM_CLASS_COUNT)
         return false;
-    validate_live[pool->class_index] += pool->used_count;
+    validate_used[pool->class_index] += pool->used_count;
     validate_pools[pool->class_index]++;
-    /* I4: on the partial list iff not full. */
-    const pm_bin_t *bin = &main_heap.bins[pool->class_index];
+    /* I4: a pool with room is on its bin list, and on_bin_list says so. */
     bool listed = false;
-    for (const pm_pool_t *p = bin->partial; p != NULL && !listed; p = p->next)
+    for (const pm_pool_t *p = pool->heap->bins[pool->class_index].pools; p && !listed; p = p->next)
         listed = p == pool;
-    return listed == (pool->used_count < pool->capacity);
+    return listed == pool->on_bin_list && (listed || pool->used_count == pool->capacity);
 }
 
 bool pm_heap_validate(void)
 {
-    heap_lock_all();
-    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
-        validate_live[c] = validate_pools[c] = 0;
-    bool ok = pm_arena_validate(heap_visit_pool);
-    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
-        const pm_bin_t *bin = &main_heap.bins[c];
-        ok &= validate_live[c] == bin->allocated_total - bin->freed_total; /* I8 */
-        ok &= validate_pools[c] == bin->pools;
+    pthread_mutex_lock(&heaps.lock);
+    uint64_t expected[PM_CLASS_COUNT] = {0};
+    uint64_t pools[PM_CLASS_COUNT] = {0};
+    bool ok = true;
+    for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
+        for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+            const pm_bin_t *bin = &heap->bins[c];
+            expected[c] += bin->allocated_total - bin->freed_total - bin->remote_freed_total;
+            pools[c] += bin->pool_count;
+        }
+        /* Blocks waiting on a remote stack are still used in their pools. */
+        uint64_t waiting = 0;
+        for (const pm_block_t *b = atomic_load(&heap->remote_free); b != NULL; b = b->next) {
+            expected[pm_pool_of(b)->class_index]++;
+            if (++waiting > ((uint64_t)1 << 32)) {
+                ok = false; /* a cycle */
+                break;
+            }
+        }
     }
-    heap_unlock_all();
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        expected[c] -= atomic_load(&heapless_remote_freed[c]);
+        validate_used[c] = validate_pools[c] = 0;
+    }
+    ok &= pm_arena_validate(heap_visit_pool);
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
+        ok &= validate_used[c] == expected[c] && validate_pools[c] == pools[c]; /* I8 */
+    pthread_mutex_unlock(&heaps.lock);
     return ok;
 }
 
-/* fork(): the child inherits memory in whatever state other threads left
- * it, so every allocator lock is held across fork, class bins before the
- * arena directory as everywhere else (the registry's lock is only taken
- * under the directory's). */
+/* ---- fork ------------------------------------------------------------------ */
+
+/* Every lock, in the documented order, so the child inherits the heap
+ * directory, every abandoned heap and the arenas in a consistent state. */
 void pm_fork_prepare(void)
 {
-    heap_lock_all();
+    pthread_mutex_lock(&heaps.lock);
+    for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
+        pthread_mutex_lock(&heap->service_lock);
     pm_arena_lock();
 }
 
 void pm_fork_parent(void)
 {
     pm_arena_unlock();
-    heap_unlock_all();
+    for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
+        pthread_mutex_unlock(&heap->service_lock);
+    pthread_mutex_unlock(&heaps.lock);
 }
 
-/* The child has one thread, which holds every lock: start them afresh. */
+/* The child has one thread. Heaps owned by the others may have been cut
+ * mid-update by the fork (their owners take no lock), so they are ORPHANED:
+ * never adopted, never collected; blocks freed into them in the child stay
+ * where they are. */
 void pm_fork_child(void)
 {
     pm_arena_reinit_lock();
-    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
-        pthread_mutex_init(&main_heap.bins[c].lock, NULL);
+    for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
+        pthread_mutex_init(&heap->service_lock, NULL);
+        if (heap != pm_thread_heap &&
+            atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED)
+            atomic_store_explicit(&heap->state, PM_HEAP_ORPHANED, memory_order_relaxed);
+    }
+    pthread_mutex_init(&heaps.lock, NULL);
 }

@@ -14,7 +14,7 @@
  *                  size <= 512 and │        │ size > 512, alignment > 512,
  *                  alignment fits  │        │ or a pointer not in our arenas
  *                                  ▼        ▼
- *                   heap.c ─▶ pool.c      system.c ─▶ glibc __libc_malloc ...
+ *       heap.c (per-thread) ─▶ pool.c    system.c ─▶ glibc __libc_malloc ...
  *                       │
  *                       ▼
  *                   arena.c ─▶ os.c ─▶ mmap / munmap
@@ -58,19 +58,23 @@
  *  a block whose size is a multiple of some power of two A <= 512 is aligned
  *  to A: that is how memalign(A, n) is served from pools.
  *
- *  Inside a pool, blocks are handed out from the pool's free list first and
- *  otherwise carved from untouched memory at `pool->carve_offset` (lazy
- *  carving, as in CPython's obmalloc: a pool's pages are touched only as it
- *  fills). A free block holds the next pointer of the free list in its first
- *  8 bytes.
+ *  Inside a pool, blocks are handed out from the pool's free list. When it
+ *  runs dry, the next stretch of untouched memory, up to the end of the
+ *  current OS page, is carved into it (lazy carving, as in CPython's
+ *  obmalloc: a pool's pages are touched only as it fills). A free block holds
+ *  the next pointer of its list in its first 8 bytes.
+ *
+ *  The live map has one bit per 16-byte granule of the pool's 16 KiB stretch:
+ *  a block's bit is (address % PM_POOL_SIZE) / 16, two instructions.
  *
  *  Life of a pool:
  *
- *            acquire (arena lock)           last block freed
+ *            acquire (arena lock)           last block freed, and the
  *   UNUSED ─────────────────────▶ IN USE ─────────────────────▶ UNUSED
- *   (on its arena's free-pool     (class set; on its class's
- *    list)                         partial list iff it has a
- *                                  free block: I4)
+ *   (on its arena's free-pool     (class and owning  bin has another pool
+ *    list)                         heap set; on the
+ *                                  heap's bin list
+ *                                  while not full: I4)
  *
  *  Arenas with at least one unused pool are filed by how many unused pools
  *  they hold (pm_arena_directory_t). A pool is taken from the arena with the
@@ -81,17 +85,57 @@
  *  arena boundary does not mmap/munmap on every cycle.
  *
  * ==========================================================================
- *  LOCKING (this stage: one lock per class, one for arenas)
+ *  THREAD HEAPS
  * ==========================================================================
  *
- *  pm_heap_t holds the per-class bins, each with its own mutex; the arena
- *  directory has one mutex. Lock order: class bin, then arena directory,
- *  then registry. Pools are owned by a heap (pm_pool_t.heap) so that
- *  per-thread heaps with a lock-free fast path can replace the single shared
- *  heap without changing the arena, pool or registry layers.
+ *  Every thread allocates from its own heap (pm_heap_t, reached through an
+ *  initial-exec TLS pointer): per class, a bin listing the heap's pools that
+ *  have room. A heap's owner thread allocates and frees its own blocks with
+ *  no lock and no atomic read-modify-write, writing only its heap and its
+ *  pools' descriptors, which no other thread writes.
  *
- *  fork(): pm_fork_prepare takes every lock in order, pm_fork_parent releases
- *  them, pm_fork_child re-initializes them (the child has one thread).
+ *  A block freed by a thread that does not own its pool is pushed onto the
+ *  owning heap's remote_free stack (one compare-and-swap); the owner takes
+ *  the whole stack with one exchange when it next runs out of room in a bin,
+ *  and frees those blocks as its own. A block pushed twice shows up twice in
+ *  that walk, and its clear live bit at the second visit reports the double
+ *  free (I6), so a cycle can never be walked forever.
+ *
+ *  Heaps are never unmapped. A thread's TLS pointer starts at pm_heap_empty,
+ *  a static heap with no pools, so the fast path needs no "initialized?"
+ *  test: its first allocation takes the slow path, which gives the thread a
+ *  heap, adopting an abandoned one if there is one. When a thread exits its
+ *  heap is ABANDONED with its pools; from then on any thread that pushes a
+ *  remote free onto it also collects the heap's remote stack under the
+ *  heap's service_lock, so blocks freed after their allocating thread is
+ *  gone still come back, and pools that empty go back to their arenas. A
+ *  thread created later adopts the heap, pools and all: a program creating
+ *  and joining threads by the thousand reuses the same few heaps.
+ *
+ *  pm_heap_shared is permanently ABANDONED: it serves, under its lock, the
+ *  rare allocations that cannot have a heap of their own (a thread whose
+ *  heap destructor already ran; a heap that could not be mapped).
+ *
+ *      states of a heap          thread exits            new thread
+ *      OWNED (lock-free) ───────────────────▶ ABANDONED ───────────▶ OWNED
+ *         │ fork(): heaps of threads the child does not have
+ *         └──────────────────────────────────▶ ORPHANED (never touched
+ *                                              again: the fork may have cut
+ *                                              their owners mid-update)
+ *
+ * ==========================================================================
+ *  LOCKING
+ * ==========================================================================
+ *
+ *  Locks, in the order they nest: the heap directory lock (the list of all
+ *  heaps, the abandoned list); a heap's service_lock (only ABANDONED heaps
+ *  are worked on under it); the arena directory lock; the registry lock.
+ *  None is taken by the owner of a heap on the fast path; the arena lock is
+ *  taken when a pool is acquired or released.
+ *
+ *  fork(): pm_fork_prepare takes every lock in that order, pm_fork_parent
+ *  releases them, pm_fork_child re-initializes them and orphans the heaps of
+ *  the threads that do not exist in the child.
  *
  * ==========================================================================
  *  INVARIANTS (code that keeps one names it: "I3")
@@ -104,10 +148,13 @@
  *  I2  A pool is UNUSED iff it is on its arena's free-pool list; then its
  *      class is PM_CLASS_NONE and its used_count is 0.
  *  I3  For an IN USE pool: used_count = the number of set bits of live_map
- *      = blocks handed out and not freed; free-list length + untouched
- *      blocks (capacity - carve index) = capacity - used_count.
- *  I4  An IN USE pool is on its class's partial list iff used_count <
- *      capacity. A pool whose used_count drops to 0 becomes UNUSED at once.
+ *      = blocks handed out and not yet taken back by the owner (a block on
+ *      its heap's remote_free stack still counts); free-list length +
+ *      uncarved blocks (capacity - carve_index) = capacity - used_count.
+ *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
+ *      for its class (on_bin_list); a full pool may stay at the head of that
+ *      list until the next slow path. A pool whose used_count drops to 0 is
+ *      released to its arena unless it is the only pool on its bin list.
  *  I5  An arena with u >= 1 unused pools is on directory list u - 1; an
  *      arena with none is on no list. List PM_POOLS_PER_ARENA - 1 (every
  *      pool unused) holds at most one arena, the reserve: a second arena
@@ -117,8 +164,11 @@
  *  I7  Every block address is pool start + i x block size for 0 <= i <
  *      capacity; any other address inside an arena is not a block and
  *      free() of it aborts.
- *  I8  stats: per class, allocated_total - freed_total = the sum of
- *      used_count over its pools (checked by pm_heap_validate).
+ *  I8  stats: per class, summed over heaps, allocated_total - freed_total -
+ *      remote_freed_total = the sum of used_count over its pools minus the
+ *      blocks waiting on remote_free stacks (checked by pm_heap_validate).
+ *  I9  A pool's heap and class change only while it is UNUSED or by its
+ *      owner; a thread that does not own a live block's pool may read them.
  */
 #ifndef POOLMALLOC_INTERNAL_H
 #define POOLMALLOC_INTERNAL_H
@@ -142,6 +192,7 @@
 #define PM_POOL_SIZE ((size_t)1 << PM_POOL_SHIFT)        /* 16 KiB */
 #define PM_POOLS_PER_ARENA (PM_ARENA_SIZE / PM_POOL_SIZE) /* 16 */
 #define PM_ARENA_HEADER_SIZE ((size_t)4096)               /* >= sizeof(pm_arena_t) */
+#define PM_OS_PAGE_SIZE ((size_t)4096)
 #define PM_MAX_BLOCKS_PER_POOL (PM_POOL_SIZE / PM_CLASS_GRANULE) /* 1024 */
 #define PM_LIVE_MAP_WORDS (PM_MAX_BLOCKS_PER_POOL / 64)          /* 16 */
 #define PM_CLASS_NONE 0xff
@@ -194,16 +245,20 @@ typedef struct pm_block {
 struct pm_heap;
 
 typedef struct pm_pool {
-    pm_block_t *free_list;    /* freed blocks of this pool */
-    struct pm_pool *next;     /* class partial list, or arena free-pool list */
-    struct pm_pool *prev;     /* class partial list only */
-    struct pm_heap *heap;     /* owner, NULL when UNUSED */
-    uint32_t carve_index;     /* blocks [carve_index, capacity) never used */
-    uint16_t used_count;      /* live blocks (I3) */
+    /* Written only by the owning heap's thread (I9). */
+    pm_block_t *free_list;    /* blocks ready to hand out */
+    struct pm_pool *next;     /* bin list, or arena free-pool list */
+    struct pm_pool *prev;     /* bin list only */
+    struct pm_heap *heap;     /* owner; NULL when UNUSED */
+    uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
+    uint32_t block_size;      /* class size, cached for the free path */
+    uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
+    uint16_t used_count;      /* I3 */
     uint16_t capacity;        /* blocks that fit in this pool */
     uint8_t class_index;      /* PM_CLASS_NONE when UNUSED (I2) */
     uint8_t pool_index;       /* position in its arena */
-    uint64_t live_map[PM_LIVE_MAP_WORDS]; /* I6 */
+    bool on_bin_list;         /* I4 */
+    uint64_t live_map[PM_LIVE_MAP_WORDS]; /* I6; one bit per 16-byte granule */
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 
 typedef struct pm_arena {
@@ -226,22 +281,51 @@ static inline char *pm_pool_start(const pm_pool_t *pool)
     size_t offset = (size_t)pool->pool_index * PM_POOL_SIZE;
     return base + (offset < PM_ARENA_HEADER_SIZE ? PM_ARENA_HEADER_SIZE : offset);
 }
+static inline pm_pool_t *pm_pool_of(const void *block)
+{
+    pm_arena_t *arena = pm_arena_of(block);
+    return &arena->pools[((uintptr_t)block & (PM_ARENA_SIZE - 1)) >> PM_POOL_SHIFT];
+}
+/* I6: a block's bit in its pool's live map. */
+static inline unsigned pm_live_bit(const void *block)
+{
+    return (unsigned)(((uintptr_t)block & (PM_POOL_SIZE - 1)) / PM_CLASS_GRANULE);
+}
+/* Only the owner writes the map; other threads may read it (usable size,
+ * the double-free check of a remote free), so words move as relaxed atomics:
+ * plain loads and stores on x86-64, visible as such to ThreadSanitizer. */
+static inline bool pm_live_test(const pm_pool_t *pool, unsigned bit)
+{
+    return (__atomic_load_n(&pool->live_map[bit / 64], __ATOMIC_RELAXED) >> (bit % 64)) & 1;
+}
+static inline void pm_live_set(pm_pool_t *pool, unsigned bit)
+{
+    uint64_t *word = &pool->live_map[bit / 64];
+    __atomic_store_n(word, *word | ((uint64_t)1 << (bit % 64)), __ATOMIC_RELAXED);
+}
+static inline void pm_live_clear(pm_pool_t *pool, unsigned bit)
+{
+    uint64_t *word = &pool->live_map[bit / 64];
+    __atomic_store_n(word, *word & ~((uint64_t)1 << (bit % 64)), __ATOMIC_RELAXED);
+}
 static inline size_t pm_pool_bytes(unsigned pool_index)
 {
     return pool_index == 0 ? PM_POOL_SIZE - PM_ARENA_HEADER_SIZE : PM_POOL_SIZE;
 }
 
-/* pool.c: block operations on one pool; the caller holds the pool's class
- * bin lock. */
+/* pool.c: block operations on one pool, by its owner (or under the
+ * service_lock of its ABANDONED heap). */
 PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
                             struct pm_heap *heap);
-PM_HIDDEN void *pm_pool_alloc(pm_pool_t *pool);
+/* Carves the next stretch of untouched blocks onto the free list; false if
+ * the pool has none left. */
+PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool);
 /* What a pointer was handed to, for the diagnosis of misuse. */
 typedef enum pm_op { PM_OP_FREE, PM_OP_REALLOC, PM_OP_USABLE_SIZE } pm_op_t;
 /* Returns the pool of a block inside one of our arenas, after checking I6
- * and I7; on misuse prints what `op` was given and aborts. */
+ * and I7; on misuse prints what `op` was given and aborts. Safe from any
+ * thread for a live block (I9). */
 PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op);
-PM_HIDDEN void pm_pool_free(pm_pool_t *pool, void *block);
 PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 
 /* arena.c: the arena directory; takes its own lock. */
@@ -258,24 +342,54 @@ PM_HIDDEN void pm_arena_reinit_lock(void);
 
 /* ---- heap.c ------------------------------------------------------------------ */
 typedef struct pm_bin {
-    pthread_mutex_t lock;
-    pm_pool_t *partial; /* IN USE pools with a free block (I4) */
-    uint64_t allocated_total;
-    uint64_t freed_total;
-    uint64_t pools;
-} __attribute__((aligned(PM_CACHE_LINE))) pm_bin_t;
+    pm_pool_t *pools;          /* pools with room (I4); the head serves */
+    uint64_t allocated_total;  /* blocks handed out by this heap */
+    uint64_t freed_total;      /* its own blocks freed by its own thread */
+    uint64_t remote_freed_total; /* blocks of other heaps freed by this thread */
+    uint64_t pool_count;       /* IN USE pools owned */
+} pm_bin_t;
+
+typedef enum pm_heap_state { PM_HEAP_OWNED, PM_HEAP_ABANDONED, PM_HEAP_ORPHANED } pm_heap_state_t;
 
 typedef struct pm_heap {
-    pm_bin_t bins[PM_CLASS_COUNT];
+    pm_bin_t bins[PM_CLASS_COUNT]; /* the owner's, never written by others */
+    struct pm_heap *next_heap;     /* every heap ever made */
+    struct pm_heap *next_abandoned;
+    pthread_mutex_t service_lock;  /* held while an ABANDONED heap is worked on */
+    /* Written by other threads: on its own cache line. */
+    _Alignas(PM_CACHE_LINE) _Atomic(pm_block_t *) remote_free;
+    _Atomic int state; /* pm_heap_state_t */
 } pm_heap_t;
 
-PM_HIDDEN void *pm_heap_alloc(unsigned class_index);
-/* Frees a block known to be inside one of our arenas (pm_registry_contains);
- * misuse is diagnosed as `op`. */
+/* The calling thread's heap; pm_heap_empty until its first allocation. */
+PM_HIDDEN extern __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("initial-exec")));
+PM_HIDDEN extern pm_heap_t pm_heap_empty;
+
+PM_HIDDEN void *pm_heap_alloc_slow(unsigned class_index);
+/* Frees a block of ours (pm_registry_contains) on the owner's fast path or
+ * as a remote free; misuse is diagnosed as `op`. */
 PM_HIDDEN void pm_heap_free(void *block, pm_op_t op);
+
+/* The fast path: pop the head pool's free list. Inlined into pm_malloc. */
+static inline void *pm_heap_alloc(unsigned class_index)
+{
+    pm_bin_t *bin = &pm_thread_heap->bins[class_index];
+    pm_pool_t *pool = bin->pools;
+    pm_block_t *block;
+    if (PM_LIKELY(pool != NULL && (block = pool->free_list) != NULL)) {
+        pool->free_list = block->next;
+        pool->used_count++;
+        pm_live_set(pool, pm_live_bit(block));
+        bin->allocated_total++;
+        return block;
+    }
+    return pm_heap_alloc_slow(class_index);
+}
+
 /* The block size of a live block of ours; misuse is diagnosed as `op`. */
 PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
 PM_HIDDEN void pm_heap_stats(pm_stats_t *out);
+/* Checks I2-I8 over every arena and heap. Only when quiescent. */
 PM_HIDDEN bool pm_heap_validate(void);
 
 /* ---- system.c: the glibc path ---------------------------------------------- */
@@ -288,7 +402,7 @@ PM_HIDDEN void *pm_system_pvalloc(size_t size);
 PM_HIDDEN void pm_system_free(void *ptr);
 PM_HIDDEN size_t pm_system_usable_size(void *ptr);
 
-/* ---- fork.c-like hooks (heap.c); the preload shim registers them. --------- */
+/* ---- fork handling (heap.c); the preload shim registers them. ------------- */
 PM_HIDDEN void pm_fork_prepare(void);
 PM_HIDDEN void pm_fork_parent(void);
 PM_HIDDEN void pm_fork_child(void);

@@ -1,7 +1,7 @@
-/* pool.c — owns the blocks inside one pool: carving, the free list, the
- * live map, and the checks that tell a block from any other address.
- * Never locks (the caller holds the pool's class bin lock) and never calls
- * malloc. Keeps I3, I6 and I7. */
+/* pool.c — owns the blocks inside one pool: carving, the live map, and the
+ * checks that tell a block from any other address. Never locks and never
+ * calls malloc; only the pool's owner (or the holder of its ABANDONED heap's
+ * service_lock) changes a pool, others only read it. Keeps I3, I6, I7. */
 #include "internal.h"
 
 #include <string.h>
@@ -12,40 +12,37 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->next = pool->prev = NULL;
     pool->heap = heap;
     pool->carve_index = 0;
+    pool->block_size = (uint32_t)pm_class_size(class_index);
+    pool->reciprocal = pm_class_reciprocal[class_index];
     pool->used_count = 0;
-    pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pm_class_size(class_index));
-    pool->class_index = (uint8_t)class_index;
+    pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pool->block_size);
+    pool->on_bin_list = false;
     memset(pool->live_map, 0, sizeof pool->live_map);
+    /* Published last: a reader that sees the class sees the rest (I9). */
+    __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);
 }
 
-static inline uint32_t pool_block_index(const pm_pool_t *pool, const char *block)
+/* Carves to the end of the OS page holding the next uncarved block, so a
+ * pool's pages are touched one at a time, in order. */
+bool pm_pool_carve(pm_pool_t *pool)
 {
-    uint64_t offset = (uint64_t)(block - pm_pool_start(pool));
-    return (uint32_t)((offset * pm_class_reciprocal[pool->class_index]) >> 32);
-}
-
-static inline void pool_mark_live(pm_pool_t *pool, uint32_t index)
-{
-    pool->live_map[index / 64] |= (uint64_t)1 << (index % 64);
-}
-
-/* Precondition: used_count < capacity (the pool is on a partial list, I4). */
-void *pm_pool_alloc(pm_pool_t *pool)
-{
-    char *block;
-    uint32_t index;
+    if (pool->carve_index >= pool->capacity)
+        return false;
+    char *start = pm_pool_start(pool);
+    char *first = start + (size_t)pool->carve_index * pool->block_size;
+    char *page_end = (char *)(((uintptr_t)first + PM_OS_PAGE_SIZE) & ~(uintptr_t)(PM_OS_PAGE_SIZE - 1));
+    uint32_t stop = pool->carve_index + 1;
+    while (stop < pool->capacity && start + (size_t)stop * pool->block_size < page_end)
+        stop++;
     pm_block_t *head = pool->free_list;
-    if (head != NULL) {
-        pool->free_list = head->next;
-        block = (char *)head;
-        index = pool_block_index(pool, block);
-    } else {
-        index = pool->carve_index++;
-        block = pm_pool_start(pool) + (size_t)index * pm_class_size(pool->class_index);
+    for (uint32_t i = stop; i-- > pool->carve_index;) {
+        pm_block_t *b = (pm_block_t *)(start + (size_t)i * pool->block_size);
+        b->next = head;
+        head = b;
     }
-    pool_mark_live(pool, index);
-    pool->used_count++;
-    return block;
+    pool->free_list = head;
+    pool->carve_index = stop;
+    return true;
 }
 
 /* The diagnosis of each misuse, per operation: glibc's wording where glibc
@@ -67,37 +64,25 @@ static const char *const pool_misuse_message[][4] = {
 
 pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
 {
-    pm_arena_t *arena = pm_arena_of(block);
-    uintptr_t offset = (uintptr_t)block - (uintptr_t)arena;
-    if (offset < PM_ARENA_HEADER_SIZE)
+    if (((uintptr_t)block & (PM_ARENA_SIZE - 1)) < PM_ARENA_HEADER_SIZE)
         pm_fatal(pool_misuse_message[op][MISUSE_ARENA_HEADER], block, -1);
-    pm_pool_t *pool = &arena->pools[offset >> PM_POOL_SHIFT];
-    unsigned class_index = pool->class_index;
+    pm_pool_t *pool = pm_pool_of(block);
+    unsigned class_index = __atomic_load_n(&pool->class_index, __ATOMIC_ACQUIRE);
     if (class_index == PM_CLASS_NONE)
         pm_fatal(pool_misuse_message[op][MISUSE_UNUSED_POOL], block, -1);
-    uint32_t index = pool_block_index(pool, block);
-    /* I7: a block starts exactly at a multiple of the block size. */
-    if ((char *)block != pm_pool_start(pool) + (size_t)index * pm_class_size(class_index) ||
-        index >= pool->capacity)
+    /* I7: a block starts exactly at a multiple of the block size; the
+     * reciprocal divides exactly within a pool (sizeclass.c). */
+    uint64_t offset = (uint64_t)((char *)block - pm_pool_start(pool));
+    uint64_t index = (offset * pool->reciprocal) >> 32;
+    if (index * pool->block_size != offset || index >= pool->capacity)
         pm_fatal(pool_misuse_message[op][MISUSE_NOT_BLOCK_START], block, (int)class_index);
     /* I6: the live bit tells a block in use from a freed one. */
-    if (!(pool->live_map[index / 64] & ((uint64_t)1 << (index % 64))))
+    if (!pm_live_test(pool, pm_live_bit(block)))
         pm_fatal(pool_misuse_message[op][MISUSE_FREED], block, (int)class_index);
     return pool;
 }
 
-/* Precondition: pm_pool_checked(block) returned this pool. */
-void pm_pool_free(pm_pool_t *pool, void *block)
-{
-    uint32_t index = pool_block_index(pool, block);
-    pool->live_map[index / 64] &= ~((uint64_t)1 << (index % 64));
-    pm_block_t *b = block;
-    b->next = pool->free_list;
-    pool->free_list = b;
-    pool->used_count--;
-}
-
-/* I3, walked in full: for debug builds and tests. */
+/* I3, walked in full: for tests and debug checks, when quiescent. */
 bool pm_pool_is_valid(const pm_pool_t *pool)
 {
     if (pool->class_index == PM_CLASS_NONE)
