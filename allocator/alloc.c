@@ -25,12 +25,12 @@ void pm_free(void *ptr)
 {
     if (ptr == NULL)
         return;
-    int saved_errno = errno; /* free never changes errno (POSIX 2024) */
-    if (pm_registry_contains(ptr))
-        pm_heap_free(ptr, PM_OP_FREE);
+    /* free never changes errno (POSIX 2024): glibc's free keeps it, and so
+     * does every system call poolmalloc makes (pm_os_*). */
+    if (PM_LIKELY(pm_registry_contains(ptr)))
+        pm_heap_free_fast(ptr);
     else
         pm_system_free(ptr); /* glibc's, or the loader's via glibc */
-    errno = saved_errno;
 }
 
 void *pm_calloc(size_t count, size_t size)

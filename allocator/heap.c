@@ -38,13 +38,31 @@ static _Atomic uint64_t heapless_remote_freed[PM_CLASS_COUNT];
 
 /* ---- bin lists (I4) ------------------------------------------------------- */
 
+/* A new pool goes first, to serve now. */
 static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
 {
     pool->prev = NULL;
     pool->next = bin->pools;
     if (bin->pools)
         bin->pools->prev = pool;
+    else
+        bin->pools_tail = pool;
     bin->pools = pool;
+    pool->on_bin_list = true;
+}
+
+/* A pool that regained room goes last: the head keeps serving until it runs
+ * dry, and by the time a queued pool's turn comes it has gathered more free
+ * blocks, so the slow path runs once per many allocations, not per free. */
+static void bin_append(pm_bin_t *bin, pm_pool_t *pool)
+{
+    pool->next = NULL;
+    pool->prev = bin->pools_tail;
+    if (bin->pools_tail)
+        bin->pools_tail->next = pool;
+    else
+        bin->pools = pool;
+    bin->pools_tail = pool;
     pool->on_bin_list = true;
 }
 
@@ -56,6 +74,8 @@ static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
         bin->pools = pool->next;
     if (pool->next)
         pool->next->prev = pool->prev;
+    else
+        bin->pools_tail = pool->prev;
     pool->next = pool->prev = NULL;
     pool->on_bin_list = false;
 }
@@ -71,18 +91,13 @@ static void pool_retire(pm_bin_t *bin, pm_pool_t *pool)
 
 /* ---- the owner's side --------------------------------------------------- */
 
-/* Takes a block back into its pool, by the pool's owner or under the
- * service_lock of its abandoned heap. Counting is the caller's business. */
-static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
+/* A pool that just got a block back and was full (off its bin list), or is
+ * now empty. */
+void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
 {
-    pm_live_clear(pool, pm_live_bit(block));
-    pm_block_t *b = block;
-    b->next = pool->free_list;
-    pool->free_list = b;
-    pool->used_count--;
     pm_bin_t *bin = &heap->bins[pool->class_index];
     if (!pool->on_bin_list) {
-        bin_push(bin, pool); /* I4: it has room again */
+        bin_append(bin, pool); /* I4: it has room again */
         return;
     }
     /* I4: an empty pool goes back to its arena, unless it is all the bin
@@ -92,6 +107,19 @@ static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
         ((pool->prev || pool->next) ||
          atomic_load_explicit(&heap->state, memory_order_relaxed) != PM_HEAP_OWNED))
         pool_retire(bin, pool);
+}
+
+/* Takes a block back into its pool, by the pool's owner or under the
+ * service_lock of its abandoned heap. Counting is the caller's business. */
+static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
+{
+    pm_live_clear(pool, pm_live_bit(block));
+    pm_block_t *b = block;
+    b->next = pool->free_list;
+    pool->free_list = b;
+    pool->used_count--;
+    if (!pool->on_bin_list || pool->used_count == 0)
+        pm_heap_pool_regained(heap, pool);
 }
 
 /* Takes every block other threads freed into this heap. A block pushed twice

@@ -233,7 +233,31 @@ PM_HIDDEN PM_NORETURN void pm_fatal(const char *what, const void *addr,
                                     int class_index);
 
 /* ---- registry.c ------------------------------------------------------------ */
-PM_HIDDEN bool pm_registry_contains(const void *addr);
+#define PM_REGISTRY_ADDRESS_BITS 47 /* x86-64 user space */
+#define PM_REGISTRY_LEAF_BITS 15
+#define PM_REGISTRY_ROOT_BITS (PM_REGISTRY_ADDRESS_BITS - PM_ARENA_SHIFT - PM_REGISTRY_LEAF_BITS) /* 14 */
+#define PM_REGISTRY_LEAF_SIZE ((size_t)1 << PM_REGISTRY_LEAF_BITS)
+
+typedef struct pm_registry_leaf {
+    uint8_t arena_mapped[PM_REGISTRY_LEAF_SIZE]; /* accessed atomically */
+} pm_registry_leaf_t;
+
+PM_HIDDEN extern pm_registry_leaf_t *pm_registry_root[(size_t)1 << PM_REGISTRY_ROOT_BITS];
+
+/* I1: true iff addr lies in a mapped arena; reads only the registry. */
+static inline bool pm_registry_contains(const void *addr)
+{
+    uintptr_t a = (uintptr_t)addr;
+    if (PM_UNLIKELY(a >> PM_REGISTRY_ADDRESS_BITS))
+        return false; /* kernel half or garbage: never an arena */
+    uintptr_t arena_number = a >> PM_ARENA_SHIFT;
+    pm_registry_leaf_t *leaf =
+        __atomic_load_n(&pm_registry_root[arena_number >> PM_REGISTRY_LEAF_BITS], __ATOMIC_ACQUIRE);
+    if (leaf == NULL)
+        return false;
+    return __atomic_load_n(&leaf->arena_mapped[arena_number & (PM_REGISTRY_LEAF_SIZE - 1)],
+                           __ATOMIC_ACQUIRE) != 0;
+}
 PM_HIDDEN bool pm_registry_add(void *arena_base);
 PM_HIDDEN void pm_registry_remove(void *arena_base);
 
@@ -250,6 +274,7 @@ typedef struct pm_pool {
     struct pm_pool *next;     /* bin list, or arena free-pool list */
     struct pm_pool *prev;     /* bin list only */
     struct pm_heap *heap;     /* owner; NULL when UNUSED */
+    uintptr_t start;          /* first block's address (pm_pool_start) */
     uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
     uint32_t block_size;      /* class size, cached for the free path */
     uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
@@ -343,6 +368,7 @@ PM_HIDDEN void pm_arena_reinit_lock(void);
 /* ---- heap.c ------------------------------------------------------------------ */
 typedef struct pm_bin {
     pm_pool_t *pools;          /* pools with room (I4); the head serves */
+    pm_pool_t *pools_tail;     /* pools that regain room queue up here */
     uint64_t allocated_total;  /* blocks handed out by this heap */
     uint64_t freed_total;      /* its own blocks freed by its own thread */
     uint64_t remote_freed_total; /* blocks of other heaps freed by this thread */
@@ -366,9 +392,11 @@ PM_HIDDEN extern __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("in
 PM_HIDDEN extern pm_heap_t pm_heap_empty;
 
 PM_HIDDEN void *pm_heap_alloc_slow(unsigned class_index);
-/* Frees a block of ours (pm_registry_contains) on the owner's fast path or
- * as a remote free; misuse is diagnosed as `op`. */
+/* Frees a block of ours (pm_registry_contains) as its owner or as a remote
+ * free, with every check; misuse is diagnosed as `op`. */
 PM_HIDDEN void pm_heap_free(void *block, pm_op_t op);
+/* After the fast path freed into a pool that was full or is now empty. */
+PM_HIDDEN void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool);
 
 /* The fast path: pop the head pool's free list. Inlined into pm_malloc. */
 static inline void *pm_heap_alloc(unsigned class_index)
@@ -384,6 +412,34 @@ static inline void *pm_heap_alloc(unsigned class_index)
         return block;
     }
     return pm_heap_alloc_slow(class_index);
+}
+
+/* The fast path of free: a live block of the calling thread's own heap goes
+ * straight back to its pool's free list. The checks of I6 and I7 are the
+ * same as pm_pool_checked's, and anything that fails them, or belongs to
+ * another heap, takes the full path. */
+static inline void pm_heap_free_fast(void *block)
+{
+    pm_pool_t *pool = pm_pool_of(block);
+    pm_heap_t *heap = pm_thread_heap;
+    if (PM_LIKELY(pool->heap == heap)) {
+        uint64_t offset = (uintptr_t)block - pool->start;
+        uint64_t index = (offset * pool->reciprocal) >> 32;
+        unsigned bit = pm_live_bit(block);
+        if (PM_LIKELY(index * pool->block_size == offset && index < pool->capacity &&
+                      pm_live_test(pool, bit))) {
+            pm_live_clear(pool, bit);
+            pm_block_t *b = block;
+            b->next = pool->free_list;
+            pool->free_list = b;
+            pool->used_count--;
+            heap->bins[pool->class_index].freed_total++;
+            if (PM_UNLIKELY(!pool->on_bin_list || pool->used_count == 0))
+                pm_heap_pool_regained(heap, pool);
+            return;
+        }
+    }
+    pm_heap_free(block, PM_OP_FREE);
 }
 
 /* The block size of a live block of ours; misuse is diagnosed as `op`. */

@@ -11,6 +11,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->free_list = NULL;
     pool->next = pool->prev = NULL;
     pool->heap = heap;
+    pool->start = (uintptr_t)pm_pool_start(pool);
     pool->carve_index = 0;
     pool->block_size = (uint32_t)pm_class_size(class_index);
     pool->reciprocal = pm_class_reciprocal[class_index];
@@ -72,7 +73,7 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
         pm_fatal(pool_misuse_message[op][MISUSE_UNUSED_POOL], block, -1);
     /* I7: a block starts exactly at a multiple of the block size; the
      * reciprocal divides exactly within a pool (sizeclass.c). */
-    uint64_t offset = (uint64_t)((char *)block - pm_pool_start(pool));
+    uint64_t offset = (uintptr_t)block - pool->start;
     uint64_t index = (offset * pool->reciprocal) >> 32;
     if (index * pool->block_size != offset || index >= pool->capacity)
         pm_fatal(pool_misuse_message[op][MISUSE_NOT_BLOCK_START], block, (int)class_index);
