@@ -278,6 +278,9 @@ void *pm_heap_alloc_slow(unsigned class_index)
 
 static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *block)
 {
+    /* Read before the push: once the block is on the stack, the owner may
+     * take it back and retire the pool at any moment. */
+    unsigned class_index = pool->class_index;
     pm_block_t *head = atomic_load_explicit(&owner->remote_free, memory_order_relaxed);
     do
         block->next = head;
@@ -285,9 +288,9 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
                                                   memory_order_seq_cst, memory_order_relaxed));
     pm_heap_t *me = pm_thread_heap;
     if (me != &pm_heap_empty)
-        me->bins[pool->class_index].remote_freed_total++;
+        me->bins[class_index].remote_freed_total++;
     else
-        atomic_fetch_add_explicit(&heapless_remote_freed[pool->class_index], 1,
+        atomic_fetch_add_explicit(&heapless_remote_freed[class_index], 1,
                                   memory_order_relaxed);
     /* No owner will collect it: do it now (see heap_thread_exit). */
     if (atomic_load_explicit(&owner->state, memory_order_seq_cst) == PM_HEAP_ABANDONED) {
