@@ -77,7 +77,7 @@
  *                                  while not full: I4)
  *
  *  Arenas with at least one unused pool are filed by how many unused pools
- *  they hold (pm_arena_directory_t). A pool is taken from the arena with the
+ *  they hold (the directory in arena.c). A pool is taken from the arena with the
  *  fewest unused pools, so allocation fills nearly-full arenas and sparse
  *  ones drain and can be unmapped (the reason CPython sorts usable_arenas).
  *  An arena whose pools are all unused is unmapped, except that one such
@@ -112,7 +112,7 @@
  *  thread created later adopts the heap, pools and all: a program creating
  *  and joining threads by the thousand reuses the same few heaps.
  *
- *  pm_heap_shared is permanently ABANDONED: it serves, under its lock, the
+ *  The shared heap (heap.c) is permanently ABANDONED: it serves, under its lock, the
  *  rare allocations that cannot have a heap of their own (a thread whose
  *  heap destructor already ran; a heap that could not be mapped).
  *
