@@ -83,7 +83,8 @@ void *pm_realloc(void *ptr, size_t size)
         size_t block_size = pm_heap_block_size(ptr, PM_OP_REALLOC);
         /* Shrinking keeps the block unless it would waste more than a
          * quarter of it (obmalloc's rule): copying costs more than slack. */
-        if (size <= block_size && (4 * size > 3 * block_size || block_size == PM_CLASS_GRANULE))
+        if (size <= block_size &&
+            (pm_class_of(size) == pm_class_of(block_size) || 4 * size > 3 * block_size))
             return ptr;
         return realloc_move(ptr, block_size, size);
     }

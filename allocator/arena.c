@@ -151,8 +151,9 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool))
         for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
             const pm_pool_t *pool = &arena->pools[k];
             ok &= pool->pool_index == k;
-            ok &= pm_pool_is_valid(pool);
-            if (pool->class_index != PM_CLASS_NONE)
+            if (pool->class_index == PM_CLASS_NONE)
+                ok &= pm_pool_is_valid(pool); /* I2 */
+            else
                 ok &= visit(pool);
         }
     }

@@ -65,7 +65,8 @@
  *  the next pointer of its list in its first 8 bytes.
  *
  *  The live map has one bit per 16-byte granule of the pool's 16 KiB stretch:
- *  a block's bit is (address % PM_POOL_SIZE) / 16, two instructions.
+ *  a block's bit is (address % PM_POOL_SIZE) / 16, two instructions. Only
+ *  the granule where a live block starts has its bit set.
  *
  *  Life of a pool:
  *
@@ -154,7 +155,8 @@
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
  *      for its class (on_bin_list); a full pool may stay at the head of that
  *      list until the next slow path. A pool whose used_count drops to 0 is
- *      released to its arena unless it is the only pool on its bin list.
+ *      released to its arena unless it is the only pool on its bin list
+ *      (also in an abandoned heap, for the thread that adopts it).
  *  I5  An arena with u >= 1 unused pools is on directory list u - 1; an
  *      arena with none is on no list. List PM_POOLS_PER_ARENA - 1 (every
  *      pool unused) holds at most one arena, the reserve: a second arena
@@ -357,9 +359,8 @@ PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 PM_HIDDEN pm_pool_t *pm_arena_acquire_pool(void);
 PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
 PM_HIDDEN void pm_arena_stats(pm_stats_t *out);
-/* Calls visit(pool) for every IN USE pool; the caller holds every class bin
- * lock, so no pool changes state meanwhile. Returns false if an arena breaks
- * I2 or I5. */
+/* Checks I1, I2 and I5, and calls visit(pool) for every IN USE pool (whose
+ * validity is the visitor's call). Only when quiescent. */
 PM_HIDDEN bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool));
 PM_HIDDEN void pm_arena_lock(void);
 PM_HIDDEN void pm_arena_unlock(void);
@@ -415,29 +416,26 @@ static inline void *pm_heap_alloc(unsigned class_index)
 }
 
 /* The fast path of free: a live block of the calling thread's own heap goes
- * straight back to its pool's free list. The checks of I6 and I7 are the
- * same as pm_pool_checked's, and anything that fails them, or belongs to
- * another heap, takes the full path. */
+ * straight back to its pool's free list. Live bits are set only at block
+ * starts, so "16-byte aligned and its bit set" is I6 and I7 at once: an
+ * interior pointer, a pointer past the last block and a freed block all have
+ * a clear bit. Whatever fails takes the full path, which tells them apart. */
 static inline void pm_heap_free_fast(void *block)
 {
     pm_pool_t *pool = pm_pool_of(block);
     pm_heap_t *heap = pm_thread_heap;
-    if (PM_LIKELY(pool->heap == heap)) {
-        uint64_t offset = (uintptr_t)block - pool->start;
-        uint64_t index = (offset * pool->reciprocal) >> 32;
-        unsigned bit = pm_live_bit(block);
-        if (PM_LIKELY(index * pool->block_size == offset && index < pool->capacity &&
-                      pm_live_test(pool, bit))) {
-            pm_live_clear(pool, bit);
-            pm_block_t *b = block;
-            b->next = pool->free_list;
-            pool->free_list = b;
-            pool->used_count--;
-            heap->bins[pool->class_index].freed_total++;
-            if (PM_UNLIKELY(!pool->on_bin_list || pool->used_count == 0))
-                pm_heap_pool_regained(heap, pool);
-            return;
-        }
+    unsigned bit = pm_live_bit(block);
+    if (PM_LIKELY(pool->heap == heap && ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 &&
+                  pm_live_test(pool, bit))) {
+        pm_live_clear(pool, bit);
+        pm_block_t *b = block;
+        b->next = pool->free_list;
+        pool->free_list = b;
+        pool->used_count--;
+        heap->bins[pool->class_index].freed_total++;
+        if (PM_UNLIKELY(!pool->on_bin_list || pool->used_count == 0))
+            pm_heap_pool_regained(heap, pool);
+        return;
     }
     pm_heap_free(block, PM_OP_FREE);
 }

@@ -1,0 +1,254 @@
+/* check_fork.c — fork() with the core's hooks installed as the preload shim
+ * installs them (pm_fork_prepare / parent / child via pthread_atfork): a
+ * child forked while other threads allocate finds every lock usable and the
+ * heap consistent, and inherited blocks are its own to read and free.
+ * Children report by exit code, never through Check. */
+#include "support.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum {
+    CHILD_OK = 0,
+    CHILD_ALLOC_FAILED = 10,
+    CHILD_PATTERN = 11,
+    CHILD_STATS = 12,
+    CHILD_OWNS = 13,
+};
+
+static atomic_int stop_flag;
+
+static void install_fork_hooks(void)
+{
+    ck_assert_int_eq(pthread_atfork(pm_fork_prepare, pm_fork_parent, pm_fork_child), 0);
+}
+
+static int child_stats_ok(int heaps_consistent);
+
+/* What a child does: every kind of allocation, checked, then exit. */
+static int child_work(uint64_t seed, int heaps_consistent)
+{
+    enum { SLOTS = 128 };
+    void *ptr[SLOTS] = {0};
+    size_t size[SLOTS] = {0};
+    pm_test_rng_t rng;
+    pm_test_rng_seed(&rng, seed);
+    for (int op = 0; op < 3000; op++) {
+        size_t i = pm_test_rng_range(&rng, 0, SLOTS - 1);
+        if (ptr[i]) {
+            if (!pm_test_pattern_ok(ptr[i], size[i], i))
+                return CHILD_PATTERN;
+            pm_free(ptr[i]);
+            ptr[i] = NULL;
+        } else {
+            size_t n = pm_test_rng_range(&rng, 0, 2 * PM_SMALL_MAX);
+            if (!(ptr[i] = pm_malloc(n)))
+                return CHILD_ALLOC_FAILED;
+            if ((pm_owns(ptr[i]) != 0) != (pm_size_class(n) >= 0))
+                return CHILD_OWNS;
+            size[i] = n;
+            pm_test_pattern_fill(ptr[i], n, i);
+        }
+    }
+    for (size_t i = 0; i < SLOTS; i++)
+        pm_free(ptr[i]);
+    return child_stats_ok(heaps_consistent) ? CHILD_OK : CHILD_STATS;
+}
+
+/* 1 if the child's stats hold together; else says which relation broke on
+ * stderr (the parent's failure message only has the exit code).
+ * heaps_consistent: 0 when the fork may have cut another thread mid-update
+ * (see pm_test_stats_problem). */
+static int child_stats_ok(int heaps_consistent)
+{
+    pm_stats_t s;
+    pm_stats_get(&s);
+    const char *problem = pm_test_stats_problem(&s, heaps_consistent);
+    if (problem == NULL)
+        return 1;
+    static const char prefix[] = "child: stats relation violated: ";
+    if (write(STDERR_FILENO, prefix, sizeof prefix - 1) < 0 ||
+        write(STDERR_FILENO, problem, strlen(problem)) < 0 ||
+        write(STDERR_FILENO, "\n", 1) < 0)
+        return 0;
+    return 0;
+}
+
+static void *busy_worker(void *arg)
+{
+    pm_test_rng_t rng;
+    pm_test_rng_seed(&rng, (uint64_t)(uintptr_t)arg);
+    void *held[64] = {0};
+    while (!atomic_load(&stop_flag)) {
+        size_t i = pm_test_rng_range(&rng, 0, 63);
+        pm_free(held[i]);
+        size_t n = pm_test_rng_range(&rng, 0, 100) < 90
+                       ? pm_test_rng_range(&rng, 0, PM_SMALL_MAX)
+                       : pm_test_rng_range(&rng, PM_SMALL_MAX + 1, 8192);
+        held[i] = pm_malloc(n);
+        if (held[i])
+            memset(held[i], 0x77, n);
+    }
+    for (size_t i = 0; i < 64; i++)
+        pm_free(held[i]);
+    return NULL;
+}
+
+static void wait_child_ok(pid_t pid, int round)
+{
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == CHILD_OK,
+                  "child %d: %s %d", round,
+                  WIFEXITED(status) ? "exit code" : "killed by signal",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+
+static void child_setup(void)
+{
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    alarm(10); /* a lock left held at fork would hang: fail instead */
+}
+
+START_TEST(test_fork_while_allocating)
+{
+    enum { WORKERS = 3, FORKS = 20 };
+    install_fork_hooks();
+    atomic_store(&stop_flag, 0);
+    pthread_t workers[WORKERS];
+    for (uintptr_t t = 0; t < WORKERS; t++)
+        ck_assert_int_eq(pthread_create(&workers[t], NULL, busy_worker, (void *)(t + 1)), 0);
+    for (int round = 0; round < FORKS; round++) {
+        usleep(2000); /* let the workers get going between forks */
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            child_setup();
+            _exit(child_work((uint64_t)round, 0)); /* workers were busy */
+        }
+        wait_child_ok(pid, round);
+    }
+    atomic_store(&stop_flag, 1);
+    for (int t = 0; t < WORKERS; t++)
+        ck_assert_int_eq(pthread_join(workers[t], NULL), 0);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+}
+END_TEST
+
+/* The child reads and frees blocks the parent allocated before fork; the
+ * parent's copies are untouched. */
+START_TEST(test_fork_inherited_blocks)
+{
+    enum { N = 500 };
+    static void *p[N];
+    install_fork_hooks();
+    for (size_t i = 0; i < N; i++) {
+        size_t n = (i * 37) % (2 * PM_SMALL_MAX) + 1;
+        p[i] = pm_malloc(n);
+        ck_assert_ptr_nonnull(p[i]);
+        pm_test_pattern_fill(p[i], n, i);
+    }
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        child_setup();
+        for (size_t i = 0; i < N; i++) {
+            size_t n = (i * 37) % (2 * PM_SMALL_MAX) + 1;
+            if (!pm_test_pattern_ok(p[i], n, i))
+                _exit(CHILD_PATTERN);
+            memset(p[i], 0, n);
+            pm_free(p[i]);
+        }
+        pm_stats_t s;
+        pm_stats_get(&s);
+        if (!child_stats_ok(1) || s.small_live_blocks != 0)
+            _exit(CHILD_STATS);
+        _exit(child_work(99, 1));
+    }
+    wait_child_ok(pid, 0);
+    for (size_t i = 0; i < N; i++) {
+        size_t n = (i * 37) % (2 * PM_SMALL_MAX) + 1;
+        ck_assert(pm_test_pattern_ok(p[i], n, i));
+        pm_free(p[i]);
+    }
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+}
+END_TEST
+
+/* Blocks of a thread that does not exist in the child: freeing them there
+ * pushes them onto an ORPHANED heap, which nobody collects, yet the counts
+ * stay exact (I8) and the child allocates on. */
+enum { PARKED_BLOCKS = 200 };
+static void *parked[PARKED_BLOCKS];
+static atomic_int parked_ready, parked_release;
+
+static void *parking_thread(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < PARKED_BLOCKS; i++) {
+        parked[i] = pm_malloc(48);
+        pm_test_pattern_fill(parked[i], 48, i);
+    }
+    atomic_store(&parked_ready, 1);
+    while (!atomic_load(&parked_release))
+        usleep(1000);
+    for (size_t i = 0; i < PARKED_BLOCKS; i++)
+        pm_free(parked[i]);
+    return NULL;
+}
+
+START_TEST(test_fork_orphaned_heap)
+{
+    install_fork_hooks();
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, parking_thread, NULL), 0);
+    while (!atomic_load(&parked_ready))
+        usleep(1000);
+    pm_stats_t before;
+    pm_test_stats(&before);
+    ck_assert_uint_eq(before.small_live_blocks, PARKED_BLOCKS);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        child_setup();
+        for (size_t i = 0; i < PARKED_BLOCKS; i++) {
+            if (!pm_test_pattern_ok(parked[i], 48, i))
+                _exit(CHILD_PATTERN);
+            pm_free(parked[i]);
+        }
+        pm_stats_t s;
+        pm_stats_get(&s);
+        if (!child_stats_ok(1) || s.small_live_blocks != 0)
+            _exit(CHILD_STATS);
+        _exit(child_work(5, 1));
+    }
+    wait_child_ok(pid, 0);
+    atomic_store(&parked_release, 1);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+}
+END_TEST
+
+Suite *make_fork_suite(void)
+{
+    Suite *s = suite_create("fork");
+    TCase *tc = tcase_create("fork");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_fork_while_allocating);
+    tcase_add_test(tc, test_fork_inherited_blocks);
+    tcase_add_test(tc, test_fork_orphaned_heap);
+    suite_add_tcase(s, tc);
+    return s;
+}

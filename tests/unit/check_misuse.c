@@ -1,0 +1,293 @@
+/* check_misuse.c — misuse the core must catch and abort on (I6, I7): double
+ * free, interior pointers, pointers into an arena header or an unused pool,
+ * realloc of a freed block; and the message it prints first.
+ * Death tests rely on Check's forked mode: the test process is expected to
+ * die of SIGABRT (the runner turns core dumps off). */
+#include "support.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const int misuse_classes[] = {0, 1, 15, 31};
+#define MISUSE_CLASS_COUNT ((int)(sizeof misuse_classes / sizeof misuse_classes[0]))
+
+/* I6: the block's bit is clear; an anchor keeps its pool IN USE. */
+START_TEST(test_double_free)
+{
+    size_t bs = pm_class_block_size(misuse_classes[_i]);
+    void *anchor = pm_malloc(bs);
+    void *p = pm_malloc(bs);
+    ck_assert_ptr_nonnull(anchor);
+    ck_assert_ptr_nonnull(p);
+    pm_free(p);
+    pm_free(p);
+}
+END_TEST
+
+/* A double free after the block's pool went back to its arena (UNUSED):
+ * fill pool P, put one block in a second pool Q, give P room again so the
+ * bin lists both, then free Q's block: Q empties with another pool on the
+ * bin list and is released (I4). */
+START_TEST(test_double_free_released_pool)
+{
+    const size_t bs = 64;
+    void *first = pm_malloc(bs);
+    ck_assert_ptr_nonnull(first);
+    size_t cap = pm_test_pool_capacity(pm_test_pool_index(first), bs);
+    void *last = first;
+    for (size_t i = 1; i < cap; i++)
+        last = pm_malloc(bs);
+    void *lone = pm_malloc(bs); /* P is full: a second pool */
+    ck_assert_ptr_nonnull(lone);
+    ck_assert_uint_ne((uintptr_t)lone / PM_POOL_SIZE, (uintptr_t)first / PM_POOL_SIZE);
+    pm_free(last);
+    pm_free(lone);
+    pm_stats_t s;
+    pm_stats_get(&s);
+    ck_assert_uint_eq(s.classes[pm_size_class(bs)].pools, 1);
+    pm_free(lone);
+}
+END_TEST
+
+/* A double free of a block that is not at the head of its pool's free list
+ * (freed 1, 3, 5, 7; then 3 again): caught by its live bit, not by
+ * comparing with the list head. */
+START_TEST(test_double_free_busy_free_list)
+{
+    void *b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = pm_malloc(32);
+    for (int i = 1; i < 8; i += 2)
+        pm_free(b[i]);
+    pm_free(b[3]);
+}
+END_TEST
+
+/* I7: interior pointers of a live 32-byte block. */
+static const size_t interior_offsets[] = {8, 16, 1, 24, 31};
+
+START_TEST(test_free_interior)
+{
+    unsigned char *p = pm_malloc(32);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(pm_malloc_usable_size(p), 32);
+    pm_free(p + interior_offsets[_i]);
+}
+END_TEST
+
+/* I7: inside the arena but not in any pool: the header. */
+START_TEST(test_free_arena_header)
+{
+    void *p = pm_malloc(16);
+    ck_assert_ptr_nonnull(p);
+    void *header = (void *)(pm_test_arena_base(p) + 64);
+    ck_assert(pm_owns(header));
+    pm_free(header);
+}
+END_TEST
+
+/* I2/I7: a pool of the arena that no class uses. With the one live block,
+ * exactly one pool of the one arena is IN USE; pick another. */
+START_TEST(test_free_unused_pool)
+{
+    void *p = pm_malloc(48);
+    ck_assert_ptr_nonnull(p);
+    pm_stats_t s;
+    pm_stats_get(&s);
+    ck_assert_uint_eq(s.arenas_mapped, 1);
+    ck_assert_uint_eq(s.classes[pm_size_class(48)].pools, 1);
+    unsigned used = pm_test_pool_index(p);
+    unsigned other = (used + 1) % PM_POOLS_PER_ARENA;
+    uintptr_t start = pm_test_arena_base(p) + (size_t)other * PM_POOL_SIZE;
+    if (other == 0)
+        start += PM_ARENA_HEADER_SIZE;
+    void *target = (void *)(start + 3 * 48); /* where a 48-byte block could be */
+    ck_assert(pm_owns(target));
+    pm_free(target);
+}
+END_TEST
+
+START_TEST(test_realloc_freed)
+{
+    void *anchor = pm_malloc(100);
+    void *p = pm_malloc(100);
+    ck_assert_ptr_nonnull(anchor);
+    ck_assert_ptr_nonnull(p);
+    pm_free(p);
+    pm_realloc(p, 200);
+}
+END_TEST
+
+START_TEST(test_realloc_interior)
+{
+    unsigned char *p = pm_malloc(64);
+    ck_assert_ptr_nonnull(p);
+    pm_realloc(p + 16, 32);
+}
+END_TEST
+
+/* A block freed twice by a thread that does not own it is pushed twice on
+ * the owner's remote stack; the owner walks that stack when its bin runs
+ * out of room, meets the block twice and aborts (I6, THREAD HEAPS in
+ * internal.h). */
+static void *volatile remote_block;
+static pthread_barrier_t remote_barrier;
+
+static void *remote_owner(void *arg)
+{
+    (void)arg;
+    remote_block = pm_malloc(96);
+    pthread_barrier_wait(&remote_barrier); /* block published */
+    pthread_barrier_wait(&remote_barrier); /* freed twice by main */
+    /* Fill the bin past a pool or two: the remote stack gets collected. */
+    for (size_t i = 0; i < 3 * PM_POOL_SIZE / 96; i++)
+        pm_malloc(96);
+    return NULL;
+}
+
+START_TEST(test_remote_double_free)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_barrier_init(&remote_barrier, NULL, 2), 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, remote_owner, NULL), 0);
+    pthread_barrier_wait(&remote_barrier);
+    pm_free(remote_block);
+    pm_free(remote_block);
+    pthread_barrier_wait(&remote_barrier);
+    pthread_join(t, NULL);
+}
+END_TEST
+
+/* pm_malloc_usable_size checks the pointer like free does (PM_OP_USABLE_SIZE
+ * in internal.h). */
+START_TEST(test_usable_size_freed)
+{
+    void *anchor = pm_malloc(80);
+    void *p = pm_malloc(80);
+    ck_assert_ptr_nonnull(anchor);
+    ck_assert_ptr_nonnull(p);
+    pm_free(p);
+    pm_malloc_usable_size(p);
+}
+END_TEST
+
+START_TEST(test_usable_size_interior)
+{
+    unsigned char *p = pm_malloc(80);
+    ck_assert_ptr_nonnull(p);
+    pm_malloc_usable_size(p + 16);
+}
+END_TEST
+
+/* ---- the message ---------------------------------------------------------- */
+
+enum misuse_kind { MISUSE_DOUBLE_FREE, MISUSE_INTERIOR, MISUSE_REALLOC_FREED };
+
+/* Runs one misuse in a child with stderr on a pipe; returns what it wrote
+ * and checks that it died of SIGABRT. */
+static void capture_misuse(enum misuse_kind kind, char *buf, size_t cap)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        alarm(10);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        void *anchor = pm_malloc(32);
+        unsigned char *p = pm_malloc(32);
+        (void)anchor;
+        switch (kind) {
+        case MISUSE_DOUBLE_FREE:
+            pm_free(p);
+            pm_free(p);
+            break;
+        case MISUSE_INTERIOR:
+            pm_free(p + 16);
+            break;
+        case MISUSE_REALLOC_FREED:
+            pm_free(p);
+            pm_realloc(p, 64);
+            break;
+        }
+        _exit(0); /* not caught: the parent sees a normal exit */
+    }
+    close(fds[1]);
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < cap && (r = read(fds[0], buf + len, cap - 1 - len)) != 0) {
+        if (r < 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+                  "misuse %d: child did not abort (status 0x%x), stderr: %s", (int)kind,
+                  status, buf);
+}
+
+START_TEST(test_message_double_free)
+{
+    char buf[4096];
+    capture_misuse(MISUSE_DOUBLE_FREE, buf, sizeof buf);
+    ck_assert_msg(strstr(buf, "poolmalloc: ") != NULL, "stderr: %s", buf);
+    ck_assert_msg(strstr(buf, "double free") != NULL, "stderr: %s", buf);
+}
+END_TEST
+
+START_TEST(test_message_interior)
+{
+    char buf[4096];
+    capture_misuse(MISUSE_INTERIOR, buf, sizeof buf);
+    ck_assert_msg(strstr(buf, "poolmalloc: ") != NULL, "stderr: %s", buf);
+    ck_assert_msg(strstr(buf, "free") != NULL, "stderr: %s", buf);
+}
+END_TEST
+
+/* The message names the operation that was misused (pm_pool_checked). */
+START_TEST(test_message_realloc_freed)
+{
+    char buf[4096];
+    capture_misuse(MISUSE_REALLOC_FREED, buf, sizeof buf);
+    ck_assert_msg(strstr(buf, "poolmalloc: ") != NULL, "stderr: %s", buf);
+    ck_assert_msg(strstr(buf, "realloc") != NULL, "stderr: %s", buf);
+}
+END_TEST
+
+Suite *make_misuse_suite(void)
+{
+    Suite *s = suite_create("misuse");
+    TCase *tc = tcase_create("abort");
+    tcase_add_loop_test_raise_signal(tc, test_double_free, SIGABRT, 0, MISUSE_CLASS_COUNT);
+    tcase_add_test_raise_signal(tc, test_double_free_released_pool, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_double_free_busy_free_list, SIGABRT);
+    tcase_add_loop_test_raise_signal(
+        tc, test_free_interior, SIGABRT, 0,
+        (int)(sizeof interior_offsets / sizeof interior_offsets[0]));
+    tcase_add_test_raise_signal(tc, test_free_arena_header, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_free_unused_pool, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_realloc_freed, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_realloc_interior, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_remote_double_free, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_usable_size_freed, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_usable_size_interior, SIGABRT);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("message");
+    tcase_add_test(tc, test_message_double_free);
+    tcase_add_test(tc, test_message_interior);
+    tcase_add_test(tc, test_message_realloc_freed);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,394 @@
+/* check_pool.c — pools and arenas seen through pm_*: carving (I7), reuse of
+ * freed blocks before fresh ones, exact per-class counts (I3, I8), empty
+ * pools released except the only one on a bin list (I4), arenas mapped as
+ * pools fill and unmapped as they drain, with one kept in reserve (I5).
+ * Each test starts from a pristine core (forked mode), which some assert as
+ * a precondition; all run on one thread, so one heap. */
+#include "support.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Blocks of `block_size` bytes in one whole arena. */
+static size_t arena_capacity(size_t block_size)
+{
+    size_t n = 0;
+    for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++)
+        n += pm_test_pool_capacity(k, block_size);
+    return n;
+}
+
+/* I7: a block is its pool's start plus a whole number of blocks. */
+static void assert_block_geometry(const void *p, size_t block_size)
+{
+    uintptr_t base = pm_test_arena_base(p);
+    unsigned k = pm_test_pool_index(p);
+    uintptr_t start = base + ((size_t)k * PM_POOL_SIZE < PM_ARENA_HEADER_SIZE
+                                  ? PM_ARENA_HEADER_SIZE
+                                  : (size_t)k * PM_POOL_SIZE);
+    ck_assert_msg((uintptr_t)p >= start, "block %p before its pool", p);
+    ck_assert_msg(((uintptr_t)p - start) % block_size == 0,
+                  "block %p is not pool start + i x %zu", p, block_size);
+    ck_assert_msg((uintptr_t)p + block_size <= base + (size_t)(k + 1) * PM_POOL_SIZE,
+                  "block %p crosses its pool's end", p);
+    ck_assert_uint_eq((uintptr_t)p % PM_CLASS_GRANULE, 0);
+}
+
+/* Sorted copies of block lists, for set comparisons and overlap checks. */
+static void sort_ptrs(void **v, size_t n)
+{
+    qsort(v, n, sizeof *v, pm_test_ptr_cmp);
+}
+
+static void assert_disjoint(void **sorted, size_t n, size_t block_size)
+{
+    for (size_t i = 1; i < n; i++)
+        ck_assert_msg((uintptr_t)sorted[i] - (uintptr_t)sorted[i - 1] >= block_size,
+                      "blocks %p and %p overlap (%zu bytes)", sorted[i - 1],
+                      sorted[i], block_size);
+}
+
+/* Carving one pool and reusing its freed blocks, for every class. An anchor
+ * block keeps the pool IN USE while the others come and go, so the N freed
+ * blocks sit on its free list and are handed out again before any
+ * untouched memory. */
+START_TEST(test_pool_carve_and_reuse)
+{
+    const int c = _i;
+    const size_t bs = pm_class_block_size(c);
+    /* Fits in any pool, pool 0 (shortened by the header) included. */
+    const size_t n = pm_test_pool_capacity(0, bs) - 1;
+    void **blocks = __libc_malloc(n * sizeof *blocks);
+    void **first = __libc_malloc(n * sizeof *first);
+    ck_assert_ptr_nonnull(blocks);
+    ck_assert_ptr_nonnull(first);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
+    ck_assert_uint_eq(s.classes[c].pools, 0);
+
+    void *anchor = pm_malloc(bs);
+    ck_assert_ptr_nonnull(anchor);
+    assert_block_geometry(anchor, bs);
+    for (size_t i = 0; i < n; i++) {
+        /* Any request size of the class gets a block of the class. */
+        size_t request = bs - (i % PM_CLASS_GRANULE);
+        blocks[i] = pm_malloc(request);
+        ck_assert_ptr_nonnull(blocks[i]);
+        ck_assert_uint_eq(pm_malloc_usable_size(blocks[i]), bs);
+        assert_block_geometry(blocks[i], bs);
+        ck_assert_uint_eq(pm_test_arena_base(blocks[i]), pm_test_arena_base(anchor));
+        ck_assert_uint_eq(pm_test_pool_index(blocks[i]), pm_test_pool_index(anchor));
+        pm_test_pattern_fill(blocks[i], bs, (uint64_t)i);
+        pm_stats_get(&s);
+        ck_assert_uint_eq(s.classes[c].live_blocks, i + 2);
+        ck_assert_uint_eq(s.classes[c].allocated_total, i + 2);
+    }
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    ck_assert_uint_eq(s.small_live_blocks, n + 1);
+    /* Writing every block whole left every other block intact. */
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(pm_test_pattern_ok(blocks[i], bs, (uint64_t)i),
+                      "block %zu (%p) was overwritten", i, blocks[i]);
+    memcpy(first, blocks, n * sizeof *first);
+    sort_ptrs(first, n);
+    assert_disjoint(first, n, bs);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_ptr_ne(first[i], anchor);
+
+    /* Free in an interleaved order; the count drops by exactly one each time. */
+    size_t freed = 0;
+    for (size_t stride_start = 0; stride_start < 3; stride_start++) {
+        for (size_t i = stride_start; i < n; i += 3) {
+            pm_free(blocks[i]);
+            freed++;
+            pm_stats_get(&s);
+            ck_assert_uint_eq(s.classes[c].live_blocks, n + 1 - freed);
+            ck_assert_uint_eq(s.classes[c].freed_total, freed);
+        }
+    }
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 1);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+
+    /* The same n addresses come back. */
+    for (size_t i = 0; i < n; i++) {
+        blocks[i] = pm_malloc(bs);
+        ck_assert_ptr_nonnull(blocks[i]);
+    }
+    sort_ptrs(blocks, n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(blocks[i] == first[i], "reused set differs at %zu: %p vs %p",
+                      i, blocks[i], first[i]);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].live_blocks, n + 1);
+    ck_assert_uint_eq(s.classes[c].allocated_total, 2 * n + 1);
+
+    for (size_t i = 0; i < n; i++)
+        pm_free(blocks[i]);
+    pm_free(anchor);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
+    /* I4: an empty pool that is the only one on its bin list stays. */
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+    __libc_free(first);
+    __libc_free(blocks);
+}
+END_TEST
+
+/* A full pool that gets a block back serves it again: with one pool in the
+ * bin, the freed block is the next one handed out. Once it is full again,
+ * the next block needs a second pool; emptying pools releases all but one
+ * (I4). */
+START_TEST(test_pool_full_then_one_free)
+{
+    const int c = _i;
+    const size_t bs = pm_class_block_size(c);
+    void *first = pm_malloc(bs);
+    ck_assert_ptr_nonnull(first);
+    const size_t cap = pm_test_pool_capacity(pm_test_pool_index(first), bs);
+    void **blocks = __libc_malloc(cap * sizeof *blocks);
+    ck_assert_ptr_nonnull(blocks);
+    blocks[0] = first;
+    for (size_t i = 1; i < cap; i++) {
+        blocks[i] = pm_malloc(bs);
+        ck_assert_ptr_nonnull(blocks[i]);
+        ck_assert_uint_eq(pm_test_arena_base(blocks[i]), pm_test_arena_base(first));
+        ck_assert_uint_eq(pm_test_pool_index(blocks[i]), pm_test_pool_index(first));
+    }
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+
+    /* Punch holes one at a time in the full pool: each is the next block. */
+    for (size_t i = cap / 2; i < cap; i += 7) {
+        void *hole = blocks[i];
+        pm_free(hole);
+        void *again = pm_malloc(bs - 1);
+        ck_assert_ptr_eq(again, hole);
+        blocks[i] = again;
+    }
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    ck_assert_uint_eq(s.classes[c].live_blocks, cap);
+
+    /* Full again: the next block comes from another pool. */
+    void *next_pool = pm_malloc(bs);
+    ck_assert_ptr_nonnull(next_pool);
+    ck_assert(pm_test_arena_base(next_pool) != pm_test_arena_base(first) ||
+              pm_test_pool_index(next_pool) != pm_test_pool_index(first));
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 2);
+
+    pm_free(next_pool);
+    for (size_t i = 0; i < cap; i++)
+        pm_free(blocks[i]);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
+    __libc_free(blocks);
+}
+END_TEST
+
+/* Fill several arenas with one class: pools are used up one by one (at most
+ * one of the class is partial), each holds its capacity, the stats count
+ * exactly the pools and arenas seen; then drain them all. */
+static const int fill_classes[] = {0, 2, 7, 20, 31};
+
+START_TEST(test_pool_fill_arenas)
+{
+    const int c = fill_classes[_i];
+    const size_t bs = pm_class_block_size(c);
+    const size_t per_arena = arena_capacity(bs);
+    const size_t n = 3 * per_arena + per_arena / 2; /* three and a half arenas */
+    void **blocks = __libc_malloc(n * sizeof *blocks);
+    void **sorted = __libc_malloc(n * sizeof *sorted);
+    ck_assert_ptr_nonnull(blocks);
+    ck_assert_ptr_nonnull(sorted);
+    pm_stats_t before, s;
+    pm_test_stats(&before);
+    ck_assert_uint_eq(before.arenas_mapped, 0);
+
+    for (size_t i = 0; i < n; i++) {
+        blocks[i] = pm_malloc(bs);
+        ck_assert_ptr_nonnull(blocks[i]);
+        *(uint64_t *)blocks[i] = (uint64_t)i;
+        ((unsigned char *)blocks[i])[bs - 1] = (unsigned char)i;
+    }
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].live_blocks, n);
+    ck_assert_uint_eq(s.small_live_bytes, n * bs);
+
+    memcpy(sorted, blocks, n * sizeof *sorted);
+    sort_ptrs(sorted, n);
+    assert_disjoint(sorted, n, bs);
+    size_t pools = 0, arenas = 0, partial = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && pm_test_arena_base(sorted[j]) == pm_test_arena_base(sorted[i]) &&
+               pm_test_pool_index(sorted[j]) == pm_test_pool_index(sorted[i])) {
+            assert_block_geometry(sorted[j], bs);
+            j++;
+        }
+        size_t cap = pm_test_pool_capacity(pm_test_pool_index(sorted[i]), bs);
+        ck_assert_uint_le(j - i, cap);
+        partial += j - i < cap;
+        if (i == 0 || pm_test_arena_base(sorted[i]) != pm_test_arena_base(sorted[i - 1]))
+            arenas++;
+        pools++;
+        i = j;
+    }
+    ck_assert_uint_le(partial, 1); /* pools fill before a new one is taken */
+    ck_assert_uint_eq(s.classes[c].pools, pools);
+    ck_assert_uint_eq(s.arenas_mapped, arenas);
+    ck_assert_uint_eq(arenas, 4); /* nearly full arenas are filled first */
+    ck_assert_uint_ge(s.arenas_peak, 4);
+
+    /* Drain: every other block, then the rest, checking contents on the way. */
+    for (size_t pass = 0; pass < 2; pass++) {
+        for (size_t i = pass; i < n; i += 2) {
+            ck_assert_uint_eq(*(uint64_t *)blocks[i], (uint64_t)i);
+            ck_assert_uint_eq(((unsigned char *)blocks[i])[bs - 1], (unsigned char)i);
+            pm_free(blocks[i]);
+        }
+        pm_test_stats(&s);
+        ck_assert_uint_eq(s.classes[c].live_blocks, pass == 0 ? n / 2 : 0);
+    }
+    ck_assert_uint_eq(s.small_live_blocks, before.small_live_blocks);
+    ck_assert_uint_eq(s.small_live_bytes, 0);
+    ck_assert_uint_eq(s.classes[c].freed_total, n);
+    /* What stays mapped: the arena of the one empty pool the bin keeps
+     * (I4), and one arena with every pool unused, the reserve (I5). */
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    ck_assert_uint_eq(s.arenas_mapped, 2);
+    ck_assert_uint_eq(s.arenas_destroyed_total, arenas - 2);
+    ck_assert_uint_eq(s.arenas_peak, arenas);
+    __libc_free(sorted);
+    __libc_free(blocks);
+}
+END_TEST
+
+/* No mmap/munmap per cycle: a lone block allocated and freed a thousand
+ * times is served by one arena (its empty pool stays in the bin, I4). */
+START_TEST(test_lone_block_cycle)
+{
+    pm_stats_t s;
+    for (int i = 0; i < 1000; i++) {
+        void *p = pm_malloc(40);
+        ck_assert_ptr_nonnull(p);
+        pm_free(p);
+        pm_stats_get(&s);
+        ck_assert_uint_eq(s.arenas_mapped, 1);
+    }
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.arenas_created_total, 1);
+    ck_assert_uint_eq(s.arenas_destroyed_total, 0);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+}
+END_TEST
+
+/* I5: of the arenas that drain completely, one is kept as the reserve and
+ * reused by the next round, the others are unmapped. */
+START_TEST(test_reserve_arena)
+{
+    const size_t bs = 256;
+    const size_t n = 3 * arena_capacity(bs); /* exactly three arenas */
+    void **blocks = __libc_malloc(n * sizeof *blocks);
+    ck_assert_ptr_nonnull(blocks);
+    pm_stats_t s;
+    for (uint64_t round = 1; round <= 3; round++) {
+        for (size_t i = 0; i < n; i++) {
+            blocks[i] = pm_malloc(bs);
+            ck_assert_ptr_nonnull(blocks[i]);
+        }
+        pm_test_stats(&s);
+        ck_assert_uint_eq(s.arenas_mapped, 3);
+        /* Round 1 maps three; later rounds find two still mapped (the kept
+         * pool's arena and the reserve) and map one. */
+        ck_assert_uint_eq(s.arenas_created_total, 3 + (round - 1));
+        for (size_t i = 0; i < n; i++)
+            pm_free(blocks[i]);
+        pm_test_stats(&s);
+        ck_assert_uint_eq(s.small_live_blocks, 0);
+        ck_assert_uint_eq(s.classes[pm_size_class(bs)].pools, 1);
+        ck_assert_uint_eq(s.arenas_mapped, 2);
+        ck_assert_uint_eq(s.arenas_destroyed_total, round);
+        ck_assert_uint_eq(s.arenas_peak, 3);
+    }
+    __libc_free(blocks);
+}
+END_TEST
+
+/* Random allocations and frees over every class, with a shadow count per
+ * class compared to the stats at checkpoints and contents checked at free. */
+START_TEST(test_pool_random_mixed)
+{
+    enum { SLOTS = 4096, OPS = 200000 };
+    static void *slot_ptr[SLOTS];
+    static size_t slot_size[SLOTS];
+    uint64_t live[PM_CLASS_COUNT] = {0};
+    uint64_t allocated = 0;
+    pm_test_rng_t rng;
+    pm_test_rng_seed(&rng, 42);
+    pm_stats_t s;
+
+    for (int op = 0; op < OPS; op++) {
+        size_t i = pm_test_rng_range(&rng, 0, SLOTS - 1);
+        if (slot_ptr[i]) {
+            ck_assert(pm_test_pattern_ok(slot_ptr[i], slot_size[i], i));
+            live[pm_size_class(slot_size[i])]--;
+            pm_free(slot_ptr[i]);
+            slot_ptr[i] = NULL;
+        } else {
+            size_t n = pm_test_rng_range(&rng, 0, PM_SMALL_MAX);
+            slot_ptr[i] = pm_malloc(n);
+            ck_assert_ptr_nonnull(slot_ptr[i]);
+            ck_assert(pm_owns(slot_ptr[i]));
+            slot_size[i] = n;
+            pm_test_pattern_fill(slot_ptr[i], n, i);
+            live[pm_size_class(n)]++;
+            allocated++;
+        }
+        if (op % 20000 == 0) {
+            pm_test_stats(&s);
+            for (int c = 0; c < PM_CLASS_COUNT; c++)
+                ck_assert_uint_eq(s.classes[c].live_blocks, live[c]);
+            ck_assert_uint_eq(s.small_allocated_total, allocated);
+        }
+    }
+    for (size_t i = 0; i < SLOTS; i++) {
+        if (slot_ptr[i]) {
+            ck_assert(pm_test_pattern_ok(slot_ptr[i], slot_size[i], i));
+            pm_free(slot_ptr[i]);
+        }
+    }
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+    ck_assert_uint_eq(s.small_allocated_total, allocated);
+    /* Every class was used; each bin keeps one empty pool (I4). */
+    for (int c = 0; c < PM_CLASS_COUNT; c++)
+        ck_assert_uint_eq(s.classes[c].pools, 1);
+}
+END_TEST
+
+Suite *make_pool_suite(void)
+{
+    Suite *s = suite_create("pool");
+    TCase *tc = tcase_create("carve");
+    tcase_set_timeout(tc, 20);
+    tcase_add_loop_test(tc, test_pool_carve_and_reuse, 0, PM_CLASS_COUNT);
+    tcase_add_loop_test(tc, test_pool_full_then_one_free, 0, PM_CLASS_COUNT);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("arenas");
+    tcase_set_timeout(tc, 20);
+    tcase_add_loop_test(tc, test_pool_fill_arenas, 0,
+                        (int)(sizeof fill_classes / sizeof fill_classes[0]));
+    tcase_add_test(tc, test_lone_block_cycle);
+    tcase_add_test(tc, test_reserve_arena);
+    tcase_add_test(tc, test_pool_random_mixed);
+    suite_add_tcase(s, tc);
+    return s;
+}

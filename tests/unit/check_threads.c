@@ -1,0 +1,413 @@
+/* check_threads.c — concurrent use of the core: threads allocating and
+ * freeing small and large blocks at random, handing blocks to each other so
+ * frees cross threads, contents checked with patterns, and the statistics
+ * exact once every thread has joined (I8). */
+#include "support.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+    THREADS = 4,
+    OPS_PER_THREAD = 40000,
+    LOCAL_SLOTS = 256,
+    EXCHANGE_SLOTS = 64,
+};
+
+/* A block passed between threads carries its own description, so whoever
+ * frees it can check it. */
+typedef struct handoff_header {
+    uint64_t size;
+    uint64_t seed;
+} handoff_header_t;
+
+static _Atomic(void *) exchange[EXCHANGE_SLOTS];
+static pthread_barrier_t start_barrier;
+static atomic_int stop_flag;
+
+typedef struct worker {
+    int id;
+    int use_realloc;
+    uint64_t small_allocs[PM_CLASS_COUNT]; /* pool blocks this thread got */
+    int failures;                          /* pattern or usable-size errors */
+    pthread_t thread;
+} worker_t;
+
+static size_t random_size(pm_test_rng_t *rng)
+{
+    uint64_t r = pm_test_rng_next(rng) % 100;
+    if (r < 75)
+        return pm_test_rng_range(rng, 0, PM_SMALL_MAX);
+    if (r < 98)
+        return pm_test_rng_range(rng, PM_SMALL_MAX + 1, 16384);
+    return pm_test_rng_range(rng, 65536, 300000);
+}
+
+static void count_alloc(worker_t *w, void *p, size_t size)
+{
+    int c = pm_size_class(size);
+    if (c >= 0)
+        w->small_allocs[c]++;
+    if ((c >= 0) != (pm_owns(p) != 0) || pm_malloc_usable_size(p) < size)
+        w->failures++;
+}
+
+static void handoff_check_and_free(worker_t *w, void *p)
+{
+    handoff_header_t *h = p;
+    if (!pm_test_pattern_ok(h + 1, h->size - sizeof *h, h->seed))
+        w->failures++;
+    pm_free(p);
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    void *ptr[LOCAL_SLOTS] = {0};
+    size_t size[LOCAL_SLOTS] = {0};
+    uint64_t seed[LOCAL_SLOTS] = {0};
+    pm_test_rng_t rng;
+    pm_test_rng_seed(&rng, 1000 + (uint64_t)w->id);
+    pthread_barrier_wait(&start_barrier);
+
+    for (int op = 0; op < OPS_PER_THREAD; op++) {
+        uint64_t kind = pm_test_rng_next(&rng) % 10;
+        if (kind < 6 || (kind == 9 && !w->use_realloc)) {
+            size_t i = pm_test_rng_range(&rng, 0, LOCAL_SLOTS - 1);
+            if (ptr[i]) {
+                if (!pm_test_pattern_ok(ptr[i], size[i], seed[i]))
+                    w->failures++;
+                pm_free(ptr[i]);
+                ptr[i] = NULL;
+                continue;
+            }
+            size_t n = random_size(&rng);
+            int zeroed = pm_test_rng_next(&rng) % 4 == 0;
+            void *p = zeroed ? pm_calloc(1, n) : pm_malloc(n);
+            if (!p) {
+                w->failures++;
+                continue;
+            }
+            if (zeroed && !pm_test_all_zero(p, n))
+                w->failures++;
+            count_alloc(w, p, n);
+            ptr[i] = p;
+            size[i] = n;
+            seed[i] = pm_test_rng_next(&rng);
+            pm_test_pattern_fill(p, n, seed[i]);
+        } else if (kind < 9) {
+            /* Hand a block to whichever thread takes this slot next, and
+             * free what it left there. */
+            size_t n = random_size(&rng);
+            if (n < sizeof(handoff_header_t))
+                n = sizeof(handoff_header_t);
+            handoff_header_t *h = pm_malloc(n);
+            if (!h) {
+                w->failures++;
+                continue;
+            }
+            count_alloc(w, h, n);
+            h->size = n;
+            h->seed = pm_test_rng_next(&rng);
+            pm_test_pattern_fill(h + 1, n - sizeof *h, h->seed);
+            size_t slot = pm_test_rng_range(&rng, 0, EXCHANGE_SLOTS - 1);
+            void *old = atomic_exchange(&exchange[slot], (void *)h);
+            if (old)
+                handoff_check_and_free(w, old);
+        } else {
+            /* realloc a local block (not counted: it may stay in place). */
+            size_t i = pm_test_rng_range(&rng, 0, LOCAL_SLOTS - 1);
+            if (!ptr[i])
+                continue;
+            size_t n = random_size(&rng) + 1;
+            void *p = pm_realloc(ptr[i], n);
+            if (!p) {
+                w->failures++;
+                continue;
+            }
+            size_t keep = size[i] < n ? size[i] : n;
+            if (!pm_test_pattern_ok(p, keep, seed[i]))
+                w->failures++;
+            ptr[i] = p;
+            size[i] = n;
+            pm_test_pattern_fill(p, n, seed[i]);
+        }
+    }
+    for (size_t i = 0; i < LOCAL_SLOTS; i++) {
+        if (ptr[i]) {
+            if (!pm_test_pattern_ok(ptr[i], size[i], seed[i]))
+                w->failures++;
+            pm_free(ptr[i]);
+        }
+    }
+    return NULL;
+}
+
+static void run_workers(worker_t *workers, int use_realloc)
+{
+    ck_assert_int_eq(pthread_barrier_init(&start_barrier, NULL, THREADS), 0);
+    for (int t = 0; t < THREADS; t++) {
+        memset(&workers[t], 0, sizeof workers[t]);
+        workers[t].id = t;
+        workers[t].use_realloc = use_realloc;
+        ck_assert_int_eq(pthread_create(&workers[t].thread, NULL, worker_main, &workers[t]),
+                         0);
+    }
+    for (int t = 0; t < THREADS; t++)
+        ck_assert_int_eq(pthread_join(workers[t].thread, NULL), 0);
+    pthread_barrier_destroy(&start_barrier);
+    /* Blocks left in the exchange were allocated by threads now gone. */
+    worker_t drain = {0};
+    for (size_t i = 0; i < EXCHANGE_SLOTS; i++) {
+        void *p = atomic_exchange(&exchange[i], NULL);
+        if (p)
+            handoff_check_and_free(&drain, p);
+    }
+    ck_assert_int_eq(drain.failures, 0);
+    for (int t = 0; t < THREADS; t++)
+        ck_assert_msg(workers[t].failures == 0, "thread %d: %d failures", t,
+                      workers[t].failures);
+}
+
+START_TEST(test_threads_cross_free)
+{
+    static worker_t workers[THREADS];
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    run_workers(workers, 0);
+    pm_test_stats(&after);
+    uint64_t total = 0;
+    for (int c = 0; c < PM_CLASS_COUNT; c++) {
+        uint64_t want = 0;
+        for (int t = 0; t < THREADS; t++)
+            want += workers[t].small_allocs[c];
+        total += want;
+        ck_assert_msg(after.classes[c].allocated_total - before.classes[c].allocated_total ==
+                          want,
+                      "class %d: %llu allocations counted, %llu made", c,
+                      (unsigned long long)(after.classes[c].allocated_total -
+                                           before.classes[c].allocated_total),
+                      (unsigned long long)want);
+        ck_assert_uint_eq(after.classes[c].live_blocks, before.classes[c].live_blocks);
+        /* I4: each heap (the workers' abandoned ones and this thread's)
+         * keeps at most one empty pool per class. */
+        ck_assert_uint_le(after.classes[c].pools, THREADS + 1);
+    }
+    ck_assert_uint_gt(total, THREADS * OPS_PER_THREAD / 4); /* the test did work */
+    ck_assert_uint_eq(after.small_allocated_total - before.small_allocated_total, total);
+    ck_assert_uint_eq(after.small_live_blocks, 0);
+    ck_assert_uint_eq(after.small_live_bytes, 0);
+    ck_assert_uint_le(after.arenas_mapped, (THREADS + 1) * PM_CLASS_COUNT / 15 + 2);
+}
+END_TEST
+
+START_TEST(test_threads_with_realloc)
+{
+    static worker_t workers[THREADS];
+    run_workers(workers, 1);
+    pm_stats_t after;
+    pm_test_stats(&after);
+    ck_assert_uint_eq(after.small_live_blocks, 0);
+    for (int c = 0; c < PM_CLASS_COUNT; c++) {
+        ck_assert_uint_eq(after.classes[c].allocated_total, after.classes[c].freed_total);
+        ck_assert_uint_le(after.classes[c].pools, THREADS + 1); /* I4 */
+    }
+    ck_assert_uint_le(after.arenas_mapped, (THREADS + 1) * PM_CLASS_COUNT / 15 + 2);
+}
+END_TEST
+
+/* Stats taken and printed while other threads allocate: no crash, no
+ * deadlock, every print succeeds; exact again once all have joined. */
+static void *stats_reader(void *arg)
+{
+    int fd = *(int *)arg;
+    while (!atomic_load(&stop_flag)) {
+        pm_stats_t s;
+        pm_stats_get(&s);
+        if (pm_stats_print(fd) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+START_TEST(test_threads_stats_while_busy)
+{
+    static worker_t workers[THREADS];
+    int fd = open("/dev/null", O_WRONLY);
+    ck_assert_int_ge(fd, 0);
+    pthread_t reader;
+    atomic_store(&stop_flag, 0);
+    ck_assert_int_eq(pthread_create(&reader, NULL, stats_reader, &fd), 0);
+    run_workers(workers, 1);
+    atomic_store(&stop_flag, 1);
+    void *rc = NULL;
+    ck_assert_int_eq(pthread_join(reader, &rc), 0);
+    ck_assert_ptr_null(rc);
+    close(fd);
+    pm_stats_t after;
+    pm_test_stats(&after);
+    ck_assert_uint_eq(after.small_live_blocks, 0);
+}
+END_TEST
+
+/* One thread allocates, another frees everything: every free is remote. */
+typedef struct pipe_queue {
+    _Atomic(void *) slot[1024];
+} pipe_queue_t;
+
+static pipe_queue_t queue;
+
+static void *producer(void *arg)
+{
+    (void)arg;
+    pm_test_rng_t rng;
+    pm_test_rng_seed(&rng, 7);
+    for (int round = 0; round < 50; round++) {
+        for (size_t i = 0; i < 1024; i++) {
+            size_t n = pm_test_rng_range(&rng, sizeof(handoff_header_t), PM_SMALL_MAX);
+            handoff_header_t *h = pm_malloc(n);
+            h->size = n;
+            h->seed = i;
+            pm_test_pattern_fill(h + 1, n - sizeof *h, i);
+            while (atomic_load(&queue.slot[i]) != NULL)
+                sched_yield();
+            atomic_store(&queue.slot[i], (void *)h);
+        }
+    }
+    return NULL;
+}
+
+static void *consumer(void *arg)
+{
+    worker_t *w = arg;
+    for (int round = 0; round < 50; round++) {
+        for (size_t i = 0; i < 1024; i++) {
+            void *p;
+            while ((p = atomic_exchange(&queue.slot[i], NULL)) == NULL)
+                sched_yield();
+            handoff_check_and_free(w, p);
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_threads_producer_consumer)
+{
+    worker_t w = {0};
+    pthread_t prod, cons;
+    ck_assert_int_eq(pthread_create(&prod, NULL, producer, NULL), 0);
+    ck_assert_int_eq(pthread_create(&cons, NULL, consumer, &w), 0);
+    pthread_join(prod, NULL);
+    pthread_join(cons, NULL);
+    ck_assert_int_eq(w.failures, 0);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_allocated_total, 50 * 1024);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+}
+END_TEST
+
+/* A thread exits with live blocks; another thread frees them later. The
+ * abandoned heap takes them back and its pools, once empty, go back to
+ * their arenas (THREAD HEAPS in internal.h). */
+enum { ORPHAN_BLOCKS = 3000 };
+static void *orphan_blocks[ORPHAN_BLOCKS];
+
+static size_t orphan_size(size_t i)
+{
+    return (i * 53) % PM_SMALL_MAX + 1;
+}
+
+static void *allocate_and_exit(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < ORPHAN_BLOCKS; i++) {
+        orphan_blocks[i] = pm_malloc(orphan_size(i));
+        if (orphan_blocks[i] == NULL)
+            return (void *)1;
+        pm_test_pattern_fill(orphan_blocks[i], orphan_size(i), i);
+    }
+    return NULL;
+}
+
+START_TEST(test_threads_free_after_owner_exit)
+{
+    pthread_t t;
+    void *rc = (void *)1;
+    ck_assert_int_eq(pthread_create(&t, NULL, allocate_and_exit, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, &rc), 0);
+    ck_assert_ptr_null(rc);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, ORPHAN_BLOCKS);
+    for (size_t i = 0; i < ORPHAN_BLOCKS; i++) {
+        ck_assert(pm_test_pattern_ok(orphan_blocks[i], orphan_size(i), i));
+        pm_free(orphan_blocks[i]);
+    }
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+    ck_assert_uint_eq(s.small_allocated_total, ORPHAN_BLOCKS);
+    /* The exited thread's heap, abandoned, keeps one empty pool per class
+     * for the thread that adopts it (I4); everything else went back. */
+    uint64_t pools = 0;
+    for (int c = 0; c < PM_CLASS_COUNT; c++) {
+        ck_assert_uint_le(s.classes[c].pools, 1);
+        pools += s.classes[c].pools;
+    }
+    /* I5: every mapped arena but the reserve holds a pool in use. */
+    ck_assert_uint_le(s.arenas_mapped, pools + 1);
+}
+END_TEST
+
+/* Threads created and joined one after another: the pools each one used go
+ * back to their arena when it exits, and that arena, kept as the reserve
+ * (I5), serves the next thread: no mmap per thread. Sizes stay within eight
+ * classes, so a thread's pools fit in one arena. */
+static void *short_lived(void *arg)
+{
+    pm_test_rng_t rng;
+    pm_test_rng_seed(&rng, (uint64_t)(uintptr_t)arg);
+    void *held[64];
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < 64; i++)
+            held[i] = pm_malloc(pm_test_rng_range(&rng, 1, 8 * PM_CLASS_GRANULE));
+        for (int i = 0; i < 64; i++)
+            pm_free(held[i]);
+    }
+    return NULL;
+}
+
+START_TEST(test_threads_heap_reuse)
+{
+    enum { THREAD_COUNT = 300 };
+    for (uintptr_t i = 0; i < THREAD_COUNT; i++) {
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, short_lived, (void *)i), 0);
+        ck_assert_int_eq(pthread_join(t, NULL), 0);
+    }
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_allocated_total, THREAD_COUNT * 4 * 64);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+    ck_assert_uint_eq(s.arenas_created_total, 1);
+}
+END_TEST
+
+Suite *make_threads_suite(void)
+{
+    Suite *s = suite_create("threads");
+    TCase *tc = tcase_create("concurrent");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_threads_cross_free);
+    tcase_add_test(tc, test_threads_with_realloc);
+    tcase_add_test(tc, test_threads_stats_while_busy);
+    tcase_add_test(tc, test_threads_producer_consumer);
+    tcase_add_test(tc, test_threads_free_after_owner_exit);
+    tcase_add_test(tc, test_threads_heap_reuse);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,124 @@
+/* support.c — helpers shared by the unit suites: a deterministic PRNG,
+ * byte patterns, and the consistency checks of pm_stats_t.
+ * Never allocates; the checks use ck_assert so a failure names the relation. */
+#include "support.h"
+
+#include <string.h>
+
+void pm_test_rng_seed(pm_test_rng_t *rng, uint64_t seed)
+{
+    /* xorshift must never hold 0; splitmix the seed so nearby seeds differ. */
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    rng->state = z ? z : 1;
+}
+
+uint64_t pm_test_rng_next(pm_test_rng_t *rng)
+{
+    uint64_t x = rng->state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng->state = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+size_t pm_test_rng_range(pm_test_rng_t *rng, size_t lo, size_t hi)
+{
+    return lo + (size_t)(pm_test_rng_next(rng) % (uint64_t)(hi - lo + 1));
+}
+
+static unsigned char pattern_byte(size_t i, uint64_t seed)
+{
+    /* Depends on the position so a block shifted by a granule is caught. */
+    uint64_t x = seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull);
+    return (unsigned char)(x ^ (x >> 29) ^ (x >> 47));
+}
+
+void pm_test_pattern_fill(void *p, size_t n, uint64_t seed)
+{
+    unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        b[i] = pattern_byte(i, seed);
+}
+
+int pm_test_pattern_ok(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != pattern_byte(i, seed))
+            return 0;
+    return 1;
+}
+
+int pm_test_all_zero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != 0)
+            return 0;
+    return 1;
+}
+
+/* Each relation is checked in order; the first that fails is named. */
+#define STATS_REQUIRE(cond)                                                    \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            return #cond;                                                      \
+    } while (0)
+
+const char *pm_test_stats_problem(const pm_stats_t *s, int heaps_consistent)
+{
+    uint64_t allocated = 0, live = 0, live_bytes = 0, pools = 0;
+    for (int c = 0; c < PM_CLASS_COUNT; c++) {
+        const pm_class_stats_t *k = &s->classes[c];
+        STATS_REQUIRE(k->block_size == (size_t)(c + 1) * PM_CLASS_GRANULE);
+        STATS_REQUIRE(k->allocated_total >= k->freed_total);
+        STATS_REQUIRE(k->live_blocks == k->allocated_total - k->freed_total);
+        /* Pools hold at most a pool's worth each. (An empty pool may stay
+         * as the only one on its bin list, I4, so no lower bound.) */
+        if (heaps_consistent)
+            STATS_REQUIRE(k->live_blocks <= k->pools * (PM_POOL_SIZE / k->block_size));
+        allocated += k->allocated_total;
+        live += k->live_blocks;
+        live_bytes += k->live_blocks * k->block_size;
+        pools += k->pools;
+    }
+    STATS_REQUIRE(pools <= s->arenas_mapped * PM_POOLS_PER_ARENA);
+    /* I5: every mapped arena but the reserve has a pool in use. */
+    if (heaps_consistent)
+        STATS_REQUIRE(s->arenas_mapped <= pools + 1);
+    STATS_REQUIRE(s->small_allocated_total == allocated);
+    STATS_REQUIRE(s->small_live_blocks == live);
+    STATS_REQUIRE(s->small_live_bytes == live_bytes);
+    STATS_REQUIRE(s->arena_bytes == s->arenas_mapped * PM_ARENA_SIZE);
+    STATS_REQUIRE(s->arenas_created_total >= s->arenas_destroyed_total);
+    STATS_REQUIRE(s->arenas_mapped == s->arenas_created_total - s->arenas_destroyed_total);
+    STATS_REQUIRE(s->arenas_peak >= s->arenas_mapped);
+    STATS_REQUIRE(s->arenas_peak <= s->arenas_created_total);
+    if (heaps_consistent)
+        STATS_REQUIRE(pm_heap_validate());
+    return NULL;
+}
+
+void pm_test_check_stats(const pm_stats_t *s)
+{
+    const char *problem = pm_test_stats_problem(s, 1);
+    ck_assert_msg(problem == NULL, "stats relation violated: %s", problem);
+}
+
+void pm_test_stats(pm_stats_t *out)
+{
+    memset(out, 0xa5, sizeof *out); /* every field must be written */
+    pm_stats_get(out);
+    pm_test_check_stats(out);
+}
+
+int pm_test_ptr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a;
+    uintptr_t y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}

@@ -1,0 +1,89 @@
+/* support.h — what every unit suite shares: the suite constructors, the
+ * glibc entry points used to make foreign pointers, and checks of the
+ * statistics and of block contents.
+ * Never calls the process's malloc on purpose: tests go through pm_* only.
+ * The suites run in Check's forked mode, so each test starts from the core's
+ * pristine state (the runner itself never calls pm_*). */
+#ifndef PM_UNIT_SUPPORT_H
+#define PM_UNIT_SUPPORT_H
+
+#include <check.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+#include "poolmalloc.h"
+
+/* glibc's own allocator, bypassing any interposition: a pointer that is
+ * certainly not ours. */
+extern void *__libc_malloc(size_t size);
+extern void *__libc_realloc(void *ptr, size_t size);
+extern void __libc_free(void *ptr);
+
+Suite *make_sizeclass_suite(void);
+Suite *make_registry_suite(void);
+Suite *make_pool_suite(void);
+Suite *make_alloc_suite(void);
+Suite *make_realloc_suite(void);
+Suite *make_aligned_suite(void);
+Suite *make_misuse_suite(void);
+Suite *make_stats_suite(void);
+Suite *make_threads_suite(void);
+Suite *make_fork_suite(void);
+
+/* Deterministic xorshift64* generator: every run of a test sees the same
+ * sequence (the threads suite seeds one per thread). */
+typedef struct pm_test_rng {
+    uint64_t state;
+} pm_test_rng_t;
+
+void pm_test_rng_seed(pm_test_rng_t *rng, uint64_t seed);
+uint64_t pm_test_rng_next(pm_test_rng_t *rng);
+/* Uniform in [lo, hi]. */
+size_t pm_test_rng_range(pm_test_rng_t *rng, size_t lo, size_t hi);
+
+/* Fill n bytes at p with a pattern determined by seed, and verify it.
+ * pm_test_pattern_ok returns 1 when intact. */
+void pm_test_pattern_fill(void *p, size_t n, uint64_t seed);
+int pm_test_pattern_ok(const void *p, size_t n, uint64_t seed);
+
+/* 1 iff all n bytes at p are zero. */
+int pm_test_all_zero(const void *p, size_t n);
+
+/* Asserts the relations pm_stats_t promises when quiescent: per-class
+ * block_size, live = allocated - freed, the small_* sums, arena_bytes =
+ * arenas_mapped x PM_ARENA_SIZE, created - destroyed = mapped, peak >=
+ * mapped, live blocks fit their pools, pools fit the arenas, and every
+ * mapped arena but the reserve has a pool in use (I5). Also runs
+ * pm_heap_validate (I2..I8). */
+void pm_test_check_stats(const pm_stats_t *stats);
+/* The same relations without Check: NULL, or the first one violated (for
+ * processes forked by a test, which must not report through Check).
+ * heaps_consistent = 0 leaves out pm_heap_validate and the relations between
+ * pools and blocks: in a child forked while other threads were allocating,
+ * their heaps are ORPHANED and may have been cut mid-update (internal.h,
+ * THREAD HEAPS), so only the counters' arithmetic is promised there. */
+const char *pm_test_stats_problem(const pm_stats_t *stats, int heaps_consistent);
+/* pm_stats_get + pm_test_check_stats. */
+void pm_test_stats(pm_stats_t *out);
+
+/* The arena base of any address (internal.h: addr & ~(PM_ARENA_SIZE - 1)). */
+static inline uintptr_t pm_test_arena_base(const void *p)
+{
+    return (uintptr_t)p & ~(uintptr_t)(PM_ARENA_SIZE - 1);
+}
+/* The index of the pool holding a block: pool 0 is shortened by the header
+ * but still lies in the first PM_POOL_SIZE bytes, so offset / PM_POOL_SIZE. */
+static inline unsigned pm_test_pool_index(const void *p)
+{
+    return (unsigned)(((uintptr_t)p - pm_test_arena_base(p)) / PM_POOL_SIZE);
+}
+/* How many blocks of `block_size` bytes pool `pool_index` holds. */
+static inline size_t pm_test_pool_capacity(unsigned pool_index, size_t block_size)
+{
+    return pm_pool_bytes(pool_index) / block_size;
+}
+
+int pm_test_ptr_cmp(const void *a, const void *b); /* qsort on void * */
+
+#endif /* PM_UNIT_SUPPORT_H */
