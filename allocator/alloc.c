@@ -183,6 +183,13 @@ int pm_mallopt(int param, int value)
     return 1;
 }
 
+int pm_malloc_trim(size_t pad)
+{
+    (void)pad; /* pools are given back whole; there is no top to pad */
+    size_t pools = pm_heap_trim();
+    return pm_arena_trim() > 0 || pools > 0;
+}
+
 int pm_owns(const void *ptr)
 {
     return pm_registry_contains(ptr);

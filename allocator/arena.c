@@ -1,16 +1,24 @@
-/* arena.c — owns the arena directory: mapping and unmapping arenas, and
- * handing UNUSED pools out to heaps and taking them back. Never calls
- * malloc; takes the directory lock (after any class bin lock). Keeps I1,
- * I2 and I5. */
+/* arena.c — owns the arena directory: mapping and unmapping arenas, handing
+ * UNUSED pools out to heaps and taking them back, and giving memory back to
+ * the OS. Never calls malloc; takes the directory lock (after any heap
+ * lock). Keeps I1, I2, I5 and I10. */
 #include "internal.h"
 
+
+/* The most UNUSED pools POOLMALLOC_RETAIN_POOLS may keep resident (I10). */
+#define RETAINED_RING_SIZE 4096
 
 static struct {
     pthread_mutex_t lock;
     /* by_unused[u - 1]: arenas with exactly u unused pools (I5). */
     pm_arena_t *by_unused[PM_POOLS_PER_ARENA];
     pm_arena_t *all;
-    uint64_t mapped, peak, created_total, destroyed_total;
+    uint64_t mapped, peak, created_total, destroyed_total, empty_count;
+    uint64_t purged_bytes_total;
+    /* Released pools, oldest first (I10). An entry may be stale (the pool
+     * was taken again, or is queued twice): it is checked when it leaves. */
+    pm_pool_t *retained[RETAINED_RING_SIZE];
+    size_t retained_oldest, retained_count;
 } directory = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void directory_link(pm_arena_t *arena)
@@ -58,6 +66,7 @@ static pm_arena_t *arena_create(void)
         directory.all->all_prev = arena;
     directory.all = arena;
     directory.created_total++;
+    directory.empty_count++;
     if (++directory.mapped > directory.peak)
         directory.peak = directory.mapped;
     directory_link(arena);
@@ -66,6 +75,11 @@ static pm_arena_t *arena_create(void)
 
 static void arena_destroy(pm_arena_t *arena)
 {
+    for (size_t i = 0; i < directory.retained_count; i++) {
+        pm_pool_t **entry = &directory.retained[(directory.retained_oldest + i) % RETAINED_RING_SIZE];
+        if (*entry != NULL && pm_arena_of(*entry) == arena)
+            *entry = NULL;
+    }
     if (arena->all_prev)
         arena->all_prev->all_next = arena->all_next;
     else
@@ -73,6 +87,7 @@ static void arena_destroy(pm_arena_t *arena)
     if (arena->all_next)
         arena->all_next->all_prev = arena->all_prev;
     directory.mapped--;
+    directory.empty_count--;
     directory.destroyed_total++;
     pm_registry_remove(arena); /* I1: before the memory goes */
     pm_os_unmap(arena, PM_ARENA_SIZE);
@@ -92,6 +107,8 @@ pm_pool_t *pm_arena_acquire_pool(void)
         return NULL;
     }
     directory_unlink(arena);
+    if (arena->free_pool_count == PM_POOLS_PER_ARENA)
+        directory.empty_count--;
     pm_pool_t *pool = arena->free_pools;
     arena->free_pools = pool->next;
     pool->next = NULL;
@@ -99,6 +116,42 @@ pm_pool_t *pm_arena_acquire_pool(void)
         directory_link(arena);
     pthread_mutex_unlock(&directory.lock);
     return pool;
+}
+
+/* Caller holds the lock. */
+static size_t pool_purge(pm_pool_t *pool)
+{
+    size_t bytes = pm_pool_bytes(pool->pool_index);
+    pm_os_purge(pm_pool_start(pool), bytes);
+    pool->resident = false;
+    directory.purged_bytes_total += bytes;
+    return bytes;
+}
+
+/* I10: the ring's oldest entry leaves; if it names a pool that is still
+ * UNUSED and resident, that pool's pages go back to the OS. */
+static size_t retained_pop_oldest(void)
+{
+    pm_pool_t *pool = directory.retained[directory.retained_oldest];
+    directory.retained_oldest = (directory.retained_oldest + 1) % RETAINED_RING_SIZE;
+    directory.retained_count--;
+    if (pool != NULL && pool->class_index == PM_CLASS_NONE && pool->resident)
+        return pool_purge(pool);
+    return 0;
+}
+
+static void retained_push(pm_pool_t *pool)
+{
+    size_t limit = pm_options.retain_pools < RETAINED_RING_SIZE ? pm_options.retain_pools
+                                                                 : RETAINED_RING_SIZE;
+    if (limit == 0) {
+        pool_purge(pool);
+        return;
+    }
+    while (directory.retained_count >= limit)
+        retained_pop_oldest();
+    directory.retained[(directory.retained_oldest + directory.retained_count) % RETAINED_RING_SIZE] = pool;
+    directory.retained_count++;
 }
 
 /* Precondition: the pool is already marked UNUSED (class PM_CLASS_NONE). */
@@ -111,13 +164,46 @@ void pm_arena_release_pool(pm_pool_t *pool)
     pool->next = arena->free_pools;
     arena->free_pools = pool;
     arena->free_pool_count++;
-    /* I5: one empty arena is kept as a reserve against mmap/munmap churn. */
-    if (arena->free_pool_count == PM_POOLS_PER_ARENA &&
-        directory.by_unused[PM_POOLS_PER_ARENA - 1] != NULL)
-        arena_destroy(arena);
-    else
-        directory_link(arena);
+    if (arena->free_pool_count == PM_POOLS_PER_ARENA) {
+        /* I5: empty arenas beyond the reserve are unmapped at once. */
+        if (directory.empty_count >= pm_options.reserve_arenas) {
+            directory.empty_count++;
+            arena_destroy(arena);
+            pthread_mutex_unlock(&directory.lock);
+            return;
+        }
+        directory.empty_count++;
+    }
+    directory_link(arena);
+    if (pool->resident)
+        retained_push(pool); /* I10 */
     pthread_mutex_unlock(&directory.lock);
+}
+
+size_t pm_arena_purge_pool(pm_pool_t *pool)
+{
+    if (!pool->resident)
+        return 0;
+    pthread_mutex_lock(&directory.lock);
+    size_t bytes = pool_purge(pool);
+    pthread_mutex_unlock(&directory.lock);
+    return bytes;
+}
+
+size_t pm_arena_trim(void)
+{
+    size_t released = 0;
+    pthread_mutex_lock(&directory.lock);
+    while (directory.retained_count > 0)
+        released += retained_pop_oldest();
+    pm_arena_t *empty;
+    while ((empty = directory.by_unused[PM_POOLS_PER_ARENA - 1]) != NULL) {
+        directory_unlink(empty);
+        arena_destroy(empty);
+        released += PM_ARENA_SIZE;
+    }
+    pthread_mutex_unlock(&directory.lock);
+    return released;
 }
 
 void pm_arena_stats(pm_stats_t *out)
@@ -128,6 +214,7 @@ void pm_arena_stats(pm_stats_t *out)
     out->arenas_created_total = directory.created_total;
     out->arenas_destroyed_total = directory.destroyed_total;
     out->arena_bytes = directory.mapped * PM_ARENA_SIZE;
+    out->released_bytes_total = directory.purged_bytes_total;
     pthread_mutex_unlock(&directory.lock);
 }
 
@@ -157,7 +244,8 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool))
                 ok &= visit(pool);
         }
     }
-    ok &= count == directory.mapped && empty_arenas <= 1; /* I5 */
+    ok &= count == directory.mapped && empty_arenas == directory.empty_count; /* I5 */
+    ok &= empty_arenas <= pm_options.reserve_arenas;
     pthread_mutex_unlock(&directory.lock);
     return ok;
 }

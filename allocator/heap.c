@@ -239,6 +239,13 @@ static void heap_thread_exit(void *arg)
     atomic_store_explicit(&heap->state, PM_HEAP_ABANDONED, memory_order_seq_cst);
     pthread_mutex_lock(&heap->service_lock);
     heap_collect_remote(heap);
+    /* I10: the empty pool each bin keeps for the next owner (I4) keeps no
+     * pages while it waits for one. */
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        pm_pool_t *pool = heap->bins[c].pools;
+        if (pool != NULL && pool->used_count == 0)
+            pm_pool_purge_empty(pool);
+    }
     pthread_mutex_unlock(&heap->service_lock);
     heap->next_abandoned = heaps.abandoned;
     heaps.abandoned = heap;
@@ -262,6 +269,43 @@ void *pm_heap_alloc_slow(unsigned class_index)
             return heap_alloc_shared(class_index);
     }
     return heap_alloc_from(heap, class_index);
+}
+
+/* The empty pools a heap keeps (I4) go back to their arenas. Run by the
+ * owner, or under the service_lock of an abandoned heap. */
+static size_t heap_release_empty_pools(pm_heap_t *heap)
+{
+    size_t released = 0;
+    heap_collect_remote(heap);
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        pm_bin_t *bin = &heap->bins[c];
+        for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
+            next = pool->next;
+            if (pool->used_count == 0) {
+                pool_retire(bin, pool);
+                released++;
+            }
+        }
+    }
+    return released;
+}
+
+size_t pm_heap_trim(void)
+{
+    size_t released = 0;
+    if (pm_thread_heap != &pm_heap_empty)
+        released += heap_release_empty_pools(pm_thread_heap);
+    pthread_mutex_lock(&heaps.lock);
+    for (pm_heap_t *heap = heaps.abandoned; heap != NULL; heap = heap->next_abandoned) {
+        pthread_mutex_lock(&heap->service_lock);
+        released += heap_release_empty_pools(heap);
+        pthread_mutex_unlock(&heap->service_lock);
+    }
+    pthread_mutex_lock(&shared_heap.service_lock);
+    released += heap_release_empty_pools(&shared_heap);
+    pthread_mutex_unlock(&shared_heap.service_lock);
+    pthread_mutex_unlock(&heaps.lock);
+    return released;
 }
 
 /* ---- freeing ------------------------------------------------------------- */

@@ -81,9 +81,16 @@
  *  they hold (the directory in arena.c). A pool is taken from the arena with the
  *  fewest unused pools, so allocation fills nearly-full arenas and sparse
  *  ones drain and can be unmapped (the reason CPython sorts usable_arenas).
- *  An arena whose pools are all unused is unmapped, except that one such
- *  arena is kept in reserve so a program freeing and allocating around an
- *  arena boundary does not mmap/munmap on every cycle.
+ *
+ *  Giving memory back (I5, I10): an arena whose pools are all unused is
+ *  unmapped, except for a reserve (one by default) so a program freeing and
+ *  allocating around an arena boundary does not mmap/munmap on every cycle.
+ *  A pool released to its arena keeps its pages while it is among the most
+ *  recently released POOLMALLOC_RETAIN_POOLS (16 by default, 256 KiB), so a
+ *  pool that is taken again soon costs no page faults; older released pools
+ *  are purged with madvise(MADV_DONTNEED). A heap keeps one empty pool per
+ *  class (I4); when its thread exits, those are purged too. malloc_trim
+ *  purges and unmaps everything it can, at once.
  *
  * ==========================================================================
  *  THREAD HEAPS
@@ -159,8 +166,9 @@
  *      (also in an abandoned heap, for the thread that adopts it).
  *  I5  An arena with u >= 1 unused pools is on directory list u - 1; an
  *      arena with none is on no list. List PM_POOLS_PER_ARENA - 1 (every
- *      pool unused) holds at most one arena, the reserve: a second arena
- *      that becomes empty is unmapped.
+ *      pool unused) holds at most POOLMALLOC_RESERVE_ARENAS arenas (the
+ *      reserve, default 1): an arena that becomes empty beyond it is
+ *      unmapped at once.
  *  I6  A block is live iff its bit in its pool's live_map is set. free()
  *      of a block whose bit is clear is a double free and aborts.
  *  I7  Every block address is pool start + i x block size for 0 <= i <
@@ -171,6 +179,10 @@
  *      blocks waiting on remote_free stacks (checked by pm_heap_validate).
  *  I9  A pool's heap and class change only while it is UNUSED or by its
  *      owner; a thread that does not own a live block's pool may read them.
+ *  I10 At most POOLMALLOC_RETAIN_POOLS UNUSED pools are resident: each
+ *      release queues the pool on the retained ring, and the ring's oldest
+ *      entry is purged (madvise) when it overflows. A purged pool is carved
+ *      afresh, so nothing reads its zeroed pages as a free list.
  */
 #ifndef POOLMALLOC_INTERNAL_H
 #define POOLMALLOC_INTERNAL_H
@@ -180,6 +192,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "options.h"
 #include "poolmalloc.h"
 
 #define PM_HIDDEN __attribute__((visibility("hidden")))
@@ -230,6 +243,8 @@ PM_HIDDEN void pm_buf_hex(pm_buf_t *buf, uintptr_t v);
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t alignment);
 PM_HIDDEN void *pm_os_map(size_t size);
 PM_HIDDEN void pm_os_unmap(void *addr, size_t size);
+/* Gives the pages back to the OS; the range stays mapped and reads as zeros. */
+PM_HIDDEN void pm_os_purge(void *addr, size_t size);
 PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);
 PM_HIDDEN PM_NORETURN void pm_fatal(const char *what, const void *addr,
                                     int class_index);
@@ -285,6 +300,7 @@ typedef struct pm_pool {
     uint8_t class_index;      /* PM_CLASS_NONE when UNUSED (I2) */
     uint8_t pool_index;       /* position in its arena */
     bool on_bin_list;         /* I4 */
+    bool resident;            /* its pages may hold RSS (I10) */
     uint64_t live_map[PM_LIVE_MAP_WORDS]; /* I6; one bit per 16-byte granule */
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 
@@ -347,6 +363,9 @@ PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
 /* Carves the next stretch of untouched blocks onto the free list; false if
  * the pool has none left. */
 PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool);
+/* Purges the pages of an IN USE pool with no live block and starts its
+ * carving afresh (I10). */
+PM_HIDDEN void pm_pool_purge_empty(pm_pool_t *pool);
 /* What a pointer was handed to, for the diagnosis of misuse. */
 typedef enum pm_op { PM_OP_FREE, PM_OP_REALLOC, PM_OP_USABLE_SIZE } pm_op_t;
 /* Returns the pool of a block inside one of our arenas, after checking I6
@@ -358,6 +377,11 @@ PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 /* arena.c: the arena directory; takes its own lock. */
 PM_HIDDEN pm_pool_t *pm_arena_acquire_pool(void);
 PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
+/* malloc_trim: purges every retained pool and unmaps every empty arena, the
+ * reserve included. Returns the bytes given back. */
+PM_HIDDEN size_t pm_arena_trim(void);
+/* Purges a pool's pages (I10) and counts them; returns the bytes. */
+PM_HIDDEN size_t pm_arena_purge_pool(pm_pool_t *pool);
 PM_HIDDEN void pm_arena_stats(pm_stats_t *out);
 /* Checks I1, I2 and I5, and calls visit(pool) for every IN USE pool (whose
  * validity is the visitor's call). Only when quiescent. */
@@ -443,6 +467,9 @@ static inline void pm_heap_free_fast(void *block)
 /* The block size of a live block of ours; misuse is diagnosed as `op`. */
 PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
 PM_HIDDEN void pm_heap_stats(pm_stats_t *out);
+/* malloc_trim's part in the heaps: the calling thread's and every abandoned
+ * heap's empty pools go back to their arenas. Returns how many. */
+PM_HIDDEN size_t pm_heap_trim(void);
 /* Checks I2-I8 over every arena and heap. Only when quiescent. */
 PM_HIDDEN bool pm_heap_validate(void);
 
@@ -462,9 +489,11 @@ PM_HIDDEN void pm_fork_parent(void);
 PM_HIDDEN void pm_fork_child(void);
 
 /* ---- options.c ------------------------------------------------------------- */
+#define PM_OPTION_FIELD_PATH(field) char field[PM_OPTION_PATH_MAX];
+#define PM_OPTION_FIELD_COUNT(field) uint64_t field;
+#define PM_OPTION_FIELD(field, env, kind, def, min, max, help) PM_OPTION_FIELD_##kind(field)
 typedef struct pm_options {
-    /* POOLMALLOC_STATS: where the exit report goes; "" for nowhere. */
-    char stats_path[256];
+    PM_OPTIONS(PM_OPTION_FIELD)
 } pm_options_t;
 
 PM_HIDDEN extern pm_options_t pm_options;

@@ -1,5 +1,5 @@
-/* os.c — owns every conversation with the kernel about memory (mmap, munmap)
- * and the last-resort error path. Never calls malloc or stdio: messages are
+/* os.c — owns every conversation with the kernel about memory (mmap,
+ * munmap, madvise) and the last-resort error path. Never calls malloc or stdio: messages are
  * built in stack buffers and written with write(2). */
 #include "internal.h"
 
@@ -45,6 +45,13 @@ void pm_os_unmap(void *addr, size_t size)
 {
     int saved = errno;
     munmap(addr, size);
+    errno = saved;
+}
+
+void pm_os_purge(void *addr, size_t size)
+{
+    int saved = errno;
+    madvise(addr, size, MADV_DONTNEED);
     errno = saved;
 }
 

@@ -18,6 +18,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->used_count = 0;
     pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pool->block_size);
     pool->on_bin_list = false;
+    pool->resident = true; /* about to be carved */
     memset(pool->live_map, 0, sizeof pool->live_map);
     /* Published last: a reader that sees the class sees the rest (I9). */
     __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);
@@ -44,6 +45,13 @@ bool pm_pool_carve(pm_pool_t *pool)
     pool->free_list = head;
     pool->carve_index = stop;
     return true;
+}
+
+void pm_pool_purge_empty(pm_pool_t *pool)
+{
+    pm_arena_purge_pool(pool);
+    pool->free_list = NULL; /* its links were in the purged pages */
+    pool->carve_index = 0;
 }
 
 /* The diagnosis of each misuse, per operation: glibc's wording where glibc

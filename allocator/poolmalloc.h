@@ -40,6 +40,12 @@ PM_API size_t pm_malloc_usable_size(void *ptr);
 /* Accepted and ignored: glibc's tunables do not apply to pools, and
  * changing glibc's own arenas behind a program's back is not ours to do. */
 PM_API int pm_mallopt(int param, int value);
+/* Gives back to the OS every page poolmalloc can: the pages of unused
+ * pools, empty arenas (the reserve too), and the calling thread's empty
+ * pools. `pad` is accepted for glibc compatibility. Returns 1 if memory was
+ * released, 0 if not. glibc's own heap (requests above 512 bytes) trims
+ * itself as it frees. */
+PM_API int pm_malloc_trim(size_t pad);
 
 /* Nonzero iff ptr lies inside one of poolmalloc's arenas. Safe for any
  * value (a glibc pointer, a stack address, garbage): it never dereferences
@@ -73,6 +79,7 @@ typedef struct pm_stats {
     uint64_t arenas_created_total;
     uint64_t arenas_destroyed_total;
     uint64_t arena_bytes; /* arenas_mapped x arena size */
+    uint64_t released_bytes_total; /* pool pages given back to the OS (madvise) */
 } pm_stats_t;
 
 PM_API void pm_stats_get(pm_stats_t *out);

@@ -31,6 +31,7 @@ PM_EXPORT void *valloc(size_t size) { return pm_valloc(size); }
 PM_EXPORT void *pvalloc(size_t size) { return pm_pvalloc(size); }
 PM_EXPORT size_t malloc_usable_size(void *ptr) { return pm_malloc_usable_size(ptr); }
 PM_EXPORT int mallopt(int param, int value) { return pm_mallopt(param, value); }
+PM_EXPORT int malloc_trim(size_t pad) { return pm_malloc_trim(pad); }
 
 /* Runs before the program's constructors. Handlers registered this early
  * run last in fork's prepare phase, after any other library's handler that
