@@ -14,7 +14,7 @@ static struct {
     pm_arena_t *by_unused[PM_POOLS_PER_ARENA];
     pm_arena_t *all;
     uint64_t mapped, peak, created_total, destroyed_total, empty_count;
-    uint64_t purged_bytes_total;
+    uint64_t released_bytes_total;
     /* Released pools, oldest first (I10). An entry may be stale (the pool
      * was taken again, or is queued twice): it is checked when it leaves. */
     pm_pool_t *retained[RETAINED_RING_SIZE];
@@ -89,6 +89,12 @@ static void arena_destroy(pm_arena_t *arena)
     directory.mapped--;
     directory.empty_count--;
     directory.destroyed_total++;
+    /* What unmapping gives back: the header and the pools still resident
+     * (purged ones were counted when purged). */
+    directory.released_bytes_total += PM_ARENA_HEADER_SIZE;
+    for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++)
+        if (arena->pools[k].resident)
+            directory.released_bytes_total += pm_pool_bytes(k);
     pm_registry_remove(arena); /* I1: before the memory goes */
     pm_os_unmap(arena, PM_ARENA_SIZE);
 }
@@ -124,7 +130,7 @@ static size_t pool_purge(pm_pool_t *pool)
     size_t bytes = pm_pool_bytes(pool->pool_index);
     pm_os_purge(pm_pool_start(pool), bytes);
     pool->resident = false;
-    directory.purged_bytes_total += bytes;
+    directory.released_bytes_total += bytes;
     return bytes;
 }
 
@@ -214,7 +220,32 @@ void pm_arena_stats(pm_stats_t *out)
     out->arenas_created_total = directory.created_total;
     out->arenas_destroyed_total = directory.destroyed_total;
     out->arena_bytes = directory.mapped * PM_ARENA_SIZE;
-    out->released_bytes_total = directory.purged_bytes_total;
+    out->released_bytes_total = directory.released_bytes_total;
+    /* Pools in use change under their owners' hands: each field is read
+     * once, atomically, and the figures are exact when the program is
+     * quiescent. */
+    for (const pm_arena_t *arena = directory.all; arena != NULL; arena = arena->all_next) {
+        uint64_t used_bytes = 0;
+        for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
+            const pm_pool_t *pool = &arena->pools[k];
+            unsigned c = __atomic_load_n(&pool->class_index, __ATOMIC_ACQUIRE);
+            if (c == PM_CLASS_NONE) {
+                out->unused_pools++;
+                out->retained_pools += pool->resident;
+                continue;
+            }
+            unsigned used = __atomic_load_n(&pool->used_count, __ATOMIC_RELAXED);
+            pm_class_stats_t *cs = &out->classes[c];
+            cs->pools++;
+            cs->pools_full += used == pool->capacity;
+            cs->pools_empty += used == 0;
+            cs->free_blocks += pool->capacity - used;
+            cs->pool_bytes += pm_pool_bytes(k);
+            used_bytes += (uint64_t)used * pool->block_size;
+        }
+        uint64_t bucket = used_bytes * PM_OCCUPANCY_BUCKETS / (PM_ARENA_SIZE - PM_ARENA_HEADER_SIZE);
+        out->arena_occupancy[bucket < PM_OCCUPANCY_BUCKETS ? bucket : PM_OCCUPANCY_BUCKETS - 1]++;
+    }
     pthread_mutex_unlock(&directory.lock);
 }
 

@@ -33,8 +33,24 @@ static struct {
 } heaps = {.lock = PTHREAD_MUTEX_INITIALIZER, .all = &shared_heap};
 
 /* Remote frees by threads that have no heap of their own (yet, or any more),
- * counted here so I8 stays exact. */
+ * counted here so I8 stays exact; likewise their glibc-path calls. */
 static _Atomic uint64_t heapless_remote_freed[PM_CLASS_COUNT];
+static struct {
+    _Atomic uint64_t allocated_total, freed_total, allocated_bytes_total, freed_bytes_total;
+} heapless_system;
+
+void pm_heap_count_system_heapless(size_t allocated_bytes, size_t freed_bytes)
+{
+    if (allocated_bytes != 0 || freed_bytes == 0) {
+        atomic_fetch_add_explicit(&heapless_system.allocated_total, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&heapless_system.allocated_bytes_total, allocated_bytes,
+                                  memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&heapless_system.freed_total, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&heapless_system.freed_bytes_total, freed_bytes,
+                                  memory_order_relaxed);
+    }
+}
 
 /* ---- bin lists (I4) ------------------------------------------------------- */
 
@@ -363,13 +379,29 @@ static uint64_t load_counter(const uint64_t *counter)
 void pm_heap_stats(pm_stats_t *out)
 {
     uint64_t freed[PM_CLASS_COUNT] = {0};
+    pm_system_counters_t sys = {
+        .allocated_total = atomic_load_explicit(&heapless_system.allocated_total, memory_order_relaxed),
+        .freed_total = atomic_load_explicit(&heapless_system.freed_total, memory_order_relaxed),
+        .allocated_bytes_total =
+            atomic_load_explicit(&heapless_system.allocated_bytes_total, memory_order_relaxed),
+        .freed_bytes_total =
+            atomic_load_explicit(&heapless_system.freed_bytes_total, memory_order_relaxed),
+    };
     pthread_mutex_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
             const pm_bin_t *bin = &heap->bins[c];
             out->classes[c].allocated_total += load_counter(&bin->allocated_total);
-            out->classes[c].pools += load_counter(&bin->pool_count);
             freed[c] += load_counter(&bin->freed_total) + load_counter(&bin->remote_freed_total);
+        }
+        sys.allocated_total += load_counter(&heap->system.allocated_total);
+        sys.freed_total += load_counter(&heap->system.freed_total);
+        sys.allocated_bytes_total += load_counter(&heap->system.allocated_bytes_total);
+        sys.freed_bytes_total += load_counter(&heap->system.freed_bytes_total);
+        int state = atomic_load_explicit(&heap->state, memory_order_relaxed);
+        if (heap != &shared_heap) {
+            out->thread_heaps += state == PM_HEAP_OWNED;
+            out->abandoned_heaps += state == PM_HEAP_ABANDONED;
         }
     }
     pthread_mutex_unlock(&heaps.lock);
@@ -379,10 +411,21 @@ void pm_heap_stats(pm_stats_t *out)
         cs->freed_total = freed[c] + atomic_load_explicit(&heapless_remote_freed[c],
                                                           memory_order_relaxed);
         cs->live_blocks = cs->allocated_total - cs->freed_total;
+        cs->live_bytes = cs->live_blocks * cs->block_size;
         out->small_allocated_total += cs->allocated_total;
+        out->small_freed_total += cs->freed_total;
         out->small_live_blocks += cs->live_blocks;
-        out->small_live_bytes += cs->live_blocks * cs->block_size;
+        out->small_live_bytes += cs->live_bytes;
     }
+    out->system_allocated_total = sys.allocated_total;
+    out->system_freed_total = sys.freed_total;
+    out->system_allocated_bytes_total = sys.allocated_bytes_total;
+    /* glibc may free blocks poolmalloc never saw allocated (made before it
+     * was loaded): never report less than nothing. */
+    out->system_live_blocks = sys.allocated_total > sys.freed_total ? sys.allocated_total - sys.freed_total : 0;
+    out->system_live_bytes = sys.allocated_bytes_total > sys.freed_bytes_total
+                                 ? sys.allocated_bytes_total - sys.freed_bytes_total
+                                 : 0;
 }
 
 /* Filled while validating: per class, blocks counted live by the pools and
@@ -463,6 +506,7 @@ bool pm_heap_validate(void)
  * directory, every abandoned heap and the arenas in a consistent state. */
 void pm_fork_prepare(void)
 {
+    pm_stats_lock();
     pthread_mutex_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         pthread_mutex_lock(&heap->service_lock);
@@ -475,6 +519,7 @@ void pm_fork_parent(void)
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         pthread_mutex_unlock(&heap->service_lock);
     pthread_mutex_unlock(&heaps.lock);
+    pm_stats_unlock();
 }
 
 /* The child has one thread. Heaps owned by the others may have been cut
@@ -491,4 +536,5 @@ void pm_fork_child(void)
             atomic_store_explicit(&heap->state, PM_HEAP_ORPHANED, memory_order_relaxed);
     }
     pthread_mutex_init(&heaps.lock, NULL);
+    pm_stats_reinit_lock();
 }

@@ -238,6 +238,9 @@ PM_HIDDEN void pm_buf_str(pm_buf_t *buf, const char *s);
 PM_HIDDEN void pm_buf_char(pm_buf_t *buf, char c);
 PM_HIDDEN void pm_buf_uint(pm_buf_t *buf, uint64_t v, unsigned width);
 PM_HIDDEN void pm_buf_hex(pm_buf_t *buf, uintptr_t v);
+PM_HIDDEN void pm_buf_bytes(pm_buf_t *buf, uint64_t v);
+PM_HIDDEN void pm_buf_fixed(pm_buf_t *buf, double v, unsigned decimals);
+PM_HIDDEN void pm_buf_pad_to(pm_buf_t *buf, const char *line_start, size_t width);
 
 /* ---- os.c ------------------------------------------------------------------ */
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t alignment);
@@ -382,6 +385,8 @@ PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
 PM_HIDDEN size_t pm_arena_trim(void);
 /* Purges a pool's pages (I10) and counts them; returns the bytes. */
 PM_HIDDEN size_t pm_arena_purge_pool(pm_pool_t *pool);
+/* Adds the arena figures, and walks every pool for the per-class pool
+ * counts, free blocks, pool bytes and the arena occupancy histogram. */
 PM_HIDDEN void pm_arena_stats(pm_stats_t *out);
 /* Checks I1, I2 and I5, and calls visit(pool) for every IN USE pool (whose
  * validity is the visitor's call). Only when quiescent. */
@@ -402,8 +407,15 @@ typedef struct pm_bin {
 
 typedef enum pm_heap_state { PM_HEAP_OWNED, PM_HEAP_ABANDONED, PM_HEAP_ORPHANED } pm_heap_state_t;
 
+/* The glibc path's counters, per heap like the bins' (usable sizes). */
+typedef struct pm_system_counters {
+    uint64_t allocated_total, freed_total;
+    uint64_t allocated_bytes_total, freed_bytes_total;
+} pm_system_counters_t;
+
 typedef struct pm_heap {
     pm_bin_t bins[PM_CLASS_COUNT]; /* the owner's, never written by others */
+    pm_system_counters_t system;   /* likewise */
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;
     pthread_mutex_t service_lock;  /* held while an ABANDONED heap is worked on */
@@ -466,7 +478,31 @@ static inline void pm_heap_free_fast(void *block)
 
 /* The block size of a live block of ours; misuse is diagnosed as `op`. */
 PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
+/* Adds the heaps' counters: per class allocated/freed/live, the small and
+ * system totals, the heap counts. */
 PM_HIDDEN void pm_heap_stats(pm_stats_t *out);
+/* The system path's counting, for a thread that has no heap. */
+PM_HIDDEN void pm_heap_count_system_heapless(size_t allocated_bytes, size_t freed_bytes);
+static inline void pm_count_system_alloc(size_t usable)
+{
+    pm_heap_t *heap = pm_thread_heap;
+    if (PM_LIKELY(heap != &pm_heap_empty)) {
+        heap->system.allocated_total++;
+        heap->system.allocated_bytes_total += usable;
+    } else {
+        pm_heap_count_system_heapless(usable, 0);
+    }
+}
+static inline void pm_count_system_free(size_t usable)
+{
+    pm_heap_t *heap = pm_thread_heap;
+    if (PM_LIKELY(heap != &pm_heap_empty)) {
+        heap->system.freed_total++;
+        heap->system.freed_bytes_total += usable;
+    } else {
+        pm_heap_count_system_heapless(0, usable);
+    }
+}
 /* malloc_trim's part in the heaps: the calling thread's and every abandoned
  * heap's empty pools go back to their arenas. Returns how many. */
 PM_HIDDEN size_t pm_heap_trim(void);
@@ -491,6 +527,9 @@ PM_HIDDEN void pm_fork_child(void);
 /* ---- options.c ------------------------------------------------------------- */
 #define PM_OPTION_FIELD_PATH(field) char field[PM_OPTION_PATH_MAX];
 #define PM_OPTION_FIELD_COUNT(field) uint64_t field;
+#define PM_OPTION_FIELD_DURATION(field) uint64_t field;
+#define PM_OPTION_FIELD_FORMAT(field) pm_stats_format_t field;
+#define PM_OPTION_FIELD_SIGNAL(field) int field;
 #define PM_OPTION_FIELD(field, env, kind, def, min, max, help) PM_OPTION_FIELD_##kind(field)
 typedef struct pm_options {
     PM_OPTIONS(PM_OPTION_FIELD)
@@ -500,8 +539,27 @@ PM_HIDDEN extern pm_options_t pm_options;
 PM_HIDDEN void pm_options_init(void);
 
 /* ---- stats.c --------------------------------------------------------------- */
-/* Opens the configured stats sink (POOLMALLOC_STATS, "%p" expanded) and
- * writes one report; warns on stderr and returns if it cannot. */
-PM_HIDDEN void pm_stats_report_to_sink(const char *when);
+/* Why a snapshot was taken; named in every record. */
+typedef enum pm_snapshot_reason {
+    PM_SNAPSHOT_INTERVAL, PM_SNAPSHOT_SIGNAL, PM_SNAPSHOT_API, PM_SNAPSHOT_EXIT,
+} pm_snapshot_reason_t;
+
+/* One snapshot to the configured sink (POOLMALLOC_STATS, "%p" expanded), in
+ * the configured format, with one write; warns on stderr if it cannot.
+ * Returns 0 or -1. */
+PM_HIDDEN int pm_stats_write_snapshot(pm_snapshot_reason_t reason);
+/* Uptime in the records counts from here (the preload constructor). */
+PM_HIDDEN void pm_stats_note_start(void);
+/* The report lock serializes snapshots; held across fork (pm_fork_*). */
+PM_HIDDEN void pm_stats_lock(void);
+PM_HIDDEN void pm_stats_unlock(void);
+PM_HIDDEN void pm_stats_reinit_lock(void);
+
+/* ---- dump.c: the dump thread ------------------------------------------------- */
+/* Starts the thread that writes a snapshot every POOLMALLOC_STATS_INTERVAL
+ * and on POOLMALLOC_STATS_SIGNAL, if POOLMALLOC_STATS is set. Idempotent. */
+PM_HIDDEN void pm_dump_start(void);
+/* In a fork child: the thread did not survive the fork; start another. */
+PM_HIDDEN void pm_dump_restart_in_child(void);
 
 #endif /* POOLMALLOC_INTERNAL_H */

@@ -5,6 +5,7 @@
  * stays. */
 #include "internal.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -41,46 +42,177 @@ static void option_parse_PATH(const char *env, char *field, uint64_t min, uint64
         strcpy(field, value);
 }
 
+/* Digits to a number; false if there are none or it overflows. Leaves
+ * *end after the digits. */
+static bool option_digits(const char *p, const char **end, uint64_t *out)
+{
+    uint64_t n = 0;
+    const char *start = p;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (n > (UINT64_MAX - 9) / 10)
+            return false;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    *end = p;
+    *out = n;
+    return p != start;
+}
+
+static void option_reject(const char *env, const char *value, const char *why, uint64_t min,
+                          uint64_t max, const char *fallback)
+{
+    char text[160];
+    pm_buf_t b;
+    pm_buf_init(&b, text, sizeof text - 1);
+    pm_buf_str(&b, why);
+    if (min != max) {
+        pm_buf_str(&b, " (");
+        pm_buf_uint(&b, min, 0);
+        pm_buf_str(&b, "..");
+        pm_buf_uint(&b, max, 0);
+        pm_buf_str(&b, ")");
+    }
+    pm_buf_str(&b, "; using the default ");
+    pm_buf_str(&b, fallback);
+    *b.at = '\0';
+    options_warn(env, value, text);
+}
+
+static void option_reject_number(const char *env, const char *value, const char *why,
+                                 uint64_t min, uint64_t max, uint64_t fallback, const char *unit)
+{
+    char text[32];
+    pm_buf_t b;
+    pm_buf_init(&b, text, sizeof text - 1);
+    pm_buf_uint(&b, fallback, 0);
+    pm_buf_str(&b, unit);
+    *b.at = '\0';
+    option_reject(env, value, why, min, max, text);
+}
+
 static void option_parse_COUNT(const char *env, uint64_t *field, uint64_t min, uint64_t max)
 {
     const char *value = getenv(env);
     if (value == NULL || value[0] == '\0')
         return;
-    uint64_t n = 0;
-    const char *p = value;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (n > (UINT64_MAX - 9) / 10) {
-            n = UINT64_MAX;
-            break;
-        }
-        n = n * 10 + (uint64_t)(*p - '0');
-    }
-    char why[96];
-    pm_buf_t b;
-    pm_buf_init(&b, why, sizeof why - 1);
-    if (*p != '\0' || p == value) {
-        pm_buf_str(&b, "not a whole number; using the default ");
-        pm_buf_uint(&b, *field, 0);
-    } else if (n < min || n > max) {
-        pm_buf_str(&b, "out of range ");
-        pm_buf_uint(&b, min, 0);
-        pm_buf_str(&b, "..");
-        pm_buf_uint(&b, max, 0);
-        pm_buf_str(&b, "; using the default ");
-        pm_buf_uint(&b, *field, 0);
-    } else {
+    const char *end;
+    uint64_t n;
+    if (!option_digits(value, &end, &n) || *end != '\0')
+        option_reject_number(env, value, "not a whole number", min, max, *field, "");
+    else if (n < min || n > max)
+        option_reject_number(env, value, "out of range", min, max, *field, "");
+    else
         *field = n;
+}
+
+static void option_parse_DURATION(const char *env, uint64_t *field, uint64_t min, uint64_t max)
+{
+    const char *value = getenv(env);
+    if (value == NULL || value[0] == '\0')
         return;
+    static const struct {
+        const char *suffix;
+        uint64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"", 1000}, {"m", 60000}, {"h", 3600000}};
+    const char *end;
+    uint64_t n;
+    if (option_digits(value, &end, &n)) {
+        for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+            if (strcmp(end, units[u].suffix) != 0)
+                continue;
+            if (n > UINT64_MAX / units[u].ms || n * units[u].ms < min || n * units[u].ms > max) {
+                option_reject_number(env, value, "out of range, in milliseconds", min, max,
+                                     *field, "ms");
+                return;
+            }
+            *field = n * units[u].ms;
+            return;
+        }
     }
-    *b.at = '\0';
-    options_warn(env, value, why);
+    option_reject_number(env, value, "not a duration like 250ms, 2s or 1m", 0, 0, *field, "ms");
+}
+
+static void option_parse_FORMAT(const char *env, pm_stats_format_t *field, uint64_t min,
+                                uint64_t max)
+{
+    (void)min, (void)max;
+    const char *value = getenv(env);
+    if (value == NULL || value[0] == '\0')
+        return;
+    if (strcmp(value, "text") == 0)
+        *field = PM_STATS_TEXT;
+    else if (strcmp(value, "json") == 0)
+        *field = PM_STATS_JSON;
+    else
+        option_reject(env, value, "not 'text' or 'json'", 0, 0,
+                      *field == PM_STATS_JSON ? "json" : "text");
+}
+
+/* Signals a program may reasonably lend to a stats request, by name. */
+static const struct {
+    const char *name;
+    int number;
+} option_signals[] = {
+    {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"USR1", SIGUSR1},
+    {"USR2", SIGUSR2}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM},
+    {"CHLD", SIGCHLD}, {"CONT", SIGCONT}, {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},
+    {"TTOU", SIGTTOU}, {"URG", SIGURG},   {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ},
+    {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO},
+    {"PWR", SIGPWR},   {"SYS", SIGSYS},
+};
+
+static void option_parse_SIGNAL(const char *env, int *field, uint64_t min, uint64_t max)
+{
+    const char *value = getenv(env);
+    if (value == NULL || value[0] == '\0')
+        return;
+    const char *name = strncmp(value, "SIG", 3) == 0 ? value + 3 : value;
+    const char *end;
+    uint64_t n;
+    int signal = 0;
+    if (option_digits(name, &end, &n) && *end == '\0') {
+        signal = n <= max ? (int)n : 0;
+    } else if (strncmp(name, "RTMIN+", 6) == 0 && option_digits(name + 6, &end, &n) &&
+               *end == '\0' && n <= (uint64_t)(SIGRTMAX - SIGRTMIN)) {
+        signal = SIGRTMIN + (int)n;
+    } else {
+        for (size_t i = 0; i < sizeof option_signals / sizeof option_signals[0]; i++)
+            if (strcmp(name, option_signals[i].name) == 0)
+                signal = option_signals[i].number;
+    }
+    /* SIGKILL and SIGSTOP cannot be caught. */
+    if (signal < (int)min || signal > SIGRTMAX || signal == SIGKILL || signal == SIGSTOP)
+        option_reject(env, value, "not a signal that can be caught (e.g. USR1, 12)", 0, 0,
+                      "none");
+    else
+        *field = signal;
+}
+
+/* Relative stats paths are made absolute now: a daemon changes directory. */
+static void option_absolute_path(char *path)
+{
+    if (path[0] == '\0' || path[0] == '/' || strcmp(path, "stderr") == 0)
+        return;
+    char joined[PM_OPTION_PATH_MAX];
+    if (getcwd(joined, sizeof joined) == NULL)
+        return;
+    size_t dir = strlen(joined), name = strlen(path);
+    if (dir + 1 + name >= sizeof joined)
+        return;
+    joined[dir] = '/';
+    memcpy(joined + dir + 1, path, name + 1);
+    memcpy(path, joined, dir + 1 + name + 1);
 }
 
 void pm_options_init(void)
 {
-#define OPTION_PARSE_ADDRESS(field, env, kind, def, min, max, help) \
-    option_parse_##kind(env, OPTION_REF_##kind(pm_options.field), min, max);
 #define OPTION_REF_PATH(field) (field)
 #define OPTION_REF_COUNT(field) (&(field))
-    PM_OPTIONS(OPTION_PARSE_ADDRESS)
+#define OPTION_REF_DURATION(field) (&(field))
+#define OPTION_REF_FORMAT(field) (&(field))
+#define OPTION_REF_SIGNAL(field) (&(field))
+#define OPTION_PARSE(field, env, kind, def, min, max, help) \
+    option_parse_##kind(env, OPTION_REF_##kind(pm_options.field), min, max);
+    PM_OPTIONS(OPTION_PARSE)
+    option_absolute_path(pm_options.stats_path);
 }

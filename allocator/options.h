@@ -3,15 +3,26 @@
  * have a row in the README's environment table (checked by a test).
  *
  * X(field, environment variable, kind, default, minimum, maximum, help)
- *   kind PATH:  a file name, read with secure_getenv; "" = unset
- *   kind COUNT: a whole number in [minimum, maximum]
+ *   kind PATH:     a file name, read with secure_getenv; "" = unset
+ *   kind COUNT:    a whole number in [minimum, maximum]
+ *   kind DURATION: milliseconds in [minimum, maximum], written 250ms, 2s,
+ *                  5m or 1h (a bare number is seconds)
+ *   kind FORMAT:   text or json (pm_stats_format_t)
+ *   kind SIGNAL:   a signal by name (USR1, SIGUSR2, RTMIN+3) or number;
+ *                  0 = none
  */
 #ifndef POOLMALLOC_OPTIONS_H
 #define POOLMALLOC_OPTIONS_H
 
 #define PM_OPTIONS(X)                                                                        \
     X(stats_path, "POOLMALLOC_STATS", PATH, "", 0, 0,                                        \
-      "at exit, append a stats report to this file (%p: the pid; 'stderr')")                \
+      "append stats snapshots to this file (%p: the pid; 'stderr')")                        \
+    X(stats_interval_ms, "POOLMALLOC_STATS_INTERVAL", DURATION, 1000, 10, 86400000,          \
+      "time between snapshots of the dump thread")                                          \
+    X(stats_format, "POOLMALLOC_STATS_FORMAT", FORMAT, PM_STATS_TEXT, 0, 1,                  \
+      "text (for people) or json (JSON Lines, docs/stats-schema.md)")                       \
+    X(stats_signal, "POOLMALLOC_STATS_SIGNAL", SIGNAL, 0, 1, 64,                             \
+      "a signal that asks for a snapshot now")                                              \
     X(retain_pools, "POOLMALLOC_RETAIN_POOLS", COUNT, 16, 0, 65536,                          \
       "unused pools whose pages stay resident, most recently freed first; older ones are " \
       "given back to the OS (madvise)")                                                      \

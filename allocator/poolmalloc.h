@@ -59,35 +59,99 @@ PM_API int pm_size_class(size_t size);
 PM_API size_t pm_class_block_size(int class_index);
 
 /* ---- statistics ---------------------------------------------------------
- * Exact when the program is quiescent (no call in progress on another
- * thread). */
+ * One table per record, each row X(field, kind, label): the struct fields
+ * below, the text and JSON reports (stats.c) and the JSON schema
+ * (docs/stats-schema.md) all follow it, so no counter is printed by one and
+ * forgotten by another. kind is COUNT (uint64_t), BYTES (uint64_t) or RATIO
+ * (double, 0..1). Counters are exact when the program is quiescent (no call
+ * in progress on another thread). */
+#define PM_STATS_SCHEMA_VERSION 1
+
+#define PM_CLASS_STATS(X)                                                            \
+    X(block_size, BYTES, "block")                                                    \
+    X(allocated_total, COUNT, "allocated")  /* blocks handed out since start */      \
+    X(freed_total, COUNT, "freed")          /* blocks given back since start */      \
+    X(live_blocks, COUNT, "live")           /* allocated_total - freed_total */      \
+    X(live_bytes, BYTES, "live bytes")      /* live_blocks x block_size */           \
+    X(free_blocks, COUNT, "free")           /* room left in this class's pools */    \
+    X(pool_bytes, BYTES, "pool bytes")      /* bytes of this class's pools */        \
+    X(pools, COUNT, "pools")                /* pools carved for this class */        \
+    X(pools_full, COUNT, "full")            /* ... with no free block */             \
+    X(pools_empty, COUNT, "empty")          /* ... with no live block */             \
+    X(utilization, RATIO, "used")           /* live_bytes / pool_bytes */
+
+#define PM_STATS(X)                                                                  \
+    X(small_allocated_total, COUNT, "small blocks allocated")                        \
+    X(small_freed_total, COUNT, "small blocks freed")                                \
+    X(small_live_blocks, COUNT, "small blocks live")                                 \
+    X(small_live_bytes, BYTES, "small bytes live")                                   \
+    X(small_free_blocks, COUNT, "free blocks in pools")                              \
+    X(small_pool_bytes, BYTES, "bytes in pools")                                     \
+    X(small_utilization, RATIO, "pool utilization")   /* live / pool bytes */        \
+    X(small_fragmentation, RATIO, "pool fragmentation") /* 1 - utilization */        \
+    X(arenas_mapped, COUNT, "arenas mapped")                                         \
+    X(arenas_peak, COUNT, "arenas mapped at peak")                                   \
+    X(arenas_created_total, COUNT, "arenas created")                                 \
+    X(arenas_destroyed_total, COUNT, "arenas destroyed")                             \
+    X(arena_bytes, BYTES, "bytes in arenas")                                         \
+    X(unused_pools, COUNT, "unused pools in arenas")                                 \
+    X(retained_pools, COUNT, "unused pools still resident")                          \
+    X(released_bytes_total, BYTES, "bytes given back to the OS") /* madvise, munmap */ \
+    X(system_allocated_total, COUNT, "glibc blocks allocated")                       \
+    X(system_freed_total, COUNT, "glibc blocks freed")                               \
+    X(system_live_blocks, COUNT, "glibc blocks live")                                \
+    X(system_live_bytes, BYTES, "glibc bytes live")    /* usable sizes */            \
+    X(system_allocated_bytes_total, BYTES, "glibc bytes allocated")                  \
+    X(rss_bytes, BYTES, "resident set (RSS)")                                        \
+    X(rss_peak_bytes, BYTES, "peak RSS")                                             \
+    X(thread_heaps, COUNT, "thread heaps in use")                                    \
+    X(abandoned_heaps, COUNT, "heaps waiting for a thread")
+
+#define PM_STATS_FIELD_COUNT(name) uint64_t name;
+#define PM_STATS_FIELD_BYTES(name) uint64_t name;
+#define PM_STATS_FIELD_RATIO(name) double name;
+#define PM_STATS_FIELD(name, kind, label) PM_STATS_FIELD_##kind(name)
+
 typedef struct pm_class_stats {
-    size_t block_size;
-    uint64_t allocated_total; /* blocks handed out since start */
-    uint64_t freed_total;     /* blocks given back since start */
-    uint64_t live_blocks;     /* allocated_total - freed_total */
-    uint64_t pools;           /* pools currently carved for this class */
+    PM_CLASS_STATS(PM_STATS_FIELD)
 } pm_class_stats_t;
 
+/* Arenas by the share of their pool bytes that live blocks use:
+ * arena_occupancy[i] counts arenas used [i x 10%, (i + 1) x 10%), the last
+ * bucket including 100%. */
+#define PM_OCCUPANCY_BUCKETS 10
+
 typedef struct pm_stats {
+    PM_STATS(PM_STATS_FIELD)
+    uint64_t arena_occupancy[PM_OCCUPANCY_BUCKETS];
     pm_class_stats_t classes[PM_CLASS_COUNT];
-    uint64_t small_allocated_total; /* sum over classes */
-    uint64_t small_live_blocks;
-    uint64_t small_live_bytes; /* live blocks x block size */
-    uint64_t arenas_mapped;    /* arenas currently mapped */
-    uint64_t arenas_peak;      /* most arenas mapped at once */
-    uint64_t arenas_created_total;
-    uint64_t arenas_destroyed_total;
-    uint64_t arena_bytes; /* arenas_mapped x arena size */
-    uint64_t released_bytes_total; /* pool pages given back to the OS (madvise) */
 } pm_stats_t;
 
 PM_API void pm_stats_get(pm_stats_t *out);
 
-/* Writes a human-readable report of the current statistics to fd with
- * write(2), in one call per record; allocates nothing. Returns 0, or -1 with
- * errno set if the write failed. */
-PM_API int pm_stats_print(int fd);
+typedef enum pm_stats_format { PM_STATS_TEXT, PM_STATS_JSON } pm_stats_format_t;
+
+/* Writes a report of the current statistics, as text for people or as one
+ * line of JSON (docs/stats-schema.md), with one write(2) to fd; allocates
+ * nothing. Returns 0, or -1 with errno set if the write failed. */
+PM_API int pm_stats_print(int fd, pm_stats_format_t format);
+
+/* The same report handed whole, in one call, to a callback; returns what
+ * the callback returns. */
+typedef int pm_stats_writer_t(void *arg, const char *record, size_t length);
+PM_API int pm_stats_print_to(pm_stats_writer_t *write, void *arg, pm_stats_format_t format);
+
+/* A snapshot now, to the sink POOLMALLOC_STATS names, in the configured
+ * format. Returns 0, or -1 if no sink is configured or it cannot be
+ * written (a warning says why). */
+PM_API int pm_stats_dump(void);
+
+/* glibc's introspection calls, answered with poolmalloc's figures (the
+ * README says which figure goes where). pm_stats_xml writes malloc_info's
+ * XML into out and returns its length (cut at capacity). */
+struct mallinfo2;
+PM_API struct mallinfo2 pm_mallinfo2(void);
+PM_API size_t pm_stats_xml(char *out, size_t capacity);
 
 PM_API const char *pm_version(void);
 

@@ -1,80 +1,312 @@
-/* stats.c — owns reading the counters (pm_stats_get) and writing them as a
- * report. Never calls malloc or stdio: reports are formatted in a stack
- * buffer and written with one write(2), so a record is never torn. */
+/* stats.c — owns reading the counters (pm_stats_get) and writing them as
+ * reports, text for people and JSON Lines for tools, both driven by the
+ * tables in poolmalloc.h. Never calls malloc or stdio: a record is
+ * formatted in a static buffer under the report lock and written with one
+ * write(2), so a reader never sees a torn record. */
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
+
+/* ---- gathering ------------------------------------------------------------ */
+
+static uint64_t stats_rss_bytes(void)
+{
+    char text[64];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    const char *p = text;
+    while (*p && *p != ' ')
+        p++; /* the first field is the total size; the second, resident */
+    uint64_t pages = 0;
+    for (p++; *p >= '0' && *p <= '9'; p++)
+        pages = pages * 10 + (uint64_t)(*p - '0');
+    return pages * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static double stats_ratio(uint64_t part, uint64_t whole)
+{
+    return whole == 0 ? 0.0 : (double)part / (double)whole;
+}
 
 void pm_stats_get(pm_stats_t *out)
 {
+    int saved_errno = errno;
     memset(out, 0, sizeof *out);
     pm_heap_stats(out);
     pm_arena_stats(out);
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        pm_class_stats_t *cs = &out->classes[c];
+        cs->utilization = stats_ratio(cs->live_bytes, cs->pool_bytes);
+        out->small_free_blocks += cs->free_blocks;
+        out->small_pool_bytes += cs->pool_bytes;
+    }
+    out->small_utilization = stats_ratio(out->small_live_bytes, out->small_pool_bytes);
+    out->small_fragmentation = out->small_pool_bytes ? 1.0 - out->small_utilization : 0.0;
+    out->rss_bytes = stats_rss_bytes();
+    struct rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) == 0)
+        out->rss_peak_bytes = (uint64_t)usage.ru_maxrss * 1024;
+    if (out->rss_peak_bytes < out->rss_bytes)
+        out->rss_peak_bytes = out->rss_bytes;
+    errno = saved_errno;
 }
 
-#define STATS_REPORT_BYTES 8192
+/* ---- the record ------------------------------------------------------------ */
 
-static void stats_format(pm_buf_t *b, const pm_stats_t *s, const char *when)
+static const char *const reason_names[] = {
+    [PM_SNAPSHOT_INTERVAL] = "interval", [PM_SNAPSHOT_SIGNAL] = "signal",
+    [PM_SNAPSHOT_API] = "api", [PM_SNAPSHOT_EXIT] = "exit",
+};
+
+typedef struct stats_record_meta {
+    uint64_t sequence;
+    pm_snapshot_reason_t reason;
+    struct timespec wall;
+    uint64_t uptime_ms;
+} stats_record_meta_t;
+
+static struct timespec stats_start;
+static uint64_t stats_sequence;
+
+void pm_stats_note_start(void)
 {
-    pm_buf_str(b, "poolmalloc " PM_VERSION_STRING " stats (pid ");
-    pm_buf_uint(b, (uint64_t)getpid(), 0);
-    if (when != NULL) {
-        pm_buf_str(b, ", ");
-        pm_buf_str(b, when);
+    clock_gettime(CLOCK_MONOTONIC, &stats_start);
+}
+
+/* Large enough for the JSON record with every class (about 12 KiB). */
+#define STATS_RECORD_BYTES ((size_t)64 << 10)
+static char stats_record[STATS_RECORD_BYTES];
+static pthread_mutex_t stats_report_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void pm_stats_lock(void) { pthread_mutex_lock(&stats_report_lock); }
+void pm_stats_unlock(void) { pthread_mutex_unlock(&stats_report_lock); }
+void pm_stats_reinit_lock(void) { pthread_mutex_init(&stats_report_lock, NULL); }
+
+/* ---- text ------------------------------------------------------------------ */
+
+#define TEXT_VALUE_COUNT(b, v) pm_buf_uint(b, v, 0)
+#define TEXT_VALUE_BYTES(b, v) pm_buf_bytes(b, v)
+#define TEXT_VALUE_RATIO(b, v) (pm_buf_fixed(b, (v) * 100.0, 1), pm_buf_char(b, '%'))
+
+/* Summary fields two to a line: label left, value right-aligned. */
+#define TEXT_SUMMARY_COLUMN 44
+#define TEXT_LABEL_WIDTH 30
+
+static void text_summary_cell(pm_buf_t *b, const char *line, unsigned column, const char *label)
+{
+    pm_buf_pad_to(b, line, 2 + column * TEXT_SUMMARY_COLUMN);
+    pm_buf_str(b, label);
+    pm_buf_pad_to(b, line, 2 + column * TEXT_SUMMARY_COLUMN + TEXT_LABEL_WIDTH);
+}
+
+static void text_time(pm_buf_t *b, const struct timespec *wall)
+{
+    struct tm tm;
+    time_t seconds = wall->tv_sec;
+    gmtime_r(&seconds, &tm);
+    pm_buf_uint(b, (uint64_t)tm.tm_year + 1900, 0);
+    const int parts[] = {tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+    const char seps[] = "-- ::";
+    for (int i = 0; i < 5; i++) {
+        pm_buf_char(b, seps[i]);
+        if (parts[i] < 10)
+            pm_buf_char(b, '0');
+        pm_buf_uint(b, (uint64_t)parts[i], 0);
     }
-    pm_buf_str(b, ")\n  small requests served: ");
-    pm_buf_uint(b, s->small_allocated_total, 0);
-    pm_buf_str(b, "\n  live in pools: ");
-    pm_buf_uint(b, s->small_live_blocks, 0);
-    pm_buf_str(b, " blocks, ");
-    pm_buf_uint(b, s->small_live_bytes, 0);
-    pm_buf_str(b, " bytes\n  arenas: ");
-    pm_buf_uint(b, s->arenas_mapped, 0);
-    pm_buf_str(b, " mapped (");
-    pm_buf_uint(b, s->arena_bytes, 0);
-    pm_buf_str(b, " bytes), peak ");
-    pm_buf_uint(b, s->arenas_peak, 0);
-    pm_buf_str(b, ", created ");
-    pm_buf_uint(b, s->arenas_created_total, 0);
-    pm_buf_str(b, ", destroyed ");
-    pm_buf_uint(b, s->arenas_destroyed_total, 0);
-    pm_buf_str(b, "\n\n  class  block  live blocks   live bytes  allocated total  pools\n");
+    pm_buf_str(b, " UTC");
+}
+
+static void text_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_meta_t *meta)
+{
+    pm_buf_str(b, "poolmalloc " PM_VERSION_STRING " stats: pid ");
+    pm_buf_uint(b, (uint64_t)getpid(), 0);
+    pm_buf_str(b, ", snapshot ");
+    pm_buf_uint(b, meta->sequence, 0);
+    pm_buf_str(b, " (");
+    pm_buf_str(b, reason_names[meta->reason]);
+    pm_buf_str(b, "), ");
+    text_time(b, &meta->wall);
+    pm_buf_str(b, ", up ");
+    pm_buf_fixed(b, (double)meta->uptime_ms / 1000.0, 1);
+    pm_buf_str(b, " s\n");
+
+    const char *line = b->at;
+    unsigned column = 0;
+#define TEXT_SUMMARY(name, kind, label)                   \
+    text_summary_cell(b, line, column, label);           \
+    TEXT_VALUE_##kind(b, s->name);                        \
+    if (++column == 2) {                                  \
+        pm_buf_char(b, '\n');                             \
+        line = b->at;                                     \
+        column = 0;                                       \
+    }
+    PM_STATS(TEXT_SUMMARY)
+    if (column != 0)
+        pm_buf_char(b, '\n');
+
+    /* Per class: one row per class in use, columns from the table. */
+    pm_buf_str(b, "\n  size classes ('used': live bytes / pool bytes)\n");
+    line = b->at;
+    size_t width = 7;
+    pm_buf_str(b, "  class");
+#define TEXT_CLASS_WIDTH_COUNT 10
+#define TEXT_CLASS_WIDTH_BYTES 11
+#define TEXT_CLASS_WIDTH_RATIO 7
+#define TEXT_CLASS_HEADER(name, kind, label)        \
+    width += TEXT_CLASS_WIDTH_##kind;               \
+    pm_buf_pad_to(b, line, width - strlen(label));  \
+    pm_buf_str(b, label);
+    PM_CLASS_STATS(TEXT_CLASS_HEADER)
+    pm_buf_char(b, '\n');
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         const pm_class_stats_t *cs = &s->classes[c];
-        if (cs->allocated_total == 0)
+        if (cs->allocated_total == 0 && cs->pools == 0)
             continue;
+        line = b->at;
+        width = 7;
         pm_buf_uint(b, c, 7);
-        pm_buf_uint(b, cs->block_size, 7);
-        pm_buf_uint(b, cs->live_blocks, 13);
-        pm_buf_uint(b, cs->live_blocks * cs->block_size, 13);
-        pm_buf_uint(b, cs->allocated_total, 17);
-        pm_buf_uint(b, cs->pools, 7);
+        char cell[32];
+        pm_buf_t v;
+#define TEXT_CLASS_CELL(name, kind, label)                     \
+        pm_buf_init(&v, cell, sizeof cell);                    \
+        TEXT_VALUE_##kind(&v, cs->name);                       \
+        width += TEXT_CLASS_WIDTH_##kind;                      \
+        pm_buf_pad_to(b, line, width - (size_t)(v.at - v.start)); \
+        *v.at = '\0';                                          \
+        pm_buf_str(b, cell);
+        PM_CLASS_STATS(TEXT_CLASS_CELL)
         pm_buf_char(b, '\n');
     }
+
+    /* Arenas by occupancy: where nearly empty arenas hold memory. */
+    pm_buf_str(b, "\n  arenas by occupancy (share of their pool bytes in live blocks)\n");
+    uint64_t most = 1;
+    for (unsigned i = 0; i < PM_OCCUPANCY_BUCKETS; i++)
+        if (s->arena_occupancy[i] > most)
+            most = s->arena_occupancy[i];
+    for (unsigned i = 0; i < PM_OCCUPANCY_BUCKETS; i++) {
+        line = b->at;
+        pm_buf_uint(b, i * 100 / PM_OCCUPANCY_BUCKETS, 6);
+        pm_buf_char(b, '-');
+        pm_buf_uint(b, (i + 1) * 100 / PM_OCCUPANCY_BUCKETS, 3);
+        pm_buf_str(b, "%  ");
+        uint64_t bar = (s->arena_occupancy[i] * 40 + most - 1) / most;
+        for (uint64_t k = 0; k < bar; k++)
+            pm_buf_char(b, '#');
+        pm_buf_char(b, ' ');
+        pm_buf_uint(b, s->arena_occupancy[i], 0);
+        pm_buf_char(b, '\n');
+    }
+    pm_buf_char(b, '\n');
 }
 
-static int stats_write_report(int fd, const char *when)
+/* ---- JSON (docs/stats-schema.md) -------------------------------------------- */
+
+#define JSON_VALUE_COUNT(b, v) pm_buf_uint(b, v, 0)
+#define JSON_VALUE_BYTES(b, v) pm_buf_uint(b, v, 0)
+#define JSON_VALUE_RATIO(b, v) pm_buf_fixed(b, v, 6)
+
+static void json_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_meta_t *meta)
+{
+    pm_buf_str(b, "{\"schema\":");
+    pm_buf_uint(b, PM_STATS_SCHEMA_VERSION, 0);
+    pm_buf_str(b, ",\"allocator\":\"poolmalloc\",\"version\":\"" PM_VERSION_STRING "\",\"pid\":");
+    pm_buf_uint(b, (uint64_t)getpid(), 0);
+    pm_buf_str(b, ",\"seq\":");
+    pm_buf_uint(b, meta->sequence, 0);
+    pm_buf_str(b, ",\"reason\":\"");
+    pm_buf_str(b, reason_names[meta->reason]);
+    pm_buf_str(b, "\",\"time_ms\":");
+    pm_buf_uint(b, (uint64_t)meta->wall.tv_sec * 1000 + (uint64_t)meta->wall.tv_nsec / 1000000, 0);
+    pm_buf_str(b, ",\"uptime_ms\":");
+    pm_buf_uint(b, meta->uptime_ms, 0);
+#define JSON_FIELD(name, kind, label) \
+    pm_buf_str(b, ",\"" #name "\":");  \
+    JSON_VALUE_##kind(b, s->name);
+    PM_STATS(JSON_FIELD)
+    pm_buf_str(b, ",\"arena_occupancy\":[");
+    for (unsigned i = 0; i < PM_OCCUPANCY_BUCKETS; i++) {
+        if (i)
+            pm_buf_char(b, ',');
+        pm_buf_uint(b, s->arena_occupancy[i], 0);
+    }
+    pm_buf_str(b, "],\"classes\":[");
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        const pm_class_stats_t *cs = &s->classes[c];
+        pm_buf_str(b, c ? ",{\"class\":" : "{\"class\":");
+        pm_buf_uint(b, c, 0);
+#define JSON_CLASS_FIELD(name, kind, label) \
+        pm_buf_str(b, ",\"" #name "\":");    \
+        JSON_VALUE_##kind(b, cs->name);
+        PM_CLASS_STATS(JSON_CLASS_FIELD)
+        pm_buf_char(b, '}');
+    }
+    pm_buf_str(b, "]}\n");
+}
+
+/* ---- writing ----------------------------------------------------------------- */
+
+/* Formats one record into stats_record; the caller holds the report lock.
+ * Returns its length. */
+static size_t stats_format_record(pm_stats_format_t format, pm_snapshot_reason_t reason)
 {
     pm_stats_t stats;
     pm_stats_get(&stats);
-    char storage[STATS_REPORT_BYTES];
+    stats_record_meta_t meta = {.sequence = ++stats_sequence, .reason = reason};
+    clock_gettime(CLOCK_REALTIME, &meta.wall);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (stats_start.tv_sec == 0 && stats_start.tv_nsec == 0)
+        stats_start = now;
+    meta.uptime_ms = (uint64_t)(now.tv_sec - stats_start.tv_sec) * 1000 +
+                     (uint64_t)((now.tv_nsec - stats_start.tv_nsec) / 1000000);
     pm_buf_t b;
-    pm_buf_init(&b, storage, sizeof storage);
-    stats_format(&b, &stats, when);
-    size_t len = (size_t)(b.at - b.start);
-    ssize_t n;
-    do
-        n = write(fd, b.start, len);
-    while (n < 0 && errno == EINTR);
-    return n == (ssize_t)len ? 0 : -1;
+    pm_buf_init(&b, stats_record, sizeof stats_record);
+    if (format == PM_STATS_JSON)
+        json_format(&b, &stats, &meta);
+    else
+        text_format(&b, &stats, &meta);
+    return (size_t)(b.at - b.start);
 }
 
-int pm_stats_print(int fd)
+static int stats_write_fd(void *arg, const char *record, size_t length)
 {
-    return stats_write_report(fd, NULL);
+    int fd = (int)(intptr_t)arg;
+    ssize_t n;
+    do
+        n = write(fd, record, length);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)length)
+        return 0;
+    if (n >= 0)
+        errno = EIO; /* a short write: the record is not whole */
+    return -1;
+}
+
+int pm_stats_print_to(pm_stats_writer_t *write_record, void *arg, pm_stats_format_t format)
+{
+    pm_stats_lock();
+    size_t length = stats_format_record(format, PM_SNAPSHOT_API);
+    int result = write_record(arg, stats_record, length);
+    pm_stats_unlock();
+    return result;
+}
+
+int pm_stats_print(int fd, pm_stats_format_t format)
+{
+    return pm_stats_print_to(stats_write_fd, (void *)(intptr_t)fd, format);
 }
 
 /* "%p" in the path becomes the pid, so a forked or exec'd child writes its
@@ -100,14 +332,21 @@ static bool stats_expand_path(char *out, size_t capacity, const char *pattern)
     return true;
 }
 
-static void stats_warn(const char *what, const char *path, int error)
+/* One warning per kind of failure and process, so a sink that stays broken
+ * does not flood stderr every interval. */
+enum stats_failure { STATS_CANNOT_OPEN, STATS_CANNOT_WRITE };
+
+static void stats_warn(enum stats_failure failure, const char *path, int error)
 {
+    static bool warned[2];
+    if (warned[failure])
+        return;
+    warned[failure] = true;
     char storage[512];
     pm_buf_t msg;
     pm_buf_init(&msg, storage, sizeof storage - 1);
-    pm_buf_str(&msg, "poolmalloc: ");
-    pm_buf_str(&msg, what);
-    pm_buf_str(&msg, " POOLMALLOC_STATS file '");
+    pm_buf_str(&msg, failure == STATS_CANNOT_OPEN ? "poolmalloc: cannot open POOLMALLOC_STATS file '"
+                                                  : "poolmalloc: cannot write POOLMALLOC_STATS file '");
     pm_buf_str(&msg, path);
     pm_buf_str(&msg, "': ");
     /* strerrorname_np never allocates; strerror may (translations). */
@@ -117,30 +356,112 @@ static void stats_warn(const char *what, const char *path, int error)
     pm_os_write_all(STDERR_FILENO, msg.start, (size_t)(msg.at - msg.start));
 }
 
-void pm_stats_report_to_sink(const char *when)
+int pm_stats_write_snapshot(pm_snapshot_reason_t reason)
 {
     const char *pattern = pm_options.stats_path;
     if (pattern[0] == '\0')
-        return;
+        return -1;
     int saved_errno = errno;
+    int result = -1;
+    pm_stats_lock();
+    size_t length = stats_format_record(pm_options.stats_format, reason);
     if (strcmp(pattern, "stderr") == 0) {
-        stats_write_report(STDERR_FILENO, when);
-        errno = saved_errno;
-        return;
-    }
-    char path[sizeof pm_options.stats_path + 32];
-    if (!stats_expand_path(path, sizeof path, pattern)) {
-        stats_warn("cannot expand", pattern, ENAMETOOLONG);
-        errno = saved_errno;
-        return;
-    }
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        stats_warn("cannot open", path, errno);
+        result = stats_write_fd((void *)(intptr_t)STDERR_FILENO, stats_record, length);
     } else {
-        if (stats_write_report(fd, when) != 0)
-            stats_warn("cannot write", path, errno);
-        close(fd);
+        /* Opened for each record: the program may close every descriptor
+         * or daemonize between two snapshots. */
+        char path[PM_OPTION_PATH_MAX + 32];
+        int fd = -1;
+        if (!stats_expand_path(path, sizeof path, pattern))
+            stats_warn(STATS_CANNOT_OPEN, pattern, ENAMETOOLONG);
+        else if ((fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
+            stats_warn(STATS_CANNOT_OPEN, path, errno);
+        else if ((result = stats_write_fd((void *)(intptr_t)fd, stats_record, length)) != 0)
+            stats_warn(STATS_CANNOT_WRITE, path, errno);
+        if (fd >= 0)
+            close(fd);
     }
+    pm_stats_unlock();
     errno = saved_errno;
+    return result;
+}
+
+/* malloc_info's XML, in the shape glibc gives it (one <heap>, whose
+ * <sizes> are the size classes' free blocks), with poolmalloc's figures. */
+size_t pm_stats_xml(char *out, size_t capacity)
+{
+    pm_stats_t s;
+    pm_stats_get(&s);
+    pm_buf_t b;
+    pm_buf_init(&b, out, capacity);
+    uint64_t free_bytes = s.small_pool_bytes - s.small_live_bytes;
+    pm_buf_str(&b, "<malloc version=\"1\" allocator=\"poolmalloc\">\n<heap nr=\"0\">\n<sizes>\n");
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        const pm_class_stats_t *cs = &s.classes[c];
+        if (cs->free_blocks == 0)
+            continue;
+        pm_buf_str(&b, "  <size from=\"");
+        pm_buf_uint(&b, cs->block_size - PM_CLASS_GRANULE + 1, 0);
+        pm_buf_str(&b, "\" to=\"");
+        pm_buf_uint(&b, cs->block_size, 0);
+        pm_buf_str(&b, "\" total=\"");
+        pm_buf_uint(&b, cs->free_blocks * cs->block_size, 0);
+        pm_buf_str(&b, "\" count=\"");
+        pm_buf_uint(&b, cs->free_blocks, 0);
+        pm_buf_str(&b, "\"/>\n");
+    }
+    const struct {
+        const char *element, *type;
+        uint64_t count, size;
+        bool has_count;
+    } totals[] = {
+        {"total", "fast", 0, 0, true},
+        {"total", "rest", s.small_free_blocks, free_bytes, true},
+        {"total", "mmap", s.system_live_blocks, s.system_live_bytes, true},
+        {"system", "current", 0, s.arena_bytes, false},
+        {"system", "max", 0, s.arenas_peak * PM_ARENA_SIZE, false},
+        {"aspace", "total", 0, s.arena_bytes, false},
+        {"aspace", "mprotect", 0, s.arena_bytes, false},
+    };
+    pm_buf_str(&b, "</sizes>\n");
+    for (size_t pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < sizeof totals / sizeof totals[0]; i++) {
+            if (pass == 0 && strcmp(totals[i].type, "mmap") == 0)
+                continue; /* a heap has no mmap total; the whole does */
+            pm_buf_str(&b, "<");
+            pm_buf_str(&b, totals[i].element);
+            pm_buf_str(&b, " type=\"");
+            pm_buf_str(&b, totals[i].type);
+            if (totals[i].has_count) {
+                pm_buf_str(&b, "\" count=\"");
+                pm_buf_uint(&b, totals[i].count, 0);
+            }
+            pm_buf_str(&b, "\" size=\"");
+            pm_buf_uint(&b, totals[i].size, 0);
+            pm_buf_str(&b, "\"/>\n");
+        }
+        if (pass == 0)
+            pm_buf_str(&b, "</heap>\n");
+    }
+    pm_buf_str(&b, "</malloc>\n");
+    return (size_t)(b.at - b.start);
+}
+
+struct mallinfo2 pm_mallinfo2(void)
+{
+    pm_stats_t s;
+    pm_stats_get(&s);
+    struct mallinfo2 info = {
+        .arena = s.arena_bytes,
+        .ordblks = s.small_free_blocks,
+        .uordblks = s.small_live_bytes + s.system_live_bytes,
+        .fordblks = s.small_pool_bytes - s.small_live_bytes,
+        .keepcost = s.retained_pools * PM_POOL_SIZE,
+    };
+    return info;
+}
+
+int pm_stats_dump(void)
+{
+    return pm_stats_write_snapshot(PM_SNAPSHOT_API);
 }

@@ -1,7 +1,7 @@
 /* system.c — owns the system path: requests poolmalloc does not serve from
  * pools go to glibc's malloc through its __libc_* entry points, which stay
  * glibc's even when the malloc family is interposed (no dlsym bootstrap).
- * Never touches pool or arena state. */
+ * Never touches pool or arena state; counts in the calling thread's heap. */
 #include "internal.h"
 
 extern void *__libc_malloc(size_t size);
@@ -12,13 +12,40 @@ extern void *__libc_valloc(size_t size);
 extern void *__libc_pvalloc(size_t size);
 extern void __libc_free(void *ptr);
 
-void *pm_system_malloc(size_t size) { return __libc_malloc(size); }
-void *pm_system_calloc(size_t count, size_t size) { return __libc_calloc(count, size); }
-void *pm_system_realloc(void *ptr, size_t size) { return __libc_realloc(ptr, size); }
-void *pm_system_memalign(size_t alignment, size_t size) { return __libc_memalign(alignment, size); }
-void *pm_system_valloc(size_t size) { return __libc_valloc(size); }
-void *pm_system_pvalloc(size_t size) { return __libc_pvalloc(size); }
-void pm_system_free(void *ptr) { __libc_free(ptr); }
+/* Every block glibc hands out through here, and every one given back, is
+ * counted at its usable size (read from the chunk glibc is about to touch
+ * anyway) in the calling thread's heap: no shared counter on this path. */
+static void *system_counted(void *block)
+{
+    if (block != NULL)
+        pm_count_system_alloc(pm_system_usable_size(block));
+    return block;
+}
+
+void *pm_system_malloc(size_t size) { return system_counted(__libc_malloc(size)); }
+void *pm_system_calloc(size_t count, size_t size) { return system_counted(__libc_calloc(count, size)); }
+void *pm_system_memalign(size_t alignment, size_t size)
+{
+    return system_counted(__libc_memalign(alignment, size));
+}
+void *pm_system_valloc(size_t size) { return system_counted(__libc_valloc(size)); }
+void *pm_system_pvalloc(size_t size) { return system_counted(__libc_pvalloc(size)); }
+
+/* Precondition: size > 0 (pm_realloc frees for size 0 itself). */
+void *pm_system_realloc(void *ptr, size_t size)
+{
+    size_t old_usable = ptr != NULL ? pm_system_usable_size(ptr) : 0;
+    void *moved = __libc_realloc(ptr, size);
+    if (moved != NULL && ptr != NULL)
+        pm_count_system_free(old_usable);
+    return system_counted(moved);
+}
+
+void pm_system_free(void *ptr)
+{
+    pm_count_system_free(pm_system_usable_size(ptr));
+    __libc_free(ptr);
+}
 
 /* glibc exports malloc_usable_size only under that name, which the preload
  * shim interposes, so the answer is read where glibc itself reads it: the

@@ -1,11 +1,14 @@
 /* preload.c — the shim that makes libpoolmalloc.so a drop-in malloc: the
- * exported malloc family, start-up, fork handlers and the exit report. It
- * holds no allocator logic: every call forwards to the pm_* core.
- * Never allocates itself; keeps no invariant of its own. */
+ * exported malloc family and glibc's introspection calls, start-up, fork
+ * handlers, the dump thread's wiring and the exit report. It holds no
+ * allocator logic: every call forwards to the pm_* core.
+ * Never allocates itself, except malloc_info's stdio; keeps no invariant. */
 #include "internal.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define PM_EXPORT __attribute__((visibility("default")))
@@ -33,16 +36,54 @@ PM_EXPORT size_t malloc_usable_size(void *ptr) { return pm_malloc_usable_size(pt
 PM_EXPORT int mallopt(int param, int value) { return pm_mallopt(param, value); }
 PM_EXPORT int malloc_trim(size_t pad) { return pm_malloc_trim(pad); }
 
+/* glibc's introspection, with poolmalloc's figures. */
+PM_EXPORT void malloc_stats(void) { pm_stats_print(2, PM_STATS_TEXT); }
+PM_EXPORT struct mallinfo2 mallinfo2(void) { return pm_mallinfo2(); }
+
+/* The old interface's int fields saturate rather than wrap. */
+PM_EXPORT struct mallinfo mallinfo(void)
+{
+    struct mallinfo2 wide = pm_mallinfo2();
+#define NARROW(field) ((int)(wide.field > (size_t)INT32_MAX ? INT32_MAX : wide.field))
+    struct mallinfo narrow = {
+        .arena = NARROW(arena),       .ordblks = NARROW(ordblks),   .smblks = NARROW(smblks),
+        .hblks = NARROW(hblks),       .hblkhd = NARROW(hblkhd),     .usmblks = NARROW(usmblks),
+        .fsmblks = NARROW(fsmblks),   .uordblks = NARROW(uordblks), .fordblks = NARROW(fordblks),
+        .keepcost = NARROW(keepcost),
+    };
+    return narrow;
+}
+
+PM_EXPORT int malloc_info(int options, FILE *out)
+{
+    if (options != 0)
+        return EINVAL; /* as glibc: no options are defined */
+    static char xml[16 << 10];
+    static pthread_mutex_t xml_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&xml_lock);
+    size_t length = pm_stats_xml(xml, sizeof xml);
+    int result = fwrite(xml, 1, length, out) == length ? 0 : -1;
+    pthread_mutex_unlock(&xml_lock);
+    return result;
+}
+
+static void preload_fork_child(void)
+{
+    pm_fork_child();
+    pm_dump_restart_in_child();
+}
+
 /* Runs before the program's constructors. Handlers registered this early
  * run last in fork's prepare phase, after any other library's handler that
  * might still allocate. */
 __attribute__((constructor)) static void preload_start(void)
 {
     pm_options_init();
-    pthread_atfork(pm_fork_prepare, pm_fork_parent, pm_fork_child);
+    pthread_atfork(pm_fork_prepare, pm_fork_parent, preload_fork_child);
+    pm_dump_start();
 }
 
 __attribute__((destructor)) static void preload_exit(void)
 {
-    pm_stats_report_to_sink("at exit");
+    pm_stats_write_snapshot(PM_SNAPSHOT_EXIT);
 }

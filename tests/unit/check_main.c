@@ -19,7 +19,7 @@ static const struct {
     {"realloc", make_realloc_suite},     {"aligned", make_aligned_suite},
     {"misuse", make_misuse_suite},       {"stats", make_stats_suite},
     {"threads", make_threads_suite},     {"fork", make_fork_suite},
-    {"release", make_release_suite},
+    {"release", make_release_suite},     {"report", make_report_suite},
 };
 #define SUITE_COUNT (sizeof suites / sizeof suites[0])
 

@@ -228,7 +228,7 @@ static void *stats_reader(void *arg)
     while (!atomic_load(&stop_flag)) {
         pm_stats_t s;
         pm_stats_get(&s);
-        if (pm_stats_print(fd) != 0)
+        if (pm_stats_print(fd, PM_STATS_TEXT) != 0)
             return (void *)1;
     }
     return NULL;

@@ -31,6 +31,7 @@ Suite *make_stats_suite(void);
 Suite *make_threads_suite(void);
 Suite *make_fork_suite(void);
 Suite *make_release_suite(void);
+Suite *make_report_suite(void);
 
 /* Deterministic xorshift64* generator: every run of a test sees the same
  * sequence (the threads suite seeds one per thread). */
