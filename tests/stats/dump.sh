@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The dump thread, end to end: a probe program (probe.c) runs with
+# libpoolmalloc.so preloaded and stats on, and its snapshots are read back
+# with Python's json module. Usage: dump.sh LIBPOOLMALLOC PROBE
+set -euo pipefail
+lib="$1"
+probe="$2"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+python=/usr/bin/python3
+fail() { echo "dump: FAIL: $*" >&2; exit 1; }
+
+# Prints the number of records in the files given, failing on any line that
+# is not one whole JSON object of schema 1.
+records() {
+  "$python" - "$@" <<'PY'
+import json, sys
+n = 0
+for path in sys.argv[1:]:
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                sys.exit(f"{path}:{number}: a record without its newline (torn)")
+            record = json.loads(line)
+            if record.get("schema") != 1 or record.get("allocator") != "poolmalloc":
+                sys.exit(f"{path}:{number}: not a poolmalloc schema-1 record")
+            n += 1
+print(n)
+PY
+}
+
+# 1. Interval snapshots and exact counters for a known pattern.
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/pattern.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=100ms "$probe" pattern 650
+n=$(records "$work/pattern.jsonl")
+((n >= 4)) || fail "expected at least 4 snapshots in 650 ms at 100ms, got $n"
+"$python" - "$work/pattern.jsonl" <<'PY' || fail "pattern counters"
+import json, sys
+records = [json.loads(l) for l in open(sys.argv[1])]
+interval = [r for r in records if r["reason"] == "interval"]
+assert records[-1]["reason"] == "exit", records[-1]["reason"]
+assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+# While the pattern is live (every interval snapshot after start-up), class 1
+# holds at least its 1000 blocks and glibc at least its 37.
+live = interval[-1]
+assert live["classes"][1]["live_blocks"] >= 1000, live["classes"][1]
+assert live["system_live_blocks"] >= 37, live["system_live_blocks"]
+usable = sum(1000 + i * 100 for i in range(37))
+assert live["system_live_bytes"] >= usable, live["system_live_bytes"]
+# At exit they are gone again: exactly 1000 and 37 fewer than at the peak.
+end = records[-1]
+assert live["classes"][1]["live_blocks"] - end["classes"][1]["live_blocks"] == 1000
+assert live["system_live_blocks"] - end["system_live_blocks"] == 37
+assert end["classes"][1]["freed_total"] - live["classes"][1]["freed_total"] == 1000
+PY
+echo "dump: interval snapshots: $n records, counters exact"
+
+# 2. Text format to a relative path: made absolute, readable.
+(cd "$work" && LD_PRELOAD="$lib" POOLMALLOC_STATS=text.%p.txt POOLMALLOC_STATS_INTERVAL=1h \
+  "$probe" pattern 0)
+grep -q "^poolmalloc .* stats: pid [0-9]*, snapshot 1 (exit)" "$work"/text.*.txt || fail "text report"
+grep -q "small blocks allocated" "$work"/text.*.txt || fail "text summary"
+echo "dump: text report to a relative %p path"
+
+# 3. A snapshot on demand, by signal.
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/signal.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=1h POOLMALLOC_STATS_SIGNAL=USR1 "$probe" signal 300
+grep -q '"reason":"signal"' "$work/signal.jsonl" || fail "no snapshot on SIGUSR1"
+echo "dump: snapshot on POOLMALLOC_STATS_SIGNAL"
+
+# 4. A forked child writes its own file (%p), with its own thread.
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/fork.%p.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=50ms "$probe" fork 300
+files=("$work"/fork.*.jsonl)
+((${#files[@]} == 2)) || fail "expected a file for the parent and one for the child: ${files[*]}"
+for f in "${files[@]}"; do
+  pid=$(basename "$f" | cut -d. -f2)
+  "$python" -c "
+import json, sys
+rs = [json.loads(l) for l in open('$f')]
+assert all(r['pid'] == $pid for r in rs), 'a record of another process'
+assert rs[-1]['reason'] == 'exit'
+" || fail "$f"
+done
+child=$(for f in "${files[@]}"; do grep -c '"reason":"interval"' "$f"; done | sort -n | head -1)
+((child >= 2)) || fail "the child's dump thread wrote $child interval snapshots"
+echo "dump: fork child writes its own file"
+
+# 5. kill -9: every record already written is whole.
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/killed.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=10ms "$probe" loop &
+victim=$!
+sleep 0.5
+kill -9 "$victim"
+wait "$victim" 2>/dev/null || true
+n=$(records "$work/killed.jsonl")
+((n >= 10)) || fail "expected snapshots before the kill, got $n"
+echo "dump: $n records whole after kill -9"
+
+# 6. A program that closes every descriptor and changes directory.
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/daemon.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=50ms "$probe" closefds 300
+n=$(records "$work/daemon.jsonl")
+((n >= 3)) || fail "a daemon-like program got $n snapshots"
+echo "dump: $n snapshots from a program that closed every descriptor"
+
+# 7. Bad input: one warning naming the variable and value; the program runs.
+err=$(LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/bad.jsonl" POOLMALLOC_STATS_INTERVAL=soon \
+  POOLMALLOC_STATS_FORMAT=yaml "$probe" pattern 0 2>&1 >/dev/null)
+grep -q "POOLMALLOC_STATS_INTERVAL='soon'" <<<"$err" || fail "no warning for the interval: $err"
+grep -q "POOLMALLOC_STATS_FORMAT='yaml'" <<<"$err" || fail "no warning for the format: $err"
+(($(wc -l <<<"$err") == 2)) || fail "expected exactly two warning lines: $err"
+grep -q "^poolmalloc .* stats" "$work/bad.jsonl" || fail "the defaults (text) were not used"
+err=$(LD_PRELOAD="$lib" POOLMALLOC_STATS=/nonexistent/dir/stats "$probe" pattern 0 2>&1) \
+  || fail "an unwritable stats file stopped the program"
+grep -q "cannot open POOLMALLOC_STATS file '/nonexistent/dir/stats'" <<<"$err" || fail "$err"
+echo "dump: bad values and unwritable files are reported, the program runs on"
+echo "dump: ok"

@@ -1,0 +1,80 @@
+/* probe.c — a plain malloc program for the dump-thread tests (dump.sh),
+ * which run it with libpoolmalloc.so preloaded and stats on. Each mode does
+ * one known thing; see dump.sh for what is checked. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { SMALL = 1000, LARGE = 37 };
+
+static void sleep_ms(long ms)
+{
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&t, &t) != 0)
+        ;
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "";
+    long ms = argc > 2 ? atol(argv[2]) : 0;
+    if (strcmp(mode, "pattern") == 0) {
+        /* Live at every snapshot but the last: 1000 blocks of 24 bytes
+         * (class 1) and 37 glibc blocks. */
+        static void *small[SMALL], *large[LARGE];
+        for (int i = 0; i < SMALL; i++)
+            memset(small[i] = malloc(24), 1, 24);
+        for (int i = 0; i < LARGE; i++)
+            memset(large[i] = malloc(1000 + (size_t)i * 100), 2, 1000);
+        sleep_ms(ms);
+        for (int i = 0; i < SMALL; i++)
+            free(small[i]);
+        for (int i = 0; i < LARGE; i++)
+            free(large[i]);
+        return 0;
+    }
+    if (strcmp(mode, "signal") == 0) {
+        raise(SIGUSR1);
+        sleep_ms(ms);
+        return 0;
+    }
+    if (strcmp(mode, "fork") == 0) {
+        pid_t child = fork();
+        if (child == 0) {
+            void *p = malloc(40);
+            sleep_ms(ms);
+            free(p);
+            exit(0); /* atexit: the child's own final snapshot */
+        }
+        int status = 0;
+        waitpid(child, &status, 0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    }
+    if (strcmp(mode, "loop") == 0) {
+        /* Until killed: snapshots come every interval meanwhile. */
+        void *slots[256] = {0};
+        for (unsigned long i = 0;; i++) {
+            free(slots[i % 256]);
+            slots[i % 256] = malloc(16 + i % 700);
+            if (i % 100000 == 0)
+                sleep_ms(1);
+        }
+    }
+    if (strcmp(mode, "closefds") == 0) {
+        /* Like a daemon: every descriptor closed, the directory changed. */
+        for (int fd = 0; fd < 1024; fd++)
+            close(fd);
+        if (chdir("/") != 0)
+            return 3;
+        sleep_ms(ms);
+        void *p = malloc(48);
+        free(p);
+        return 0;
+    }
+    fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds [ms]\n");
+    return 2;
+}
