@@ -7,18 +7,28 @@
 #include <errno.h>
 #include <string.h>
 
-static inline void *alloc_small(size_t size)
+/* Everything but the fast path: malloc(0), a bin with no room at hand, the
+ * glibc path. Kept out of line so pm_malloc stays a leaf. */
+static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
-    void *block = pm_heap_alloc(pm_class_of(size));
-    /* If no arena can be mapped, glibc may still have room. */
-    return PM_LIKELY(block != NULL) ? block : pm_system_malloc(size);
+    if (size <= PM_SMALL_MAX) {
+        void *block = pm_heap_alloc(pm_class_of(size));
+        if (PM_LIKELY(block != NULL))
+            return block;
+        /* No arena could be mapped: glibc may still have room. */
+    }
+    return pm_system_malloc(size);
 }
 
 void *pm_malloc(size_t size)
 {
-    if (PM_LIKELY(size <= PM_SMALL_MAX))
-        return alloc_small(size);
-    return pm_system_malloc(size);
+    /* size - 1 wraps for 0, which takes the slow path like large sizes. */
+    if (PM_LIKELY(size - 1 < PM_SMALL_MAX)) {
+        void *block = pm_heap_alloc_fast((unsigned)((size - 1) / PM_CLASS_GRANULE));
+        if (PM_LIKELY(block != NULL))
+            return block;
+    }
+    return malloc_slow(size);
 }
 
 void pm_free(void *ptr)

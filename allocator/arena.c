@@ -212,7 +212,7 @@ size_t pm_arena_trim(void)
     return released;
 }
 
-void pm_arena_stats(pm_stats_t *out)
+void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
 {
     pthread_mutex_lock(&directory.lock);
     out->arenas_mapped = directory.mapped;
@@ -241,6 +241,7 @@ void pm_arena_stats(pm_stats_t *out)
             cs->pools_empty += used == 0;
             cs->free_blocks += pool->capacity - used;
             cs->pool_bytes += pm_pool_bytes(k);
+            used_blocks[c] += used;
             used_bytes += (uint64_t)used * pool->block_size;
         }
         uint64_t bucket = used_bytes * PM_OCCUPANCY_BUCKETS / (PM_ARENA_SIZE - PM_ARENA_HEADER_SIZE);

@@ -127,7 +127,7 @@ void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
  * service_lock of its abandoned heap. Counting is the caller's business. */
 static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
 {
-    pm_live_clear(pool, pm_live_bit(block));
+    pm_live_clear(pool, block);
     pm_block_t *b = block;
     b->next = pool->free_list;
     pool->free_list = b;
@@ -149,6 +149,7 @@ static bool heap_collect_remote(pm_heap_t *heap)
         pm_pool_t *pool = pm_pool_checked(b, PM_OP_FREE);
         if (pool->heap != heap) /* pushed here when it was not live */
             pm_fatal("double free", b, pool->class_index);
+        heap->bins[pool->class_index].remote_collected_total++;
         heap_take_back(heap, pool, b);
         b = next;
     }
@@ -165,7 +166,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
                 pm_block_t *block = pool->free_list;
                 pool->free_list = block->next;
                 pool->used_count++;
-                pm_live_set(pool, pm_live_bit(block));
+                pm_live_set(pool, block);
                 bin->allocated_total++;
                 return block;
             }
@@ -357,7 +358,6 @@ void pm_heap_free(void *block, pm_op_t op)
     pm_heap_t *owner = __atomic_load_n(&pool->heap, __ATOMIC_RELAXED);
     pm_heap_t *me = pm_thread_heap;
     if (PM_LIKELY(owner == me)) {
-        me->bins[pool->class_index].freed_total++;
         heap_take_back(me, pool, block);
         return;
     }
@@ -376,9 +376,8 @@ static uint64_t load_counter(const uint64_t *counter)
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 
-void pm_heap_stats(pm_stats_t *out)
+void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
 {
-    uint64_t freed[PM_CLASS_COUNT] = {0};
     pm_system_counters_t sys = {
         .allocated_total = atomic_load_explicit(&heapless_system.allocated_total, memory_order_relaxed),
         .freed_total = atomic_load_explicit(&heapless_system.freed_total, memory_order_relaxed),
@@ -387,12 +386,16 @@ void pm_heap_stats(pm_stats_t *out)
         .freed_bytes_total =
             atomic_load_explicit(&heapless_system.freed_bytes_total, memory_order_relaxed),
     };
+    uint64_t pushed[PM_CLASS_COUNT], collected[PM_CLASS_COUNT] = {0};
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
+        pushed[c] = atomic_load_explicit(&heapless_remote_freed[c], memory_order_relaxed);
     pthread_mutex_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
             const pm_bin_t *bin = &heap->bins[c];
             out->classes[c].allocated_total += load_counter(&bin->allocated_total);
-            freed[c] += load_counter(&bin->freed_total) + load_counter(&bin->remote_freed_total);
+            pushed[c] += load_counter(&bin->remote_freed_total);
+            collected[c] += load_counter(&bin->remote_collected_total);
         }
         sys.allocated_total += load_counter(&heap->system.allocated_total);
         sys.freed_total += load_counter(&heap->system.freed_total);
@@ -405,24 +408,15 @@ void pm_heap_stats(pm_stats_t *out)
         }
     }
     pthread_mutex_unlock(&heaps.lock);
-    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
-        pm_class_stats_t *cs = &out->classes[c];
-        cs->block_size = pm_class_size(c);
-        cs->freed_total = freed[c] + atomic_load_explicit(&heapless_remote_freed[c],
-                                                          memory_order_relaxed);
-        cs->live_blocks = cs->allocated_total - cs->freed_total;
-        cs->live_bytes = cs->live_blocks * cs->block_size;
-        out->small_allocated_total += cs->allocated_total;
-        out->small_freed_total += cs->freed_total;
-        out->small_live_blocks += cs->live_blocks;
-        out->small_live_bytes += cs->live_bytes;
-    }
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
+        waiting[c] = pushed[c] > collected[c] ? pushed[c] - collected[c] : 0;
     out->system_allocated_total = sys.allocated_total;
     out->system_freed_total = sys.freed_total;
     out->system_allocated_bytes_total = sys.allocated_bytes_total;
     /* glibc may free blocks poolmalloc never saw allocated (made before it
      * was loaded): never report less than nothing. */
-    out->system_live_blocks = sys.allocated_total > sys.freed_total ? sys.allocated_total - sys.freed_total : 0;
+    out->system_live_blocks =
+        sys.allocated_total > sys.freed_total ? sys.allocated_total - sys.freed_total : 0;
     out->system_live_bytes = sys.allocated_bytes_total > sys.freed_bytes_total
                                  ? sys.allocated_bytes_total - sys.freed_bytes_total
                                  : 0;
@@ -468,20 +462,20 @@ static bool heap_visit_pool(const pm_pool_t *pool)
 bool pm_heap_validate(void)
 {
     pthread_mutex_lock(&heaps.lock);
-    uint64_t expected[PM_CLASS_COUNT] = {0};
-    uint64_t pools[PM_CLASS_COUNT] = {0};
+    uint64_t allocated[PM_CLASS_COUNT] = {0}, pools[PM_CLASS_COUNT] = {0};
+    uint64_t waiting_walked[PM_CLASS_COUNT] = {0}, waiting_counted[PM_CLASS_COUNT] = {0};
     bool ok = true, any_orphaned = false;
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         any_orphaned |= heap_is_orphaned(heap);
         for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
             const pm_bin_t *bin = &heap->bins[c];
-            expected[c] += bin->allocated_total - bin->freed_total - bin->remote_freed_total;
+            allocated[c] += bin->allocated_total;
             pools[c] += bin->pool_count;
+            waiting_counted[c] += bin->remote_freed_total - bin->remote_collected_total;
         }
-        /* Blocks waiting on a remote stack are still used in their pools. */
         uint64_t waiting = 0;
         for (const pm_block_t *b = atomic_load(&heap->remote_free); b != NULL; b = b->next) {
-            expected[pm_pool_of(b)->class_index]++;
+            waiting_walked[pm_pool_of(b)->class_index]++;
             if (++waiting > ((uint64_t)1 << 32)) {
                 ok = false; /* a cycle */
                 break;
@@ -489,13 +483,17 @@ bool pm_heap_validate(void)
         }
     }
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
-        expected[c] -= atomic_load(&heapless_remote_freed[c]);
+        waiting_counted[c] += atomic_load(&heapless_remote_freed[c]);
         validate_used[c] = validate_pools[c] = 0;
     }
     ok &= pm_arena_validate(heap_visit_pool);
     /* I8, unless an orphaned heap's counters may be cut mid-update too. */
-    for (unsigned c = 0; c < PM_CLASS_COUNT && !any_orphaned; c++)
-        ok &= validate_used[c] == expected[c] && validate_pools[c] == pools[c];
+    for (unsigned c = 0; c < PM_CLASS_COUNT && !any_orphaned; c++) {
+        ok &= waiting_walked[c] == waiting_counted[c];
+        ok &= validate_used[c] >= waiting_walked[c];
+        ok &= validate_used[c] - waiting_walked[c] <= allocated[c];
+        ok &= validate_pools[c] == pools[c];
+    }
     pthread_mutex_unlock(&heaps.lock);
     return ok;
 }

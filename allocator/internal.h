@@ -174,9 +174,11 @@
  *  I7  Every block address is pool start + i x block size for 0 <= i <
  *      capacity; any other address inside an arena is not a block and
  *      free() of it aborts.
- *  I8  stats: per class, summed over heaps, allocated_total - freed_total -
- *      remote_freed_total = the sum of used_count over its pools minus the
- *      blocks waiting on remote_free stacks (checked by pm_heap_validate).
+ *  I8  stats: per class, the blocks waiting on remote_free stacks number
+ *      the remote frees pushed (remote_freed_total, over all heaps) minus
+ *      those collected (remote_collected_total); live blocks are the sum of
+ *      used_count over the class's pools minus those waiting, and never
+ *      more than allocated_total (checked by pm_heap_validate).
  *  I9  A pool's heap and class change only while it is UNUSED or by its
  *      owner; a thread that does not own a live block's pool may read them.
  *  I10 At most POOLMALLOC_RETAIN_POOLS UNUSED pools are resident: each
@@ -332,27 +334,36 @@ static inline pm_pool_t *pm_pool_of(const void *block)
     pm_arena_t *arena = pm_arena_of(block);
     return &arena->pools[((uintptr_t)block & (PM_ARENA_SIZE - 1)) >> PM_POOL_SHIFT];
 }
-/* I6: a block's bit in its pool's live map. */
+/* I6: a block's bit in its pool's live map: granule (address % 16 KiB) / 16,
+ * in word granule / 64 at bit granule % 64. */
 static inline unsigned pm_live_bit(const void *block)
 {
     return (unsigned)(((uintptr_t)block & (PM_POOL_SIZE - 1)) / PM_CLASS_GRANULE);
 }
+static inline uint64_t *pm_live_word(pm_pool_t *pool, const void *block)
+{
+    return &pool->live_map[((uintptr_t)block >> 10) & (PM_LIVE_MAP_WORDS - 1)];
+}
+static inline uint64_t pm_live_mask(const void *block)
+{
+    return (uint64_t)1 << (((uintptr_t)block >> 4) & 63);
+}
 /* Only the owner writes the map; other threads may read it (usable size,
  * the double-free check of a remote free), so words move as relaxed atomics:
  * plain loads and stores on x86-64, visible as such to ThreadSanitizer. */
-static inline bool pm_live_test(const pm_pool_t *pool, unsigned bit)
+static inline bool pm_live_test(pm_pool_t *pool, const void *block)
 {
-    return (__atomic_load_n(&pool->live_map[bit / 64], __ATOMIC_RELAXED) >> (bit % 64)) & 1;
+    return (__atomic_load_n(pm_live_word(pool, block), __ATOMIC_RELAXED) & pm_live_mask(block)) != 0;
 }
-static inline void pm_live_set(pm_pool_t *pool, unsigned bit)
+static inline void pm_live_set(pm_pool_t *pool, const void *block)
 {
-    uint64_t *word = &pool->live_map[bit / 64];
-    __atomic_store_n(word, *word | ((uint64_t)1 << (bit % 64)), __ATOMIC_RELAXED);
+    uint64_t *word = pm_live_word(pool, block);
+    __atomic_store_n(word, *word | pm_live_mask(block), __ATOMIC_RELAXED);
 }
-static inline void pm_live_clear(pm_pool_t *pool, unsigned bit)
+static inline void pm_live_clear(pm_pool_t *pool, const void *block)
 {
-    uint64_t *word = &pool->live_map[bit / 64];
-    __atomic_store_n(word, *word & ~((uint64_t)1 << (bit % 64)), __ATOMIC_RELAXED);
+    uint64_t *word = pm_live_word(pool, block);
+    __atomic_store_n(word, *word & ~pm_live_mask(block), __ATOMIC_RELAXED);
 }
 static inline size_t pm_pool_bytes(unsigned pool_index)
 {
@@ -386,8 +397,9 @@ PM_HIDDEN size_t pm_arena_trim(void);
 /* Purges a pool's pages (I10) and counts them; returns the bytes. */
 PM_HIDDEN size_t pm_arena_purge_pool(pm_pool_t *pool);
 /* Adds the arena figures, and walks every pool for the per-class pool
- * counts, free blocks, pool bytes and the arena occupancy histogram. */
-PM_HIDDEN void pm_arena_stats(pm_stats_t *out);
+ * counts, free blocks, pool bytes, the arena occupancy histogram, and the
+ * blocks in use per class (used_count summed). */
+PM_HIDDEN void pm_arena_stats(pm_stats_t *out, uint64_t used[PM_CLASS_COUNT]);
 /* Checks I1, I2 and I5, and calls visit(pool) for every IN USE pool (whose
  * validity is the visitor's call). Only when quiescent. */
 PM_HIDDEN bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool));
@@ -396,14 +408,17 @@ PM_HIDDEN void pm_arena_unlock(void);
 PM_HIDDEN void pm_arena_reinit_lock(void);
 
 /* ---- heap.c ------------------------------------------------------------------ */
+/* One size class of a heap. Frees by the owner are not counted: they are
+ * what allocations minus live blocks leave (stats.c), so the fast path of
+ * free writes nothing outside the pool. */
 typedef struct pm_bin {
-    pm_pool_t *pools;          /* pools with room (I4); the head serves */
-    pm_pool_t *pools_tail;     /* pools that regain room queue up here */
-    uint64_t allocated_total;  /* blocks handed out by this heap */
-    uint64_t freed_total;      /* its own blocks freed by its own thread */
-    uint64_t remote_freed_total; /* blocks of other heaps freed by this thread */
-    uint64_t pool_count;       /* IN USE pools owned */
-} pm_bin_t;
+    pm_pool_t *pools;              /* pools with room (I4); the head serves */
+    uint64_t allocated_total;      /* blocks handed out by this heap */
+    pm_pool_t *pools_tail;         /* pools that regain room queue up here */
+    uint64_t remote_freed_total;   /* blocks of other heaps freed by this thread */
+    uint64_t remote_collected_total; /* blocks taken back from remote_free */
+    uint64_t pool_count;           /* IN USE pools owned */
+} __attribute__((aligned(PM_CACHE_LINE))) pm_bin_t;
 
 typedef enum pm_heap_state { PM_HEAP_OWNED, PM_HEAP_ABANDONED, PM_HEAP_ORPHANED } pm_heap_state_t;
 
@@ -435,8 +450,9 @@ PM_HIDDEN void pm_heap_free(void *block, pm_op_t op);
 /* After the fast path freed into a pool that was full or is now empty. */
 PM_HIDDEN void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool);
 
-/* The fast path: pop the head pool's free list. Inlined into pm_malloc. */
-static inline void *pm_heap_alloc(unsigned class_index)
+/* The fast path: pop the head pool's free list, or NULL if it has none
+ * (then pm_heap_alloc_slow finds room). Inlined into pm_malloc. */
+static inline void *pm_heap_alloc_fast(unsigned class_index)
 {
     pm_bin_t *bin = &pm_thread_heap->bins[class_index];
     pm_pool_t *pool = bin->pools;
@@ -444,11 +460,17 @@ static inline void *pm_heap_alloc(unsigned class_index)
     if (PM_LIKELY(pool != NULL && (block = pool->free_list) != NULL)) {
         pool->free_list = block->next;
         pool->used_count++;
-        pm_live_set(pool, pm_live_bit(block));
+        pm_live_set(pool, block);
         bin->allocated_total++;
         return block;
     }
-    return pm_heap_alloc_slow(class_index);
+    return NULL;
+}
+
+static inline void *pm_heap_alloc(unsigned class_index)
+{
+    void *block = pm_heap_alloc_fast(class_index);
+    return PM_LIKELY(block != NULL) ? block : pm_heap_alloc_slow(class_index);
 }
 
 /* The fast path of free: a live block of the calling thread's own heap goes
@@ -460,15 +482,16 @@ static inline void pm_heap_free_fast(void *block)
 {
     pm_pool_t *pool = pm_pool_of(block);
     pm_heap_t *heap = pm_thread_heap;
-    unsigned bit = pm_live_bit(block);
+    uint64_t *word = pm_live_word(pool, block);
+    uint64_t live = __atomic_load_n(word, __ATOMIC_RELAXED);
+    uint64_t mask = pm_live_mask(block);
     if (PM_LIKELY(pool->heap == heap && ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 &&
-                  pm_live_test(pool, bit))) {
-        pm_live_clear(pool, bit);
+                  (live & mask) != 0)) {
+        __atomic_store_n(word, live & ~mask, __ATOMIC_RELAXED); /* I6 */
         pm_block_t *b = block;
         b->next = pool->free_list;
         pool->free_list = b;
         pool->used_count--;
-        heap->bins[pool->class_index].freed_total++;
         if (PM_UNLIKELY(!pool->on_bin_list || pool->used_count == 0))
             pm_heap_pool_regained(heap, pool);
         return;
@@ -478,9 +501,9 @@ static inline void pm_heap_free_fast(void *block)
 
 /* The block size of a live block of ours; misuse is diagnosed as `op`. */
 PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
-/* Adds the heaps' counters: per class allocated/freed/live, the small and
- * system totals, the heap counts. */
-PM_HIDDEN void pm_heap_stats(pm_stats_t *out);
+/* Adds the heaps' counters: per class allocated_total, the system path,
+ * the heap counts; and per class, the blocks waiting on remote stacks. */
+PM_HIDDEN void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT]);
 /* The system path's counting, for a thread that has no heap. */
 PM_HIDDEN void pm_heap_count_system_heapless(size_t allocated_bytes, size_t freed_bytes);
 static inline void pm_count_system_alloc(size_t usable)

@@ -86,7 +86,7 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
     if (index * pool->block_size != offset || index >= pool->capacity)
         pm_fatal(pool_misuse_message[op][MISUSE_NOT_BLOCK_START], block, (int)class_index);
     /* I6: the live bit tells a block in use from a freed one. */
-    if (!pm_live_test(pool, pm_live_bit(block)))
+    if (!pm_live_test(pool, block))
         pm_fatal(pool_misuse_message[op][MISUSE_FREED], block, (int)class_index);
     return pool;
 }

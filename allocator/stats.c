@@ -44,10 +44,26 @@ void pm_stats_get(pm_stats_t *out)
 {
     int saved_errno = errno;
     memset(out, 0, sizeof *out);
-    pm_heap_stats(out);
-    pm_arena_stats(out);
+    /* Pools first, counters second: an allocation in between makes the
+     * count larger, never the live blocks more than were allocated. */
+    uint64_t used[PM_CLASS_COUNT] = {0}, waiting[PM_CLASS_COUNT];
+    pm_arena_stats(out, used);
+    pm_heap_stats(out, waiting);
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_class_stats_t *cs = &out->classes[c];
+        cs->block_size = pm_class_size(c);
+        /* I8: blocks in use in pools, less those freed by other threads and
+         * not yet taken back, are live; every other block handed out was
+         * freed. */
+        cs->live_blocks = used[c] > waiting[c] ? used[c] - waiting[c] : 0;
+        if (cs->live_blocks > cs->allocated_total)
+            cs->live_blocks = cs->allocated_total;
+        cs->freed_total = cs->allocated_total - cs->live_blocks;
+        cs->live_bytes = cs->live_blocks * cs->block_size;
+        out->small_allocated_total += cs->allocated_total;
+        out->small_freed_total += cs->freed_total;
+        out->small_live_blocks += cs->live_blocks;
+        out->small_live_bytes += cs->live_bytes;
         cs->utilization = stats_ratio(cs->live_bytes, cs->pool_bytes);
         out->small_free_blocks += cs->free_blocks;
         out->small_pool_bytes += cs->pool_bytes;
