@@ -11,7 +11,7 @@
  * glibc path. Kept out of line so pm_malloc stays a leaf. */
 static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
-    if (size <= PM_SMALL_MAX) {
+    if (size <= PM_SMALL_MAX && !pm_profile_unwinding()) {
         void *block = pm_heap_alloc(pm_class_of(size));
         if (PM_LIKELY(block != NULL))
             return block;

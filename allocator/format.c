@@ -109,3 +109,24 @@ void pm_buf_pad_to(pm_buf_t *buf, const char *line_start, size_t width)
     while ((size_t)(buf->at - line_start) < width && buf->at < buf->end)
         *buf->at++ = ' ';
 }
+
+/* s as a JSON string, quotes included: '"', '\' and control characters
+ * escaped. */
+void pm_buf_json_string(pm_buf_t *buf, const char *s)
+{
+    pm_buf_char(buf, '"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            pm_buf_char(buf, '\\');
+            pm_buf_char(buf, (char)c);
+        } else if (c < 0x20) {
+            pm_buf_str(buf, "\\u00");
+            pm_buf_char(buf, "0123456789abcdef"[c >> 4]);
+            pm_buf_char(buf, "0123456789abcdef"[c & 15]);
+        } else {
+            pm_buf_char(buf, (char)c);
+        }
+    }
+    pm_buf_char(buf, '"');
+}

@@ -16,6 +16,7 @@ static __thread bool thread_heap_released __attribute__((tls_model("initial-exec
 pm_heap_t pm_heap_empty;
 
 static pm_heap_t shared_heap = {
+    .sample_countdown = INT64_MAX, /* allocations under its lock are not sampled */
     .service_lock = PTHREAD_MUTEX_INITIALIZER,
     .state = PM_HEAP_ABANDONED,
 };
@@ -168,6 +169,9 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
                 pool->used_count++;
                 pm_live_set(pool, block);
                 bin->allocated_total++;
+                if ((heap->sample_countdown -= (int64_t)pool->block_size) < 0 &&
+                    heap != &shared_heap)
+                    return pm_profile_sample_small(heap, block, pool->block_size);
                 return block;
             }
             pm_pool_t *next = pool->next;
@@ -204,6 +208,7 @@ static pm_heap_t *heap_create(void)
     heaps.slab_next += size;
     pthread_mutex_init(&heap->service_lock, NULL);
     atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_relaxed);
+    pm_profile_heap_init(heap);
     heap->next_heap = heaps.all;
     heaps.all = heap;
     return heap;
@@ -281,6 +286,8 @@ void *pm_heap_alloc_slow(unsigned class_index)
 {
     pm_heap_t *heap = pm_thread_heap;
     if (heap == &pm_heap_empty) {
+        if (pm_profile_unwinding())
+            return NULL; /* I11: the caller goes to glibc */
         heap = heap_for_thread();
         if (heap == NULL)
             return heap_alloc_shared(class_index);
@@ -355,6 +362,8 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
 void pm_heap_free(void *block, pm_op_t op)
 {
     pm_pool_t *pool = pm_pool_checked(block, op);
+    if (__atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0)
+        pm_profile_free(block); /* I11 */
     pm_heap_t *owner = __atomic_load_n(&pool->heap, __ATOMIC_RELAXED);
     pm_heap_t *me = pm_thread_heap;
     if (PM_LIKELY(owner == me)) {
@@ -367,6 +376,15 @@ void pm_heap_free(void *block, pm_op_t op)
 size_t pm_heap_block_size(void *block, pm_op_t op)
 {
     return pm_pool_checked(block, op)->block_size;
+}
+
+void pm_heap_reset_sampling(void)
+{
+    pthread_mutex_lock(&heaps.lock);
+    for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
+        if (heap != &shared_heap)
+            pm_profile_heap_init(heap);
+    pthread_mutex_unlock(&heaps.lock);
 }
 
 /* ---- counters and validation ----------------------------------------------- */

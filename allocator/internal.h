@@ -243,6 +243,7 @@ PM_HIDDEN void pm_buf_hex(pm_buf_t *buf, uintptr_t v);
 PM_HIDDEN void pm_buf_bytes(pm_buf_t *buf, uint64_t v);
 PM_HIDDEN void pm_buf_fixed(pm_buf_t *buf, double v, unsigned decimals);
 PM_HIDDEN void pm_buf_pad_to(pm_buf_t *buf, const char *line_start, size_t width);
+PM_HIDDEN void pm_buf_json_string(pm_buf_t *buf, const char *s);
 
 /* ---- os.c ------------------------------------------------------------------ */
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t alignment);
@@ -306,6 +307,7 @@ typedef struct pm_pool {
     uint8_t pool_index;       /* position in its arena */
     bool on_bin_list;         /* I4 */
     bool resident;            /* its pages may hold RSS (I10) */
+    uint16_t sampled_count;   /* sampled blocks live in it (I11); atomic */
     uint64_t live_map[PM_LIVE_MAP_WORDS]; /* I6; one bit per 16-byte granule */
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 
@@ -429,6 +431,8 @@ typedef struct pm_system_counters {
 } pm_system_counters_t;
 
 typedef struct pm_heap {
+    int64_t sample_countdown;      /* bytes until the next sample (profile.c) */
+    uint64_t sample_rng;
     pm_bin_t bins[PM_CLASS_COUNT]; /* the owner's, never written by others */
     pm_system_counters_t system;   /* likewise */
     struct pm_heap *next_heap;     /* every heap ever made */
@@ -450,6 +454,40 @@ PM_HIDDEN void pm_heap_free(void *block, pm_op_t op);
 /* After the fast path freed into a pool that was full or is now empty. */
 PM_HIDDEN void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool);
 
+/* ---- profile.c: allocation-site profiling ------------------------------------- */
+#define PM_PROFILE_DEPTH 32
+typedef struct pm_profile_site {
+    uint64_t hash;
+    uint32_t depth; /* 0: an empty slot */
+    uint32_t samples;
+    double alloc_bytes, alloc_count; /* estimated from the samples */
+    double live_bytes, live_count;
+    void *frames[PM_PROFILE_DEPTH];
+} pm_profile_site_t;
+
+typedef struct pm_profile_summary {
+    uint64_t rate_bytes, sites, samples, dropped;
+} pm_profile_summary_t;
+
+/* I11 (profile.c): a sampled block has a record until it is freed, and its
+ * pool's sampled_count counts it, so free takes the slow path, which drops
+ * the record. While a thread unwinds for a sample, its heap is the empty
+ * one and its allocations go to glibc unsampled. */
+PM_HIDDEN void pm_profile_init(void);
+PM_HIDDEN bool pm_profile_enabled(void);
+PM_HIDDEN void pm_profile_heap_init(pm_heap_t *heap);
+PM_HIDDEN bool pm_profile_unwinding(void);
+PM_HIDDEN void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t size);
+PM_HIDDEN void pm_profile_sample_system(void *block, size_t usable);
+PM_HIDDEN void pm_profile_free(void *block);
+/* The top sites, largest first by live or by allocated bytes (only those
+ * with sampled blocks still live if leaks_only); returns how many. */
+PM_HIDDEN size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live,
+                                bool leaks_only, pm_profile_summary_t *summary);
+PM_HIDDEN void pm_profile_format_frame(pm_buf_t *b, const void *frame);
+/* Draws a sampling countdown for every heap made before profiling began. */
+PM_HIDDEN void pm_heap_reset_sampling(void);
+
 /* The fast path: pop the head pool's free list, or NULL if it has none
  * (then pm_heap_alloc_slow finds room). Inlined into pm_malloc. */
 static inline void *pm_heap_alloc_fast(unsigned class_index)
@@ -462,6 +500,10 @@ static inline void *pm_heap_alloc_fast(unsigned class_index)
         pool->used_count++;
         pm_live_set(pool, block);
         bin->allocated_total++;
+        pm_heap_t *heap = pm_thread_heap;
+        size_t size = pm_class_size(class_index);
+        if (PM_UNLIKELY((heap->sample_countdown -= (int64_t)size) < 0))
+            return pm_profile_sample_small(heap, block, size);
         return block;
     }
     return NULL;
@@ -486,7 +528,7 @@ static inline void pm_heap_free_fast(void *block)
     uint64_t live = __atomic_load_n(word, __ATOMIC_RELAXED);
     uint64_t mask = pm_live_mask(block);
     if (PM_LIKELY(pool->heap == heap && ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 &&
-                  (live & mask) != 0)) {
+                  (live & mask) != 0 && pool->sampled_count == 0)) {
         __atomic_store_n(word, live & ~mask, __ATOMIC_RELAXED); /* I6 */
         pm_block_t *b = block;
         b->next = pool->free_list;

@@ -23,6 +23,10 @@
       "text (for people) or json (JSON Lines, docs/stats-schema.md)")                       \
     X(stats_signal, "POOLMALLOC_STATS_SIGNAL", SIGNAL, 0, 1, 64,                             \
       "a signal that asks for a snapshot now")                                              \
+    X(profile, "POOLMALLOC_PROFILE", COUNT, 0, 0, 1,                                         \
+      "1: sample allocations and report where memory is allocated (needs libunwind8)")     \
+    X(profile_rate, "POOLMALLOC_PROFILE_RATE", COUNT, 524288, 1, 1099511627776,              \
+      "mean bytes allocated between two samples")                                          \
     X(retain_pools, "POOLMALLOC_RETAIN_POOLS", COUNT, 16, 0, 65536,                          \
       "unused pools whose pages stay resident, most recently freed first; older ones are " \
       "given back to the OS (madvise)")                                                      \

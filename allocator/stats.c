@@ -101,14 +101,146 @@ void pm_stats_note_start(void)
     clock_gettime(CLOCK_MONOTONIC, &stats_start);
 }
 
-/* Large enough for the JSON record with every class (about 12 KiB). */
-#define STATS_RECORD_BYTES ((size_t)64 << 10)
+/* Large enough for the JSON record with every class (about 12 KiB) and,
+ * when profiling, three lists of sites with 32 frames each. */
+#define STATS_RECORD_BYTES ((size_t)256 << 10)
 static char stats_record[STATS_RECORD_BYTES];
 static pthread_mutex_t stats_report_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void pm_stats_lock(void) { pthread_mutex_lock(&stats_report_lock); }
 void pm_stats_unlock(void) { pthread_mutex_unlock(&stats_report_lock); }
 void pm_stats_reinit_lock(void) { pthread_mutex_init(&stats_report_lock, NULL); }
+
+/* ---- profile sections (profile.c gathers, these print) ------------------------ */
+
+#define PROFILE_TOP_SITES 10
+
+typedef struct profile_lists {
+    pm_profile_summary_t summary;
+    size_t live_count, allocated_count, leak_count;
+    pm_profile_site_t live[PROFILE_TOP_SITES], allocated[PROFILE_TOP_SITES],
+        leaks[PROFILE_TOP_SITES];
+} profile_lists_t;
+
+/* Caller holds the report lock (the lists are static). */
+static const profile_lists_t *profile_gather(pm_snapshot_reason_t reason)
+{
+    static profile_lists_t lists;
+    if (!pm_profile_enabled())
+        return NULL;
+    lists.live_count = pm_profile_top(lists.live, PROFILE_TOP_SITES, true, false, &lists.summary);
+    lists.allocated_count = pm_profile_top(lists.allocated, PROFILE_TOP_SITES, false, false, NULL);
+    lists.leak_count = reason == PM_SNAPSHOT_EXIT
+                           ? pm_profile_top(lists.leaks, PROFILE_TOP_SITES, true, true, NULL)
+                           : 0;
+    return &lists;
+}
+
+static void text_sites(pm_buf_t *b, const char *title, const pm_profile_site_t *sites, size_t n)
+{
+    pm_buf_str(b, "\n  ");
+    pm_buf_str(b, title);
+    pm_buf_char(b, '\n');
+    if (n == 0)
+        pm_buf_str(b, "    (none sampled)\n");
+    for (size_t i = 0; i < n; i++) {
+        const pm_profile_site_t *site = &sites[i];
+        pm_buf_str(b, "  ");
+        pm_buf_uint(b, i + 1, 2);
+        pm_buf_str(b, ". live ");
+        pm_buf_bytes(b, (uint64_t)site->live_bytes);
+        pm_buf_str(b, " in ~");
+        pm_buf_uint(b, (uint64_t)(site->live_count + 0.5), 0);
+        pm_buf_str(b, " blocks; allocated ");
+        pm_buf_bytes(b, (uint64_t)site->alloc_bytes);
+        pm_buf_str(b, " in ~");
+        pm_buf_uint(b, (uint64_t)(site->alloc_count + 0.5), 0);
+        pm_buf_str(b, " (");
+        pm_buf_uint(b, site->samples, 0);
+        pm_buf_str(b, " samples)\n");
+        for (uint32_t f = 0; f < site->depth && f < 8; f++) {
+            pm_buf_str(b, "        ");
+            pm_profile_format_frame(b, site->frames[f]);
+            pm_buf_char(b, '\n');
+        }
+        if (site->depth > 8)
+            pm_buf_str(b, "        ...\n");
+    }
+}
+
+static void text_profile(pm_buf_t *b, const profile_lists_t *p)
+{
+    pm_buf_str(b, "  allocation sites: one sample per ");
+    pm_buf_bytes(b, p->summary.rate_bytes);
+    pm_buf_str(b, " on average; ");
+    pm_buf_uint(b, p->summary.samples, 0);
+    pm_buf_str(b, " samples, ");
+    pm_buf_uint(b, p->summary.sites, 0);
+    pm_buf_str(b, " distinct stacks (figures with ~ are estimates)\n");
+    text_sites(b, "top sites by live bytes", p->live, p->live_count);
+    text_sites(b, "top sites by bytes allocated", p->allocated, p->allocated_count);
+    if (p->leak_count > 0)
+        text_sites(b, "leak report: sites whose sampled blocks are still live at exit", p->leaks,
+                   p->leak_count);
+    pm_buf_char(b, '\n');
+}
+
+static void json_sites(pm_buf_t *b, const char *name, const pm_profile_site_t *sites, size_t n)
+{
+    pm_buf_str(b, ",\"");
+    pm_buf_str(b, name);
+    pm_buf_str(b, "\":[");
+    for (size_t i = 0; i < n; i++) {
+        const pm_profile_site_t *site = &sites[i];
+        pm_buf_str(b, i ? ",{\"live_bytes\":" : "{\"live_bytes\":");
+        pm_buf_uint(b, (uint64_t)(site->live_bytes + 0.5), 0);
+        pm_buf_str(b, ",\"live_count\":");
+        pm_buf_uint(b, (uint64_t)(site->live_count + 0.5), 0);
+        pm_buf_str(b, ",\"alloc_bytes\":");
+        pm_buf_uint(b, (uint64_t)(site->alloc_bytes + 0.5), 0);
+        pm_buf_str(b, ",\"alloc_count\":");
+        pm_buf_uint(b, (uint64_t)(site->alloc_count + 0.5), 0);
+        pm_buf_str(b, ",\"samples\":");
+        pm_buf_uint(b, site->samples, 0);
+        pm_buf_str(b, ",\"frames\":[");
+        for (uint32_t f = 0; f < site->depth; f++) {
+            char frame[512];
+            pm_buf_t fb;
+            pm_buf_init(&fb, frame, sizeof frame - 1);
+            pm_profile_format_frame(&fb, site->frames[f]);
+            *fb.at = '\0';
+            if (f)
+                pm_buf_char(b, ',');
+            pm_buf_json_string(b, frame);
+        }
+        pm_buf_str(b, "],\"addresses\":[");
+        for (uint32_t f = 0; f < site->depth; f++) {
+            if (f)
+                pm_buf_char(b, ',');
+            pm_buf_char(b, '"');
+            pm_buf_hex(b, (uintptr_t)site->frames[f]);
+            pm_buf_char(b, '"');
+        }
+        pm_buf_str(b, "]}");
+    }
+    pm_buf_char(b, ']');
+}
+
+static void json_profile(pm_buf_t *b, const profile_lists_t *p)
+{
+    pm_buf_str(b, ",\"profile\":{\"rate_bytes\":");
+    pm_buf_uint(b, p->summary.rate_bytes, 0);
+    pm_buf_str(b, ",\"samples\":");
+    pm_buf_uint(b, p->summary.samples, 0);
+    pm_buf_str(b, ",\"dropped\":");
+    pm_buf_uint(b, p->summary.dropped, 0);
+    pm_buf_str(b, ",\"sites\":");
+    pm_buf_uint(b, p->summary.sites, 0);
+    json_sites(b, "top_live", p->live, p->live_count);
+    json_sites(b, "top_allocated", p->allocated, p->allocated_count);
+    json_sites(b, "leaks", p->leaks, p->leak_count);
+    pm_buf_char(b, '}');
+}
 
 /* ---- text ------------------------------------------------------------------ */
 
@@ -144,7 +276,8 @@ static void text_time(pm_buf_t *b, const struct timespec *wall)
     pm_buf_str(b, " UTC");
 }
 
-static void text_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_meta_t *meta)
+static void text_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_meta_t *meta,
+                        const profile_lists_t *profile)
 {
     pm_buf_str(b, "poolmalloc " PM_VERSION_STRING " stats: pid ");
     pm_buf_uint(b, (uint64_t)getpid(), 0);
@@ -226,6 +359,8 @@ static void text_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_met
         pm_buf_char(b, '\n');
     }
     pm_buf_char(b, '\n');
+    if (profile != NULL)
+        text_profile(b, profile);
 }
 
 /* ---- JSON (docs/stats-schema.md) -------------------------------------------- */
@@ -234,7 +369,8 @@ static void text_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_met
 #define JSON_VALUE_BYTES(b, v) pm_buf_uint(b, v, 0)
 #define JSON_VALUE_RATIO(b, v) pm_buf_fixed(b, v, 6)
 
-static void json_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_meta_t *meta)
+static void json_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_meta_t *meta,
+                        const profile_lists_t *profile)
 {
     pm_buf_str(b, "{\"schema\":");
     pm_buf_uint(b, PM_STATS_SCHEMA_VERSION, 0);
@@ -269,7 +405,10 @@ static void json_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_met
         PM_CLASS_STATS(JSON_CLASS_FIELD)
         pm_buf_char(b, '}');
     }
-    pm_buf_str(b, "]}\n");
+    pm_buf_char(b, ']');
+    if (profile != NULL)
+        json_profile(b, profile);
+    pm_buf_str(b, "}\n");
 }
 
 /* ---- writing ----------------------------------------------------------------- */
@@ -290,10 +429,11 @@ static size_t stats_format_record(pm_stats_format_t format, pm_snapshot_reason_t
                      (uint64_t)((now.tv_nsec - stats_start.tv_nsec) / 1000000);
     pm_buf_t b;
     pm_buf_init(&b, stats_record, sizeof stats_record);
+    const profile_lists_t *profile = profile_gather(reason);
     if (format == PM_STATS_JSON)
-        json_format(&b, &stats, &meta);
+        json_format(&b, &stats, &meta, profile);
     else
-        text_format(&b, &stats, &meta);
+        text_format(&b, &stats, &meta, profile);
     return (size_t)(b.at - b.start);
 }
 

@@ -17,8 +17,11 @@ extern void __libc_free(void *ptr);
  * anyway) in the calling thread's heap: no shared counter on this path. */
 static void *system_counted(void *block)
 {
-    if (block != NULL)
-        pm_count_system_alloc(pm_system_usable_size(block));
+    if (block != NULL) {
+        size_t usable = pm_system_usable_size(block);
+        pm_count_system_alloc(usable);
+        pm_profile_sample_system(block, usable);
+    }
     return block;
 }
 
@@ -36,14 +39,19 @@ void *pm_system_realloc(void *ptr, size_t size)
 {
     size_t old_usable = ptr != NULL ? pm_system_usable_size(ptr) : 0;
     void *moved = __libc_realloc(ptr, size);
-    if (moved != NULL && ptr != NULL)
+    if (moved != NULL && ptr != NULL) {
         pm_count_system_free(old_usable);
+        if (pm_profile_enabled())
+            pm_profile_free(ptr);
+    }
     return system_counted(moved);
 }
 
 void pm_system_free(void *ptr)
 {
     pm_count_system_free(pm_system_usable_size(ptr));
+    if (pm_profile_enabled())
+        pm_profile_free(ptr);
     __libc_free(ptr);
 }
 

@@ -32,11 +32,11 @@ C
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 # shellcheck disable=SC2046
 cc -Wall -Werror "$prefix/prog.c" -o "$prefix/prog" $(pkg-config --cflags poolmalloc) \
-  "$(pkg-config --variable=libdir poolmalloc)/libpoolmalloc.a" -pthread
+  "$(pkg-config --variable=libdir poolmalloc)/libpoolmalloc.a" $(pkg-config --static --libs-only-other --libs-only-l poolmalloc | sed "s/-lpoolmalloc//")
 "$prefix/prog"
 
 # A file sink: coreutils close stderr at exit, before the report is written.
 out="$(LD_PRELOAD="$prefix/lib/libpoolmalloc.so" POOLMALLOC_STATS="$prefix/stats" /bin/echo preloaded)"
-[[ "$out" == preloaded ]] && grep -q "small requests served: [1-9]" "$prefix/stats" \
+[[ "$out" == preloaded ]] && grep -Eq "small blocks allocated +[1-9]" "$prefix/stats" \
   || { echo "install: the installed libpoolmalloc.so did not serve /bin/echo: $out" >&2; cat "$prefix/stats" >&2; exit 1; }
 echo "install: ok"
