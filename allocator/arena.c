@@ -73,13 +73,20 @@ static pm_arena_t *arena_create(void)
     return arena;
 }
 
-static void arena_destroy(pm_arena_t *arena)
+/* Drops the retained ring's entries for the pools whose descriptors lie in
+ * [start, start + bytes): one pool, or a whole arena. Caller holds the lock. */
+static void retained_forget(const void *start, size_t bytes)
 {
     for (size_t i = 0; i < directory.retained_count; i++) {
         pm_pool_t **entry = &directory.retained[(directory.retained_oldest + i) % RETAINED_RING_SIZE];
-        if (*entry != NULL && pm_arena_of(*entry) == arena)
+        if ((uintptr_t)*entry - (uintptr_t)start < bytes)
             *entry = NULL;
     }
+}
+
+static void arena_destroy(pm_arena_t *arena)
+{
+    retained_forget(arena, PM_ARENA_SIZE);
     if (arena->all_prev)
         arena->all_prev->all_next = arena->all_next;
     else
@@ -120,6 +127,12 @@ pm_pool_t *pm_arena_acquire_pool(void)
     pool->next = NULL;
     if (--arena->free_pool_count > 0)
         directory_link(arena);
+    /* I10: the pool leaves the retained ring now, under the lock. Its class
+     * is set only after the lock is released, and until then a ring entry
+     * would still show it UNUSED and resident, fit to be purged under the
+     * blocks its new owner is carving. */
+    if (pool->resident)
+        retained_forget(pool, sizeof *pool);
     pthread_mutex_unlock(&directory.lock);
     return pool;
 }
