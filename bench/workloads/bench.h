@@ -1,0 +1,239 @@
+/* bench.h — what every C workload shares: key=value arguments, a seeded
+ * PRNG, touching and checking blocks, bookkeeping memory, the report line.
+ * Everything is static inline, so a workload pays only for what it uses.
+ * Never calls malloc itself: bookkeeping arrays come from mmap, so every
+ * malloc/free a workload makes is one of the pairs it reports (callgrind's
+ * call counts and the reported `pairs` agree exactly).
+ *
+ * Arguments: `name key=value ...`, each value an unsigned integer; an
+ * unknown key is an error, so a typo in bench/run's table fails loudly.
+ *
+ * The report: one line on stdout, after the measured work,
+ *     pm-bench: workload=churn pairs=2000000 threads=1 ...
+ * bench/run reads every `key=value` of it; `pairs` (malloc+free pairs
+ * made by the workload) is what callgrind's instruction count is divided
+ * by, and any other numeric key is kept as an extra metric (medians in the
+ * CSV), e.g. the RSS after a phase of a fragmentation workload. */
+#ifndef PM_BENCH_H
+#define PM_BENCH_H
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define BENCH_MAX_ARGS 16
+
+/* ---- failing ------------------------------------------------------------- */
+__attribute__((noreturn, format(printf, 1, 2))) static inline void
+bench_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("pm-bench: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    abort();
+}
+
+/* ---- arguments ------------------------------------------------------------ */
+typedef struct bench_args {
+    int count;
+    const char *key[BENCH_MAX_ARGS];
+    size_t key_len[BENCH_MAX_ARGS];
+    uint64_t value[BENCH_MAX_ARGS];
+    int used[BENCH_MAX_ARGS];
+} bench_args_t;
+
+static inline void bench_args_parse(bench_args_t *args, int argc, char **argv)
+{
+    memset(args, 0, sizeof *args);
+    for (int i = 1; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        char *end = NULL;
+        if (eq == NULL || eq == argv[i] || args->count == BENCH_MAX_ARGS)
+            bench_fail("bad argument '%s' (want key=value)", argv[i]);
+        uint64_t v = strtoull(eq + 1, &end, 0);
+        if (end == eq + 1 || *end != '\0')
+            bench_fail("bad value in '%s' (want an unsigned integer)", argv[i]);
+        args->key[args->count] = argv[i];
+        args->key_len[args->count] = (size_t)(eq - argv[i]);
+        args->value[args->count] = v;
+        args->count++;
+    }
+}
+
+/* The value of `key`, or `fallback`; marks the key as known. */
+static inline uint64_t bench_arg(bench_args_t *args, const char *key, uint64_t fallback)
+{
+    for (int i = 0; i < args->count; i++) {
+        if (strlen(key) == args->key_len[i] &&
+            memcmp(key, args->key[i], args->key_len[i]) == 0) {
+            args->used[i] = 1;
+            return args->value[i];
+        }
+    }
+    return fallback;
+}
+
+/* Call after every bench_arg: rejects keys the workload does not know. */
+static inline void bench_args_done(const bench_args_t *args)
+{
+    for (int i = 0; i < args->count; i++)
+        if (!args->used[i])
+            bench_fail("unknown argument '%s'", args->key[i]);
+}
+
+/* ---- PRNG: xoshiro256** seeded by splitmix64 (Blackman & Vigna) ---------- */
+typedef struct bench_rng {
+    uint64_t s[4];
+} bench_rng_t;
+
+static inline uint64_t bench_splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+/* Each thread gets its own stream: seed the generator with (seed, stream). */
+static inline void bench_rng_seed(bench_rng_t *rng, uint64_t seed, uint64_t stream)
+{
+    uint64_t x = seed ^ (stream * 0xd1342543de82ef95u);
+    for (int i = 0; i < 4; i++)
+        rng->s[i] = bench_splitmix64(&x);
+}
+
+static inline uint64_t bench_rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static inline uint64_t bench_rng_next(bench_rng_t *rng)
+{
+    uint64_t *s = rng->s;
+    uint64_t result = bench_rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = bench_rotl(s[3], 45);
+    return result;
+}
+
+/* Uniform in [0, n) (Lemire's multiply-shift; the bias is < n / 2^64). */
+static inline uint64_t bench_rng_below(bench_rng_t *rng, uint64_t n)
+{
+    return (uint64_t)(((unsigned __int128)bench_rng_next(rng) * n) >> 64);
+}
+
+/* Uniform in [lo, hi]. */
+static inline size_t bench_rng_range(bench_rng_t *rng, size_t lo, size_t hi)
+{
+    return lo + (size_t)bench_rng_below(rng, (uint64_t)(hi - lo + 1));
+}
+
+/* ---- blocks ---------------------------------------------------------------- */
+/* What a workload remembers about a live block. */
+typedef struct bench_block {
+    unsigned char *ptr;
+    uint32_t size;
+    uint8_t tag;
+} bench_block_t;
+
+static inline uint8_t bench_tag(uint64_t n)
+{
+    return (uint8_t)(n * 0x9e3779b97f4a7c15u >> 56) | 1;
+}
+
+/* malloc and write the first and last byte, so an allocator cannot hand out
+ * memory it never backs (and the pages are really touched). */
+static inline bench_block_t bench_alloc(size_t size, uint8_t tag)
+{
+    bench_block_t b;
+    b.ptr = malloc(size);
+    if (b.ptr == NULL)
+        bench_fail("malloc(%zu) returned NULL", size);
+    b.size = (uint32_t)size;
+    b.tag = tag;
+    b.ptr[0] = tag;
+    b.ptr[size - 1] = tag;
+    return b;
+}
+
+/* Check the bytes written by bench_alloc (an allocator that handed the same
+ * memory out twice is caught here), then free. */
+static inline void bench_free(bench_block_t b)
+{
+    if (b.ptr[0] != b.tag || b.ptr[b.size - 1] != b.tag)
+        bench_fail("block %p of %" PRIu32 " bytes was overwritten "
+                   "(first 0x%02x last 0x%02x, want 0x%02x)",
+                   (void *)b.ptr, b.size, b.ptr[0], b.ptr[b.size - 1], b.tag);
+    free(b.ptr);
+}
+
+/* ---- bookkeeping memory (never malloc: see the top of this file) ---------- */
+static inline void *bench_map(size_t count, size_t size)
+{
+    size_t bytes = count * size;
+    if (bytes == 0)
+        bytes = 1;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        bench_fail("mmap of %zu bytes failed", bytes);
+    return p;
+}
+
+static inline void bench_unmap(void *p, size_t count, size_t size)
+{
+    munmap(p, count * size == 0 ? 1 : count * size);
+}
+
+/* ---- the report line -------------------------------------------------------- */
+static inline void bench_report_begin(const char *workload)
+{
+    printf("pm-bench: workload=%s", workload);
+}
+
+static inline void bench_report(const char *key, uint64_t value)
+{
+    printf(" %s=%" PRIu64, key, value);
+}
+
+static inline void bench_report_end(void)
+{
+    printf("\n");
+    fflush(stdout);
+}
+
+/* This process's current resident set in KiB (for phase metrics). */
+static inline uint64_t bench_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages_total = 0, pages_resident = 0;
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lu %lu", &pages_total, &pages_resident) != 2)
+        pages_resident = 0;
+    fclose(f);
+    return (uint64_t)pages_resident * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
+}
+
+static inline uint64_t bench_maxrss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (uint64_t)ru.ru_maxrss;
+}
+
+#endif
