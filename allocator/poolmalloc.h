@@ -78,7 +78,8 @@ PM_API size_t pm_class_block_size(int class_index);
     X(pools, COUNT, "pools")                /* pools carved for this class */        \
     X(pools_full, COUNT, "full")            /* ... with no free block */             \
     X(pools_empty, COUNT, "empty")          /* ... with no live block */             \
-    X(utilization, RATIO, "used")           /* live_bytes / pool_bytes */
+    X(utilization, RATIO, "used")           /* live_bytes / pool_bytes */            \
+    X(fragmentation, RATIO, "frag")         /* 1 - utilization; 0 without pools */
 
 #define PM_STATS(X)                                                                  \
     X(small_allocated_total, COUNT, "small blocks allocated")                        \

@@ -65,6 +65,7 @@ void pm_stats_get(pm_stats_t *out)
         out->small_live_blocks += cs->live_blocks;
         out->small_live_bytes += cs->live_bytes;
         cs->utilization = stats_ratio(cs->live_bytes, cs->pool_bytes);
+        cs->fragmentation = cs->pool_bytes ? 1.0 - cs->utilization : 0.0;
         out->small_free_blocks += cs->free_blocks;
         out->small_pool_bytes += cs->pool_bytes;
     }
@@ -306,7 +307,7 @@ static void text_format(pm_buf_t *b, const pm_stats_t *s, const stats_record_met
         pm_buf_char(b, '\n');
 
     /* Per class: one row per class in use, columns from the table. */
-    pm_buf_str(b, "\n  size classes ('used': live bytes / pool bytes)\n");
+    pm_buf_str(b, "\n  size classes ('used': live bytes / pool bytes; 'frag': 1 - used)\n");
     line = b->at;
     size_t width = 7;
     pm_buf_str(b, "  class");
