@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# The poolmalloc command end to end: every subcommand on real reports, made
+# by frag.c and probe.c and by programs not in this repository (python3,
+# sort) under the preloaded library; figures checked against the stats file
+# read independently with Python's json module; the build tree and an
+# installed tree. Usage: tools.sh TOOL LIBPOOLMALLOC FRAG PROBE BUILD_DIR
+set -euo pipefail
+tool="$(readlink -f "$1")"
+lib="$(readlink -f "$2")"
+frag="$(readlink -f "$3")"
+probe="$(readlink -f "$4")"
+build="$(readlink -f "$5")"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+python=/usr/bin/python3
+fail() { echo "tools: FAIL: $*" >&2; exit 1; }
+# has PATTERN FILE WHAT: FILE contains PATTERN (grep -E), or fail showing it.
+has() {
+  grep -Eq -- "$1" "$2" || { echo "----- $2" >&2; cat "$2" >&2; fail "$3: no /$1/"; }
+}
+# status EXPECTED COMMAND...: runs COMMAND, fails unless it exits EXPECTED.
+status() {
+  local expected="$1" got=0
+  shift
+  "$@" || got=$?
+  ((got == expected)) || fail "expected exit status $expected, got $got: $*"
+}
+
+# ---- help -------------------------------------------------------------------
+for cmd in run report diff compare; do
+  "$tool" "$cmd" --help >"$work/help" || fail "$cmd --help exited $?"
+  has "^usage: poolmalloc $cmd" "$work/help" "$cmd --help"
+  has "^examples:" "$work/help" "$cmd --help"
+  "$tool" help "$cmd" >"$work/help2"
+  cmp -s "$work/help2" "$work/help" || fail "help $cmd differs from $cmd --help"
+done
+"$tool" --help >"$work/help"
+has "^usage: poolmalloc COMMAND" "$work/help" "--help"
+"$tool" --version >"$work/version"
+has "^poolmalloc [0-9.]+ \\(reads stats schema 1\\)$" "$work/version" "--version"
+status 2 "$tool" frobnicate 2>/dev/null
+status 2 "$tool" report 2>/dev/null
+status 2 "$tool" diff only-one.jsonl 2>/dev/null
+status 2 "$tool" run 2>/dev/null
+status 2 "$tool" run --interval 5ms -- true 2>/dev/null
+status 2 "$tool" compare -n 0 -- true 2>/dev/null
+status 2 "$tool" compare --allocators nosuch -- true 2>/dev/null
+echo "tools: --help for every subcommand; usage errors exit 2"
+
+# ---- run ----------------------------------------------------------------------
+"$tool" run --stats "$work/scattered.jsonl" --interval 50ms -- "$frag" scattered 300 \
+  >"$work/out" 2>"$work/err" || fail "run scattered exited $?"
+has "^frag: scattered done" "$work/out" "the program's output"
+has "^== poolmalloc: .*frag exited with 0 after" "$work/err" "run summary"
+has "peak RSS [0-9.]+ MiB, final RSS" "$work/err" "run summary"
+has "poolmalloc holds up to [0-9.]+ MiB of the" "$work/err" "run summary diagnosis"
+has "details: poolmalloc report $work/scattered.jsonl" "$work/err" "run summary"
+"$tool" run --stats "$work/clean.jsonl" --interval 50ms -- "$frag" clean 300 >/dev/null 2>&1
+status 7 "$tool" run -q --stats "$work/x.jsonl" -- "$frag" exit 7 >/dev/null
+status 139 "$tool" run --stats "$work/x.jsonl" -- "$frag" crash >/dev/null 2>"$work/err"
+has "killed by SIGSEGV" "$work/err" "a crash is named"
+status 127 "$tool" run -- "$work/no-such-program" 2>"$work/err"
+has "cannot run '.*no-such-program': No such file" "$work/err" "a missing program"
+touch "$work/not-executable"
+status 126 "$tool" run -- "$work/not-executable" 2>/dev/null
+echo "tools: run passes exit statuses through (0, 7, SIGSEGV -> 139, 127, 126)"
+
+# Default file: ./poolmalloc.PID.jsonl, named after the program's pid.
+mkdir "$work/cwd"
+(cd "$work/cwd" && "$tool" run -- "$frag" exit 0 >/dev/null 2>"$work/err")
+files=("$work"/cwd/poolmalloc.*.jsonl)
+((${#files[@]} == 1)) && [[ -s "${files[0]}" ]] || fail "default stats file: ${files[*]}"
+has "snapshots? in ${files[0]}" "$work/err" "the summary names the default file"
+# %p: each process its own file; the summary is the program's own.
+"$tool" run --stats "$work/fork.%p.jsonl" -- "$probe" fork 200 2>"$work/err"
+files=("$work"/fork.*.jsonl)
+((${#files[@]} == 2)) || fail "expected two %p files: ${files[*]}"
+has "snapshots? in $work/fork\\.[0-9]+\\.jsonl" "$work/err" "the summary of a %p run"
+# The child's environment: library first in LD_PRELOAD, JSON, interval, --profile.
+LD_PRELOAD= "$tool" run --profile --stats "$work/env.jsonl" -- /usr/bin/env >"$work/env" 2>"$work/err"
+has "^LD_PRELOAD=$(readlink -f "$lib")\$" "$work/env" "LD_PRELOAD"
+has "^POOLMALLOC_STATS_FORMAT=json\$" "$work/env" "stats format"
+has "^POOLMALLOC_STATS_INTERVAL=100ms\$" "$work/env" "default interval"
+has "^POOLMALLOC_PROFILE=1\$" "$work/env" "--profile"
+has "^POOLMALLOC_STATS=$work/env.jsonl\$" "$work/env" "--stats"
+has "allocation sites appear in the report once libpoolmalloc supports profiling" "$work/err" \
+  "--profile says what it does"
+echo "tools: run: default and %p files, the child's environment, --profile"
+
+# ---- report: text and JSON, checked against the file --------------------------
+# check_json REPORT.json STATS.jsonl [SELECTOR]: the report's figures are the
+# file's, computed here independently.
+check_json() {
+  "$python" - "$@" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+records = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+mine = [r for r in records if r["pid"] == report["pid"]]
+assert mine, "no record of the reported pid"
+at = {"last": mine[-1], "first": mine[0],
+      "peak": max(mine, key=lambda r: r["rss_bytes"])}.get(sys.argv[3] if len(sys.argv) > 3 else "last")
+if at is None:
+    at = next(r for r in mine if r["seq"] == int(sys.argv[3]))
+s = report["summary"]
+assert report["snapshot"]["seq"] == at["seq"], (report["snapshot"], at["seq"])
+assert s["snapshots"] == len(mine)
+assert s["rss_peak_bytes"] == max(max(r["rss_peak_bytes"], r["rss_bytes"]) for r in mine)
+assert s["rss_final_bytes"] == mine[-1]["rss_bytes"]
+assert s["live_bytes"] == at["small_live_bytes"] + at["system_live_bytes"]
+assert s["live_peak_bytes"] == max(r["small_live_bytes"] + r["system_live_bytes"] for r in mine)
+assert s["pool_bytes"] == at["small_pool_bytes"] and s["arena_bytes"] == at["arena_bytes"]
+assert s["ended"] == (mine[-1]["reason"] == "exit")
+assert report["classes"] == at["classes"], "classes differ from the record"
+assert report["stats"]["arena_occupancy"] == at["arena_occupancy"]
+assert [p["seq"] for p in report["timeline"]] == [r["seq"] for r in mine]
+d = report["diagnosis"]
+assert d["free_in_pools_bytes"] == max(0, at["small_pool_bytes"] - at["small_live_bytes"])
+assert d["retained_pool_bytes"] == at["retained_pools"] * 16384
+assert d["sparse_arenas"] == sum(at["arena_occupancy"][:3])
+held = sorted((max(0, c["pool_bytes"] - c["live_bytes"]), c["class"]) for c in at["classes"])
+held = [c for h, c in sorted(held, key=lambda x: (-x[0], x[1])) if h > 0]
+assert [p["class"] for p in d["classes"]] == held, (d["classes"], held)
+assert d["advice"], "no advice"
+PY
+}
+# sections FILE: every part of the text report is there.
+sections() {
+  for s in "^poolmalloc report: " "^Summary" "peak RSS" "final RSS" "live bytes" "bytes in pools" \
+    "bytes in arenas" "pool fragmentation" "^Size classes" "^Arenas by occupancy" \
+    "^Timeline: RSS and live bytes" "# live bytes|\\(one snapshot: nothing to draw" "^Retained memory"; do
+    has "$s" "$1" "text report section"
+  done
+}
+
+"$tool" report "$work/scattered.jsonl" >"$work/report.txt" || fail "report exited $?"
+sections "$work/report.txt"
+has "^  - Size classes that pin pools: 208 B \\([0-9.]+ MiB held" "$work/report.txt" "the pinning classes"
+has " 48 B \\([0-9.]+ MiB held: 10,000 live blocks" "$work/report.txt" "the pinning classes"
+has "malloc_trim" "$work/report.txt" "advice names malloc_trim"
+has "arenas are under 30% used" "$work/report.txt" "mostly empty arenas"
+has "After the peak of live bytes" "$work/report.txt" "RSS did not follow live bytes"
+has "^ +2 +48 B +200,000 +190,000 +10,000 " "$work/report.txt" "class 2's row"
+"$tool" report --json "$work/scattered.jsonl" >"$work/report.json"
+check_json "$work/report.json" "$work/scattered.jsonl"
+"$python" - "$work/report.json" <<'PY' || fail "scattered diagnosis"
+import json, sys
+d = json.load(open(sys.argv[1]))["diagnosis"]
+assert d["severity"] == "high", d["severity"]
+assert [p["block_size"] for p in d["classes"][:2]] == [208, 48], d["classes"][:2]
+PY
+"$tool" report --json "$work/clean.jsonl" >"$work/clean.json"
+check_json "$work/clean.json" "$work/clean.jsonl"
+"$python" -c "
+import json; d = json.load(open('$work/clean.json'))['diagnosis']
+assert d['severity'] == 'low', d; assert d['advice'] == ['Nothing to do.'], d['advice']" \
+  || fail "clean diagnosis"
+for sel in peak first 2; do
+  "$tool" report --json "$work/scattered.jsonl@$sel" >"$work/sel.json"
+  check_json "$work/sel.json" "$work/scattered.jsonl" "$sel" || fail "report @$sel"
+done
+status 1 "$tool" report "$work/scattered.jsonl@9999" 2>"$work/err" >/dev/null
+has "has no snapshot 9999" "$work/err" "@SEQ out of range"
+status 2 "$tool" report "$work/scattered.jsonl@soon" 2>/dev/null
+"$tool" report - <"$work/scattered.jsonl" >"$work/stdin.txt" || fail "report - exited $?"
+has "^poolmalloc report: -, pid" "$work/stdin.txt" "report -"
+echo "tools: report text and --json agree with the file; @peak @first @SEQ; stdin"
+
+# Two processes in one file (no %p): the one with more snapshots, or --pid.
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/both.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=50ms "$probe" fork 300
+"$tool" report "$work/both.jsonl" >"$work/both.txt"
+has "this file holds 2 process runs; others: pid [0-9]+ \\(choose with --pid\\)" "$work/both.txt" \
+  "several processes"
+other=$(sed -nE 's/.*others: pid ([0-9]+) .*/\1/p' "$work/both.txt")
+"$tool" report --json --pid "$other" "$work/both.jsonl" >"$work/other.json"
+check_json "$work/other.json" "$work/both.jsonl"
+"$python" -c "import json,sys; assert json.load(open('$work/other.json'))['pid'] == $other" \
+  || fail "--pid"
+status 1 "$tool" report --pid 1 "$work/both.jsonl" 2>/dev/null >/dev/null
+echo "tools: a file written by two processes: --pid"
+
+# Programs not in this repository.
+"$tool" run --stats "$work/python.jsonl" --interval 20ms -- env PYTHONMALLOC=malloc "$python" -c '
+import time
+d = {i: str(i) * 3 for i in range(200000)}
+time.sleep(0.1)
+keep = [d[i] for i in range(0, 200000, 50)]
+del d
+time.sleep(0.1)
+print(len(keep))' >/dev/null 2>&1
+seq 1 200000 | sed 's/$/ line/' | shuf --random-source=<(yes) >"$work/lines"
+"$tool" run --stats "$work/sort.jsonl" --interval 10ms -- sort "$work/lines" >/dev/null 2>&1
+for name in python sort; do
+  "$tool" report "$work/$name.jsonl" >"$work/$name.txt" || fail "report of $name exited $?"
+  sections "$work/$name.txt"
+  "$tool" report --json "$work/$name.jsonl" >"$work/$name.json"
+  check_json "$work/$name.json" "$work/$name.jsonl" || fail "report of $name"
+  "$tool" report --html "$work/$name.html" "$work/$name.jsonl" 2>/dev/null
+  grep -q "<svg class=\"chart\" id=\"chart-timeline\"" "$work/$name.html" || fail "html of $name"
+done
+"$tool" diff "$work/python.jsonl" "$work/sort.jsonl" >"$work/diff-ps.txt" || fail "diff python sort"
+has "^Changed most" "$work/diff-ps.txt" "diff of python3 and sort"
+"$tool" compare -n 1 -- sort "$work/lines" >"$work/compare-sort.txt" 2>/dev/null || fail "compare sort"
+has "^glibc +[0-9.]+ m?s " "$work/compare-sort.txt" "compare of sort"
+echo "tools: report, diff and compare of python3 and sort (not in this repository)"
+
+# ---- diff ------------------------------------------------------------------------
+"$tool" diff "$work/scattered.jsonl" "$work/clean.jsonl" >"$work/diff.txt" || fail "diff exited $?"
+for s in "^poolmalloc diff" "^  A: $work/scattered.jsonl" "^  B: $work/clean.jsonl" \
+  "^Changed most" "^Every figure" "^Size classes, most changed first" "^Arenas by occupancy" \
+  "^Retained memory"; do
+  has "$s" "$work/diff.txt" "diff section"
+done
+# The two pinned classes changed most, 208 B first (12 MiB of pools -> 16 KiB).
+sed -n '/^Size classes, most changed/,/^$/p' "$work/diff.txt" | sed -n 3,4p >"$work/top"
+has "^ +12 +208 " "$work/top" "diff: class 12 first"
+"$tool" diff --json "$work/scattered.jsonl" "$work/clean.jsonl" >"$work/diff.json"
+"$python" - "$work/diff.json" "$work/scattered.jsonl" "$work/clean.jsonl" <<'PY' || fail "diff --json"
+import json, sys
+d = json.load(open(sys.argv[1]))
+a = [json.loads(l) for l in open(sys.argv[2])][-1]
+b = [json.loads(l) for l in open(sys.argv[3])][-1]
+rel = [f["relative_change"] for f in d["figures"]]
+assert rel == sorted(rel, reverse=True), "figures not sorted by change"
+fig = {f["name"]: f for f in d["figures"]}
+for name in ("rss_bytes", "small_pool_bytes", "arenas_mapped", "small_live_blocks"):
+    assert fig[name]["a"] == a[name] and fig[name]["b"] == b[name], name
+    assert fig[name]["change"] == b[name] - a[name], name
+assert [c["class"] for c in d["classes"][:2]] == [12, 2], d["classes"][:2]
+assert d["arena_occupancy"]["a"] == a["arena_occupancy"]
+PY
+"$tool" diff "$work/scattered.jsonl@first" "$work/scattered.jsonl" >"$work/diff2.txt"
+has "^  A: .*snapshot 1 " "$work/diff2.txt" "diff of two snapshots of one run"
+echo "tools: diff of two runs and of two snapshots; --json"
+
+# ---- compare ---------------------------------------------------------------------
+"$tool" compare -n 2 -- "$frag" clean 20 >"$work/compare.txt" 2>"$work/err" \
+  || fail "compare exited $?"
+for a in poolmalloc glibc; do
+  has "^$a +[0-9.]+ m?s " "$work/compare.txt" "compare row"
+done
+for peer in jemalloc:libjemalloc.so.2 mimalloc:libmimalloc.so.2 tcmalloc:libtcmalloc_minimal.so.4; do
+  if ls /usr/lib/*/"${peer#*:}" >/dev/null 2>&1; then
+    has "^${peer%%:*} +[0-9.]+ m?s " "$work/compare.txt" "compare row of an installed peer"
+  fi
+done
+has "^every run exited with 0" "$work/compare.txt" "compare"
+"$tool" compare -n 3 --json --allocators poolmalloc,glibc -- "$frag" clean 10 >"$work/compare.json"
+"$python" - "$work/compare.json" <<'PY' || fail "compare --json"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert [a["name"] for a in d["allocators"]] == ["poolmalloc", "glibc"]
+assert d["runs"] == 3 and d["same_ending"] is True
+for a in d["allocators"]:
+    assert len(a["wall_ms"]["runs"]) == 3 and a["exit_statuses"] == [0, 0, 0]
+    assert a["wall_ms"]["min"] <= a["wall_ms"]["median"] <= a["wall_ms"]["max"]
+    assert a["peak_rss_bytes"]["median"] > 1 << 20  # frag holds ~30 MiB at its peak
+assert d["allocators"][0]["library"].endswith(".so") or ".so." in d["allocators"][0]["library"]
+assert d["allocators"][1]["library"] is None
+PY
+"$tool" compare -n 1 --allocators glibc,poolmalloc -- "$frag" exit 3 >"$work/compare3.txt" 2>/dev/null
+has "^every run exited with 3" "$work/compare3.txt" "compare: the same ending"
+status 127 "$tool" compare -n 1 -- "$work/no-such-program" 2>/dev/null
+echo "tools: compare: every installed allocator, --json, exit statuses"
+
+# ---- the installed tree -------------------------------------------------------
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+[[ -x "$work/prefix/bin/poolmalloc" ]] || fail "bin/poolmalloc not installed"
+grep -q '^\.TH POOLMALLOC 1' "$work/prefix/share/man/man1/poolmalloc.1" || fail "man page not installed"
+"$work/prefix/bin/poolmalloc" run --stats "$work/inst.jsonl" -- /usr/bin/env >"$work/env" 2>"$work/err"
+has "^LD_PRELOAD=$work/prefix/lib/libpoolmalloc\\.so" "$work/env" "the installed tool preloads the installed library"
+has "snapshots? in $work/inst.jsonl" "$work/err" "installed run"
+# Alone, with no library beside it: a clear error, and --library.
+mkdir "$work/alone" && cp "$tool" "$work/alone/poolmalloc"
+status 2 "$work/alone/poolmalloc" run -- true 2>"$work/err"
+has "cannot find libpoolmalloc.so next to this program .*--library" "$work/err" "no library"
+"$work/alone/poolmalloc" run --library "$lib" --stats "$work/alone.jsonl" -- "$frag" exit 0 \
+  >/dev/null 2>&1 || fail "--library"
+[[ -s "$work/alone.jsonl" ]] || fail "--library: no snapshot"
+echo "tools: installed tree (bin/ + lib/), man page, --library"
+echo "tools: ok"

@@ -1,0 +1,309 @@
+/* analysis.c — owns every figure the reports derive from snapshots: the
+ * summary, the timeline folded to a width, and the retained-memory
+ * diagnosis with its advice. The text, JSON and HTML reports print what is
+ * decided here and decide nothing themselves, so they never disagree.
+ * Never trusts the figures to be consistent (a record may come from a
+ * racing snapshot, or be made up): every difference saturates at 0. */
+#include "pmtool.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIB (1024.0 * 1024.0)
+
+static uint64_t analysis_sub(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : 0;
+}
+
+/* a * b, or UINT64_MAX if it overflows (made-up records). */
+static uint64_t analysis_mul(uint64_t a, uint64_t b)
+{
+    uint64_t p;
+    return __builtin_mul_overflow(a, b, &p) ? UINT64_MAX : p;
+}
+
+static uint64_t analysis_add(uint64_t a, uint64_t b)
+{
+    return a + b < a ? UINT64_MAX : a + b;
+}
+
+static uint64_t analysis_live(const pmt_snapshot_t *s)
+{
+    return analysis_add(s->s.small_live_bytes, s->s.system_live_bytes);
+}
+
+static double analysis_share(uint64_t part, uint64_t whole)
+{
+    return whole == 0 ? 0.0 : (double)part / (double)whole;
+}
+
+static void analysis_advise(pmt_analysis_t *a, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void analysis_advise(pmt_analysis_t *a, const char *format, ...)
+{
+    if (a->advices >= PMT_ADVICE_MAX)
+        return;
+    va_list args;
+    va_start(args, format);
+    vsnprintf(a->advice[a->advices++], sizeof a->advice[0], format, args);
+    va_end(args);
+}
+
+static int analysis_by_held(const void *x, const void *y)
+{
+    const pmt_pin_t *a = x, *b = y;
+    if (a->held_bytes != b->held_bytes)
+        return a->held_bytes < b->held_bytes ? 1 : -1;
+    return a->cls - b->cls;
+}
+
+static void analysis_summary(const pmt_series_t *series, pmt_analysis_t *a)
+{
+    a->snapshots = series->count;
+    for (size_t i = 0; i < series->count; i++) {
+        const pmt_snapshot_t *s = series->snap[i];
+        static const char *const reasons[] = {"interval", "signal", "api", "exit"};
+        size_t r = 4;
+        for (size_t k = 0; k < 4; k++)
+            if (strcmp(s->reason, reasons[k]) == 0)
+                r = k;
+        a->reasons[r]++;
+        uint64_t rss = s->s.rss_peak_bytes > s->s.rss_bytes ? s->s.rss_peak_bytes : s->s.rss_bytes;
+        if (rss > a->rss_peak)
+            a->rss_peak = rss;
+        if (i == 0 || analysis_live(s) > a->live_peak) {
+            a->live_peak = analysis_live(s);
+            a->live_peak_ms = s->uptime_ms;
+        }
+    }
+    const pmt_snapshot_t *last = series->snap[series->count - 1];
+    a->ended = strcmp(last->reason, "exit") == 0;
+    a->duration_ms = last->uptime_ms;
+    a->rss_final = last->s.rss_bytes;
+    a->live_final = analysis_live(last);
+
+    const pmt_snapshot_t *at = series->at;
+    a->at = at;
+    a->rss = at->s.rss_bytes;
+    a->small_live = at->s.small_live_bytes;
+    a->system_live = at->s.system_live_bytes;
+    a->live = analysis_live(at);
+    a->pool_bytes = at->s.small_pool_bytes;
+    a->arena_bytes = at->s.arena_bytes;
+    a->fragmentation = at->s.small_fragmentation;
+}
+
+/* Size classes that hold pool bytes beyond their live blocks, most first. */
+static void analysis_pins(pmt_analysis_t *a)
+{
+    const pm_stats_t *s = &a->at->s;
+    for (int c = 0; c < PM_CLASS_COUNT; c++) {
+        const pm_class_stats_t *k = &s->classes[c];
+        uint64_t held = analysis_sub(k->pool_bytes, k->live_bytes);
+        if (held == 0)
+            continue;
+        pmt_pin_t *p = &a->pin[a->pins++];
+        p->cls = c;
+        p->block_size = k->block_size;
+        p->live_blocks = k->live_blocks;
+        p->live_bytes = k->live_bytes;
+        p->pool_bytes = k->pool_bytes;
+        p->pools = k->pools;
+        p->partial_pools = analysis_sub(k->pools, analysis_add(k->pools_full, k->pools_empty));
+        p->held_bytes = held;
+        p->fill = analysis_share(k->live_bytes, k->pool_bytes);
+    }
+    qsort(a->pin, a->pins, sizeof a->pin[0], analysis_by_held);
+}
+
+/* "48 B (1.2 MiB: 1,203 live blocks in 310 pools, 2.4% used)" for the
+ * classes that pin the most, into out. Returns the bytes they hold. */
+static uint64_t analysis_pin_list(const pmt_analysis_t *a, char *out, size_t size)
+{
+    uint64_t total = 0;
+    size_t used = 0, listed = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < a->pins && listed < 3; i++) {
+        const pmt_pin_t *p = &a->pin[i];
+        if (p->held_bytes < 2 * PMT_POOL_BYTES || p->live_blocks == 0)
+            continue; /* one pool of room, or only empty pools: nothing pinned */
+        int n = snprintf(out + used, size - used,
+                         "%s%" PRIu64 " B (%s held: %s live blocks in %s pools, %s used)",
+                         listed ? ", " : "", p->block_size, pmt_bytes(p->held_bytes),
+                         pmt_count(p->live_blocks), pmt_count(p->pools), pmt_percent(p->fill));
+        if (n < 0 || (size_t)n >= size - used)
+            break;
+        used += (size_t)n;
+        total += p->held_bytes;
+        listed++;
+    }
+    return total;
+}
+
+static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
+{
+    const pm_stats_t *s = &a->at->s;
+    a->free_in_pools = analysis_sub(s->small_pool_bytes, s->small_live_bytes);
+    for (int c = 0; c < PM_CLASS_COUNT; c++)
+        a->empty_pool_bytes =
+            analysis_add(a->empty_pool_bytes, analysis_mul(s->classes[c].pools_empty, PMT_POOL_BYTES));
+    a->retained_bytes = analysis_mul(s->retained_pools, PMT_POOL_BYTES);
+    a->purged_bytes = analysis_mul(analysis_sub(s->unused_pools, s->retained_pools), PMT_POOL_BYTES);
+    a->held_bytes = analysis_add(a->free_in_pools, a->retained_bytes);
+    for (int b = 0; b < PMT_SPARSE_BUCKETS; b++)
+        a->sparse_arenas = analysis_add(a->sparse_arenas, s->arena_occupancy[b]);
+    a->sparse_bytes = analysis_mul(a->sparse_arenas, PMT_ARENA_BYTES);
+    a->outside_bytes = analysis_sub(s->rss_bytes, analysis_add(s->small_pool_bytes, a->retained_bytes));
+    analysis_pins(a);
+
+    double share = analysis_share(a->held_bytes, s->rss_bytes);
+    if (a->held_bytes >= 4 * MIB && share >= 0.25)
+        a->severity = 2;
+    else if (a->held_bytes >= 1 * MIB && share >= 0.10)
+        a->severity = 1;
+    if (a->severity == 0)
+        snprintf(a->verdict, sizeof a->verdict,
+                 "Little memory is held for nothing: pools and retained pools hold %s beyond "
+                 "their live blocks, %s of RSS.",
+                 pmt_bytes(a->held_bytes), pmt_percent(share));
+    else
+        snprintf(a->verdict, sizeof a->verdict,
+                 "poolmalloc holds up to %s of the %s RSS (%s) for no live block: %s of free "
+                 "room in pools in use (%s of pool bytes) and %s in unused pools kept resident.",
+                 pmt_bytes(a->held_bytes), pmt_bytes(s->rss_bytes), pmt_percent(share),
+                 pmt_bytes(a->free_in_pools), pmt_percent(a->fragmentation),
+                 pmt_bytes(a->retained_bytes));
+
+    /* After the peak: live bytes fell, RSS did not follow. Only when the
+     * chosen snapshot is past the peak. */
+    uint64_t live_drop = analysis_sub(a->live_peak, a->live);
+    uint64_t rss_drop = analysis_sub(a->rss_peak, a->rss);
+    if (a->at->uptime_ms > a->live_peak_ms && live_drop >= 1 * MIB &&
+        live_drop >= a->live_peak / 2 && rss_drop < live_drop / 2)
+        analysis_advise(a,
+                        "After the peak of live bytes (%s at %s), they fell to %s, but RSS "
+                        "went only from %s (peak) to %s: %s the program freed stayed resident.",
+                        pmt_bytes(a->live_peak), pmt_duration(a->live_peak_ms), pmt_bytes(a->live),
+                        pmt_bytes(a->rss_peak), pmt_bytes(a->rss),
+                        pmt_bytes(analysis_sub(live_drop, rss_drop)));
+
+    char pins[400];
+    uint64_t pinned = analysis_pin_list(a, pins, sizeof pins);
+    if (pinned >= 1 * MIB || (a->severity > 0 && pinned > 0))
+        analysis_advise(a,
+                        "Size classes that pin pools: %s. A pool goes back to its arena only "
+                        "when its last block is freed, so neither malloc_trim nor the release "
+                        "variables can return this room: it is fragmentation, blocks that "
+                        "outlive their neighbours. Allocate long-lived objects of these sizes "
+                        "together (at start-up, or in one phase) and free short-lived ones in "
+                        "bulk.",
+                        pins);
+    /* Mostly empty arenas matter only when pools hold RSS for nothing; else
+     * their unused pools are purged and they cost address space alone. */
+    if (a->severity > 0 && a->sparse_arenas >= 4 && a->sparse_arenas * 4 >= s->arenas_mapped)
+        analysis_advise(a,
+                        "%s of %s arenas are under %d%% used (%s mapped): an arena is unmapped "
+                        "only when every pool in it is unused, so a few live blocks keep it.",
+                        pmt_count(a->sparse_arenas), pmt_count(s->arenas_mapped),
+                        PMT_SPARSE_BUCKETS * 10, pmt_bytes(a->sparse_bytes));
+    if (a->retained_bytes >= 1 * MIB ||
+        (a->severity > 0 && a->retained_bytes * 4 >= a->held_bytes && a->retained_bytes > 0))
+        analysis_advise(a,
+                        "%s unused pools (%s) stay resident for reuse: set "
+                        "POOLMALLOC_RETAIN_POOLS=0 (default 16) to give released pools back at "
+                        "once, or call malloc_trim(0) after a phase that frees a lot.",
+                        pmt_count(s->retained_pools), pmt_bytes(a->retained_bytes));
+    if (a->empty_pool_bytes >= 1 * MIB)
+        analysis_advise(a,
+                        "%s is in empty pools that thread heaps keep, one per size class and "
+                        "thread (%s heaps, %s of exited threads): they go back when the thread "
+                        "exits, or on malloc_trim(0) called by that thread.",
+                        pmt_bytes(a->empty_pool_bytes), pmt_count(s->thread_heaps),
+                        pmt_count(s->abandoned_heaps));
+    if (a->purged_bytes >= 16 * MIB)
+        analysis_advise(a,
+                        "%s of unused pools is mapped but already given back to the OS (no "
+                        "RSS): their arenas stay mapped while another pool in them is in use; "
+                        "empty arenas beyond POOLMALLOC_RESERVE_ARENAS (default 1) are "
+                        "unmapped.",
+                        pmt_bytes(a->purged_bytes));
+    if (s->rss_bytes >= 8 * MIB && a->outside_bytes * 2 >= s->rss_bytes)
+        analysis_advise(a,
+                        "Most of RSS (%s, %s) is outside poolmalloc's pools: the program's code, "
+                        "stacks and data, and glibc's heap, which serves requests above %d bytes "
+                        "(%s live in it now). poolmalloc's variables do not change that part; "
+                        "glibc's heap follows its own tunables (GLIBC_TUNABLES=glibc.malloc.*).",
+                        pmt_bytes(a->outside_bytes), pmt_percent(analysis_share(a->outside_bytes, s->rss_bytes)),
+                        PM_SMALL_MAX, pmt_bytes(s->system_live_bytes));
+    if (!a->ended && series->at == series->snap[series->count - 1])
+        analysis_advise(a,
+                        "The last snapshot is not an exit snapshot: the program was killed or "
+                        "is still running, so these figures are from %s.",
+                        pmt_duration(a->at->uptime_ms));
+    if (a->advices == 0)
+        analysis_advise(a, "Nothing to do.");
+}
+
+void pmt_analyze(const pmt_series_t *series, pmt_analysis_t *out)
+{
+    memset(out, 0, sizeof *out);
+    analysis_summary(series, out);
+    analysis_diagnose(series, out);
+}
+
+void pmt_timeline_fold(const pmt_series_t *series, pmt_timeline_t *t)
+{
+    size_t n = t->columns;
+    memset(t->rss, 0, n * sizeof *t->rss);
+    memset(t->live, 0, n * sizeof *t->live);
+    memset(t->pools, 0, n * sizeof *t->pools);
+    memset(t->arenas, 0, n * sizeof *t->arenas);
+    t->max = 0;
+    if (series->count == 0 || n == 0)
+        return;
+    t->start_ms = series->snap[0]->uptime_ms;
+    t->end_ms = series->snap[series->count - 1]->uptime_ms;
+    if (t->end_ms < t->start_ms)
+        t->end_ms = t->start_ms; /* a clock that went back: made-up records */
+    unsigned char *filled = calloc(n, 1);
+    if (filled == NULL)
+        pmt_out_of_memory();
+    double span = (double)(t->end_ms - t->start_ms) + 1.0;
+    for (size_t i = 0; i < series->count; i++) {
+        const pmt_snapshot_t *s = series->snap[i];
+        double at = (double)(s->uptime_ms - t->start_ms);
+        size_t c = at <= 0 ? 0 : (size_t)(at / span * (double)n);
+        if (c >= n)
+            c = n - 1;
+        uint64_t live = analysis_live(s);
+#define FOLD_MAX(field, value) \
+    if (!filled[c] || (value) > t->field[c]) t->field[c] = (value)
+        FOLD_MAX(rss, s->s.rss_bytes);
+        FOLD_MAX(live, live);
+        FOLD_MAX(pools, s->s.small_pool_bytes);
+        FOLD_MAX(arenas, s->s.arena_bytes);
+#undef FOLD_MAX
+        filled[c] = 1;
+    }
+    for (size_t c = 1; c < n; c++) {
+        if (!filled[c]) { /* no snapshot in this stretch: the value before it holds */
+            t->rss[c] = t->rss[c - 1];
+            t->live[c] = t->live[c - 1];
+            t->pools[c] = t->pools[c - 1];
+            t->arenas[c] = t->arenas[c - 1];
+        }
+    }
+    for (size_t c = 0; c < n; c++) {
+        uint64_t m = t->rss[c];
+        if (t->live[c] > m) m = t->live[c];
+        if (t->pools[c] > m) m = t->pools[c];
+        if (t->arenas[c] > m) m = t->arenas[c];
+        if (m > t->max)
+            t->max = m;
+    }
+    free(filled);
+}

@@ -1,0 +1,220 @@
+/* pmtool.h — the map of the poolmalloc command (tools/): what it reads, the
+ * figures it derives, and what each file of the tool offers.
+ * The tool is an ordinary program (stdio, malloc, jansson); it never links
+ * the allocator: it includes poolmalloc.h only for the PM_STATS tables, so a
+ * counter added to those tables is read, compared and reported without a
+ * change here.
+ *
+ *   stats file (JSON Lines, docs/stats-schema.md, schema 1)
+ *        │  reader.c      one pmt_snapshot_t per good line; a pmt_problem_t
+ *        ▼                (file:line: message) per bad one; never gives up
+ *   pmt_file_t ──pmt_select──▶ pmt_series_t  one process, one chosen snapshot
+ *        │  analysis.c    summary, timeline, retained-memory diagnosis: every
+ *        ▼                figure and every sentence of advice is made here once
+ *   pmt_analysis_t ─▶ report_text.c (terminal)  report_json.c (--json)
+ *                     report_html.c (one self-contained HTML file, SVG charts)
+ *   diff.c       two series side by side
+ *   run.c        run and compare: a program under the preloaded library
+ *   units.c      bytes, durations and ratios for people
+ *
+ * Words: a "snapshot" is one JSON record; a "process run" is the records
+ * of one pid whose seq keeps rising (one file may hold several: forked
+ * children without %p, or a file appended to by two runs).
+ */
+#ifndef PMTOOL_H
+#define PMTOOL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "poolmalloc.h" /* PM_STATS, PM_CLASS_STATS, pm_stats_t */
+
+/* Exit statuses of report and diff (run passes the program's through). */
+enum {
+    PMT_EXIT_OK = 0,    /* everything read */
+    PMT_EXIT_DATA = 1,  /* bad input: problems printed, the rest reported */
+    PMT_EXIT_USAGE = 2, /* bad command line */
+};
+
+#define PMT_SCHEMA 1                /* the schema this tool reads */
+#define PMT_POOL_BYTES 16384        /* PM_POOL_SIZE (pool 0 of an arena: 12 KiB) */
+#define PMT_ARENA_BYTES 262144      /* PM_ARENA_SIZE */
+#define PMT_LINE_MAX (1u << 20)     /* a longer line is not a record (~10 KiB) */
+#define PMT_SPARSE_BUCKETS 3        /* arenas under 30% used are "mostly empty" */
+#define PMT_PROBLEMS_SHOWN 10       /* bad lines printed per file; the rest counted */
+#define PMT_PROBLEMS_KEPT 100       /* bad lines remembered (--json, HTML) */
+
+/* ---- reader.c ------------------------------------------------------------ */
+
+typedef struct pmt_snapshot {
+    int64_t pid, seq, time_ms, uptime_ms;
+    char reason[16];  /* interval, signal, api, exit (another word is kept) */
+    char version[32]; /* of the poolmalloc that wrote it */
+    size_t line;      /* 1-based, in its file */
+    pm_stats_t s;
+} pmt_snapshot_t;
+
+typedef struct pmt_problem {
+    size_t line;    /* 0: the file as a whole */
+    int column;     /* 0: unknown */
+    size_t repeats; /* the same message on this many lines right after */
+    char message[240];
+} pmt_problem_t;
+
+typedef struct pmt_file {
+    char *path;  /* as given; "-" is standard input */
+    pmt_snapshot_t *snap;
+    size_t count, capacity;
+    pmt_problem_t *problem; /* the first PMT_PROBLEMS_KEPT */
+    size_t problems, kept;  /* problems found, problems kept */
+    size_t lines;
+    int text_reports;       /* text-format snapshots seen (not readable here) */
+} pmt_file_t;
+
+/* Reads every line of path. Never fails as a whole: an unreadable file is
+ * one problem (line 0), a bad line another; the good lines are kept. */
+void pmt_read_file(const char *path, pmt_file_t *out);
+/* The same from an open stream (the fuzzers use fmemopen); name is used in
+ * messages only. */
+void pmt_read_stream(FILE *in, const char *name, pmt_file_t *out);
+void pmt_file_free(pmt_file_t *file);
+/* realloc that exits with a message when memory runs out. */
+void *pmt_xrealloc(void *ptr, size_t size) __attribute__((returns_nonnull));
+/* "out of memory" and exit. */
+void pmt_out_of_memory(void) __attribute__((noreturn));
+/* Prints "poolmalloc: FILE:LINE: message" for the first problems, and how
+ * many more there were. Returns the number of problems. */
+size_t pmt_print_problems(const pmt_file_t *file, FILE *to);
+
+/* Which snapshot of a process run a report is about: the tool's spelling is
+ * FILE@last (the default), FILE@first, FILE@peak (highest RSS) or FILE@SEQ. */
+typedef enum { PMT_AT_LAST, PMT_AT_FIRST, PMT_AT_PEAK, PMT_AT_SEQ } pmt_at_kind_t;
+typedef struct pmt_at {
+    pmt_at_kind_t kind;
+    int64_t seq;
+} pmt_at_t;
+/* Splits "FILE@SEL" into path (caller frees) and selection. An existing file
+ * whose name contains '@' is taken whole. Returns 0, or -1 with a message in
+ * error. */
+int pmt_parse_target(const char *arg, char **path, pmt_at_t *at, char *error, size_t size);
+
+#define PMT_OTHER_PIDS 8
+typedef struct pmt_series {
+    const pmt_file_t *file;
+    int64_t pid;
+    const pmt_snapshot_t **snap; /* in file order (seq rising) */
+    size_t count;
+    const pmt_snapshot_t *at;   /* the snapshot tables are drawn from */
+    size_t runs;                /* process runs in the file */
+    int64_t other_pid[PMT_OTHER_PIDS];
+    size_t others;
+} pmt_series_t;
+
+/* Picks a process run of file: pid > 0 chooses the last run of that pid,
+ * 0 the run with the most snapshots (the first of equals). Returns 0, or -1
+ * with a message in error (no snapshot, no such pid or seq). */
+int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *out,
+               char *error, size_t size);
+void pmt_series_free(pmt_series_t *series);
+
+/* ---- analysis.c ----------------------------------------------------------- */
+
+typedef struct pmt_pin {    /* a size class holding pools it barely uses */
+    int cls;
+    uint64_t block_size, live_blocks, live_bytes, pool_bytes;
+    uint64_t pools, partial_pools; /* pools neither full nor empty */
+    uint64_t held_bytes;           /* pool_bytes - live_bytes */
+    double fill;                   /* live_bytes / pool_bytes */
+} pmt_pin_t;
+
+#define PMT_ADVICE_MAX 8
+typedef struct pmt_analysis {
+    /* summary, over the whole process run */
+    size_t snapshots, reasons[5]; /* interval, signal, api, exit, other */
+    int ended;                    /* an exit snapshot was written */
+    int64_t duration_ms;          /* uptime at the last snapshot */
+    uint64_t rss_peak, rss_final;
+    uint64_t live_peak, live_final; /* small + glibc-path live bytes */
+    int64_t live_peak_ms;           /* uptime at the peak of live bytes */
+    /* at the chosen snapshot */
+    const pmt_snapshot_t *at;
+    uint64_t rss, live, small_live, system_live, pool_bytes, arena_bytes;
+    double fragmentation;
+    /* retained-memory diagnosis, at the chosen snapshot */
+    uint64_t free_in_pools;   /* pool bytes not in live blocks (resident at most) */
+    uint64_t empty_pool_bytes; /* pools kept empty per class and thread */
+    uint64_t retained_bytes;  /* unused pools still resident: malloc_trim's share */
+    uint64_t purged_bytes;    /* unused pools mapped but given back */
+    uint64_t held_bytes;      /* free_in_pools + retained_bytes */
+    uint64_t sparse_arenas, sparse_bytes; /* arenas under 30% used */
+    uint64_t outside_bytes;   /* RSS beyond poolmalloc's pools and retained pools */
+    pmt_pin_t pin[PM_CLASS_COUNT]; /* most held first */
+    size_t pins;
+    int severity; /* 0 nothing to worry about, 1 worth a look, 2 a lot held */
+    char verdict[320];
+    char advice[PMT_ADVICE_MAX][480];
+    size_t advices;
+} pmt_analysis_t;
+
+void pmt_analyze(const pmt_series_t *series, pmt_analysis_t *out);
+
+/* The timeline folded into `columns` buckets of equal time; each bucket
+ * holds the largest value of the snapshots in it, an empty bucket the
+ * value before it. Arrays are caller-sized (columns each). */
+typedef struct pmt_timeline {
+    size_t columns;
+    int64_t start_ms, end_ms;
+    uint64_t *rss, *live, *pools, *arenas, max;
+} pmt_timeline_t;
+void pmt_timeline_fold(const pmt_series_t *series, pmt_timeline_t *t);
+
+/* ---- report_text.c, report_json.c, report_html.c -------------------------- */
+
+void pmt_report_text(const pmt_series_t *series, const pmt_analysis_t *a, FILE *out);
+/* series and a may be NULL: then only the file's problems are written. */
+void pmt_report_json(const pmt_file_t *file, const pmt_series_t *series, const pmt_analysis_t *a,
+                     FILE *out);
+/* Returns 0, or -1 if the file could not be written (errno set). */
+int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *out);
+
+/* Pieces of JSON shared by report and diff (report_json.c); each returns a
+ * new reference. pmt_json_dump writes a document indented and drops it. */
+struct json_t;
+struct json_t *pmt_json_stats(const pm_stats_t *s);
+struct json_t *pmt_json_class(int index, const pm_class_stats_t *c);
+struct json_t *pmt_json_problems(const pmt_file_t *file);
+struct json_t *pmt_json_snapshot_id(const pmt_snapshot_t *s);
+void pmt_json_dump(struct json_t *document, FILE *out);
+
+/* ---- subcommands (main.c dispatches) ------------------------------------- */
+
+int pmt_cmd_report(int argc, char **argv);
+int pmt_cmd_diff(int argc, char **argv);
+int pmt_cmd_run(int argc, char **argv);
+int pmt_cmd_compare(int argc, char **argv);
+
+/* The diff of two series, as text or JSON (diff.c). */
+void pmt_diff_text(const pmt_series_t *a, const pmt_series_t *b, FILE *out);
+void pmt_diff_json(const pmt_series_t *a, const pmt_series_t *b, FILE *out);
+
+/* ---- units.c --------------------------------------------------------------- */
+
+/* Each returns one of 16 rotating static buffers: valid for 15 more calls. */
+const char *pmt_bytes(uint64_t bytes);          /* "74.2 MiB" */
+const char *pmt_signed_bytes(int64_t bytes);    /* "+1.5 MiB", "-512 B" */
+const char *pmt_duration(int64_t ms);           /* "350 ms", "1.23 s", "2 m 03 s" */
+const char *pmt_percent(double ratio);          /* "94.6%" */
+const char *pmt_count(uint64_t n);              /* "1,916,428" */
+/* "250ms", "2s", "5m", "1h" or a bare number of seconds -> milliseconds, -1
+ * if not such a value (the grammar of POOLMALLOC_STATS_INTERVAL). */
+int64_t pmt_parse_duration_ms(const char *text);
+
+/* Prints text wrapped at PMT_TEXT_WIDTH columns: the first line after
+ * `first`, the others indented by `indent` spaces; a number keeps its unit. */
+#define PMT_TEXT_WIDTH 78
+void pmt_wrap(FILE *out, const char *first, int indent, const char *text);
+
+/* "poolmalloc: " + message, on stderr. */
+void pmt_error(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+#endif /* PMTOOL_H */

@@ -1,0 +1,176 @@
+/* report_text.c — owns the report for a terminal: summary, size-class
+ * table, arena occupancy, the RSS/live timeline drawn in ASCII, and the
+ * retained-memory diagnosis. Prints what analysis.c decided; computes no
+ * figure of its own. Output is plain ASCII, 80 columns. */
+#include "pmtool.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+enum { TIMELINE_COLUMNS = 60, TIMELINE_ROWS = 10 };
+
+static void text_header(const pmt_series_t *series, const pmt_analysis_t *a, FILE *out)
+{
+    const pmt_snapshot_t *first = series->snap[0];
+    fprintf(out, "poolmalloc report: %s, pid %" PRId64 " (poolmalloc %s)\n", series->file->path,
+            series->pid, first->version);
+    fprintf(out, "  %zu snapshot%s (%zu interval, %zu signal, %zu api, %zu exit", a->snapshots,
+            a->snapshots == 1 ? "" : "s", a->reasons[0], a->reasons[1], a->reasons[2],
+            a->reasons[3]);
+    if (a->reasons[4])
+        fprintf(out, ", %zu other", a->reasons[4]);
+    fprintf(out, ") over %s; %s\n", pmt_duration(a->duration_ms),
+            a->ended ? "the program ended normally (exit snapshot)"
+                     : "no exit snapshot: the program was killed, or is still running");
+    if (series->runs > 1) {
+        fprintf(out, "  this file holds %zu process runs; others: pid", series->runs);
+        for (size_t i = 0; i < series->others; i++)
+            fprintf(out, "%s%" PRId64, i ? ", " : " ", series->other_pid[i]);
+        fprintf(out, "%s (choose with --pid)\n", series->runs - 1 > series->others ? ", ..." : "");
+    }
+    fprintf(out, "  tables at snapshot %" PRId64 " (%s, %s)\n", a->at->seq, a->at->reason,
+            pmt_duration(a->at->uptime_ms));
+}
+
+static void text_summary(const pmt_analysis_t *a, FILE *out)
+{
+    const pm_stats_t *s = &a->at->s;
+    fprintf(out, "\nSummary\n");
+    fprintf(out, "  %-24s %s\n", "peak RSS", pmt_bytes(a->rss_peak));
+    fprintf(out, "  %-24s %s\n", "final RSS", pmt_bytes(a->rss_final));
+    if (a->at->seq != 0 && a->rss != a->rss_final)
+        fprintf(out, "  %-24s %s\n", "RSS at this snapshot", pmt_bytes(a->rss));
+    fprintf(out, "  %-24s %-10s (pools %s + glibc path %s); peak %s at %s\n", "live bytes",
+            pmt_bytes(a->live), pmt_bytes(a->small_live), pmt_bytes(a->system_live),
+            pmt_bytes(a->live_peak), pmt_duration(a->live_peak_ms));
+    fprintf(out, "  %-24s %-10s (pools in use: %s)\n", "bytes in pools", pmt_bytes(a->pool_bytes),
+            pmt_count(s->small_pool_bytes / PMT_POOL_BYTES));
+    fprintf(out, "  %-24s %-10s (arenas: %s; at peak: %s)\n", "bytes in arenas",
+            pmt_bytes(a->arena_bytes), pmt_count(s->arenas_mapped), pmt_count(s->arenas_peak));
+    fprintf(out, "  %-24s %-10s (room in pools not in live blocks: %s)\n", "pool fragmentation",
+            pmt_percent(a->fragmentation), pmt_bytes(a->free_in_pools));
+    fprintf(out, "  %-24s %s\n", "given back to the OS", pmt_bytes(s->released_bytes_total));
+    fprintf(out, "  %-24s %s (%s abandoned)\n", "thread heaps", pmt_count(s->thread_heaps),
+            pmt_count(s->abandoned_heaps));
+}
+
+#define TEXT_WIDTH_COUNT 11
+#define TEXT_WIDTH_BYTES 11
+#define TEXT_WIDTH_RATIO 7
+#define TEXT_CLASS_HEAD(name, kind, label) fprintf(out, "%*s", TEXT_WIDTH_##kind, label);
+#define TEXT_VALUE_COUNT(v) pmt_count(v)
+#define TEXT_VALUE_BYTES(v) pmt_bytes(v)
+#define TEXT_VALUE_RATIO(v) pmt_percent(v)
+#define TEXT_CLASS_CELL(name, kind, label) \
+    fprintf(out, "%*s", TEXT_WIDTH_##kind, TEXT_VALUE_##kind(c->name));
+
+static void text_classes(const pmt_analysis_t *a, FILE *out)
+{
+    const pm_stats_t *s = &a->at->s;
+    fprintf(out, "\nSize classes (used: live bytes / pool bytes; classes never used left out)\n");
+    fprintf(out, "%7s", "class");
+    PM_CLASS_STATS(TEXT_CLASS_HEAD)
+    fputc('\n', out);
+    size_t shown = 0;
+    for (int i = 0; i < PM_CLASS_COUNT; i++) {
+        const pm_class_stats_t *c = &s->classes[i];
+        if (c->allocated_total == 0 && c->pools == 0 && c->pool_bytes == 0)
+            continue;
+        fprintf(out, "%7d", i);
+        PM_CLASS_STATS(TEXT_CLASS_CELL)
+        fputc('\n', out);
+        shown++;
+    }
+    if (shown == 0)
+        fprintf(out, "  (no small block was ever allocated)\n");
+}
+
+static void text_occupancy(const pmt_analysis_t *a, FILE *out)
+{
+    const uint64_t *o = a->at->s.arena_occupancy;
+    uint64_t most = 0;
+    for (int i = 0; i < PM_OCCUPANCY_BUCKETS; i++)
+        if (o[i] > most)
+            most = o[i];
+    fprintf(out, "\nArenas by occupancy (share of their pool bytes in live blocks)\n");
+    for (int i = 0; i < PM_OCCUPANCY_BUCKETS; i++) {
+        int bar = most == 0 ? 0 : (int)((double)o[i] * 40.0 / (double)most + 0.5);
+        if (o[i] > 0 && bar == 0)
+            bar = 1;
+        fprintf(out, "  %3d-%3d%%  %-40.*s %s\n", i * 10, i * 10 + 10, bar,
+                "########################################", pmt_count(o[i]));
+    }
+}
+
+static void text_timeline(const pmt_series_t *series, FILE *out)
+{
+    fprintf(out, "\nTimeline: RSS and live bytes\n");
+    if (series->count < 2) {
+        fprintf(out, "  (one snapshot: nothing to draw; a shorter POOLMALLOC_STATS_INTERVAL "
+                     "gives more)\n");
+        return;
+    }
+    uint64_t rss[TIMELINE_COLUMNS], live[TIMELINE_COLUMNS], pools[TIMELINE_COLUMNS],
+        arenas[TIMELINE_COLUMNS];
+    pmt_timeline_t t = {.columns = TIMELINE_COLUMNS, .rss = rss, .live = live, .pools = pools,
+                        .arenas = arenas};
+    pmt_timeline_fold(series, &t);
+    uint64_t top = 0;
+    for (int c = 0; c < TIMELINE_COLUMNS; c++) {
+        if (rss[c] > top) top = rss[c];
+        if (live[c] > top) top = live[c];
+    }
+    for (int r = 0; r < TIMELINE_ROWS; r++) {
+        /* A cell is filled when the value reaches the middle of its row. */
+        double level = (double)top * ((double)(TIMELINE_ROWS - r) - 0.5) / TIMELINE_ROWS;
+        const char *label = r == 0 ? pmt_bytes(top)
+                            : r == TIMELINE_ROWS / 2 ? pmt_bytes(top / 2) : "";
+        fprintf(out, "  %10s |", label);
+        for (int c = 0; c < TIMELINE_COLUMNS; c++)
+            fputc(top > 0 && (double)live[c] >= level ? '#'
+                  : top > 0 && (double)rss[c] >= level ? ':' : ' ', out);
+        fputc('\n', out);
+    }
+    fprintf(out, "  %10s +", "0");
+    for (int c = 0; c < TIMELINE_COLUMNS; c++)
+        fputc('-', out);
+    const char *start = pmt_duration(t.start_ms), *end = pmt_duration(t.end_ms);
+    fprintf(out, "\n  %12s%-*s%s\n", "", TIMELINE_COLUMNS - (int)strlen(end), start, end);
+    fprintf(out, "  %12s# live bytes   : RSS above them (resident, not in live blocks)\n", "");
+}
+
+static void text_diagnosis(const pmt_analysis_t *a, FILE *out)
+{
+    fprintf(out, "\nRetained memory\n");
+    pmt_wrap(out, "  ", 2, a->verdict);
+    fprintf(out, "    %-34s %s\n", "free room in pools in use", pmt_bytes(a->free_in_pools));
+    fprintf(out, "    %-34s %s\n", "  of which in empty pools", pmt_bytes(a->empty_pool_bytes));
+    fprintf(out, "    %-34s %s\n", "unused pools kept resident", pmt_bytes(a->retained_bytes));
+    fprintf(out, "    %-34s %s\n", "unused pools given back (mapped)", pmt_bytes(a->purged_bytes));
+    fprintf(out, "    %-34s %s (arenas: %s)\n", "arenas under 30% used", pmt_bytes(a->sparse_bytes),
+            pmt_count(a->sparse_arenas));
+    fprintf(out, "    %-34s %s\n", "RSS outside pools", pmt_bytes(a->outside_bytes));
+    if (a->pins > 0) {
+        fprintf(out, "  Size classes holding the most room:\n");
+        fprintf(out, "    %7s %12s %12s %12s %10s %10s %8s\n", "block", "held", "live bytes",
+                "pool bytes", "pools", "partial", "used");
+        for (size_t i = 0; i < a->pins && i < 5; i++) {
+            const pmt_pin_t *p = &a->pin[i];
+            fprintf(out, "    %5" PRIu64 " B %12s %12s %12s %10s %10s %8s\n", p->block_size,
+                    pmt_bytes(p->held_bytes), pmt_bytes(p->live_bytes), pmt_bytes(p->pool_bytes),
+                    pmt_count(p->pools), pmt_count(p->partial_pools), pmt_percent(p->fill));
+        }
+    }
+    for (size_t i = 0; i < a->advices; i++)
+        pmt_wrap(out, "  - ", 4, a->advice[i]);
+}
+
+void pmt_report_text(const pmt_series_t *series, const pmt_analysis_t *a, FILE *out)
+{
+    text_header(series, a, out);
+    text_summary(a, out);
+    text_classes(a, out);
+    text_occupancy(a, out);
+    text_timeline(series, out);
+    text_diagnosis(a, out);
+}
