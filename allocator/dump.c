@@ -1,11 +1,16 @@
 /* dump.c — owns the dump thread: a snapshot to the POOLMALLOC_STATS sink
  * every POOLMALLOC_STATS_INTERVAL and whenever POOLMALLOC_STATS_SIGNAL
  * arrives. Never allocates itself (the snapshot is stats.c's, into a static
- * buffer); the thread is detached, blocks every signal, and is restarted in
- * a fork child so the child reports on itself. */
+ * buffer); the thread is detached, blocks every signal, is restarted in a
+ * fork child so the child reports on itself, and never keeps a process alive
+ * once every other thread is gone. */
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -15,8 +20,89 @@
 static struct {
     sem_t wakeup; /* posted by the signal handler: async-signal-safe */
     _Atomic bool signalled;
+    _Atomic bool thread_exited; /* a thread with a heap ended (heap.c) */
     bool started;
 } dump;
+
+/* The state letter of one thread of this process (R, S, Z...), or 0. */
+static char dump_thread_state(const char *tid)
+{
+    char path[64], text[512];
+    pm_buf_t b;
+    pm_buf_init(&b, path, sizeof path - 1);
+    pm_buf_str(&b, "/proc/self/task/");
+    pm_buf_str(&b, tid);
+    pm_buf_str(&b, "/stat");
+    *b.at = '\0';
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    const char *p = strrchr(text, ')'); /* the command name may hold anything */
+    return p != NULL && p[1] == ' ' ? p[2] : 0;
+}
+
+/* Threads of this process still running, or 0 if that cannot be told. A
+ * main thread that called pthread_exit stays listed, as a zombie, until
+ * the whole process ends: it does not count. Reads the directory with
+ * getdents64, since opendir allocates. */
+static long dump_live_threads(void)
+{
+    int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return 0;
+    long live = 0;
+    char entries[4096];
+    long n;
+    while ((n = syscall(SYS_getdents64, dir, entries, sizeof entries)) > 0) {
+        for (long at = 0; at < n;) {
+            struct linux_dirent64 {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[];
+            } *entry = (struct linux_dirent64 *)(entries + at);
+            at += entry->reclen;
+            if (entry->name[0] < '0' || entry->name[0] > '9')
+                continue;
+            char state = dump_thread_state(entry->name);
+            live += state != 0 && state != 'Z' && state != 'X';
+        }
+    }
+    close(dir);
+    return live;
+}
+
+/* The program's last thread has gone (main may end with pthread_exit): a
+ * process whose only thread is this one must not live on. It ends as glibc
+ * ends it when its last thread exits, with exit(0), which runs the atexit
+ * handlers and so writes the final snapshot. The exited thread may take a
+ * moment to be reaped, hence the short wait. */
+static void dump_exit_if_alone(bool thread_just_exited)
+{
+    int tries = thread_just_exited ? 200 : 1;
+    for (int i = 0; i < tries; i++) {
+        if (dump_live_threads() == 1)
+            exit(0);
+        if (tries > 1) {
+            struct timespec pause = {0, 1000000};
+            nanosleep(&pause, NULL);
+        }
+    }
+}
+
+void pm_dump_note_thread_exit(void)
+{
+    if (!dump.started)
+        return;
+    atomic_store_explicit(&dump.thread_exited, true, memory_order_relaxed);
+    sem_post(&dump.wakeup);
+}
 
 static void dump_on_signal(int signal)
 {
@@ -43,9 +129,12 @@ static void *dump_thread(void *arg)
             next.tv_nsec -= 1000000000;
         }
         while (sem_clockwait(&dump.wakeup, CLOCK_MONOTONIC, &next) == 0 || errno == EINTR) {
+            if (atomic_exchange_explicit(&dump.thread_exited, false, memory_order_relaxed))
+                dump_exit_if_alone(true);
             if (atomic_exchange_explicit(&dump.signalled, false, memory_order_relaxed))
                 pm_stats_write_snapshot(PM_SNAPSHOT_SIGNAL);
         }
+        dump_exit_if_alone(false);
         pm_stats_write_snapshot(PM_SNAPSHOT_INTERVAL);
     }
     return NULL;

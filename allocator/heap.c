@@ -272,6 +272,7 @@ static void heap_thread_exit(void *arg)
     heap->next_abandoned = heaps.abandoned;
     heaps.abandoned = heap;
     pthread_mutex_unlock(&heaps.lock);
+    pm_dump_note_thread_exit();
 }
 
 static void *heap_alloc_shared(unsigned class_index)

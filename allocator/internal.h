@@ -626,5 +626,8 @@ PM_HIDDEN void pm_stats_reinit_lock(void);
 PM_HIDDEN void pm_dump_start(void);
 /* In a fork child: the thread did not survive the fork; start another. */
 PM_HIDDEN void pm_dump_restart_in_child(void);
+/* A thread with a heap is exiting: if it was the program's last, the dump
+ * thread ends the process (exit(0), as glibc would). */
+PM_HIDDEN void pm_dump_note_thread_exit(void);
 
 #endif /* POOLMALLOC_INTERNAL_H */

@@ -121,7 +121,7 @@ static void option_parse_DURATION(const char *env, uint64_t *field, uint64_t min
             if (strcmp(end, units[u].suffix) != 0)
                 continue;
             if (n > UINT64_MAX / units[u].ms || n * units[u].ms < min || n * units[u].ms > max) {
-                option_reject_number(env, value, "out of range, in milliseconds", min, max,
+                option_reject_number(env, value, "out of range (milliseconds)", min, max,
                                      *field, "ms");
                 return;
             }

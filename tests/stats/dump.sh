@@ -104,7 +104,15 @@ n=$(records "$work/daemon.jsonl")
 ((n >= 3)) || fail "a daemon-like program got $n snapshots"
 echo "dump: $n snapshots from a program that closed every descriptor"
 
-# 7. Bad input: one warning naming the variable and value; the program runs.
+# 7. The dump thread never keeps a process alive: main ends with pthread_exit.
+rc=0
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/pexit.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  timeout -k 1 10 "$probe" pthread_exit || rc=$?
+((rc == 0)) || fail "a program ending in pthread_exit did not end (status $rc)"
+grep -q '"reason":"exit"' "$work/pexit.jsonl" || fail "no exit snapshot after pthread_exit"
+echo "dump: a program ending in pthread_exit ends, with its exit snapshot"
+
+# 8. Bad input: one warning naming the variable and value; the program runs.
 err=$(LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/bad.jsonl" POOLMALLOC_STATS_INTERVAL=soon \
   POOLMALLOC_STATS_FORMAT=yaml "$probe" pattern 0 2>&1 >/dev/null)
 grep -q "POOLMALLOC_STATS_INTERVAL='soon'" <<<"$err" || fail "no warning for the interval: $err"

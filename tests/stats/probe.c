@@ -1,6 +1,7 @@
 /* probe.c — a plain malloc program for the dump-thread tests (dump.sh),
  * which run it with libpoolmalloc.so preloaded and stats on. Each mode does
  * one known thing; see dump.sh for what is checked. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,12 @@ int main(int argc, char **argv)
         free(p);
         return 0;
     }
-    fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds [ms]\n");
+    if (strcmp(mode, "pthread_exit") == 0) {
+        /* main ends the program by ending its own thread: the process must
+         * end with it, the dump thread notwithstanding. */
+        free(malloc(16));
+        pthread_exit(NULL);
+    }
+    fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds|pthread_exit [ms]\n");
     return 2;
 }
