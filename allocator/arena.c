@@ -106,7 +106,7 @@ static void arena_destroy(pm_arena_t *arena)
     pm_os_unmap(arena, PM_ARENA_SIZE);
 }
 
-pm_pool_t *pm_arena_acquire_pool(void)
+pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
 {
     pthread_mutex_lock(&directory.lock);
     pm_arena_t *arena = NULL;
@@ -133,6 +133,9 @@ pm_pool_t *pm_arena_acquire_pool(void)
      * blocks its new owner is carving. */
     if (pool->resident)
         retained_forget(pool, sizeof *pool);
+    /* I2: owned before the lock drops, so no other thread (the ring, a
+     * fork child's validator) ever sees it off the free list yet UNUSED. */
+    pm_pool_init(pool, class_index, heap);
     pthread_mutex_unlock(&directory.lock);
     return pool;
 }
@@ -173,11 +176,14 @@ static void retained_push(pm_pool_t *pool)
     directory.retained_count++;
 }
 
-/* Precondition: the pool is already marked UNUSED (class PM_CLASS_NONE). */
+/* Its owner gives a pool back: it becomes UNUSED here (I2). */
 void pm_arena_release_pool(pm_pool_t *pool)
 {
     pm_arena_t *arena = pm_arena_of(pool);
     pthread_mutex_lock(&directory.lock);
+    /* I2: UNUSED and back on the free list in one step, under the lock. */
+    pool->heap = NULL;
+    __atomic_store_n(&pool->class_index, PM_CLASS_NONE, __ATOMIC_RELEASE);
     if (arena->free_pool_count > 0)
         directory_unlink(arena);
     pool->next = arena->free_pools;

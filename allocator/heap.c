@@ -100,9 +100,7 @@ static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
 static void pool_retire(pm_bin_t *bin, pm_pool_t *pool)
 {
     bin_remove(bin, pool);
-    bin->pool_count--;
-    pool->heap = NULL;
-    __atomic_store_n(&pool->class_index, PM_CLASS_NONE, __ATOMIC_RELEASE);
+    PM_COUNTER_ADD(bin->pool_count, -1);
     pm_arena_release_pool(pool);
 }
 
@@ -132,7 +130,7 @@ static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
     pm_block_t *b = block;
     b->next = pool->free_list;
     pool->free_list = b;
-    pool->used_count--;
+    PM_COUNTER_ADD(pool->used_count, -1);
     if (!pool->on_bin_list || pool->used_count == 0)
         pm_heap_pool_regained(heap, pool);
 }
@@ -150,7 +148,7 @@ static bool heap_collect_remote(pm_heap_t *heap)
         pm_pool_t *pool = pm_pool_checked(b, PM_OP_FREE);
         if (pool->heap != heap) /* pushed here when it was not live */
             pm_fatal("double free", b, pool->class_index);
-        heap->bins[pool->class_index].remote_collected_total++;
+        PM_COUNTER_ADD(heap->bins[pool->class_index].remote_collected_total, 1);
         heap_take_back(heap, pool, b);
         b = next;
     }
@@ -166,9 +164,9 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
             if (pool->free_list != NULL || pm_pool_carve(pool)) {
                 pm_block_t *block = pool->free_list;
                 pool->free_list = block->next;
-                pool->used_count++;
+                PM_COUNTER_ADD(pool->used_count, 1);
                 pm_live_set(pool, block);
-                bin->allocated_total++;
+                PM_COUNTER_ADD(bin->allocated_total, 1);
                 if ((heap->sample_countdown -= (int64_t)pool->block_size) < 0 &&
                     heap != &shared_heap)
                     return pm_profile_sample_small(heap, block, pool->block_size);
@@ -180,12 +178,11 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
         }
         if (heap_collect_remote(heap))
             continue;
-        pool = pm_arena_acquire_pool();
+        pool = pm_arena_acquire_pool(class_index, heap);
         if (pool == NULL)
             return NULL;
-        pm_pool_init(pool, class_index, heap);
         bin_push(bin, pool);
-        bin->pool_count++;
+        PM_COUNTER_ADD(bin->pool_count, 1);
     }
 }
 
@@ -347,7 +344,7 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
                                                   memory_order_seq_cst, memory_order_relaxed));
     pm_heap_t *me = pm_thread_heap;
     if (me != &pm_heap_empty)
-        me->bins[class_index].remote_freed_total++;
+        PM_COUNTER_ADD(me->bins[class_index].remote_freed_total, 1);
     else
         atomic_fetch_add_explicit(&heapless_remote_freed[class_index], 1,
                                   memory_order_relaxed);

@@ -1,6 +1,6 @@
 /* analysis.c — owns every figure the reports derive from snapshots: the
- * summary, the timeline folded to a width, and the retained-memory
- * diagnosis with its advice. The text, JSON and HTML reports print what is
+ * summary, the timeline folded to a width, the retained-memory diagnosis
+ * with its advice, and the allocation sites with their shares. The text, JSON and HTML reports print what is
  * decided here and decide nothing themselves, so they never disagree.
  * Never trusts the figures to be consistent (a record may come from a
  * racing snapshot, or be made up): every difference saturates at 0. */
@@ -248,11 +248,126 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
         analysis_advise(a, "Nothing to do.");
 }
 
+/* ---- allocation sites ------------------------------------------------------ */
+
+static uint64_t analysis_list_sum(const pmt_site_list_t *list, int live)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < list->count; i++)
+        sum = analysis_add(sum, live ? list->site[i].live_bytes : list->site[i].alloc_bytes);
+    return sum;
+}
+
+/* Whether a top list holds every site with bytes of its kind. */
+static int analysis_list_complete(const pmt_profile_t *p, const pmt_site_list_t *list)
+{
+    return list->count < PMT_SITES_LISTED || p->sites <= list->count;
+}
+
+static void analysis_totals(const pmt_snapshot_t *s, pmt_profile_totals_t *t)
+{
+    const pmt_profile_t *p = s->profile;
+    t->alloc = analysis_list_sum(&p->top_allocated, 0);
+    t->live = analysis_list_sum(&p->top_live, 1);
+    /* An incomplete list: each sample stands for at least rate_bytes, and
+     * the live sites hold about what the stats count live. */
+    if (!analysis_list_complete(p, &p->top_allocated)) {
+        uint64_t floor = analysis_mul(p->samples, p->rate_bytes);
+        if (floor > t->alloc)
+            t->alloc = floor;
+        t->alloc_estimated = 1;
+    }
+    if (!analysis_list_complete(p, &p->top_live)) {
+        if (analysis_live(s) > t->live)
+            t->live = analysis_live(s);
+        t->live_estimated = 1;
+    }
+}
+
+static void analysis_table(pmt_site_table_t *table, const pmt_site_list_t *list,
+                           const pmt_profile_totals_t *totals)
+{
+    for (size_t i = 0; i < list->count && table->rows < PMT_SITES_LISTED; i++) {
+        pmt_site_row_t *row = &table->row[table->rows++];
+        row->site = &list->site[i];
+        row->live_share = analysis_share(row->site->live_bytes, totals->live);
+        row->alloc_share = analysis_share(row->site->alloc_bytes, totals->alloc);
+    }
+}
+
+static double analysis_row_key(const pmt_site_row_t *r)
+{
+    return r->live_share > r->alloc_share ? r->live_share : r->alloc_share;
+}
+
+static int analysis_by_share(const void *x, const void *y)
+{
+    double a = analysis_row_key(x), b = analysis_row_key(y);
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+/* The sites of both tables once (the same stack is the same site). */
+static void analysis_chart(pmt_analysis_t *a)
+{
+    const pmt_site_table_t *tables[] = {&a->by_alloc, &a->by_live};
+    for (size_t t = 0; t < 2; t++)
+        for (size_t i = 0; i < tables[t]->rows; i++) {
+            const pmt_site_row_t *row = &tables[t]->row[i];
+            size_t k = 0;
+            while (k < a->chart_rows && a->chart[k].site->stack != row->site->stack)
+                k++;
+            if (k == a->chart_rows)
+                a->chart[a->chart_rows++] = *row;
+        }
+    /* Stable for equal keys: insertion sort (at most 20 rows). */
+    for (size_t i = 1; i < a->chart_rows; i++)
+        for (size_t j = i; j > 0 && analysis_by_share(&a->chart[j - 1], &a->chart[j]) > 0; j--) {
+            pmt_site_row_t t = a->chart[j];
+            a->chart[j] = a->chart[j - 1];
+            a->chart[j - 1] = t;
+        }
+}
+
+static void analysis_profile(const pmt_series_t *series, pmt_analysis_t *a)
+{
+    for (size_t i = 0; i < series->count && !a->profiled; i++)
+        a->profiled = series->snap[i]->profile != NULL;
+    const pmt_snapshot_t *at = a->at;
+    if (at->profile != NULL) {
+        a->profile = at->profile;
+        analysis_totals(at, &a->totals);
+        analysis_table(&a->by_live, &at->profile->top_live, &a->totals);
+        analysis_table(&a->by_alloc, &at->profile->top_allocated, &a->totals);
+        analysis_chart(a);
+    }
+    /* The leak report is the exit snapshot's, whichever snapshot the tables
+     * are drawn from. */
+    const pmt_snapshot_t *last = series->snap[series->count - 1];
+    if (a->ended && last->profile != NULL) {
+        a->leak_at = last;
+        analysis_totals(last, &a->leak_totals);
+        analysis_table(&a->leaks, &last->profile->leaks, &a->leak_totals);
+    }
+}
+
+void pmt_analysis_resolve(pmt_analysis_t *a, pmt_symbols_t *symbols)
+{
+    a->symbols = symbols;
+    if (symbols == NULL)
+        return;
+    const pmt_site_table_t *tables[] = {&a->by_live, &a->by_alloc, &a->leaks};
+    for (size_t t = 0; t < 3; t++)
+        for (size_t i = 0; i < tables[t]->rows; i++)
+            pmt_symbols_want(symbols, tables[t]->row[i].site->stack);
+    pmt_symbols_run(symbols);
+}
+
 void pmt_analyze(const pmt_series_t *series, pmt_analysis_t *out)
 {
     memset(out, 0, sizeof *out);
     analysis_summary(series, out);
     analysis_diagnose(series, out);
+    analysis_profile(series, out);
 }
 
 void pmt_timeline_fold(const pmt_series_t *series, pmt_timeline_t *t)

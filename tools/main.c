@@ -17,9 +17,11 @@ static const char main_usage[] =
     "The command-line companion of libpoolmalloc.so, the preloadable allocator.\n"
     "\n"
     "commands:\n"
-    "  run      run a program under poolmalloc with stats on; summary at the end\n"
+    "  run      run a program under poolmalloc with stats on (--profile: and\n"
+    "           allocation sites); summary at the end\n"
     "  report   read a stats file: summary, size classes, arenas, timeline,\n"
-    "           retained-memory diagnosis; --json, --html OUT.html\n"
+    "           retained-memory diagnosis, allocation sites and leaks (profiling);\n"
+    "           --json, --html OUT.html\n"
     "  diff     two snapshots (two runs, or two moments of one) side by side\n"
     "  compare  time a program under poolmalloc, glibc, jemalloc, mimalloc, tcmalloc\n"
     "\n"
@@ -31,20 +33,32 @@ static const char main_usage[] =
     "  poolmalloc compare -n 5 -- ./app\n";
 
 static const char report_usage[] =
-    "usage: poolmalloc report [--json] [--html OUT.html] [--pid PID] FILE[@SNAPSHOT]\n"
+    "usage: poolmalloc report [--json] [--html OUT.html] [--pid PID]\n"
+    "                         [--module FILE|DIR]... [--no-resolve]\n"
+    "                         [--resolve-timeout SECONDS] FILE[@SNAPSHOT]\n"
     "\n"
     "Reads a stats file (JSON Lines, written with POOLMALLOC_STATS_FORMAT=json, as\n"
     "'poolmalloc run' does) and prints: a summary (peak and final RSS, live bytes,\n"
     "bytes in pools and arenas, fragmentation), the size-class table, the arena\n"
     "occupancy histogram, a timeline of RSS and live bytes, and a retained-memory\n"
     "diagnosis: what RSS pools and mostly empty arenas hold, which size classes pin\n"
-    "them, and what to do about it.\n"
+    "them, and what to do about it. With profiling (POOLMALLOC_PROFILE=1, 'run\n"
+    "--profile'): the top allocation sites by live and by allocated bytes, and the\n"
+    "leak report of the exit snapshot, their frames resolved to file:line by\n"
+    "addr2line where the modules and their debug information are found.\n"
     "\n"
     "  --json          the same as one JSON document on standard output\n"
     "  --html OUT      write a self-contained HTML report with SVG charts to OUT\n"
     "                  (no text report then, unless --json is given too)\n"
     "  --pid PID       the process to report, when several wrote to FILE (default:\n"
     "                  the one with the most snapshots)\n"
+    "  --module PATH   where a module the frames name is: the program or library\n"
+    "                  file, or a directory to look in (repeatable); else $PATH,\n"
+    "                  $LD_LIBRARY_PATH, FILE's directory and the system's are tried\n"
+    "  --no-resolve    show the frames as recorded (no addr2line)\n"
+    "  --resolve-timeout SECONDS\n"
+    "                  how long addr2line may take in all (default 30; each run at\n"
+    "                  most 10): frames not resolved by then are shown as recorded\n"
     "  FILE@SNAPSHOT   the snapshot the tables are drawn from: last (default), first,\n"
     "                  peak (highest RSS) or a snapshot number (its seq)\n"
     "  FILE            '-' reads standard input\n"
@@ -57,7 +71,8 @@ static const char report_usage[] =
     "  poolmalloc report app.jsonl\n"
     "  poolmalloc report app.jsonl@peak\n"
     "  poolmalloc report --json app.jsonl | jq .diagnosis\n"
-    "  poolmalloc report --html app.html app.jsonl\n";
+    "  poolmalloc report --html app.html app.jsonl\n"
+    "  poolmalloc report --module ./build/app app.jsonl\n";
 
 static const char diff_usage[] =
     "usage: poolmalloc diff [--json] A[@SNAPSHOT] B[@SNAPSHOT]\n"
@@ -98,43 +113,85 @@ static int main_load(const char *target, int64_t pid, pmt_file_t *file, pmt_seri
     return PMT_EXIT_OK;
 }
 
+/* Seconds all addr2line runs of one report may take together. */
+#define MAIN_RESOLVE_SECONDS 30.0
+
+/* The directory of a stats file ("." for a bare name), or NULL for "-". */
+static char *main_directory_of(const char *target)
+{
+    if (strcmp(target, "-") == 0)
+        return NULL;
+    const char *slash = strrchr(target, '/');
+    char *dir = slash ? strndup(target, (size_t)(slash - target) + (slash == target))
+                      : strdup(".");
+    if (dir == NULL)
+        pmt_out_of_memory();
+    return dir;
+}
+
 int pmt_cmd_report(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"json", no_argument, NULL, 'j'},     {"html", required_argument, NULL, 'H'},
-        {"pid", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    int json = 0, c;
+        {"json", no_argument, NULL, 'j'},      {"html", required_argument, NULL, 'H'},
+        {"pid", required_argument, NULL, 'p'}, {"module", required_argument, NULL, 'm'},
+        {"no-resolve", no_argument, NULL, 'n'}, {"resolve-timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
+    int json = 0, resolve = 1, c;
+    double resolve_seconds = MAIN_RESOLVE_SECONDS;
     const char *html = NULL;
+    const char **modules = NULL;
+    size_t module_count = 0;
     int64_t pid = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "jH:p:h", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "jH:p:m:nt:h", options, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
         case 'H': html = optarg; break;
+        case 'm':
+            modules = pmt_xrealloc(modules, (module_count + 1) * sizeof *modules);
+            modules[module_count++] = optarg;
+            break;
+        case 'n': resolve = 0; break;
+        case 't': {
+            char *end;
+            errno = 0;
+            resolve_seconds = strtod(optarg, &end);
+            if (*optarg == '\0' || *end != '\0' || errno != 0 || !(resolve_seconds > 0) ||
+                resolve_seconds > 3600) {
+                pmt_error("report: --resolve-timeout '%s': seconds, above 0 and at most 3600",
+                          optarg);
+                free(modules);
+                return PMT_EXIT_USAGE;
+            }
+            break;
+        }
         case 'p': {
             char *end;
             errno = 0;
             long long v = strtoll(optarg, &end, 10);
             if (*optarg == '\0' || *end != '\0' || errno != 0 || v < 1) {
                 pmt_error("report: --pid '%s': a process id", optarg);
+                free(modules);
                 return PMT_EXIT_USAGE;
             }
             pid = v;
             break;
         }
-        case 'h': fputs(report_usage, stdout); return PMT_EXIT_OK;
-        default: fputs(report_usage, stderr); return PMT_EXIT_USAGE;
+        case 'h': free(modules); fputs(report_usage, stdout); return PMT_EXIT_OK;
+        default: free(modules); fputs(report_usage, stderr); return PMT_EXIT_USAGE;
         }
     }
     if (argc - optind != 1) {
         pmt_error("report: %s", argc - optind == 0 ? "no stats file given" : "one stats file at a time");
         fputs(report_usage, stderr);
+        free(modules);
         return PMT_EXIT_USAGE;
     }
     pmt_file_t file;
     pmt_series_t series;
     int status = main_load(argv[optind], pid, &file, &series);
+    if (status != PMT_EXIT_OK)
+        free(modules);
     if (status == PMT_EXIT_USAGE)
         return status;
     if (status != PMT_EXIT_OK) {
@@ -145,6 +202,16 @@ int pmt_cmd_report(int argc, char **argv)
     }
     pmt_analysis_t *a = pmt_xrealloc(NULL, sizeof *a);
     pmt_analyze(&series, a);
+    pmt_symbols_t *symbols = NULL;
+    if (resolve && a->profiled) {
+        char *dir = main_directory_of(file.path);
+        symbols = pmt_symbols_new(dir, resolve_seconds);
+        free(dir);
+        for (size_t i = 0; i < module_count; i++)
+            pmt_symbols_add_path(symbols, modules[i]);
+        pmt_analysis_resolve(a, symbols);
+    }
+    free(modules);
     if (html != NULL) {
         FILE *out = fopen(html, "w");
         if (out == NULL || pmt_report_html(&series, a, out) != 0 || fclose(out) != 0) {
@@ -161,6 +228,7 @@ int pmt_cmd_report(int argc, char **argv)
         pmt_report_text(&series, a, stdout);
     if (file.problems > 0 && status == PMT_EXIT_OK)
         status = PMT_EXIT_DATA;
+    pmt_symbols_free(symbols);
     free(a);
     pmt_series_free(&series);
     pmt_file_free(&file);

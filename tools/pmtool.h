@@ -15,6 +15,7 @@
  *                     report_html.c (one self-contained HTML file, SVG charts)
  *   diff.c       two series side by side
  *   run.c        run and compare: a program under the preloaded library
+ *   symbols.c    profile frames -> function, file:line (addr2line, a child)
  *   units.c      bytes, durations and ratios for people
  *
  * Words: a "snapshot" is one JSON record; a "process run" is the records
@@ -46,12 +47,43 @@ enum {
 
 /* ---- reader.c ------------------------------------------------------------ */
 
+/* A call stack of the profile (POOLMALLOC_PROFILE=1), innermost first:
+ * frame[0] is the code that called malloc. Each distinct stack is kept once
+ * per file and shared by every site that has it (a long run repeats the
+ * same stacks in every snapshot), so two sites are the same site exactly
+ * when their stack pointers are equal. */
+typedef struct pmt_stack {
+    size_t depth;
+    char **frame;      /* "module!symbol+0xoff", "module+0xoff" or "0x..."; control
+                        * bytes replaced by '?' */
+    uint64_t *address; /* the return addresses, as recorded */
+} pmt_stack_t;
+
+typedef struct pmt_site {
+    uint64_t live_bytes, live_count, alloc_bytes, alloc_count; /* estimates */
+    uint64_t samples;
+    const pmt_stack_t *stack;
+} pmt_site_t;
+
+typedef struct pmt_site_list {
+    pmt_site_t *site;
+    size_t count;
+} pmt_site_list_t;
+
+#define PMT_SITES_LISTED 10 /* the library lists the top ten of each kind */
+
+typedef struct pmt_profile {
+    uint64_t rate_bytes, samples, dropped, sites;
+    pmt_site_list_t top_live, top_allocated, leaks; /* largest first */
+} pmt_profile_t;
+
 typedef struct pmt_snapshot {
     int64_t pid, seq, time_ms, uptime_ms;
     char reason[16];  /* interval, signal, api, exit (another word is kept) */
     char version[32]; /* of the poolmalloc that wrote it */
     size_t line;      /* 1-based, in its file */
     pm_stats_t s;
+    pmt_profile_t *profile; /* NULL: no profile in the record (or a bad one: a problem) */
 } pmt_snapshot_t;
 
 typedef struct pmt_problem {
@@ -69,6 +101,7 @@ typedef struct pmt_file {
     size_t problems, kept;  /* problems found, problems kept */
     size_t lines;
     int text_reports;       /* text-format snapshots seen (not readable here) */
+    struct pmt_stack_table *stacks; /* the profiles' call stacks, each once */
 } pmt_file_t;
 
 /* Reads every line of path. Never fails as a whole: an unreadable file is
@@ -127,6 +160,29 @@ typedef struct pmt_pin {    /* a size class holding pools it barely uses */
     double fill;                   /* live_bytes / pool_bytes */
 } pmt_pin_t;
 
+/* Allocation sites as reported: a site and its shares of all the sampled
+ * bytes (live, allocated) of its snapshot. */
+typedef struct pmt_site_row {
+    const pmt_site_t *site;
+    double live_share, alloc_share;
+} pmt_site_row_t;
+
+typedef struct pmt_site_table {
+    pmt_site_row_t row[PMT_SITES_LISTED]; /* the first PMT_SITES_LISTED of the list */
+    size_t rows;
+} pmt_site_table_t;
+
+/* All the sampled bytes of one snapshot: the sum over its sites when the
+ * list holds them all (fewer than PMT_SITES_LISTED, or no more sites than
+ * listed); else at least that sum, and at least samples * rate_bytes
+ * (allocated) or the live bytes of the stats (live): then `estimated`. */
+typedef struct pmt_profile_totals {
+    uint64_t live, alloc;
+    int live_estimated, alloc_estimated;
+} pmt_profile_totals_t;
+
+struct pmt_symbols;
+
 #define PMT_ADVICE_MAX 8
 typedef struct pmt_analysis {
     /* summary, over the whole process run */
@@ -154,9 +210,25 @@ typedef struct pmt_analysis {
     char verdict[320];
     char advice[PMT_ADVICE_MAX][480];
     size_t advices;
+    /* allocation sites (profiling) */
+    int profiled;                 /* some snapshot of the run has a profile */
+    const pmt_profile_t *profile; /* the chosen snapshot's; NULL without */
+    pmt_profile_totals_t totals;
+    pmt_site_table_t by_live, by_alloc;
+    pmt_site_row_t chart[2 * PMT_SITES_LISTED]; /* both tables' sites once, largest share first */
+    size_t chart_rows;
+    const pmt_snapshot_t *leak_at; /* the exit snapshot with a profile; NULL: none */
+    pmt_profile_totals_t leak_totals;
+    pmt_site_table_t leaks;
+    /* frames resolved to function, file:line; NULL: shown as recorded. Set
+     * by the caller after pmt_analyze (main.c, run.c): pmt_analysis_resolve. */
+    struct pmt_symbols *symbols;
 } pmt_analysis_t;
 
 void pmt_analyze(const pmt_series_t *series, pmt_analysis_t *out);
+/* Resolves the frames of every site a report shows (analysis.c feeds them
+ * to symbols, runs it and keeps it in a->symbols; the caller frees it). */
+void pmt_analysis_resolve(pmt_analysis_t *a, struct pmt_symbols *symbols);
 
 /* The timeline folded into `columns` buckets of equal time; each bucket
  * holds the largest value of the snapshots in it, an empty bucket the
@@ -196,6 +268,70 @@ int pmt_cmd_compare(int argc, char **argv);
 /* The diff of two series, as text or JSON (diff.c). */
 void pmt_diff_text(const pmt_series_t *a, const pmt_series_t *b, FILE *out);
 void pmt_diff_json(const pmt_series_t *a, const pmt_series_t *b, FILE *out);
+
+/* ---- symbols.c ------------------------------------------------------------- */
+
+/* Where a frame is: innermost first. loc[0] is the frame's own function
+ * and file:line; each next one the function the previous was inlined into,
+ * with the line of that call. Unknown parts are NULL or 0. */
+typedef struct pmt_location {
+    char *function, *file;
+    unsigned line;
+} pmt_location_t;
+
+typedef struct pmt_resolved {
+    const char *module_path; /* the file the frame was resolved in */
+    pmt_location_t *loc;
+    size_t locs;
+} pmt_resolved_t;
+
+typedef struct pmt_symbols pmt_symbols_t;
+
+/* A resolver. Frames name their module by its basename; it is looked for in
+ * the places given with pmt_symbols_add_path (files: a module of that
+ * basename; directories: looked in), then $PATH (programs),
+ * $LD_LIBRARY_PATH, extra_dir (the stats file's directory; may be NULL)
+ * and the system's library directories. A file is taken only if it is the
+ * same build: every symbol frame's address must fall in an executable
+ * segment at a page-aligned load bias. seconds bounds all the addr2line
+ * runs together. */
+pmt_symbols_t *pmt_symbols_new(const char *extra_dir, double seconds);
+void pmt_symbols_add_path(pmt_symbols_t *symbols, const char *file_or_dir);
+/* Frames to resolve; then pmt_symbols_run resolves them all at once (one
+ * addr2line per module) and pmt_symbols_find answers. */
+void pmt_symbols_want(pmt_symbols_t *symbols, const pmt_stack_t *stack);
+void pmt_symbols_run(pmt_symbols_t *symbols);
+/* NULL: nothing known beyond the frame as recorded (also for NULL symbols). */
+const pmt_resolved_t *pmt_symbols_find(const pmt_symbols_t *symbols, const char *frame);
+/* What kept frames unresolved ("addr2line not found", "not found on this
+ * machine: prog (--module FILE)"), "" if nothing. */
+const char *pmt_symbols_notes(const pmt_symbols_t *symbols);
+void pmt_symbols_free(pmt_symbols_t *symbols);
+
+/* Frames for people, in one of 16 rotating static buffers:
+ *   pmt_frame_where  " at FILE:LINE", " in FUNCTION at FILE:LINE" when the
+ *                    function is not the frame's symbol, "" if unresolved
+ *   pmt_frame_label  a short name for a chart or a summary: "FUNCTION
+ *                    (FILE:LINE)" with FILE's last component, else the
+ *                    frame's symbol+offset, else the frame
+ * pmt_site_label_frame: the frame that names a site: the first one that is
+ * not an operator new of libstdc++. */
+const char *pmt_frame_where(const pmt_symbols_t *symbols, const char *frame);
+const char *pmt_frame_label(const pmt_symbols_t *symbols, const char *frame);
+size_t pmt_site_label_frame(const pmt_stack_t *stack);
+
+/* For the fuzzers: the two parsers of untrusted bytes symbols.c has. The
+ * output of `addr2line -a -f -i` for count addresses, into results
+ * (count entries, freed with pmt_resolved_clear); returns how many
+ * addresses were found. And an ELF image: the address of the first
+ * loadable segment (page-aligned down) and, if symbol is not NULL, whether
+ * symbol+offset (at runtime address) falls in an executable segment at a
+ * page-aligned bias; returns -1 if image is not a usable ELF file. */
+size_t pmt_addr2line_parse(const char *text, size_t length, const uint64_t *addresses,
+                           size_t count, pmt_resolved_t *results);
+void pmt_resolved_clear(pmt_resolved_t *r);
+int pmt_elf_place(const void *image, size_t size, const char *symbol, uint64_t offset,
+                  uint64_t address, uint64_t *vaddr);
 
 /* ---- units.c --------------------------------------------------------------- */
 

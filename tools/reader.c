@@ -3,7 +3,10 @@
  * Never trusts its input: every line is parsed by jansson, every field is
  * checked for presence, type and sign before it is stored, a bad line
  * becomes a problem naming file:line and the next line is read. It never
- * stops early and never holds more than PMT_LINE_MAX bytes of one line. */
+ * stops early and never holds more than PMT_LINE_MAX bytes of one line.
+ * The optional `profile` object is checked the same way, but a bad one
+ * costs only itself: the problem is reported and the record is kept
+ * without it. Its call stacks are kept once per file (pmt_stack_t). */
 #include "pmtool.h"
 
 #include <errno.h>
@@ -183,6 +186,276 @@ static void reader_string(reader_record_t *r, const json_t *object, const char *
         snprintf(out, size, "%s", json_string_value(value));
 }
 
+/* ---- the profile ----------------------------------------------------------- */
+
+/* Every distinct stack of the file, once: an open-addressing set. */
+typedef struct pmt_stack_table {
+    pmt_stack_t **slot;
+    size_t slots, count;
+} reader_stacks_t;
+
+static uint64_t reader_stack_hash(const pmt_stack_t *k)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (size_t i = 0; i < k->depth; i++) {
+        for (const unsigned char *c = (const unsigned char *)k->frame[i]; *c; c++)
+            h = (h ^ *c) * 0x100000001b3ull;
+        h = (h ^ 0xff) * 0x100000001b3ull;
+        h = (h ^ k->address[i]) * 0x100000001b3ull;
+    }
+    return h ^ k->depth;
+}
+
+static int reader_stack_equal(const pmt_stack_t *a, const pmt_stack_t *b)
+{
+    if (a->depth != b->depth)
+        return 0;
+    for (size_t i = 0; i < a->depth; i++)
+        if (a->address[i] != b->address[i] || strcmp(a->frame[i], b->frame[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static void reader_stack_free(pmt_stack_t *k)
+{
+    for (size_t i = 0; i < k->depth; i++)
+        free(k->frame[i]);
+    free(k->frame);
+    free(k->address);
+    free(k);
+}
+
+static size_t reader_stack_slot(const reader_stacks_t *t, const pmt_stack_t *k, uint64_t hash)
+{
+    size_t i = (size_t)(hash >> 7) & (t->slots - 1);
+    while (t->slot[i] != NULL && !reader_stack_equal(t->slot[i], k))
+        i = (i + 1) & (t->slots - 1);
+    return i;
+}
+
+/* The file's copy of k (which is taken, or freed if the file has one). */
+static const pmt_stack_t *reader_stack_intern(pmt_file_t *file, pmt_stack_t *k)
+{
+    reader_stacks_t *t = file->stacks;
+    if (t == NULL) {
+        t = file->stacks = pmt_xrealloc(NULL, sizeof *t);
+        memset(t, 0, sizeof *t);
+    }
+    if (2 * (t->count + 1) > t->slots) {
+        size_t slots = t->slots ? t->slots * 2 : 64;
+        pmt_stack_t **old = t->slot;
+        size_t old_slots = t->slots;
+        t->slot = pmt_xrealloc(NULL, slots * sizeof *t->slot);
+        memset(t->slot, 0, slots * sizeof *t->slot);
+        t->slots = slots;
+        for (size_t i = 0; i < old_slots; i++)
+            if (old[i] != NULL)
+                t->slot[reader_stack_slot(t, old[i], reader_stack_hash(old[i]))] = old[i];
+        free(old);
+    }
+    size_t i = reader_stack_slot(t, k, reader_stack_hash(k));
+    if (t->slot[i] != NULL) {
+        reader_stack_free(k);
+        return t->slot[i];
+    }
+    t->count++;
+    return t->slot[i] = k;
+}
+
+static void reader_stacks_free(reader_stacks_t *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->slots; i++)
+        if (t->slot[i] != NULL)
+            reader_stack_free(t->slot[i]);
+    free(t->slot);
+    free(t);
+}
+
+static void reader_profile_free(pmt_profile_t *p)
+{
+    if (p == NULL)
+        return;
+    free(p->top_live.site);
+    free(p->top_allocated.site);
+    free(p->leaks.site);
+    free(p);
+}
+
+/* The first thing wrong with a profile object, as "profile.top_live[2]:
+ * ...". */
+typedef struct reader_profile {
+    pmt_file_t *file;
+    char where[64];
+    char why[232];
+    int bad;
+} reader_profile_t;
+
+static void reader_profile_bad(reader_profile_t *p, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void reader_profile_bad(reader_profile_t *p, const char *format, ...)
+{
+    if (p->bad++)
+        return;
+    char text[160];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(text, sizeof text, format, args);
+    va_end(args);
+    snprintf(p->why, sizeof p->why, "%s%s", p->where, text);
+}
+
+static uint64_t reader_profile_count(reader_profile_t *p, const json_t *object, const char *name)
+{
+    const json_t *value = json_object_get(object, name);
+    if (value == NULL)
+        reader_profile_bad(p, "'%s' is missing", name);
+    else if (!json_is_integer(value))
+        reader_profile_bad(p, "'%s' is %s, not an integer", name, reader_type_name(value));
+    else if (json_integer_value(value) < 0)
+        reader_profile_bad(p, "'%s' is negative", name);
+    else
+        return (uint64_t)json_integer_value(value);
+    return 0;
+}
+
+/* "0x" and 1 to 16 hex digits. */
+static int reader_parse_address(const char *s, uint64_t *out)
+{
+    if (s[0] != '0' || (s[1] != 'x' && s[1] != 'X') || s[2] == '\0')
+        return -1;
+    uint64_t v = 0;
+    size_t n = 0;
+    for (s += 2; *s; s++, n++) {
+        int d = *s >= '0' && *s <= '9'   ? *s - '0'
+                : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
+                : *s >= 'A' && *s <= 'F' ? *s - 'A' + 10
+                                         : -1;
+        if (d < 0 || n >= 16)
+            return -1;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A frame's text, kept printable: control bytes become '?'. */
+static char *reader_frame_text(const char *s)
+{
+    char *copy = strdup(s);
+    if (copy == NULL)
+        pmt_out_of_memory();
+    for (char *c = copy; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+    return copy;
+}
+
+static const pmt_stack_t *reader_site_stack(reader_profile_t *p, const json_t *item)
+{
+    const json_t *frames = json_object_get(item, "frames");
+    const json_t *addresses = json_object_get(item, "addresses");
+    if (frames == NULL) {
+        reader_profile_bad(p, "'frames' is missing");
+        return NULL;
+    }
+    if (!json_is_array(frames)) {
+        reader_profile_bad(p, "'frames' is %s, not an array of strings", reader_type_name(frames));
+        return NULL;
+    }
+    if (!json_is_array(addresses) || json_array_size(addresses) != json_array_size(frames)) {
+        reader_profile_bad(p, "'addresses' is not an array of %zu addresses, one per frame",
+                           json_array_size(frames));
+        return NULL;
+    }
+    size_t depth = json_array_size(frames);
+    for (size_t i = 0; i < depth; i++) {
+        uint64_t ignored;
+        const json_t *f = json_array_get(frames, i), *a = json_array_get(addresses, i);
+        if (!json_is_string(f) || json_string_value(f)[0] == '\0') {
+            reader_profile_bad(p, "'frames[%zu]' is %s, not a frame", i,
+                               json_is_string(f) ? "empty" : reader_type_name(f));
+            return NULL;
+        }
+        if (!json_is_string(a) || reader_parse_address(json_string_value(a), &ignored) != 0) {
+            reader_profile_bad(p, "'addresses[%zu]' is not an address (\"0x\" and hex digits)", i);
+            return NULL;
+        }
+    }
+    pmt_stack_t *k = pmt_xrealloc(NULL, sizeof *k);
+    k->depth = depth;
+    k->frame = pmt_xrealloc(NULL, depth * sizeof *k->frame);
+    k->address = pmt_xrealloc(NULL, depth * sizeof *k->address);
+    for (size_t i = 0; i < depth; i++) {
+        k->frame[i] = reader_frame_text(json_string_value(json_array_get(frames, i)));
+        reader_parse_address(json_string_value(json_array_get(addresses, i)), &k->address[i]);
+    }
+    return reader_stack_intern(p->file, k);
+}
+
+static void reader_sites(reader_profile_t *p, const json_t *object, const char *name,
+                         pmt_site_list_t *list)
+{
+    const json_t *array = json_object_get(object, name);
+    if (!json_is_array(array)) {
+        snprintf(p->where, sizeof p->where, "profile: ");
+        if (array == NULL)
+            reader_profile_bad(p, "'%s' is missing", name);
+        else
+            reader_profile_bad(p, "'%s' is %s, not an array of sites", name,
+                               reader_type_name(array));
+        return;
+    }
+    size_t n = json_array_size(array);
+    list->site = pmt_xrealloc(NULL, (n ? n : 1) * sizeof *list->site);
+    for (size_t i = 0; i < n && !p->bad; i++) {
+        const json_t *item = json_array_get(array, i);
+        snprintf(p->where, sizeof p->where, "profile.%s[%zu]: ", name, i);
+        if (!json_is_object(item)) {
+            reader_profile_bad(p, "%s, not a site (an object)", reader_type_name(item));
+            break;
+        }
+        pmt_site_t *site = &list->site[i];
+        site->live_bytes = reader_profile_count(p, item, "live_bytes");
+        site->live_count = reader_profile_count(p, item, "live_count");
+        site->alloc_bytes = reader_profile_count(p, item, "alloc_bytes");
+        site->alloc_count = reader_profile_count(p, item, "alloc_count");
+        site->samples = reader_profile_count(p, item, "samples");
+        site->stack = p->bad ? NULL : reader_site_stack(p, item);
+        if (!p->bad)
+            list->count++;
+    }
+}
+
+/* The record's profile, or NULL (reported) if anything in it is wrong. */
+static pmt_profile_t *reader_profile(pmt_file_t *file, size_t line, const json_t *object)
+{
+    reader_profile_t p = {.file = file, .where = "profile: "};
+    pmt_profile_t *profile = pmt_xrealloc(NULL, sizeof *profile);
+    memset(profile, 0, sizeof *profile);
+    if (!json_is_object(object)) {
+        reader_profile_bad(&p, "%s, not an object", reader_type_name(object));
+    } else {
+        profile->rate_bytes = reader_profile_count(&p, object, "rate_bytes");
+        profile->samples = reader_profile_count(&p, object, "samples");
+        profile->dropped = reader_profile_count(&p, object, "dropped");
+        profile->sites = reader_profile_count(&p, object, "sites");
+        if (!p.bad)
+            reader_sites(&p, object, "top_live", &profile->top_live);
+        if (!p.bad)
+            reader_sites(&p, object, "top_allocated", &profile->top_allocated);
+        if (!p.bad)
+            reader_sites(&p, object, "leaks", &profile->leaks);
+    }
+    if (!p.bad)
+        return profile;
+    reader_profile_free(profile);
+    reader_problem(file, line, 0, "%s; the record is read without its profile", p.why);
+    return NULL;
+}
+
 #define READER_COUNT(r, o, name, out) reader_uint(r, o, name, out)
 #define READER_BYTES(r, o, name, out) reader_uint(r, o, name, out)
 #define READER_RATIO(r, o, name, out) reader_ratio(r, o, name, out)
@@ -266,7 +539,13 @@ static int reader_record(pmt_file_t *file, size_t line, const json_t *object,
             PM_CLASS_STATS(READER_CLASS_FIELD)
         }
     }
-    return r.bad ? -1 : 0;
+    if (r.bad)
+        return -1;
+    /* Last, so a record skipped for another reason leaves nothing behind. */
+    const json_t *profile = json_object_get(object, "profile");
+    if (profile != NULL)
+        snap->profile = reader_profile(file, line, profile);
+    return 0;
 }
 
 /* ---- the file ------------------------------------------------------------ */
@@ -380,6 +659,9 @@ void pmt_read_file(const char *path, pmt_file_t *out)
 void pmt_file_free(pmt_file_t *file)
 {
     free(file->path);
+    for (size_t i = 0; i < file->count; i++)
+        reader_profile_free(file->snap[i].profile);
+    reader_stacks_free(file->stacks);
     free(file->snap);
     free(file->problem);
     memset(file, 0, sizeof *file);

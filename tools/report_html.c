@@ -1,6 +1,7 @@
 /* report_html.c — owns `report --html`: one self-contained HTML file with
  * the summary, the retained-memory diagnosis, the tables, and SVG charts
- * drawn here (memory over time, per-class use, arena occupancy).
+ * drawn here (memory over time, per-class use, arena occupancy, and with
+ * profiling the top allocation sites), the site tables and the leak report.
  * Never references anything outside the file: no script, no font, no
  * image, no link; a Content-Security-Policy forbids the browser to fetch
  * any. Every string from the input is escaped. Computes no figure of its
@@ -22,6 +23,8 @@ enum { TIMELINE_POINTS_MAX = 1000 };
 #define COLOR_LIVE "#1f77b4"
 #define COLOR_POOL_BAR "#ffbb78"
 #define COLOR_OCCUPANCY "#9467bd"
+#define COLOR_SITE_LIVE "#17becf"
+#define COLOR_SITE_ALLOC "#8c564b"
 
 static void html_escape(FILE *out, const char *s)
 {
@@ -319,6 +322,244 @@ static void html_occupancy_chart(FILE *out, const pmt_analysis_t *a)
             PMT_SPARSE_BUCKETS * 10);
 }
 
+/* ---- allocation sites ---------------------------------------------------------- */
+
+enum { SITE_ROW_H = 28, SITE_LABEL_END = 332, SITE_PANEL_W = 240, SITE_GAP = 60,
+       SITE_LABEL_CHARS = 48, SITE_FRAMES_SHOWN = 8 };
+
+/* The label of a site's row: its naming frame, resolved if it could be;
+ * long ones cut (whole in the tooltip). */
+static void html_site_label(FILE *out, const pmt_analysis_t *a, const pmt_stack_t *stack)
+{
+    if (stack->depth == 0) {
+        fputs("(no frame)", out);
+        return;
+    }
+    const char *label = pmt_frame_label(a->symbols, stack->frame[pmt_site_label_frame(stack)]);
+    size_t n = strlen(label);
+    if (n <= SITE_LABEL_CHARS) {
+        html_escape(out, label);
+        return;
+    }
+    char cut[SITE_LABEL_CHARS + 1];
+    size_t keep = SITE_LABEL_CHARS - 1;
+    while (keep > 0 && ((unsigned char)label[keep] & 0xc0) == 0x80)
+        keep--; /* not inside a UTF-8 character */
+    memcpy(cut, label, keep);
+    cut[keep] = '\0';
+    html_escape(out, cut);
+    fputs("&#8230;", out);
+}
+
+static void html_site_title(FILE *out, const pmt_analysis_t *a, const pmt_site_row_t *row)
+{
+    const pmt_site_t *s = row->site;
+    fprintf(out, "<title>%s live (%s) in ~%s blocks; %s allocated (%s) in ~%s; %s samples",
+            pmt_bytes(s->live_bytes), pmt_percent(row->live_share), pmt_count(s->live_count),
+            pmt_bytes(s->alloc_bytes), pmt_percent(row->alloc_share), pmt_count(s->alloc_count),
+            pmt_count(s->samples));
+    for (size_t f = 0; f < s->stack->depth && f < SITE_FRAMES_SHOWN; f++) {
+        fputc('\n', out);
+        html_escape(out, s->stack->frame[f]);
+        html_escape(out, pmt_frame_where(a->symbols, s->stack->frame[f]));
+    }
+    fputs("</title>", out);
+}
+
+/* One panel of the chart: a bar per row, on its own byte axis. */
+static void html_site_panel(FILE *out, const pmt_analysis_t *a, int x0, int live)
+{
+    uint64_t max = 0;
+    for (size_t i = 0; i < a->chart_rows; i++) {
+        uint64_t v = live ? a->chart[i].site->live_bytes : a->chart[i].site->alloc_bytes;
+        if (v > max)
+            max = v;
+    }
+    html_axis_t axis = html_byte_axis(max);
+    int top = PAD_T + 18, bottom = top + (int)a->chart_rows * SITE_ROW_H;
+    fprintf(out, "<text class=\"axis-label\" x=\"%d\" y=\"%d\">%s</text>\n", x0, PAD_T + 6,
+            live ? "live bytes" : "bytes allocated");
+    for (int k = 0; k <= 20; k++) {
+        double v = k * axis.step;
+        if (v > axis.top * 1.0001)
+            break;
+        double x = x0 + v / axis.top * SITE_PANEL_W;
+        fprintf(out,
+                "<line class=\"grid\" x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\"/>"
+                "<text class=\"tick\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g %s</text>\n",
+                x, top, x, bottom, x, bottom + 14, v / axis.unit, axis.name);
+    }
+    for (size_t i = 0; i < a->chart_rows; i++) {
+        const pmt_site_row_t *row = &a->chart[i];
+        uint64_t v = live ? row->site->live_bytes : row->site->alloc_bytes;
+        double w = axis.top > 0 ? (double)v / axis.top * SITE_PANEL_W : 0;
+        double y = top + (double)i * SITE_ROW_H + 5;
+        fprintf(out,
+                "<rect class=\"bar site-%s\" x=\"%d\" y=\"%.1f\" width=\"%.1f\" height=\"%d\" "
+                "fill=\"%s\">",
+                live ? "live" : "alloc", x0, y, w, SITE_ROW_H - 10,
+                live ? COLOR_SITE_LIVE : COLOR_SITE_ALLOC);
+        html_site_title(out, a, row);
+        fputs("</rect>\n", out);
+        /* The figure after a short bar, inside a long one. */
+        int inside = w > SITE_PANEL_W / 2;
+        fprintf(out, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\"%s>%s (%s)</text>\n",
+                inside ? x0 + w - 4 : x0 + w + 4, y + SITE_ROW_H - 14,
+                inside ? " text-anchor=\"end\" style=\"fill:#fff\"" : "", pmt_bytes(v),
+                pmt_percent(live ? row->live_share : row->alloc_share));
+    }
+    fprintf(out, "<line class=\"axis\" x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\"/>\n", x0, top, x0,
+            bottom);
+}
+
+static void html_sites_chart(FILE *out, const pmt_analysis_t *a)
+{
+    if (a->chart_rows == 0) {
+        fputs("<p class=\"empty\">Nothing sampled at this snapshot.</p>\n", out);
+        return;
+    }
+    int height = PAD_T + 18 + (int)a->chart_rows * SITE_ROW_H + 30;
+    fprintf(out,
+            "<svg class=\"chart\" id=\"chart-sites\" xmlns=\"http://www.w3.org/2000/svg\" "
+            "viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" role=\"img\" "
+            "aria-label=\"top allocation sites by live and allocated bytes\">\n",
+            CHART_W, height, CHART_W, height);
+    for (size_t i = 0; i < a->chart_rows; i++) {
+        double y = PAD_T + 18 + (double)i * SITE_ROW_H + SITE_ROW_H - 9;
+        fprintf(out, "<text class=\"site-label\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\">",
+                SITE_LABEL_END, y);
+        html_site_label(out, a, a->chart[i].site->stack);
+        html_site_title(out, a, &a->chart[i]);
+        fputs("</text>\n", out);
+    }
+    html_site_panel(out, a, SITE_LABEL_END + 12, 1);
+    html_site_panel(out, a, SITE_LABEL_END + 12 + SITE_PANEL_W + SITE_GAP, 0);
+    fputs("</svg>\n", out);
+    fprintf(out, "<p class=\"legend\"><span style=\"color:%s\">&#9632;</span> live bytes "
+                 "<span style=\"color:%s\">&#9632;</span> bytes allocated, each with its share "
+                 "of all sampled bytes; a site is named by the code that called malloc "
+                 "(hover for its stack)</p>\n",
+            COLOR_SITE_LIVE, COLOR_SITE_ALLOC);
+}
+
+static void html_frames(FILE *out, const pmt_analysis_t *a, const pmt_stack_t *stack)
+{
+    fputs("<ol class=\"frames\">", out);
+    for (size_t f = 0; f < stack->depth && f < SITE_FRAMES_SHOWN; f++) {
+        fputs("<li><code>", out);
+        html_escape(out, stack->frame[f]);
+        fputs("</code>", out);
+        const char *where = pmt_frame_where(a->symbols, stack->frame[f]);
+        if (where[0]) {
+            fputs("<span class=\"where\">", out);
+            html_escape(out, where);
+            fputs("</span>", out);
+        }
+        const pmt_resolved_t *r = pmt_symbols_find(a->symbols, stack->frame[f]);
+        for (size_t i = 1; r != NULL && i < r->locs; i++) {
+            char line[16] = "";
+            if (r->loc[i].line > 0)
+                snprintf(line, sizeof line, ":%u", r->loc[i].line);
+            fputs("<br><span class=\"where\">&#8195;inlined into ", out);
+            html_escape(out, r->loc[i].function ? r->loc[i].function : "??");
+            if (r->loc[i].file != NULL) {
+                fputs(" at ", out);
+                html_escape(out, r->loc[i].file);
+                fputs(line, out);
+            }
+            fputs("</span>", out);
+        }
+        fputs("</li>", out);
+    }
+    if (stack->depth > SITE_FRAMES_SHOWN)
+        fprintf(out, "<li class=\"more\">%zu more frames</li>", stack->depth - SITE_FRAMES_SHOWN);
+    fputs("</ol>", out);
+}
+
+static void html_site_table(FILE *out, const pmt_analysis_t *a, const pmt_site_table_t *t,
+                            const char *id, const char *empty)
+{
+    if (t->rows == 0) {
+        fprintf(out, "<p class=\"empty\">%s</p>\n", empty);
+        return;
+    }
+    fprintf(out, "<table class=\"sites\" id=\"%s\"><thead><tr><th>#</th><th>live bytes</th>"
+                 "<th>share</th><th>live blocks</th><th>allocated</th><th>share</th>"
+                 "<th>blocks</th><th>samples</th><th class=\"stack\">stack (innermost first)</th>"
+                 "</tr></thead><tbody>\n",
+            id);
+    for (size_t i = 0; i < t->rows; i++) {
+        const pmt_site_row_t *row = &t->row[i];
+        const pmt_site_t *s = row->site;
+        fprintf(out,
+                "<tr><td>%zu</td><td>%s</td><td>%s</td><td>~%s</td><td>%s</td><td>%s</td>"
+                "<td>~%s</td><td>%s</td><td class=\"stack\">",
+                i + 1, pmt_bytes(s->live_bytes), pmt_percent(row->live_share),
+                pmt_count(s->live_count), pmt_bytes(s->alloc_bytes),
+                pmt_percent(row->alloc_share), pmt_count(s->alloc_count), pmt_count(s->samples));
+        html_frames(out, a, s->stack);
+        fputs("</td></tr>\n", out);
+    }
+    fputs("</tbody></table>\n", out);
+}
+
+static void html_totals(FILE *out, const pmt_profile_totals_t *t)
+{
+    fprintf(out, "Shares are of all sampled bytes: %s%s live, %s%s allocated.",
+            t->live_estimated ? "~" : "", pmt_bytes(t->live), t->alloc_estimated ? "~" : "",
+            pmt_bytes(t->alloc));
+}
+
+static void html_sites(FILE *out, const pmt_analysis_t *a)
+{
+    fputs("<h2>Allocation sites</h2>\n", out);
+    if (!a->profiled) {
+        fputs("<p class=\"empty\">Not profiled: <code>POOLMALLOC_PROFILE=1</code> (or "
+              "<code>poolmalloc run --profile</code>) samples where memory is allocated.</p>\n",
+              out);
+        return;
+    }
+    const pmt_profile_t *p = a->profile;
+    if (p == NULL) {
+        fprintf(out, "<p class=\"empty\">Snapshot %" PRId64 " has no profile.</p>\n", a->at->seq);
+    } else {
+        fprintf(out, "<p class=\"meta\">Snapshot %" PRId64 ": %s samples, one per %s allocated "
+                     "on average; %s distinct stacks",
+                a->at->seq, pmt_count(p->samples), pmt_bytes(p->rate_bytes), pmt_count(p->sites));
+        if (p->dropped > 0)
+            fprintf(out, "; <strong>%s samples dropped</strong> (tables full): the figures are "
+                         "low",
+                    pmt_count(p->dropped));
+        fputs(". Bytes and blocks are estimates from the samples. ", out);
+        html_totals(out, &a->totals);
+        fputs("</p>\n", out);
+        html_sites_chart(out, a);
+        fputs("<h3>Top sites by live bytes</h3>\n", out);
+        html_site_table(out, a, &a->by_live, "sites-live", "No sampled block is live.");
+        fputs("<h3>Top sites by bytes allocated</h3>\n", out);
+        html_site_table(out, a, &a->by_alloc, "sites-allocated", "Nothing sampled yet.");
+    }
+    fputs("<h2>Leak report</h2>\n", out);
+    if (a->leak_at == NULL) {
+        fprintf(out, "<p class=\"empty\">%s</p>\n",
+                a->ended ? "The exit snapshot has no profile."
+                         : "No exit snapshot: the program was killed, or is still running.");
+    } else {
+        fputs("<p class=\"meta\">Sites whose sampled blocks were still live at exit. ", out);
+        html_totals(out, &a->leak_totals);
+        fputs("</p>\n", out);
+        html_site_table(out, a, &a->leaks, "sites-leaks",
+                        a->leak_at->profile->samples == 0 ? "Nothing was sampled."
+                                                          : "None: every sampled block was freed.");
+    }
+    const char *notes = pmt_symbols_notes(a->symbols);
+    if (a->symbols != NULL && notes[0]) {
+        fputs("<p class=\"legend\">file:line: ", out);
+        html_escape(out, notes);
+        fputs("</p>\n", out);
+    }
+}
+
 /* ---- text parts ------------------------------------------------------------ */
 
 static void html_figure(FILE *out, const char *label, const char *value, const char *note)
@@ -443,7 +684,9 @@ static const char html_style[] =
     "border:1px solid #eee}"
     "svg .grid{stroke:#e4e4e4;stroke-width:1}svg .axis,svg .tickmark{stroke:#888;stroke-width:1}"
     "svg text{font:12px system-ui,sans-serif;fill:#444}svg .axis-label{fill:#666}"
-    "svg .value{font-weight:600}"
+    "svg .value{font-weight:600}svg .site-label{font:11px ui-monospace,monospace}"
+    "table.sites td{vertical-align:top}table.sites .stack{text-align:left}"
+    "ol.frames{margin:0;padding-left:18px;font-size:13px}ol.frames .where{color:#555}"
     ".legend{color:#444;font-size:13px;margin:4px 0 0}.legend span{font-size:16px}"
     "footer{color:#888;font-size:12px;margin-top:32px}";
 
@@ -501,6 +744,7 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
     html_class_table(out, a);
     fputs("<h2>Arenas by occupancy</h2>\n", out);
     html_occupancy_chart(out, a);
+    html_sites(out, a);
     fputs("<footer>Written by <code>poolmalloc report --html</code> from ", out);
     html_escape(out, series->file->path);
     fputs(". Self-contained: no script, no network.</footer>\n</body>\n</html>\n", out);

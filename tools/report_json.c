@@ -1,11 +1,14 @@
 /* report_json.c — owns `report --json` and `diff --json`: the figures of
- * analysis.c as one JSON document (built with jansson, so it is always
+ * analysis.c (and the frames symbols.c resolved) as one JSON document (built with jansson, so it is always
  * valid JSON). Field names follow the stats schema (docs/stats-schema.md)
  * and the PM_STATS tables, with units in their names.
  * Never computes a figure of its own. */
 #include "pmtool.h"
 
+#include <inttypes.h>
 #include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* jansson integers are signed 64-bit: a saturated figure is clamped. */
 static json_t *json_u64(uint64_t v)
@@ -126,6 +129,122 @@ static json_t *json_diagnosis(const pmt_analysis_t *a)
     return o;
 }
 
+/* Text from outside the stats file (addr2line, file names) may not be
+ * UTF-8: then its bytes above 0x7f become '?'. NULL gives null. */
+static json_t *json_string_or_null(const char *s)
+{
+    if (s == NULL)
+        return json_null();
+    json_t *v = json_string(s);
+    if (v != NULL)
+        return v;
+    char *copy = strdup(s);
+    if (copy == NULL)
+        pmt_out_of_memory();
+    for (char *c = copy; *c; c++)
+        if ((unsigned char)*c >= 0x80)
+            *c = '?';
+    v = json_string(copy);
+    free(copy);
+    return v != NULL ? v : json_null();
+}
+
+static json_t *json_location(const pmt_location_t *l)
+{
+    json_t *o = json_object();
+    json_set(o, "function", json_string_or_null(l->function));
+    json_set(o, "file", json_string_or_null(l->file));
+    json_set(o, "line", l->line > 0 ? json_integer(l->line) : json_null());
+    return o;
+}
+
+/* A frame as recorded, and where it is when resolved: function, file,
+ * line (null when unknown), the module file it was found in, and the
+ * functions it is inlined into. */
+static json_t *json_frame(const pmt_analysis_t *a, const pmt_stack_t *stack, size_t i)
+{
+    json_t *o = json_object();
+    char address[24];
+    snprintf(address, sizeof address, "0x%" PRIx64, stack->address[i]);
+    json_set(o, "frame", json_string(stack->frame[i]));
+    json_set(o, "address", json_string(address));
+    const pmt_resolved_t *r = pmt_symbols_find(a->symbols, stack->frame[i]);
+    pmt_location_t none = {0};
+    const pmt_location_t *l = r != NULL ? &r->loc[0] : &none;
+    json_set(o, "function", json_string_or_null(l->function));
+    json_set(o, "file", json_string_or_null(l->file));
+    json_set(o, "line", l->line > 0 ? json_integer(l->line) : json_null());
+    json_set(o, "module_path", json_string_or_null(r != NULL ? r->module_path : NULL));
+    json_t *inlined = json_array();
+    for (size_t k = 1; r != NULL && k < r->locs; k++)
+        json_array_append_new(inlined, json_location(&r->loc[k]));
+    json_set(o, "inlined_into", inlined);
+    return o;
+}
+
+static json_t *json_sites(const pmt_analysis_t *a, const pmt_site_table_t *table)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < table->rows; i++) {
+        const pmt_site_row_t *row = &table->row[i];
+        const pmt_site_t *s = row->site;
+        json_t *o = json_object();
+        json_set(o, "live_bytes", json_u64(s->live_bytes));
+        json_set(o, "live_count", json_u64(s->live_count));
+        json_set(o, "alloc_bytes", json_u64(s->alloc_bytes));
+        json_set(o, "alloc_count", json_u64(s->alloc_count));
+        json_set(o, "samples", json_u64(s->samples));
+        json_set(o, "live_share", json_real(row->live_share));
+        json_set(o, "alloc_share", json_real(row->alloc_share));
+        json_set(o, "label", s->stack->depth > 0
+                                 ? json_string_or_null(pmt_frame_label(
+                                       a->symbols, s->stack->frame[pmt_site_label_frame(s->stack)]))
+                                 : json_null());
+        json_t *frames = json_array();
+        for (size_t f = 0; f < s->stack->depth; f++)
+            json_array_append_new(frames, json_frame(a, s->stack, f));
+        json_set(o, "frames", frames);
+        json_array_append_new(list, o);
+    }
+    return list;
+}
+
+static json_t *json_totals(const pmt_profile_totals_t *t)
+{
+    return json_pack("{s:o, s:b, s:o, s:b}", "live_bytes", json_u64(t->live), "live_estimated",
+                     t->live_estimated, "alloc_bytes", json_u64(t->alloc), "alloc_estimated",
+                     t->alloc_estimated);
+}
+
+/* null without profiling; else the chosen snapshot's sites (null parts
+ * when that snapshot has no profile) and the exit snapshot's leaks. */
+static json_t *json_profile(const pmt_analysis_t *a)
+{
+    if (!a->profiled)
+        return json_null();
+    json_t *o = json_object();
+    const pmt_profile_t *p = a->profile;
+    json_set(o, "snapshot", p ? pmt_json_snapshot_id(a->at) : json_null());
+    json_set(o, "rate_bytes", p ? json_u64(p->rate_bytes) : json_null());
+    json_set(o, "samples", p ? json_u64(p->samples) : json_null());
+    json_set(o, "dropped", p ? json_u64(p->dropped) : json_null());
+    json_set(o, "sites", p ? json_u64(p->sites) : json_null());
+    json_set(o, "totals", p ? json_totals(&a->totals) : json_null());
+    json_set(o, "top_live", json_sites(a, &a->by_live));
+    json_set(o, "top_allocated", json_sites(a, &a->by_alloc));
+    if (a->leak_at != NULL)
+        json_set(o, "leaks", json_pack("{s:o, s:o, s:o}", "snapshot",
+                                       pmt_json_snapshot_id(a->leak_at), "totals",
+                                       json_totals(&a->leak_totals), "sites",
+                                       json_sites(a, &a->leaks)));
+    else
+        json_set(o, "leaks", json_null());
+    json_set(o, "resolution",
+             json_pack("{s:b, s:o}", "enabled", a->symbols != NULL, "notes",
+                       json_string_or_null(pmt_symbols_notes(a->symbols))));
+    return o;
+}
+
 static json_t *json_timeline(const pmt_series_t *series)
 {
     json_t *list = json_array();
@@ -182,5 +301,6 @@ void pmt_report_json(const pmt_file_t *file, const pmt_series_t *series, const p
     json_set(o, "classes", classes);
     json_set(o, "timeline", json_timeline(series));
     json_set(o, "diagnosis", json_diagnosis(a));
+    json_set(o, "profile", json_profile(a));
     pmt_json_dump(o, out);
 }

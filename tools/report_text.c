@@ -1,7 +1,9 @@
 /* report_text.c — owns the report for a terminal: summary, size-class
- * table, arena occupancy, the RSS/live timeline drawn in ASCII, and the
- * retained-memory diagnosis. Prints what analysis.c decided; computes no
- * figure of its own. Output is plain ASCII, 80 columns. */
+ * table, arena occupancy, the RSS/live timeline drawn in ASCII, the
+ * retained-memory diagnosis, and the allocation sites with the leak report.
+ * Prints what analysis.c decided; computes no figure of its own. Output is
+ * plain ASCII, 80 columns (a frame and its file:line may need more: the
+ * file:line then goes on a line of its own). */
 #include "pmtool.h"
 
 #include <inttypes.h>
@@ -165,6 +167,115 @@ static void text_diagnosis(const pmt_analysis_t *a, FILE *out)
         pmt_wrap(out, "  - ", 4, a->advice[i]);
 }
 
+/* ---- allocation sites ------------------------------------------------------- */
+
+enum { TEXT_FRAMES_SHOWN = 6 };
+
+static void text_frames(const pmt_analysis_t *a, const pmt_stack_t *stack, FILE *out)
+{
+    size_t shown = stack->depth < TEXT_FRAMES_SHOWN ? stack->depth : TEXT_FRAMES_SHOWN;
+    for (size_t f = 0; f < shown; f++) {
+        const char *frame = stack->frame[f];
+        const char *where = pmt_frame_where(a->symbols, frame);
+        if (8 + strlen(frame) + strlen(where) <= PMT_TEXT_WIDTH)
+            fprintf(out, "        %s%s\n", frame, where);
+        else if (where[0])
+            fprintf(out, "        %s\n          %s\n", frame, where + 1);
+        else
+            fprintf(out, "        %s\n", frame);
+        const pmt_resolved_t *r = pmt_symbols_find(a->symbols, frame);
+        for (size_t i = 1; r != NULL && i < r->locs; i++) {
+            const pmt_location_t *l = &r->loc[i];
+            fprintf(out, "          inlined into %s", l->function ? l->function : "??");
+            if (l->file != NULL)
+                fprintf(out, " at %s:%u", l->file, l->line);
+            fputc('\n', out);
+        }
+    }
+    if (stack->depth > shown)
+        fprintf(out, "        ... %zu more frame%s\n", stack->depth - shown,
+                stack->depth - shown == 1 ? "" : "s");
+    if (stack->depth == 0)
+        fprintf(out, "        (no frame recorded)\n");
+}
+
+/* One site: the figure it is ranked by first, with its share. */
+static void text_site(const pmt_analysis_t *a, size_t rank, const pmt_site_row_t *row,
+                      int by_live, FILE *out)
+{
+    const pmt_site_t *s = row->site;
+    char live[96], alloc[96];
+    if (s->live_bytes == 0)
+        snprintf(live, sizeof live, "nothing live");
+    else
+        snprintf(live, sizeof live, "%s live (%s) in ~%s block%s", pmt_bytes(s->live_bytes),
+                 pmt_percent(row->live_share), pmt_count(s->live_count),
+                 s->live_count == 1 ? "" : "s");
+    snprintf(alloc, sizeof alloc, "%s allocated (%s) in ~%s", pmt_bytes(s->alloc_bytes),
+             pmt_percent(row->alloc_share), pmt_count(s->alloc_count));
+    fprintf(out, "  %2zu. %s;\n      %s; %s sample%s\n", rank, by_live ? live : alloc,
+            by_live ? alloc : live, pmt_count(s->samples), s->samples == 1 ? "" : "s");
+    text_frames(a, s->stack, out);
+}
+
+static void text_totals(const pmt_profile_totals_t *t, FILE *out)
+{
+    fprintf(out, "  shares are of all sampled bytes: %s%s live, %s%s allocated\n",
+            t->live_estimated ? "~" : "", pmt_bytes(t->live), t->alloc_estimated ? "~" : "",
+            pmt_bytes(t->alloc));
+}
+
+static void text_sites(const pmt_analysis_t *a, FILE *out)
+{
+    fprintf(out, "\nAllocation sites\n");
+    if (!a->profiled) {
+        fprintf(out, "  not profiled: POOLMALLOC_PROFILE=1 (or poolmalloc run --profile) samples "
+                     "where\n  memory is allocated\n");
+        return;
+    }
+    if (a->profile == NULL) {
+        fprintf(out, "  snapshot %" PRId64 " has no profile (another snapshot of the run has)\n",
+                a->at->seq);
+    } else {
+        const pmt_profile_t *p = a->profile;
+        fprintf(out, "  snapshot %" PRId64 " (%s): %s sample%s, one per %s allocated on average; "
+                     "%s stack%s\n",
+                a->at->seq, a->at->reason, pmt_count(p->samples), p->samples == 1 ? "" : "s",
+                pmt_bytes(p->rate_bytes), pmt_count(p->sites), p->sites == 1 ? "" : "s");
+        if (p->dropped > 0)
+            fprintf(out, "  %s samples dropped (the tables were full): the figures are low\n",
+                    pmt_count(p->dropped));
+        text_totals(&a->totals, out);
+        fprintf(out, "  (bytes and blocks with ~ are estimated from the samples)\n");
+        fprintf(out, "\n  Top sites by live bytes\n");
+        if (a->by_live.rows == 0)
+            fprintf(out, "    (no sampled block is live)\n");
+        for (size_t i = 0; i < a->by_live.rows; i++)
+            text_site(a, i + 1, &a->by_live.row[i], 1, out);
+        fprintf(out, "\n  Top sites by bytes allocated\n");
+        if (a->by_alloc.rows == 0)
+            fprintf(out, "    (nothing sampled yet)\n");
+        for (size_t i = 0; i < a->by_alloc.rows; i++)
+            text_site(a, i + 1, &a->by_alloc.row[i], 0, out);
+    }
+    fprintf(out, "\nLeak report: sites whose sampled blocks were still live at exit\n");
+    if (a->leak_at == NULL) {
+        fprintf(out, "  %s\n", a->ended ? "(the exit snapshot has no profile)"
+                                        : "(no exit snapshot: the program was killed, or is "
+                                          "still running)");
+    } else if (a->leaks.rows == 0) {
+        fprintf(out, "  %s\n", a->leak_at->profile->samples == 0 ? "nothing was sampled"
+                                                               : "none: every sampled block was freed");
+    } else {
+        text_totals(&a->leak_totals, out);
+        for (size_t i = 0; i < a->leaks.rows; i++)
+            text_site(a, i + 1, &a->leaks.row[i], 1, out);
+    }
+    const char *notes = pmt_symbols_notes(a->symbols);
+    if (a->symbols != NULL && notes[0])
+        pmt_wrap(out, "  file:line: ", 4, notes);
+}
+
 void pmt_report_text(const pmt_series_t *series, const pmt_analysis_t *a, FILE *out)
 {
     text_header(series, a, out);
@@ -173,4 +284,5 @@ void pmt_report_text(const pmt_series_t *series, const pmt_analysis_t *a, FILE *
     text_occupancy(a, out);
     text_timeline(series, out);
     text_diagnosis(a, out);
+    text_sites(a, out);
 }

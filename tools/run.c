@@ -300,8 +300,9 @@ static const char run_usage[] =
     "                  (in $TMPDIR if the current directory is not writable)\n"
     "  --interval T    time between snapshots: 250ms, 2s, 5m, 1h (10ms..24h);\n"
     "                  default " RUN_DEFAULT_INTERVAL "\n"
-    "  --profile       also set POOLMALLOC_PROFILE=1 (allocation-site profiling:\n"
-    "                  the sites appear in the report once libpoolmalloc supports it)\n"
+    "  --profile       also set POOLMALLOC_PROFILE=1: sample allocations and record\n"
+    "                  their call stacks; the summary then shows the top three\n"
+    "                  sites and the leaks at exit, 'poolmalloc report' all of them\n"
     "  --library LIB   the libpoolmalloc.so to preload (default: the one next to\n"
     "                  this program, ../lib/ or ../ of its directory)\n"
     "  -q, --quiet     no summary\n"
@@ -312,8 +313,102 @@ static const char run_usage[] =
     "\n"
     "examples:\n"
     "  poolmalloc run -- python3 script.py\n"
+    "  poolmalloc run --profile --stats app.jsonl -- ./app\n"
     "  poolmalloc run --stats build.jsonl --interval 1s -- make -j4\n"
     "  POOLMALLOC_RETAIN_POOLS=0 poolmalloc run --stats r0.jsonl -- ./server --once\n";
+
+enum { RUN_SITES_SHOWN = 3 };
+#define RUN_RESOLVE_SECONDS 10.0 /* addr2line for the summary, at most */
+
+/* A site in one line: its bytes, share, and the frame that names it. */
+static void run_site(const pmt_analysis_t *a, const pmt_site_row_t *row, int leak)
+{
+    const pmt_site_t *s = row->site;
+    char figure[96];
+    if (leak)
+        snprintf(figure, sizeof figure, "%s in ~%s blocks (%s)", pmt_bytes(s->live_bytes),
+                 pmt_count(s->live_count), pmt_percent(row->live_share));
+    else
+        snprintf(figure, sizeof figure, "%s (%s)", pmt_bytes(s->alloc_bytes),
+                 pmt_percent(row->alloc_share));
+    const char *label = s->stack->depth > 0
+                            ? pmt_frame_label(a->symbols, s->stack->frame[pmt_site_label_frame(s->stack)])
+                            : "(no frame)";
+    fprintf(stderr, "     %-18s  %s\n", figure, label);
+}
+
+/* The top sites by bytes allocated and the leaks, resolved with the
+ * program's own file among the modules. */
+static void run_sites(pmt_analysis_t *a, const char *program_path, const char *stats_path)
+{
+    if (!a->profiled) {
+        fprintf(stderr, "   --profile: no snapshot has a profile (POOLMALLOC_PROFILE=1 needs "
+                        "libunwind8: is it installed?)\n");
+        return;
+    }
+    char *dir = strdup(stats_path);
+    if (dir == NULL)
+        pmt_out_of_memory();
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    pmt_symbols_t *symbols = pmt_symbols_new(slash ? dir : ".", RUN_RESOLVE_SECONDS);
+    free(dir);
+    if (program_path != NULL)
+        pmt_symbols_add_path(symbols, program_path);
+    pmt_analysis_resolve(a, symbols);
+    if (a->profile != NULL) {
+        fprintf(stderr, "   allocation sites: %s samples, one per %s; top by bytes allocated:\n",
+                pmt_count(a->profile->samples), pmt_bytes(a->profile->rate_bytes));
+        for (size_t i = 0; i < a->by_alloc.rows && i < RUN_SITES_SHOWN; i++)
+            run_site(a, &a->by_alloc.row[i], 0);
+        if (a->by_alloc.rows == 0)
+            fprintf(stderr, "     (nothing sampled: the program allocated less than about "
+                            "%s)\n",
+                    pmt_bytes(a->profile->rate_bytes));
+    }
+    if (a->leak_at == NULL)
+        fprintf(stderr, "   leaks: no exit snapshot with a profile, so no leak report\n");
+    else if (a->leaks.rows == 0 && a->leak_at->profile->samples == 0)
+        fprintf(stderr, "   leaks: nothing was sampled\n");
+    else if (a->leaks.rows == 0)
+        fprintf(stderr, "   leaks: none, every sampled block was freed by exit\n");
+    else {
+        fprintf(stderr, "   leaks: %zu%s site%s with sampled blocks live at exit%s\n",
+                a->leaks.rows, a->leak_at->profile->leaks.count > a->leaks.rows ? "+" : "",
+                a->leaks.rows == 1 ? "" : "s", a->leaks.rows > RUN_SITES_SHOWN ? "; the top three:" : ":");
+        for (size_t i = 0; i < a->leaks.rows && i < RUN_SITES_SHOWN; i++)
+            run_site(a, &a->leaks.row[i], 1);
+    }
+    const char *notes = pmt_symbols_notes(symbols);
+    if (notes[0])
+        pmt_wrap(stderr, "   file:line: ", 5, notes);
+    a->symbols = NULL;
+    pmt_symbols_free(symbols);
+}
+
+/* The file execvp runs for name: name itself if it has a '/', else the
+ * first executable of that name in $PATH. NULL if none (caller frees). */
+static char *run_program_path(const char *name)
+{
+    if (strchr(name, '/') != NULL)
+        return realpath(name, NULL);
+    const char *path = getenv("PATH");
+    char *copy = strdup(path != NULL ? path : "/usr/local/bin:/usr/bin:/bin");
+    if (copy == NULL)
+        pmt_out_of_memory();
+    char *found = NULL;
+    for (char *save = NULL, *dir = strtok_r(copy, ":", &save); dir && !found;
+         dir = strtok_r(NULL, ":", &save)) {
+        char candidate[RUN_PATH_MAX];
+        int n = snprintf(candidate, sizeof candidate, "%s/%s", dir, name);
+        if (n > 0 && (size_t)n < sizeof candidate && run_is_file(candidate) &&
+            access(candidate, X_OK) == 0)
+            found = realpath(candidate, NULL);
+    }
+    free(copy);
+    return found;
+}
 
 static void run_summary(const char *program, const run_result_t *r, const char *stats_path,
                         int profile)
@@ -354,18 +449,27 @@ static void run_summary(const char *program, const run_result_t *r, const char *
             pmt_bytes(a->pool_bytes), pmt_percent(a->fragmentation), pmt_bytes(a->arena_bytes),
             pmt_count(a->at->s.arenas_mapped), pmt_count(a->at->s.arenas_peak));
     pmt_wrap(stderr, "   ", 3, a->verdict);
+    char *program_path = profile ? run_program_path(program) : NULL;
     if (profile)
-        fprintf(stderr, "   --profile: POOLMALLOC_PROFILE=1 was set; allocation sites appear in "
-                        "the report once libpoolmalloc supports profiling\n");
+        run_sites(a, program_path, stats_path);
     pmt_print_problems(&file, stderr);
     fprintf(stderr, "   %zu snapshot%s in %s", a->snapshots, a->snapshots == 1 ? "" : "s",
             stats_path);
     if (series.runs > 1)
         fprintf(stderr, " (and %zu other process run%s)", series.runs - 1,
                 series.runs == 2 ? "" : "s");
-    char pid_option[32] = "";
+    char pid_option[RUN_PATH_MAX + 64] = "";
     if (series.runs > 1)
         snprintf(pid_option, sizeof pid_option, " --pid %" PRId64, series.pid);
+    /* The report finds programs in $PATH by itself; others it is told of. */
+    if (profile && program_path != NULL && strchr(program, '/') != NULL) {
+        size_t used = strlen(pid_option);
+        int plain = strspn(program_path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                         "0123456789/._+-") == strlen(program_path);
+        snprintf(pid_option + used, sizeof pid_option - used, plain ? " --module %s" : " --module '%s'",
+                 program_path);
+    }
+    free(program_path);
     fprintf(stderr, "\n   details: poolmalloc report%s %s\n", pid_option, stats_path);
     fprintf(stderr, "   charts:  poolmalloc report%s --html report.html %s\n", pid_option,
             stats_path);

@@ -41,10 +41,13 @@ const char *pmt_bytes(uint64_t bytes)
 
 const char *pmt_signed_bytes(int64_t bytes)
 {
-    char *out = units_slot();
     uint64_t magnitude = bytes < 0 ? (uint64_t)0 - (uint64_t)bytes : (uint64_t)bytes;
-    snprintf(out, UNITS_SLOT_SIZE, "%s%s", bytes < 0 ? "-" : bytes > 0 ? "+" : "",
-             pmt_bytes(magnitude));
+    /* Copied out first: gcc -O3 cannot tell two slots apart (-Wrestrict). */
+    char text[UNITS_SLOT_SIZE];
+    memcpy(text, pmt_bytes(magnitude), sizeof text);
+    char *out = units_slot();
+    snprintf(out, UNITS_SLOT_SIZE, "%s%.*s", bytes < 0 ? "-" : bytes > 0 ? "+" : "",
+             UNITS_SLOT_SIZE - 2, text);
     return out;
 }
 

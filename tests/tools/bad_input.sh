@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bad stats files, read by report (text, --json, --html) and diff: a missing
 # file, an empty one, a last line cut short, a line that is not JSON, records
-# of a newer schema, and worse. Each gives a clear error naming FILE:LINE
+# of a newer schema, a bad profile object, and worse. Each gives a clear error naming FILE:LINE
 # (or FILE), exit status 1, and whatever could be read is still reported.
 # Usage: bad_input.sh TOOL LIBPOOLMALLOC FRAG PROBE BUILD_DIR
 set -euo pipefail
@@ -131,4 +131,35 @@ got=0
 has "was killed by SIGKILL" "$work/err" "killed"
 has "no exit snapshot" "$work/err" "killed: no exit snapshot"
 echo "bad_input: a program killed mid-run"
+
+# 9. A bad profile object: reported at its line; the record is kept without it.
+"$tool" run -q --profile --stats "$work/profiled.jsonl" --interval 50ms -- "$frag" scattered 100 >/dev/null
+n=$(wc -l <"$work/profiled.jsonl")
+"$python" - "$work/profiled.jsonl" "$work/badprofile.jsonl" <<'PY'
+import json, sys
+records = [json.loads(l) for l in open(sys.argv[1])]
+records[0]["profile"]["top_allocated"][0]["frames"][0] = 7
+records[1]["profile"]["leaks"] = "none"
+records[-1]["profile"]["top_live"][0]["addresses"] = ["0x1"]
+open(sys.argv[2], "w").write("".join(json.dumps(r) + "\n" for r in records))
+PY
+report_of "$work/badprofile.jsonl" 1
+has "^poolmalloc: $work/badprofile.jsonl:1: profile.top_allocated\\[0\\]: 'frames\\[0\\]' is an integer, not a frame; the record is read without its profile$" \
+  "$work/err" "a frame of the wrong type"
+has ":2: profile: 'leaks' is a string, not an array of sites; the record is read without its profile$" \
+  "$work/err" "leaks of the wrong type"
+has ":$n: profile.top_live\\[0\\]: 'addresses' is not an array of [0-9]+ addresses, one per frame" \
+  "$work/err" "addresses that do not match the frames"
+snapshots_reported "$n"
+has "^Leak report" "$work/out" "the report goes on"
+has "the exit snapshot has no profile" "$work/out" "the exit record's profile is left out"
+"$tool" report --json "$work/badprofile.jsonl" >"$work/badprofile.json" 2>/dev/null || true
+"$python" -c "
+import json; d = json.load(open('$work/badprofile.json'))
+assert d['problem_count'] == 3 and d['summary']['snapshots'] == $n, d['problems']
+assert d['profile']['snapshot'] is None and d['profile']['leaks'] is None, d['profile']" \
+  || fail "a bad profile: --json"
+"$tool" report --html "$work/badprofile.html" "$work/badprofile.jsonl" 2>/dev/null && fail "html exited 0"
+grep -q "has no profile" "$work/badprofile.html" || fail "html of a bad profile"
+echo "bad_input: a bad profile object (the rest of its record is still reported)"
 echo "bad_input: ok"

@@ -16,7 +16,7 @@ mkdir -p "$out/corpus"
 "$clang" -g -O1 -D_GNU_SOURCE -std=gnu11 -Wall -Wextra -Werror \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -I"$root/tools" -I"$root/allocator" \
-  "$here/fuzz_reader.c" "$root"/tools/{analysis,diff,reader,report_html,report_json,report_text,run,units}.c \
+  "$here/fuzz_reader.c" "$root"/tools/{analysis,diff,reader,report_html,report_json,report_text,run,symbols,units}.c \
   $(pkg-config --cflags --libs jansson) -lm -o "$out/fuzz_reader"
 cp -n "$here"/corpus/* "$out/corpus/" 2>/dev/null || true
 cd "$out"

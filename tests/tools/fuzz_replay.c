@@ -40,7 +40,10 @@ static const char *const tokens[] = {
     "true", "\"schema\":1", "\"schema\":2", "\"schema\":0", "\"pid\":", "\"seq\":", "\"classes\":",
     "\"arena_occupancy\":", "9223372036854775807", "18446744073709551616", "4294967296",
     "\"reason\":\"exit\"", "\"reason\":\"interval\"", "\"uptime_ms\":", "\\u0000", "\xff\xfe",
-    "poolmalloc 0.1.0 stats: pid 1, snapshot 1 (exit)\n", "{\"schema\":1}\n"};
+    "poolmalloc 0.1.0 stats: pid 1, snapshot 1 (exit)\n", "{\"schema\":1}\n",
+    "\"profile\":", "\"top_live\":", "\"top_allocated\":", "\"leaks\":[]", "\"frames\":",
+    "\"addresses\":", "\"0x7f00000000\"", "\"m!f+0x10\"", "\"m+0x10\"", "+0x", "!", "??:0\n",
+    "0x0000000000001219\n", " (discriminator 2)"};
 
 /* One mutation of in (size n) into out; returns the new size. */
 static size_t mutate(const uint8_t *in, size_t n, uint8_t *out)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The HTML report in a real browser: Debian's chromium, headless. The file
 # must be self-contained (no script, nothing fetched), the DOM Chromium
-# builds must hold the three SVG charts with their data, and a screenshot
+# builds must hold the four SVG charts with their data (the fourth: the top
+# allocation sites of a profiled run, labelled with file:line), and a screenshot
 # must show them drawn: the pixels of each series' colour are counted
 # (python3-pil). The screenshot is kept as tests/tools/html-report.png in the
 # build tree for a person to look at. Exit 77 (skipped) without chromium.
@@ -21,9 +22,13 @@ if [[ -z "$browser" ]]; then
 fi
 "$python" -c "import PIL" 2>/dev/null || fail "python3-pil is needed to read the screenshot"
 
-"$tool" run -q --stats "$work/frag.jsonl" --interval 50ms -- "$frag" scattered 300 >/dev/null
-"$tool" report --html "$work/report.html" "$work/frag.jsonl" 2>/dev/null
-"$tool" report --json "$work/frag.jsonl" >"$work/report.json"
+# Profiled, so the report has the chart of allocation sites too (frag's
+# three malloc calls; its frames are module+offset, resolved with --module).
+"$tool" run -q --profile --stats "$work/frag.jsonl" --interval 50ms -- "$frag" scattered 300 >/dev/null
+"$tool" report --module "$frag" --html "$work/report.html" "$work/frag.jsonl" 2>/dev/null
+"$tool" report --module "$frag" --json "$work/frag.jsonl" >"$work/report.json"
+debug=0
+if readelf -S "$frag" 2>/dev/null | grep -q '\.debug_info'; then debug=1; fi
 
 # Self-contained: nothing the browser could fetch, no script at all.
 "$python" - "$work/report.html" <<'PY' || fail "the HTML is not self-contained"
@@ -46,9 +51,9 @@ assert "url(" not in text and "@import" not in text and "http://" not in text.re
     'xmlns="http://www.w3.org/2000/svg"', "")
 c = Check(); c.feed(text)
 assert c.csp, "no Content-Security-Policy"
-assert c.svgs == ["chart-timeline", "chart-classes", "chart-occupancy"], c.svgs
+assert c.svgs == ["chart-timeline", "chart-classes", "chart-occupancy", "chart-sites"], c.svgs
 PY
-echo "html: self-contained, three SVG charts, a Content-Security-Policy"
+echo "html: self-contained, four SVG charts, a Content-Security-Policy"
 
 chrome() {
   timeout 90 "$browser" --headless --no-sandbox --disable-gpu --disable-background-networking \
@@ -61,7 +66,7 @@ chrome --dump-dom "file://$work/report.html" >"$work/dom.html" || {
   tail -20 "$work/chromium.log" >&2
   fail "chromium --dump-dom"
 }
-"$python" - "$work/dom.html" "$work/report.json" <<'PY' || fail "the charts in the DOM"
+"$python" - "$work/dom.html" "$work/report.json" "$debug" <<'PY' || fail "the charts in the DOM"
 import json, re, sys
 from html.parser import HTMLParser
 report = json.load(open(sys.argv[2]))
@@ -93,11 +98,49 @@ assert len(bars) == len(used), (len(bars), len(used))
 assert all(float(b["height"]) >= 0 for b in bars) and max(float(b["height"]) for b in bars) > 100
 occupancy = [a for t, a in d.found["chart-occupancy"] if t == "rect"]
 assert len(occupancy) == 10, len(occupancy)
-print(f"html: DOM: 4 series of {n} points, {len(bars)} class bars, 10 occupancy bars")
+# The sites chart: one row per site of either top list, bars as wide as
+# their bytes (each panel on its own scale), labelled by the first frame.
+profile = report["profile"]
+stacks = []
+for site in profile["top_live"] + profile["top_allocated"]:
+    key = [f["frame"] for f in site["frames"]]
+    if key not in stacks:
+        stacks.append(key)
+sites = d.found["chart-sites"]
+live = [a for t, a in sites if t == "rect" and a.get("class") == "bar site-live"]
+alloc = [a for t, a in sites if t == "rect" and a.get("class") == "bar site-alloc"]
+assert len(live) == len(alloc) == len(stacks) == 3, (len(live), len(alloc), stacks)
+def proportional(bars, values):
+    widths = sorted((float(a["width"]) for a in bars), reverse=True)
+    values = sorted(values, reverse=True)
+    assert widths[0] > 120, widths
+    for w, v in zip(widths, values):
+        assert abs(w / widths[0] - v / values[0]) < 0.02, (widths, values)
+by_stack = {}
+for site in profile["top_live"] + profile["top_allocated"]:
+    by_stack[tuple(f["frame"] for f in site["frames"])] = site
+proportional(alloc, [s["alloc_bytes"] for s in by_stack.values()])
+proportional(live, [s["live_bytes"] for s in by_stack.values()])
+class Labels(HTMLParser):
+    def __init__(self):
+        super().__init__(); self.inside = False; self.labels = []
+    def handle_starttag(self, tag, attrs):
+        if tag == "text" and dict(attrs).get("class") == "site-label":
+            self.inside = True; self.labels.append("")
+        elif tag == "title":
+            self.inside = False
+    def handle_data(self, data):
+        if self.inside: self.labels[-1] += data
+l = Labels(); l.feed(open(sys.argv[1]).read())
+assert len(l.labels) == 3, l.labels
+if sys.argv[3] == "1":
+    assert all(re.fullmatch(r"main \(frag\.c:\d+\)", x) for x in l.labels), l.labels
+print(f"html: DOM: 4 series of {n} points, {len(bars)} class bars, 10 occupancy bars, "
+      f"{len(live)} sites: {l.labels}")
 PY
 
 # What a person sees.
-chrome --window-size=1100,2700 --screenshot="$work/shot.png" "file://$work/report.html" >/dev/null || {
+chrome --window-size=1100,3300 --screenshot="$work/shot.png" "file://$work/report.html" >/dev/null || {
   tail -20 "$work/chromium.log" >&2
   fail "chromium --screenshot"
 }
@@ -111,7 +154,8 @@ pixels = image.load()
 colours = {  # report_html.c's palette
     "RSS line": (0xd6, 0x27, 0x28), "live line": (0x1f, 0x77, 0xb4),
     "pools line": (0xff, 0x7f, 0x0e), "arenas line": (0x2c, 0xa0, 0x2c),
-    "pool bars": (0xff, 0xbb, 0x78), "sparse arena bars": (0xc5, 0xb0, 0xd5)}
+    "pool bars": (0xff, 0xbb, 0x78), "sparse arena bars": (0xc5, 0xb0, 0xd5),
+    "site live bars": (0x17, 0xbe, 0xcf), "site allocated bars": (0x8c, 0x56, 0x4b)}
 count = {k: 0 for k in colours}
 xs = {k: [] for k in colours}
 for y in range(0, h, 2):
@@ -122,7 +166,8 @@ for y in range(0, h, 2):
                 count[k] += 1; xs[k].append(x)
 print("html: screenshot pixels (every 4th):", count)
 minimum = {"RSS line": 150, "live line": 150, "pools line": 50, "arenas line": 50,
-           "pool bars": 400, "sparse arena bars": 400}
+           "pool bars": 400, "sparse arena bars": 400,
+           "site live bars": 100, "site allocated bars": 100}
 for k, m in minimum.items():
     assert count[k] >= m, (k, count[k], m)
 # The lines cross the whole plot, not a dot in a corner.

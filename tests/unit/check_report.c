@@ -13,7 +13,6 @@
 #include "internal.h"
 #include "support.h"
 
-extern size_t malloc_usable_size(void *); /* glibc's, for glibc blocks */
 
 typedef struct captured {
     char text[1 << 16];
@@ -106,7 +105,7 @@ START_TEST(test_counters_exact)
     uint64_t large_bytes = 0;
     for (int i = 0; i < LARGE; i++) {
         large[i] = pm_malloc(1000 + (size_t)i * 100);
-        large_bytes += malloc_usable_size(large[i]);
+        large_bytes += pm_malloc_usable_size(large[i]);
     }
     pm_test_stats(&during);
     ck_assert_uint_eq(during.classes[1].live_blocks - before.classes[1].live_blocks, SMALL);
