@@ -13,10 +13,16 @@
  * bench/run reads every `key=value` of it; `pairs` (malloc+free pairs
  * made by the workload) is what callgrind's instruction count is divided
  * by, and any other numeric key is kept as an extra metric (medians in the
- * CSV), e.g. the RSS after a phase of a fragmentation workload. */
+ * CSV), e.g. the RSS after a phase of a fragmentation workload
+ * (bench_rss_kib, which never mallocs), and a ratio may be printed with
+ * bench_report_real. Lines `pm-series: key=value ...` are samples of a time
+ * series (cache.c), kept per run and drawn by bench/run. Every other line a
+ * workload prints must not depend on the allocator: bench/run compares it
+ * across runs. */
 #ifndef PM_BENCH_H
 #define PM_BENCH_H
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -210,23 +216,39 @@ static inline void bench_report(const char *key, uint64_t value)
     printf(" %s=%" PRIu64, key, value);
 }
 
+/* A ratio or other fraction: printed with 4 decimals. */
+static inline void bench_report_real(const char *key, double value)
+{
+    printf(" %s=%.4f", key, value);
+}
+
 static inline void bench_report_end(void)
 {
     printf("\n");
     fflush(stdout);
 }
 
-/* This process's current resident set in KiB (for phase metrics). */
+/* This process's current resident set in KiB (for phase metrics), from
+ * /proc/self/statm. With open/read into a stack buffer, not stdio: fopen
+ * mallocs its FILE and buffer, which would be unmeasured allocations in the
+ * middle of a fragmentation workload. */
 static inline uint64_t bench_rss_kib(void)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long pages_total = 0, pages_resident = 0;
-    if (f == NULL)
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return 0;
-    if (fscanf(f, "%lu %lu", &pages_total, &pages_resident) != 2)
-        pages_resident = 0;
-    fclose(f);
-    return (uint64_t)pages_resident * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* "size resident shared ...", in pages: the second field. */
+    const char *p = strchr(buf, ' ');
+    if (p == NULL)
+        return 0;
+    uint64_t pages = strtoull(p + 1, NULL, 10);
+    return pages * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
 }
 
 static inline uint64_t bench_maxrss_kib(void)
