@@ -34,14 +34,8 @@ static char dump_thread_state(const char *tid)
     pm_buf_str(&b, tid);
     pm_buf_str(&b, "/stat");
     *b.at = '\0';
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (pm_os_read_text(path, text, sizeof text) <= 0)
         return 0;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = '\0';
     const char *p = strrchr(text, ')'); /* the command name may hold anything */
     return p != NULL && p[1] == ' ' ? p[2] : 0;
 }

@@ -193,6 +193,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "options.h"
 #include "poolmalloc.h"
@@ -258,6 +259,9 @@ PM_HIDDEN void pm_os_unmap(void *addr, size_t size);
 /* Gives the pages back to the OS; the range stays mapped and reads as zeros. */
 PM_HIDDEN void pm_os_purge(void *addr, size_t size);
 PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);
+/* Reads a small file (under /proc) whole into text, NUL-terminated; returns
+ * its length, or -1. One read: /proc files are generated per read. */
+PM_HIDDEN ssize_t pm_os_read_text(const char *path, char *text, size_t capacity);
 PM_HIDDEN PM_NORETURN void pm_fatal(const char *what, const void *addr,
                                     int class_index);
 

@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -53,6 +54,19 @@ void pm_os_purge(void *addr, size_t size)
     int saved = errno;
     madvise(addr, size, MADV_DONTNEED);
     errno = saved;
+}
+
+ssize_t pm_os_read_text(const char *path, char *text, size_t capacity)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, text, capacity - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    text[n] = '\0';
+    return n;
 }
 
 void pm_os_write_all(int fd, const char *buf, size_t len)

@@ -18,14 +18,8 @@
 static uint64_t stats_rss_bytes(void)
 {
     char text[64];
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (pm_os_read_text("/proc/self/statm", text, sizeof text) <= 0)
         return 0;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = '\0';
     const char *p = text;
     while (*p && *p != ' ')
         p++; /* the first field is the total size; the second, resident */
