@@ -127,9 +127,10 @@ void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
 static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
 {
     pm_live_clear(pool, block);
-    pm_block_t *b = block;
-    b->next = pool->free_list;
-    pool->free_list = b;
+    if (pool->debug_fill)
+        pm_pool_debug_freed(pool, block);
+    pm_link_set(block, pool->free_list);
+    pool->free_list = block;
     PM_COUNTER_ADD(pool->used_count, -1);
     if (!pool->on_bin_list || pool->used_count == 0)
         pm_heap_pool_regained(heap, pool);
@@ -137,14 +138,19 @@ static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
 
 /* Takes every block other threads freed into this heap. A block pushed twice
  * is met twice, and its live bit, cleared at the first meeting, reports the
- * double free at the second (I6). */
+ * double free at the second (I6). A link that names no block of ours, or one
+ * not aligned to the granule, was written after the free (I12). */
 static bool heap_collect_remote(pm_heap_t *heap)
 {
     if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) == NULL)
         return false;
     pm_block_t *b = atomic_exchange_explicit(&heap->remote_free, NULL, memory_order_seq_cst);
     while (b != NULL) {
-        pm_block_t *next = b->next;
+        pm_block_t *next = pm_link_get(b);
+        if (next != NULL && (((uintptr_t)next & (PM_CLASS_GRANULE - 1)) != 0 ||
+                             !pm_registry_contains(next)))
+            pm_fatal("corrupted remote free list (a freed block was written to)", b,
+                     pm_pool_of(b)->class_index);
         pm_pool_t *pool = pm_pool_checked(b, PM_OP_FREE);
         if (pool->heap != heap) /* pushed here when it was not live */
             pm_fatal("double free", b, pool->class_index);
@@ -163,7 +169,12 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
         while (pool != NULL) {
             if (pool->free_list != NULL || pm_pool_carve(pool)) {
                 pm_block_t *block = pool->free_list;
-                pool->free_list = block->next;
+                pm_block_t *next = pm_link_get(block);
+                if (!pm_link_in_pool(block, next))
+                    pm_pool_corrupt_link(pool, block);
+                pool->free_list = next;
+                if (pool->debug_fill)
+                    pm_pool_debug_reuse(pool, block);
                 PM_COUNTER_ADD(pool->used_count, 1);
                 pm_live_set(pool, block);
                 PM_COUNTER_ADD(bin->allocated_total, 1);
@@ -215,8 +226,8 @@ static pm_heap_t *heap_create(void)
  * NULL when the thread must use the shared heap. */
 static pm_heap_t *heap_for_thread(void)
 {
-    if (thread_heap_released)
-        return NULL;
+    if (thread_heap_released || pm_options.debug)
+        return NULL; /* I12: debug mode's checks are on the shared heap's path */
     pthread_mutex_lock(&heaps.lock);
     if (!heaps.exit_key_ready && !heaps.exit_key_failed) {
         /* Without a destructor, heaps of exited threads could never be
@@ -245,13 +256,13 @@ static pm_heap_t *heap_for_thread(void)
     return heap;
 }
 
-/* The thread is gone: its heap, pools and all, waits for another thread.
- * Meanwhile whoever frees into it collects its remote stack (heap_free_remote);
- * state is published before the last collection, so a block pushed before
- * it is collected here and one pushed after it finds the heap ABANDONED. */
-static void heap_thread_exit(void *arg)
+/* The calling thread gives its heap up, pools and all, to wait for another
+ * thread. Meanwhile whoever frees into it collects its remote stack
+ * (heap_free_remote); state is published before the last collection, so a
+ * block pushed before it is collected here and one pushed after it finds
+ * the heap ABANDONED. */
+static void heap_abandon(pm_heap_t *heap)
 {
-    pm_heap_t *heap = arg;
     pm_thread_heap = &pm_heap_empty;
     thread_heap_released = true;
     pthread_mutex_lock(&heaps.lock);
@@ -269,7 +280,24 @@ static void heap_thread_exit(void *arg)
     heap->next_abandoned = heaps.abandoned;
     heaps.abandoned = heap;
     pthread_mutex_unlock(&heaps.lock);
+}
+
+static void heap_thread_exit(void *arg)
+{
+    heap_abandon(arg);
     pm_dump_note_thread_exit();
+}
+
+/* Options are read at start-up, after the thread may already have made a
+ * heap: under POOLMALLOC_DEBUG it gives it up, and its pools' blocks are
+ * freed through the checked path like every other (I12). */
+void pm_heap_apply_debug(void)
+{
+    pm_heap_t *heap = pm_thread_heap;
+    if (!pm_options.debug || heap == &pm_heap_empty)
+        return;
+    pthread_setspecific(heaps.exit_key, NULL); /* abandoned once, now */
+    heap_abandon(heap);
 }
 
 static void *heap_alloc_shared(unsigned class_index)
@@ -339,7 +367,7 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
     unsigned class_index = pool->class_index;
     pm_block_t *head = atomic_load_explicit(&owner->remote_free, memory_order_relaxed);
     do
-        block->next = head;
+        pm_link_set(block, head);
     while (!atomic_compare_exchange_weak_explicit(&owner->remote_free, &head, block,
                                                   memory_order_seq_cst, memory_order_relaxed));
     pm_heap_t *me = pm_thread_heap;
@@ -490,7 +518,7 @@ bool pm_heap_validate(void)
             waiting_counted[c] += bin->remote_freed_total - bin->remote_collected_total;
         }
         uint64_t waiting = 0;
-        for (const pm_block_t *b = atomic_load(&heap->remote_free); b != NULL; b = b->next) {
+        for (const pm_block_t *b = atomic_load(&heap->remote_free); b != NULL; b = pm_link_get(b)) {
             waiting_walked[pm_pool_of(b)->class_index]++;
             if (++waiting > ((uint64_t)1 << 32)) {
                 ok = false; /* a cycle */

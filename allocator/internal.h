@@ -62,7 +62,8 @@
  *  runs dry, the next stretch of untouched memory, up to the end of the
  *  current OS page, is carved into it (lazy carving, as in CPython's
  *  obmalloc: a pool's pages are touched only as it fills). A free block holds
- *  the next pointer of its list in its first 8 bytes.
+ *  the link to the next one in its first 8 bytes, encoded and checked on
+ *  every pop (I12).
  *
  *  The live map has one bit per 16-byte granule of the pool's 16 KiB stretch:
  *  a block's bit is (address % PM_POOL_SIZE) / 16, two instructions. Only
@@ -122,7 +123,10 @@
  *
  *  The shared heap (heap.c) is permanently ABANDONED: it serves, under its lock, the
  *  rare allocations that cannot have a heap of their own (a thread whose
- *  heap destructor already ran; a heap that could not be mapped).
+ *  heap destructor already ran; a heap that could not be mapped), and all
+ *  of them under POOLMALLOC_DEBUG=1, whose checks live on the slow path
+ *  only (I12), as jemalloc sends every call to its slow path while any
+ *  checking option is on: the fast paths never test for debug mode.
  *
  *      states of a heap          thread exits            new thread
  *      OWNED (lock-free) ───────────────────▶ ABANDONED ───────────▶ OWNED
@@ -185,6 +189,15 @@
  *      release queues the pool on the retained ring, and the ring's oldest
  *      entry is purged (madvise) when it overflows. A purged pool is carved
  *      afresh, so nothing reads its zeroed pages as a free list.
+ *  I12 Every link of a free list or a remote_free stack is stored encoded
+ *      (pm_link_set) and decoded only through pm_link_get; a pool's link is
+ *      checked (pm_link_in_pool) before it becomes the list's head, and a
+ *      remote link before the block it names is read, so a corrupted link
+ *      aborts instead of handing out or touching an arbitrary address. With
+ *      POOLMALLOC_DEBUG=1 no thread has a heap of its own: every small
+ *      request takes the shared heap's locked slow path, where pools made in
+ *      debug mode (debug_fill) keep PM_DEBUG_FREED_BYTE in every free block
+ *      past its link, checked when the block is handed out again.
  */
 #ifndef POOLMALLOC_INTERNAL_H
 #define POOLMALLOC_INTERNAL_H
@@ -295,8 +308,10 @@ PM_HIDDEN bool pm_registry_add(void *arena_base);
 PM_HIDDEN void pm_registry_remove(void *arena_base);
 
 /* ---- pools and arenas ------------------------------------------------------ */
+/* A free block: its first 8 bytes hold the link to the next one, encoded
+ * (see pm_link_set below). */
 typedef struct pm_block {
-    struct pm_block *next;
+    struct pm_block *next_encoded;
 } pm_block_t;
 
 struct pm_heap;
@@ -317,6 +332,7 @@ typedef struct pm_pool {
     uint8_t pool_index;       /* position in its arena */
     bool on_bin_list;         /* I4 */
     bool resident;            /* its pages may hold RSS (I10) */
+    bool debug_fill;          /* POOLMALLOC_DEBUG: its free blocks hold the pattern (I12) */
     uint16_t sampled_count;   /* sampled blocks live in it (I11); atomic */
     uint64_t live_map[PM_LIVE_MAP_WORDS]; /* I6; one bit per 16-byte granule */
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
@@ -382,6 +398,37 @@ static inline size_t pm_pool_bytes(unsigned pool_index)
     return pool_index == 0 ? PM_POOL_SIZE - PM_ARENA_HEADER_SIZE : PM_POOL_SIZE;
 }
 
+/* ---- free-list links: safe-linking (I12) ------------------------------------
+ * A link is stored as next ^ (its block's own address) ^ a per-process random
+ * key, as glibc's safe-linking stores tcache links, so a program that writes
+ * into a freed block (a use after free, an overflow from its neighbour)
+ * turns the link into noise rather than into an address of its choosing, and
+ * the check on every pop sees the noise. */
+PM_HIDDEN extern uintptr_t pm_link_key;
+static inline void pm_link_set(pm_block_t *block, const pm_block_t *next)
+{
+    block->next_encoded = (pm_block_t *)((uintptr_t)next ^ (uintptr_t)block ^ pm_link_key);
+}
+static inline pm_block_t *pm_link_get(const pm_block_t *block)
+{
+    return (pm_block_t *)((uintptr_t)block->next_encoded ^ (uintptr_t)block ^ pm_link_key);
+}
+/* A pool free list's link is NULL or a 16-byte aligned address in the same
+ * pool: blocks of a pool share address / PM_POOL_SIZE (see BLOCK, POOL,
+ * ARENA), so one mask tests both, and NULL is tested only when it fails. */
+static inline bool pm_link_in_pool(const pm_block_t *block, const pm_block_t *next)
+{
+    uintptr_t apart = (uintptr_t)next ^ (uintptr_t)block;
+    return PM_LIKELY((apart & ~(uintptr_t)(PM_POOL_SIZE - PM_CLASS_GRANULE)) == 0) || next == NULL;
+}
+/* Aborts: a free block's link failed pm_link_in_pool. */
+PM_HIDDEN PM_NORETURN void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_block_t *block);
+
+/* POOLMALLOC_DEBUG patterns (I12): the bytes of a block just handed out,
+ * and of a free block past its link. */
+#define PM_DEBUG_FRESH_BYTE 0xCD
+#define PM_DEBUG_FREED_BYTE 0xDD
+
 /* pool.c: block operations on one pool, by its owner (or under the
  * service_lock of its ABANDONED heap). */
 PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
@@ -392,6 +439,11 @@ PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool);
 /* Purges the pages of an IN USE pool with no live block and starts its
  * carving afresh (I10). */
 PM_HIDDEN void pm_pool_purge_empty(pm_pool_t *pool);
+/* POOLMALLOC_DEBUG (I12): a block leaving a debug_fill pool's free list is
+ * checked for writes since it was freed, then filled with the fresh
+ * pattern; a block joining it is filled with the freed pattern. */
+PM_HIDDEN void pm_pool_debug_reuse(const pm_pool_t *pool, void *block);
+PM_HIDDEN void pm_pool_debug_freed(const pm_pool_t *pool, void *block);
 /* What a pointer was handed to, for the diagnosis of misuse. */
 typedef enum pm_op { PM_OP_FREE, PM_OP_REALLOC, PM_OP_USABLE_SIZE } pm_op_t;
 /* Returns the pool of a block inside one of our arenas, after checking I6
@@ -458,6 +510,9 @@ PM_HIDDEN extern __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("in
 PM_HIDDEN extern pm_heap_t pm_heap_empty;
 
 PM_HIDDEN void *pm_heap_alloc_slow(unsigned class_index);
+/* After pm_options_init: under POOLMALLOC_DEBUG, the calling thread gives up
+ * the heap it may have made before (I12). */
+PM_HIDDEN void pm_heap_apply_debug(void);
 /* Frees a block of ours (pm_registry_contains) as its owner or as a remote
  * free, with every check; misuse is diagnosed as `op`. */
 PM_HIDDEN void pm_heap_free(void *block, pm_op_t op);
@@ -506,7 +561,10 @@ static inline void *pm_heap_alloc_fast(unsigned class_index)
     pm_pool_t *pool = bin->pools;
     pm_block_t *block;
     if (PM_LIKELY(pool != NULL && (block = pool->free_list) != NULL)) {
-        pool->free_list = block->next;
+        pm_block_t *next = pm_link_get(block);
+        if (PM_UNLIKELY(!pm_link_in_pool(block, next)))
+            pm_pool_corrupt_link(pool, block);
+        pool->free_list = next;
         PM_COUNTER_ADD(pool->used_count, 1);
         pm_live_set(pool, block);
         PM_COUNTER_ADD(bin->allocated_total, 1);
@@ -541,9 +599,8 @@ static inline void pm_heap_free_fast(void *block)
                   (live & mask) != 0 &&
                   __atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) == 0)) {
         __atomic_store_n(word, live & ~mask, __ATOMIC_RELAXED); /* I6 */
-        pm_block_t *b = block;
-        b->next = pool->free_list;
-        pool->free_list = b;
+        pm_link_set(block, pool->free_list);
+        pool->free_list = block;
         PM_COUNTER_ADD(pool->used_count, -1);
         if (PM_UNLIKELY(!pool->on_bin_list || pool->used_count == 0))
             pm_heap_pool_regained(heap, pool);

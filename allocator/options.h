@@ -31,7 +31,10 @@
       "unused pools whose pages stay resident, most recently freed first; older ones are " \
       "given back to the OS (madvise)")                                                      \
     X(reserve_arenas, "POOLMALLOC_RESERVE_ARENAS", COUNT, 1, 0, 4096,                        \
-      "empty arenas kept mapped rather than unmapped, against mmap/munmap churn")
+      "empty arenas kept mapped rather than unmapped, against mmap/munmap churn")          \
+    X(debug, "POOLMALLOC_DEBUG", COUNT, 0, 0, 1,                                             \
+      "1: fill freed blocks with 0xDD and check them when reused, fresh blocks with 0xCD; " \
+      "every call takes the locked slow path")
 
 #define PM_OPTION_PATH_MAX 256
 

@@ -5,9 +5,34 @@
 #include "internal.h"
 
 #include <string.h>
+#include <sys/auxv.h>
+#include <sys/random.h>
+#include <time.h>
+
+uintptr_t pm_link_key;
+
+/* The key is drawn before the first pool is made (under the arena lock), so
+ * every link ever written uses it; a fork child keeps it, as it keeps the
+ * links. getrandom never blocks here: GRND_NONBLOCK, and early in boot (or
+ * under a seccomp filter) the kernel's AT_RANDOM bytes, mixed with the
+ * clock, stand in. */
+static void link_key_init(void)
+{
+    uint64_t key = 0;
+    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != (ssize_t)sizeof key) {
+        const uint64_t *at_random = (const uint64_t *)getauxval(AT_RANDOM);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        key = (at_random != NULL ? at_random[0] ^ at_random[1] : (uint64_t)(uintptr_t)&now) ^
+              ((uint64_t)now.tv_nsec * 0x9e3779b97f4a7c15ull);
+    }
+    pm_link_key = (uintptr_t)(key | 1); /* never 0: a zeroed link must not decode to NULL */
+}
 
 void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
 {
+    if (PM_UNLIKELY(pm_link_key == 0))
+        link_key_init();
     pool->free_list = NULL;
     pool->next = pool->prev = NULL;
     pool->heap = heap;
@@ -19,6 +44,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pool->block_size);
     pool->on_bin_list = false;
     pool->resident = true; /* about to be carved */
+    pool->debug_fill = pm_options.debug != 0;
     memset(pool->live_map, 0, sizeof pool->live_map);
     /* Published last: a reader that sees the class sees the rest (I9). */
     __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);
@@ -39,7 +65,9 @@ bool pm_pool_carve(pm_pool_t *pool)
     pm_block_t *head = pool->free_list;
     for (uint32_t i = stop; i-- > pool->carve_index;) {
         pm_block_t *b = (pm_block_t *)(start + (size_t)i * pool->block_size);
-        b->next = head;
+        if (pool->debug_fill)
+            pm_pool_debug_freed(pool, b);
+        pm_link_set(b, head);
         head = b;
     }
     pool->free_list = head;
@@ -52,6 +80,29 @@ void pm_pool_purge_empty(pm_pool_t *pool)
     pm_arena_purge_pool(pool);
     pool->free_list = NULL; /* its links were in the purged pages */
     pool->carve_index = 0;
+}
+
+void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_block_t *block)
+{
+    pm_fatal("corrupted free list (a freed block was written to)", block, pool->class_index);
+}
+
+void pm_pool_debug_freed(const pm_pool_t *pool, void *block)
+{
+    memset((char *)block + sizeof(pm_block_t), PM_DEBUG_FREED_BYTE,
+           pool->block_size - sizeof(pm_block_t));
+}
+
+void pm_pool_debug_reuse(const pm_pool_t *pool, void *block)
+{
+    const unsigned char *byte = (const unsigned char *)block + sizeof(pm_block_t);
+    const unsigned char *end = (const unsigned char *)block + pool->block_size;
+    for (; byte < end; byte++) {
+        if (*byte != PM_DEBUG_FREED_BYTE)
+            pm_fatal("write after free (POOLMALLOC_DEBUG found the freed pattern changed)",
+                     byte, pool->class_index);
+    }
+    memset(block, PM_DEBUG_FRESH_BYTE, pool->block_size);
 }
 
 /* The diagnosis of each misuse, per operation: glibc's wording where glibc
@@ -102,9 +153,9 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
     if (live != pool->used_count || pool->carve_index > pool->capacity)
         return false;
     unsigned free_blocks = 0;
-    for (const pm_block_t *b = pool->free_list; b != NULL; b = b->next) {
-        if (++free_blocks > pool->capacity)
-            return false; /* a cycle */
+    for (const pm_block_t *b = pool->free_list; b != NULL; b = pm_link_get(b)) {
+        if (++free_blocks > pool->capacity || !pm_link_in_pool(b, pm_link_get(b)))
+            return false; /* a cycle, or a link out of the pool (I12) */
     }
     return free_blocks + (pool->capacity - pool->carve_index) + pool->used_count == pool->capacity;
 }

@@ -4,6 +4,8 @@
  * Never touches pool or arena state; counts in the calling thread's heap. */
 #include "internal.h"
 
+#include <string.h>
+
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t count, size_t size);
 extern void *__libc_realloc(void *ptr, size_t size);
@@ -25,14 +27,24 @@ static void *system_counted(void *block)
     return block;
 }
 
-void *pm_system_malloc(size_t size) { return system_counted(__libc_malloc(size)); }
+/* A new block whose contents are undefined: under POOLMALLOC_DEBUG it
+ * holds the fresh pattern, as pool blocks do (glibc's blocks are not
+ * checked on reuse: glibc owns their free lists). */
+static void *system_fresh(void *block)
+{
+    if (block != NULL && pm_options.debug)
+        memset(block, PM_DEBUG_FRESH_BYTE, pm_system_usable_size(block));
+    return system_counted(block);
+}
+
+void *pm_system_malloc(size_t size) { return system_fresh(__libc_malloc(size)); }
 void *pm_system_calloc(size_t count, size_t size) { return system_counted(__libc_calloc(count, size)); }
 void *pm_system_memalign(size_t alignment, size_t size)
 {
-    return system_counted(__libc_memalign(alignment, size));
+    return system_fresh(__libc_memalign(alignment, size));
 }
-void *pm_system_valloc(size_t size) { return system_counted(__libc_valloc(size)); }
-void *pm_system_pvalloc(size_t size) { return system_counted(__libc_pvalloc(size)); }
+void *pm_system_valloc(size_t size) { return system_fresh(__libc_valloc(size)); }
+void *pm_system_pvalloc(size_t size) { return system_fresh(__libc_pvalloc(size)); }
 
 /* Precondition: size > 0 (pm_realloc frees for size 0 itself). */
 void *pm_system_realloc(void *ptr, size_t size)
@@ -49,7 +61,10 @@ void *pm_system_realloc(void *ptr, size_t size)
 
 void pm_system_free(void *ptr)
 {
-    pm_count_system_free(pm_system_usable_size(ptr));
+    size_t usable = pm_system_usable_size(ptr);
+    pm_count_system_free(usable);
+    if (pm_options.debug) /* a read after free reads the pattern */
+        memset(ptr, PM_DEBUG_FREED_BYTE, usable);
     if (pm_profile_enabled())
         pm_profile_free(ptr);
     __libc_free(ptr);

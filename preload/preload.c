@@ -79,6 +79,7 @@ static void preload_fork_child(void)
 __attribute__((constructor)) static void preload_start(void)
 {
     pm_options_init();
+    pm_heap_apply_debug();
     pm_profile_init();
     pm_heap_reset_sampling();
     pthread_atfork(pm_fork_prepare, pm_fork_parent, preload_fork_child);

@@ -17,7 +17,8 @@ static const struct {
     {"sizeclass", make_sizeclass_suite}, {"registry", make_registry_suite},
     {"pool", make_pool_suite},           {"alloc", make_alloc_suite},
     {"realloc", make_realloc_suite},     {"aligned", make_aligned_suite},
-    {"misuse", make_misuse_suite},       {"stats", make_stats_suite},
+    {"misuse", make_misuse_suite},       {"hardening", make_hardening_suite},
+    {"stats", make_stats_suite},
     {"threads", make_threads_suite},     {"fork", make_fork_suite},
     {"release", make_release_suite},     {"report", make_report_suite},
 };

@@ -5,12 +5,7 @@
  * die of SIGABRT (the runner turns core dumps off). */
 #include "support.h"
 
-#include <pthread.h>
 #include <signal.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 static const int misuse_classes[] = {0, 1, 15, 31};
 #define MISUSE_CLASS_COUNT ((int)(sizeof misuse_classes / sizeof misuse_classes[0]))
@@ -134,31 +129,15 @@ END_TEST
  * the owner's remote stack; the owner walks that stack when its bin runs
  * out of room, meets the block twice and aborts (I6, THREAD HEAPS in
  * internal.h). */
-static void *volatile remote_block;
-static pthread_barrier_t remote_barrier;
-
-static void *remote_owner(void *arg)
+static void free_twice(void *block)
 {
-    (void)arg;
-    remote_block = pm_malloc(96);
-    pthread_barrier_wait(&remote_barrier); /* block published */
-    pthread_barrier_wait(&remote_barrier); /* freed twice by main */
-    /* Fill the bin past a pool or two: the remote stack gets collected. */
-    for (size_t i = 0; i < 3 * PM_POOL_SIZE / 96; i++)
-        pm_malloc(96);
-    return NULL;
+    pm_free(block);
+    pm_free(block);
 }
 
 START_TEST(test_remote_double_free)
 {
-    pthread_t t;
-    ck_assert_int_eq(pthread_barrier_init(&remote_barrier, NULL, 2), 0);
-    ck_assert_int_eq(pthread_create(&t, NULL, remote_owner, NULL), 0);
-    pthread_barrier_wait(&remote_barrier);
-    pm_free(remote_block);
-    pm_free(remote_block);
-    pthread_barrier_wait(&remote_barrier);
-    pthread_join(t, NULL);
+    pm_test_remote_misuse(free_twice);
 }
 END_TEST
 
@@ -185,73 +164,47 @@ END_TEST
 
 /* ---- the message ---------------------------------------------------------- */
 
-enum misuse_kind { MISUSE_DOUBLE_FREE, MISUSE_INTERIOR, MISUSE_REALLOC_FREED };
-
-/* Runs one misuse in a child with stderr on a pipe; returns what it wrote
- * and checks that it died of SIGABRT. */
-static void capture_misuse(enum misuse_kind kind, char *buf, size_t cap)
+static void *message_anchor(void)
 {
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        alarm(10);
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        void *anchor = pm_malloc(32);
-        unsigned char *p = pm_malloc(32);
-        (void)anchor;
-        switch (kind) {
-        case MISUSE_DOUBLE_FREE:
-            pm_free(p);
-            pm_free(p);
-            break;
-        case MISUSE_INTERIOR:
-            pm_free(p + 16);
-            break;
-        case MISUSE_REALLOC_FREED:
-            pm_free(p);
-            pm_realloc(p, 64);
-            break;
-        }
-        _exit(0); /* not caught: the parent sees a normal exit */
-    }
-    close(fds[1]);
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < cap && (r = read(fds[0], buf + len, cap - 1 - len)) != 0) {
-        if (r < 0)
-            break;
-        len += (size_t)r;
-    }
-    buf[len] = '\0';
-    close(fds[0]);
-    int status = 0;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
-                  "misuse %d: child did not abort (status 0x%x), stderr: %s", (int)kind,
-                  status, buf);
+    return pm_malloc(32); /* keeps the pool IN USE */
+}
+
+static void misuse_double_free(void)
+{
+    message_anchor();
+    void *p = pm_malloc(32);
+    pm_free(p);
+    pm_free(p);
+}
+
+static void misuse_interior(void)
+{
+    message_anchor();
+    unsigned char *p = pm_malloc(32);
+    pm_free(p + 16);
+}
+
+static void misuse_realloc_freed(void)
+{
+    message_anchor();
+    void *p = pm_malloc(32);
+    pm_free(p);
+    pm_realloc(p, 64);
 }
 
 START_TEST(test_message_double_free)
 {
     char buf[4096];
-    capture_misuse(MISUSE_DOUBLE_FREE, buf, sizeof buf);
-    ck_assert_msg(strstr(buf, "poolmalloc: ") != NULL, "stderr: %s", buf);
-    ck_assert_msg(strstr(buf, "double free") != NULL, "stderr: %s", buf);
+    pm_test_capture_abort(misuse_double_free, buf, sizeof buf);
+    pm_test_assert_message(buf, "double free");
 }
 END_TEST
 
 START_TEST(test_message_interior)
 {
     char buf[4096];
-    capture_misuse(MISUSE_INTERIOR, buf, sizeof buf);
-    ck_assert_msg(strstr(buf, "poolmalloc: ") != NULL, "stderr: %s", buf);
-    ck_assert_msg(strstr(buf, "free") != NULL, "stderr: %s", buf);
+    pm_test_capture_abort(misuse_interior, buf, sizeof buf);
+    pm_test_assert_message(buf, "invalid free (not the start of a block)");
 }
 END_TEST
 
@@ -259,9 +212,8 @@ END_TEST
 START_TEST(test_message_realloc_freed)
 {
     char buf[4096];
-    capture_misuse(MISUSE_REALLOC_FREED, buf, sizeof buf);
-    ck_assert_msg(strstr(buf, "poolmalloc: ") != NULL, "stderr: %s", buf);
-    ck_assert_msg(strstr(buf, "realloc") != NULL, "stderr: %s", buf);
+    pm_test_capture_abort(misuse_realloc_freed, buf, sizeof buf);
+    pm_test_assert_message(buf, "realloc of a freed block");
 }
 END_TEST
 

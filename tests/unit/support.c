@@ -1,9 +1,15 @@
 /* support.c — helpers shared by the unit suites: a deterministic PRNG,
- * byte patterns, and the consistency checks of pm_stats_t.
- * Never allocates; the checks use ck_assert so a failure names the relation. */
+ * byte patterns, the consistency checks of pm_stats_t, and the capture of a
+ * misuse's abort message. Never allocates; the checks use ck_assert so a
+ * failure names the relation. */
 #include "support.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 void pm_test_rng_seed(pm_test_rng_t *rng, uint64_t seed)
 {
@@ -114,6 +120,70 @@ void pm_test_stats(pm_stats_t *out)
     memset(out, 0xa5, sizeof *out); /* every field must be written */
     pm_stats_get(out);
     pm_test_check_stats(out);
+}
+
+void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        alarm(10);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        misuse();
+        _exit(0); /* not caught: the parent sees a normal exit */
+    }
+    close(fds[1]);
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < cap && (r = read(fds[0], buf + len, cap - 1 - len)) != 0) {
+        if (r < 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+                  "the child did not abort (status 0x%x), stderr: %s", status, buf);
+}
+
+static void *volatile remote_block;
+static pthread_barrier_t remote_barrier;
+
+static void *remote_owner(void *arg)
+{
+    (void)arg;
+    pm_malloc(96);
+    remote_block = pm_malloc(96);
+    pthread_barrier_wait(&remote_barrier); /* published */
+    pthread_barrier_wait(&remote_barrier); /* misused by the other thread */
+    for (size_t i = 0; i < 3 * PM_POOL_SIZE / 96; i++)
+        pm_malloc(96);
+    return NULL;
+}
+
+void pm_test_remote_misuse(void (*misuse)(void *block))
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_barrier_init(&remote_barrier, NULL, 2), 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, remote_owner, NULL), 0);
+    pthread_barrier_wait(&remote_barrier);
+    misuse(remote_block);
+    pthread_barrier_wait(&remote_barrier);
+    pthread_join(t, NULL);
+}
+
+void pm_test_assert_message(const char *buf, const char *what)
+{
+    ck_assert_msg(strstr(buf, "poolmalloc: ") != NULL, "stderr: %s", buf);
+    ck_assert_msg(strstr(buf, what) != NULL, "expected '%s'; stderr: %s", what, buf);
 }
 
 int pm_test_ptr_cmp(const void *a, const void *b)

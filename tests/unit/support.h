@@ -27,6 +27,7 @@ Suite *make_alloc_suite(void);
 Suite *make_realloc_suite(void);
 Suite *make_aligned_suite(void);
 Suite *make_misuse_suite(void);
+Suite *make_hardening_suite(void);
 Suite *make_stats_suite(void);
 Suite *make_threads_suite(void);
 Suite *make_fork_suite(void);
@@ -87,5 +88,16 @@ static inline size_t pm_test_pool_capacity(unsigned pool_index, size_t block_siz
 }
 
 int pm_test_ptr_cmp(const void *a, const void *b); /* qsort on void * */
+
+/* Runs misuse() in a child with stderr on a pipe, checks that the child
+ * died of SIGABRT, and leaves what it wrote in buf (NUL-terminated). */
+void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap);
+/* A second thread allocates a 96-byte block (after an anchor that keeps its
+ * pool IN USE); the calling thread runs misuse(block); then the owner
+ * allocates until its bin runs dry, which collects its remote-free stack:
+ * for misuse that only that collection can see. */
+void pm_test_remote_misuse(void (*misuse)(void *block));
+/* ck_assert that buf holds "poolmalloc: " and `what`. */
+void pm_test_assert_message(const char *buf, const char *what);
 
 #endif /* PM_UNIT_SUPPORT_H */
