@@ -6,9 +6,23 @@
  * the write chose. */
 #include "support.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define UNDER_SANITIZER 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_SANITIZER 1
+#endif
 
 /* What a program might leave in a freed block's first 8 bytes: zeros, a
  * pointer of its own (here, into the same pool), text. */
@@ -217,6 +231,61 @@ START_TEST(test_debug_after_first_allocation)
 }
 END_TEST
 
+/* ---- out of memory ------------------------------------------------------------ */
+
+/* The address space capped a little above what the process uses: small
+ * and large requests alike run out (arenas cannot be mapped, then glibc
+ * cannot grow), each failure is NULL with ENOMEM, nothing aborts, and once
+ * the blocks are freed their memory serves again. */
+START_TEST(test_out_of_memory)
+{
+#ifdef UNDER_SANITIZER
+    return; /* the sanitizers' shadow memory does not fit under RLIMIT_AS */
+#endif
+    const size_t slots = (size_t)4 << 20;
+    void **blocks = mmap(NULL, slots * sizeof *blocks, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(blocks, MAP_FAILED);
+    char statm[128];
+    ck_assert_int_gt(pm_os_read_text("/proc/self/statm", statm, sizeof statm), 0);
+    rlim_t in_use = (rlim_t)strtoull(statm, NULL, 10) * (rlim_t)sysconf(_SC_PAGESIZE);
+    struct rlimit cap = {in_use + ((rlim_t)64 << 20), in_use + ((rlim_t)64 << 20)};
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &cap), 0);
+
+    static const size_t sizes[] = {64, 512, 4000};
+    size_t count = 0, failures = 0;
+    for (size_t round = 0; count < slots && failures < 3; round++) {
+        errno = 0;
+        void *p = pm_malloc(sizes[round % 3]);
+        if (p == NULL) {
+            ck_assert_int_eq(errno, ENOMEM);
+            failures++;
+            continue;
+        }
+        blocks[count++] = p;
+    }
+    ck_assert_uint_eq(failures, 3);
+    errno = 0;
+    ck_assert_ptr_null(pm_calloc(1, (size_t)128 << 20));
+    ck_assert_int_eq(errno, ENOMEM);
+    void *kept = blocks[0];
+    ck_assert_ptr_null(pm_realloc(kept, (size_t)128 << 20));
+    ck_assert_ptr_eq(blocks[0], kept); /* realloc keeps the block when it fails */
+
+    for (size_t i = 0; i < count; i++)
+        pm_free(blocks[i]);
+    for (size_t i = 0; i < 1000; i++) {
+        blocks[i] = pm_malloc(sizes[i % 3]);
+        ck_assert_ptr_nonnull(blocks[i]);
+    }
+    for (size_t i = 0; i < 1000; i++)
+        pm_free(blocks[i]);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+}
+END_TEST
+
 Suite *make_hardening_suite(void)
 {
     Suite *s = suite_create("hardening");
@@ -236,6 +305,10 @@ Suite *make_hardening_suite(void)
     tcase_add_test(tc, test_debug_patterns);
     tcase_add_test(tc, test_debug_threads);
     tcase_add_test(tc, test_debug_after_first_allocation);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("oom");
+    tcase_add_test(tc, test_out_of_memory);
     suite_add_tcase(s, tc);
     return s;
 }
