@@ -542,7 +542,9 @@ PM_HIDDEN void pm_profile_init(void);
 PM_HIDDEN bool pm_profile_enabled(void);
 PM_HIDDEN void pm_profile_heap_init(pm_heap_t *heap);
 PM_HIDDEN bool pm_profile_unwinding(void);
-PM_HIDDEN void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t size);
+/* Returns the block: non-null, so pm_malloc can tail-call it. */
+PM_HIDDEN __attribute__((returns_nonnull)) void *pm_profile_sample_small(pm_heap_t *heap,
+                                                                        void *block, size_t size);
 PM_HIDDEN void pm_profile_sample_system(void *block, size_t usable);
 PM_HIDDEN void pm_profile_free(void *block);
 /* The top sites, largest first by live or by allocated bytes (only those
@@ -557,7 +559,9 @@ PM_HIDDEN void pm_heap_reset_sampling(void);
  * (then pm_heap_alloc_slow finds room). Inlined into pm_malloc. */
 static inline void *pm_heap_alloc_fast(unsigned class_index)
 {
-    pm_bin_t *bin = &pm_thread_heap->bins[class_index];
+    /* Read once: the stores below may alias it for the compiler. */
+    pm_heap_t *heap = pm_thread_heap;
+    pm_bin_t *bin = &heap->bins[class_index];
     pm_pool_t *pool = bin->pools;
     pm_block_t *block;
     if (PM_LIKELY(pool != NULL && (block = pool->free_list) != NULL)) {
@@ -568,7 +572,6 @@ static inline void *pm_heap_alloc_fast(unsigned class_index)
         PM_COUNTER_ADD(pool->used_count, 1);
         pm_live_set(pool, block);
         PM_COUNTER_ADD(bin->allocated_total, 1);
-        pm_heap_t *heap = pm_thread_heap;
         size_t size = pm_class_size(class_index);
         if (PM_UNLIKELY((heap->sample_countdown -= (int64_t)size) < 0))
             return pm_profile_sample_small(heap, block, size);
