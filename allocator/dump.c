@@ -2,13 +2,16 @@
  * every POOLMALLOC_STATS_INTERVAL and whenever POOLMALLOC_STATS_SIGNAL
  * arrives. Never allocates itself (the snapshot is stats.c's, into a static
  * buffer); the thread is detached, blocks every signal, is restarted in a
- * fork child so the child reports on itself, and never keeps a process alive
- * once every other thread is gone. */
+ * fork child so the child reports on itself, never keeps a process alive
+ * once every other thread is gone, and opens its files in a descriptor table
+ * of its own, out of the program's sight. */
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <semaphore.h>
@@ -21,6 +24,9 @@ static struct {
     sem_t wakeup; /* posted by the signal handler: async-signal-safe */
     _Atomic bool signalled;
     _Atomic bool thread_exited; /* a thread with a heap ended (heap.c) */
+    _Atomic bool leader_exited; /* the main thread called pthread_exit */
+    pthread_key_t leader_key;   /* its destructor tells the leader's exit */
+    bool leader_key_made;
     bool started;
 } dump;
 
@@ -72,13 +78,18 @@ static long dump_live_threads(void)
     return live;
 }
 
-/* The program's last thread has gone (main may end with pthread_exit): a
- * process whose only thread is this one must not live on. It ends as glibc
- * ends it when its last thread exits, with exit(0), which runs the atexit
+/* The program's last thread has gone: a process whose only thread is this
+ * one must not live on. That happens only once the main thread has called
+ * pthread_exit (when main returns, exit() ends every thread), so the
+ * threads are counted only from then on: reading /proc for each of them at
+ * every tick would cost a program with many threads. It ends as glibc ends
+ * a process whose last thread exits, with exit(0), which runs the atexit
  * handlers and so writes the final snapshot. The exited thread may take a
  * moment to be reaped, hence the short wait. */
 static void dump_exit_if_alone(bool thread_just_exited)
 {
+    if (!atomic_load_explicit(&dump.leader_exited, memory_order_relaxed))
+        return;
     int tries = thread_just_exited ? 200 : 1;
     for (int i = 0; i < tries; i++) {
         if (dump_live_threads() == 1)
@@ -88,6 +99,40 @@ static void dump_exit_if_alone(bool thread_just_exited)
             nanosleep(&pause, NULL);
         }
     }
+}
+
+static void dump_on_leader_exit(void *unused)
+{
+    (void)unused;
+    atomic_store_explicit(&dump.leader_exited, true, memory_order_relaxed);
+    atomic_store_explicit(&dump.thread_exited, true, memory_order_relaxed);
+    sem_post(&dump.wakeup);
+}
+
+/* Descriptor numbers are the program's: open() takes the lowest free one, so
+ * a file this thread opened for a moment (a stats record, /proc/self/statm,
+ * /proc/self/task) could take the number the program has just closed and is
+ * about to use, and the program would see EISDIR or the wrong file (CPython's
+ * test_io caught it). This thread therefore drops out of the shared table:
+ * it gets a copy, and closes the copies of the program's descriptors at
+ * once, so that none is kept open behind the program's back (a pipe would
+ * not see its end of file). Standard error stays, for the stderr sink and
+ * for warnings: it is the one the program had when this thread started.
+ * Where unshare is refused (a seccomp filter), files are opened in the
+ * shared table as before, and held for one record each. */
+static void dump_private_descriptors(void)
+{
+    if (unshare(CLONE_FILES) != 0)
+        return;
+    if (close_range(0, STDERR_FILENO - 1, 0) == 0 && close_range(STDERR_FILENO + 1, ~0U, 0) == 0)
+        return;
+    struct rlimit limit; /* kernels older than 5.9 have no close_range */
+    int last = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < (1u << 20)
+                   ? (int)limit.rlim_cur
+                   : 1 << 20;
+    for (int fd = 0; fd < last; fd++)
+        if (fd != STDERR_FILENO)
+            close(fd);
 }
 
 void pm_dump_note_thread_exit(void)
@@ -113,6 +158,7 @@ static void *dump_thread(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are its own */
+    dump_private_descriptors();
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
     for (;;) {
@@ -158,6 +204,11 @@ void pm_dump_start(void)
     if (pm_options.stats_path[0] == '\0' || dump.started)
         return;
     sem_init(&dump.wakeup, 0, 0);
+    /* Called on the main thread: its destructor runs only if it calls
+     * pthread_exit. Without one, threads are counted at every tick. */
+    dump.leader_key_made = pthread_key_create(&dump.leader_key, dump_on_leader_exit) == 0 &&
+                           pthread_setspecific(dump.leader_key, &dump) == 0;
+    atomic_store_explicit(&dump.leader_exited, !dump.leader_key_made, memory_order_relaxed);
     if (pm_options.stats_signal != 0) {
         struct sigaction action;
         memset(&action, 0, sizeof action);
@@ -175,5 +226,8 @@ void pm_dump_restart_in_child(void)
         return;
     pm_stats_note_start();
     sem_init(&dump.wakeup, 0, 0); /* its count belonged to the parent */
+    /* The thread that forked is the child's main thread. */
+    bool watched = dump.leader_key_made && pthread_setspecific(dump.leader_key, &dump) == 0;
+    atomic_store_explicit(&dump.leader_exited, !watched, memory_order_relaxed);
     dump_spawn();
 }

@@ -111,6 +111,27 @@ LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/pexit.jsonl" POOLMALLOC_STATS_FORMAT=j
 ((rc == 0)) || fail "a program ending in pthread_exit did not end (status $rc)"
 grep -q '"reason":"exit"' "$work/pexit.jsonl" || fail "no exit snapshot after pthread_exit"
 echo "dump: a program ending in pthread_exit ends, with its exit snapshot"
+rc=0
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/pexit-idle.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=50ms timeout -k 1 10 "$probe" pthread_exit_idle 300 || rc=$?
+((rc == 0)) || fail "a program whose last thread never allocated did not end (status $rc)"
+grep -q '"reason":"exit"' "$work/pexit-idle.jsonl" || fail "no exit snapshot after the idle thread"
+echo "dump: ... and so does one whose last thread never allocated"
+
+# 7b. The dump thread's own files never take a descriptor number the program
+# freed (CPython's test_io once got EISDIR from /proc/self/task that way).
+# It opens them in a descriptor table of its own, which takes unshare().
+if "$probe" can_unshare; then
+  LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/fdwatch.jsonl" POOLMALLOC_STATS_FORMAT=json \
+    POOLMALLOC_STATS_INTERVAL=10ms "$probe" fdwatch 1500 ||
+    fail "the dump thread opened a file in the program's descriptor table"
+  n=$(records "$work/fdwatch.jsonl")
+  ((n >= 50)) || fail "expected a snapshot every 10ms while watching, got $n"
+  echo "dump: $n snapshots, and the program's free descriptor numbers stayed free"
+else
+  echo "dump: warning: unshare(CLONE_FILES) is refused here (seccomp?): the dump" \
+    "thread opens its files in the program's table; descriptor check skipped"
+fi
 
 # 8. Bad input: one warning naming the variable and value; the program runs.
 err=$(LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/bad.jsonl" POOLMALLOC_STATS_INTERVAL=soon \

@@ -1,7 +1,10 @@
 /* probe.c — a plain malloc program for the dump-thread tests (dump.sh),
  * which run it with libpoolmalloc.so preloaded and stats on. Each mode does
  * one known thing; see dump.sh for what is checked. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,20 @@ static void sleep_ms(long ms)
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000};
     while (nanosleep(&t, &t) != 0)
         ;
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* Never allocates: the thread has no heap, so nothing tells its end. */
+static void *idle_thread(void *arg)
+{
+    sleep_ms((long)(intptr_t)arg);
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -82,6 +99,34 @@ int main(int argc, char **argv)
         free(malloc(16));
         pthread_exit(NULL);
     }
-    fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds|pthread_exit [ms]\n");
+    if (strcmp(mode, "pthread_exit_idle") == 0) {
+        /* The same, but the last thread to end is one that never
+         * allocated: the dump thread must notice on its own. */
+        pthread_t idle;
+        if (pthread_create(&idle, NULL, idle_thread, (void *)(intptr_t)ms) != 0)
+            return 3;
+        pthread_exit(NULL);
+    }
+    if (strcmp(mode, "fdwatch") == 0) {
+        /* A descriptor number the program has just freed stays free until
+         * the program opens something: the dump thread's files (records,
+         * /proc) must not take it, even for a moment. */
+        int fd = open("/dev/null", O_RDONLY);
+        if (fd < 0 || close(fd) != 0)
+            return 3;
+        unsigned long polls = 0;
+        for (double end = now_ms() + (double)ms; now_ms() < end; polls++) {
+            free(malloc(32));
+            if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) {
+                fprintf(stderr, "probe: descriptor %d was opened behind the program's back\n", fd);
+                return 1;
+            }
+        }
+        printf("probe: descriptor %d stayed free over %lu polls\n", fd, polls);
+        return 0;
+    }
+    if (strcmp(mode, "can_unshare") == 0)
+        return unshare(CLONE_FILES) == 0 ? 0 : 77; /* a seccomp filter may refuse it */
+    fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds|pthread_exit|pthread_exit_idle|fdwatch|can_unshare [ms]\n");
     return 2;
 }
