@@ -24,7 +24,10 @@ fi
 
 # Profiled, so the report has the chart of allocation sites too (frag's
 # three malloc calls; its frames are module+offset, resolved with --module).
-"$tool" run -q --profile --stats "$work/frag.jsonl" --interval 50ms -- "$frag" scattered 300 >/dev/null
+# Scattered mode keeps 1 MiB live: at the default rate (one sample per
+# 512 KiB) a site had no live sample in about one run in eight, and its bar
+# no width; one per 16 KiB gives each site dozens.
+POOLMALLOC_PROFILE_RATE=16384 "$tool" run -q --profile --stats "$work/frag.jsonl" --interval 50ms -- "$frag" scattered 300 >/dev/null
 "$tool" report --module "$frag" --html "$work/report.html" "$work/frag.jsonl" 2>/dev/null
 "$tool" report --module "$frag" --json "$work/frag.jsonl" >"$work/report.json"
 debug=0
@@ -109,7 +112,9 @@ for site in profile["top_live"] + profile["top_allocated"]:
 sites = d.found["chart-sites"]
 live = [a for t, a in sites if t == "rect" and a.get("class") == "bar site-live"]
 alloc = [a for t, a in sites if t == "rect" and a.get("class") == "bar site-alloc"]
-assert len(live) == len(alloc) == len(stacks) == 3, (len(live), len(alloc), stacks)
+# frag's three calls, and maybe stdio's buffer for its printf, if sampled.
+frag_stacks = [k for k in stacks if k[0].startswith("pmtool_frag")]
+assert len(frag_stacks) == 3 and len(live) == len(alloc) == len(stacks), (len(live), len(alloc), stacks)
 def proportional(bars, values):
     widths = sorted((float(a["width"]) for a in bars), reverse=True)
     values = sorted(values, reverse=True)
@@ -132,9 +137,10 @@ class Labels(HTMLParser):
     def handle_data(self, data):
         if self.inside: self.labels[-1] += data
 l = Labels(); l.feed(open(sys.argv[1]).read())
-assert len(l.labels) == 3, l.labels
+assert len(l.labels) == len(stacks), l.labels
 if sys.argv[3] == "1":
-    assert all(re.fullmatch(r"main \(frag\.c:\d+\)", x) for x in l.labels), l.labels
+    frag_labels = [x for x in l.labels if re.fullmatch(r"main \(frag\.c:\d+\)", x)]
+    assert len(frag_labels) == 3, l.labels
 print(f"html: DOM: 4 series of {n} points, {len(bars)} class bars, 10 occupancy bars, "
       f"{len(live)} sites: {l.labels}")
 PY
@@ -165,7 +171,9 @@ for y in range(0, h, 2):
             if all(abs(p[i] - c[i]) <= 12 for i in range(3)):
                 count[k] += 1; xs[k].append(x)
 print("html: screenshot pixels (every 4th):", count)
-minimum = {"RSS line": 150, "live line": 150, "pools line": 50, "arenas line": 50,
+# The RSS line is drawn first: where it runs along the pools line it is
+# covered (137 pixels were seen once), hence its lower bar.
+minimum = {"RSS line": 100, "live line": 150, "pools line": 50, "arenas line": 50,
            "pool bars": 400, "sparse arena bars": 400,
            "site live bars": 100, "site allocated bars": 100}
 for k, m in minimum.items():
