@@ -545,7 +545,8 @@ bool pm_heap_validate(void)
 /* ---- fork ------------------------------------------------------------------ */
 
 /* Every lock, in the documented order, so the child inherits the heap
- * directory, every abandoned heap and the arenas in a consistent state. */
+ * directory, every abandoned heap, the arenas and the profile tables in a
+ * consistent state. */
 void pm_fork_prepare(void)
 {
     pm_stats_lock();
@@ -553,10 +554,12 @@ void pm_fork_prepare(void)
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         pthread_mutex_lock(&heap->service_lock);
     pm_arena_lock();
+    pm_profile_lock();
 }
 
 void pm_fork_parent(void)
 {
+    pm_profile_unlock();
     pm_arena_unlock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         pthread_mutex_unlock(&heap->service_lock);
@@ -570,6 +573,7 @@ void pm_fork_parent(void)
  * where they are. */
 void pm_fork_child(void)
 {
+    pm_profile_reinit_lock();
     pm_arena_reinit_lock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         pthread_mutex_init(&heap->service_lock, NULL);

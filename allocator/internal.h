@@ -141,7 +141,9 @@
  *
  *  Locks, in the order they nest: the heap directory lock (the list of all
  *  heaps, the abandoned list); a heap's service_lock (only ABANDONED heaps
- *  are worked on under it); the arena directory lock; the registry lock.
+ *  are worked on under it); the arena directory lock; the registry lock;
+ *  the profile lock (profile.c's tables: a leaf, under which nothing else
+ *  is locked and nothing allocates).
  *  None is taken by the owner of a heap on the fast path; the arena lock is
  *  taken when a pool is acquired or released.
  *
@@ -552,6 +554,10 @@ PM_HIDDEN void pm_profile_free(void *block);
 PM_HIDDEN size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live,
                                 bool leaks_only, pm_profile_summary_t *summary);
 PM_HIDDEN void pm_profile_format_frame(pm_buf_t *b, const void *frame);
+/* The tables' lock, a leaf (taken last), held across fork (pm_fork_*). */
+PM_HIDDEN void pm_profile_lock(void);
+PM_HIDDEN void pm_profile_unlock(void);
+PM_HIDDEN void pm_profile_reinit_lock(void);
 /* Draws a sampling countdown for every heap made before profiling began. */
 PM_HIDDEN void pm_heap_reset_sampling(void);
 

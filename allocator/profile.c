@@ -253,6 +253,14 @@ bool pm_profile_unwinding(void)
     return profile_unwinding;
 }
 
+/* Across fork (pm_fork_*): a thread that held the lock when another forked
+ * does not exist in the child, which would wait for it forever at its first
+ * sampled malloc or free. The lock is a leaf: nothing else is taken, and
+ * nothing allocates, while it is held. */
+void pm_profile_lock(void) { pthread_mutex_lock(&profile.lock); }
+void pm_profile_unlock(void) { pthread_mutex_unlock(&profile.lock); }
+void pm_profile_reinit_lock(void) { pthread_mutex_init(&profile.lock, NULL); }
+
 void pm_profile_free(void *block)
 {
     pthread_mutex_lock(&profile.lock);
