@@ -53,8 +53,7 @@ void *pm_system_realloc(void *ptr, size_t size)
     void *moved = __libc_realloc(ptr, size);
     if (moved != NULL && ptr != NULL) {
         pm_count_system_free(old_usable);
-        if (pm_profile_enabled())
-            pm_profile_free(ptr);
+        pm_profile_free(ptr);
     }
     return system_counted(moved);
 }
@@ -65,8 +64,7 @@ void pm_system_free(void *ptr)
     pm_count_system_free(usable);
     if (pm_options.debug) /* a read after free reads the pattern */
         memset(ptr, PM_DEBUG_FREED_BYTE, usable);
-    if (pm_profile_enabled())
-        pm_profile_free(ptr);
+    pm_profile_free(ptr); /* before glibc can hand the address out again */
     __libc_free(ptr);
 }
 

@@ -1,5 +1,8 @@
-/* check_profile.c — allocation-site profiling through pm_*: a fork while
- * other threads sample leaves the child's profile lock usable (I11).
+/* check_profile.c — allocation-site profiling through pm_*: a sampled free
+ * takes its bytes off its site's live bytes, identical stacks share a site,
+ * the sample table grows and forgets freed blocks, the site table's limit
+ * drops samples and counts them, and a fork while other threads sample
+ * leaves the child's profile lock usable (I11).
  * Profiling is switched on in the test process as the preload constructor
  * does (pm_profile_init, then pm_heap_reset_sampling); needs libunwind8. */
 #include "support.h"
@@ -14,15 +17,205 @@
 
 /* rate: mean bytes between samples. At 1, every request of 64 bytes or
  * more is sampled but for odds of e^-63, and a sample stands for its own
- * size exactly (its weight 1 / (1 - e^(-size)) is 1 in a double). */
+ * size exactly (its weight 1 / (1 - e^(-size)) is 1 in a double).
+ * The calling thread gets its heap first, unsampled: the countdown lives
+ * in the heap, and a thread without one samples nothing on the glibc path. */
 static void profile_on(uint64_t rate)
 {
+    pm_free(pm_malloc(16));
     pm_options.profile = 1;
     pm_options.profile_rate = rate;
     pm_profile_init();
     ck_assert_msg(pm_profile_enabled(), "profiling did not start (libunwind8 missing?)");
     pm_heap_reset_sampling();
 }
+
+/* The live and allocated bytes over every site, and the summary. */
+typedef struct totals {
+    double live_bytes, alloc_bytes;
+    pm_profile_summary_t summary;
+} totals_t;
+
+static totals_t profile_totals(void)
+{
+    static pm_profile_site_t sites[1 << 14];
+    totals_t t = {0};
+    size_t n = pm_profile_top(sites, sizeof sites / sizeof sites[0], false, false, &t.summary);
+    for (size_t i = 0; i < n; i++) {
+        t.live_bytes += sites[i].live_bytes;
+        t.alloc_bytes += sites[i].alloc_bytes;
+    }
+    return t;
+}
+
+/* One pool block and one glibc block: each sampled, each taken off its
+ * site's live bytes when freed, its allocated bytes kept. */
+START_TEST(test_free_subtracts_live)
+{
+    profile_on(1);
+    void *small = pm_malloc(256);
+    void *large = pm_malloc(5000);
+    ck_assert(pm_owns(small) && !pm_owns(large));
+    double sizes = (double)(pm_malloc_usable_size(small) + pm_malloc_usable_size(large));
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, 2);
+    ck_assert_uint_eq(t.summary.dropped, 0);
+    ck_assert_double_eq_tol(t.live_bytes, sizes, 0.5);
+    ck_assert(pm_profile_maybe_sampled(small) && pm_profile_maybe_sampled(large));
+    ck_assert_uint_eq(pm_pool_of(small)->sampled_count, 1);
+
+    pm_free(small);
+    t = profile_totals();
+    ck_assert_double_eq_tol(t.live_bytes, (double)pm_malloc_usable_size(large), 0.5);
+    pm_free(large);
+    t = profile_totals();
+    ck_assert_double_eq_tol(t.live_bytes, 0, 0.5);
+    ck_assert_double_eq_tol(t.alloc_bytes, sizes, 0.5);
+    /* Counting filter: with no sampled block left, no bit stays set. */
+    ck_assert(!pm_profile_maybe_sampled(small) && !pm_profile_maybe_sampled(large));
+}
+END_TEST
+
+/* realloc of a sampled glibc block: the old block's record goes, the new
+ * one is sampled at its own size (rate 1), and nothing is left behind. */
+START_TEST(test_realloc_moves_record)
+{
+    profile_on(1);
+    void *p = pm_malloc(1000);
+    for (size_t size = 2000; size <= 64000; size *= 2) {
+        p = pm_realloc(p, size);
+        ck_assert_ptr_nonnull(p);
+        totals_t t = profile_totals();
+        ck_assert_double_eq_tol(t.live_bytes, (double)pm_malloc_usable_size(p), 0.5);
+    }
+    pm_free(p);
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+}
+END_TEST
+
+/* Twins but for their asm comments, which keep them from being tail calls
+ * (this frame is the site) and from being folded into one function
+ * (GCC's identical code folding). */
+static __attribute__((noinline)) void *alloc_at_site_a(size_t n)
+{
+    void *p = pm_malloc(n);
+    __asm__ volatile("# site a" : "+r"(p));
+    return p;
+}
+
+static __attribute__((noinline)) void *alloc_at_site_b(size_t n)
+{
+    void *p = pm_malloc(n);
+    __asm__ volatile("# site b" : "+r"(p));
+    return p;
+}
+
+/* Sizes past the pools: the statically linked core's frames are part of
+ * the stack here (only a preloaded library's own frames are skipped), and
+ * a pool block may come from the fast path or the slow one, a glibc block
+ * always the same way. */
+START_TEST(test_identical_stacks_share_site)
+{
+    enum { N = 200 };
+    static void *p[2 * N];
+    profile_on(1);
+    for (size_t i = 0; i < N; i++)
+        p[i] = alloc_at_site_a(PM_SMALL_MAX + 1 + i);
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, N);
+    ck_assert_uint_eq(t.summary.sites, 1);
+    for (size_t i = 0; i < N; i++)
+        p[N + i] = alloc_at_site_b(4 * PM_SMALL_MAX + i);
+    t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, 2 * N);
+    ck_assert_uint_eq(t.summary.sites, 2);
+
+    pm_profile_site_t top[2];
+    ck_assert_uint_eq(pm_profile_top(top, 2, true, false, NULL), 2);
+    ck_assert_uint_eq(top[0].samples, N); /* site b: the larger blocks */
+    ck_assert_uint_eq(top[1].samples, N);
+    ck_assert(top[0].live_bytes > top[1].live_bytes);
+    for (size_t i = 0; i < 2 * N; i++)
+        pm_free(p[i]);
+}
+END_TEST
+
+/* Far more sampled blocks live at once than the sample table starts with:
+ * it grows, loses none, and freeing them in a scrambled order (deletions
+ * that shift their neighbours back) finds every one. */
+START_TEST(test_sample_table_grows)
+{
+    enum { N = 200000 };
+    void **p = __libc_malloc(N * sizeof *p);
+    ck_assert_ptr_nonnull(p);
+    profile_on(1);
+    double live = 0;
+    for (size_t i = 0; i < N; i++) {
+        size_t n = i % 8 == 0 ? 600 + i % 3000 : 64 + i % 449;
+        p[i] = pm_malloc(n);
+        ck_assert_ptr_nonnull(p[i]);
+        live += (double)pm_malloc_usable_size(p[i]);
+    }
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, N);
+    ck_assert_uint_eq(t.summary.dropped, 0);
+    ck_assert_double_eq_tol(t.live_bytes, live, 1.0);
+    /* Free every block but one in 7, in a stride order, then the rest. */
+    for (size_t k = 0; k < N; k++) {
+        size_t i = (k * 7919) % N;
+        if (i % 7 == 0)
+            continue;
+        live -= (double)pm_malloc_usable_size(p[i]);
+        pm_free(p[i]);
+    }
+    ck_assert_double_eq_tol(profile_totals().live_bytes, live, 1.0);
+    for (size_t i = 0; i < N; i += 7) {
+        ck_assert(pm_profile_maybe_sampled(p[i]));
+        pm_free(p[i]);
+    }
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 1.0);
+    for (size_t i = 0; i < N; i++)
+        ck_assert(!pm_profile_maybe_sampled(p[i]));
+    __libc_free(p);
+}
+END_TEST
+
+/* 2^16 distinct stacks: a path of 16 calls, each through one of two
+ * functions. The site table keeps the first PM_PROFILE_SITES_MAX; samples
+ * of the others are dropped and counted. */
+static void *path_step(unsigned bits, int level);
+static __attribute__((noinline)) void *path_a(unsigned bits, int level)
+{
+    void *p = path_step(bits >> 1, level - 1);
+    __asm__ volatile("# path a" : "+r"(p));
+    return p;
+}
+static __attribute__((noinline)) void *path_b(unsigned bits, int level)
+{
+    void *p = path_step(bits >> 1, level - 1);
+    __asm__ volatile("# path b" : "+r"(p));
+    return p;
+}
+static __attribute__((noinline)) void *path_step(unsigned bits, int level)
+{
+    if (level == 0)
+        return pm_malloc(64);
+    return bits & 1 ? path_a(bits, level) : path_b(bits, level);
+}
+
+START_TEST(test_site_table_full)
+{
+    enum { PATHS = 1 << 16 };
+    profile_on(1);
+    for (unsigned bits = 0; bits < PATHS; bits++)
+        pm_free(path_step(bits, 16));
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.sites, PM_PROFILE_SITES_MAX);
+    ck_assert_uint_eq(t.summary.samples + t.summary.dropped, PATHS);
+    ck_assert_uint_gt(t.summary.dropped, 0);
+    ck_assert_double_eq_tol(t.live_bytes, 0, 0.5);
+}
+END_TEST
 
 /* ---- fork --------------------------------------------------------------- */
 
@@ -106,6 +299,14 @@ END_TEST
 Suite *make_profile_suite(void)
 {
     Suite *s = suite_create("profile");
+    TCase *tc = tcase_create("profile");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_free_subtracts_live);
+    tcase_add_test(tc, test_realloc_moves_record);
+    tcase_add_test(tc, test_identical_stacks_share_site);
+    tcase_add_test(tc, test_sample_table_grows);
+    tcase_add_test(tc, test_site_table_full);
+    suite_add_tcase(s, tc);
     TCase *fork_tc = tcase_create("fork");
     tcase_set_timeout(fork_tc, 120);
     tcase_add_test(fork_tc, test_fork_while_sampling);
