@@ -95,17 +95,28 @@ static int64_t profile_draw_countdown(uint64_t *rng)
     return next > 9e18 ? INT64_MAX : (int64_t)next + 1;
 }
 
-void pm_profile_heap_init(pm_heap_t *heap)
+/* Seeds a generator (from an address of the thread's and the time, so
+ * threads draw apart) and draws its first countdown. */
+static int64_t profile_seed(uint64_t *rng, const void *salt)
 {
-    if (!profile.enabled) {
-        heap->sample_countdown = INT64_MAX;
-        return;
-    }
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    heap->sample_rng = (uint64_t)(uintptr_t)heap ^ (uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 32);
-    heap->sample_countdown = profile_draw_countdown(&heap->sample_rng);
+    *rng = (uint64_t)(uintptr_t)salt ^ (uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 32);
+    return profile_draw_countdown(rng);
 }
+
+void pm_profile_heap_init(pm_heap_t *heap)
+{
+    heap->sample_countdown =
+        profile.enabled ? profile_seed(&heap->sample_rng, heap) : INT64_MAX;
+}
+
+/* The countdown of a thread without a heap of its own: one that has only
+ * allocated past the pools, or any thread under POOLMALLOC_DEBUG. Without
+ * it their glibc-path allocations would never be sampled. Seeded at its
+ * first use (heapless_rng 0). */
+static __thread int64_t heapless_countdown __attribute__((tls_model("initial-exec")));
+static __thread uint64_t heapless_rng __attribute__((tls_model("initial-exec")));
 
 static int profile_find_own_text(struct dl_phdr_info *info, size_t size, void *data)
 {
@@ -295,15 +306,17 @@ static profile_sample_t *profile_sample_insert(uintptr_t block, bool *replaced)
     return sample;
 }
 
-/* I11: records one sampled allocation. Runs with the thread's heap swapped
- * for the empty one, so whatever libunwind allocates meanwhile takes the
- * slow path, which sends it to glibc (pm_profile_unwinding). */
-static void profile_record(pm_heap_t *heap, void *block, size_t size)
+/* I11: records one sampled allocation, and draws the next countdown of the
+ * thread's heap, or of the thread if it has none. Runs with the thread's
+ * heap swapped for the empty one, so whatever libunwind allocates meanwhile
+ * takes the slow path, which sends it to glibc (pm_profile_unwinding). */
+static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_t size)
 {
-    heap->sample_countdown = profile_draw_countdown(&heap->sample_rng);
+    *countdown = profile_draw_countdown(rng);
     if (profile_unwinding)
         return;
     profile_unwinding = true;
+    pm_heap_t *heap = pm_thread_heap;
     pm_thread_heap = &pm_heap_empty;
     void *frames[PM_PROFILE_DEPTH + 2];
     int depth = profile.backtrace(frames, PM_PROFILE_DEPTH + 2);
@@ -345,16 +358,25 @@ static void profile_record(pm_heap_t *heap, void *block, size_t size)
 
 void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t size)
 {
-    profile_record(heap, block, size);
+    profile_record(&heap->sample_countdown, &heap->sample_rng, block, size);
     return block;
 }
 
 void pm_profile_sample_system(void *block, size_t usable)
 {
     pm_heap_t *heap = pm_thread_heap;
-    if (heap == &pm_heap_empty || (heap->sample_countdown -= (int64_t)usable) >= 0)
+    if (heap != &pm_heap_empty) {
+        if ((heap->sample_countdown -= (int64_t)usable) < 0)
+            profile_record(&heap->sample_countdown, &heap->sample_rng, block, usable);
         return;
-    profile_record(heap, block, usable);
+    }
+    /* While unwinding, the heap is the empty one and nothing is sampled. */
+    if (!profile.enabled || profile_unwinding)
+        return;
+    if (heapless_rng == 0)
+        heapless_countdown = profile_seed(&heapless_rng, &heapless_rng);
+    if ((heapless_countdown -= (int64_t)usable) < 0)
+        profile_record(&heapless_countdown, &heapless_rng, block, usable);
 }
 
 bool pm_profile_unwinding(void)

@@ -1,7 +1,8 @@
 /* check_profile.c — allocation-site profiling through pm_*: a sampled free
  * takes its bytes off its site's live bytes, identical stacks share a site,
  * the sample table grows and forgets freed blocks, the site table's limit
- * drops samples and counts them, and a fork while other threads sample
+ * drops samples and counts them, threads without a heap (large requests
+ * only, POOLMALLOC_DEBUG) are sampled too, and a fork while other threads sample
  * leaves the child's profile lock usable (I11).
  * Profiling is switched on in the test process as the preload constructor
  * does (pm_profile_init, then pm_heap_reset_sampling); needs libunwind8. */
@@ -17,12 +18,9 @@
 
 /* rate: mean bytes between samples. At 1, every request of 64 bytes or
  * more is sampled but for odds of e^-63, and a sample stands for its own
- * size exactly (its weight 1 / (1 - e^(-size)) is 1 in a double).
- * The calling thread gets its heap first, unsampled: the countdown lives
- * in the heap, and a thread without one samples nothing on the glibc path. */
+ * size exactly (its weight 1 / (1 - e^(-size)) is 1 in a double). */
 static void profile_on(uint64_t rate)
 {
-    pm_free(pm_malloc(16));
     pm_options.profile = 1;
     pm_options.profile_rate = rate;
     pm_profile_init();
@@ -89,6 +87,54 @@ START_TEST(test_realloc_moves_record)
         ck_assert_double_eq_tol(t.live_bytes, (double)pm_malloc_usable_size(p), 0.5);
     }
     pm_free(p);
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+}
+END_TEST
+
+/* A thread that only allocates past the pools never gets a heap, where
+ * countdowns live: it samples with a countdown of its own. */
+enum { HEAPLESS_BLOCKS = 100 };
+static void *heapless_blocks[HEAPLESS_BLOCKS];
+
+static void *large_only_thread(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < HEAPLESS_BLOCKS; i++)
+        heapless_blocks[i] = pm_malloc(PM_SMALL_MAX + 1 + 8 * i);
+    return NULL;
+}
+
+START_TEST(test_heapless_thread_sampled)
+{
+    profile_on(1);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, large_only_thread, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    double live = 0;
+    for (size_t i = 0; i < HEAPLESS_BLOCKS; i++)
+        live += (double)pm_malloc_usable_size(heapless_blocks[i]);
+    totals_t totals = profile_totals();
+    ck_assert_uint_eq(totals.summary.samples, HEAPLESS_BLOCKS);
+    ck_assert_double_eq_tol(totals.live_bytes, live, 0.5);
+    for (size_t i = 0; i < HEAPLESS_BLOCKS; i++)
+        pm_free(heapless_blocks[i]);
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+}
+END_TEST
+
+/* POOLMALLOC_DEBUG: no thread has a heap, small requests are served under
+ * the shared heap's lock unsampled, requests past the pools are sampled. */
+START_TEST(test_debug_samples_large_only)
+{
+    pm_options.debug = 1;
+    profile_on(1);
+    void *small = pm_malloc(256), *large = pm_malloc(5000);
+    ck_assert(pm_owns(small) && !pm_owns(large));
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, 1);
+    ck_assert_double_eq_tol(t.live_bytes, (double)pm_malloc_usable_size(large), 0.5);
+    pm_free(small);
+    pm_free(large);
     ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
 }
 END_TEST
@@ -303,6 +349,8 @@ Suite *make_profile_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_free_subtracts_live);
     tcase_add_test(tc, test_realloc_moves_record);
+    tcase_add_test(tc, test_heapless_thread_sampled);
+    tcase_add_test(tc, test_debug_samples_large_only);
     tcase_add_test(tc, test_identical_stacks_share_site);
     tcase_add_test(tc, test_sample_table_grows);
     tcase_add_test(tc, test_site_table_full);
