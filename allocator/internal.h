@@ -139,7 +139,9 @@
  *  LOCKING
  * ==========================================================================
  *
- *  Locks, in the order they nest: the heap directory lock (the list of all
+ *  Locks, in the order they nest: the profile unwind lock (read-held by a
+ *  thread taking a sample's backtrace, which holds no other lock then but
+ *  may take any, to free); the heap directory lock (the list of all
  *  heaps, the abandoned list); a heap's service_lock (only ABANDONED heaps
  *  are worked on under it); the arena directory lock; the registry lock;
  *  the profile lock (profile.c's tables: a leaf, under which nothing else
@@ -588,6 +590,11 @@ PM_HIDDEN void pm_profile_format_frame(pm_buf_t *b, const void *frame);
 PM_HIDDEN void pm_profile_lock(void);
 PM_HIDDEN void pm_profile_unlock(void);
 PM_HIDDEN void pm_profile_reinit_lock(void);
+/* The unwinders' lock, taken first across fork: no thread is inside
+ * libunwind when the child is made (see LOCKING). */
+PM_HIDDEN void pm_profile_unwind_lock(void);
+PM_HIDDEN void pm_profile_unwind_unlock(void);
+PM_HIDDEN void pm_profile_unwind_reinit_lock(void);
 /* Draws a sampling countdown for every heap made before profiling began. */
 PM_HIDDEN void pm_heap_reset_sampling(void);
 

@@ -72,7 +72,15 @@ static struct {
     size_t sample_count;
     uint32_t *filter_counts; /* PROFILE_FILTER_SIZE */
     uint64_t samples_taken, samples_dropped;
-} profile = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    /* Held for reading while a thread unwinds, and for writing across fork
+     * (pm_fork_*): libunwind takes locks of its own (its caches, and
+     * glibc's behind dl_iterate_phdr), which a thread cut by fork in the
+     * middle of an unwind would leave held in the child, whose first
+     * sample would then wait forever. Writers first, so a stream of
+     * samples cannot hold a fork off. */
+    pthread_rwlock_t unwinders;
+} profile = {.lock = PTHREAD_MUTEX_INITIALIZER,
+             .unwinders = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP};
 
 /* Set while this thread unwinds: its allocations go to glibc, unsampled. */
 static __thread bool profile_unwinding __attribute__((tls_model("initial-exec")));
@@ -319,7 +327,9 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     pm_heap_t *heap = pm_thread_heap;
     pm_thread_heap = &pm_heap_empty;
     void *frames[PM_PROFILE_DEPTH + 2];
+    pthread_rwlock_rdlock(&profile.unwinders);
     int depth = profile.backtrace(frames, PM_PROFILE_DEPTH + 2);
+    pthread_rwlock_unlock(&profile.unwinders);
     pm_thread_heap = heap;
     /* The site starts at the program's call into the allocator. */
     int skip = 0;
@@ -391,6 +401,17 @@ bool pm_profile_unwinding(void)
 void pm_profile_lock(void) { pthread_mutex_lock(&profile.lock); }
 void pm_profile_unlock(void) { pthread_mutex_unlock(&profile.lock); }
 void pm_profile_reinit_lock(void) { pthread_mutex_init(&profile.lock, NULL); }
+
+void pm_profile_unwind_lock(void) { pthread_rwlock_wrlock(&profile.unwinders); }
+void pm_profile_unwind_unlock(void) { pthread_rwlock_unlock(&profile.unwinders); }
+void pm_profile_unwind_reinit_lock(void)
+{
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&profile.unwinders, &attr);
+    pthread_rwlockattr_destroy(&attr);
+}
 
 void pm_profile_drop(void *block)
 {

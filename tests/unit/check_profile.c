@@ -301,20 +301,37 @@ static int wait_with_timeout(pid_t pid, int *status, int timeout_ms)
     return 1;
 }
 
-/* The profile lock held by a worker at the moment of fork would stay held
- * in the child forever: its first sampled malloc or free would hang. The
- * fork handlers take it before fork like every other lock. */
+static pthread_t sampling_workers[2];
+
+static void sampling_start(void)
+{
+    atomic_store(&sampling_stop, 0);
+    for (uintptr_t t = 0; t < 2; t++)
+        ck_assert_int_eq(pthread_create(&sampling_workers[t], NULL, sampling_worker, (void *)(t + 1)), 0);
+}
+
+static void sampling_end(void)
+{
+    atomic_store(&sampling_stop, 1);
+    for (int t = 0; t < 2; t++)
+        ck_assert_int_eq(pthread_join(sampling_workers[t], NULL), 0);
+}
+
+/* A lock held by a worker at the moment of fork would stay held in the
+ * child forever, and its first sampled malloc or free would hang: the
+ * profile lock, or one of libunwind's (its caches, glibc's lock behind
+ * dl_iterate_phdr) if the worker was unwinding. The fork handlers take the
+ * first and keep every thread out of libunwind across fork. Fresh workers
+ * each round: with cold caches, they unwind through those locks most. */
 START_TEST(test_fork_while_sampling)
 {
-    enum { WORKERS = 2, FORKS = 150 };
+    enum { FORKS = 150 };
     profile_on(16);
     ck_assert_int_eq(pthread_atfork(pm_fork_prepare, pm_fork_parent, pm_fork_child), 0);
-    atomic_store(&sampling_stop, 0);
-    pthread_t workers[WORKERS];
-    for (uintptr_t t = 0; t < WORKERS; t++)
-        ck_assert_int_eq(pthread_create(&workers[t], NULL, sampling_worker, (void *)(t + 1)), 0);
     int hung = -1, status = 0;
     for (int round = 0; round < FORKS && hung < 0; round++) {
+        sampling_start();
+        usleep(200);
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0) {
@@ -329,12 +346,10 @@ START_TEST(test_fork_while_sampling)
         }
         if (wait_with_timeout(pid, &status, 5000))
             hung = round;
-        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        sampling_end();
+        if (hung < 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
             break;
     }
-    atomic_store(&sampling_stop, 1);
-    for (int t = 0; t < WORKERS; t++)
-        ck_assert_int_eq(pthread_join(workers[t], NULL), 0);
     ck_assert_msg(hung < 0, "child of fork %d hung (killed after 5 s)", hung);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
                   WIFEXITED(status) ? "exited with" : "killed by signal",
