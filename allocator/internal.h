@@ -572,6 +572,10 @@ static inline bool pm_profile_maybe_sampled(const void *block)
     size_t f = pm_profile_filter_index(block);
     return (__atomic_load_n(&pm_profile_filter[f / 64], __ATOMIC_RELAXED) >> (f % 64)) & 1;
 }
+/* Checks I11's tables: every record reachable from its home slot and
+ * naming a site, its filter bit set, a filter bit set iff some record
+ * hashes to it, the table at most half full. Only when quiescent. */
+PM_HIDDEN bool pm_profile_validate(void);
 /* Drops the block's record, if it has one (I11). Takes the lock. */
 PM_HIDDEN void pm_profile_drop(void *block);
 /* Every block leaving the program's hands, before it can be handed out

@@ -427,6 +427,36 @@ void pm_profile_drop(void *block)
         __atomic_fetch_sub(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
 }
 
+/* I11's tables checked whole; only when quiescent (tests). */
+bool pm_profile_validate(void)
+{
+    bool ok = true;
+    pthread_mutex_lock(&profile.lock);
+    if (profile.enabled) {
+        size_t slots = (size_t)1 << profile.sample_bits, mask = slots - 1, records = 0;
+        for (size_t i = 0; i < slots; i++) {
+            uintptr_t block = profile.samples[i].block;
+            if (block == 0)
+                continue;
+            records++;
+            /* Reachable: no empty slot between its home and itself. */
+            for (size_t j = profile_sample_home(block, profile.sample_bits); j != i; j = (j + 1) & mask)
+                ok &= profile.samples[j].block != 0;
+            ok &= profile.samples[i].site < profile.site_count;
+            ok &= pm_profile_maybe_sampled((const void *)block);
+        }
+        uint64_t counted = 0;
+        for (size_t f = 0; f < PROFILE_FILTER_SIZE; f++) {
+            counted += profile.filter_counts[f];
+            bool bit = (pm_profile_filter[f / 64] >> (f % 64)) & 1;
+            ok &= bit == (profile.filter_counts[f] != 0);
+        }
+        ok &= records == profile.sample_count && counted == records && 2 * records <= slots;
+    }
+    pthread_mutex_unlock(&profile.lock);
+    return ok;
+}
+
 /* ---- reports ------------------------------------------------------------- */
 
 size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live, bool leaks_only,

@@ -28,7 +28,8 @@ static void profile_on(uint64_t rate)
     pm_heap_reset_sampling();
 }
 
-/* The live and allocated bytes over every site, and the summary. */
+/* The live and allocated bytes over every site, and the summary, after
+ * checking the tables (I11). */
 typedef struct totals {
     double live_bytes, alloc_bytes;
     pm_profile_summary_t summary;
@@ -37,6 +38,7 @@ typedef struct totals {
 static totals_t profile_totals(void)
 {
     static pm_profile_site_t sites[1 << 14];
+    ck_assert(pm_profile_validate());
     totals_t t = {0};
     size_t n = pm_profile_top(sites, sizeof sites / sizeof sites[0], false, false, &t.summary);
     for (size_t i = 0; i < n; i++) {
