@@ -545,23 +545,28 @@ bool pm_heap_validate(void)
 /* ---- fork ------------------------------------------------------------------ */
 
 /* Every lock, in the documented order, so the child inherits the heap
- * directory, every abandoned heap and the arenas in a consistent state. */
+ * directory, every abandoned heap, the arenas and the profile tables in a
+ * consistent state, and no thread inside libunwind. */
 void pm_fork_prepare(void)
 {
+    pm_profile_unwind_lock();
     pm_stats_lock();
     pthread_mutex_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         pthread_mutex_lock(&heap->service_lock);
     pm_arena_lock();
+    pm_profile_lock();
 }
 
 void pm_fork_parent(void)
 {
+    pm_profile_unlock();
     pm_arena_unlock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         pthread_mutex_unlock(&heap->service_lock);
     pthread_mutex_unlock(&heaps.lock);
     pm_stats_unlock();
+    pm_profile_unwind_unlock();
 }
 
 /* The child has one thread. Heaps owned by the others may have been cut
@@ -570,6 +575,7 @@ void pm_fork_parent(void)
  * where they are. */
 void pm_fork_child(void)
 {
+    pm_profile_reinit_lock();
     pm_arena_reinit_lock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         pthread_mutex_init(&heap->service_lock, NULL);
@@ -579,4 +585,5 @@ void pm_fork_child(void)
     }
     pthread_mutex_init(&heaps.lock, NULL);
     pm_stats_reinit_lock();
+    pm_profile_unwind_reinit_lock();
 }

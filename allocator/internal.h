@@ -139,9 +139,13 @@
  *  LOCKING
  * ==========================================================================
  *
- *  Locks, in the order they nest: the heap directory lock (the list of all
+ *  Locks, in the order they nest: the profile unwind lock (read-held by a
+ *  thread taking a sample's backtrace, which holds no other lock then but
+ *  may take any, to free); the heap directory lock (the list of all
  *  heaps, the abandoned list); a heap's service_lock (only ABANDONED heaps
- *  are worked on under it); the arena directory lock; the registry lock.
+ *  are worked on under it); the arena directory lock; the registry lock;
+ *  the profile lock (profile.c's tables: a leaf, under which nothing else
+ *  is locked and nothing allocates).
  *  None is taken by the owner of a heap on the fast path; the arena lock is
  *  taken when a pool is acquired or released.
  *
@@ -521,9 +525,10 @@ PM_HIDDEN void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool);
 
 /* ---- profile.c: allocation-site profiling ------------------------------------- */
 #define PM_PROFILE_DEPTH 32
+#define PM_PROFILE_SITES_MAX 16384 /* distinct stacks; samples of more are dropped */
 typedef struct pm_profile_site {
     uint64_t hash;
-    uint32_t depth; /* 0: an empty slot */
+    uint32_t depth; /* frames used */
     uint32_t samples;
     double alloc_bytes, alloc_count; /* estimated from the samples */
     double live_bytes, live_count;
@@ -534,10 +539,11 @@ typedef struct pm_profile_summary {
     uint64_t rate_bytes, sites, samples, dropped;
 } pm_profile_summary_t;
 
-/* I11 (profile.c): a sampled block has a record until it is freed, and its
- * pool's sampled_count counts it, so free takes the slow path, which drops
- * the record. While a thread unwinds for a sample, its heap is the empty
- * one and its allocations go to glibc unsampled. */
+/* I11 (profile.c): a sampled block has a record until it is freed, its
+ * pool's sampled_count counts it, so free takes the slow path, and its bit
+ * in pm_profile_filter is set, so that path (and every free of a glibc
+ * block) drops the record. While a thread unwinds for a sample, its heap is
+ * the empty one and its allocations go to glibc unsampled. */
 PM_HIDDEN void pm_profile_init(void);
 PM_HIDDEN bool pm_profile_enabled(void);
 PM_HIDDEN void pm_profile_heap_init(pm_heap_t *heap);
@@ -546,12 +552,53 @@ PM_HIDDEN bool pm_profile_unwinding(void);
 PM_HIDDEN __attribute__((returns_nonnull)) void *pm_profile_sample_small(pm_heap_t *heap,
                                                                         void *block, size_t size);
 PM_HIDDEN void pm_profile_sample_system(void *block, size_t usable);
-PM_HIDDEN void pm_profile_free(void *block);
+
+/* "Might this block have been sampled?", without the lock: one bit per
+ * hash of the address in an 8 KiB filter (L1-sized), set while a sampled
+ * block with that hash is live (profile.c counts them). No false negative
+ * for a live sampled block: its bit was set before the block was handed
+ * out, and a free of it comes after that. A false positive costs one
+ * locked lookup. All zero while profiling is off. */
+#define PM_PROFILE_FILTER_BITS 16 /* 65536 bits */
+PM_HIDDEN extern uint64_t pm_profile_filter[((size_t)1 << PM_PROFILE_FILTER_BITS) / 64];
+/* Another multiplier than the sample table's (profile.c), so blocks that
+ * share a bit do not also crowd one probe run. */
+static inline size_t pm_profile_filter_index(const void *block)
+{
+    return (size_t)(((uintptr_t)block >> 4) * 0xff51afd7ed558ccdull >> (64 - PM_PROFILE_FILTER_BITS));
+}
+static inline bool pm_profile_maybe_sampled(const void *block)
+{
+    size_t f = pm_profile_filter_index(block);
+    return (__atomic_load_n(&pm_profile_filter[f / 64], __ATOMIC_RELAXED) >> (f % 64)) & 1;
+}
+/* Checks I11's tables: every record reachable from its home slot and
+ * naming a site, its filter bit set, a filter bit set iff some record
+ * hashes to it, the table at most half full. Only when quiescent. */
+PM_HIDDEN bool pm_profile_validate(void);
+/* Drops the block's record, if it has one (I11). Takes the lock. */
+PM_HIDDEN void pm_profile_drop(void *block);
+/* Every block leaving the program's hands, before it can be handed out
+ * again: the filter, then the record only if the bit is set. */
+static inline void pm_profile_free(void *block)
+{
+    if (PM_UNLIKELY(pm_profile_maybe_sampled(block)))
+        pm_profile_drop(block);
+}
 /* The top sites, largest first by live or by allocated bytes (only those
  * with sampled blocks still live if leaks_only); returns how many. */
 PM_HIDDEN size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live,
                                 bool leaks_only, pm_profile_summary_t *summary);
 PM_HIDDEN void pm_profile_format_frame(pm_buf_t *b, const void *frame);
+/* The tables' lock, a leaf (taken last), held across fork (pm_fork_*). */
+PM_HIDDEN void pm_profile_lock(void);
+PM_HIDDEN void pm_profile_unlock(void);
+PM_HIDDEN void pm_profile_reinit_lock(void);
+/* The unwinders' lock, taken first across fork: no thread is inside
+ * libunwind when the child is made (see LOCKING). */
+PM_HIDDEN void pm_profile_unwind_lock(void);
+PM_HIDDEN void pm_profile_unwind_unlock(void);
+PM_HIDDEN void pm_profile_unwind_reinit_lock(void);
 /* Draws a sampling countdown for every heap made before profiling began. */
 PM_HIDDEN void pm_heap_reset_sampling(void);
 

@@ -1,6 +1,7 @@
 /* profile.c — owns allocation-site profiling: sampling one allocation every
  * POOLMALLOC_PROFILE_RATE bytes on average, its backtrace (libunwind), the
- * table of sites and of sampled blocks still live, and the site reports.
+ * table of sites and of sampled blocks still live, the filter that lets
+ * free skip that table, and the site reports.
  * The only file that includes libunwind.h. Never calls malloc: its tables
  * live in mmap'd memory; while it unwinds, the thread's allocations go
  * straight to glibc (I11). Keeps I11.
@@ -21,19 +22,39 @@
 #include <string.h>
 #include <time.h>
 
-#define PROFILE_SITE_BITS 14     /* 16384 distinct stacks */
-#define PROFILE_SAMPLE_BITS 20   /* a million sampled blocks live at once */
-#define PROFILE_SITES ((size_t)1 << PROFILE_SITE_BITS)
-#define PROFILE_SAMPLES ((size_t)1 << PROFILE_SAMPLE_BITS)
-#define PROFILE_TOMBSTONE ((uintptr_t)1)
+/* Sites are stored in the order they are first seen, so a report scans
+ * only the sites there are; a hash index finds a stack's site when it is
+ * sampled. The index holds 1 + a site's position (0: an empty slot), in
+ * twice as many slots as sites, so a probe always ends (64 KiB). */
+#define PROFILE_SITE_INDEX_SLOTS ((size_t)2 * PM_PROFILE_SITES_MAX)
+_Static_assert(PM_PROFILE_SITES_MAX <= UINT16_MAX, "the site index holds 16-bit positions");
+
+/* The sampled blocks still live: open addressing by block address, linear
+ * probing, at most half full. It starts at 4096 slots (128 KiB) and doubles
+ * when half full, up to 2^26 slots (2 GiB, 2^25 live samples: a program
+ * past that, 16 TiB live at the default rate, has samples dropped and
+ * counted). A record is deleted by shifting back the records after it
+ * (Knuth's algorithm R), so there are no tombstones to pile up and slow
+ * the probes of a long-running program. */
+#define PROFILE_SAMPLE_BITS_MIN 12
+#define PROFILE_SAMPLE_BITS_MAX 26
 
 typedef struct profile_sample {
-    uintptr_t block; /* 0: empty; PROFILE_TOMBSTONE: deleted */
-    uint32_t site;
-    uint32_t reserved;
-    double bytes; /* the estimate this sample stands for */
+    uintptr_t block; /* 0: an empty slot */
+    uint32_t site;   /* its position in profile.sites */
+    double bytes;    /* the estimate this sample stands for */
     double count;
 } profile_sample_t;
+
+/* The filter free reads without the lock (internal.h): bit f is set iff
+ * filter_counts[f] > 0, the count of records whose block hashes to f.
+ * Counting rather than leaving bits set: bits never cleared would fill up
+ * over a long run (after 65536 samples 63% of them would be set) and send
+ * that share of all frees to the lock; a count clears its bit when the
+ * last such record goes, so the share stays that of the live samples. A
+ * count cannot wrap: there are fewer than 2^25 records. */
+#define PROFILE_FILTER_SIZE ((size_t)1 << PM_PROFILE_FILTER_BITS)
+_Alignas(PM_CACHE_LINE) uint64_t pm_profile_filter[PROFILE_FILTER_SIZE / 64];
 
 static struct {
     bool enabled;
@@ -42,12 +63,24 @@ static struct {
      * frames in it lead every stack and are not the program's sites. */
     uintptr_t own_text_start, own_text_end;
     int (*backtrace)(void **frames, int depth);
-    pthread_mutex_t lock;
-    pm_profile_site_t *sites; /* open addressing by stack hash */
+    pthread_mutex_t lock; /* everything below; a leaf */
+    pm_profile_site_t *sites; /* [0, site_count) in insertion order */
     size_t site_count;
-    profile_sample_t *samples; /* open addressing by block address */
+    uint16_t *site_index;      /* by stack hash, PROFILE_SITE_INDEX_SLOTS */
+    profile_sample_t *samples; /* by block address, 2^sample_bits slots */
+    unsigned sample_bits;
+    size_t sample_count;
+    uint32_t *filter_counts; /* PROFILE_FILTER_SIZE */
     uint64_t samples_taken, samples_dropped;
-} profile = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    /* Held for reading while a thread unwinds, and for writing across fork
+     * (pm_fork_*): libunwind takes locks of its own (its caches, and
+     * glibc's behind dl_iterate_phdr), which a thread cut by fork in the
+     * middle of an unwind would leave held in the child, whose first
+     * sample would then wait forever. Writers first, so a stream of
+     * samples cannot hold a fork off. */
+    pthread_rwlock_t unwinders;
+} profile = {.lock = PTHREAD_MUTEX_INITIALIZER,
+             .unwinders = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP};
 
 /* Set while this thread unwinds: its allocations go to glibc, unsampled. */
 static __thread bool profile_unwinding __attribute__((tls_model("initial-exec")));
@@ -70,17 +103,28 @@ static int64_t profile_draw_countdown(uint64_t *rng)
     return next > 9e18 ? INT64_MAX : (int64_t)next + 1;
 }
 
-void pm_profile_heap_init(pm_heap_t *heap)
+/* Seeds a generator (from an address of the thread's and the time, so
+ * threads draw apart) and draws its first countdown. */
+static int64_t profile_seed(uint64_t *rng, const void *salt)
 {
-    if (!profile.enabled) {
-        heap->sample_countdown = INT64_MAX;
-        return;
-    }
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    heap->sample_rng = (uint64_t)(uintptr_t)heap ^ (uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 32);
-    heap->sample_countdown = profile_draw_countdown(&heap->sample_rng);
+    *rng = (uint64_t)(uintptr_t)salt ^ (uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 32);
+    return profile_draw_countdown(rng);
 }
+
+void pm_profile_heap_init(pm_heap_t *heap)
+{
+    heap->sample_countdown =
+        profile.enabled ? profile_seed(&heap->sample_rng, heap) : INT64_MAX;
+}
+
+/* The countdown of a thread without a heap of its own: one that has only
+ * allocated past the pools, or any thread under POOLMALLOC_DEBUG. Without
+ * it their glibc-path allocations would never be sampled. Seeded at its
+ * first use (heapless_rng 0). */
+static __thread int64_t heapless_countdown __attribute__((tls_model("initial-exec")));
+static __thread uint64_t heapless_rng __attribute__((tls_model("initial-exec")));
 
 static int profile_find_own_text(struct dl_phdr_info *info, size_t size, void *data)
 {
@@ -111,11 +155,15 @@ void pm_profile_init(void)
     void *unwind = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
     if (unwind != NULL)
         profile.backtrace = (int (*)(void **, int))dlsym(unwind, "unw_backtrace");
-    size_t site_bytes = PROFILE_SITES * sizeof(pm_profile_site_t);
-    size_t sample_bytes = PROFILE_SAMPLES * sizeof(profile_sample_t);
-    profile.sites = pm_os_map(site_bytes);
-    profile.samples = pm_os_map(sample_bytes);
-    if (profile.backtrace == NULL || profile.sites == NULL || profile.samples == NULL) {
+    /* Mapped whole, touched as they fill: ~4.8 MiB of sites at most, the
+     * index, the counts, and the sample table's first size. */
+    profile.sites = pm_os_map(PM_PROFILE_SITES_MAX * sizeof(pm_profile_site_t));
+    profile.site_index = pm_os_map(PROFILE_SITE_INDEX_SLOTS * sizeof(uint16_t));
+    profile.filter_counts = pm_os_map(PROFILE_FILTER_SIZE * sizeof(uint32_t));
+    profile.sample_bits = PROFILE_SAMPLE_BITS_MIN;
+    profile.samples = pm_os_map(sizeof(profile_sample_t) << PROFILE_SAMPLE_BITS_MIN);
+    if (profile.backtrace == NULL || profile.sites == NULL || profile.site_index == NULL ||
+        profile.filter_counts == NULL || profile.samples == NULL) {
         static const char warning[] = "poolmalloc: POOLMALLOC_PROFILE is set but libunwind "
                                       "(libunwind8) cannot be loaded; profiling is off\n";
         pm_os_write_all(2, warning, sizeof warning - 1);
@@ -134,71 +182,154 @@ static uint64_t profile_hash(const void *const *frames, int depth)
     return h ^ (h >> 29);
 }
 
-/* Caller holds profile.lock. Returns the site's index, or -1 if full. */
+/* Caller holds profile.lock. Returns the site's position, or -1 if the
+ * table is full. */
 static long profile_site_find(void *const *frames, int depth)
 {
     uint64_t hash = profile_hash((const void *const *)frames, depth);
-    for (size_t probe = 0; probe < PROFILE_SITES; probe++) {
-        size_t i = (hash + probe) & (PROFILE_SITES - 1);
-        pm_profile_site_t *site = &profile.sites[i];
-        if (site->depth == 0) {
-            if (profile.site_count >= PROFILE_SITES / 2)
-                return -1; /* keep probes short */
+    for (size_t i = hash & (PROFILE_SITE_INDEX_SLOTS - 1);;
+         i = (i + 1) & (PROFILE_SITE_INDEX_SLOTS - 1)) {
+        size_t entry = profile.site_index[i];
+        if (entry == 0) {
+            if (profile.site_count == PM_PROFILE_SITES_MAX)
+                return -1;
+            pm_profile_site_t *site = &profile.sites[profile.site_count];
             site->hash = hash;
             site->depth = (uint32_t)depth;
             memcpy(site->frames, frames, (size_t)depth * sizeof frames[0]);
-            profile.site_count++;
-            return (long)i;
+            profile.site_index[i] = (uint16_t)++profile.site_count;
+            return (long)profile.site_count - 1;
         }
+        pm_profile_site_t *site = &profile.sites[entry - 1];
         if (site->hash == hash && site->depth == (uint32_t)depth &&
             memcmp(site->frames, frames, (size_t)depth * sizeof frames[0]) == 0)
-            return (long)i;
+            return (long)entry - 1;
     }
-    return -1;
 }
 
+/* A block's home slot: the top bits of a Fibonacci hash (blocks are
+ * 16-byte aligned, so the low 4 bits carry nothing). */
+static size_t profile_sample_home(uintptr_t block, unsigned bits)
+{
+    return (size_t)((block >> 4) * 0x9e3779b97f4a7c15ull >> (64 - bits));
+}
+
+/* The slot holding the block's record, or the empty slot that ends its
+ * probe. Caller holds profile.lock. */
 static size_t profile_sample_slot(uintptr_t block)
 {
-    return (size_t)((block >> 4) * 0x9e3779b97f4a7c15ull >> (64 - PROFILE_SAMPLE_BITS));
+    size_t mask = ((size_t)1 << profile.sample_bits) - 1;
+    size_t i = profile_sample_home(block, profile.sample_bits);
+    while (profile.samples[i].block != block && profile.samples[i].block != 0)
+        i = (i + 1) & mask;
+    return i;
 }
 
-/* The sampled block's record, or NULL. Caller holds profile.lock. */
-static profile_sample_t *profile_sample_lookup(uintptr_t block)
+/* Doubles the sample table: false if it is at its largest or no memory can
+ * be mapped (then the sample is dropped). Records move to their slots in
+ * the new table; the old one is unmapped, which is safe because only
+ * holders of profile.lock read it. */
+static bool profile_samples_grow(void)
 {
-    size_t i = profile_sample_slot(block);
-    for (size_t probe = 0; probe < PROFILE_SAMPLES; probe++, i = (i + 1) & (PROFILE_SAMPLES - 1)) {
-        profile_sample_t *s = &profile.samples[i];
-        if (s->block == block)
-            return s;
-        if (s->block == 0)
-            return NULL;
+    unsigned bits = profile.sample_bits + 1;
+    if (bits > PROFILE_SAMPLE_BITS_MAX)
+        return false;
+    profile_sample_t *old = profile.samples, *table = pm_os_map(sizeof(profile_sample_t) << bits);
+    if (table == NULL)
+        return false;
+    size_t mask = ((size_t)1 << bits) - 1;
+    for (size_t i = 0; i < (size_t)1 << profile.sample_bits; i++) {
+        if (old[i].block == 0)
+            continue;
+        size_t j = profile_sample_home(old[i].block, bits);
+        while (table[j].block != 0)
+            j = (j + 1) & mask;
+        table[j] = old[i];
     }
-    return NULL;
+    pm_os_unmap(old, sizeof(profile_sample_t) << profile.sample_bits);
+    profile.samples = table;
+    profile.sample_bits = bits;
+    return true;
 }
 
-static profile_sample_t *profile_sample_insert(uintptr_t block)
+/* A new record counts in the filter before its block is handed out, so a
+ * free of it, which happens after, sees its bit (I11). */
+static void profile_filter_add(uintptr_t block)
 {
-    size_t i = profile_sample_slot(block);
-    for (size_t probe = 0; probe < 64; probe++, i = (i + 1) & (PROFILE_SAMPLES - 1)) {
-        profile_sample_t *s = &profile.samples[i];
-        if (s->block == 0 || s->block == PROFILE_TOMBSTONE)
-            return s;
+    size_t f = pm_profile_filter_index((const void *)block);
+    if (profile.filter_counts[f]++ == 0)
+        __atomic_fetch_or(&pm_profile_filter[f / 64], (uint64_t)1 << (f % 64), __ATOMIC_RELAXED);
+}
+
+static void profile_filter_remove(uintptr_t block)
+{
+    size_t f = pm_profile_filter_index((const void *)block);
+    if (--profile.filter_counts[f] == 0)
+        __atomic_fetch_and(&pm_profile_filter[f / 64], ~((uint64_t)1 << (f % 64)),
+                           __ATOMIC_RELAXED);
+}
+
+/* Takes a record's estimate off its site's live figures. */
+static void profile_sample_retire(const profile_sample_t *sample)
+{
+    pm_profile_site_t *site = &profile.sites[sample->site];
+    site->live_bytes -= sample->bytes;
+    site->live_count -= sample->count;
+}
+
+/* Empties slot `hole`, then shifts back every record after it in its probe
+ * run that may sit there: a record at i whose home is h may move to the hole
+ * iff the hole lies in [h, i) cyclically. Caller holds profile.lock. */
+static void profile_sample_delete(size_t hole)
+{
+    size_t mask = ((size_t)1 << profile.sample_bits) - 1;
+    profile_filter_remove(profile.samples[hole].block);
+    for (size_t i = (hole + 1) & mask; profile.samples[i].block != 0; i = (i + 1) & mask) {
+        size_t home = profile_sample_home(profile.samples[i].block, profile.sample_bits);
+        if (((i - home) & mask) >= ((i - hole) & mask)) {
+            profile.samples[hole] = profile.samples[i];
+            hole = i;
+        }
     }
-    return NULL; /* crowded: the sample is dropped and counted */
+    profile.samples[hole].block = 0;
+    profile.sample_count--;
 }
 
-/* I11: records one sampled allocation. Runs with the thread's heap swapped
- * for the empty one, so whatever libunwind allocates meanwhile takes the
- * slow path, which sends it to glibc (pm_profile_unwinding). */
-static void profile_record(pm_heap_t *heap, void *block, size_t size)
+/* The slot for a new record of `block`, or NULL if the table is full and
+ * cannot grow. Should the block still have a record (a free that was not
+ * seen), that record is retired and replaced, so no address ever has two:
+ * *replaced says so. Caller holds profile.lock. */
+static profile_sample_t *profile_sample_insert(uintptr_t block, bool *replaced)
 {
-    heap->sample_countdown = profile_draw_countdown(&heap->sample_rng);
+    if (2 * (profile.sample_count + 1) > (size_t)1 << profile.sample_bits && !profile_samples_grow())
+        return NULL;
+    profile_sample_t *sample = &profile.samples[profile_sample_slot(block)];
+    *replaced = sample->block == block;
+    if (*replaced) {
+        profile_sample_retire(sample);
+    } else {
+        profile.sample_count++;
+        profile_filter_add(block);
+    }
+    return sample;
+}
+
+/* I11: records one sampled allocation, and draws the next countdown of the
+ * thread's heap, or of the thread if it has none. Runs with the thread's
+ * heap swapped for the empty one, so whatever libunwind allocates meanwhile
+ * takes the slow path, which sends it to glibc (pm_profile_unwinding). */
+static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_t size)
+{
+    *countdown = profile_draw_countdown(rng);
     if (profile_unwinding)
         return;
     profile_unwinding = true;
+    pm_heap_t *heap = pm_thread_heap;
     pm_thread_heap = &pm_heap_empty;
     void *frames[PM_PROFILE_DEPTH + 2];
+    pthread_rwlock_rdlock(&profile.unwinders);
     int depth = profile.backtrace(frames, PM_PROFILE_DEPTH + 2);
+    pthread_rwlock_unlock(&profile.unwinders);
     pm_thread_heap = heap;
     /* The site starts at the program's call into the allocator. */
     int skip = 0;
@@ -210,9 +341,10 @@ static void profile_record(pm_heap_t *heap, void *block, size_t size)
         skip = depth > 2 ? 2 : 0; /* record and the sampling entry */
     double s = (double)size;
     double weight = 1.0 / (1.0 - exp(-s / profile.rate));
+    bool replaced = false;
     pthread_mutex_lock(&profile.lock);
     long site = profile_site_find(frames + skip, depth - skip);
-    profile_sample_t *sample = site >= 0 ? profile_sample_insert((uintptr_t)block) : NULL;
+    profile_sample_t *sample = site >= 0 ? profile_sample_insert((uintptr_t)block, &replaced) : NULL;
     if (sample != NULL) {
         pm_profile_site_t *entry = &profile.sites[site];
         sample->block = (uintptr_t)block;
@@ -229,23 +361,32 @@ static void profile_record(pm_heap_t *heap, void *block, size_t size)
         profile.samples_dropped++;
     }
     pthread_mutex_unlock(&profile.lock);
-    if (sample != NULL && pm_registry_contains(block))
+    if (sample != NULL && !replaced && pm_registry_contains(block))
         __atomic_fetch_add(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
     profile_unwinding = false;
 }
 
 void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t size)
 {
-    profile_record(heap, block, size);
+    profile_record(&heap->sample_countdown, &heap->sample_rng, block, size);
     return block;
 }
 
 void pm_profile_sample_system(void *block, size_t usable)
 {
     pm_heap_t *heap = pm_thread_heap;
-    if (heap == &pm_heap_empty || (heap->sample_countdown -= (int64_t)usable) >= 0)
+    if (heap != &pm_heap_empty) {
+        if ((heap->sample_countdown -= (int64_t)usable) < 0)
+            profile_record(&heap->sample_countdown, &heap->sample_rng, block, usable);
         return;
-    profile_record(heap, block, usable);
+    }
+    /* While unwinding, the heap is the empty one and nothing is sampled. */
+    if (!profile.enabled || profile_unwinding)
+        return;
+    if (heapless_rng == 0)
+        heapless_countdown = profile_seed(&heapless_rng, &heapless_rng);
+    if ((heapless_countdown -= (int64_t)usable) < 0)
+        profile_record(&heapless_countdown, &heapless_rng, block, usable);
 }
 
 bool pm_profile_unwinding(void)
@@ -253,20 +394,67 @@ bool pm_profile_unwinding(void)
     return profile_unwinding;
 }
 
-void pm_profile_free(void *block)
+/* Across fork (pm_fork_*): a thread that held the lock when another forked
+ * does not exist in the child, which would wait for it forever at its first
+ * sampled malloc or free. The lock is a leaf: nothing else is taken, and
+ * nothing allocates, while it is held. */
+void pm_profile_lock(void) { pthread_mutex_lock(&profile.lock); }
+void pm_profile_unlock(void) { pthread_mutex_unlock(&profile.lock); }
+void pm_profile_reinit_lock(void) { pthread_mutex_init(&profile.lock, NULL); }
+
+void pm_profile_unwind_lock(void) { pthread_rwlock_wrlock(&profile.unwinders); }
+void pm_profile_unwind_unlock(void) { pthread_rwlock_unlock(&profile.unwinders); }
+void pm_profile_unwind_reinit_lock(void)
+{
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&profile.unwinders, &attr);
+    pthread_rwlockattr_destroy(&attr);
+}
+
+void pm_profile_drop(void *block)
 {
     pthread_mutex_lock(&profile.lock);
-    profile_sample_t *sample = profile_sample_lookup((uintptr_t)block);
-    bool found = sample != NULL;
+    size_t slot = profile_sample_slot((uintptr_t)block);
+    bool found = profile.samples[slot].block == (uintptr_t)block;
     if (found) {
-        pm_profile_site_t *site = &profile.sites[sample->site];
-        site->live_bytes -= sample->bytes;
-        site->live_count -= sample->count;
-        sample->block = PROFILE_TOMBSTONE;
+        profile_sample_retire(&profile.samples[slot]);
+        profile_sample_delete(slot);
     }
     pthread_mutex_unlock(&profile.lock);
     if (found && pm_registry_contains(block))
         __atomic_fetch_sub(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
+}
+
+/* I11's tables checked whole; only when quiescent (tests). */
+bool pm_profile_validate(void)
+{
+    bool ok = true;
+    pthread_mutex_lock(&profile.lock);
+    if (profile.enabled) {
+        size_t slots = (size_t)1 << profile.sample_bits, mask = slots - 1, records = 0;
+        for (size_t i = 0; i < slots; i++) {
+            uintptr_t block = profile.samples[i].block;
+            if (block == 0)
+                continue;
+            records++;
+            /* Reachable: no empty slot between its home and itself. */
+            for (size_t j = profile_sample_home(block, profile.sample_bits); j != i; j = (j + 1) & mask)
+                ok &= profile.samples[j].block != 0;
+            ok &= profile.samples[i].site < profile.site_count;
+            ok &= pm_profile_maybe_sampled((const void *)block);
+        }
+        uint64_t counted = 0;
+        for (size_t f = 0; f < PROFILE_FILTER_SIZE; f++) {
+            counted += profile.filter_counts[f];
+            bool bit = (pm_profile_filter[f / 64] >> (f % 64)) & 1;
+            ok &= bit == (profile.filter_counts[f] != 0);
+        }
+        ok &= records == profile.sample_count && counted == records && 2 * records <= slots;
+    }
+    pthread_mutex_unlock(&profile.lock);
+    return ok;
 }
 
 /* ---- reports ------------------------------------------------------------- */
@@ -282,10 +470,10 @@ size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live, boo
         summary->samples = profile.samples_taken;
         summary->dropped = profile.samples_dropped;
     }
-    for (size_t i = 0; profile.enabled && i < PROFILE_SITES; i++) {
+    for (size_t i = 0; i < profile.site_count; i++) {
         const pm_profile_site_t *site = &profile.sites[i];
         double key = by_live ? site->live_bytes : site->alloc_bytes;
-        if (site->depth == 0 || key < 0.5 || (leaks_only && site->live_count < 0.5))
+        if (key < 0.5 || (leaks_only && site->live_count < 0.5))
             continue;
         /* Insertion into the sorted top list, largest first. */
         size_t at = n < capacity ? n : capacity;

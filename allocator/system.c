@@ -49,13 +49,19 @@ void *pm_system_pvalloc(size_t size) { return system_fresh(__libc_pvalloc(size))
 /* Precondition: size > 0 (pm_realloc frees for size 0 itself). */
 void *pm_system_realloc(void *ptr, size_t size)
 {
-    size_t old_usable = ptr != NULL ? pm_system_usable_size(ptr) : 0;
-    void *moved = __libc_realloc(ptr, size);
-    if (moved != NULL && ptr != NULL) {
-        pm_count_system_free(old_usable);
-        if (pm_profile_enabled())
-            pm_profile_free(ptr);
+    size_t old_usable = 0;
+    if (ptr != NULL) {
+        old_usable = pm_system_usable_size(ptr);
+        /* Before glibc can free the block: from then on another thread may
+         * be handed the same address and sample it, and a record dropped
+         * after that would be the new block's. If the realloc fails, the
+         * block lives on without its record: its site's live bytes are
+         * short of one sample, a cost paid only when memory runs out. */
+        pm_profile_free(ptr);
     }
+    void *moved = __libc_realloc(ptr, size);
+    if (moved != NULL && ptr != NULL)
+        pm_count_system_free(old_usable);
     return system_counted(moved);
 }
 
@@ -65,8 +71,7 @@ void pm_system_free(void *ptr)
     pm_count_system_free(usable);
     if (pm_options.debug) /* a read after free reads the pattern */
         memset(ptr, PM_DEBUG_FREED_BYTE, usable);
-    if (pm_profile_enabled())
-        pm_profile_free(ptr);
+    pm_profile_free(ptr); /* before glibc can hand the address out again */
     __libc_free(ptr);
 }
 

@@ -33,6 +33,7 @@ Suite *make_threads_suite(void);
 Suite *make_fork_suite(void);
 Suite *make_release_suite(void);
 Suite *make_report_suite(void);
+Suite *make_profile_suite(void);
 
 /* Deterministic xorshift64* generator: every run of a test sees the same
  * sequence (the threads suite seeds one per thread). */

@@ -1,0 +1,380 @@
+/* check_profile.c — allocation-site profiling through pm_*: a sampled free
+ * takes its bytes off its site's live bytes, identical stacks share a site,
+ * the sample table grows and forgets freed blocks, the site table's limit
+ * drops samples and counts them, threads without a heap (large requests
+ * only, POOLMALLOC_DEBUG) are sampled too, and a fork while other threads sample
+ * leaves the child's profile lock usable (I11).
+ * Profiling is switched on in the test process as the preload constructor
+ * does (pm_profile_init, then pm_heap_reset_sampling); needs libunwind8. */
+#include "support.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* rate: mean bytes between samples. At 1, every request of 64 bytes or
+ * more is sampled but for odds of e^-63, and a sample stands for its own
+ * size exactly (its weight 1 / (1 - e^(-size)) is 1 in a double). */
+static void profile_on(uint64_t rate)
+{
+    pm_options.profile = 1;
+    pm_options.profile_rate = rate;
+    pm_profile_init();
+    ck_assert_msg(pm_profile_enabled(), "profiling did not start (libunwind8 missing?)");
+    pm_heap_reset_sampling();
+}
+
+/* The live and allocated bytes over every site, and the summary, after
+ * checking the tables (I11). */
+typedef struct totals {
+    double live_bytes, alloc_bytes;
+    pm_profile_summary_t summary;
+} totals_t;
+
+static totals_t profile_totals(void)
+{
+    static pm_profile_site_t sites[1 << 14];
+    ck_assert(pm_profile_validate());
+    totals_t t = {0};
+    size_t n = pm_profile_top(sites, sizeof sites / sizeof sites[0], false, false, &t.summary);
+    for (size_t i = 0; i < n; i++) {
+        t.live_bytes += sites[i].live_bytes;
+        t.alloc_bytes += sites[i].alloc_bytes;
+    }
+    return t;
+}
+
+/* One pool block and one glibc block: each sampled, each taken off its
+ * site's live bytes when freed, its allocated bytes kept. */
+START_TEST(test_free_subtracts_live)
+{
+    profile_on(1);
+    void *small = pm_malloc(256);
+    void *large = pm_malloc(5000);
+    ck_assert(pm_owns(small) && !pm_owns(large));
+    double sizes = (double)(pm_malloc_usable_size(small) + pm_malloc_usable_size(large));
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, 2);
+    ck_assert_uint_eq(t.summary.dropped, 0);
+    ck_assert_double_eq_tol(t.live_bytes, sizes, 0.5);
+    ck_assert(pm_profile_maybe_sampled(small) && pm_profile_maybe_sampled(large));
+    ck_assert_uint_eq(pm_pool_of(small)->sampled_count, 1);
+
+    pm_free(small);
+    t = profile_totals();
+    ck_assert_double_eq_tol(t.live_bytes, (double)pm_malloc_usable_size(large), 0.5);
+    pm_free(large);
+    t = profile_totals();
+    ck_assert_double_eq_tol(t.live_bytes, 0, 0.5);
+    ck_assert_double_eq_tol(t.alloc_bytes, sizes, 0.5);
+    /* Counting filter: with no sampled block left, no bit stays set. */
+    ck_assert(!pm_profile_maybe_sampled(small) && !pm_profile_maybe_sampled(large));
+}
+END_TEST
+
+/* realloc of a sampled glibc block: the old block's record goes, the new
+ * one is sampled at its own size (rate 1), and nothing is left behind. */
+START_TEST(test_realloc_moves_record)
+{
+    profile_on(1);
+    void *p = pm_malloc(1000);
+    for (size_t size = 2000; size <= 64000; size *= 2) {
+        p = pm_realloc(p, size);
+        ck_assert_ptr_nonnull(p);
+        totals_t t = profile_totals();
+        ck_assert_double_eq_tol(t.live_bytes, (double)pm_malloc_usable_size(p), 0.5);
+    }
+    pm_free(p);
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+}
+END_TEST
+
+/* A thread that only allocates past the pools never gets a heap, where
+ * countdowns live: it samples with a countdown of its own. */
+enum { HEAPLESS_BLOCKS = 100 };
+static void *heapless_blocks[HEAPLESS_BLOCKS];
+
+static void *large_only_thread(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < HEAPLESS_BLOCKS; i++)
+        heapless_blocks[i] = pm_malloc(PM_SMALL_MAX + 1 + 8 * i);
+    return NULL;
+}
+
+START_TEST(test_heapless_thread_sampled)
+{
+    profile_on(1);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, large_only_thread, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    double live = 0;
+    for (size_t i = 0; i < HEAPLESS_BLOCKS; i++)
+        live += (double)pm_malloc_usable_size(heapless_blocks[i]);
+    totals_t totals = profile_totals();
+    ck_assert_uint_eq(totals.summary.samples, HEAPLESS_BLOCKS);
+    ck_assert_double_eq_tol(totals.live_bytes, live, 0.5);
+    for (size_t i = 0; i < HEAPLESS_BLOCKS; i++)
+        pm_free(heapless_blocks[i]);
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+}
+END_TEST
+
+/* POOLMALLOC_DEBUG: no thread has a heap, small requests are served under
+ * the shared heap's lock unsampled, requests past the pools are sampled. */
+START_TEST(test_debug_samples_large_only)
+{
+    pm_options.debug = 1;
+    profile_on(1);
+    void *small = pm_malloc(256), *large = pm_malloc(5000);
+    ck_assert(pm_owns(small) && !pm_owns(large));
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, 1);
+    ck_assert_double_eq_tol(t.live_bytes, (double)pm_malloc_usable_size(large), 0.5);
+    pm_free(small);
+    pm_free(large);
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+}
+END_TEST
+
+/* Twins but for their asm comments, which keep them from being tail calls
+ * (this frame is the site) and from being folded into one function
+ * (GCC's identical code folding). */
+static __attribute__((noinline)) void *alloc_at_site_a(size_t n)
+{
+    void *p = pm_malloc(n);
+    __asm__ volatile("# site a" : "+r"(p));
+    return p;
+}
+
+static __attribute__((noinline)) void *alloc_at_site_b(size_t n)
+{
+    void *p = pm_malloc(n);
+    __asm__ volatile("# site b" : "+r"(p));
+    return p;
+}
+
+/* Sizes past the pools: the statically linked core's frames are part of
+ * the stack here (only a preloaded library's own frames are skipped), and
+ * a pool block may come from the fast path or the slow one, a glibc block
+ * always the same way. */
+START_TEST(test_identical_stacks_share_site)
+{
+    enum { N = 200 };
+    static void *p[2 * N];
+    profile_on(1);
+    for (size_t i = 0; i < N; i++)
+        p[i] = alloc_at_site_a(PM_SMALL_MAX + 1 + i);
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, N);
+    ck_assert_uint_eq(t.summary.sites, 1);
+    for (size_t i = 0; i < N; i++)
+        p[N + i] = alloc_at_site_b(4 * PM_SMALL_MAX + i);
+    t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, 2 * N);
+    ck_assert_uint_eq(t.summary.sites, 2);
+
+    pm_profile_site_t top[2];
+    ck_assert_uint_eq(pm_profile_top(top, 2, true, false, NULL), 2);
+    ck_assert_uint_eq(top[0].samples, N); /* site b: the larger blocks */
+    ck_assert_uint_eq(top[1].samples, N);
+    ck_assert(top[0].live_bytes > top[1].live_bytes);
+    for (size_t i = 0; i < 2 * N; i++)
+        pm_free(p[i]);
+}
+END_TEST
+
+/* Far more sampled blocks live at once than the sample table starts with:
+ * it grows, loses none, and freeing them in a scrambled order (deletions
+ * that shift their neighbours back) finds every one. */
+START_TEST(test_sample_table_grows)
+{
+    enum { N = 200000 };
+    void **p = __libc_malloc(N * sizeof *p);
+    ck_assert_ptr_nonnull(p);
+    profile_on(1);
+    double live = 0;
+    for (size_t i = 0; i < N; i++) {
+        size_t n = i % 8 == 0 ? 600 + i % 3000 : 64 + i % 449;
+        p[i] = pm_malloc(n);
+        ck_assert_ptr_nonnull(p[i]);
+        live += (double)pm_malloc_usable_size(p[i]);
+    }
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, N);
+    ck_assert_uint_eq(t.summary.dropped, 0);
+    ck_assert_double_eq_tol(t.live_bytes, live, 1.0);
+    /* Free every block but one in 7, in a stride order, then the rest. */
+    for (size_t k = 0; k < N; k++) {
+        size_t i = (k * 7919) % N;
+        if (i % 7 == 0)
+            continue;
+        live -= (double)pm_malloc_usable_size(p[i]);
+        pm_free(p[i]);
+    }
+    ck_assert_double_eq_tol(profile_totals().live_bytes, live, 1.0);
+    for (size_t i = 0; i < N; i += 7) {
+        ck_assert(pm_profile_maybe_sampled(p[i]));
+        pm_free(p[i]);
+    }
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 1.0);
+    for (size_t i = 0; i < N; i++)
+        ck_assert(!pm_profile_maybe_sampled(p[i]));
+    __libc_free(p);
+}
+END_TEST
+
+/* 2^16 distinct stacks: a path of 16 calls, each through one of two
+ * functions. The site table keeps the first PM_PROFILE_SITES_MAX; samples
+ * of the others are dropped and counted. */
+static void *path_step(unsigned bits, int level);
+static __attribute__((noinline)) void *path_a(unsigned bits, int level)
+{
+    void *p = path_step(bits >> 1, level - 1);
+    __asm__ volatile("# path a" : "+r"(p));
+    return p;
+}
+static __attribute__((noinline)) void *path_b(unsigned bits, int level)
+{
+    void *p = path_step(bits >> 1, level - 1);
+    __asm__ volatile("# path b" : "+r"(p));
+    return p;
+}
+static __attribute__((noinline)) void *path_step(unsigned bits, int level)
+{
+    if (level == 0)
+        return pm_malloc(64);
+    return bits & 1 ? path_a(bits, level) : path_b(bits, level);
+}
+
+START_TEST(test_site_table_full)
+{
+    enum { PATHS = 1 << 16 };
+    profile_on(1);
+    for (unsigned bits = 0; bits < PATHS; bits++)
+        pm_free(path_step(bits, 16));
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.sites, PM_PROFILE_SITES_MAX);
+    ck_assert_uint_eq(t.summary.samples + t.summary.dropped, PATHS);
+    ck_assert_uint_gt(t.summary.dropped, 0);
+    ck_assert_double_eq_tol(t.live_bytes, 0, 0.5);
+}
+END_TEST
+
+/* ---- fork --------------------------------------------------------------- */
+
+static atomic_int sampling_stop;
+
+/* Samples as hard as it can: at rate 16 every request is sampled, and so
+ * every free takes the profile lock too. */
+static void *sampling_worker(void *arg)
+{
+    pm_test_rng_t rng;
+    pm_test_rng_seed(&rng, (uint64_t)(uintptr_t)arg);
+    void *held[32] = {0};
+    while (!atomic_load_explicit(&sampling_stop, memory_order_relaxed)) {
+        size_t i = pm_test_rng_range(&rng, 0, 31);
+        pm_free(held[i]);
+        held[i] = pm_malloc(pm_test_rng_range(&rng, 16, 4 * PM_SMALL_MAX));
+    }
+    for (size_t i = 0; i < 32; i++)
+        pm_free(held[i]);
+    return NULL;
+}
+
+/* 0 once the child exited, 1 if it was still running after timeout_ms (it
+ * is killed then); its wait status in *status. */
+static int wait_with_timeout(pid_t pid, int *status, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited++) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid)
+            return 0;
+        ck_assert_int_eq(r, 0);
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return 1;
+}
+
+static pthread_t sampling_workers[2];
+
+static void sampling_start(void)
+{
+    atomic_store(&sampling_stop, 0);
+    for (uintptr_t t = 0; t < 2; t++)
+        ck_assert_int_eq(pthread_create(&sampling_workers[t], NULL, sampling_worker, (void *)(t + 1)), 0);
+}
+
+static void sampling_end(void)
+{
+    atomic_store(&sampling_stop, 1);
+    for (int t = 0; t < 2; t++)
+        ck_assert_int_eq(pthread_join(sampling_workers[t], NULL), 0);
+}
+
+/* A lock held by a worker at the moment of fork would stay held in the
+ * child forever, and its first sampled malloc or free would hang: the
+ * profile lock, or one of libunwind's (its caches, glibc's lock behind
+ * dl_iterate_phdr) if the worker was unwinding. The fork handlers take the
+ * first and keep every thread out of libunwind across fork. Fresh workers
+ * each round: with cold caches, they unwind through those locks most. */
+START_TEST(test_fork_while_sampling)
+{
+    enum { FORKS = 150 };
+    profile_on(16);
+    ck_assert_int_eq(pthread_atfork(pm_fork_prepare, pm_fork_parent, pm_fork_child), 0);
+    int hung = -1, status = 0;
+    for (int round = 0; round < FORKS && hung < 0; round++) {
+        sampling_start();
+        usleep(200);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            void *p[64];
+            for (int k = 0; k < 20; k++) {
+                for (int i = 0; i < 64; i++)
+                    p[i] = pm_malloc((size_t)(64 + 61 * i));
+                for (int i = 0; i < 64; i++)
+                    pm_free(p[i]);
+            }
+            _exit(0);
+        }
+        if (wait_with_timeout(pid, &status, 5000))
+            hung = round;
+        sampling_end();
+        if (hung < 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+            break;
+    }
+    ck_assert_msg(hung < 0, "child of fork %d hung (killed after 5 s)", hung);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
+                  WIFEXITED(status) ? "exited with" : "killed by signal",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+END_TEST
+
+Suite *make_profile_suite(void)
+{
+    Suite *s = suite_create("profile");
+    TCase *tc = tcase_create("profile");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_free_subtracts_live);
+    tcase_add_test(tc, test_realloc_moves_record);
+    tcase_add_test(tc, test_heapless_thread_sampled);
+    tcase_add_test(tc, test_debug_samples_large_only);
+    tcase_add_test(tc, test_identical_stacks_share_site);
+    tcase_add_test(tc, test_sample_table_grows);
+    tcase_add_test(tc, test_site_table_full);
+    suite_add_tcase(s, tc);
+    TCase *fork_tc = tcase_create("fork");
+    tcase_set_timeout(fork_tc, 120);
+    tcase_add_test(fork_tc, test_fork_while_sampling);
+    suite_add_tcase(s, fork_tc);
+    return s;
+}
