@@ -33,9 +33,12 @@ static struct {
      * RETAIN_POOLS_MAX), RETAIN_POOLS_MAX]; 0 until first used. */
     uint64_t retain_cap;
     uint64_t cap_changed_ms;
-    /* Pools the cap purged before their delay ran out, and when the last
-     * was: a pool needed again soon after is demand the cap turned away. */
+    /* The evidence the cap grows on (retain_cap_grow): pools the cap purged
+     * before their delay ran out and not yet needed again, and when it last
+     * did; since then, of the pools handed out without pages, how many and
+     * how many of them were such pools (counted while pending lasts). */
     uint64_t cap_purged_pending, cap_purged_ms;
+    uint64_t cap_bare_acquired, cap_refaulted;
 } directory = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void directory_link(pm_arena_t *arena)
@@ -207,24 +210,50 @@ static uint64_t retain_cap(uint64_t now_ms)
     return directory.retain_cap;
 }
 
-/* A pool without pages is being handed out. If the cap purged pools before
- * their delay ran out, and recently, this one stands for one of them: the
- * program cycles across more pools than the cap keeps, and would otherwise
- * pay a madvise and the page faults on every turn. The cap grows by one
- * per such pool, so it settles at the size of the cycle. */
-static void retain_cap_demand(uint64_t now_ms)
+static void retain_cap_forget(void)
 {
-    if (directory.cap_purged_pending == 0)
+    directory.cap_purged_pending = directory.cap_bare_acquired = directory.cap_refaulted = 0;
+}
+
+/* A pool without pages is being handed out: evidence for the cap, if the
+ * cap purged pools early less than a delay ago. */
+static void retain_cap_note_bare(uint64_t now_ms)
+{
+    if (directory.cap_purged_pending == 0 && directory.cap_refaulted == 0)
         return;
     if (now_ms - directory.cap_purged_ms >= pm_options.purge_delay_ms) {
-        directory.cap_purged_pending = 0; /* too long ago to be a cycle */
+        retain_cap_forget(); /* too long ago to be a cycle */
         return;
     }
-    directory.cap_purged_pending--;
-    if (directory.retain_cap < pm_options.retain_pools_max) {
-        directory.retain_cap++;
+    directory.cap_bare_acquired++;
+    if (directory.cap_purged_pending > 0) {
+        directory.cap_purged_pending--;
+        directory.cap_refaulted++;
+    }
+}
+
+/* The cap is about to purge a pool before its delay has run out. If, since
+ * it last did so (less than a delay ago), most of the pools handed out
+ * without pages stood for pools it had purged early, the program cycles
+ * over more pools than the cap keeps and would pay a madvise and the page
+ * faults per pool on every turn: the cap first grows by that many, so it
+ * settles at the size of the cycle. A program that merely grew meanwhile
+ * (most of its new pools fresh) is no such evidence, and its memory goes
+ * back at once. Returns the cap. */
+static uint64_t retain_cap_grow(uint64_t now_ms)
+{
+    if (directory.cap_refaulted == 0 && directory.cap_bare_acquired == 0)
+        return directory.retain_cap; /* nothing learnt since the last purge */
+    if (now_ms - directory.cap_purged_ms < pm_options.purge_delay_ms &&
+        2 * directory.cap_refaulted >= directory.cap_bare_acquired) {
+        uint64_t grown = directory.retain_cap + directory.cap_refaulted;
+        directory.retain_cap =
+            grown < pm_options.retain_pools_max ? grown : pm_options.retain_pools_max;
         directory.cap_changed_ms = now_ms;
     }
+    /* Weighed once; the pools still pending may yet come back. */
+    directory.cap_bare_acquired = directory.cap_refaulted = 0;
+    return directory.retain_cap;
 }
 
 /* I10, the amortized part: purges retained pools, oldest first, that have
@@ -240,7 +269,8 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
     while (purged < budget && (pool = directory.retained_oldest) != NULL) {
         bool expired = now_ms - *released_ms_of(pool) >= pm_options.purge_delay_ms;
         if (!expired) {
-            if (directory.retained_count <= cap)
+            if (directory.retained_count <= cap ||
+                directory.retained_count <= (cap = retain_cap_grow(now_ms)))
                 break;
             directory.cap_purged_pending++;
             directory.cap_purged_ms = now_ms;
@@ -280,7 +310,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
     if (pool->resident)
         retained_unlink(pool);
     else
-        retain_cap_demand(now_ms);
+        retain_cap_note_bare(now_ms);
     /* I2: owned before the lock drops, so no other thread (the decay, a
      * fork child's validator) ever sees it off the free list yet UNUSED. */
     pm_pool_init(pool, class_index, heap);

@@ -92,11 +92,14 @@
  *  of expired pools, and the dump thread's tick purges the rest, so a
  *  process that goes quiet gives memory back too (without a dump thread it
  *  does so at its next allocator call). The retained list is also capped:
- *  POOLMALLOC_RETAIN_POOLS (64) to start with; when pools the cap purged
- *  before their time are needed again within the delay, the program is
- *  cycling over more pools than the cap keeps, and the cap grows by one per
- *  such pool, up to POOLMALLOC_RETAIN_POOLS_MAX (4096, 64 MiB); it halves
- *  back once it has not grown for 8 delays. An arena whose pools are all
+ *  POOLMALLOC_RETAIN_POOLS (64) to start with. When the cap is about to
+ *  purge early again and, since it last did, most pools handed out without
+ *  pages stood for pools it had purged early (within a delay), the program
+ *  is cycling over more pools than the cap keeps: the cap grows by that
+ *  many, up to POOLMALLOC_RETAIN_POOLS_MAX (4096, 64 MiB), and halves back
+ *  once it has not grown for 8 delays. A program that frees and then grows
+ *  past what it freed (mostly fresh pools) does not grow the cap, so a
+ *  phase that frees everything gives it back at once. An arena whose pools are all
  *  unused is unmapped once none of them holds pages, except for a reserve
  *  (one by default) so a program freeing and allocating around an arena
  *  boundary does not mmap/munmap on every cycle. A heap keeps one empty
