@@ -1,7 +1,8 @@
 /* check_release.c — giving memory back (I5, I10): released pools are
- * purged once unused for the purge delay or above the adaptive cap, the
- * dump thread purges an idle process, empty arenas beyond the reserve are
- * unmapped, malloc_trim gives back everything, and RSS really falls. */
+ * purged once unused for the purge delay or above the adaptive cap (which
+ * grows for a cycle, not for growth), the dump thread purges an idle
+ * process, empty arenas beyond the reserve are unmapped, malloc_trim gives
+ * back everything, and RSS really falls. */
 #include <check.h>
 #include <stdio.h>
 #include <string.h>
@@ -152,6 +153,33 @@ START_TEST(test_release_cap_adapts)
 }
 END_TEST
 
+/* I10: a program that frees and then grows well past what it freed (most
+ * of its new pools fresh, as a workload's next phase) is no cycle: the cap
+ * stays, and when it frees everything its memory goes back at once. */
+START_TEST(test_release_cap_ignores_growth)
+{
+    static void *more[4 * BLOCKS];
+    pm_options.purge_delay_ms = 60000;
+    pm_options.retain_pools = 4;
+    pm_options.reserve_arenas = 4096;
+    allocate_all();
+    free_all(); /* the cap purges all but 4 */
+    for (int i = 0; i < 4 * BLOCKS; i++) {
+        more[i] = pm_malloc(BLOCK_SIZE);
+        ck_assert_ptr_nonnull(more[i]);
+    }
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    for (int i = 0; i < 4 * BLOCKS; i++)
+        pm_free(more[i]);
+    pm_test_stats(&after);
+    uint64_t pools = (uint64_t)4 * BLOCKS * BLOCK_SIZE / PM_POOL_SIZE;
+    ck_assert_uint_ge(after.released_bytes_total - before.released_bytes_total,
+                      (pools - 1 - 4) * (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
+    ck_assert_uint_le(after.retained_pools, 4);
+}
+END_TEST
+
 /* With POOLMALLOC_STATS set, the dump thread purges the pools of a process
  * that frees and then makes no call at all. */
 START_TEST(test_release_idle_dump_thread)
@@ -249,6 +277,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_delay_zero);
     tcase_add_test(tc, test_release_after_delay);
     tcase_add_loop_test(tc, test_release_cap_adapts, 0, 2);
+    tcase_add_test(tc, test_release_cap_ignores_growth);
     tcase_add_test(tc, test_release_idle_dump_thread);
     tcase_add_loop_test(tc, test_release_reserve, 0, 3);
     tcase_add_test(tc, test_trim_gives_everything_back);
