@@ -378,8 +378,8 @@ typedef struct pm_arena {
     pm_pool_t pools[PM_POOLS_PER_ARENA];
     pm_pool_t *free_pools;                /* UNUSED pools (I2) */
     /* When each pool was last released (CLOCK_MONOTONIC_COARSE, ms), for
-     * the purge delay (I10); 0 once it has been purged for another reason.
-     * Here rather than in the descriptor, which has no room left. */
+     * the purge delay; meaningful while it is retained (I10). Here rather
+     * than in the descriptor, which has no room left. */
     uint64_t released_ms[PM_POOLS_PER_ARENA];
     struct pm_arena *next, *prev;         /* directory list (I5) */
     struct pm_arena *all_next, *all_prev; /* every mapped arena */
