@@ -153,6 +153,31 @@ START_TEST(test_release_cap_adapts)
 }
 END_TEST
 
+/* I10: a cap grown by a cycle halves back once it has not grown for 8
+ * purge delays, so a burst long past does not keep memory resident. */
+START_TEST(test_release_cap_shrinks)
+{
+    pm_options.purge_delay_ms = 100;
+    pm_options.retain_pools = 4;
+    pm_options.reserve_arenas = 4096;
+    pm_stats_t s;
+    for (int round = 0; round < 2; round++) { /* the second grows the cap */
+        allocate_all();
+        free_all();
+    }
+    pm_test_stats(&s);
+    uint64_t grown = s.retained_pools;
+    ck_assert_uint_gt(grown, 100);
+    sleep_ms(8 * 100 + 100);
+    pm_arena_decay_tick(); /* purges the expired pools; the cap halves */
+    allocate_all();
+    free_all(); /* fresh pools: no evidence of a cycle, the cap stays */
+    pm_test_stats(&s);
+    ck_assert_uint_le(s.retained_pools, grown / 2 + 1);
+    ck_assert_uint_gt(s.retained_pools, 4);
+}
+END_TEST
+
 /* I10: a program that frees and then grows well past what it freed (most
  * of its new pools fresh, as a workload's next phase) is no cycle: the cap
  * stays, and when it frees everything its memory goes back at once. */
@@ -278,6 +303,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_after_delay);
     tcase_add_loop_test(tc, test_release_cap_adapts, 0, 2);
     tcase_add_test(tc, test_release_cap_ignores_growth);
+    tcase_add_test(tc, test_release_cap_shrinks);
     tcase_add_test(tc, test_release_idle_dump_thread);
     tcase_add_loop_test(tc, test_release_reserve, 0, 3);
     tcase_add_test(tc, test_trim_gives_everything_back);
