@@ -176,19 +176,23 @@ static size_t pool_purge(pm_pool_t *pool)
 }
 
 /* I10: a retained pool's pages go back to the OS. I5: if that leaves its
- * arena empty, holding no pages and beyond the reserve, the arena goes too.
- * Caller holds the lock. */
+ * arena empty, holding no pages and beyond the reserve, the arena goes too,
+ * and munmap takes the pool's pages with it: no madvise first. Caller holds
+ * the lock. */
 static size_t retained_purge(pm_pool_t *pool)
 {
     pm_arena_t *arena = pm_arena_of(pool);
+    size_t bytes = pm_pool_bytes(pool->pool_index);
     retained_unlink(pool);
-    size_t bytes = pool_purge(pool);
+    pool->resident = false;
+    directory.released_bytes_total += bytes;
     if (arena->free_pool_count == PM_POOLS_PER_ARENA &&
         directory.empty_count > pm_options.reserve_arenas && !arena_resident(arena)) {
         directory_unlink(arena);
         arena_destroy(arena);
-        bytes += PM_ARENA_HEADER_SIZE;
+        return bytes + PM_ARENA_HEADER_SIZE;
     }
+    pm_os_purge(pm_pool_start(pool), bytes);
     return bytes;
 }
 
