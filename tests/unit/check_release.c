@@ -92,7 +92,10 @@ static void sleep_ms(long ms)
  * delay; then the allocator's next calls purge them, a few per call. */
 START_TEST(test_release_after_delay)
 {
-    pm_options.purge_delay_ms = 50;
+    /* Long while the pools are freed and counted, however slow the machine
+     * (a sanitizer, other load); then 50 ms, and the stamps already taken
+     * are older than that after a short sleep. */
+    pm_options.purge_delay_ms = 60000;
     pm_options.retain_pools = 4096; /* the cap out of the way */
     pm_options.reserve_arenas = 4096;
     pm_stats_t before, freed, later;
@@ -104,6 +107,7 @@ START_TEST(test_release_after_delay)
     /* Nothing purged before the delay: every released pool is retained. */
     ck_assert_uint_eq(freed.released_bytes_total, before.released_bytes_total);
     ck_assert_uint_ge(freed.retained_pools, pools - 1);
+    pm_options.purge_delay_ms = 50;
     sleep_ms(120);
     /* Later activity: each pool taken or given back purges a batch. */
     void *other[64];
@@ -157,7 +161,9 @@ END_TEST
  * purge delays, so a burst long past does not keep memory resident. */
 START_TEST(test_release_cap_shrinks)
 {
-    pm_options.purge_delay_ms = 100;
+    /* A long delay while the cap grows and is tested, however slow the
+     * machine (a sanitizer, other load); a short one while it waits. */
+    pm_options.purge_delay_ms = 60000;
     pm_options.retain_pools = 4;
     pm_options.reserve_arenas = 4096;
     pm_stats_t s;
@@ -168,8 +174,10 @@ START_TEST(test_release_cap_shrinks)
     pm_test_stats(&s);
     uint64_t grown = s.retained_pools;
     ck_assert_uint_gt(grown, 100);
-    sleep_ms(8 * 100 + 100);
+    pm_options.purge_delay_ms = 50;
+    sleep_ms(8 * 50 + 100);
     pm_arena_decay_tick(); /* purges the expired pools; the cap halves */
+    pm_options.purge_delay_ms = 60000;
     allocate_all();
     free_all(); /* fresh pools: no evidence of a cycle, the cap stays */
     pm_test_stats(&s);
@@ -211,15 +219,17 @@ START_TEST(test_release_idle_dump_thread)
 {
     strcpy(pm_options.stats_path, "/dev/null");
     pm_options.stats_interval_ms = 20;
-    pm_options.purge_delay_ms = 50;
+    pm_options.purge_delay_ms = 60000; /* however slow the freeing */
     pm_options.retain_pools = 4096;
     pm_options.reserve_arenas = 4096;
-    pm_dump_start();
     allocate_all();
     free_all();
     pm_stats_t s;
     pm_stats_get(&s);
     ck_assert_uint_gt(s.retained_pools, 100);
+    /* Set before the thread starts, which orders it for the thread. */
+    pm_options.purge_delay_ms = 50;
+    pm_dump_start();
     sleep_ms(400); /* no allocator call meanwhile */
     pm_stats_get(&s);
     ck_assert_uint_eq(s.retained_pools, 0);
@@ -247,6 +257,7 @@ END_TEST
 
 START_TEST(test_trim_gives_everything_back)
 {
+    pm_options.purge_delay_ms = 60000;
     pm_options.retain_pools = 4096;
     allocate_all();
     free_all();
