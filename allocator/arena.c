@@ -1,12 +1,22 @@
 /* arena.c — owns the arena directory: mapping and unmapping arenas, handing
  * UNUSED pools out to heaps and taking them back, and giving memory back to
- * the OS. Never calls malloc; takes the directory lock (after any heap
- * lock). Keeps I1, I2, I5 and I10. */
+ * the OS (the retained list, its purge delay and adaptive cap). Never calls
+ * malloc; takes the directory lock (after any heap lock). Keeps I1, I2, I5
+ * and I10. */
 #include "internal.h"
 
+#include <time.h>
 
-/* The most UNUSED pools POOLMALLOC_RETAIN_POOLS may keep resident (I10). */
-#define RETAINED_RING_SIZE 4096
+
+/* The most retained pools one call of the allocator purges for the delay
+ * or the cap (I10): a release adds at most one, so this keeps up, and no
+ * malloc waits behind more than a few madvise calls. The dump thread's tick
+ * works in batches of it too, dropping the lock between them. */
+#define DECAY_BATCH 8
+/* The adaptive cap halves toward POOLMALLOC_RETAIN_POOLS once it has not
+ * grown for this many purge delays: demand that came back within a few
+ * delays is a cycle worth keeping pages for; older demand is history. */
+#define CAP_SHRINK_DELAYS 8
 
 static struct {
     pthread_mutex_t lock;
@@ -15,10 +25,20 @@ static struct {
     pm_arena_t *all;
     uint64_t mapped, peak, created_total, destroyed_total, empty_count;
     uint64_t released_bytes_total;
-    /* Released pools, oldest first (I10). An entry may be stale (the pool
-     * was taken again, or is queued twice): it is checked when it leaves. */
-    pm_pool_t *retained[RETAINED_RING_SIZE];
-    size_t retained_oldest, retained_count;
+    /* The retained list (I10): UNUSED resident pools, oldest (released
+     * first) at the head, linked through retained_next/retained_prev. */
+    pm_pool_t *retained_oldest, *retained_newest;
+    uint64_t retained_count;
+    /* The adaptive cap on retained_count, in [min(RETAIN_POOLS,
+     * RETAIN_POOLS_MAX), RETAIN_POOLS_MAX]; 0 until first used. */
+    uint64_t retain_cap;
+    uint64_t cap_changed_ms;
+    /* The evidence the cap grows on (retain_cap_grow): pools the cap purged
+     * before their delay ran out and not yet needed again, and when it last
+     * did; since then, of the pools handed out without pages, how many and
+     * how many of them were such pools (counted while pending lasts). */
+    uint64_t cap_purged_pending, cap_purged_ms;
+    uint64_t cap_bare_acquired, cap_refaulted;
 } directory = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void directory_link(pm_arena_t *arena)
@@ -73,20 +93,55 @@ static pm_arena_t *arena_create(void)
     return arena;
 }
 
-/* Drops the retained ring's entries for the pools whose descriptors lie in
- * [start, start + bytes): one pool, or a whole arena. Caller holds the lock. */
-static void retained_forget(const void *start, size_t bytes)
+/* CLOCK_MONOTONIC_COARSE: a vDSO read of the last tick, no system call;
+ * its few milliseconds of resolution are plenty for a delay of ~1 s. Read
+ * under the directory lock, so the stamps of the retained list never go
+ * backwards and no pool looks older than it is. */
+static uint64_t decay_now_ms(void)
 {
-    for (size_t i = 0; i < directory.retained_count; i++) {
-        pm_pool_t **entry = &directory.retained[(directory.retained_oldest + i) % RETAINED_RING_SIZE];
-        if ((uintptr_t)*entry - (uintptr_t)start < bytes)
-            *entry = NULL;
-    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 }
 
+static uint64_t *released_ms_of(pm_pool_t *pool)
+{
+    return &pm_arena_of(pool)->released_ms[pool->pool_index];
+}
+
+/* I10: the newest retained pool. Caller holds the lock. */
+static void retained_append(pm_pool_t *pool, uint64_t now_ms)
+{
+    *released_ms_of(pool) = now_ms;
+    pool->retained_next = NULL;
+    pool->retained_prev = directory.retained_newest;
+    if (directory.retained_newest)
+        directory.retained_newest->retained_next = pool;
+    else
+        directory.retained_oldest = pool;
+    directory.retained_newest = pool;
+    directory.retained_count++;
+}
+
+/* O(1): a retained pool leaves the list. Caller holds the lock. */
+static void retained_unlink(pm_pool_t *pool)
+{
+    if (pool->retained_prev)
+        pool->retained_prev->retained_next = pool->retained_next;
+    else
+        directory.retained_oldest = pool->retained_next;
+    if (pool->retained_next)
+        pool->retained_next->retained_prev = pool->retained_prev;
+    else
+        directory.retained_newest = pool->retained_prev;
+    pool->retained_next = pool->retained_prev = NULL;
+    directory.retained_count--;
+}
+
+/* Every caller has made sure no pool of the arena holds pages (I10): none
+ * is on the retained list, and unmapping gives back only the header. */
 static void arena_destroy(pm_arena_t *arena)
 {
-    retained_forget(arena, PM_ARENA_SIZE);
     if (arena->all_prev)
         arena->all_prev->all_next = arena->all_next;
     else
@@ -96,19 +151,144 @@ static void arena_destroy(pm_arena_t *arena)
     directory.mapped--;
     directory.empty_count--;
     directory.destroyed_total++;
-    /* What unmapping gives back: the header and the pools still resident
-     * (purged ones were counted when purged). */
     directory.released_bytes_total += PM_ARENA_HEADER_SIZE;
-    for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++)
-        if (arena->pools[k].resident)
-            directory.released_bytes_total += pm_pool_bytes(k);
     pm_registry_remove(arena); /* I1: before the memory goes */
     pm_os_unmap(arena, PM_ARENA_SIZE);
+}
+
+/* True if any pool of the arena still holds pages. */
+static bool arena_resident(const pm_arena_t *arena)
+{
+    for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++)
+        if (arena->pools[k].resident)
+            return true;
+    return false;
+}
+
+/* Caller holds the lock. */
+static size_t pool_purge(pm_pool_t *pool)
+{
+    size_t bytes = pm_pool_bytes(pool->pool_index);
+    pm_os_purge(pm_pool_start(pool), bytes);
+    pool->resident = false;
+    directory.released_bytes_total += bytes;
+    return bytes;
+}
+
+/* I10: a retained pool's pages go back to the OS. I5: if that leaves its
+ * arena empty, holding no pages and beyond the reserve, the arena goes too,
+ * and munmap takes the pool's pages with it: no madvise first. Caller holds
+ * the lock. */
+static size_t retained_purge(pm_pool_t *pool)
+{
+    pm_arena_t *arena = pm_arena_of(pool);
+    size_t bytes = pm_pool_bytes(pool->pool_index);
+    retained_unlink(pool);
+    pool->resident = false;
+    directory.released_bytes_total += bytes;
+    if (arena->free_pool_count == PM_POOLS_PER_ARENA &&
+        directory.empty_count > pm_options.reserve_arenas && !arena_resident(arena)) {
+        directory_unlink(arena);
+        arena_destroy(arena);
+        return bytes + PM_ARENA_HEADER_SIZE;
+    }
+    pm_os_purge(pm_pool_start(pool), bytes);
+    return bytes;
+}
+
+/* The cap on retained pools (I10), kept in [min(RETAIN_POOLS,
+ * RETAIN_POOLS_MAX), RETAIN_POOLS_MAX]; once it has not grown for
+ * CAP_SHRINK_DELAYS delays it halves, so a burst of demand long past does
+ * not keep memory resident for ever. Caller holds the lock. */
+static uint64_t retain_cap(uint64_t now_ms)
+{
+    uint64_t max = pm_options.retain_pools_max;
+    uint64_t floor = pm_options.retain_pools < max ? pm_options.retain_pools : max;
+    if (directory.retain_cap < floor || directory.retain_cap > max)
+        directory.retain_cap = directory.retain_cap < floor ? floor : max;
+    if (directory.retain_cap > floor &&
+        now_ms - directory.cap_changed_ms >= CAP_SHRINK_DELAYS * pm_options.purge_delay_ms) {
+        directory.retain_cap = directory.retain_cap / 2 > floor ? directory.retain_cap / 2 : floor;
+        directory.cap_changed_ms = now_ms;
+    }
+    return directory.retain_cap;
+}
+
+static void retain_cap_forget(void)
+{
+    directory.cap_purged_pending = directory.cap_bare_acquired = directory.cap_refaulted = 0;
+}
+
+/* A pool without pages is being handed out: evidence for the cap, if the
+ * cap purged pools early less than a delay ago. */
+static void retain_cap_note_bare(uint64_t now_ms)
+{
+    if (directory.cap_purged_pending == 0 && directory.cap_refaulted == 0)
+        return;
+    if (now_ms - directory.cap_purged_ms >= pm_options.purge_delay_ms) {
+        retain_cap_forget(); /* too long ago to be a cycle */
+        return;
+    }
+    directory.cap_bare_acquired++;
+    if (directory.cap_purged_pending > 0) {
+        directory.cap_purged_pending--;
+        directory.cap_refaulted++;
+    }
+}
+
+/* The cap is about to purge a pool before its delay has run out. If, since
+ * it last did so (less than a delay ago), most of the pools handed out
+ * without pages stood for pools it had purged early, the program cycles
+ * over more pools than the cap keeps and would pay a madvise and the page
+ * faults per pool on every turn: the cap first grows by that many, so it
+ * settles at the size of the cycle. A program that merely grew meanwhile
+ * (most of its new pools fresh) is no such evidence, and its memory goes
+ * back at once. Returns the cap. */
+static uint64_t retain_cap_grow(uint64_t now_ms)
+{
+    if (directory.cap_refaulted == 0 && directory.cap_bare_acquired == 0)
+        return directory.retain_cap; /* nothing learnt since the last purge */
+    if (now_ms - directory.cap_purged_ms < pm_options.purge_delay_ms &&
+        2 * directory.cap_refaulted >= directory.cap_bare_acquired) {
+        uint64_t grown = directory.retain_cap + directory.cap_refaulted;
+        directory.retain_cap =
+            grown < pm_options.retain_pools_max ? grown : pm_options.retain_pools_max;
+        directory.cap_changed_ms = now_ms;
+    }
+    /* Weighed once; the pools still pending may yet come back. */
+    directory.cap_bare_acquired = directory.cap_refaulted = 0;
+    return directory.retain_cap;
+}
+
+/* I10, the amortized part: purges retained pools, oldest first, that have
+ * been unused for POOLMALLOC_PURGE_DELAY or stand above the cap, at most
+ * `budget` of them. The list is in release order, so the first pool that
+ * is young enough and within the cap ends the walk. Returns how many it
+ * purged. Caller holds the lock. */
+static unsigned decay_step(uint64_t now_ms, unsigned budget)
+{
+    uint64_t cap = retain_cap(now_ms);
+    unsigned purged = 0;
+    pm_pool_t *pool;
+    while (purged < budget && (pool = directory.retained_oldest) != NULL) {
+        bool expired = now_ms - *released_ms_of(pool) >= pm_options.purge_delay_ms;
+        if (!expired) {
+            if (directory.retained_count <= cap ||
+                directory.retained_count <= (cap = retain_cap_grow(now_ms)))
+                break;
+            directory.cap_purged_pending++;
+            directory.cap_purged_ms = now_ms;
+        }
+        retained_purge(pool);
+        purged++;
+    }
+    return purged;
 }
 
 pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
 {
     pthread_mutex_lock(&directory.lock);
+    uint64_t now_ms = decay_now_ms();
     pm_arena_t *arena = NULL;
     /* The fullest arena first, so sparse ones drain (see internal.h). */
     for (unsigned u = 0; u < PM_POOLS_PER_ARENA && arena == NULL; u++)
@@ -127,53 +307,20 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
     pool->next = NULL;
     if (--arena->free_pool_count > 0)
         directory_link(arena);
-    /* I10: the pool leaves the retained ring now, under the lock. Its class
-     * is set only after the lock is released, and until then a ring entry
+    /* I10: the pool leaves the retained list now, under the lock. Its class
+     * is set only after the lock is released, and until then the list
      * would still show it UNUSED and resident, fit to be purged under the
      * blocks its new owner is carving. */
     if (pool->resident)
-        retained_forget(pool, sizeof *pool);
-    /* I2: owned before the lock drops, so no other thread (the ring, a
+        retained_unlink(pool);
+    else
+        retain_cap_note_bare(now_ms);
+    /* I2: owned before the lock drops, so no other thread (the decay, a
      * fork child's validator) ever sees it off the free list yet UNUSED. */
     pm_pool_init(pool, class_index, heap);
+    decay_step(now_ms, DECAY_BATCH);
     pthread_mutex_unlock(&directory.lock);
     return pool;
-}
-
-/* Caller holds the lock. */
-static size_t pool_purge(pm_pool_t *pool)
-{
-    size_t bytes = pm_pool_bytes(pool->pool_index);
-    pm_os_purge(pm_pool_start(pool), bytes);
-    pool->resident = false;
-    directory.released_bytes_total += bytes;
-    return bytes;
-}
-
-/* I10: the ring's oldest entry leaves; if it names a pool that is still
- * UNUSED and resident, that pool's pages go back to the OS. */
-static size_t retained_pop_oldest(void)
-{
-    pm_pool_t *pool = directory.retained[directory.retained_oldest];
-    directory.retained_oldest = (directory.retained_oldest + 1) % RETAINED_RING_SIZE;
-    directory.retained_count--;
-    if (pool != NULL && pool->class_index == PM_CLASS_NONE && pool->resident)
-        return pool_purge(pool);
-    return 0;
-}
-
-static void retained_push(pm_pool_t *pool)
-{
-    size_t limit = pm_options.retain_pools < RETAINED_RING_SIZE ? pm_options.retain_pools
-                                                                 : RETAINED_RING_SIZE;
-    if (limit == 0) {
-        pool_purge(pool);
-        return;
-    }
-    while (directory.retained_count >= limit)
-        retained_pop_oldest();
-    directory.retained[(directory.retained_oldest + directory.retained_count) % RETAINED_RING_SIZE] = pool;
-    directory.retained_count++;
 }
 
 /* Its owner gives a pool back: it becomes UNUSED here (I2). */
@@ -181,6 +328,7 @@ void pm_arena_release_pool(pm_pool_t *pool)
 {
     pm_arena_t *arena = pm_arena_of(pool);
     pthread_mutex_lock(&directory.lock);
+    uint64_t now_ms = decay_now_ms();
     /* I2: UNUSED and back on the free list in one step, under the lock. */
     pool->heap = NULL;
     __atomic_store_n(&pool->class_index, PM_CLASS_NONE, __ATOMIC_RELEASE);
@@ -189,19 +337,20 @@ void pm_arena_release_pool(pm_pool_t *pool)
     pool->next = arena->free_pools;
     arena->free_pools = pool;
     arena->free_pool_count++;
+    if (pool->resident)
+        retained_append(pool, now_ms); /* I10 */
     if (arena->free_pool_count == PM_POOLS_PER_ARENA) {
-        /* I5: empty arenas beyond the reserve are unmapped at once. */
-        if (directory.empty_count >= pm_options.reserve_arenas) {
-            directory.empty_count++;
+        directory.empty_count++;
+        /* I5: an empty arena beyond the reserve is unmapped now if it holds
+         * no pages, else when its last retained pool is purged. */
+        if (directory.empty_count > pm_options.reserve_arenas && !arena_resident(arena)) {
             arena_destroy(arena);
             pthread_mutex_unlock(&directory.lock);
             return;
         }
-        directory.empty_count++;
     }
     directory_link(arena);
-    if (pool->resident)
-        retained_push(pool); /* I10 */
+    decay_step(now_ms, DECAY_BATCH);
     pthread_mutex_unlock(&directory.lock);
 }
 
@@ -215,12 +364,22 @@ size_t pm_arena_purge_pool(pm_pool_t *pool)
     return bytes;
 }
 
+void pm_arena_decay_tick(void)
+{
+    unsigned purged;
+    do {
+        pthread_mutex_lock(&directory.lock);
+        purged = decay_step(decay_now_ms(), DECAY_BATCH);
+        pthread_mutex_unlock(&directory.lock);
+    } while (purged == DECAY_BATCH);
+}
+
 size_t pm_arena_trim(void)
 {
     size_t released = 0;
     pthread_mutex_lock(&directory.lock);
-    while (directory.retained_count > 0)
-        released += retained_pop_oldest();
+    while (directory.retained_oldest != NULL)
+        released += retained_purge(directory.retained_oldest);
     pm_arena_t *empty;
     while ((empty = directory.by_unused[PM_POOLS_PER_ARENA - 1]) != NULL) {
         directory_unlink(empty);
@@ -273,7 +432,8 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool))
 {
     bool ok = true;
     uint64_t count = 0;
-    unsigned empty_arenas = 0;
+    unsigned empty_arenas = 0, bare_empty_arenas = 0;
+    uint64_t retained = 0;
     pthread_mutex_lock(&directory.lock);
     for (pm_arena_t *arena = directory.all; arena != NULL; arena = arena->all_next) {
         count++;
@@ -286,17 +446,30 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool))
         ok &= unused == arena->free_pool_count;
         ok &= pm_registry_contains(arena); /* I1 */
         empty_arenas += unused == PM_POOLS_PER_ARENA;
+        bare_empty_arenas += unused == PM_POOLS_PER_ARENA && !arena_resident(arena);
         for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
             const pm_pool_t *pool = &arena->pools[k];
             ok &= pool->pool_index == k;
-            if (pool->class_index == PM_CLASS_NONE)
+            if (pool->class_index == PM_CLASS_NONE) {
                 ok &= pm_pool_is_valid(pool); /* I2 */
-            else
+                retained += pool->resident;
+            } else
                 ok &= visit(pool);
         }
     }
     ok &= count == directory.mapped && empty_arenas == directory.empty_count; /* I5 */
-    ok &= empty_arenas <= pm_options.reserve_arenas;
+    ok &= bare_empty_arenas <= pm_options.reserve_arenas;
+    /* I10: the retained list holds exactly the UNUSED resident pools, in
+     * release order. */
+    uint64_t listed = 0, last_ms = 0;
+    for (pm_pool_t *p = directory.retained_oldest; p != NULL && listed <= retained;
+         p = p->retained_next) {
+        ok &= p->class_index == PM_CLASS_NONE && p->resident && *released_ms_of(p) >= last_ms;
+        ok &= p->retained_next != NULL || p == directory.retained_newest;
+        last_ms = *released_ms_of(p);
+        listed++;
+    }
+    ok &= listed == retained && retained == directory.retained_count;
     pthread_mutex_unlock(&directory.lock);
     return ok;
 }

@@ -175,6 +175,7 @@ static void *dump_thread(void *arg)
                 pm_stats_write_snapshot(PM_SNAPSHOT_SIGNAL);
         }
         dump_exit_if_alone(false);
+        pm_arena_decay_tick(); /* an idle process gives memory back too (I10) */
         pm_stats_write_snapshot(PM_SNAPSHOT_INTERVAL);
     }
     return NULL;

@@ -83,15 +83,37 @@
  *  fewest unused pools, so allocation fills nearly-full arenas and sparse
  *  ones drain and can be unmapped (the reason CPython sorts usable_arenas).
  *
- *  Giving memory back (I5, I10): an arena whose pools are all unused is
- *  unmapped, except for a reserve (one by default) so a program freeing and
- *  allocating around an arena boundary does not mmap/munmap on every cycle.
- *  A pool released to its arena keeps its pages while it is among the most
- *  recently released POOLMALLOC_RETAIN_POOLS (16 by default, 256 KiB), so a
- *  pool that is taken again soon costs no page faults; older released pools
- *  are purged with madvise(MADV_DONTNEED). A heap keeps one empty pool per
- *  class (I4); when its thread exits, those are purged too. malloc_trim
- *  purges and unmaps everything it can, at once.
+ *  Giving memory back (I5, I10), as jemalloc's decay and mimalloc's purge
+ *  delay do it: a pool released to its arena keeps its pages, on the
+ *  retained list, until it has been unused for POOLMALLOC_PURGE_DELAY (1 s
+ *  by default), so a pool taken again soon costs no madvise and no page
+ *  faults; then it is purged with madvise(MADV_DONTNEED). The purging is
+ *  amortized: each later acquire or release purges at most a small batch
+ *  of expired pools, and the dump thread's tick purges the rest, so a
+ *  process that goes quiet gives memory back too (without a dump thread it
+ *  does so at its next allocator call). The retained list is also capped:
+ *  POOLMALLOC_RETAIN_POOLS (64) to start with. When the cap is about to
+ *  purge early again and, since it last did, most pools handed out without
+ *  pages stood for pools it had purged early (within a delay), the program
+ *  is cycling over more pools than the cap keeps: the cap grows by that
+ *  many, up to POOLMALLOC_RETAIN_POOLS_MAX (4096, 64 MiB), and halves back
+ *  once it has not grown for 8 delays. A program that frees and then grows
+ *  past what it freed (mostly fresh pools) does not grow the cap, so a
+ *  phase that frees everything gives it back at once. An arena whose pools are all
+ *  unused is unmapped once none of them holds pages, except for a reserve
+ *  (one by default) so a program freeing and allocating around an arena
+ *  boundary does not mmap/munmap on every cycle. A heap keeps one empty
+ *  pool per class (I4); when its thread exits, those are purged too.
+ *  malloc_trim purges and unmaps everything it can, at once.
+ *
+ *             release           delay run out, or above the cap
+ *   IN USE ─────────────▶ RETAINED ─────────────────────────▶ PURGED
+ *     ▲  (list tail,         │      (oldest first, madvise)      │
+ *     │   stamped)           │                                   │
+ *     ├──────────────────────┘ acquire: off the list in O(1),    │
+ *     │                        under the directory lock          │
+ *     └──────────────────────────────────────────────────────────┘
+ *                  acquire: no pages, carved afresh
  *
  * ==========================================================================
  *  THREAD HEAPS
@@ -175,8 +197,9 @@
  *  I5  An arena with u >= 1 unused pools is on directory list u - 1; an
  *      arena with none is on no list. List PM_POOLS_PER_ARENA - 1 (every
  *      pool unused) holds at most POOLMALLOC_RESERVE_ARENAS arenas (the
- *      reserve, default 1): an arena that becomes empty beyond it is
- *      unmapped at once.
+ *      reserve, default 1) none of whose pools is resident: an arena that
+ *      is empty beyond the reserve is unmapped as soon as it holds no pages
+ *      (at once, or when its last retained pool is purged, I10).
  *  I6  A block is live iff its bit in its pool's live_map is set. free()
  *      of a block whose bit is clear is a double free and aborts.
  *  I7  Every block address is pool start + i x block size for 0 <= i <
@@ -189,10 +212,15 @@
  *      more than allocated_total (checked by pm_heap_validate).
  *  I9  A pool's heap and class change only while it is UNUSED or by its
  *      owner; a thread that does not own a live block's pool may read them.
- *  I10 At most POOLMALLOC_RETAIN_POOLS UNUSED pools are resident: each
- *      release queues the pool on the retained ring, and the ring's oldest
- *      entry is purged (madvise) when it overflows. A purged pool is carved
- *      afresh, so nothing reads its zeroed pages as a free list.
+ *  I10 An UNUSED pool is on the retained list iff it is resident; the list
+ *      is in release order (each pool stamped with CLOCK_MONOTONIC_COARSE
+ *      when released) and changes only under the directory lock, so a pool
+ *      being acquired leaves it before its new owner carves a block. A
+ *      retained pool is purged (madvise) once it has been unused for
+ *      POOLMALLOC_PURGE_DELAY, by a later acquire or release or the dump
+ *      thread's tick, or at once when the list grows past its adaptive cap
+ *      (oldest first). A purged pool is carved afresh, so nothing reads its
+ *      zeroed pages as a free list.
  *  I12 Every link of a free list or a remote_free stack is stored encoded
  *      (pm_link_set) and decoded only through pm_link_get; a pool's link is
  *      checked (pm_link_in_pool) before it becomes the list's head, and a
@@ -322,9 +350,18 @@ struct pm_heap;
 
 typedef struct pm_pool {
     /* Written only by the owning heap's thread (I9). */
-    pm_block_t *free_list;    /* blocks ready to hand out */
-    struct pm_pool *next;     /* bin list, or arena free-pool list */
-    struct pm_pool *prev;     /* bin list only */
+    /* While UNUSED a pool has no free list and is on no bin list: those two
+     * words link it into the retained list instead (I10), so the list costs
+     * the descriptor nothing (16 of them must fit the arena header). */
+    union {
+        pm_block_t *free_list;         /* IN USE: blocks ready to hand out */
+        struct pm_pool *retained_next; /* UNUSED, retained: the next newer one */
+    };
+    struct pm_pool *next; /* bin list, or arena free-pool list */
+    union {
+        struct pm_pool *prev;          /* IN USE: bin list */
+        struct pm_pool *retained_prev; /* UNUSED, retained: the next older one */
+    };
     struct pm_heap *heap;     /* owner; NULL when UNUSED */
     uintptr_t start;          /* first block's address (pm_pool_start) */
     uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
@@ -344,6 +381,10 @@ typedef struct pm_pool {
 typedef struct pm_arena {
     pm_pool_t pools[PM_POOLS_PER_ARENA];
     pm_pool_t *free_pools;                /* UNUSED pools (I2) */
+    /* When each pool was last released (CLOCK_MONOTONIC_COARSE, ms), for
+     * the purge delay; meaningful while it is retained (I10). Here rather
+     * than in the descriptor, which has no room left. */
+    uint64_t released_ms[PM_POOLS_PER_ARENA];
     struct pm_arena *next, *prev;         /* directory list (I5) */
     struct pm_arena *all_next, *all_prev; /* every mapped arena */
     uint32_t free_pool_count;
@@ -459,6 +500,10 @@ PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 /* arena.c: the arena directory; takes its own lock. */
 PM_HIDDEN pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap);
 PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
+/* Purges the retained pools whose delay has run out, or that stand above
+ * the cap (I10), in batches; for the dump thread, so that a process that
+ * has gone quiet still gives its memory back. */
+PM_HIDDEN void pm_arena_decay_tick(void);
 /* malloc_trim: purges every retained pool and unmaps every empty arena, the
  * reserve included. Returns the bytes given back. */
 PM_HIDDEN size_t pm_arena_trim(void);

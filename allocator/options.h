@@ -27,9 +27,13 @@
       "1: sample allocations and report where memory is allocated (needs libunwind8)")     \
     X(profile_rate, "POOLMALLOC_PROFILE_RATE", COUNT, 524288, 1, 1099511627776,              \
       "mean bytes allocated between two samples")                                          \
-    X(retain_pools, "POOLMALLOC_RETAIN_POOLS", COUNT, 16, 0, 65536,                          \
-      "unused pools whose pages stay resident, most recently freed first; older ones are " \
-      "given back to the OS (madvise)")                                                      \
+    X(purge_delay_ms, "POOLMALLOC_PURGE_DELAY", DURATION, 1000, 0, 86400000,                 \
+      "how long a released pool keeps its pages before they go back to the OS (madvise); " \
+      "0: at once")                                                                         \
+    X(retain_pools, "POOLMALLOC_RETAIN_POOLS", COUNT, 64, 0, 65536,                          \
+      "released pools kept resident at most, to start with; the cap grows with demand")    \
+    X(retain_pools_max, "POOLMALLOC_RETAIN_POOLS_MAX", COUNT, 4096, 0, 65536,                \
+      "the most released pools the adaptive cap keeps resident")                           \
     X(reserve_arenas, "POOLMALLOC_RESERVE_ARENAS", COUNT, 1, 0, 4096,                        \
       "empty arenas kept mapped rather than unmapped, against mmap/munmap churn")          \
     X(debug, "POOLMALLOC_DEBUG", COUNT, 0, 0, 1,                                             \

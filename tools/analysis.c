@@ -160,10 +160,18 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
     a->outside_bytes = analysis_sub(s->rss_bytes, analysis_add(s->small_pool_bytes, a->retained_bytes));
     analysis_pins(a);
 
+    /* The default policy keeps up to 64 released pools (1 MiB) resident
+     * for the purge delay (POOLMALLOC_RETAIN_POOLS, POOLMALLOC_PURGE_DELAY):
+     * that much is expected to go back by itself, so only what is held
+     * beyond it weighs on the severity. */
+    uint64_t weighed = analysis_sub(a->held_bytes, a->retained_bytes < PMT_RETAIN_EXPECTED_BYTES
+                                                       ? a->retained_bytes
+                                                       : PMT_RETAIN_EXPECTED_BYTES);
     double share = analysis_share(a->held_bytes, s->rss_bytes);
-    if (a->held_bytes >= 4 * MIB && share >= 0.25)
+    double weighed_share = analysis_share(weighed, s->rss_bytes);
+    if (weighed >= 4 * MIB && weighed_share >= 0.25)
         a->severity = 2;
-    else if (a->held_bytes >= 1 * MIB && share >= 0.10)
+    else if (weighed >= 1 * MIB && weighed_share >= 0.10)
         a->severity = 1;
     if (a->severity == 0)
         snprintf(a->verdict, sizeof a->verdict,
@@ -210,12 +218,15 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         "only when every pool in it is unused, so a few live blocks keep it.",
                         pmt_count(a->sparse_arenas), pmt_count(s->arenas_mapped),
                         PMT_SPARSE_BUCKETS * 10, pmt_bytes(a->sparse_bytes));
-    if (a->retained_bytes >= 1 * MIB ||
+    /* Only more than the default keeps (the cap grew with a cycle) is worth
+     * a word on its own. */
+    if (a->retained_bytes > PMT_RETAIN_EXPECTED_BYTES ||
         (a->severity > 0 && a->retained_bytes * 4 >= a->held_bytes && a->retained_bytes > 0))
         analysis_advise(a,
-                        "%s unused pools (%s) stay resident for reuse: set "
-                        "POOLMALLOC_RETAIN_POOLS=0 (default 16) to give released pools back at "
-                        "once, or call malloc_trim(0) after a phase that frees a lot.",
+                        "%s unused pools (%s) stay resident for reuse: they go back once "
+                        "unused for POOLMALLOC_PURGE_DELAY (default 1s); set it to 0 to give "
+                        "released pools back at once, or call malloc_trim(0) after a phase "
+                        "that frees a lot.",
                         pmt_count(s->retained_pools), pmt_bytes(a->retained_bytes));
     if (a->empty_pool_bytes >= 1 * MIB)
         analysis_advise(a,

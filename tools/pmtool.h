@@ -39,6 +39,9 @@ enum {
 
 #define PMT_SCHEMA 1                /* the schema this tool reads */
 #define PMT_POOL_BYTES 16384        /* PM_POOL_SIZE (pool 0 of an arena: 12 KiB) */
+/* Released pools the default policy keeps resident for the purge delay:
+ * POOLMALLOC_RETAIN_POOLS' default (64) x PMT_POOL_BYTES. */
+#define PMT_RETAIN_EXPECTED_BYTES ((uint64_t)64 * PMT_POOL_BYTES)
 #define PMT_ARENA_BYTES 262144      /* PM_ARENA_SIZE */
 #define PMT_LINE_MAX (1u << 20)     /* a longer line is not a record (~10 KiB) */
 #define PMT_SPARSE_BUCKETS 3        /* arenas under 30% used are "mostly empty" */

@@ -315,7 +315,7 @@ static const char run_usage[] =
     "  poolmalloc run -- python3 script.py\n"
     "  poolmalloc run --profile --stats app.jsonl -- ./app\n"
     "  poolmalloc run --stats build.jsonl --interval 1s -- make -j4\n"
-    "  POOLMALLOC_RETAIN_POOLS=0 poolmalloc run --stats r0.jsonl -- ./server --once\n";
+    "  POOLMALLOC_PURGE_DELAY=0 poolmalloc run --stats p0.jsonl -- ./server --once\n";
 
 enum { RUN_SITES_SHOWN = 3 };
 #define RUN_RESOLVE_SECONDS 10.0 /* addr2line for the summary, at most */

@@ -199,6 +199,9 @@ static const int fill_classes[] = {0, 2, 7, 20, 31};
 
 START_TEST(test_pool_fill_arenas)
 {
+    /* No purge delay: an empty arena goes as soon as its pools' pages
+     * do (I5, I10), which is what this test watches for. */
+    pm_options.purge_delay_ms = 0;
     const int c = fill_classes[_i];
     const size_t bs = pm_class_block_size(c);
     const size_t per_arena = arena_capacity(bs);
@@ -293,6 +296,9 @@ END_TEST
  * reused by the next round, the others are unmapped. */
 START_TEST(test_reserve_arena)
 {
+    /* No purge delay: an empty arena goes as soon as its pools' pages
+     * do (I5, I10), which is what this test watches for. */
+    pm_options.purge_delay_ms = 0;
     const size_t bs = 256;
     const size_t n = 3 * arena_capacity(bs); /* exactly three arenas */
     void **blocks = __libc_malloc(n * sizeof *blocks);

@@ -1,9 +1,12 @@
-/* check_release.c — giving memory back (I5, I10): released pools beyond the
- * retained ring are purged, empty arenas beyond the reserve are unmapped,
- * malloc_trim gives back everything, and RSS really falls. */
+/* check_release.c — giving memory back (I5, I10): released pools are
+ * purged once unused for the purge delay or above the adaptive cap (which
+ * grows for a cycle, not for growth), the dump thread purges an idle
+ * process, empty arenas beyond the reserve are unmapped, malloc_trim gives
+ * back everything, and RSS really falls. */
 #include <check.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "support.h"
@@ -36,10 +39,10 @@ static long resident_kib(void)
     return resident * 4;
 }
 
-/* 40000 x 256 bytes is ~640 pools; freeing them all keeps at most the
- * retained ring resident, and everything beyond it is counted as purged
- * (arenas stay mapped here, so none of it is unmapped instead). */
-START_TEST(test_release_purges_beyond_ring)
+/* 40000 x 256 bytes is ~640 pools; freeing them all within the purge
+ * delay keeps at most the cap resident, and everything beyond it is counted
+ * as purged (arenas stay mapped here, so none of it is unmapped instead). */
+START_TEST(test_release_purges_above_cap)
 {
     pm_options.retain_pools = 4;
     pm_options.reserve_arenas = 4096;
@@ -54,14 +57,15 @@ START_TEST(test_release_purges_beyond_ring)
      * (counting every pool as a short pool 0, to stay a lower bound). */
     uint64_t pools = (uint64_t)BLOCKS * BLOCK_SIZE / PM_POOL_SIZE;
     ck_assert_uint_ge(purged, (pools - 1 - 4) * (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
+    ck_assert_uint_le(after.retained_pools, 4);
     ck_assert_uint_eq(after.small_live_blocks, before.small_live_blocks);
 }
 END_TEST
 
-/* No retained ring: every released pool is purged at once. */
-START_TEST(test_release_ring_off)
+/* POOLMALLOC_PURGE_DELAY=0: every released pool is purged at once. */
+START_TEST(test_release_delay_zero)
 {
-    pm_options.retain_pools = 0;
+    pm_options.purge_delay_ms = 0;
     pm_options.reserve_arenas = 8; /* keep arenas mapped so purging shows */
     pm_stats_t before, after;
     pm_test_stats(&before);
@@ -71,8 +75,164 @@ START_TEST(test_release_ring_off)
     uint64_t pools = (uint64_t)BLOCKS * BLOCK_SIZE / PM_POOL_SIZE;
     ck_assert_uint_ge(after.released_bytes_total - before.released_bytes_total,
                       (pools - 1 - 8 * PM_POOLS_PER_ARENA) * (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
+    ck_assert_uint_eq(after.retained_pools, 0);
     ck_assert_uint_le(after.arenas_mapped, 8 + 1);
     ck_assert(pm_heap_validate());
+}
+END_TEST
+
+static void sleep_ms(long ms)
+{
+    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&pause, &pause) != 0)
+        continue;
+}
+
+/* I10: released pools keep their pages until they have been unused for the
+ * delay; then the allocator's next calls purge them, a few per call. */
+START_TEST(test_release_after_delay)
+{
+    /* Long while the pools are freed and counted, however slow the machine
+     * (a sanitizer, other load); then 50 ms, and the stamps already taken
+     * are older than that after a short sleep. */
+    pm_options.purge_delay_ms = 60000;
+    pm_options.retain_pools = 4096; /* the cap out of the way */
+    pm_options.reserve_arenas = 4096;
+    pm_stats_t before, freed, later;
+    pm_test_stats(&before);
+    allocate_all();
+    free_all();
+    pm_test_stats(&freed);
+    uint64_t pools = (uint64_t)BLOCKS * BLOCK_SIZE / PM_POOL_SIZE;
+    /* Nothing purged before the delay: every released pool is retained. */
+    ck_assert_uint_eq(freed.released_bytes_total, before.released_bytes_total);
+    ck_assert_uint_ge(freed.retained_pools, pools - 1);
+    pm_options.purge_delay_ms = 50;
+    sleep_ms(120);
+    /* Later activity: each pool taken or given back purges a batch. */
+    void *other[64];
+    for (int i = 0; i < 64; i++)
+        other[i] = pm_malloc(512);
+    for (int i = 0; i < 64; i++)
+        pm_free(other[i]);
+    pm_test_stats(&later);
+    ck_assert_uint_ge(later.released_bytes_total - freed.released_bytes_total,
+                      8 * (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
+    ck_assert_uint_lt(later.retained_pools, freed.retained_pools);
+    /* The dump thread's tick purges the rest. */
+    sleep_ms(120);
+    pm_arena_decay_tick();
+    pm_test_stats(&later);
+    ck_assert_uint_eq(later.retained_pools, 0);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
+/* I10: a program cycling over more pools than the cap keeps makes the cap
+ * grow (the second round's pools come back from purged ones soon after the
+ * cap purged them), so the third release purges nothing; up to the most
+ * the cap may reach. */
+START_TEST(test_release_cap_adapts)
+{
+    pm_options.purge_delay_ms = 60000; /* only the cap purges here */
+    pm_options.retain_pools = 4;
+    pm_options.retain_pools_max = _i == 0 ? 4096 : 16;
+    pm_options.reserve_arenas = 4096;
+    uint64_t pools = (uint64_t)BLOCKS * BLOCK_SIZE / PM_POOL_SIZE;
+    uint64_t purged[2];
+    for (int round = 0; round < 2; round++) {
+        pm_stats_t before, after;
+        allocate_all();
+        pm_test_stats(&before);
+        free_all();
+        pm_test_stats(&after);
+        purged[round] = after.released_bytes_total - before.released_bytes_total;
+    }
+    ck_assert_uint_ge(purged[0], (pools - 1 - 4) * (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
+    if (_i == 0)
+        ck_assert_uint_eq(purged[1], 0);
+    else
+        ck_assert_uint_ge(purged[1], (pools - 1 - 16) * (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
+/* I10: a cap grown by a cycle halves back once it has not grown for 8
+ * purge delays, so a burst long past does not keep memory resident. */
+START_TEST(test_release_cap_shrinks)
+{
+    /* A long delay while the cap grows and is tested, however slow the
+     * machine (a sanitizer, other load); a short one while it waits. */
+    pm_options.purge_delay_ms = 60000;
+    pm_options.retain_pools = 4;
+    pm_options.reserve_arenas = 4096;
+    pm_stats_t s;
+    for (int round = 0; round < 2; round++) { /* the second grows the cap */
+        allocate_all();
+        free_all();
+    }
+    pm_test_stats(&s);
+    uint64_t grown = s.retained_pools;
+    ck_assert_uint_gt(grown, 100);
+    pm_options.purge_delay_ms = 50;
+    sleep_ms(8 * 50 + 100);
+    pm_arena_decay_tick(); /* purges the expired pools; the cap halves */
+    pm_options.purge_delay_ms = 60000;
+    allocate_all();
+    free_all(); /* fresh pools: no evidence of a cycle, the cap stays */
+    pm_test_stats(&s);
+    ck_assert_uint_le(s.retained_pools, grown / 2 + 1);
+    ck_assert_uint_gt(s.retained_pools, 4);
+}
+END_TEST
+
+/* I10: a program that frees and then grows well past what it freed (most
+ * of its new pools fresh, as a workload's next phase) is no cycle: the cap
+ * stays, and when it frees everything its memory goes back at once. */
+START_TEST(test_release_cap_ignores_growth)
+{
+    static void *more[4 * BLOCKS];
+    pm_options.purge_delay_ms = 60000;
+    pm_options.retain_pools = 4;
+    pm_options.reserve_arenas = 4096;
+    allocate_all();
+    free_all(); /* the cap purges all but 4 */
+    for (int i = 0; i < 4 * BLOCKS; i++) {
+        more[i] = pm_malloc(BLOCK_SIZE);
+        ck_assert_ptr_nonnull(more[i]);
+    }
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    for (int i = 0; i < 4 * BLOCKS; i++)
+        pm_free(more[i]);
+    pm_test_stats(&after);
+    uint64_t pools = (uint64_t)4 * BLOCKS * BLOCK_SIZE / PM_POOL_SIZE;
+    ck_assert_uint_ge(after.released_bytes_total - before.released_bytes_total,
+                      (pools - 1 - 4) * (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
+    ck_assert_uint_le(after.retained_pools, 4);
+}
+END_TEST
+
+/* With POOLMALLOC_STATS set, the dump thread purges the pools of a process
+ * that frees and then makes no call at all. */
+START_TEST(test_release_idle_dump_thread)
+{
+    strcpy(pm_options.stats_path, "/dev/null");
+    pm_options.stats_interval_ms = 20;
+    pm_options.purge_delay_ms = 60000; /* however slow the freeing */
+    pm_options.retain_pools = 4096;
+    pm_options.reserve_arenas = 4096;
+    allocate_all();
+    free_all();
+    pm_stats_t s;
+    pm_stats_get(&s);
+    ck_assert_uint_gt(s.retained_pools, 100);
+    /* Set before the thread starts, which orders it for the thread. */
+    pm_options.purge_delay_ms = 50;
+    pm_dump_start();
+    sleep_ms(400); /* no allocator call meanwhile */
+    pm_stats_get(&s);
+    ck_assert_uint_eq(s.retained_pools, 0);
 }
 END_TEST
 
@@ -80,6 +240,9 @@ END_TEST
  * reserve of n, n empty arenas stay. */
 START_TEST(test_release_reserve)
 {
+    /* No purge delay: an empty arena goes as soon as its pools' pages
+     * do (I5, I10), which is what this test watches for. */
+    pm_options.purge_delay_ms = 0;
     pm_options.reserve_arenas = (uint64_t)_i;
     allocate_all();
     free_all();
@@ -94,12 +257,17 @@ END_TEST
 
 START_TEST(test_trim_gives_everything_back)
 {
+    pm_options.purge_delay_ms = 60000;
+    pm_options.retain_pools = 4096;
     allocate_all();
     free_all();
-    ck_assert_int_eq(pm_malloc_trim(0), 1);
     pm_stats_t s;
     pm_test_stats(&s);
+    ck_assert_uint_gt(s.retained_pools, 100); /* within the delay, all kept */
+    ck_assert_int_eq(pm_malloc_trim(0), 1);
+    pm_test_stats(&s);
     ck_assert_uint_eq(s.small_live_blocks, 0);
+    ck_assert_uint_eq(s.retained_pools, 0);
     ck_assert_uint_eq(s.arenas_mapped, 0);
     ck_assert(pm_heap_validate());
     ck_assert_int_eq(pm_malloc_trim(0), 0); /* nothing left to give */
@@ -125,9 +293,15 @@ START_TEST(test_release_rss_falls)
         pm_free(many[i]);
     long after = resident_kib();
     ck_assert_msg(peak - start > 20000, "the workload should reach ~50 MB (%ld KiB)", peak - start);
-    /* Kept: one pool per class (512 KiB), the ring (256 KiB), slack. */
+    /* Kept: one pool per class (512 KiB) and, within the delay, the cap's
+     * 64 pools (1 MiB); the rest is purged at once. */
     ck_assert_msg(after - start < 2048, "RSS %ld KiB -> peak %ld -> after free %ld", start, peak,
                   after);
+    /* Once the delay has run out, the retained pools go too. */
+    sleep_ms((long)pm_options.purge_delay_ms + 100);
+    pm_arena_decay_tick();
+    long later = resident_kib();
+    ck_assert_msg(later - start < 1024, "RSS %ld KiB -> after the delay %ld", start, later);
 }
 END_TEST
 
@@ -135,8 +309,13 @@ Suite *make_release_suite(void)
 {
     Suite *s = suite_create("release");
     TCase *tc = tcase_create("release");
-    tcase_add_test(tc, test_release_purges_beyond_ring);
-    tcase_add_test(tc, test_release_ring_off);
+    tcase_add_test(tc, test_release_purges_above_cap);
+    tcase_add_test(tc, test_release_delay_zero);
+    tcase_add_test(tc, test_release_after_delay);
+    tcase_add_loop_test(tc, test_release_cap_adapts, 0, 2);
+    tcase_add_test(tc, test_release_cap_ignores_growth);
+    tcase_add_test(tc, test_release_cap_shrinks);
+    tcase_add_test(tc, test_release_idle_dump_thread);
     tcase_add_loop_test(tc, test_release_reserve, 0, 3);
     tcase_add_test(tc, test_trim_gives_everything_back);
     tcase_set_timeout(tc, 60);

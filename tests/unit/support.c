@@ -93,9 +93,10 @@ const char *pm_test_stats_problem(const pm_stats_t *s, int heaps_consistent)
         pools += k->pools;
     }
     STATS_REQUIRE(pools <= s->arenas_mapped * PM_POOLS_PER_ARENA);
-    /* I5: every mapped arena but the reserve has a pool in use. */
+    /* I5: every mapped arena but the reserve has a pool in use, or one
+     * still retained (I10). */
     if (heaps_consistent)
-        STATS_REQUIRE(s->arenas_mapped <= pools + pm_options.reserve_arenas);
+        STATS_REQUIRE(s->arenas_mapped <= pools + s->retained_pools + pm_options.reserve_arenas);
     STATS_REQUIRE(s->small_allocated_total == allocated);
     STATS_REQUIRE(s->small_live_blocks == live);
     STATS_REQUIRE(s->small_live_bytes == live_bytes);
