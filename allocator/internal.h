@@ -592,7 +592,13 @@ typedef struct pm_profile_summary {
 PM_HIDDEN void pm_profile_init(void);
 PM_HIDDEN bool pm_profile_enabled(void);
 PM_HIDDEN void pm_profile_heap_init(pm_heap_t *heap);
-PM_HIDDEN bool pm_profile_unwinding(void);
+/* Set while this thread unwinds: its allocations go to glibc, unsampled.
+ * Read inline: malloc's slow path asks on every small request. */
+PM_HIDDEN extern __thread bool pm_profile_unwinding_now __attribute__((tls_model("initial-exec")));
+static inline bool pm_profile_unwinding(void)
+{
+    return pm_profile_unwinding_now;
+}
 /* Returns the block: non-null, so pm_malloc can tail-call it. */
 PM_HIDDEN __attribute__((returns_nonnull)) void *pm_profile_sample_small(pm_heap_t *heap,
                                                                         void *block, size_t size);

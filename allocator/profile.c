@@ -82,8 +82,7 @@ static struct {
 } profile = {.lock = PTHREAD_MUTEX_INITIALIZER,
              .unwinders = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP};
 
-/* Set while this thread unwinds: its allocations go to glibc, unsampled. */
-static __thread bool profile_unwinding __attribute__((tls_model("initial-exec")));
+__thread bool pm_profile_unwinding_now __attribute__((tls_model("initial-exec")));
 
 bool pm_profile_enabled(void)
 {
@@ -321,9 +320,9 @@ static profile_sample_t *profile_sample_insert(uintptr_t block, bool *replaced)
 static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_t size)
 {
     *countdown = profile_draw_countdown(rng);
-    if (profile_unwinding)
+    if (pm_profile_unwinding_now)
         return;
-    profile_unwinding = true;
+    pm_profile_unwinding_now = true;
     pm_heap_t *heap = pm_thread_heap;
     pm_thread_heap = &pm_heap_empty;
     void *frames[PM_PROFILE_DEPTH + 2];
@@ -363,7 +362,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     pthread_mutex_unlock(&profile.lock);
     if (sample != NULL && !replaced && pm_registry_contains(block))
         __atomic_fetch_add(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
-    profile_unwinding = false;
+    pm_profile_unwinding_now = false;
 }
 
 void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t size)
@@ -381,17 +380,12 @@ void pm_profile_sample_system(void *block, size_t usable)
         return;
     }
     /* While unwinding, the heap is the empty one and nothing is sampled. */
-    if (!profile.enabled || profile_unwinding)
+    if (!profile.enabled || pm_profile_unwinding_now)
         return;
     if (heapless_rng == 0)
         heapless_countdown = profile_seed(&heapless_rng, &heapless_rng);
     if ((heapless_countdown -= (int64_t)usable) < 0)
         profile_record(&heapless_countdown, &heapless_rng, block, usable);
-}
-
-bool pm_profile_unwinding(void)
-{
-    return profile_unwinding;
 }
 
 /* Across fork (pm_fork_*): a thread that held the lock when another forked
