@@ -21,7 +21,9 @@
 #include <time.h>
 
 static struct {
-    sem_t wakeup; /* posted by the signal handler: async-signal-safe */
+    sem_t wakeup;    /* posted by the signal handler: async-signal-safe */
+    sem_t exit_now;  /* posted when the program's last thread has gone */
+    bool anchored;   /* the exit thread runs: this one may leave the table */
     _Atomic bool signalled;
     _Atomic bool thread_exited; /* a thread with a heap ended (heap.c) */
     _Atomic bool leader_exited; /* the main thread called pthread_exit */
@@ -78,22 +80,29 @@ static long dump_live_threads(void)
     return live;
 }
 
-/* The program's last thread has gone: a process whose only thread is this
- * one must not live on. That happens only once the main thread has called
- * pthread_exit (when main returns, exit() ends every thread), so the
+/* The program's last thread has gone: a process whose only threads are
+ * poolmalloc's must not live on. That happens only once the main thread has
+ * called pthread_exit (when main returns, exit() ends every thread), so the
  * threads are counted only from then on: reading /proc for each of them at
- * every tick would cost a program with many threads. It ends as glibc ends
- * a process whose last thread exits, with exit(0), which runs the atexit
- * handlers and so writes the final snapshot. The exited thread may take a
- * moment to be reaped, hence the short wait. */
+ * every tick would cost a program with many threads. The process ends as
+ * glibc ends one whose last thread exits, with exit(0), which runs the
+ * atexit handlers (the final snapshot among them) and flushes stdio; the
+ * exit thread calls it, since it still shares the program's descriptors.
+ * The exited thread may take a moment to be reaped, hence the short wait. */
 static void dump_exit_if_alone(bool thread_just_exited)
 {
     if (!atomic_load_explicit(&dump.leader_exited, memory_order_relaxed))
         return;
+    long ours = dump.anchored ? 2 : 1;
     int tries = thread_just_exited ? 200 : 1;
     for (int i = 0; i < tries; i++) {
-        if (dump_live_threads() == 1)
-            exit(0);
+        if (dump_live_threads() == ours) {
+            if (!dump.anchored)
+                exit(0);
+            sem_post(&dump.exit_now);
+            for (;;)
+                pause(); /* until exit() ends the process */
+        }
         if (tries > 1) {
             struct timespec pause = {0, 1000000};
             nanosleep(&pause, NULL);
@@ -118,11 +127,13 @@ static void dump_on_leader_exit(void *unused)
  * once, so that none is kept open behind the program's back (a pipe would
  * not see its end of file). Standard error stays, for the stderr sink and
  * for warnings: it is the one the program had when this thread started.
- * Where unshare is refused (a seccomp filter), files are opened in the
- * shared table as before, and held for one record each. */
+ * The exit thread stays in the shared table, which it keeps alive: once the
+ * program's last thread is gone, exit() flushes stdio to the program's own
+ * descriptors. Without an exit thread, or where unshare is refused (a
+ * seccomp filter), files are opened in the shared table, one record each. */
 static void dump_private_descriptors(void)
 {
-    if (unshare(CLONE_FILES) != 0)
+    if (!dump.anchored || unshare(CLONE_FILES) != 0)
         return;
     if (close_range(0, STDERR_FILENO - 1, 0) == 0 && close_range(STDERR_FILENO + 1, ~0U, 0) == 0)
         return;
@@ -152,12 +163,41 @@ static void dump_on_signal(int signal)
     errno = saved_errno;
 }
 
+static void *dump_exit_thread(void *arg)
+{
+    (void)arg;
+    while (sem_wait(&dump.exit_now) != 0)
+        ; /* EINTR */
+    exit(0);
+}
+
+/* Both threads are detached and block every signal: the program's signals
+ * are its own. */
+static bool dump_start_thread(void *(*body)(void *), size_t stack_size, const char *name)
+{
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (stack_size != 0)
+        pthread_attr_setstacksize(&attr, stack_size);
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &saved); /* inherited by the new thread */
+    bool started = pthread_create(&thread, &attr, body, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    pthread_attr_destroy(&attr);
+    if (started)
+        pthread_setname_np(thread, name);
+    return started;
+}
+
 static void *dump_thread(void *arg)
 {
     (void)arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are its own */
+    /* Made from here, before the unshare, so that it shares the program's
+     * table; its stack is a default one, for the atexit handlers. */
+    dump.anchored = dump_start_thread(dump_exit_thread, 0, "poolmalloc-exit");
     dump_private_descriptors();
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
@@ -183,16 +223,9 @@ static void *dump_thread(void *arg)
 
 static void dump_spawn(void)
 {
-    pthread_attr_t attr;
-    pthread_t thread;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 << 10); /* the record buffer is static */
-    dump.started = pthread_create(&thread, &attr, dump_thread, NULL) == 0;
-    pthread_attr_destroy(&attr);
-    if (dump.started)
-        pthread_setname_np(thread, "poolmalloc-stat");
-    else {
+    sem_init(&dump.exit_now, 0, 0);
+    dump.started = dump_start_thread(dump_thread, 256 << 10, "poolmalloc-stat"); /* static record buffer */
+    if (!dump.started) {
         static const char warning[] =
             "poolmalloc: cannot start the stats thread; only the exit report will be written\n";
         pm_os_write_all(2, warning, sizeof warning - 1);

@@ -117,10 +117,12 @@ grep -q '"reason":"exit"' "$work/pexit.jsonl" || fail "no exit snapshot after pt
 echo "dump: a program ending in pthread_exit ends, with its exit snapshot"
 rc=0
 LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/pexit-idle.jsonl" POOLMALLOC_STATS_FORMAT=json \
-  POOLMALLOC_STATS_INTERVAL=50ms timeout -k 1 10 "$probe" pthread_exit_idle 300 || rc=$?
+  POOLMALLOC_STATS_INTERVAL=50ms timeout -k 1 10 "$probe" pthread_exit_idle 300 >"$work/pexit-idle.out" || rc=$?
 ((rc == 0)) || fail "a program whose last thread never allocated did not end (status $rc)"
 grep -q '"reason":"exit"' "$work/pexit-idle.jsonl" || fail "no exit snapshot after the idle thread"
-echo "dump: ... and so does one whose last thread never allocated"
+grep -qx "probe: main's buffered line" "$work/pexit-idle.out" ||
+  fail "the output main left in stdio's buffer was lost at exit"
+echo "dump: ... and so does one whose last thread never allocated, its stdout flushed"
 
 # 7b. The dump thread's own files never take a descriptor number the program
 # freed (CPython's test_io once got EISDIR from /proc/self/task that way).

@@ -101,7 +101,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(mode, "pthread_exit_idle") == 0) {
         /* The same, but the last thread to end is one that never
-         * allocated: the dump thread must notice on its own. */
+         * allocated: the dump thread must notice on its own. What main
+         * printed is still in stdio's buffer (stdout is not a terminal):
+         * exit() must flush it to the program's own stdout. */
+        printf("probe: main's buffered line\n");
         pthread_t idle;
         if (pthread_create(&idle, NULL, idle_thread, (void *)(intptr_t)ms) != 0)
             return 3;
