@@ -168,7 +168,9 @@ static void *dump_exit_thread(void *arg)
     (void)arg;
     while (sem_wait(&dump.exit_now) != 0)
         ; /* EINTR */
-    exit(0);
+    if (dump.started)
+        exit(0);
+    return NULL; /* the dump thread could not start: nothing to wait for */
 }
 
 /* Both threads are detached and block every signal: the program's signals
@@ -195,9 +197,6 @@ static bool dump_start_thread(void *(*body)(void *), size_t stack_size, const ch
 static void *dump_thread(void *arg)
 {
     (void)arg;
-    /* Made from here, before the unshare, so that it shares the program's
-     * table; its stack is a default one, for the atexit handlers. */
-    dump.anchored = dump_start_thread(dump_exit_thread, 0, "poolmalloc-exit");
     dump_private_descriptors();
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
@@ -223,8 +222,15 @@ static void *dump_thread(void *arg)
 
 static void dump_spawn(void)
 {
+    /* Both made here, by a thread of the program, which shares its table
+     * with them, and not by the dump thread, which would need a heap for
+     * what pthread_create allocates. The exit thread's stack is a default
+     * one, for the atexit handlers; the dump thread's holds no record. */
     sem_init(&dump.exit_now, 0, 0);
-    dump.started = dump_start_thread(dump_thread, 256 << 10, "poolmalloc-stat"); /* static record buffer */
+    dump.anchored = dump_start_thread(dump_exit_thread, 0, "poolmalloc-exit");
+    dump.started = dump_start_thread(dump_thread, 256 << 10, "poolmalloc-stat");
+    if (!dump.started && dump.anchored)
+        sem_post(&dump.exit_now);
     if (!dump.started) {
         static const char warning[] =
             "poolmalloc: cannot start the stats thread; only the exit report will be written\n";
