@@ -133,7 +133,9 @@ has "no exit snapshot" "$work/err" "killed: no exit snapshot"
 echo "bad_input: a program killed mid-run"
 
 # 9. A bad profile object: reported at its line; the record is kept without it.
-"$tool" run -q --profile --stats "$work/profiled.jsonl" --interval 50ms -- "$frag" scattered 100 >/dev/null
+# Sampled densely, so that the first snapshot (at 50 ms) already has sites:
+# at the default rate it sometimes had none to spoil.
+POOLMALLOC_PROFILE_RATE=4096 "$tool" run -q --profile --stats "$work/profiled.jsonl" --interval 50ms -- "$frag" scattered 100 >/dev/null
 n=$(wc -l <"$work/profiled.jsonl")
 "$python" - "$work/profiled.jsonl" "$work/badprofile.jsonl" <<'PY'
 import json, sys
