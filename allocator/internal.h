@@ -788,6 +788,12 @@ PM_HIDDEN void pm_stats_note_start(void);
 PM_HIDDEN void pm_stats_lock(void);
 PM_HIDDEN void pm_stats_unlock(void);
 PM_HIDDEN void pm_stats_reinit_lock(void);
+/* The UTC calendar date of day `days` since 1970-01-01 (proleptic
+ * Gregorian). The records' time stamps use it, not gmtime_r, which takes
+ * glibc's time-zone lock and, the first time, allocates: the dump thread
+ * would hold that lock now and then, and a child forked at that moment
+ * would wait for it forever at its first localtime(). */
+PM_HIDDEN void pm_utc_date(int64_t days, int64_t *year, int *month, int *day);
 
 /* ---- dump.c: the dump thread ------------------------------------------------- */
 /* Starts the thread that writes a snapshot every POOLMALLOC_STATS_INTERVAL

@@ -254,13 +254,31 @@ static void text_summary_cell(pm_buf_t *b, const char *line, unsigned column, co
     pm_buf_pad_to(b, line, 2 + column * TEXT_SUMMARY_COLUMN + TEXT_LABEL_WIDTH);
 }
 
+/* By whole 400-year eras of 146097 days (the Gregorian cycle), with years
+ * starting on 1 March so that the leap day ends them. */
+void pm_utc_date(int64_t days, int64_t *year, int *month, int *day)
+{
+    days += 719468; /* days from 0000-03-01 to 1970-01-01 */
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    int64_t of_era = days - era * 146097;                                        /* 0..146096 */
+    int64_t year_of_era = (of_era - of_era / 1460 + of_era / 36524 - of_era / 146096) / 365; /* 0..399 */
+    int64_t of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100); /* 0..365 */
+    int64_t month_from_march = (5 * of_year + 2) / 153;                           /* 0..11 */
+    *day = (int)(of_year - (153 * month_from_march + 2) / 5 + 1);
+    *month = (int)(month_from_march < 10 ? month_from_march + 3 : month_from_march - 9);
+    *year = year_of_era + era * 400 + (*month <= 2);
+}
+
 static void text_time(pm_buf_t *b, const struct timespec *wall)
 {
-    struct tm tm;
-    time_t seconds = wall->tv_sec;
-    gmtime_r(&seconds, &tm);
-    pm_buf_uint(b, (uint64_t)tm.tm_year + 1900, 0);
-    const int parts[] = {tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+    int64_t seconds = wall->tv_sec;
+    int64_t days = (seconds >= 0 ? seconds : seconds - 86399) / 86400;
+    int64_t of_day = seconds - days * 86400;
+    int64_t year;
+    int month, day;
+    pm_utc_date(days, &year, &month, &day);
+    pm_buf_uint(b, (uint64_t)year, 0);
+    const int parts[] = {month, day, (int)(of_day / 3600), (int)(of_day / 60 % 60), (int)(of_day % 60)};
     const char seps[] = "-- ::";
     for (int i = 0; i < 5; i++) {
         pm_buf_char(b, seps[i]);

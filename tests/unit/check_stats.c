@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Prints the report into a memory file and returns it NUL-terminated. */
@@ -143,6 +144,24 @@ START_TEST(test_stats_print_bad_fd)
 }
 END_TEST
 
+/* The records' dates agree with gmtime_r on every day from 1900 to 2500
+ * (leap years of every kind, both sides of the epoch). */
+START_TEST(test_stats_utc_date)
+{
+    for (int64_t days = -25567; days <= 193530; days++) {
+        time_t seconds = (time_t)(days * 86400);
+        struct tm tm;
+        ck_assert_ptr_nonnull(gmtime_r(&seconds, &tm));
+        int64_t year;
+        int month, day;
+        pm_utc_date(days, &year, &month, &day);
+        ck_assert_msg(year == tm.tm_year + 1900 && month == tm.tm_mon + 1 && day == tm.tm_mday,
+                      "day %lld: %lld-%d-%d, gmtime_r says %d-%d-%d", (long long)days,
+                      (long long)year, month, day, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+    }
+}
+END_TEST
+
 Suite *make_stats_suite(void)
 {
     Suite *s = suite_create("stats");
@@ -155,6 +174,7 @@ Suite *make_stats_suite(void)
     tcase_add_test(tc, test_stats_print_report);
     tcase_add_test(tc, test_stats_print_devnull);
     tcase_add_test(tc, test_stats_print_bad_fd);
+    tcase_add_test(tc, test_stats_utc_date);
     suite_add_tcase(s, tc);
     return s;
 }
