@@ -194,20 +194,40 @@ static bool dump_start_thread(void *(*body)(void *), size_t stack_size, const ch
     return started;
 }
 
+static struct timespec dump_after(struct timespec t, uint64_t ms)
+{
+    t.tv_sec += (time_t)(ms / 1000);
+    t.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (t.tv_nsec >= 1000000000) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000;
+    }
+    return t;
+}
+
+static bool dump_reached(const struct timespec *now, const struct timespec *due)
+{
+    return now->tv_sec != due->tv_sec ? now->tv_sec > due->tv_sec : now->tv_nsec >= due->tv_nsec;
+}
+
 static void *dump_thread(void *arg)
 {
     (void)arg;
     dump_private_descriptors();
-    struct timespec next;
-    clock_gettime(CLOCK_MONOTONIC, &next);
+    /* The decay tick comes at least every purge delay (10 ms at the least),
+     * so that a process gone quiet gives its memory back in time whatever
+     * the interval between snapshots (I10). */
+    uint64_t tick_ms = pm_options.stats_interval_ms;
+    if (pm_options.purge_delay_ms != 0 && pm_options.purge_delay_ms < tick_ms)
+        tick_ms = pm_options.purge_delay_ms < 10 ? 10 : pm_options.purge_delay_ms;
+    struct timespec now, snapshot_due;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    snapshot_due = dump_after(now, pm_options.stats_interval_ms);
     for (;;) {
-        next.tv_sec += (time_t)(pm_options.stats_interval_ms / 1000);
-        next.tv_nsec += (long)(pm_options.stats_interval_ms % 1000) * 1000000;
-        if (next.tv_nsec >= 1000000000) {
-            next.tv_sec++;
-            next.tv_nsec -= 1000000000;
-        }
-        while (sem_clockwait(&dump.wakeup, CLOCK_MONOTONIC, &next) == 0 || errno == EINTR) {
+        struct timespec wake = dump_after(now, tick_ms);
+        if (dump_reached(&wake, &snapshot_due))
+            wake = snapshot_due;
+        while (sem_clockwait(&dump.wakeup, CLOCK_MONOTONIC, &wake) == 0 || errno == EINTR) {
             if (atomic_exchange_explicit(&dump.thread_exited, false, memory_order_relaxed))
                 dump_exit_if_alone(true);
             if (atomic_exchange_explicit(&dump.signalled, false, memory_order_relaxed))
@@ -215,7 +235,15 @@ static void *dump_thread(void *arg)
         }
         dump_exit_if_alone(false);
         pm_arena_decay_tick(); /* an idle process gives memory back too (I10) */
-        pm_stats_write_snapshot(PM_SNAPSHOT_INTERVAL);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (dump_reached(&now, &snapshot_due)) {
+            pm_stats_write_snapshot(PM_SNAPSHOT_INTERVAL);
+            /* Every interval from the start, without drift; one snapshot
+             * for intervals missed while the machine was too busy. */
+            snapshot_due = dump_after(snapshot_due, pm_options.stats_interval_ms);
+            if (dump_reached(&now, &snapshot_due))
+                snapshot_due = dump_after(now, pm_options.stats_interval_ms);
+        }
     }
     return NULL;
 }

@@ -89,7 +89,8 @@
  *  by default), so a pool taken again soon costs no madvise and no page
  *  faults; then it is purged with madvise(MADV_DONTNEED). The purging is
  *  amortized: each later acquire or release purges at most a small batch
- *  of expired pools, and the dump thread's tick purges the rest, so a
+ *  of expired pools, and the dump thread's tick (every interval or purge
+ *  delay, whichever is shorter) purges the rest, so a
  *  process that goes quiet gives memory back too (without a dump thread it
  *  does so at its next allocator call). The retained list is also capped:
  *  POOLMALLOC_RETAIN_POOLS (64) to start with. When the cap is about to
