@@ -213,15 +213,21 @@ static size_t profile_sample_home(uintptr_t block, unsigned bits)
     return (size_t)((block >> 4) * 0x9e3779b97f4a7c15ull >> (64 - bits));
 }
 
-/* The slot holding the block's record, or the empty slot that ends its
- * probe. Caller holds profile.lock. */
-static size_t profile_sample_slot(uintptr_t block)
+/* The slot of a table of 2^bits holding the block's record, or the empty
+ * slot that ends its probe. */
+static size_t profile_sample_probe(const profile_sample_t *table, unsigned bits, uintptr_t block)
 {
-    size_t mask = ((size_t)1 << profile.sample_bits) - 1;
-    size_t i = profile_sample_home(block, profile.sample_bits);
-    while (profile.samples[i].block != block && profile.samples[i].block != 0)
+    size_t mask = ((size_t)1 << bits) - 1;
+    size_t i = profile_sample_home(block, bits);
+    while (table[i].block != block && table[i].block != 0)
         i = (i + 1) & mask;
     return i;
+}
+
+/* The same in the sample table. Caller holds profile.lock. */
+static size_t profile_sample_slot(uintptr_t block)
+{
+    return profile_sample_probe(profile.samples, profile.sample_bits, block);
 }
 
 /* Doubles the sample table: false if it is at its largest or no memory can
@@ -236,15 +242,9 @@ static bool profile_samples_grow(void)
     profile_sample_t *old = profile.samples, *table = pm_os_map(sizeof(profile_sample_t) << bits);
     if (table == NULL)
         return false;
-    size_t mask = ((size_t)1 << bits) - 1;
-    for (size_t i = 0; i < (size_t)1 << profile.sample_bits; i++) {
-        if (old[i].block == 0)
-            continue;
-        size_t j = profile_sample_home(old[i].block, bits);
-        while (table[j].block != 0)
-            j = (j + 1) & mask;
-        table[j] = old[i];
-    }
+    for (size_t i = 0; i < (size_t)1 << profile.sample_bits; i++)
+        if (old[i].block != 0) /* not yet in the new table: its probe ends empty */
+            table[profile_sample_probe(table, bits, old[i].block)] = old[i];
     pm_os_unmap(old, sizeof(profile_sample_t) << profile.sample_bits);
     profile.samples = table;
     profile.sample_bits = bits;
