@@ -165,29 +165,40 @@ static bool arena_resident(const pm_arena_t *arena)
     return false;
 }
 
-/* Caller holds the lock. */
-static size_t pool_purge(pm_pool_t *pool)
+/* I5: an empty arena beyond the reserve that holds no pages is unmapped. */
+static bool arena_disposable(const pm_arena_t *arena)
+{
+    return arena->free_pool_count == PM_POOLS_PER_ARENA &&
+           directory.empty_count > pm_options.reserve_arenas && !arena_resident(arena);
+}
+
+/* The pool's pages count as given back to the OS, which the caller does
+ * (madvise, or munmap with its arena). Caller holds the lock. */
+static size_t pool_disown_pages(pm_pool_t *pool)
 {
     size_t bytes = pm_pool_bytes(pool->pool_index);
-    pm_os_purge(pm_pool_start(pool), bytes);
     pool->resident = false;
     directory.released_bytes_total += bytes;
     return bytes;
 }
 
+/* Caller holds the lock. */
+static size_t pool_purge(pm_pool_t *pool)
+{
+    size_t bytes = pool_disown_pages(pool);
+    pm_os_purge(pm_pool_start(pool), bytes);
+    return bytes;
+}
+
 /* I10: a retained pool's pages go back to the OS. I5: if that leaves its
- * arena empty, holding no pages and beyond the reserve, the arena goes too,
- * and munmap takes the pool's pages with it: no madvise first. Caller holds
- * the lock. */
+ * arena disposable, the arena goes too, and munmap takes the pool's pages
+ * with it: no madvise first. Caller holds the lock. */
 static size_t retained_purge(pm_pool_t *pool)
 {
     pm_arena_t *arena = pm_arena_of(pool);
-    size_t bytes = pm_pool_bytes(pool->pool_index);
     retained_unlink(pool);
-    pool->resident = false;
-    directory.released_bytes_total += bytes;
-    if (arena->free_pool_count == PM_POOLS_PER_ARENA &&
-        directory.empty_count > pm_options.reserve_arenas && !arena_resident(arena)) {
+    size_t bytes = pool_disown_pages(pool);
+    if (arena_disposable(arena)) {
         directory_unlink(arena);
         arena_destroy(arena);
         return bytes + PM_ARENA_HEADER_SIZE;
@@ -341,9 +352,9 @@ void pm_arena_release_pool(pm_pool_t *pool)
         retained_append(pool, now_ms); /* I10 */
     if (arena->free_pool_count == PM_POOLS_PER_ARENA) {
         directory.empty_count++;
-        /* I5: an empty arena beyond the reserve is unmapped now if it holds
-         * no pages, else when its last retained pool is purged. */
-        if (directory.empty_count > pm_options.reserve_arenas && !arena_resident(arena)) {
+        /* I5: unmapped now if it holds no pages, else when its last
+         * retained pool is purged. */
+        if (arena_disposable(arena)) {
             arena_destroy(arena);
             pthread_mutex_unlock(&directory.lock);
             return;
