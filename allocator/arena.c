@@ -19,7 +19,7 @@
 #define CAP_SHRINK_DELAYS 8
 
 static struct {
-    pthread_mutex_t lock;
+    pm_lock_t lock;
     /* by_unused[u - 1]: arenas with exactly u unused pools (I5). */
     pm_arena_t *by_unused[PM_POOLS_PER_ARENA];
     pm_arena_t *all;
@@ -39,7 +39,7 @@ static struct {
      * how many of them were such pools (counted while pending lasts). */
     uint64_t cap_purged_pending, cap_purged_ms;
     uint64_t cap_bare_acquired, cap_refaulted;
-} directory = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} directory = {.lock = PM_LOCK_INITIALIZER};
 
 static void directory_link(pm_arena_t *arena)
 {
@@ -298,7 +298,7 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
 
 pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
 {
-    pthread_mutex_lock(&directory.lock);
+    pm_lock(&directory.lock);
     uint64_t now_ms = decay_now_ms();
     pm_arena_t *arena = NULL;
     /* The fullest arena first, so sparse ones drain (see internal.h). */
@@ -307,7 +307,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
     if (arena == NULL)
         arena = arena_create();
     if (arena == NULL) {
-        pthread_mutex_unlock(&directory.lock);
+        pm_unlock(&directory.lock);
         return NULL;
     }
     directory_unlink(arena);
@@ -330,7 +330,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
      * fork child's validator) ever sees it off the free list yet UNUSED. */
     pm_pool_init(pool, class_index, heap);
     decay_step(now_ms, DECAY_BATCH);
-    pthread_mutex_unlock(&directory.lock);
+    pm_unlock(&directory.lock);
     return pool;
 }
 
@@ -338,7 +338,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
 void pm_arena_release_pool(pm_pool_t *pool)
 {
     pm_arena_t *arena = pm_arena_of(pool);
-    pthread_mutex_lock(&directory.lock);
+    pm_lock(&directory.lock);
     uint64_t now_ms = decay_now_ms();
     /* I2: UNUSED and back on the free list in one step, under the lock. */
     pool->heap = NULL;
@@ -356,22 +356,22 @@ void pm_arena_release_pool(pm_pool_t *pool)
          * retained pool is purged. */
         if (arena_disposable(arena)) {
             arena_destroy(arena);
-            pthread_mutex_unlock(&directory.lock);
+            pm_unlock(&directory.lock);
             return;
         }
     }
     directory_link(arena);
     decay_step(now_ms, DECAY_BATCH);
-    pthread_mutex_unlock(&directory.lock);
+    pm_unlock(&directory.lock);
 }
 
 size_t pm_arena_purge_pool(pm_pool_t *pool)
 {
     if (!pool->resident)
         return 0;
-    pthread_mutex_lock(&directory.lock);
+    pm_lock(&directory.lock);
     size_t bytes = pool_purge(pool);
-    pthread_mutex_unlock(&directory.lock);
+    pm_unlock(&directory.lock);
     return bytes;
 }
 
@@ -379,16 +379,16 @@ void pm_arena_decay_tick(void)
 {
     unsigned purged;
     do {
-        pthread_mutex_lock(&directory.lock);
+        pm_lock(&directory.lock);
         purged = decay_step(decay_now_ms(), DECAY_BATCH);
-        pthread_mutex_unlock(&directory.lock);
+        pm_unlock(&directory.lock);
     } while (purged == DECAY_BATCH);
 }
 
 size_t pm_arena_trim(void)
 {
     size_t released = 0;
-    pthread_mutex_lock(&directory.lock);
+    pm_lock(&directory.lock);
     while (directory.retained_oldest != NULL)
         released += retained_purge(directory.retained_oldest);
     pm_arena_t *empty;
@@ -397,13 +397,13 @@ size_t pm_arena_trim(void)
         arena_destroy(empty);
         released += PM_ARENA_SIZE;
     }
-    pthread_mutex_unlock(&directory.lock);
+    pm_unlock(&directory.lock);
     return released;
 }
 
 void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
 {
-    pthread_mutex_lock(&directory.lock);
+    pm_lock(&directory.lock);
     out->arenas_mapped = directory.mapped;
     out->arenas_peak = directory.peak;
     out->arenas_created_total = directory.created_total;
@@ -436,7 +436,7 @@ void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
         uint64_t bucket = used_bytes * PM_OCCUPANCY_BUCKETS / (PM_ARENA_SIZE - PM_ARENA_HEADER_SIZE);
         out->arena_occupancy[bucket < PM_OCCUPANCY_BUCKETS ? bucket : PM_OCCUPANCY_BUCKETS - 1]++;
     }
-    pthread_mutex_unlock(&directory.lock);
+    pm_unlock(&directory.lock);
 }
 
 bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool))
@@ -445,7 +445,7 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool))
     uint64_t count = 0;
     unsigned empty_arenas = 0, bare_empty_arenas = 0;
     uint64_t retained = 0;
-    pthread_mutex_lock(&directory.lock);
+    pm_lock(&directory.lock);
     for (pm_arena_t *arena = directory.all; arena != NULL; arena = arena->all_next) {
         count++;
         unsigned unused = 0;
@@ -481,10 +481,10 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool))
         listed++;
     }
     ok &= listed == retained && retained == directory.retained_count;
-    pthread_mutex_unlock(&directory.lock);
+    pm_unlock(&directory.lock);
     return ok;
 }
 
-void pm_arena_lock(void) { pthread_mutex_lock(&directory.lock); }
-void pm_arena_unlock(void) { pthread_mutex_unlock(&directory.lock); }
-void pm_arena_reinit_lock(void) { pthread_mutex_init(&directory.lock, NULL); }
+void pm_arena_lock(void) { pm_lock(&directory.lock); }
+void pm_arena_unlock(void) { pm_unlock(&directory.lock); }
+void pm_arena_reinit_lock(void) { pm_lock_init(&directory.lock); }

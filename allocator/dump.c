@@ -1,36 +1,86 @@
 /* dump.c — owns the dump thread: a snapshot to the POOLMALLOC_STATS sink
  * every POOLMALLOC_STATS_INTERVAL and whenever POOLMALLOC_STATS_SIGNAL
- * arrives. Never allocates itself (the snapshot is stats.c's, into a static
- * buffer); the thread is detached, blocks every signal, is restarted in a
- * fork child so the child reports on itself, never keeps a process alive
- * once every other thread is gone, and opens its files in a descriptor table
- * of its own, out of the program's sight. */
+ * arrives, and the decay tick of an idle process. Never allocates (the
+ * snapshot is stats.c's, into a static buffer), never touches errno or
+ * thread-local state; blocks every signal, is restarted in a fork child so
+ * the child reports on itself, never keeps a process alive, and opens its
+ * files in a descriptor table of its own, out of the program's sight.
+ *
+ * The thread is unknown to glibc. A process glibc believes single-threaded
+ * runs lighter: malloc (the system path) and stdio skip their locks,
+ * libstdc++ its atomic reference counts. pthread_create would end that for
+ * good, and a program of one thread would pay for its stats 15% on a mix
+ * of large requests (bench/README). So the thread is made with clone(): it
+ * shares the thread pointer of the thread that made it, and with it errno
+ * and every __thread variable, which it therefore never uses. It calls no
+ * glibc function that locks or keeps per-thread state: system calls go
+ * through pm_os_syscall, locks are pm_lock_t. glibc counts only its own
+ * threads, so the process ends, as before, when the program's last thread
+ * does. glibc applies setuid() and its kin to every thread it knows, so
+ * the program's calls come here too (pm_dump_follow_credentials): this
+ * thread must never keep privileges the program gave up.
+ *
+ * Where the thread must be one of glibc's, it is an ordinary pthread:
+ * under POOLMALLOC_PROFILE (symbolizing a site calls dladdr, which takes
+ * the loader's recursive lock, owned by thread id: this thread would pass
+ * for the program's main thread) and in sanitizer builds (a sanitizer
+ * keeps its per-thread state behind the thread pointer). That thread
+ * would keep the process alive after main's pthread_exit: an exit thread
+ * ends it once the program's last thread is gone (dump_exit_if_alone). */
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
-#include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+
+#define DUMP_STACK_SIZE ((size_t)256 << 10)
 
 static struct {
-    sem_t wakeup;    /* posted by the signal handler: async-signal-safe */
-    sem_t exit_now;  /* posted when the program's last thread has gone */
-    bool anchored;   /* the exit thread runs: this one may leave the table */
+    _Atomic uint32_t wakeups; /* futex word: bumped by every wake-up call */
     _Atomic bool signalled;
+    _Atomic bool started; /* false again if the thread had to stop */
+    bool hidden;      /* made with clone(), unknown to glibc */
+    long process_id;  /* of the process the thread serves (not a vfork child) */
+    void *stack;      /* the hidden thread's, mapped once, reused after fork */
+
+    /* The program changed its credentials (hidden thread only). */
+    pm_lock_t credentials_lock; /* one change at a time */
+    _Atomic uint32_t credentials_asked, credentials_done; /* done: a futex word */
+    uid_t uids[3];
+    gid_t gids[3];
+    long group_count;
+    gid_t groups[NGROUPS_MAX];
+
+    /* The pthread (POOLMALLOC_PROFILE, sanitizers) and its exit thread. */
+    _Atomic uint32_t exit_now;  /* futex word: the program's last thread has gone */
+    bool anchored;              /* the exit thread runs: this one may leave the table */
     _Atomic bool thread_exited; /* a thread with a heap ended (heap.c) */
     _Atomic bool leader_exited; /* the main thread called pthread_exit */
     pthread_key_t leader_key;   /* its destructor tells the leader's exit */
     bool leader_key_made;
-    bool started;
 } dump;
+
+/* Async-signal-safe, errno untouched. */
+static void dump_wake(void)
+{
+    atomic_fetch_add_explicit(&dump.wakeups, 1, memory_order_release);
+    pm_os_futex_wake(&dump.wakeups, 1);
+}
+
+#define DUMP_CALL(number, a, b, c, d) \
+    pm_os_syscall(number, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+
+/* ---- the pthread's exit watch --------------------------------------------- */
 
 /* The state letter of one thread of this process (R, S, Z...), or 0. */
 static char dump_thread_state(const char *tid)
@@ -54,13 +104,13 @@ static char dump_thread_state(const char *tid)
  * getdents64, since opendir allocates. */
 static long dump_live_threads(void)
 {
-    int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dir = pm_os_open("/proc/self/task", O_RDONLY | O_DIRECTORY, 0);
     if (dir < 0)
         return 0;
     long live = 0;
     char entries[4096];
     long n;
-    while ((n = syscall(SYS_getdents64, dir, entries, sizeof entries)) > 0) {
+    while ((n = DUMP_CALL(SYS_getdents64, dir, entries, sizeof entries, 0)) > 0) {
         for (long at = 0; at < n;) {
             struct linux_dirent64 {
                 uint64_t ino;
@@ -76,7 +126,7 @@ static long dump_live_threads(void)
             live += state != 0 && state != 'Z' && state != 'X';
         }
     }
-    close(dir);
+    pm_os_close(dir);
     return live;
 }
 
@@ -99,7 +149,8 @@ static void dump_exit_if_alone(bool thread_just_exited)
         if (dump_live_threads() == ours) {
             if (!dump.anchored)
                 exit(0);
-            sem_post(&dump.exit_now);
+            atomic_store_explicit(&dump.exit_now, 1, memory_order_release);
+            pm_os_futex_wake(&dump.exit_now, 1);
             for (;;)
                 pause(); /* until exit() ends the process */
         }
@@ -115,8 +166,81 @@ static void dump_on_leader_exit(void *unused)
     (void)unused;
     atomic_store_explicit(&dump.leader_exited, true, memory_order_relaxed);
     atomic_store_explicit(&dump.thread_exited, true, memory_order_relaxed);
-    sem_post(&dump.wakeup);
+    dump_wake();
 }
+
+void pm_dump_note_thread_exit(void)
+{
+    if (!dump.started || dump.hidden)
+        return;
+    atomic_store_explicit(&dump.thread_exited, true, memory_order_relaxed);
+    dump_wake();
+}
+
+static void *dump_exit_thread(void *arg)
+{
+    (void)arg;
+    while (atomic_load_explicit(&dump.exit_now, memory_order_acquire) == 0)
+        pm_os_futex_wait(&dump.exit_now, 0, NULL);
+    if (dump.started)
+        exit(0);
+    return NULL; /* the dump thread could not start: nothing to wait for */
+}
+
+/* ---- credentials ---------------------------------------------------------- */
+
+/* Called by the shim after one of glibc's setuid() family succeeded: the
+ * hidden thread takes the caller's new credentials before the call
+ * returns, as glibc's own threads do. */
+void pm_dump_follow_credentials(void)
+{
+    if (!dump.hidden || DUMP_CALL(SYS_getpid, 0, 0, 0, 0) != dump.process_id)
+        return; /* no hidden thread, or a vfork child: not ours to change */
+    pm_lock(&dump.credentials_lock);
+    if (!dump.started) { /* never started, or stopped on the last change */
+        pm_unlock(&dump.credentials_lock);
+        return;
+    }
+    DUMP_CALL(SYS_getresuid, &dump.uids[0], &dump.uids[1], &dump.uids[2], 0);
+    DUMP_CALL(SYS_getresgid, &dump.gids[0], &dump.gids[1], &dump.gids[2], 0);
+    dump.group_count = DUMP_CALL(SYS_getgroups, NGROUPS_MAX, dump.groups, 0, 0);
+    uint32_t ticket = atomic_fetch_add_explicit(&dump.credentials_asked, 1, memory_order_release) + 1;
+    dump_wake();
+    uint32_t done;
+    while ((done = atomic_load_explicit(&dump.credentials_done, memory_order_acquire)) != ticket)
+        pm_os_futex_wait(&dump.credentials_done, done, NULL);
+    pm_unlock(&dump.credentials_lock);
+}
+
+/* Groups first, then group ids, then user ids: dropping the user id would
+ * take away the right to change the rest. This thread held the caller's
+ * old credentials, so whatever the caller could become, it can. Should a
+ * step fail all the same, the thread ends rather than run on with
+ * credentials the program no longer has; the exit snapshot is written by
+ * the program's own thread. */
+static void dump_take_credentials(void)
+{
+    uint32_t asked = atomic_load_explicit(&dump.credentials_asked, memory_order_acquire);
+    if (asked == atomic_load_explicit(&dump.credentials_done, memory_order_relaxed))
+        return;
+    bool taken = dump.group_count >= 0 &&
+                 DUMP_CALL(SYS_setgroups, dump.group_count, dump.groups, 0, 0) == 0 &&
+                 DUMP_CALL(SYS_setresgid, dump.gids[0], dump.gids[1], dump.gids[2], 0) == 0 &&
+                 DUMP_CALL(SYS_setresuid, dump.uids[0], dump.uids[1], dump.uids[2], 0) == 0;
+    if (!taken) {
+        static const char warning[] = "poolmalloc: the stats thread cannot follow the "
+                                      "program's change of credentials; it stops\n";
+        pm_os_write_all(STDERR_FILENO, warning, sizeof warning - 1);
+        dump.started = false;
+    }
+    atomic_store_explicit(&dump.credentials_done, asked, memory_order_release);
+    pm_os_futex_wake(&dump.credentials_done, INT_MAX);
+    if (!taken)
+        for (;;)
+            DUMP_CALL(SYS_exit, 0, 0, 0, 0); /* this thread only */
+}
+
+/* ---- the dump thread ------------------------------------------------------ */
 
 /* Descriptor numbers are the program's: open() takes the lowest free one, so
  * a file this thread opened for a moment (a stats record, /proc/self/statm,
@@ -127,71 +251,33 @@ static void dump_on_leader_exit(void *unused)
  * once, so that none is kept open behind the program's back (a pipe would
  * not see its end of file). Standard error stays, for the stderr sink and
  * for warnings: it is the one the program had when this thread started.
- * The exit thread stays in the shared table, which it keeps alive: once the
- * program's last thread is gone, exit() flushes stdio to the program's own
- * descriptors. Without an exit thread, or where unshare is refused (a
- * seccomp filter), files are opened in the shared table, one record each. */
+ * The pthread's exit thread stays in the shared table, which it keeps
+ * alive: once the program's last thread is gone, exit() flushes stdio to the
+ * program's own descriptors. A pthread without an exit thread, or where
+ * unshare is refused (a seccomp filter), opens files in the shared table,
+ * one record each. */
 static void dump_private_descriptors(void)
 {
-    if (!dump.anchored || unshare(CLONE_FILES) != 0)
+    if ((!dump.hidden && !dump.anchored) || DUMP_CALL(SYS_unshare, CLONE_FILES, 0, 0, 0) != 0)
         return;
-    if (close_range(0, STDERR_FILENO - 1, 0) == 0 && close_range(STDERR_FILENO + 1, ~0U, 0) == 0)
+    if (DUMP_CALL(SYS_close_range, 0, STDERR_FILENO - 1, 0, 0) == 0 &&
+        DUMP_CALL(SYS_close_range, STDERR_FILENO + 1, ~0U, 0, 0) == 0)
         return;
     struct rlimit limit; /* kernels older than 5.9 have no close_range */
-    int last = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < (1u << 20)
+    int last = DUMP_CALL(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &limit) == 0 &&
+                       limit.rlim_cur < (1u << 20)
                    ? (int)limit.rlim_cur
                    : 1 << 20;
     for (int fd = 0; fd < last; fd++)
         if (fd != STDERR_FILENO)
-            close(fd);
-}
-
-void pm_dump_note_thread_exit(void)
-{
-    if (!dump.started)
-        return;
-    atomic_store_explicit(&dump.thread_exited, true, memory_order_relaxed);
-    sem_post(&dump.wakeup);
+            pm_os_close(fd);
 }
 
 static void dump_on_signal(int signal)
 {
     (void)signal;
-    int saved_errno = errno;
     atomic_store_explicit(&dump.signalled, true, memory_order_relaxed);
-    sem_post(&dump.wakeup);
-    errno = saved_errno;
-}
-
-static void *dump_exit_thread(void *arg)
-{
-    (void)arg;
-    while (sem_wait(&dump.exit_now) != 0)
-        ; /* EINTR */
-    if (dump.started)
-        exit(0);
-    return NULL; /* the dump thread could not start: nothing to wait for */
-}
-
-/* Both threads are detached and block every signal: the program's signals
- * are its own. */
-static bool dump_start_thread(void *(*body)(void *), size_t stack_size, const char *name)
-{
-    pthread_attr_t attr;
-    pthread_t thread;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (stack_size != 0)
-        pthread_attr_setstacksize(&attr, stack_size);
-    sigset_t all, saved;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &saved); /* inherited by the new thread */
-    bool started = pthread_create(&thread, &attr, body, NULL) == 0;
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
-    pthread_attr_destroy(&attr);
-    if (started)
-        pthread_setname_np(thread, name);
-    return started;
+    dump_wake();
 }
 
 static struct timespec dump_after(struct timespec t, uint64_t ms)
@@ -210,9 +296,24 @@ static bool dump_reached(const struct timespec *now, const struct timespec *due)
     return now->tv_sec != due->tv_sec ? now->tv_sec > due->tv_sec : now->tv_nsec >= due->tv_nsec;
 }
 
-static void *dump_thread(void *arg)
+/* Until the deadline, serving every wake-up call on the way. */
+static void dump_sleep_until(const struct timespec *deadline)
 {
-    (void)arg;
+    for (;;) {
+        uint32_t seen = atomic_load_explicit(&dump.wakeups, memory_order_acquire);
+        dump_take_credentials();
+        if (atomic_exchange_explicit(&dump.thread_exited, false, memory_order_relaxed))
+            dump_exit_if_alone(true);
+        if (atomic_exchange_explicit(&dump.signalled, false, memory_order_relaxed))
+            pm_stats_write_snapshot(PM_SNAPSHOT_SIGNAL);
+        if (pm_os_futex_wait(&dump.wakeups, seen, deadline) == -ETIMEDOUT)
+            return;
+    }
+}
+
+static void dump_loop(void)
+{
+    DUMP_CALL(SYS_prctl, PR_SET_NAME, "poolmalloc-stat", 0, 0);
     dump_private_descriptors();
     /* The decay tick comes at least every purge delay (10 ms at the least),
      * so that a process gone quiet gives its memory back in time whatever
@@ -227,12 +328,7 @@ static void *dump_thread(void *arg)
         struct timespec wake = dump_after(now, tick_ms);
         if (dump_reached(&wake, &snapshot_due))
             wake = snapshot_due;
-        while (sem_clockwait(&dump.wakeup, CLOCK_MONOTONIC, &wake) == 0 || errno == EINTR) {
-            if (atomic_exchange_explicit(&dump.thread_exited, false, memory_order_relaxed))
-                dump_exit_if_alone(true);
-            if (atomic_exchange_explicit(&dump.signalled, false, memory_order_relaxed))
-                pm_stats_write_snapshot(PM_SNAPSHOT_SIGNAL);
-        }
+        dump_sleep_until(&wake);
         dump_exit_if_alone(false);
         pm_arena_decay_tick(); /* an idle process gives memory back too (I10) */
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -245,24 +341,100 @@ static void *dump_thread(void *arg)
                 snapshot_due = dump_after(now, pm_options.stats_interval_ms);
         }
     }
+}
+
+static int dump_hidden_main(void *arg)
+{
+    (void)arg;
+    dump_loop();
+    return 0;
+}
+
+static void *dump_pthread_main(void *arg)
+{
+    (void)arg;
+    dump_loop();
     return NULL;
 }
 
-static void dump_spawn(void)
+/* Every thread made here blocks every signal: the program's signals are
+ * its own. Made by a thread of the program, which shares its descriptor
+ * table with them. */
+static bool dump_start_hidden(void)
 {
-    /* Both made here, by a thread of the program, which shares its table
-     * with them, and not by the dump thread, which would need a heap for
-     * what pthread_create allocates. The exit thread's stack is a default
-     * one, for the atexit handlers; the dump thread's holds no record. */
-    sem_init(&dump.exit_now, 0, 0);
-    dump.anchored = dump_start_thread(dump_exit_thread, 0, "poolmalloc-exit");
-    dump.started = dump_start_thread(dump_thread, 256 << 10, "poolmalloc-stat");
-    if (!dump.started && dump.anchored)
-        sem_post(&dump.exit_now);
+    if (dump.stack == NULL && (dump.stack = pm_os_map(DUMP_STACK_SIZE)) == NULL)
+        return false;
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &saved); /* inherited by the new thread */
+    int saved_errno = errno;
+    /* The flags pthread_create uses, less the thread pointer and the
+     * thread id bookkeeping that would make the thread glibc's. */
+    int flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+    bool started = clone(dump_hidden_main, (char *)dump.stack + DUMP_STACK_SIZE, flags, NULL) > 0;
+    errno = saved_errno;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    return started;
+}
+
+static bool dump_start_pthread(void *(*body)(void *), size_t stack_size, const char *name)
+{
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (stack_size != 0)
+        pthread_attr_setstacksize(&attr, stack_size);
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &saved);
+    bool started = pthread_create(&thread, &attr, body, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    pthread_attr_destroy(&attr);
+    if (started)
+        pthread_setname_np(thread, name);
+    return started;
+}
+
+/* The pthread's exit watch starts on the main thread: its key destructor
+ * runs only if it calls pthread_exit. Without one, threads are counted at
+ * every tick. */
+static void dump_watch_leader(bool key_made_now)
+{
+    if (key_made_now)
+        dump.leader_key_made = pthread_key_create(&dump.leader_key, dump_on_leader_exit) == 0;
+    bool watched = dump.leader_key_made && pthread_setspecific(dump.leader_key, &dump) == 0;
+    atomic_store_explicit(&dump.leader_exited, !watched, memory_order_relaxed);
+}
+
+static void dump_spawn(bool first_time)
+{
+    dump.process_id = DUMP_CALL(SYS_getpid, 0, 0, 0, 0);
+#ifdef PM_SANITIZED
+    dump.hidden = false;
+#else
+    dump.hidden = !pm_profile_enabled();
+#endif
+    if (dump.hidden) {
+        dump.started = dump_start_hidden();
+        dump.hidden = dump.started; /* clone() refused (a seccomp filter): glibc's way */
+    }
+    if (!dump.hidden) {
+        dump_watch_leader(first_time);
+        atomic_store_explicit(&dump.exit_now, 0, memory_order_relaxed);
+        /* The exit thread's stack is a default one, for the atexit
+         * handlers; the dump thread's holds no record. */
+        dump.anchored = dump_start_pthread(dump_exit_thread, 0, "poolmalloc-exit");
+        dump.started = dump_start_pthread(dump_pthread_main, DUMP_STACK_SIZE, "poolmalloc-stat");
+        if (!dump.started && dump.anchored) {
+            atomic_store_explicit(&dump.exit_now, 1, memory_order_release);
+            pm_os_futex_wake(&dump.exit_now, 1);
+        }
+    }
     if (!dump.started) {
         static const char warning[] =
             "poolmalloc: cannot start the stats thread; only the exit report will be written\n";
-        pm_os_write_all(2, warning, sizeof warning - 1);
+        pm_os_write_all(STDERR_FILENO, warning, sizeof warning - 1);
     }
 }
 
@@ -271,12 +443,6 @@ void pm_dump_start(void)
     pm_stats_note_start();
     if (pm_options.stats_path[0] == '\0' || dump.started)
         return;
-    sem_init(&dump.wakeup, 0, 0);
-    /* Called on the main thread: its destructor runs only if it calls
-     * pthread_exit. Without one, threads are counted at every tick. */
-    dump.leader_key_made = pthread_key_create(&dump.leader_key, dump_on_leader_exit) == 0 &&
-                           pthread_setspecific(dump.leader_key, &dump) == 0;
-    atomic_store_explicit(&dump.leader_exited, !dump.leader_key_made, memory_order_relaxed);
     if (pm_options.stats_signal != 0) {
         struct sigaction action;
         memset(&action, 0, sizeof action);
@@ -285,7 +451,7 @@ void pm_dump_start(void)
         sigemptyset(&action.sa_mask);
         sigaction(pm_options.stats_signal, &action, NULL);
     }
-    dump_spawn();
+    dump_spawn(true);
 }
 
 void pm_dump_restart_in_child(void)
@@ -293,9 +459,12 @@ void pm_dump_restart_in_child(void)
     if (!dump.started)
         return;
     pm_stats_note_start();
-    sem_init(&dump.wakeup, 0, 0); /* its count belonged to the parent */
-    /* The thread that forked is the child's main thread. */
-    bool watched = dump.leader_key_made && pthread_setspecific(dump.leader_key, &dump) == 0;
-    atomic_store_explicit(&dump.leader_exited, !watched, memory_order_relaxed);
-    dump_spawn();
+    /* The thread that forked is the child's main thread; the parent's dump
+     * thread is not in the child, and its stack is free for the new one. */
+    atomic_store_explicit(&dump.wakeups, 0, memory_order_relaxed);
+    pm_lock_init(&dump.credentials_lock);
+    atomic_store_explicit(&dump.credentials_done,
+                          atomic_load_explicit(&dump.credentials_asked, memory_order_relaxed),
+                          memory_order_relaxed);
+    dump_spawn(false);
 }

@@ -17,21 +17,21 @@ pm_heap_t pm_heap_empty;
 
 static pm_heap_t shared_heap = {
     .sample_countdown = INT64_MAX, /* allocations under its lock are not sampled */
-    .service_lock = PTHREAD_MUTEX_INITIALIZER,
+    .service_lock = PM_LOCK_INITIALIZER,
     .state = PM_HEAP_ABANDONED,
 };
 
 #define HEAP_SLAB_BYTES ((size_t)64 << 10)
 
 static struct {
-    pthread_mutex_t lock;
+    pm_lock_t lock;
     pm_heap_t *all;       /* every heap, shared_heap included */
     pm_heap_t *abandoned; /* ABANDONED heaps waiting for a thread */
     char *slab_next, *slab_end;
     pthread_key_t exit_key;
     bool exit_key_ready;
     bool exit_key_failed;
-} heaps = {.lock = PTHREAD_MUTEX_INITIALIZER, .all = &shared_heap};
+} heaps = {.lock = PM_LOCK_INITIALIZER, .all = &shared_heap};
 
 /* Remote frees by threads that have no heap of their own (yet, or any more),
  * counted here so I8 stays exact; likewise their glibc-path calls. */
@@ -214,7 +214,7 @@ static pm_heap_t *heap_create(void)
     }
     pm_heap_t *heap = (pm_heap_t *)heaps.slab_next;
     heaps.slab_next += size;
-    pthread_mutex_init(&heap->service_lock, NULL);
+    pm_lock_init(&heap->service_lock);
     atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_relaxed);
     pm_profile_heap_init(heap);
     heap->next_heap = heaps.all;
@@ -228,7 +228,7 @@ static pm_heap_t *heap_for_thread(void)
 {
     if (thread_heap_released || pm_options.debug)
         return NULL; /* I12: debug mode's checks are on the shared heap's path */
-    pthread_mutex_lock(&heaps.lock);
+    pm_lock(&heaps.lock);
     if (!heaps.exit_key_ready && !heaps.exit_key_failed) {
         /* Without a destructor, heaps of exited threads could never be
          * handed on; then every thread shares the locked heap instead. */
@@ -240,14 +240,14 @@ static pm_heap_t *heap_for_thread(void)
         heap = heaps.abandoned;
         if (heap != NULL) {
             heaps.abandoned = heap->next_abandoned;
-            pthread_mutex_lock(&heap->service_lock);
+            pm_lock(&heap->service_lock);
             atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_seq_cst);
-            pthread_mutex_unlock(&heap->service_lock);
+            pm_unlock(&heap->service_lock);
         } else {
             heap = heap_create();
         }
     }
-    pthread_mutex_unlock(&heaps.lock);
+    pm_unlock(&heaps.lock);
     if (heap != NULL) {
         /* Set first: pthread_setspecific may allocate, and must find it. */
         pm_thread_heap = heap;
@@ -265,9 +265,9 @@ static void heap_abandon(pm_heap_t *heap)
 {
     pm_thread_heap = &pm_heap_empty;
     thread_heap_released = true;
-    pthread_mutex_lock(&heaps.lock);
+    pm_lock(&heaps.lock);
     atomic_store_explicit(&heap->state, PM_HEAP_ABANDONED, memory_order_seq_cst);
-    pthread_mutex_lock(&heap->service_lock);
+    pm_lock(&heap->service_lock);
     heap_collect_remote(heap);
     /* I10: the empty pool each bin keeps for the next owner (I4) keeps no
      * pages while it waits for one. */
@@ -276,10 +276,10 @@ static void heap_abandon(pm_heap_t *heap)
         if (pool != NULL && pool->used_count == 0)
             pm_pool_purge_empty(pool);
     }
-    pthread_mutex_unlock(&heap->service_lock);
+    pm_unlock(&heap->service_lock);
     heap->next_abandoned = heaps.abandoned;
     heaps.abandoned = heap;
-    pthread_mutex_unlock(&heaps.lock);
+    pm_unlock(&heaps.lock);
 }
 
 static void heap_thread_exit(void *arg)
@@ -302,9 +302,9 @@ void pm_heap_apply_debug(void)
 
 static void *heap_alloc_shared(unsigned class_index)
 {
-    pthread_mutex_lock(&shared_heap.service_lock);
+    pm_lock(&shared_heap.service_lock);
     void *block = heap_alloc_from(&shared_heap, class_index);
-    pthread_mutex_unlock(&shared_heap.service_lock);
+    pm_unlock(&shared_heap.service_lock);
     return block;
 }
 
@@ -345,16 +345,16 @@ size_t pm_heap_trim(void)
     size_t released = 0;
     if (pm_thread_heap != &pm_heap_empty)
         released += heap_release_empty_pools(pm_thread_heap);
-    pthread_mutex_lock(&heaps.lock);
+    pm_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.abandoned; heap != NULL; heap = heap->next_abandoned) {
-        pthread_mutex_lock(&heap->service_lock);
+        pm_lock(&heap->service_lock);
         released += heap_release_empty_pools(heap);
-        pthread_mutex_unlock(&heap->service_lock);
+        pm_unlock(&heap->service_lock);
     }
-    pthread_mutex_lock(&shared_heap.service_lock);
+    pm_lock(&shared_heap.service_lock);
     released += heap_release_empty_pools(&shared_heap);
-    pthread_mutex_unlock(&shared_heap.service_lock);
-    pthread_mutex_unlock(&heaps.lock);
+    pm_unlock(&shared_heap.service_lock);
+    pm_unlock(&heaps.lock);
     return released;
 }
 
@@ -378,10 +378,10 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
                                   memory_order_relaxed);
     /* No owner will collect it: do it now (see heap_thread_exit). */
     if (atomic_load_explicit(&owner->state, memory_order_seq_cst) == PM_HEAP_ABANDONED) {
-        pthread_mutex_lock(&owner->service_lock);
+        pm_lock(&owner->service_lock);
         if (atomic_load_explicit(&owner->state, memory_order_relaxed) == PM_HEAP_ABANDONED)
             heap_collect_remote(owner);
-        pthread_mutex_unlock(&owner->service_lock);
+        pm_unlock(&owner->service_lock);
     }
 }
 
@@ -406,11 +406,11 @@ size_t pm_heap_block_size(void *block, pm_op_t op)
 
 void pm_heap_reset_sampling(void)
 {
-    pthread_mutex_lock(&heaps.lock);
+    pm_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         if (heap != &shared_heap)
             pm_profile_heap_init(heap);
-    pthread_mutex_unlock(&heaps.lock);
+    pm_unlock(&heaps.lock);
 }
 
 /* ---- counters and validation ----------------------------------------------- */
@@ -433,7 +433,7 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
     uint64_t pushed[PM_CLASS_COUNT], collected[PM_CLASS_COUNT] = {0};
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         pushed[c] = atomic_load_explicit(&heapless_remote_freed[c], memory_order_relaxed);
-    pthread_mutex_lock(&heaps.lock);
+    pm_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
             const pm_bin_t *bin = &heap->bins[c];
@@ -451,7 +451,7 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
             out->abandoned_heaps += state == PM_HEAP_ABANDONED;
         }
     }
-    pthread_mutex_unlock(&heaps.lock);
+    pm_unlock(&heaps.lock);
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         waiting[c] = pushed[c] > collected[c] ? pushed[c] - collected[c] : 0;
     out->system_allocated_total = sys.allocated_total;
@@ -505,7 +505,7 @@ static bool heap_visit_pool(const pm_pool_t *pool)
 
 bool pm_heap_validate(void)
 {
-    pthread_mutex_lock(&heaps.lock);
+    pm_lock(&heaps.lock);
     uint64_t allocated[PM_CLASS_COUNT] = {0}, pools[PM_CLASS_COUNT] = {0};
     uint64_t waiting_walked[PM_CLASS_COUNT] = {0}, waiting_counted[PM_CLASS_COUNT] = {0};
     bool ok = true, any_orphaned = false;
@@ -538,7 +538,7 @@ bool pm_heap_validate(void)
         ok &= validate_used[c] - waiting_walked[c] <= allocated[c];
         ok &= validate_pools[c] == pools[c];
     }
-    pthread_mutex_unlock(&heaps.lock);
+    pm_unlock(&heaps.lock);
     return ok;
 }
 
@@ -551,9 +551,9 @@ void pm_fork_prepare(void)
 {
     pm_profile_unwind_lock();
     pm_stats_lock();
-    pthread_mutex_lock(&heaps.lock);
+    pm_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
-        pthread_mutex_lock(&heap->service_lock);
+        pm_lock(&heap->service_lock);
     pm_arena_lock();
     pm_profile_lock();
 }
@@ -563,8 +563,8 @@ void pm_fork_parent(void)
     pm_profile_unlock();
     pm_arena_unlock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
-        pthread_mutex_unlock(&heap->service_lock);
-    pthread_mutex_unlock(&heaps.lock);
+        pm_unlock(&heap->service_lock);
+    pm_unlock(&heaps.lock);
     pm_stats_unlock();
     pm_profile_unwind_unlock();
 }
@@ -578,12 +578,12 @@ void pm_fork_child(void)
     pm_profile_reinit_lock();
     pm_arena_reinit_lock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
-        pthread_mutex_init(&heap->service_lock, NULL);
+        pm_lock_init(&heap->service_lock);
         if (heap != pm_thread_heap &&
             atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED)
             atomic_store_explicit(&heap->state, PM_HEAP_ORPHANED, memory_order_relaxed);
     }
-    pthread_mutex_init(&heaps.lock, NULL);
+    pm_lock_init(&heaps.lock);
     pm_stats_reinit_lock();
     pm_profile_unwind_reinit_lock();
 }

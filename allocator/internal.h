@@ -170,7 +170,11 @@
  *  the profile lock (profile.c's tables: a leaf, under which nothing else
  *  is locked and nothing allocates).
  *  None is taken by the owner of a heap on the fast path; the arena lock is
- *  taken when a pool is acquired or released.
+ *  taken when a pool is acquired or released. All but the unwind lock (a
+ *  pthread rwlock the dump thread never takes) are pm_lock_t (lock.c),
+ *  never pthread_mutex_t: the dump thread takes them, and glibc, which
+ *  does not know that thread, would let its mutexes skip their atomics in
+ *  a program of one thread (dump.c).
  *
  *  fork(): pm_fork_prepare takes every lock in that order, pm_fork_parent
  *  releases them, pm_fork_child re-initializes them and orphans the heaps of
@@ -236,10 +240,12 @@
 #define POOLMALLOC_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "options.h"
 #include "poolmalloc.h"
@@ -308,8 +314,50 @@ PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);
 /* Reads a small file (under /proc) whole into text, NUL-terminated; returns
  * its length, or -1. One read: /proc files are generated per read. */
 PM_HIDDEN ssize_t pm_os_read_text(const char *path, char *text, size_t capacity);
+/* The raw system call: returns -errno on failure and never writes errno. */
+PM_HIDDEN long pm_os_syscall(long number, long a, long b, long c, long d, long e, long f);
+/* A descriptor (O_CLOEXEC added) or -errno. */
+PM_HIDDEN int pm_os_open(const char *path, int flags, mode_t mode);
+PM_HIDDEN void pm_os_close(int fd);
+/* One write, retried on EINTR: bytes written or -errno. */
+PM_HIDDEN ssize_t pm_os_write(int fd, const void *buf, size_t len);
+/* Sleeps while *word == expected, until woken or the CLOCK_MONOTONIC
+ * deadline (NULL: none); 0 or -errno (-EAGAIN, -ETIMEDOUT, -EINTR). */
+PM_HIDDEN int pm_os_futex_wait(_Atomic uint32_t *word, uint32_t expected,
+                               const struct timespec *deadline);
+PM_HIDDEN void pm_os_futex_wake(_Atomic uint32_t *word, int waiters);
 PM_HIDDEN PM_NORETURN void pm_fatal(const char *what, const void *addr,
                                     int class_index);
+
+/* ---- lock.c: the allocator's mutex ----------------------------------------- */
+/* Not pthread_mutex_t: in a process glibc believes single-threaded, glibc's
+ * mutex skips its atomic instruction, and the dump thread runs unknown to
+ * glibc (dump.c) so as to keep the program in that mode. A futex word:
+ * 0 free, 1 held, 2 held with sleepers. Uncontended, one compare-and-swap
+ * to take and one exchange to give back, as glibc's own. */
+typedef struct pm_lock {
+    _Atomic uint32_t word;
+} pm_lock_t;
+#define PM_LOCK_INITIALIZER {0}
+PM_HIDDEN void pm_lock_contended(pm_lock_t *lock);
+static inline void pm_lock(pm_lock_t *lock)
+{
+    uint32_t free_word = 0;
+    if (PM_UNLIKELY(!atomic_compare_exchange_strong_explicit(&lock->word, &free_word, 1,
+                                                             memory_order_acquire,
+                                                             memory_order_relaxed)))
+        pm_lock_contended(lock);
+}
+static inline void pm_unlock(pm_lock_t *lock)
+{
+    if (PM_UNLIKELY(atomic_exchange_explicit(&lock->word, 0, memory_order_release) == 2))
+        pm_os_futex_wake(&lock->word, 1);
+}
+/* A new lock; or, in a fork child, one whose holder may not exist there. */
+static inline void pm_lock_init(pm_lock_t *lock)
+{
+    atomic_store_explicit(&lock->word, 0, memory_order_relaxed);
+}
 
 /* ---- registry.c ------------------------------------------------------------ */
 #define PM_REGISTRY_ADDRESS_BITS 47 /* x86-64 user space */
@@ -549,7 +597,7 @@ typedef struct pm_heap {
     pm_system_counters_t system;   /* likewise */
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;
-    pthread_mutex_t service_lock;  /* held while an ABANDONED heap is worked on */
+    pm_lock_t service_lock;        /* held while an ABANDONED heap is worked on */
     /* Written by other threads: on its own cache line. */
     _Alignas(PM_CACHE_LINE) _Atomic(pm_block_t *) remote_free;
     _Atomic int state; /* pm_heap_state_t */
@@ -802,8 +850,12 @@ PM_HIDDEN void pm_utc_date(int64_t days, int64_t *year, int *month, int *day);
 PM_HIDDEN void pm_dump_start(void);
 /* In a fork child: the thread did not survive the fork; start another. */
 PM_HIDDEN void pm_dump_restart_in_child(void);
-/* A thread with a heap is exiting: if it was the program's last, the dump
- * thread ends the process (exit(0), as glibc would). */
+/* A thread with a heap is exiting: if it was the program's last, a dump
+ * thread glibc knows of ends the process (exit(0), as glibc would). */
 PM_HIDDEN void pm_dump_note_thread_exit(void);
+/* The calling thread has just changed its credentials with one of glibc's
+ * setuid() family: a dump thread glibc does not know of takes the same
+ * before this returns. */
+PM_HIDDEN void pm_dump_follow_credentials(void);
 
 #endif /* POOLMALLOC_INTERNAL_H */

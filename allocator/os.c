@@ -1,19 +1,62 @@
-/* os.c — owns every conversation with the kernel about memory (mmap,
- * munmap, madvise) and the last-resort error path. Never calls malloc or stdio: messages are
- * built in stack buffers and written with write(2). */
+/* os.c — owns every conversation with the kernel (mmap, munmap, madvise,
+ * futex, the few files read and written) and the last-resort error path.
+ * Never calls malloc or stdio, and never touches errno: every call goes
+ * through pm_os_syscall, which returns -errno instead. The dump thread
+ * may share the thread pointer, and so errno, with the program's main
+ * thread (dump.c), and the allocator must leave a caller's errno alone. */
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+/* The system call instruction itself: glibc's wrappers, syscall(3)
+ * included, store a failure's code in the calling thread's errno. */
+long pm_os_syscall(long number, long a, long b, long c, long d, long e, long f)
+{
+#if defined(__x86_64__)
+    register long r10 __asm__("r10") = d, r8 __asm__("r8") = e, r9 __asm__("r9") = f;
+    long result;
+    __asm__ volatile("syscall"
+                     : "=a"(result)
+                     : "a"(number), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return result;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = number, x0 __asm__("x0") = a, x1 __asm__("x1") = b,
+                  x2 __asm__("x2") = c, x3 __asm__("x3") = d, x4 __asm__("x4") = e,
+                  x5 __asm__("x5") = f;
+    __asm__ volatile("svc 0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+                     : "memory", "cc");
+    return x0;
+#elif defined(__riscv) && __riscv_xlen == 64
+    register long a7 __asm__("a7") = number, a0 __asm__("a0") = a, a1 __asm__("a1") = b,
+                  a2 __asm__("a2") = c, a3 __asm__("a3") = d, a4 __asm__("a4") = e,
+                  a5 __asm__("a5") = f;
+    __asm__ volatile("ecall"
+                     : "+r"(a0)
+                     : "r"(a7), "r"(a1), "r"(a2), "r"(a3), "r"(a4), "r"(a5)
+                     : "memory");
+    return a0;
+#else
+#error "poolmalloc: allocator/os.c has no system call sequence for this architecture"
+#endif
+}
+
+#define OS_CALL(number, a, b, c, d, e, f) \
+    pm_os_syscall(number, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
 
 void *pm_os_map(size_t size)
 {
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    long p = OS_CALL(SYS_mmap, 0, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p < 0 && p > -4096 ? NULL : (void *)p;
 }
 
 /* Maps `size` bytes aligned to `alignment` (a power of two >= the page size)
@@ -42,27 +85,36 @@ void *pm_os_map_aligned(size_t size, size_t alignment)
     return aligned;
 }
 
-void pm_os_unmap(void *addr, size_t size)
-{
-    int saved = errno;
-    munmap(addr, size);
-    errno = saved;
-}
+void pm_os_unmap(void *addr, size_t size) { OS_CALL(SYS_munmap, addr, size, 0, 0, 0, 0); }
 
 void pm_os_purge(void *addr, size_t size)
 {
-    int saved = errno;
-    madvise(addr, size, MADV_DONTNEED);
-    errno = saved;
+    OS_CALL(SYS_madvise, addr, size, MADV_DONTNEED, 0, 0, 0);
+}
+
+int pm_os_open(const char *path, int flags, mode_t mode)
+{
+    return (int)OS_CALL(SYS_openat, AT_FDCWD, path, flags | O_CLOEXEC, mode, 0, 0);
+}
+
+void pm_os_close(int fd) { OS_CALL(SYS_close, fd, 0, 0, 0, 0, 0); }
+
+ssize_t pm_os_write(int fd, const void *buf, size_t len)
+{
+    long n;
+    do
+        n = OS_CALL(SYS_write, fd, buf, len, 0, 0, 0);
+    while (n == -EINTR);
+    return n;
 }
 
 ssize_t pm_os_read_text(const char *path, char *text, size_t capacity)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = pm_os_open(path, O_RDONLY, 0);
     if (fd < 0)
         return -1;
-    ssize_t n = read(fd, text, capacity - 1);
-    close(fd);
+    long n = OS_CALL(SYS_read, fd, text, capacity - 1, 0, 0, 0);
+    pm_os_close(fd);
     if (n < 0)
         return -1;
     text[n] = '\0';
@@ -72,14 +124,27 @@ ssize_t pm_os_read_text(const char *path, char *text, size_t capacity)
 void pm_os_write_all(int fd, const char *buf, size_t len)
 {
     while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = pm_os_write(fd, buf, len);
         if (n <= 0)
             return;
         buf += n;
         len -= (size_t)n;
     }
+}
+
+/* Private futexes: the words are never shared with another process. */
+int pm_os_futex_wait(_Atomic uint32_t *word, uint32_t expected, const struct timespec *deadline)
+{
+    if (deadline == NULL)
+        return (int)OS_CALL(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL, 0, 0);
+    /* WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. */
+    return (int)OS_CALL(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, expected, deadline, NULL,
+                        FUTEX_BITSET_MATCH_ANY);
+}
+
+void pm_os_futex_wake(_Atomic uint32_t *word, int waiters)
+{
+    OS_CALL(SYS_futex, word, FUTEX_WAKE_PRIVATE, waiters, 0, 0, 0);
 }
 
 /* "poolmalloc: <what> at <address> (size class <n> bytes)", then abort(),

@@ -63,7 +63,7 @@ static struct {
      * frames in it lead every stack and are not the program's sites. */
     uintptr_t own_text_start, own_text_end;
     int (*backtrace)(void **frames, int depth);
-    pthread_mutex_t lock; /* everything below; a leaf */
+    pm_lock_t lock; /* everything below; a leaf */
     pm_profile_site_t *sites; /* [0, site_count) in insertion order */
     size_t site_count;
     uint16_t *site_index;      /* by stack hash, PROFILE_SITE_INDEX_SLOTS */
@@ -79,7 +79,7 @@ static struct {
      * sample would then wait forever. Writers first, so a stream of
      * samples cannot hold a fork off. */
     pthread_rwlock_t unwinders;
-} profile = {.lock = PTHREAD_MUTEX_INITIALIZER,
+} profile = {.lock = PM_LOCK_INITIALIZER,
              .unwinders = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP};
 
 __thread bool pm_profile_unwinding_now __attribute__((tls_model("initial-exec")));
@@ -341,7 +341,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     double s = (double)size;
     double weight = 1.0 / (1.0 - exp(-s / profile.rate));
     bool replaced = false;
-    pthread_mutex_lock(&profile.lock);
+    pm_lock(&profile.lock);
     long site = profile_site_find(frames + skip, depth - skip);
     profile_sample_t *sample = site >= 0 ? profile_sample_insert((uintptr_t)block, &replaced) : NULL;
     if (sample != NULL) {
@@ -359,7 +359,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     } else {
         profile.samples_dropped++;
     }
-    pthread_mutex_unlock(&profile.lock);
+    pm_unlock(&profile.lock);
     if (sample != NULL && !replaced && pm_registry_contains(block))
         __atomic_fetch_add(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
     pm_profile_unwinding_now = false;
@@ -392,9 +392,9 @@ void pm_profile_sample_system(void *block, size_t usable)
  * does not exist in the child, which would wait for it forever at its first
  * sampled malloc or free. The lock is a leaf: nothing else is taken, and
  * nothing allocates, while it is held. */
-void pm_profile_lock(void) { pthread_mutex_lock(&profile.lock); }
-void pm_profile_unlock(void) { pthread_mutex_unlock(&profile.lock); }
-void pm_profile_reinit_lock(void) { pthread_mutex_init(&profile.lock, NULL); }
+void pm_profile_lock(void) { pm_lock(&profile.lock); }
+void pm_profile_unlock(void) { pm_unlock(&profile.lock); }
+void pm_profile_reinit_lock(void) { pm_lock_init(&profile.lock); }
 
 void pm_profile_unwind_lock(void) { pthread_rwlock_wrlock(&profile.unwinders); }
 void pm_profile_unwind_unlock(void) { pthread_rwlock_unlock(&profile.unwinders); }
@@ -409,14 +409,14 @@ void pm_profile_unwind_reinit_lock(void)
 
 void pm_profile_drop(void *block)
 {
-    pthread_mutex_lock(&profile.lock);
+    pm_lock(&profile.lock);
     size_t slot = profile_sample_slot((uintptr_t)block);
     bool found = profile.samples[slot].block == (uintptr_t)block;
     if (found) {
         profile_sample_retire(&profile.samples[slot]);
         profile_sample_delete(slot);
     }
-    pthread_mutex_unlock(&profile.lock);
+    pm_unlock(&profile.lock);
     if (found && pm_registry_contains(block))
         __atomic_fetch_sub(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
 }
@@ -425,7 +425,7 @@ void pm_profile_drop(void *block)
 bool pm_profile_validate(void)
 {
     bool ok = true;
-    pthread_mutex_lock(&profile.lock);
+    pm_lock(&profile.lock);
     if (profile.enabled) {
         size_t slots = (size_t)1 << profile.sample_bits, mask = slots - 1, records = 0;
         for (size_t i = 0; i < slots; i++) {
@@ -447,7 +447,7 @@ bool pm_profile_validate(void)
         }
         ok &= records == profile.sample_count && counted == records && 2 * records <= slots;
     }
-    pthread_mutex_unlock(&profile.lock);
+    pm_unlock(&profile.lock);
     return ok;
 }
 
@@ -457,7 +457,7 @@ size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live, boo
                       pm_profile_summary_t *summary)
 {
     size_t n = 0;
-    pthread_mutex_lock(&profile.lock);
+    pm_lock(&profile.lock);
     if (summary != NULL) {
         summary->rate_bytes = (uint64_t)profile.rate;
         summary->sites = profile.site_count;
@@ -481,7 +481,7 @@ size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live, boo
         if (n < capacity)
             n++;
     }
-    pthread_mutex_unlock(&profile.lock);
+    pm_unlock(&profile.lock);
     return n;
 }
 

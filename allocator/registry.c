@@ -11,7 +11,7 @@
 #include "internal.h"
 
 pm_registry_leaf_t *pm_registry_root[(size_t)1 << PM_REGISTRY_ROOT_BITS];
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pm_lock_t registry_lock = PM_LOCK_INITIALIZER;
 
 static void registry_set(void *arena_base, uint8_t value)
 {
@@ -30,16 +30,16 @@ bool pm_registry_add(void *arena_base)
         return false;
     pm_registry_leaf_t **slot = &pm_registry_root[arena_number >> PM_REGISTRY_LEAF_BITS];
     if (__atomic_load_n(slot, __ATOMIC_ACQUIRE) == NULL) {
-        pthread_mutex_lock(&registry_lock);
+        pm_lock(&registry_lock);
         if (__atomic_load_n(slot, __ATOMIC_RELAXED) == NULL) {
             pm_registry_leaf_t *leaf = pm_os_map(sizeof(pm_registry_leaf_t));
             if (leaf == NULL) {
-                pthread_mutex_unlock(&registry_lock);
+                pm_unlock(&registry_lock);
                 return false;
             }
             __atomic_store_n(slot, leaf, __ATOMIC_RELEASE);
         }
-        pthread_mutex_unlock(&registry_lock);
+        pm_unlock(&registry_lock);
     }
     registry_set(arena_base, 1);
     return true;

@@ -36,7 +36,6 @@ static double stats_ratio(uint64_t part, uint64_t whole)
 
 void pm_stats_get(pm_stats_t *out)
 {
-    int saved_errno = errno;
     memset(out, 0, sizeof *out);
     /* Pools first, counters second: an allocation in between makes the
      * count larger, never the live blocks more than were allocated. */
@@ -71,7 +70,6 @@ void pm_stats_get(pm_stats_t *out)
         out->rss_peak_bytes = (uint64_t)usage.ru_maxrss * 1024;
     if (out->rss_peak_bytes < out->rss_bytes)
         out->rss_peak_bytes = out->rss_bytes;
-    errno = saved_errno;
 }
 
 /* ---- the record ------------------------------------------------------------ */
@@ -100,11 +98,11 @@ void pm_stats_note_start(void)
  * when profiling, three lists of sites with 32 frames each. */
 #define STATS_RECORD_BYTES ((size_t)256 << 10)
 static char stats_record[STATS_RECORD_BYTES];
-static pthread_mutex_t stats_report_lock = PTHREAD_MUTEX_INITIALIZER;
+static pm_lock_t stats_report_lock = PM_LOCK_INITIALIZER;
 
-void pm_stats_lock(void) { pthread_mutex_lock(&stats_report_lock); }
-void pm_stats_unlock(void) { pthread_mutex_unlock(&stats_report_lock); }
-void pm_stats_reinit_lock(void) { pthread_mutex_init(&stats_report_lock, NULL); }
+void pm_stats_lock(void) { pm_lock(&stats_report_lock); }
+void pm_stats_unlock(void) { pm_unlock(&stats_report_lock); }
+void pm_stats_reinit_lock(void) { pm_lock_init(&stats_report_lock); }
 
 /* ---- profile sections (profile.c gathers, these print) ------------------------ */
 
@@ -450,17 +448,21 @@ static size_t stats_format_record(pm_stats_format_t format, pm_snapshot_reason_t
     return (size_t)(b.at - b.start);
 }
 
+/* One record, one write: 0 or the error (EIO for a short write, which
+ * leaves the record cut). Leaves errno alone: the dump thread may share it
+ * with the program's main thread (dump.c). */
+static int stats_write_record(int fd, const char *record, size_t length)
+{
+    ssize_t n = pm_os_write(fd, record, length);
+    return n == (ssize_t)length ? 0 : n < 0 ? (int)-n : EIO;
+}
+
 static int stats_write_fd(void *arg, const char *record, size_t length)
 {
-    int fd = (int)(intptr_t)arg;
-    ssize_t n;
-    do
-        n = write(fd, record, length);
-    while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)length)
+    int error = stats_write_record((int)(intptr_t)arg, record, length);
+    if (error == 0)
         return 0;
-    if (n >= 0)
-        errno = EIO; /* a short write: the record is not whole */
+    errno = error;
     return -1;
 }
 
@@ -530,29 +532,27 @@ int pm_stats_write_snapshot(pm_snapshot_reason_t reason)
     const char *pattern = pm_options.stats_path;
     if (pattern[0] == '\0')
         return -1;
-    int saved_errno = errno;
-    int result = -1;
+    int error = 0;
     pm_stats_lock();
     size_t length = stats_format_record(pm_options.stats_format, reason);
     if (strcmp(pattern, "stderr") == 0) {
-        result = stats_write_fd((void *)(intptr_t)STDERR_FILENO, stats_record, length);
+        error = stats_write_record(STDERR_FILENO, stats_record, length);
     } else {
         /* Opened for each record: the program may close every descriptor
          * or daemonize between two snapshots. */
         char path[PM_OPTION_PATH_MAX + 32];
         int fd = -1;
         if (!stats_expand_path(path, sizeof path, pattern))
-            stats_warn(STATS_CANNOT_OPEN, pattern, ENAMETOOLONG);
-        else if ((fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
-            stats_warn(STATS_CANNOT_OPEN, path, errno);
-        else if ((result = stats_write_fd((void *)(intptr_t)fd, stats_record, length)) != 0)
-            stats_warn(STATS_CANNOT_WRITE, path, errno);
+            stats_warn(STATS_CANNOT_OPEN, pattern, error = ENAMETOOLONG);
+        else if ((fd = pm_os_open(path, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0)
+            stats_warn(STATS_CANNOT_OPEN, path, error = -fd);
+        else if ((error = stats_write_record(fd, stats_record, length)) != 0)
+            stats_warn(STATS_CANNOT_WRITE, path, error);
         if (fd >= 0)
-            close(fd);
+            pm_os_close(fd);
     }
     pm_stats_unlock();
-    errno = saved_errno;
-    return result;
+    return error == 0 ? 0 : -1;
 }
 
 /* malloc_info's XML, in the shape glibc gives it (one <heap>, whose

@@ -1,11 +1,14 @@
 /* preload.c — the shim that makes libpoolmalloc.so a drop-in malloc: the
  * exported malloc family and glibc's introspection calls, start-up, fork
  * handlers, the dump thread's wiring and the exit report. It holds no
- * allocator logic: every call forwards to the pm_* core.
+ * allocator logic: every call forwards to the pm_* core, and the setuid()
+ * family to glibc's, then to the dump thread.
  * Never allocates itself, except malloc_info's stdio; keeps no invariant. */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <grp.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -66,6 +69,35 @@ PM_EXPORT int malloc_info(int options, FILE *out)
     pthread_mutex_unlock(&xml_lock);
     return result;
 }
+
+/* glibc's setuid() family changes the credentials of every thread it
+ * knows; the dump thread is not one of them (allocator/dump.c), so each
+ * call is passed on to glibc's and then followed there. Resolved on first
+ * use: a program that never calls them pays nothing. */
+#define PM_FOLLOW_CREDENTIALS(name, parameters, arguments)                                 \
+    PM_EXPORT int name parameters                                                          \
+    {                                                                                      \
+        static int(*_Atomic next) parameters;                                              \
+        int(*call) parameters = next;                                                      \
+        if (call == NULL && (call = (int(*) parameters)dlsym(RTLD_NEXT, #name)) == NULL) { \
+            errno = ENOSYS;                                                                \
+            return -1;                                                                     \
+        }                                                                                  \
+        next = call;                                                                       \
+        int result = call arguments;                                                       \
+        if (result == 0)                                                                   \
+            pm_dump_follow_credentials();                                                  \
+        return result;                                                                     \
+    }
+PM_FOLLOW_CREDENTIALS(setuid, (uid_t uid), (uid))
+PM_FOLLOW_CREDENTIALS(setgid, (gid_t gid), (gid))
+PM_FOLLOW_CREDENTIALS(seteuid, (uid_t euid), (euid))
+PM_FOLLOW_CREDENTIALS(setegid, (gid_t egid), (egid))
+PM_FOLLOW_CREDENTIALS(setreuid, (uid_t ruid, uid_t euid), (ruid, euid))
+PM_FOLLOW_CREDENTIALS(setregid, (gid_t rgid, gid_t egid), (rgid, egid))
+PM_FOLLOW_CREDENTIALS(setresuid, (uid_t ruid, uid_t euid, uid_t suid), (ruid, euid, suid))
+PM_FOLLOW_CREDENTIALS(setresgid, (gid_t rgid, gid_t egid, gid_t sgid), (rgid, egid, sgid))
+PM_FOLLOW_CREDENTIALS(setgroups, (size_t count, const gid_t *groups), (count, groups))
 
 static void preload_fork_child(void)
 {

@@ -108,35 +108,83 @@ n=$(records "$work/daemon.jsonl")
 ((n >= 3)) || fail "a daemon-like program got $n snapshots"
 echo "dump: $n snapshots from a program that closed every descriptor"
 
+# The dump thread is one glibc does not know of (clone), except under
+# POOLMALLOC_PROFILE, where it is a pthread with an exit thread beside it
+# (allocator/dump.c): the checks that depend on the kind run with both.
+kinds=("" POOLMALLOC_PROFILE=1)
+kind_name() { echo "${1:-hidden}"; }
+
 # 7. The dump thread never keeps a process alive: main ends with pthread_exit.
-rc=0
-LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/pexit.jsonl" POOLMALLOC_STATS_FORMAT=json \
-  timeout -k 1 10 "$probe" pthread_exit || rc=$?
-((rc == 0)) || fail "a program ending in pthread_exit did not end (status $rc)"
-grep -q '"reason":"exit"' "$work/pexit.jsonl" || fail "no exit snapshot after pthread_exit"
-echo "dump: a program ending in pthread_exit ends, with its exit snapshot"
-rc=0
-LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/pexit-idle.jsonl" POOLMALLOC_STATS_FORMAT=json \
-  POOLMALLOC_STATS_INTERVAL=50ms timeout -k 1 10 "$probe" pthread_exit_idle 300 >"$work/pexit-idle.out" || rc=$?
-((rc == 0)) || fail "a program whose last thread never allocated did not end (status $rc)"
-grep -q '"reason":"exit"' "$work/pexit-idle.jsonl" || fail "no exit snapshot after the idle thread"
-grep -qx "probe: main's buffered line" "$work/pexit-idle.out" ||
-  fail "the output main left in stdio's buffer was lost at exit"
-echo "dump: ... and so does one whose last thread never allocated, its stdout flushed"
+for kind in "${kinds[@]}"; do
+  rc=0
+  env $kind LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/pexit.jsonl" POOLMALLOC_STATS_FORMAT=json \
+    timeout -k 1 10 "$probe" pthread_exit || rc=$?
+  ((rc == 0)) || fail "$(kind_name $kind): a program ending in pthread_exit did not end (status $rc)"
+  grep -q '"reason":"exit"' "$work/pexit.jsonl" || fail "no exit snapshot after pthread_exit"
+  rm "$work/pexit.jsonl"
+  echo "dump: $(kind_name $kind): a program ending in pthread_exit ends, with its exit snapshot"
+  rc=0
+  env $kind LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/pexit-idle.jsonl" POOLMALLOC_STATS_FORMAT=json \
+    POOLMALLOC_STATS_INTERVAL=50ms timeout -k 1 10 "$probe" pthread_exit_idle 300 \
+    >"$work/pexit-idle.out" || rc=$?
+  ((rc == 0)) || fail "$(kind_name $kind): a program whose last thread never allocated did not end (status $rc)"
+  grep -q '"reason":"exit"' "$work/pexit-idle.jsonl" || fail "no exit snapshot after the idle thread"
+  grep -qx "probe: main's buffered line" "$work/pexit-idle.out" ||
+    fail "$(kind_name $kind): the output main left in stdio's buffer was lost at exit"
+  rm "$work/pexit-idle.jsonl"
+  echo "dump: $(kind_name $kind): ... and so does one whose last thread never allocated, its stdout flushed"
+done
 
 # 7b. The dump thread's own files never take a descriptor number the program
 # freed (CPython's test_io once got EISDIR from /proc/self/task that way).
 # It opens them in a descriptor table of its own, which takes unshare().
 if "$probe" can_unshare; then
-  LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/fdwatch.jsonl" POOLMALLOC_STATS_FORMAT=json \
-    POOLMALLOC_STATS_INTERVAL=10ms "$probe" fdwatch 1500 ||
-    fail "the dump thread opened a file in the program's descriptor table"
-  n=$(records "$work/fdwatch.jsonl")
-  ((n >= 20)) || fail "expected a snapshot every 10ms while watching (150), got $n"
-  echo "dump: $n snapshots, and the program's free descriptor numbers stayed free"
+  for kind in "${kinds[@]}"; do
+    env $kind LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/fdwatch.jsonl" POOLMALLOC_STATS_FORMAT=json \
+      POOLMALLOC_STATS_INTERVAL=10ms "$probe" fdwatch 1000 ||
+      fail "$(kind_name $kind): the dump thread opened a file in the program's descriptor table"
+    n=$(records "$work/fdwatch.jsonl")
+    rm "$work/fdwatch.jsonl"
+    ((n >= 20)) || fail "expected a snapshot every 10ms while watching (100), got $n"
+    echo "dump: $(kind_name $kind): $n snapshots, and the program's free descriptor numbers stayed free"
+  done
 else
   echo "dump: warning: unshare(CLONE_FILES) is refused here (seccomp?): the dump" \
     "thread opens its files in the program's table; descriptor check skipped"
+fi
+
+# 7c. A single-threaded program stays single-threaded for glibc (its malloc
+# and stdio skip their locks), and the errno it shares with the dump thread
+# never changes behind its back, though every snapshot fails to open.
+out=$(LD_PRELOAD="$lib" POOLMALLOC_STATS=/nonexistent/dir/stats POOLMALLOC_STATS_INTERVAL=10ms \
+  POOLMALLOC_PURGE_DELAY=10ms "$probe" hidden 500 2>"$work/hidden.err") ||
+  fail "the program's errno changed: $(cat "$work/hidden.err")"
+[[ $out == "single_threaded=1 threads=2 "* ]] ||
+  fail "expected a program single-threaded for glibc, with the dump thread beside it: $out"
+out=$(POOLMALLOC_PROFILE=1 LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/hidden.txt" \
+  POOLMALLOC_STATS_INTERVAL=10ms "$probe" hidden 100)
+[[ $out == "single_threaded=0 threads=3 "* ]] ||
+  fail "under POOLMALLOC_PROFILE, expected the dump and exit pthreads: $out"
+echo "dump: the program stays single-threaded for glibc and keeps its errno"
+
+# 7d. Root drops to nobody with setgroups/setresgid/setresuid: the dump
+# thread follows before the calls return, as glibc's threads do, and goes
+# on writing snapshots (the file is the program's to write, as nobody).
+if (($(id -u) == 0)); then
+  for kind in "${kinds[@]}"; do
+    touch "$work/creds.jsonl" && chmod 666 "$work/creds.jsonl" && chmod 755 "$work"
+    env $kind LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/creds.jsonl" POOLMALLOC_STATS_FORMAT=json \
+      POOLMALLOC_STATS_INTERVAL=10ms "$probe" credentials 100 >"$work/creds.out" ||
+      fail "$(kind_name $kind): a thread kept other credentials: $(cat "$work/creds.out")"
+    grep -q "threads=2 differing=0\|threads=3 differing=0" "$work/creds.out" ||
+      fail "$(kind_name $kind): the dump thread was not seen: $(cat "$work/creds.out")"
+    n=$(records "$work/creds.jsonl")
+    rm "$work/creds.jsonl"
+    ((n >= 3)) || fail "$(kind_name $kind): expected snapshots after the change, got $n"
+    echo "dump: $(kind_name $kind): after setuid and kin, every thread holds the new credentials"
+  done
+else
+  echo "dump: not root: the credentials check is skipped"
 fi
 
 # 8. Bad input: one warning naming the variable and value; the program runs.

@@ -1,14 +1,17 @@
 /* probe.c — a plain malloc program for the dump-thread tests (dump.sh),
  * which run it with libpoolmalloc.so preloaded and stats on. Each mode does
  * one known thing; see dump.sh for what is checked. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/single_threaded.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -128,8 +131,72 @@ int main(int argc, char **argv)
         printf("probe: descriptor %d stayed free over %lu polls\n", fd, polls);
         return 0;
     }
+    if (strcmp(mode, "hidden") == 0) {
+        /* The dump thread is not glibc's (allocator/dump.c): the program
+         * stays single-threaded for glibc, and its errno, which that
+         * thread shares, never changes behind its back, though the
+         * thread's every snapshot fails to open its file (dump.sh). */
+        errno = 4242;
+        unsigned long checks = 0;
+        for (double end = now_ms() + (double)ms; now_ms() < end; checks++) {
+            void *p = malloc(checks % 2 ? 64 : 4096);
+            free(p);
+            if (errno != 4242) {
+                fprintf(stderr, "probe: errno changed to %d behind the program's back\n", errno);
+                return 1;
+            }
+        }
+        int threads = 0;
+        DIR *tasks = opendir("/proc/self/task");
+        for (struct dirent *e; tasks != NULL && (e = readdir(tasks)) != NULL;)
+            threads += e->d_name[0] != '.';
+        if (tasks != NULL)
+            closedir(tasks);
+        printf("single_threaded=%d threads=%d errno_checks=%lu\n", __libc_single_threaded,
+               threads, checks);
+        return 0;
+    }
+    if (strcmp(mode, "credentials") == 0) {
+        /* Root drops to nobody the way daemons do: every thread of the
+         * process must hold the new credentials after the calls return. */
+        if (geteuid() != 0)
+            return 77;
+        gid_t nobody_group = 65534;
+        free(malloc(32));
+        if (setgroups(1, &nobody_group) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+            setresuid(65534, 65534, 65534) != 0)
+            return 3;
+        sleep_ms(ms); /* a few snapshots with the new credentials */
+        char mine[512] = "", theirs[512];
+        DIR *tasks = opendir("/proc/self/task");
+        int threads = 0, differ = 0;
+        for (struct dirent *e; tasks != NULL && (e = readdir(tasks)) != NULL;) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[sizeof "/proc/self/task//status" + sizeof e->d_name];
+            snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+            FILE *f = fopen(path, "r");
+            theirs[0] = '\0';
+            for (char line[256]; f != NULL && fgets(line, sizeof line, f) != NULL;)
+                if (strncmp(line, "Uid:", 4) == 0 || strncmp(line, "Gid:", 4) == 0 ||
+                    strncmp(line, "Groups:", 7) == 0 || strncmp(line, "CapEff:", 7) == 0)
+                    strncat(theirs, line, sizeof theirs - strlen(theirs) - 1);
+            if (f != NULL)
+                fclose(f);
+            if (mine[0] == '\0')
+                memcpy(mine, theirs, sizeof mine);
+            differ += strcmp(mine, theirs) != 0;
+            threads++;
+            printf("task %s:\n%s", e->d_name, theirs);
+        }
+        if (tasks != NULL)
+            closedir(tasks);
+        printf("threads=%d differing=%d\n", threads, differ);
+        return differ == 0 && threads >= 1 ? 0 : 1;
+    }
     if (strcmp(mode, "can_unshare") == 0)
         return unshare(CLONE_FILES) == 0 ? 0 : 77; /* a seccomp filter may refuse it */
-    fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds|pthread_exit|pthread_exit_idle|fdwatch|can_unshare [ms]\n");
+    fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds|pthread_exit|"
+                    "pthread_exit_idle|fdwatch|hidden|credentials|can_unshare [ms]\n");
     return 2;
 }
