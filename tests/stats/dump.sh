@@ -113,6 +113,13 @@ echo "dump: $n snapshots from a program that closed every descriptor"
 # (allocator/dump.c): the checks that depend on the kind run with both.
 kinds=("" POOLMALLOC_PROFILE=1)
 kind_name() { echo "${1:-hidden}"; }
+# The probe as KIND, a JSON snapshot to FILE every 10 ms: probe_as KIND FILE MODE MS
+probe_as() {
+  local kind="$1" file="$2"
+  shift 2
+  env $kind LD_PRELOAD="$lib" POOLMALLOC_STATS="$file" POOLMALLOC_STATS_FORMAT=json \
+    POOLMALLOC_STATS_INTERVAL=10ms "$probe" "$@"
+}
 
 # 7. The dump thread never keeps a process alive: main ends with pthread_exit.
 for kind in "${kinds[@]}"; do
@@ -140,8 +147,7 @@ done
 # It opens them in a descriptor table of its own, which takes unshare().
 if "$probe" can_unshare; then
   for kind in "${kinds[@]}"; do
-    env $kind LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/fdwatch.jsonl" POOLMALLOC_STATS_FORMAT=json \
-      POOLMALLOC_STATS_INTERVAL=10ms "$probe" fdwatch 1000 ||
+    probe_as "$kind" "$work/fdwatch.jsonl" fdwatch 1000 ||
       fail "$(kind_name $kind): the dump thread opened a file in the program's descriptor table"
     n=$(records "$work/fdwatch.jsonl")
     rm "$work/fdwatch.jsonl"
@@ -173,8 +179,7 @@ echo "dump: the program stays single-threaded for glibc and keeps its errno"
 if (($(id -u) == 0)); then
   for kind in "${kinds[@]}"; do
     touch "$work/creds.jsonl" && chmod 666 "$work/creds.jsonl" && chmod 755 "$work"
-    env $kind LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/creds.jsonl" POOLMALLOC_STATS_FORMAT=json \
-      POOLMALLOC_STATS_INTERVAL=10ms "$probe" credentials 100 >"$work/creds.out" ||
+    probe_as "$kind" "$work/creds.jsonl" credentials 100 >"$work/creds.out" ||
       fail "$(kind_name $kind): a thread kept other credentials: $(cat "$work/creds.out")"
     grep -q "threads=2 differing=0\|threads=3 differing=0" "$work/creds.out" ||
       fail "$(kind_name $kind): the dump thread was not seen: $(cat "$work/creds.out")"
