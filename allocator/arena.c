@@ -190,21 +190,36 @@ static size_t pool_purge(pm_pool_t *pool)
     return bytes;
 }
 
-/* I10: a retained pool's pages go back to the OS. I5: if that leaves its
- * arena disposable, the arena goes too, and munmap takes the pool's pages
- * with it: no madvise first. Caller holds the lock. */
-static size_t retained_purge(pm_pool_t *pool)
+/* I10: a retained pool's pages go back to the OS, and `*pools` says how
+ * many pools went. If every pool of its arena is unused and the arena is
+ * not in the reserve, the arena goes whole (I5): its resident pools, all
+ * of them retained, leave the list together, and one munmap takes their
+ * pages. A program that drops a large structure empties arenas whole, and
+ * one munmap costs what one madvise does, where the pools one by one would
+ * cost up to fifteen madvise first. The pools purged with it may be
+ * younger than the delay and the cap asks: at most an arena's worth. Caller
+ * holds the lock. */
+static size_t retained_purge(pm_pool_t *pool, unsigned *pools)
 {
     pm_arena_t *arena = pm_arena_of(pool);
-    retained_unlink(pool);
-    size_t bytes = pool_disown_pages(pool);
-    if (arena_disposable(arena)) {
+    if (arena->free_pool_count == PM_POOLS_PER_ARENA &&
+        directory.empty_count > pm_options.reserve_arenas) {
+        size_t bytes = PM_ARENA_HEADER_SIZE;
+        *pools = 0;
+        for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
+            if (arena->pools[k].resident) {
+                retained_unlink(&arena->pools[k]);
+                bytes += pool_disown_pages(&arena->pools[k]);
+                ++*pools;
+            }
+        }
         directory_unlink(arena);
         arena_destroy(arena);
-        return bytes + PM_ARENA_HEADER_SIZE;
+        return bytes;
     }
-    pm_os_purge(pm_pool_start(pool), bytes);
-    return bytes;
+    retained_unlink(pool);
+    *pools = 1;
+    return pool_purge(pool);
 }
 
 /* The cap on retained pools (I10), kept in [min(RETAIN_POOLS,
@@ -272,10 +287,10 @@ static uint64_t retain_cap_grow(uint64_t now_ms)
 }
 
 /* I10, the amortized part: purges retained pools, oldest first, that have
- * been unused for POOLMALLOC_PURGE_DELAY or stand above the cap, at most
- * `budget` of them. The list is in release order, so the first pool that
- * is young enough and within the cap ends the walk. Returns how many it
- * purged. Caller holds the lock. */
+ * been unused for POOLMALLOC_PURGE_DELAY or stand above the cap, in at most
+ * `budget` purges (an arena purged whole counts once). The list is in
+ * release order, so the first pool that is young enough and within the cap
+ * ends the walk. Returns how many purges it made. Caller holds the lock. */
 static unsigned decay_step(uint64_t now_ms, unsigned budget)
 {
     uint64_t cap = retain_cap(now_ms);
@@ -283,14 +298,15 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
     pm_pool_t *pool;
     while (purged < budget && (pool = directory.retained_oldest) != NULL) {
         bool expired = now_ms - *released_ms_of(pool) >= pm_options.purge_delay_ms;
+        if (!expired && (directory.retained_count <= cap ||
+                         directory.retained_count <= (cap = retain_cap_grow(now_ms))))
+            break;
+        unsigned pools;
+        retained_purge(pool, &pools);
         if (!expired) {
-            if (directory.retained_count <= cap ||
-                directory.retained_count <= (cap = retain_cap_grow(now_ms)))
-                break;
-            directory.cap_purged_pending++;
+            directory.cap_purged_pending += pools;
             directory.cap_purged_ms = now_ms;
         }
-        retained_purge(pool);
         purged++;
     }
     return purged;
@@ -390,7 +406,7 @@ size_t pm_arena_trim(void)
     size_t released = 0;
     pm_lock(&directory.lock);
     while (directory.retained_oldest != NULL)
-        released += retained_purge(directory.retained_oldest);
+        released += retained_purge(directory.retained_oldest, &(unsigned){0});
     pm_arena_t *empty;
     while ((empty = directory.by_unused[PM_POOLS_PER_ARENA - 1]) != NULL) {
         directory_unlink(empty);
