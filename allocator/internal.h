@@ -22,7 +22,15 @@
  *                   registry.c  "is this address inside one of our arenas?"
  *
  *  alloc.c is the only file that decides small versus system routing.
- *  os.c is the only file that talks to the kernel about memory.
+ *  os.c is the only file that talks to the kernel, always with the raw
+ *  system call: the core never reads or writes errno.
+ *
+ *  Beside the program's threads runs, under POOLMALLOC_STATS, the dump
+ *  thread (dump.c): snapshots (stats.c) and the decay tick (arena.c). It
+ *  is made with clone(), unknown to glibc, so that a single-threaded
+ *  program keeps glibc's single-threaded fast paths; it shares the thread
+ *  pointer of the thread that made it, and so never touches a __thread
+ *  variable (no heap, no pm_thread_heap), errno, or a glibc lock.
  *
  * ==========================================================================
  *  BLOCK, POOL, ARENA
