@@ -20,13 +20,10 @@
  * the program's calls come here too (pm_dump_follow_credentials): this
  * thread must never keep privileges the program gave up.
  *
- * Where the thread must be one of glibc's, it is an ordinary pthread:
- * under POOLMALLOC_PROFILE (symbolizing a site calls dladdr, which takes
- * the loader's recursive lock, owned by thread id: this thread would pass
- * for the program's main thread) and in sanitizer builds (a sanitizer
- * keeps its per-thread state behind the thread pointer). That thread
- * would keep the process alive after main's pthread_exit: an exit thread
- * ends it once the program's last thread is gone (dump_exit_if_alone). */
+ * Sanitizer builds (test binaries, never libpoolmalloc.so) make an
+ * ordinary pthread instead: a sanitizer keeps its per-thread state behind
+ * the thread pointer. There the thread would keep alive a process whose
+ * main thread called pthread_exit; no test does that. */
 #include "internal.h"
 
 #include <errno.h>
@@ -49,9 +46,9 @@ static struct {
     _Atomic uint32_t wakeups; /* futex word: bumped by every wake-up call */
     _Atomic bool signalled;
     _Atomic bool started; /* false again if the thread had to stop */
-    bool hidden;      /* made with clone(), unknown to glibc */
-    long process_id;  /* of the process the thread serves (not a vfork child) */
-    void *stack;      /* the hidden thread's, mapped once, reused after fork */
+    bool hidden;          /* made with clone(), unknown to glibc */
+    long process_id;      /* of the process the thread serves (not a vfork child) */
+    void *stack;          /* the hidden thread's, mapped once, reused after fork */
 
     /* The program changed its credentials (hidden thread only). */
     pm_lock_t credentials_lock; /* one change at a time */
@@ -60,14 +57,6 @@ static struct {
     gid_t gids[3];
     long group_count;
     gid_t groups[NGROUPS_MAX];
-
-    /* The pthread (POOLMALLOC_PROFILE, sanitizers) and its exit thread. */
-    _Atomic uint32_t exit_now;  /* futex word: the program's last thread has gone */
-    bool anchored;              /* the exit thread runs: this one may leave the table */
-    _Atomic bool thread_exited; /* a thread with a heap ended (heap.c) */
-    _Atomic bool leader_exited; /* the main thread called pthread_exit */
-    pthread_key_t leader_key;   /* its destructor tells the leader's exit */
-    bool leader_key_made;
 } dump;
 
 /* Async-signal-safe, errno untouched. */
@@ -79,113 +68,6 @@ static void dump_wake(void)
 
 #define DUMP_CALL(number, a, b, c, d) \
     pm_os_syscall(number, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
-
-/* ---- the pthread's exit watch --------------------------------------------- */
-
-/* The state letter of one thread of this process (R, S, Z...), or 0. */
-static char dump_thread_state(const char *tid)
-{
-    char path[64], text[512];
-    pm_buf_t b;
-    pm_buf_init(&b, path, sizeof path - 1);
-    pm_buf_str(&b, "/proc/self/task/");
-    pm_buf_str(&b, tid);
-    pm_buf_str(&b, "/stat");
-    *b.at = '\0';
-    if (pm_os_read_text(path, text, sizeof text) <= 0)
-        return 0;
-    const char *p = strrchr(text, ')'); /* the command name may hold anything */
-    return p != NULL && p[1] == ' ' ? p[2] : 0;
-}
-
-/* Threads of this process still running, or 0 if that cannot be told. A
- * main thread that called pthread_exit stays listed, as a zombie, until
- * the whole process ends: it does not count. Reads the directory with
- * getdents64, since opendir allocates. */
-static long dump_live_threads(void)
-{
-    int dir = pm_os_open("/proc/self/task", O_RDONLY | O_DIRECTORY, 0);
-    if (dir < 0)
-        return 0;
-    long live = 0;
-    char entries[4096];
-    long n;
-    while ((n = DUMP_CALL(SYS_getdents64, dir, entries, sizeof entries, 0)) > 0) {
-        for (long at = 0; at < n;) {
-            struct linux_dirent64 {
-                uint64_t ino;
-                int64_t off;
-                unsigned short reclen;
-                unsigned char type;
-                char name[];
-            } *entry = (struct linux_dirent64 *)(entries + at);
-            at += entry->reclen;
-            if (entry->name[0] < '0' || entry->name[0] > '9')
-                continue;
-            char state = dump_thread_state(entry->name);
-            live += state != 0 && state != 'Z' && state != 'X';
-        }
-    }
-    pm_os_close(dir);
-    return live;
-}
-
-/* The program's last thread has gone: a process whose only threads are
- * poolmalloc's must not live on. That happens only once the main thread has
- * called pthread_exit (when main returns, exit() ends every thread), so the
- * threads are counted only from then on: reading /proc for each of them at
- * every tick would cost a program with many threads. The process ends as
- * glibc ends one whose last thread exits, with exit(0), which runs the
- * atexit handlers (the final snapshot among them) and flushes stdio; the
- * exit thread calls it, since it still shares the program's descriptors.
- * The exited thread may take a moment to be reaped, hence the short wait. */
-static void dump_exit_if_alone(bool thread_just_exited)
-{
-    if (!atomic_load_explicit(&dump.leader_exited, memory_order_relaxed))
-        return;
-    long ours = dump.anchored ? 2 : 1;
-    int tries = thread_just_exited ? 200 : 1;
-    for (int i = 0; i < tries; i++) {
-        if (dump_live_threads() == ours) {
-            if (!dump.anchored)
-                exit(0);
-            atomic_store_explicit(&dump.exit_now, 1, memory_order_release);
-            pm_os_futex_wake(&dump.exit_now, 1);
-            for (;;)
-                pause(); /* until exit() ends the process */
-        }
-        if (tries > 1) {
-            struct timespec pause = {0, 1000000};
-            nanosleep(&pause, NULL);
-        }
-    }
-}
-
-static void dump_on_leader_exit(void *unused)
-{
-    (void)unused;
-    atomic_store_explicit(&dump.leader_exited, true, memory_order_relaxed);
-    atomic_store_explicit(&dump.thread_exited, true, memory_order_relaxed);
-    dump_wake();
-}
-
-void pm_dump_note_thread_exit(void)
-{
-    if (!dump.started || dump.hidden)
-        return;
-    atomic_store_explicit(&dump.thread_exited, true, memory_order_relaxed);
-    dump_wake();
-}
-
-static void *dump_exit_thread(void *arg)
-{
-    (void)arg;
-    while (atomic_load_explicit(&dump.exit_now, memory_order_acquire) == 0)
-        pm_os_futex_wait(&dump.exit_now, 0, NULL);
-    if (dump.started)
-        exit(0);
-    return NULL; /* the dump thread could not start: nothing to wait for */
-}
 
 /* ---- credentials ---------------------------------------------------------- */
 
@@ -243,22 +125,20 @@ static void dump_take_credentials(void)
 /* ---- the dump thread ------------------------------------------------------ */
 
 /* Descriptor numbers are the program's: open() takes the lowest free one, so
- * a file this thread opened for a moment (a stats record, /proc/self/statm,
- * /proc/self/task) could take the number the program has just closed and is
- * about to use, and the program would see EISDIR or the wrong file (CPython's
- * test_io caught it). This thread therefore drops out of the shared table:
- * it gets a copy, and closes the copies of the program's descriptors at
- * once, so that none is kept open behind the program's back (a pipe would
- * not see its end of file). Standard error stays, for the stderr sink and
- * for warnings: it is the one the program had when this thread started.
- * The pthread's exit thread stays in the shared table, which it keeps
- * alive: once the program's last thread is gone, exit() flushes stdio to the
- * program's own descriptors. A pthread without an exit thread, or where
- * unshare is refused (a seccomp filter), opens files in the shared table,
- * one record each. */
+ * a file this thread opened for a moment (a stats record, /proc/self/statm)
+ * could take the number the program has just closed and is about to use,
+ * and the program would see EISDIR or the wrong file (CPython's test_io
+ * caught it). This thread therefore drops out of the shared table: it gets
+ * a copy, and closes the copies of the program's descriptors at once, so
+ * that none is kept open behind the program's back (a pipe would not see
+ * its end of file). Standard error stays, for the stderr sink and for
+ * warnings: it is the one the program had when this thread started. Where
+ * unshare is refused (a seccomp filter), files are opened in the shared
+ * table, one record each. The exit snapshot is written by the program's
+ * own thread, in its own table. */
 static void dump_private_descriptors(void)
 {
-    if ((!dump.hidden && !dump.anchored) || DUMP_CALL(SYS_unshare, CLONE_FILES, 0, 0, 0) != 0)
+    if (DUMP_CALL(SYS_unshare, CLONE_FILES, 0, 0, 0) != 0)
         return;
     if (DUMP_CALL(SYS_close_range, 0, STDERR_FILENO - 1, 0, 0) == 0 &&
         DUMP_CALL(SYS_close_range, STDERR_FILENO + 1, ~0U, 0, 0) == 0)
@@ -302,8 +182,6 @@ static void dump_sleep_until(const struct timespec *deadline)
     for (;;) {
         uint32_t seen = atomic_load_explicit(&dump.wakeups, memory_order_acquire);
         dump_take_credentials();
-        if (atomic_exchange_explicit(&dump.thread_exited, false, memory_order_relaxed))
-            dump_exit_if_alone(true);
         if (atomic_exchange_explicit(&dump.signalled, false, memory_order_relaxed))
             pm_stats_write_snapshot(PM_SNAPSHOT_SIGNAL);
         if (pm_os_futex_wait(&dump.wakeups, seen, deadline) == -ETIMEDOUT)
@@ -329,7 +207,6 @@ static void dump_loop(void)
         if (dump_reached(&wake, &snapshot_due))
             wake = snapshot_due;
         dump_sleep_until(&wake);
-        dump_exit_if_alone(false);
         pm_arena_decay_tick(); /* an idle process gives memory back too (I10) */
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (dump_reached(&now, &snapshot_due)) {
@@ -343,6 +220,9 @@ static void dump_loop(void)
     }
 }
 
+/* Made by a thread of the program, blocking every signal: the program's
+ * signals are its own. */
+#ifndef PM_SANITIZED
 static int dump_hidden_main(void *arg)
 {
     (void)arg;
@@ -350,17 +230,7 @@ static int dump_hidden_main(void *arg)
     return 0;
 }
 
-static void *dump_pthread_main(void *arg)
-{
-    (void)arg;
-    dump_loop();
-    return NULL;
-}
-
-/* Every thread made here blocks every signal: the program's signals are
- * its own. Made by a thread of the program, which shares its descriptor
- * table with them. */
-static bool dump_start_hidden(void)
+static bool dump_start_thread(void)
 {
     if (dump.stack == NULL && (dump.stack = pm_os_map(DUMP_STACK_SIZE)) == NULL)
         return false;
@@ -374,63 +244,38 @@ static bool dump_start_hidden(void)
     bool started = clone(dump_hidden_main, (char *)dump.stack + DUMP_STACK_SIZE, flags, NULL) > 0;
     errno = saved_errno;
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    dump.hidden = started;
     return started;
 }
+#else
+static void *dump_pthread_main(void *arg)
+{
+    (void)arg;
+    dump_loop();
+    return NULL;
+}
 
-static bool dump_start_pthread(void *(*body)(void *), size_t stack_size, const char *name)
+static bool dump_start_thread(void)
 {
     pthread_attr_t attr;
     pthread_t thread;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (stack_size != 0)
-        pthread_attr_setstacksize(&attr, stack_size);
+    pthread_attr_setstacksize(&attr, DUMP_STACK_SIZE);
     sigset_t all, saved;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &saved);
-    bool started = pthread_create(&thread, &attr, body, NULL) == 0;
+    bool started = pthread_create(&thread, &attr, dump_pthread_main, NULL) == 0;
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     pthread_attr_destroy(&attr);
-    if (started)
-        pthread_setname_np(thread, name);
     return started;
 }
+#endif
 
-/* The pthread's exit watch starts on the main thread: its key destructor
- * runs only if it calls pthread_exit. Without one, threads are counted at
- * every tick. */
-static void dump_watch_leader(bool key_made_now)
-{
-    if (key_made_now)
-        dump.leader_key_made = pthread_key_create(&dump.leader_key, dump_on_leader_exit) == 0;
-    bool watched = dump.leader_key_made && pthread_setspecific(dump.leader_key, &dump) == 0;
-    atomic_store_explicit(&dump.leader_exited, !watched, memory_order_relaxed);
-}
-
-static void dump_spawn(bool first_time)
+static void dump_spawn(void)
 {
     dump.process_id = DUMP_CALL(SYS_getpid, 0, 0, 0, 0);
-#ifdef PM_SANITIZED
-    dump.hidden = false;
-#else
-    dump.hidden = !pm_profile_enabled();
-#endif
-    if (dump.hidden) {
-        dump.started = dump_start_hidden();
-        dump.hidden = dump.started; /* clone() refused (a seccomp filter): glibc's way */
-    }
-    if (!dump.hidden) {
-        dump_watch_leader(first_time);
-        atomic_store_explicit(&dump.exit_now, 0, memory_order_relaxed);
-        /* The exit thread's stack is a default one, for the atexit
-         * handlers; the dump thread's holds no record. */
-        dump.anchored = dump_start_pthread(dump_exit_thread, 0, "poolmalloc-exit");
-        dump.started = dump_start_pthread(dump_pthread_main, DUMP_STACK_SIZE, "poolmalloc-stat");
-        if (!dump.started && dump.anchored) {
-            atomic_store_explicit(&dump.exit_now, 1, memory_order_release);
-            pm_os_futex_wake(&dump.exit_now, 1);
-        }
-    }
+    dump.started = dump_start_thread();
     if (!dump.started) {
         static const char warning[] =
             "poolmalloc: cannot start the stats thread; only the exit report will be written\n";
@@ -451,7 +296,7 @@ void pm_dump_start(void)
         sigemptyset(&action.sa_mask);
         sigaction(pm_options.stats_signal, &action, NULL);
     }
-    dump_spawn(true);
+    dump_spawn();
 }
 
 void pm_dump_restart_in_child(void)
@@ -466,5 +311,5 @@ void pm_dump_restart_in_child(void)
     atomic_store_explicit(&dump.credentials_done,
                           atomic_load_explicit(&dump.credentials_asked, memory_order_relaxed),
                           memory_order_relaxed);
-    dump_spawn(false);
+    dump_spawn();
 }

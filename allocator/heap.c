@@ -282,11 +282,7 @@ static void heap_abandon(pm_heap_t *heap)
     pm_unlock(&heaps.lock);
 }
 
-static void heap_thread_exit(void *arg)
-{
-    heap_abandon(arg);
-    pm_dump_note_thread_exit();
-}
+static void heap_thread_exit(void *arg) { heap_abandon(arg); }
 
 /* Options are read at start-up, after the thread may already have made a
  * heap: under POOLMALLOC_DEBUG it gives it up, and its pools' blocks are

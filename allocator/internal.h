@@ -858,12 +858,9 @@ PM_HIDDEN void pm_utc_date(int64_t days, int64_t *year, int *month, int *day);
 PM_HIDDEN void pm_dump_start(void);
 /* In a fork child: the thread did not survive the fork; start another. */
 PM_HIDDEN void pm_dump_restart_in_child(void);
-/* A thread with a heap is exiting: if it was the program's last, a dump
- * thread glibc knows of ends the process (exit(0), as glibc would). */
-PM_HIDDEN void pm_dump_note_thread_exit(void);
 /* The calling thread has just changed its credentials with one of glibc's
- * setuid() family: a dump thread glibc does not know of takes the same
- * before this returns. */
+ * setuid() family: the dump thread, which glibc does not know of, takes
+ * the same before this returns. */
 PM_HIDDEN void pm_dump_follow_credentials(void);
 
 #endif /* POOLMALLOC_INTERNAL_H */

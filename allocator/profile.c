@@ -46,6 +46,25 @@ typedef struct profile_sample {
     double count;
 } profile_sample_t;
 
+/* Frame names: "module!symbol+0xoff" for each return address of a site,
+ * made once per address by a thread that sampled it (profile_name_frames)
+ * and read by the reports. Made there, and not when a report is written,
+ * because dladdr takes the loader's lock, which the dump thread must never
+ * take: unknown to glibc, it would pass for the thread that made it, lock
+ * owner included (dump.c). Open addressing by address, at most half full,
+ * doubling from 4096 slots (64 KiB); the texts follow one another in a
+ * region mapped once and touched as it fills (~60 bytes a name). Nothing
+ * is removed: a library unloaded later keeps the names its frames had. */
+#define PROFILE_NAME_BITS_MIN 12
+#define PROFILE_NAME_BITS_MAX 24
+#define PROFILE_NAME_TEXT_BYTES ((size_t)32 << 20)
+#define PROFILE_NAME_MAX 511
+
+typedef struct profile_name {
+    uintptr_t pc;     /* 0: an empty slot */
+    uint32_t text_at; /* its NUL-terminated text in profile.name_text */
+} profile_name_t;
+
 /* The filter free reads without the lock (internal.h): bit f is set iff
  * filter_counts[f] > 0, the count of records whose block hashes to f.
  * Counting rather than leaving bits set: bits never cleared would fill up
@@ -72,6 +91,11 @@ static struct {
     size_t sample_count;
     uint32_t *filter_counts; /* PROFILE_FILTER_SIZE */
     uint64_t samples_taken, samples_dropped;
+    profile_name_t *names; /* by address, 2^name_bits slots */
+    unsigned name_bits;
+    size_t name_count;
+    char *name_text; /* PROFILE_NAME_TEXT_BYTES */
+    size_t name_text_used;
     /* Held for reading while a thread unwinds, and for writing across fork
      * (pm_fork_*): libunwind takes locks of its own (its caches, and
      * glibc's behind dl_iterate_phdr), which a thread cut by fork in the
@@ -161,8 +185,12 @@ void pm_profile_init(void)
     profile.filter_counts = pm_os_map(PROFILE_FILTER_SIZE * sizeof(uint32_t));
     profile.sample_bits = PROFILE_SAMPLE_BITS_MIN;
     profile.samples = pm_os_map(sizeof(profile_sample_t) << PROFILE_SAMPLE_BITS_MIN);
+    profile.name_bits = PROFILE_NAME_BITS_MIN;
+    profile.names = pm_os_map(sizeof(profile_name_t) << PROFILE_NAME_BITS_MIN);
+    profile.name_text = pm_os_map(PROFILE_NAME_TEXT_BYTES);
     if (profile.backtrace == NULL || profile.sites == NULL || profile.site_index == NULL ||
-        profile.filter_counts == NULL || profile.samples == NULL) {
+        profile.filter_counts == NULL || profile.samples == NULL || profile.names == NULL ||
+        profile.name_text == NULL) {
         static const char warning[] = "poolmalloc: POOLMALLOC_PROFILE is set but libunwind "
                                       "(libunwind8) cannot be loaded; profiling is off\n";
         pm_os_write_all(2, warning, sizeof warning - 1);
@@ -206,48 +234,64 @@ static long profile_site_find(void *const *frames, int depth)
     }
 }
 
-/* A block's home slot: the top bits of a Fibonacci hash (blocks are
- * 16-byte aligned, so the low 4 bits carry nothing). */
-static size_t profile_sample_home(uintptr_t block, unsigned bits)
+/* A key's home slot: the top bits of a Fibonacci hash. Blocks are 16-byte
+ * aligned, so the low 4 bits carry nothing; return addresses that share
+ * all but those bits only share a home. */
+static size_t profile_home(uintptr_t block, unsigned bits)
 {
     return (size_t)((block >> 4) * 0x9e3779b97f4a7c15ull >> (64 - bits));
 }
 
-/* The slot of a table of 2^bits holding the block's record, or the empty
- * slot that ends its probe. */
-static size_t profile_sample_probe(const profile_sample_t *table, unsigned bits, uintptr_t block)
+/* The sample and name tables hold records whose first word is their key
+ * (0: an empty slot). The slot of a table of 2^bits records of `size`
+ * bytes holding the record of `key`, or the empty slot that ends its probe. */
+static size_t profile_probe(const void *table, size_t size, unsigned bits, uintptr_t key)
 {
     size_t mask = ((size_t)1 << bits) - 1;
-    size_t i = profile_sample_home(block, bits);
-    while (table[i].block != block && table[i].block != 0)
-        i = (i + 1) & mask;
-    return i;
+    for (size_t i = profile_home(key, bits);; i = (i + 1) & mask) {
+        uintptr_t held = *(const uintptr_t *)(const void *)((const char *)table + i * size);
+        if (held == key || held == 0)
+            return i;
+    }
 }
 
-/* The same in the sample table. Caller holds profile.lock. */
+/* A table of 2^(bits + 1) records holding those of `old` (2^bits), which
+ * is unmapped; NULL if no memory can be mapped. Safe because only holders
+ * of profile.lock read the tables. */
+static void *profile_table_double(void *old, size_t size, unsigned bits)
+{
+    char *table = pm_os_map(size << (bits + 1));
+    if (table == NULL)
+        return NULL;
+    for (size_t i = 0; i < (size_t)1 << bits; i++) {
+        const char *record = (const char *)old + i * size;
+        uintptr_t key = *(const uintptr_t *)(const void *)record;
+        if (key != 0) /* not yet in the new table: its probe ends empty */
+            memcpy(table + profile_probe(table, size, bits + 1, key) * size, record, size);
+    }
+    pm_os_unmap(old, size << bits);
+    return table;
+}
+
+/* The slot of the block's record in the sample table, or of the empty slot
+ * that ends its probe. Caller holds profile.lock. */
 static size_t profile_sample_slot(uintptr_t block)
 {
-    return profile_sample_probe(profile.samples, profile.sample_bits, block);
+    return profile_probe(profile.samples, sizeof(profile_sample_t), profile.sample_bits, block);
 }
 
 /* Doubles the sample table: false if it is at its largest or no memory can
- * be mapped (then the sample is dropped). Records move to their slots in
- * the new table; the old one is unmapped, which is safe because only
- * holders of profile.lock read it. */
+ * be mapped (then the sample is dropped). */
 static bool profile_samples_grow(void)
 {
-    unsigned bits = profile.sample_bits + 1;
-    if (bits > PROFILE_SAMPLE_BITS_MAX)
-        return false;
-    profile_sample_t *old = profile.samples, *table = pm_os_map(sizeof(profile_sample_t) << bits);
+    profile_sample_t *table = profile.sample_bits >= PROFILE_SAMPLE_BITS_MAX
+                                  ? NULL
+                                  : profile_table_double(profile.samples, sizeof(profile_sample_t),
+                                                         profile.sample_bits);
     if (table == NULL)
         return false;
-    for (size_t i = 0; i < (size_t)1 << profile.sample_bits; i++)
-        if (old[i].block != 0) /* not yet in the new table: its probe ends empty */
-            table[profile_sample_probe(table, bits, old[i].block)] = old[i];
-    pm_os_unmap(old, sizeof(profile_sample_t) << profile.sample_bits);
     profile.samples = table;
-    profile.sample_bits = bits;
+    profile.sample_bits++;
     return true;
 }
 
@@ -284,7 +328,7 @@ static void profile_sample_delete(size_t hole)
     size_t mask = ((size_t)1 << profile.sample_bits) - 1;
     profile_filter_remove(profile.samples[hole].block);
     for (size_t i = (hole + 1) & mask; profile.samples[i].block != 0; i = (i + 1) & mask) {
-        size_t home = profile_sample_home(profile.samples[i].block, profile.sample_bits);
+        size_t home = profile_home(profile.samples[i].block, profile.sample_bits);
         if (((i - home) & mask) >= ((i - hole) & mask)) {
             profile.samples[hole] = profile.samples[i];
             hole = i;
@@ -292,6 +336,104 @@ static void profile_sample_delete(size_t hole)
     }
     profile.samples[hole].block = 0;
     profile.sample_count--;
+}
+
+/* The slot of the name of `pc`, or of the empty slot that ends its probe.
+ * Caller holds profile.lock. */
+static size_t profile_name_slot(uintptr_t pc)
+{
+    return profile_probe(profile.names, sizeof(profile_name_t), profile.name_bits, pc);
+}
+
+/* The text of the name of `pc`, or NULL. Caller holds profile.lock; the
+ * text stays where it is for good. */
+static const char *profile_name_find(uintptr_t pc)
+{
+    const profile_name_t *slot = &profile.names[profile_name_slot(pc)];
+    return slot->pc == pc ? profile.name_text + slot->text_at : NULL;
+}
+
+/* Doubles the name table, as profile_samples_grow does the sample table. */
+static bool profile_names_grow(void)
+{
+    profile_name_t *table =
+        profile.name_bits >= PROFILE_NAME_BITS_MAX
+            ? NULL
+            : profile_table_double(profile.names, sizeof(profile_name_t), profile.name_bits);
+    if (table == NULL)
+        return false;
+    profile.names = table;
+    profile.name_bits++;
+    return true;
+}
+
+/* Keeps a name, unless another thread gave the address one meanwhile or
+ * there is no room left (the frame is then reported as an address).
+ * Caller holds profile.lock. */
+static void profile_name_add(uintptr_t pc, const char *text, size_t length)
+{
+    if (profile.name_text_used + length + 1 > PROFILE_NAME_TEXT_BYTES ||
+        (2 * (profile.name_count + 1) > (size_t)1 << profile.name_bits && !profile_names_grow()))
+        return;
+    profile_name_t *slot = &profile.names[profile_name_slot(pc)];
+    if (slot->pc == pc)
+        return;
+    memcpy(profile.name_text + profile.name_text_used, text, length);
+    profile.name_text[profile.name_text_used + length] = '\0';
+    slot->pc = pc;
+    slot->text_at = (uint32_t)profile.name_text_used;
+    profile.name_text_used += length + 1;
+    profile.name_count++;
+}
+
+/* "module!symbol+0xoff", or "module+0xoff" without a symbol, or the bare
+ * address outside any module. dladdr takes the loader's lock but never
+ * allocates. */
+static void profile_frame_text(pm_buf_t *b, const void *frame)
+{
+    Dl_info info;
+    /* A return address points after the call: look up the call itself. */
+    const char *pc = (const char *)frame - 1;
+    if (dladdr(pc, &info) == 0 || info.dli_fname == NULL) {
+        pm_buf_hex(b, (uintptr_t)frame);
+        return;
+    }
+    const char *module = strrchr(info.dli_fname, '/');
+    pm_buf_str(b, module != NULL ? module + 1 : info.dli_fname);
+    if (info.dli_sname != NULL) {
+        pm_buf_char(b, '!');
+        pm_buf_str(b, info.dli_sname);
+        pm_buf_str(b, "+");
+        pm_buf_hex(b, (uintptr_t)frame - (uintptr_t)info.dli_saddr);
+    } else {
+        pm_buf_str(b, "+");
+        pm_buf_hex(b, (uintptr_t)frame - (uintptr_t)info.dli_fbase);
+    }
+}
+
+/* Names every frame of a stack that has none yet. Runs on the sampling
+ * thread, holding none of poolmalloc's locks while dladdr runs: a thread
+ * in dlopen holds the loader's lock and may allocate meanwhile. */
+static void profile_name_frames(void *const *frames, int depth)
+{
+    bool named[PM_PROFILE_DEPTH];
+    int missing = 0;
+    pm_lock(&profile.lock);
+    for (int f = 0; f < depth; f++)
+        missing += !(named[f] = profile_name_find((uintptr_t)frames[f]) != NULL);
+    pm_unlock(&profile.lock);
+    for (int f = 0; f < depth && missing > 0; f++) {
+        if (named[f])
+            continue;
+        char text[PROFILE_NAME_MAX + 1];
+        pm_buf_t b;
+        pm_buf_init(&b, text, PROFILE_NAME_MAX);
+        profile_frame_text(&b, frames[f]);
+        pm_lock(&profile.lock);
+        profile_name_add((uintptr_t)frames[f], text, (size_t)(b.at - b.start));
+        pm_unlock(&profile.lock);
+        missing--;
+    }
 }
 
 /* The slot for a new record of `block`, or NULL if the table is full and
@@ -338,6 +480,9 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
             skip++;
     else
         skip = depth > 2 ? 2 : 0; /* record and the sampling entry */
+    if (depth - skip > PM_PROFILE_DEPTH)
+        depth = skip + PM_PROFILE_DEPTH;
+    profile_name_frames(frames + skip, depth - skip);
     double s = (double)size;
     double weight = 1.0 / (1.0 - exp(-s / profile.rate));
     bool replaced = false;
@@ -434,7 +579,7 @@ bool pm_profile_validate(void)
                 continue;
             records++;
             /* Reachable: no empty slot between its home and itself. */
-            for (size_t j = profile_sample_home(block, profile.sample_bits); j != i; j = (j + 1) & mask)
+            for (size_t j = profile_home(block, profile.sample_bits); j != i; j = (j + 1) & mask)
                 ok &= profile.samples[j].block != 0;
             ok &= profile.samples[i].site < profile.site_count;
             ok &= pm_profile_maybe_sampled((const void *)block);
@@ -446,6 +591,21 @@ bool pm_profile_validate(void)
             ok &= bit == (profile.filter_counts[f] != 0);
         }
         ok &= records == profile.sample_count && counted == records && 2 * records <= slots;
+        size_t names = 0;
+        for (size_t i = 0; i < (size_t)1 << profile.name_bits; i++) {
+            if (profile.names[i].pc == 0)
+                continue;
+            names++;
+            ok &= profile_name_find(profile.names[i].pc) == profile.name_text + profile.names[i].text_at;
+            ok &= profile.names[i].text_at < profile.name_text_used;
+        }
+        ok &= names == profile.name_count && 2 * names <= (size_t)1 << profile.name_bits;
+        /* Every frame of every site has its name, unless names ran out of room. */
+        bool room = profile.name_bits < PROFILE_NAME_BITS_MAX &&
+                    profile.name_text_used + PROFILE_NAME_MAX + 1 <= PROFILE_NAME_TEXT_BYTES;
+        for (size_t i = 0; i < profile.site_count && room; i++)
+            for (uint32_t f = 0; f < profile.sites[i].depth; f++)
+                ok &= profile_name_find((uintptr_t)profile.sites[i].frames[f]) != NULL;
     }
     pm_unlock(&profile.lock);
     return ok;
@@ -485,26 +645,16 @@ size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live, boo
     return n;
 }
 
-/* "module!symbol+0xoff", or "module+0xoff" without a symbol: dladdr takes
- * the loader's lock but never allocates. */
+/* The frame's name, made when it was sampled (profile_name_frames); its
+ * address if it has none. Takes no lock but profile.lock, so the dump
+ * thread may call it. */
 void pm_profile_format_frame(pm_buf_t *b, const void *frame)
 {
-    Dl_info info;
-    /* A return address points after the call: look up the call itself. */
-    const char *pc = (const char *)frame - 1;
-    if (dladdr(pc, &info) == 0 || info.dli_fname == NULL) {
+    pm_lock(&profile.lock);
+    const char *text = profile.enabled ? profile_name_find((uintptr_t)frame) : NULL;
+    pm_unlock(&profile.lock);
+    if (text != NULL)
+        pm_buf_str(b, text);
+    else
         pm_buf_hex(b, (uintptr_t)frame);
-        return;
-    }
-    const char *module = strrchr(info.dli_fname, '/');
-    pm_buf_str(b, module != NULL ? module + 1 : info.dli_fname);
-    if (info.dli_sname != NULL) {
-        pm_buf_char(b, '!');
-        pm_buf_str(b, info.dli_sname);
-        pm_buf_str(b, "+");
-        pm_buf_hex(b, (uintptr_t)frame - (uintptr_t)info.dli_saddr);
-    } else {
-        pm_buf_str(b, "+");
-        pm_buf_hex(b, (uintptr_t)frame - (uintptr_t)info.dli_fbase);
-    }
 }
