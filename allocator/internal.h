@@ -698,6 +698,9 @@ static inline void pm_profile_free(void *block)
 PM_HIDDEN size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live,
                                 bool leaks_only, pm_profile_summary_t *summary);
 PM_HIDDEN void pm_profile_format_frame(pm_buf_t *b, const void *frame);
+/* The name a frame gets when sampled: what dladdr would say of it, found
+ * without the loader's main lock (profile.c). */
+PM_HIDDEN void pm_profile_frame_text(pm_buf_t *b, const void *frame);
 /* The tables' lock, a leaf (taken last), held across fork (pm_fork_*). */
 PM_HIDDEN void pm_profile_lock(void);
 PM_HIDDEN void pm_profile_unlock(void);

@@ -15,6 +15,8 @@
 #include "internal.h"
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
 #include <link.h>
 #include <libunwind.h>
 #include <math.h>
@@ -49,9 +51,9 @@ typedef struct profile_sample {
 /* Frame names: "module!symbol+0xoff" for each return address of a site,
  * made once per address by a thread that sampled it (profile_name_frames)
  * and read by the reports. Made there, and not when a report is written,
- * because dladdr takes the loader's lock, which the dump thread must never
- * take: unknown to glibc, it would pass for the thread that made it, lock
- * owner included (dump.c). Open addressing by address, at most half full,
+ * because naming takes a lock of the loader's, which the dump thread must
+ * never take: unknown to glibc, it would pass for the thread that made it,
+ * lock owner included (dump.c). Open addressing by address, at most half full,
  * doubling from 4096 slots (64 KiB); the texts follow one another in a
  * region mapped once and touched as it fills (~60 bytes a name). Nothing
  * is removed: a library unloaded later keeps the names its frames had. */
@@ -386,34 +388,153 @@ static void profile_name_add(uintptr_t pc, const char *text, size_t length)
     profile.name_count++;
 }
 
-/* "module!symbol+0xoff", or "module+0xoff" without a symbol, or the bare
- * address outside any module. dladdr takes the loader's lock but never
- * allocates. */
-static void profile_frame_text(pm_buf_t *b, const void *frame)
+/* ---- naming a frame: the module and exported symbol holding an address --
+ * What dladdr answers, found without it: dladdr takes the loader's main
+ * lock, and a sampled malloc may run inside a dl_iterate_phdr callback,
+ * which holds the loader's list lock; dlopen takes them in the other
+ * order, so a sample taken there while another thread loads a library
+ * would deadlock. dl_iterate_phdr takes only the list lock, as the unwind
+ * before it already does, and keeps the module mapped while its callback
+ * reads the module's dynamic symbol table. The symbol is the one dladdr
+ * would give: among the defined, non-TLS, non-absolute symbols the hash
+ * table reaches (every one, with only DT_HASH), the highest at or below
+ * the address whose extent holds it (a zero size holds only its own
+ * address). */
+typedef struct profile_lookup {
+    uintptr_t address;         /* in: what to name */
+    const char *module;        /* out: NULL outside every module */
+    uintptr_t module_start;    /* its lowest mapped page */
+    const ElfW(Sym) *symbol;   /* NULL if no exported symbol holds it */
+    uintptr_t symbol_address;
+    const char *symbol_name;
+} profile_lookup_t;
+
+/* A dynamic-section pointer: ld.so has relocated it in place on most
+ * architectures, and not on others or in the vDSO. */
+static uintptr_t profile_dynamic_pointer(ElfW(Addr) value, uintptr_t load)
 {
-    Dl_info info;
+    return value < load ? load + value : value;
+}
+
+/* Weighs one symbol of the module against the best so far. */
+static void profile_lookup_consider(profile_lookup_t *q, uintptr_t load, const ElfW(Sym) *sym,
+                                    const char *strings, size_t strings_size)
+{
+    if ((sym->st_shndx == SHN_UNDEF && sym->st_value == 0) || sym->st_shndx == SHN_ABS ||
+        ELF64_ST_TYPE(sym->st_info) == STT_TLS || sym->st_name >= strings_size)
+        return;
+    uintptr_t start = load + sym->st_value;
+    bool holds = q->address >= start &&
+                 ((sym->st_shndx == SHN_UNDEF || sym->st_size == 0) ? q->address == start
+                                                                    : q->address < start + sym->st_size);
+    if (holds && (q->symbol == NULL || q->symbol->st_value < sym->st_value)) {
+        q->symbol = sym;
+        q->symbol_address = start;
+        q->symbol_name = strings + sym->st_name;
+    }
+}
+
+static void profile_lookup_symbol(profile_lookup_t *q, uintptr_t load, const ElfW(Dyn) *dynamic)
+{
+    const ElfW(Sym) *symbols = NULL;
+    const char *strings = NULL;
+    size_t strings_size = 0;
+    const uint32_t *hash = NULL, *gnu_hash = NULL;
+    for (const ElfW(Dyn) *d = dynamic; d->d_tag != DT_NULL; d++) {
+        if (d->d_tag == DT_SYMTAB)
+            symbols = (const ElfW(Sym) *)profile_dynamic_pointer(d->d_un.d_ptr, load);
+        else if (d->d_tag == DT_STRTAB)
+            strings = (const char *)profile_dynamic_pointer(d->d_un.d_ptr, load);
+        else if (d->d_tag == DT_STRSZ)
+            strings_size = d->d_un.d_val;
+        else if (d->d_tag == DT_HASH)
+            hash = (const uint32_t *)profile_dynamic_pointer(d->d_un.d_ptr, load);
+        else if (d->d_tag == DT_GNU_HASH)
+            gnu_hash = (const uint32_t *)profile_dynamic_pointer(d->d_un.d_ptr, load);
+    }
+    if (symbols == NULL || strings == NULL)
+        return;
+    if (gnu_hash != NULL) {
+        /* Buckets, then chains; the last entry of a chain has bit 0 set. */
+        uint32_t buckets = gnu_hash[0], first = gnu_hash[1], bloom_words = gnu_hash[2];
+        const uint32_t *bucket = gnu_hash + 4 + bloom_words * (sizeof(ElfW(Addr)) / 4);
+        const uint32_t *chain = bucket + buckets;
+        for (uint32_t b = 0; b < buckets; b++) {
+            uint32_t i = bucket[b];
+            if (i < first)
+                continue;
+            do
+                profile_lookup_consider(q, load, &symbols[i], strings, strings_size);
+            while ((chain[i++ - first] & 1) == 0);
+        }
+    } else if (hash != NULL) {
+        for (uint32_t i = 0; i < hash[1]; i++) {
+            unsigned bind = ELF64_ST_BIND(symbols[i].st_info);
+            if ((bind == STB_GLOBAL || bind == STB_WEAK) &&
+                ELF64_ST_VISIBILITY(symbols[i].st_other) != STV_HIDDEN &&
+                ELF64_ST_VISIBILITY(symbols[i].st_other) != STV_INTERNAL)
+                profile_lookup_consider(q, load, &symbols[i], strings, strings_size);
+        }
+    }
+}
+
+static int profile_lookup_module(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    profile_lookup_t *q = data;
+    uintptr_t lowest = UINTPTR_MAX;
+    const ElfW(Dyn) *dynamic = NULL;
+    bool holds = false;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_DYNAMIC)
+            dynamic = (const ElfW(Dyn) *)start;
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t page = start & ~(uintptr_t)(PM_OS_PAGE_SIZE - 1);
+        lowest = page < lowest ? page : lowest;
+        holds |= q->address >= start && q->address < start + ph->p_memsz;
+    }
+    if (!holds)
+        return 0;
+    /* The program itself has no name in the list: argv[0], as dladdr. */
+    q->module = info->dlpi_name != NULL && info->dlpi_name[0] != '\0' ? info->dlpi_name
+                                                                      : program_invocation_name;
+    q->module_start = lowest;
+    if (dynamic != NULL)
+        profile_lookup_symbol(q, info->dlpi_addr, dynamic);
+    return 1;
+}
+
+/* "module!symbol+0xoff", or "module+0xoff" without a symbol, or the bare
+ * address outside any module. Allocates nothing. */
+void pm_profile_frame_text(pm_buf_t *b, const void *frame)
+{
     /* A return address points after the call: look up the call itself. */
-    const char *pc = (const char *)frame - 1;
-    if (dladdr(pc, &info) == 0 || info.dli_fname == NULL) {
+    profile_lookup_t q = {.address = (uintptr_t)frame - 1};
+    dl_iterate_phdr(profile_lookup_module, &q);
+    if (q.module == NULL) {
         pm_buf_hex(b, (uintptr_t)frame);
         return;
     }
-    const char *module = strrchr(info.dli_fname, '/');
-    pm_buf_str(b, module != NULL ? module + 1 : info.dli_fname);
-    if (info.dli_sname != NULL) {
+    const char *module = strrchr(q.module, '/');
+    pm_buf_str(b, module != NULL ? module + 1 : q.module);
+    if (q.symbol != NULL) {
         pm_buf_char(b, '!');
-        pm_buf_str(b, info.dli_sname);
+        pm_buf_str(b, q.symbol_name);
         pm_buf_str(b, "+");
-        pm_buf_hex(b, (uintptr_t)frame - (uintptr_t)info.dli_saddr);
+        pm_buf_hex(b, (uintptr_t)frame - q.symbol_address);
     } else {
         pm_buf_str(b, "+");
-        pm_buf_hex(b, (uintptr_t)frame - (uintptr_t)info.dli_fbase);
+        pm_buf_hex(b, (uintptr_t)frame - q.module_start);
     }
 }
 
 /* Names every frame of a stack that has none yet. Runs on the sampling
- * thread, holding none of poolmalloc's locks while dladdr runs: a thread
- * in dlopen holds the loader's lock and may allocate meanwhile. */
+ * thread, holding only the unwinders' read lock while it reads the
+ * loader's list, as unwinding does: a thread in dlopen holds the loader's
+ * locks and may allocate meanwhile. */
 static void profile_name_frames(void *const *frames, int depth)
 {
     bool named[PM_PROFILE_DEPTH];
@@ -428,7 +549,7 @@ static void profile_name_frames(void *const *frames, int depth)
         char text[PROFILE_NAME_MAX + 1];
         pm_buf_t b;
         pm_buf_init(&b, text, PROFILE_NAME_MAX);
-        profile_frame_text(&b, frames[f]);
+        pm_profile_frame_text(&b, frames[f]);
         pm_lock(&profile.lock);
         profile_name_add((uintptr_t)frames[f], text, (size_t)(b.at - b.start));
         pm_unlock(&profile.lock);
@@ -470,8 +591,6 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     void *frames[PM_PROFILE_DEPTH + 2];
     pthread_rwlock_rdlock(&profile.unwinders);
     int depth = profile.backtrace(frames, PM_PROFILE_DEPTH + 2);
-    pthread_rwlock_unlock(&profile.unwinders);
-    pm_thread_heap = heap;
     /* The site starts at the program's call into the allocator. */
     int skip = 0;
     if (profile.own_text_end != 0)
@@ -482,7 +601,11 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
         skip = depth > 2 ? 2 : 0; /* record and the sampling entry */
     if (depth - skip > PM_PROFILE_DEPTH)
         depth = skip + PM_PROFILE_DEPTH;
+    /* Under the unwinders' lock too: naming takes the loader's list lock,
+     * which a fork meanwhile would leave held in the child. */
     profile_name_frames(frames + skip, depth - skip);
+    pthread_rwlock_unlock(&profile.unwinders);
+    pm_thread_heap = heap;
     double s = (double)size;
     double weight = 1.0 / (1.0 - exp(-s / profile.rate));
     bool replaced = false;

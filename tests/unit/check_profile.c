@@ -3,13 +3,17 @@
  * the sample table grows and forgets freed blocks, the site table's limit
  * drops samples and counts them, threads without a heap (large requests
  * only, POOLMALLOC_DEBUG) are sampled too, and a fork while other threads sample
- * leaves the child's profile lock usable (I11).
+ * leaves the child's profile lock usable (I11), and frames are named as
+ * dladdr would name them.
  * Profiling is switched on in the test process as the preload constructor
  * does (pm_profile_init, then pm_heap_reset_sampling); needs libunwind8. */
 #include "support.h"
 
+#include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -359,6 +363,67 @@ START_TEST(test_fork_while_sampling)
 }
 END_TEST
 
+/* What dladdr says of a return address, in the reports' words. */
+static void dladdr_text(char *out, size_t size, const void *frame)
+{
+    Dl_info info;
+    if (dladdr((const char *)frame - 1, &info) == 0 || info.dli_fname == NULL) {
+        snprintf(out, size, "0x%lx", (unsigned long)(uintptr_t)frame);
+        return;
+    }
+    const char *module = strrchr(info.dli_fname, '/');
+    module = module != NULL ? module + 1 : info.dli_fname;
+    if (info.dli_sname != NULL)
+        snprintf(out, size, "%s!%s+0x%lx", module, info.dli_sname,
+                 (unsigned long)((uintptr_t)frame - (uintptr_t)info.dli_saddr));
+    else
+        snprintf(out, size, "%s+0x%lx", module,
+                 (unsigned long)((uintptr_t)frame - (uintptr_t)info.dli_fbase));
+}
+
+typedef struct frame_check {
+    unsigned checked, differing;
+    char first[1100];
+} frame_check_t;
+
+/* 4000 addresses spread over the executable segments of each module. */
+static int check_module_frames(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    frame_check_t *check = data;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || ph->p_memsz == 0)
+            continue;
+        uintptr_t start = info->dlpi_addr + ph->p_vaddr, step = ph->p_memsz / 4000 + 1;
+        for (uintptr_t at = start + 1; at <= start + ph->p_memsz; at += step) {
+            char ours[512], theirs[512];
+            pm_buf_t b;
+            pm_buf_init(&b, ours, sizeof ours - 1);
+            pm_profile_frame_text(&b, (const void *)at);
+            *b.at = '\0';
+            dladdr_text(theirs, sizeof theirs, (const void *)at);
+            check->checked++;
+            if (strcmp(ours, theirs) != 0 && check->differing++ == 0)
+                snprintf(check->first, sizeof check->first, "%s instead of %s", ours, theirs);
+        }
+    }
+    return 0;
+}
+
+/* Frames are named as dladdr would name them, but without its lock: the
+ * same text for addresses all over every loaded module (the test program,
+ * libc, libm, libunwind, the vDSO...), symbols or none. */
+START_TEST(test_frame_text_matches_dladdr)
+{
+    frame_check_t check = {0};
+    dl_iterate_phdr(check_module_frames, &check);
+    ck_assert_msg(check.checked > 10000, "only %u addresses checked", check.checked);
+    ck_assert_msg(check.differing == 0, "%u of %u names differ from dladdr's, e.g. %s",
+                  check.differing, check.checked, check.first);
+}
+END_TEST
+
 Suite *make_profile_suite(void)
 {
     Suite *s = suite_create("profile");
@@ -371,6 +436,7 @@ Suite *make_profile_suite(void)
     tcase_add_test(tc, test_identical_stacks_share_site);
     tcase_add_test(tc, test_sample_table_grows);
     tcase_add_test(tc, test_site_table_full);
+    tcase_add_test(tc, test_frame_text_matches_dladdr);
     suite_add_tcase(s, tc);
     TCase *fork_tc = tcase_create("fork");
     tcase_set_timeout(fork_tc, 120);
