@@ -232,7 +232,7 @@ static int dump_hidden_main(void *arg)
 
 static bool dump_start_thread(void)
 {
-    if (dump.stack == NULL && (dump.stack = pm_os_map(DUMP_STACK_SIZE)) == NULL)
+    if (dump.stack == NULL && (dump.stack = pm_os_map_stack(DUMP_STACK_SIZE)) == NULL)
         return false;
     sigset_t all, saved;
     sigfillset(&all);

@@ -316,6 +316,8 @@ PM_HIDDEN void pm_buf_json_string(pm_buf_t *buf, const char *s);
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t alignment);
 PM_HIDDEN void *pm_os_map(size_t size);
 PM_HIDDEN void pm_os_unmap(void *addr, size_t size);
+/* A thread stack of `size` bytes (its lowest address) with a guard page below. */
+PM_HIDDEN void *pm_os_map_stack(size_t size);
 /* Gives the pages back to the OS; the range stays mapped and reads as zeros. */
 PM_HIDDEN void pm_os_purge(void *addr, size_t size);
 PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);

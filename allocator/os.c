@@ -85,6 +85,17 @@ void *pm_os_map_aligned(size_t size, size_t alignment)
     return aligned;
 }
 
+/* A thread stack: `size` bytes above a page that faults, so that running
+ * off its end stops the process rather than writing over what lies below. */
+void *pm_os_map_stack(size_t size)
+{
+    char *p = pm_os_map(size + PM_OS_PAGE_SIZE);
+    if (p == NULL)
+        return NULL;
+    OS_CALL(SYS_mprotect, p, PM_OS_PAGE_SIZE, PROT_NONE, 0, 0, 0);
+    return p + PM_OS_PAGE_SIZE;
+}
+
 void pm_os_unmap(void *addr, size_t size) { OS_CALL(SYS_munmap, addr, size, 0, 0, 0, 0); }
 
 void pm_os_purge(void *addr, size_t size)
