@@ -700,6 +700,12 @@ static inline void pm_profile_free(void *block)
 PM_HIDDEN size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live,
                                 bool leaks_only, pm_profile_summary_t *summary);
 PM_HIDDEN void pm_profile_format_frame(pm_buf_t *b, const void *frame);
+/* Held while the thread runs code under the loader's list lock (a
+ * dl_iterate_phdr callback, which may allocate): no sample is taken then.
+ * A thread's first unwind makes glibc allocate libunwind's thread-local
+ * storage (libunwind is dlopen'ed) under the loader's TLS lock, which
+ * dlopen holds while it waits for the list lock: a deadlock. Nests. */
+PM_HIDDEN void pm_profile_hold_samples(bool hold);
 /* The name a frame gets when sampled: what dladdr would say of it, found
  * without the loader's main lock (profile.c). */
 PM_HIDDEN void pm_profile_frame_text(pm_buf_t *b, const void *frame);

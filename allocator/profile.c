@@ -110,6 +110,15 @@ static struct {
 
 __thread bool pm_profile_unwinding_now __attribute__((tls_model("initial-exec")));
 
+/* Callbacks of dl_iterate_phdr the thread is running (preload.c): no
+ * sample is taken inside one (pm_profile_hold_samples). */
+static __thread unsigned samples_held __attribute__((tls_model("initial-exec")));
+
+void pm_profile_hold_samples(bool hold)
+{
+    samples_held += hold ? 1u : -1u;
+}
+
 bool pm_profile_enabled(void)
 {
     return profile.enabled;
@@ -583,7 +592,7 @@ static profile_sample_t *profile_sample_insert(uintptr_t block, bool *replaced)
 static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_t size)
 {
     *countdown = profile_draw_countdown(rng);
-    if (pm_profile_unwinding_now)
+    if (pm_profile_unwinding_now || samples_held != 0)
         return;
     pm_profile_unwinding_now = true;
     pm_heap_t *heap = pm_thread_heap;

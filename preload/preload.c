@@ -1,14 +1,16 @@
 /* preload.c — the shim that makes libpoolmalloc.so a drop-in malloc: the
  * exported malloc family and glibc's introspection calls, start-up, fork
  * handlers, the dump thread's wiring and the exit report. It holds no
- * allocator logic: every call forwards to the pm_* core, and the setuid()
- * family to glibc's, then to the dump thread.
+ * allocator logic: every call forwards to the pm_* core, the setuid()
+ * family to glibc's, then to the dump thread, and dl_iterate_phdr to
+ * glibc's with sampling held off.
  * Never allocates itself, except malloc_info's stdio; keeps no invariant. */
 #include "internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <grp.h>
+#include <link.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -98,6 +100,22 @@ PM_FOLLOW_CREDENTIALS(setregid, (gid_t rgid, gid_t egid), (rgid, egid))
 PM_FOLLOW_CREDENTIALS(setresuid, (uid_t ruid, uid_t euid, uid_t suid), (ruid, euid, suid))
 PM_FOLLOW_CREDENTIALS(setresgid, (gid_t rgid, gid_t egid, gid_t sgid), (rgid, egid, sgid))
 PM_FOLLOW_CREDENTIALS(setgroups, (size_t count, const gid_t *groups), (count, groups))
+
+/* glibc's, with no allocation sampled while the callback runs: it runs
+ * under the loader's list lock (pm_profile_hold_samples says why). */
+PM_EXPORT int dl_iterate_phdr(int (*callback)(struct dl_phdr_info *, size_t, void *), void *data)
+{
+    typedef int iterate_t(int (*)(struct dl_phdr_info *, size_t, void *), void *);
+    static iterate_t *_Atomic next;
+    iterate_t *call = next;
+    if (call == NULL && (call = (iterate_t *)dlsym(RTLD_NEXT, "dl_iterate_phdr")) == NULL)
+        return 0; /* no module to visit: cannot happen in a dynamic program */
+    next = call;
+    pm_profile_hold_samples(true);
+    int result = call(callback, data);
+    pm_profile_hold_samples(false);
+    return result;
+}
 
 static void preload_fork_child(void)
 {
