@@ -212,7 +212,8 @@
  *      pool unused) holds at most POOLMALLOC_RESERVE_ARENAS arenas (the
  *      reserve, default 1) none of whose pools is resident: an arena that
  *      is empty beyond the reserve is unmapped as soon as it holds no pages
- *      (at once, or when its last retained pool is purged, I10).
+ *      (at once), or as soon as one of its retained pools is purged (I10):
+ *      all of them then go with it, in one munmap.
  *  I6  A block is live iff its bit in its pool's live_map is set. free()
  *      of a block whose bit is clear is a double free and aborts.
  *  I7  Every block address is pool start + i x block size for 0 <= i <
