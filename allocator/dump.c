@@ -66,9 +66,6 @@ static void dump_wake(void)
     pm_os_futex_wake(&dump.wakeups, 1);
 }
 
-#define DUMP_CALL(number, a, b, c, d) \
-    pm_os_syscall(number, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
-
 /* ---- credentials ---------------------------------------------------------- */
 
 /* Called by the shim after one of glibc's setuid() family succeeded: the
@@ -76,16 +73,16 @@ static void dump_wake(void)
  * returns, as glibc's own threads do. */
 void pm_dump_follow_credentials(void)
 {
-    if (!dump.hidden || DUMP_CALL(SYS_getpid, 0, 0, 0, 0) != dump.process_id)
+    if (!dump.hidden || PM_OS_CALL(SYS_getpid, 0) != dump.process_id)
         return; /* no hidden thread, or a vfork child: not ours to change */
     pm_lock(&dump.credentials_lock);
     if (!dump.started) { /* never started, or stopped on the last change */
         pm_unlock(&dump.credentials_lock);
         return;
     }
-    DUMP_CALL(SYS_getresuid, &dump.uids[0], &dump.uids[1], &dump.uids[2], 0);
-    DUMP_CALL(SYS_getresgid, &dump.gids[0], &dump.gids[1], &dump.gids[2], 0);
-    dump.group_count = DUMP_CALL(SYS_getgroups, NGROUPS_MAX, dump.groups, 0, 0);
+    PM_OS_CALL(SYS_getresuid, &dump.uids[0], &dump.uids[1], &dump.uids[2]);
+    PM_OS_CALL(SYS_getresgid, &dump.gids[0], &dump.gids[1], &dump.gids[2]);
+    dump.group_count = PM_OS_CALL(SYS_getgroups, NGROUPS_MAX, dump.groups);
     uint32_t ticket = atomic_fetch_add_explicit(&dump.credentials_asked, 1, memory_order_release) + 1;
     dump_wake();
     uint32_t done;
@@ -106,9 +103,9 @@ static void dump_take_credentials(void)
     if (asked == atomic_load_explicit(&dump.credentials_done, memory_order_relaxed))
         return;
     bool taken = dump.group_count >= 0 &&
-                 DUMP_CALL(SYS_setgroups, dump.group_count, dump.groups, 0, 0) == 0 &&
-                 DUMP_CALL(SYS_setresgid, dump.gids[0], dump.gids[1], dump.gids[2], 0) == 0 &&
-                 DUMP_CALL(SYS_setresuid, dump.uids[0], dump.uids[1], dump.uids[2], 0) == 0;
+                 PM_OS_CALL(SYS_setgroups, dump.group_count, dump.groups) == 0 &&
+                 PM_OS_CALL(SYS_setresgid, dump.gids[0], dump.gids[1], dump.gids[2]) == 0 &&
+                 PM_OS_CALL(SYS_setresuid, dump.uids[0], dump.uids[1], dump.uids[2]) == 0;
     if (!taken) {
         static const char warning[] = "poolmalloc: the stats thread cannot follow the "
                                       "program's change of credentials; it stops\n";
@@ -119,7 +116,7 @@ static void dump_take_credentials(void)
     pm_os_futex_wake(&dump.credentials_done, INT_MAX);
     if (!taken)
         for (;;)
-            DUMP_CALL(SYS_exit, 0, 0, 0, 0); /* this thread only */
+            PM_OS_CALL(SYS_exit, 0); /* this thread only */
 }
 
 /* ---- the dump thread ------------------------------------------------------ */
@@ -138,13 +135,13 @@ static void dump_take_credentials(void)
  * own thread, in its own table. */
 static void dump_private_descriptors(void)
 {
-    if (DUMP_CALL(SYS_unshare, CLONE_FILES, 0, 0, 0) != 0)
+    if (PM_OS_CALL(SYS_unshare, CLONE_FILES) != 0)
         return;
-    if (DUMP_CALL(SYS_close_range, 0, STDERR_FILENO - 1, 0, 0) == 0 &&
-        DUMP_CALL(SYS_close_range, STDERR_FILENO + 1, ~0U, 0, 0) == 0)
+    if (PM_OS_CALL(SYS_close_range, 0, STDERR_FILENO - 1) == 0 &&
+        PM_OS_CALL(SYS_close_range, STDERR_FILENO + 1, ~0U) == 0)
         return;
     struct rlimit limit; /* kernels older than 5.9 have no close_range */
-    int last = DUMP_CALL(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &limit) == 0 &&
+    int last = PM_OS_CALL(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &limit) == 0 &&
                        limit.rlim_cur < (1u << 20)
                    ? (int)limit.rlim_cur
                    : 1 << 20;
@@ -191,7 +188,7 @@ static void dump_sleep_until(const struct timespec *deadline)
 
 static void dump_loop(void)
 {
-    DUMP_CALL(SYS_prctl, PR_SET_NAME, "poolmalloc-stat", 0, 0);
+    PM_OS_CALL(SYS_prctl, PR_SET_NAME, "poolmalloc-stat");
     dump_private_descriptors();
     /* The decay tick comes at least every purge delay (10 ms at the least),
      * so that a process gone quiet gives its memory back in time whatever
@@ -274,7 +271,7 @@ static bool dump_start_thread(void)
 
 static void dump_spawn(void)
 {
-    dump.process_id = DUMP_CALL(SYS_getpid, 0, 0, 0, 0);
+    dump.process_id = PM_OS_CALL(SYS_getpid, 0);
     dump.started = dump_start_thread();
     if (!dump.started) {
         static const char warning[] =

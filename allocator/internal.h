@@ -22,8 +22,9 @@
  *                   registry.c  "is this address inside one of our arenas?"
  *
  *  alloc.c is the only file that decides small versus system routing.
- *  os.c is the only file that talks to the kernel, always with the raw
- *  system call: the core never reads or writes errno.
+ *  os.c is the only file that talks to the kernel about memory, and every
+ *  system call of the core goes through its pm_os_syscall, the raw system
+ *  call: the core never reads or writes errno.
  *
  *  Beside the program's threads runs, under POOLMALLOC_STATS, the dump
  *  thread (dump.c): snapshots (stats.c) and the decay tick (arena.c). It
@@ -325,8 +326,12 @@ PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);
 /* Reads a small file (under /proc) whole into text, NUL-terminated; returns
  * its length, or -1. One read: /proc files are generated per read. */
 PM_HIDDEN ssize_t pm_os_read_text(const char *path, char *text, size_t capacity);
-/* The raw system call: returns -errno on failure and never writes errno. */
+/* The raw system call: returns -errno on failure and never writes errno.
+ * PM_OS_CALL takes from one to six arguments of any integer or pointer type. */
 PM_HIDDEN long pm_os_syscall(long number, long a, long b, long c, long d, long e, long f);
+#define PM_OS_CALL_(number, a, b, c, d, e, f, ...) \
+    pm_os_syscall(number, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+#define PM_OS_CALL(number, ...) PM_OS_CALL_(number, __VA_ARGS__, 0, 0, 0, 0, 0, 0)
 /* A descriptor (O_CLOEXEC added) or -errno. */
 PM_HIDDEN int pm_os_open(const char *path, int flags, mode_t mode);
 PM_HIDDEN void pm_os_close(int fd);

@@ -49,13 +49,10 @@ long pm_os_syscall(long number, long a, long b, long c, long d, long e, long f)
 #endif
 }
 
-#define OS_CALL(number, a, b, c, d, e, f) \
-    pm_os_syscall(number, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
-
 void *pm_os_map(size_t size)
 {
-    long p = OS_CALL(SYS_mmap, 0, size, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    long p = PM_OS_CALL(SYS_mmap, 0, size, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p < 0 && p > -4096 ? NULL : (void *)p;
 }
 
@@ -92,29 +89,29 @@ void *pm_os_map_stack(size_t size)
     char *p = pm_os_map(size + PM_OS_PAGE_SIZE);
     if (p == NULL)
         return NULL;
-    OS_CALL(SYS_mprotect, p, PM_OS_PAGE_SIZE, PROT_NONE, 0, 0, 0);
+    PM_OS_CALL(SYS_mprotect, p, PM_OS_PAGE_SIZE, PROT_NONE);
     return p + PM_OS_PAGE_SIZE;
 }
 
-void pm_os_unmap(void *addr, size_t size) { OS_CALL(SYS_munmap, addr, size, 0, 0, 0, 0); }
+void pm_os_unmap(void *addr, size_t size) { PM_OS_CALL(SYS_munmap, addr, size); }
 
 void pm_os_purge(void *addr, size_t size)
 {
-    OS_CALL(SYS_madvise, addr, size, MADV_DONTNEED, 0, 0, 0);
+    PM_OS_CALL(SYS_madvise, addr, size, MADV_DONTNEED);
 }
 
 int pm_os_open(const char *path, int flags, mode_t mode)
 {
-    return (int)OS_CALL(SYS_openat, AT_FDCWD, path, flags | O_CLOEXEC, mode, 0, 0);
+    return (int)PM_OS_CALL(SYS_openat, AT_FDCWD, path, flags | O_CLOEXEC, mode);
 }
 
-void pm_os_close(int fd) { OS_CALL(SYS_close, fd, 0, 0, 0, 0, 0); }
+void pm_os_close(int fd) { PM_OS_CALL(SYS_close, fd); }
 
 ssize_t pm_os_write(int fd, const void *buf, size_t len)
 {
     long n;
     do
-        n = OS_CALL(SYS_write, fd, buf, len, 0, 0, 0);
+        n = PM_OS_CALL(SYS_write, fd, buf, len);
     while (n == -EINTR);
     return n;
 }
@@ -124,7 +121,7 @@ ssize_t pm_os_read_text(const char *path, char *text, size_t capacity)
     int fd = pm_os_open(path, O_RDONLY, 0);
     if (fd < 0)
         return -1;
-    long n = OS_CALL(SYS_read, fd, text, capacity - 1, 0, 0, 0);
+    long n = PM_OS_CALL(SYS_read, fd, text, capacity - 1);
     pm_os_close(fd);
     if (n < 0)
         return -1;
@@ -147,15 +144,15 @@ void pm_os_write_all(int fd, const char *buf, size_t len)
 int pm_os_futex_wait(_Atomic uint32_t *word, uint32_t expected, const struct timespec *deadline)
 {
     if (deadline == NULL)
-        return (int)OS_CALL(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL, 0, 0);
+        return (int)PM_OS_CALL(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL);
     /* WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. */
-    return (int)OS_CALL(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, expected, deadline, NULL,
-                        FUTEX_BITSET_MATCH_ANY);
+    return (int)PM_OS_CALL(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, expected, deadline, NULL,
+                           FUTEX_BITSET_MATCH_ANY);
 }
 
 void pm_os_futex_wake(_Atomic uint32_t *word, int waiters)
 {
-    OS_CALL(SYS_futex, word, FUTEX_WAKE_PRIVATE, waiters, 0, 0, 0);
+    PM_OS_CALL(SYS_futex, word, FUTEX_WAKE_PRIVATE, waiters);
 }
 
 /* "poolmalloc: <what> at <address> (size class <n> bytes)", then abort(),
