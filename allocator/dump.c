@@ -41,12 +41,16 @@
 #include <unistd.h>
 
 #define DUMP_STACK_SIZE ((size_t)256 << 10)
+#ifdef PM_SANITIZED
+#define DUMP_HIDDEN 0
+#else
+#define DUMP_HIDDEN 1 /* made with clone(), unknown to glibc */
+#endif
 
 static struct {
     _Atomic uint32_t wakeups; /* futex word: bumped by every wake-up call */
     _Atomic bool signalled;
     _Atomic bool started; /* false again if the thread had to stop */
-    bool hidden;          /* made with clone(), unknown to glibc */
     long process_id;      /* of the process the thread serves (not a vfork child) */
     void *stack;          /* the hidden thread's, mapped once, reused after fork */
 
@@ -73,8 +77,8 @@ static void dump_wake(void)
  * returns, as glibc's own threads do. */
 void pm_dump_follow_credentials(void)
 {
-    if (!dump.hidden || PM_OS_CALL(SYS_getpid, 0) != dump.process_id)
-        return; /* no hidden thread, or a vfork child: not ours to change */
+    if (!DUMP_HIDDEN || PM_OS_CALL(SYS_getpid, 0) != dump.process_id)
+        return; /* glibc's thread follows by itself; a vfork child's are not ours */
     pm_lock(&dump.credentials_lock);
     if (!dump.started) { /* never started, or stopped on the last change */
         pm_unlock(&dump.credentials_lock);
@@ -217,9 +221,7 @@ static void dump_loop(void)
     }
 }
 
-/* Made by a thread of the program, blocking every signal: the program's
- * signals are its own. */
-#ifndef PM_SANITIZED
+#if DUMP_HIDDEN
 static int dump_hidden_main(void *arg)
 {
     (void)arg;
@@ -227,21 +229,16 @@ static int dump_hidden_main(void *arg)
     return 0;
 }
 
-static bool dump_start_thread(void)
+static bool dump_create(void)
 {
     if (dump.stack == NULL && (dump.stack = pm_os_map_stack(DUMP_STACK_SIZE)) == NULL)
         return false;
-    sigset_t all, saved;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &saved); /* inherited by the new thread */
     int saved_errno = errno;
     /* The flags pthread_create uses, less the thread pointer and the
      * thread id bookkeeping that would make the thread glibc's. */
     int flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
     bool started = clone(dump_hidden_main, (char *)dump.stack + DUMP_STACK_SIZE, flags, NULL) > 0;
     errno = saved_errno;
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
-    dump.hidden = started;
     return started;
 }
 #else
@@ -252,22 +249,30 @@ static void *dump_pthread_main(void *arg)
     return NULL;
 }
 
-static bool dump_start_thread(void)
+static bool dump_create(void)
 {
     pthread_attr_t attr;
     pthread_t thread;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, DUMP_STACK_SIZE);
-    sigset_t all, saved;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &saved);
     bool started = pthread_create(&thread, &attr, dump_pthread_main, NULL) == 0;
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
     pthread_attr_destroy(&attr);
     return started;
 }
 #endif
+
+/* Made by a thread of the program, blocking every signal, which the new
+ * thread inherits: the program's signals are its own. */
+static bool dump_start_thread(void)
+{
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &saved);
+    bool started = dump_create();
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    return started;
+}
 
 static void dump_spawn(void)
 {
