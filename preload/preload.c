@@ -13,6 +13,7 @@
 #include <link.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -72,24 +73,32 @@ PM_EXPORT int malloc_info(int options, FILE *out)
     return result;
 }
 
+/* glibc's definition of a function this library wraps, looked up on first
+ * use (a program that never calls it pays nothing) and kept in *cache. */
+static void *preload_next(void *_Atomic *cache, const char *name)
+{
+    void *next = atomic_load_explicit(cache, memory_order_relaxed);
+    if (next == NULL && (next = dlsym(RTLD_NEXT, name)) != NULL)
+        atomic_store_explicit(cache, next, memory_order_relaxed);
+    return next;
+}
+
 /* glibc's setuid() family changes the credentials of every thread it
  * knows; the dump thread is not one of them (allocator/dump.c), so each
- * call is passed on to glibc's and then followed there. Resolved on first
- * use: a program that never calls them pays nothing. */
-#define PM_FOLLOW_CREDENTIALS(name, parameters, arguments)                                 \
-    PM_EXPORT int name parameters                                                          \
-    {                                                                                      \
-        static int(*_Atomic next) parameters;                                              \
-        int(*call) parameters = next;                                                      \
-        if (call == NULL && (call = (int(*) parameters)dlsym(RTLD_NEXT, #name)) == NULL) { \
-            errno = ENOSYS;                                                                \
-            return -1;                                                                     \
-        }                                                                                  \
-        next = call;                                                                       \
-        int result = call arguments;                                                       \
-        if (result == 0)                                                                   \
-            pm_dump_follow_credentials();                                                  \
-        return result;                                                                     \
+ * call is passed on to glibc's and then followed there. */
+#define PM_FOLLOW_CREDENTIALS(name, parameters, arguments)                      \
+    PM_EXPORT int name parameters                                               \
+    {                                                                           \
+        static void *_Atomic cache;                                             \
+        int(*call) parameters = (int(*) parameters)preload_next(&cache, #name); \
+        if (call == NULL) {                                                     \
+            errno = ENOSYS;                                                     \
+            return -1;                                                          \
+        }                                                                       \
+        int result = call arguments;                                            \
+        if (result == 0)                                                        \
+            pm_dump_follow_credentials();                                       \
+        return result;                                                          \
     }
 PM_FOLLOW_CREDENTIALS(setuid, (uid_t uid), (uid))
 PM_FOLLOW_CREDENTIALS(setgid, (gid_t gid), (gid))
@@ -106,11 +115,10 @@ PM_FOLLOW_CREDENTIALS(setgroups, (size_t count, const gid_t *groups), (count, gr
 PM_EXPORT int dl_iterate_phdr(int (*callback)(struct dl_phdr_info *, size_t, void *), void *data)
 {
     typedef int iterate_t(int (*)(struct dl_phdr_info *, size_t, void *), void *);
-    static iterate_t *_Atomic next;
-    iterate_t *call = next;
-    if (call == NULL && (call = (iterate_t *)dlsym(RTLD_NEXT, "dl_iterate_phdr")) == NULL)
+    static void *_Atomic cache;
+    iterate_t *call = (iterate_t *)preload_next(&cache, "dl_iterate_phdr");
+    if (call == NULL)
         return 0; /* no module to visit: cannot happen in a dynamic program */
-    next = call;
     pm_profile_hold_samples(true);
     int result = call(callback, data);
     pm_profile_hold_samples(false);
