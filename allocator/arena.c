@@ -165,11 +165,17 @@ static bool arena_resident(const pm_arena_t *arena)
     return false;
 }
 
+/* I5: every pool of the arena is unused, and the reserve is full without it. */
+static bool arena_beyond_reserve(const pm_arena_t *arena)
+{
+    return arena->free_pool_count == PM_POOLS_PER_ARENA &&
+           directory.empty_count > pm_options.reserve_arenas;
+}
+
 /* I5: an empty arena beyond the reserve that holds no pages is unmapped. */
 static bool arena_disposable(const pm_arena_t *arena)
 {
-    return arena->free_pool_count == PM_POOLS_PER_ARENA &&
-           directory.empty_count > pm_options.reserve_arenas && !arena_resident(arena);
+    return arena_beyond_reserve(arena) && !arena_resident(arena);
 }
 
 /* The pool's pages count as given back to the OS, which the caller does
@@ -202,8 +208,7 @@ static size_t pool_purge(pm_pool_t *pool)
 static size_t retained_purge(pm_pool_t *pool, unsigned *pools)
 {
     pm_arena_t *arena = pm_arena_of(pool);
-    if (arena->free_pool_count == PM_POOLS_PER_ARENA &&
-        directory.empty_count > pm_options.reserve_arenas) {
+    if (arena_beyond_reserve(arena)) {
         size_t bytes = PM_ARENA_HEADER_SIZE;
         *pools = 0;
         for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
