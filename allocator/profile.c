@@ -248,9 +248,9 @@ static long profile_site_find(void *const *frames, int depth)
 /* A key's home slot: the top bits of a Fibonacci hash. Blocks are 16-byte
  * aligned, so the low 4 bits carry nothing; return addresses that share
  * all but those bits only share a home. */
-static size_t profile_home(uintptr_t block, unsigned bits)
+static size_t profile_home(uintptr_t key, unsigned bits)
 {
-    return (size_t)((block >> 4) * 0x9e3779b97f4a7c15ull >> (64 - bits));
+    return (size_t)((key >> 4) * 0x9e3779b97f4a7c15ull >> (64 - bits));
 }
 
 /* The sample and name tables hold records whose first word is their key
