@@ -266,22 +266,28 @@ static size_t profile_probe(const void *table, size_t size, unsigned bits, uintp
     }
 }
 
-/* A table of 2^(bits + 1) records holding those of `old` (2^bits), which
- * is unmapped; NULL if no memory can be mapped. Safe because only holders
- * of profile.lock read the tables. */
-static void *profile_table_double(void *old, size_t size, unsigned bits)
+/* The table to put one more record in, at most half full: `table` itself
+ * (2^*bits records of `size` bytes, `count` of them held), or a table of
+ * twice as many slots holding its records, the old one unmapped and *bits
+ * raised. NULL if it would pass 2^max_bits slots or no memory can be
+ * mapped. Safe because only holders of profile.lock read the tables. */
+static void *profile_table_room(void *table, unsigned *bits, unsigned max_bits, size_t size,
+                                size_t count)
 {
-    char *table = pm_os_map(size << (bits + 1));
-    if (table == NULL)
+    if (2 * (count + 1) <= (size_t)1 << *bits)
+        return table;
+    char *grown = *bits >= max_bits ? NULL : pm_os_map(size << (*bits + 1));
+    if (grown == NULL)
         return NULL;
-    for (size_t i = 0; i < (size_t)1 << bits; i++) {
-        const char *record = (const char *)old + i * size;
+    for (size_t i = 0; i < (size_t)1 << *bits; i++) {
+        const char *record = (const char *)table + i * size;
         uintptr_t key = *(const uintptr_t *)(const void *)record;
         if (key != 0) /* not yet in the new table: its probe ends empty */
-            memcpy(table + profile_probe(table, size, bits + 1, key) * size, record, size);
+            memcpy(grown + profile_probe(grown, size, *bits + 1, key) * size, record, size);
     }
-    pm_os_unmap(old, size << bits);
-    return table;
+    pm_os_unmap(table, size << *bits);
+    ++*bits;
+    return grown;
 }
 
 /* The slot of the block's record in the sample table, or of the empty slot
@@ -289,21 +295,6 @@ static void *profile_table_double(void *old, size_t size, unsigned bits)
 static size_t profile_sample_slot(uintptr_t block)
 {
     return profile_probe(profile.samples, sizeof(profile_sample_t), profile.sample_bits, block);
-}
-
-/* Doubles the sample table: false if it is at its largest or no memory can
- * be mapped (then the sample is dropped). */
-static bool profile_samples_grow(void)
-{
-    profile_sample_t *table = profile.sample_bits >= PROFILE_SAMPLE_BITS_MAX
-                                  ? NULL
-                                  : profile_table_double(profile.samples, sizeof(profile_sample_t),
-                                                         profile.sample_bits);
-    if (table == NULL)
-        return false;
-    profile.samples = table;
-    profile.sample_bits++;
-    return true;
 }
 
 /* A new record counts in the filter before its block is handed out, so a
@@ -364,28 +355,19 @@ static const char *profile_name_find(uintptr_t pc)
     return slot->pc == pc ? profile.name_text + slot->text_at : NULL;
 }
 
-/* Doubles the name table, as profile_samples_grow does the sample table. */
-static bool profile_names_grow(void)
-{
-    profile_name_t *table =
-        profile.name_bits >= PROFILE_NAME_BITS_MAX
-            ? NULL
-            : profile_table_double(profile.names, sizeof(profile_name_t), profile.name_bits);
-    if (table == NULL)
-        return false;
-    profile.names = table;
-    profile.name_bits++;
-    return true;
-}
-
 /* Keeps a name, unless another thread gave the address one meanwhile or
  * there is no room left (the frame is then reported as an address).
  * Caller holds profile.lock. */
 static void profile_name_add(uintptr_t pc, const char *text, size_t length)
 {
-    if (profile.name_text_used + length + 1 > PROFILE_NAME_TEXT_BYTES ||
-        (2 * (profile.name_count + 1) > (size_t)1 << profile.name_bits && !profile_names_grow()))
+    if (profile.name_text_used + length + 1 > PROFILE_NAME_TEXT_BYTES)
         return;
+    profile_name_t *names =
+        profile_table_room(profile.names, &profile.name_bits, PROFILE_NAME_BITS_MAX,
+                           sizeof(profile_name_t), profile.name_count);
+    if (names == NULL)
+        return;
+    profile.names = names;
     profile_name_t *slot = &profile.names[profile_name_slot(pc)];
     if (slot->pc == pc)
         return;
@@ -572,8 +554,12 @@ static void profile_name_frames(void *const *frames, int depth)
  * *replaced says so. Caller holds profile.lock. */
 static profile_sample_t *profile_sample_insert(uintptr_t block, bool *replaced)
 {
-    if (2 * (profile.sample_count + 1) > (size_t)1 << profile.sample_bits && !profile_samples_grow())
-        return NULL;
+    profile_sample_t *samples =
+        profile_table_room(profile.samples, &profile.sample_bits, PROFILE_SAMPLE_BITS_MAX,
+                           sizeof(profile_sample_t), profile.sample_count);
+    if (samples == NULL)
+        return NULL; /* full: the sample is dropped */
+    profile.samples = samples;
     profile_sample_t *sample = &profile.samples[profile_sample_slot(block)];
     *replaced = sample->block == block;
     if (*replaced) {
