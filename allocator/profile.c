@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <link.h>
 #include <libunwind.h>
-#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -84,6 +83,11 @@ static struct {
      * frames in it lead every stack and are not the program's sites. */
     uintptr_t own_text_start, own_text_end;
     int (*backtrace)(void **frames, int depth);
+    /* libm's, loaded with libunwind: linking libm would map it into every
+     * program poolmalloc runs in (~300 KiB of RSS), for two calls that only
+     * profiling makes. */
+    double (*log)(double);
+    double (*exp)(double);
     pm_lock_t lock; /* everything below; a leaf */
     pm_profile_site_t *sites; /* [0, site_count) in insertion order */
     size_t site_count;
@@ -133,7 +137,7 @@ static int64_t profile_draw_countdown(uint64_t *rng)
     x ^= x >> 27;
     *rng = x;
     double uniform = ((double)((x * 0x2545f4914f6cdd1dull) >> 11) + 0.5) / 9007199254740992.0;
-    double next = -log(uniform) * profile.rate;
+    double next = -profile.log(uniform) * profile.rate;
     return next > 9e18 ? INT64_MAX : (int64_t)next + 1;
 }
 
@@ -189,6 +193,11 @@ void pm_profile_init(void)
     void *unwind = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
     if (unwind != NULL)
         profile.backtrace = (int (*)(void **, int))dlsym(unwind, "unw_backtrace");
+    void *libm = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
+    if (libm != NULL) {
+        profile.log = (double (*)(double))dlsym(libm, "log");
+        profile.exp = (double (*)(double))dlsym(libm, "exp");
+    }
     /* Mapped whole, touched as they fill: ~4.8 MiB of sites at most, the
      * index, the counts, and the sample table's first size. */
     profile.sites = pm_os_map(PM_PROFILE_SITES_MAX * sizeof(pm_profile_site_t));
@@ -199,11 +208,13 @@ void pm_profile_init(void)
     profile.name_bits = PROFILE_NAME_BITS_MIN;
     profile.names = pm_os_map(sizeof(profile_name_t) << PROFILE_NAME_BITS_MIN);
     profile.name_text = pm_os_map(PROFILE_NAME_TEXT_BYTES);
-    if (profile.backtrace == NULL || profile.sites == NULL || profile.site_index == NULL ||
+    if (profile.backtrace == NULL || profile.log == NULL || profile.exp == NULL ||
+        profile.sites == NULL || profile.site_index == NULL ||
         profile.filter_counts == NULL || profile.samples == NULL || profile.names == NULL ||
         profile.name_text == NULL) {
         static const char warning[] = "poolmalloc: POOLMALLOC_PROFILE is set but libunwind "
-                                      "(libunwind8) cannot be loaded; profiling is off\n";
+                                      "(libunwind8) or libm cannot be loaded; profiling "
+                                      "is off\n";
         pm_os_write_all(2, warning, sizeof warning - 1);
         return;
     }
@@ -602,7 +613,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     pthread_rwlock_unlock(&profile.unwinders);
     pm_thread_heap = heap;
     double s = (double)size;
-    double weight = 1.0 / (1.0 - exp(-s / profile.rate));
+    double weight = 1.0 / (1.0 - profile.exp(-s / profile.rate));
     bool replaced = false;
     pm_lock(&profile.lock);
     long site = profile_site_find(frames + skip, depth - skip);
