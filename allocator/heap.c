@@ -161,40 +161,66 @@ static bool heap_collect_remote(pm_heap_t *heap)
     return true;
 }
 
+/* Hands out the head of a pool's free list, which must not be empty. */
+static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
+{
+    pm_block_t *block = pool->free_list;
+    pm_block_t *next = pm_link_get(block);
+    if (!pm_link_in_pool(block, next))
+        pm_pool_corrupt_link(pool, block);
+    pool->free_list = next;
+    if (pool->debug_fill)
+        pm_pool_debug_reuse(pool, block);
+    PM_COUNTER_ADD(pool->used_count, 1);
+    pm_live_set(pool, block);
+    PM_COUNTER_ADD(bin->allocated_total, 1);
+    if ((heap->sample_countdown -= (int64_t)pool->block_size) < 0 && heap != &shared_heap)
+        return pm_profile_sample_small(heap, block, pool->block_size);
+    return block;
+}
+
+/* Blocks come from, in order: a pool's free list (freed blocks, already
+ * touched), the remote stack (blocks other threads freed), untouched blocks
+ * of a pool being carved, a pool from an arena. Collecting before carving
+ * keeps a producer whose consumer frees everything from faulting in a page
+ * per class while its blocks wait on the stack. The pool that serves moves
+ * to the head, where the fast path looks. */
 static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
 {
     pm_bin_t *bin = &heap->bins[class_index];
-    for (;;) {
-        pm_pool_t *pool = bin->pools;
-        while (pool != NULL) {
-            if (pool->free_list != NULL || pm_pool_carve(pool)) {
-                pm_block_t *block = pool->free_list;
-                pm_block_t *next = pm_link_get(block);
-                if (!pm_link_in_pool(block, next))
-                    pm_pool_corrupt_link(pool, block);
-                pool->free_list = next;
-                if (pool->debug_fill)
-                    pm_pool_debug_reuse(pool, block);
-                PM_COUNTER_ADD(pool->used_count, 1);
-                pm_live_set(pool, block);
-                PM_COUNTER_ADD(bin->allocated_total, 1);
-                if ((heap->sample_countdown -= (int64_t)pool->block_size) < 0 &&
-                    heap != &shared_heap)
-                    return pm_profile_sample_small(heap, block, pool->block_size);
-                return block;
+    pm_pool_t *serving = NULL;
+    while (serving == NULL) {
+        pm_pool_t *carvable = NULL;
+        for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
+            next = pool->next;
+            if (pool->free_list != NULL) {
+                serving = pool;
+                break;
             }
-            pm_pool_t *next = pool->next;
-            bin_remove(bin, pool); /* full (I4) */
-            pool = next;
+            if (pool->carve_index < pool->capacity) {
+                if (carvable == NULL)
+                    carvable = pool;
+            } else {
+                bin_remove(bin, pool); /* full, or its frees are on the stack (I4) */
+            }
         }
-        if (heap_collect_remote(heap))
+        if (serving != NULL || heap_collect_remote(heap))
             continue;
-        pool = pm_arena_acquire_pool(class_index, heap);
+        if (carvable != NULL && pm_pool_carve(carvable)) {
+            serving = carvable;
+            continue;
+        }
+        pm_pool_t *pool = pm_arena_acquire_pool(class_index, heap);
         if (pool == NULL)
             return NULL;
         bin_push(bin, pool);
         PM_COUNTER_ADD(bin->pool_count, 1);
     }
+    if (serving != bin->pools) {
+        bin_remove(bin, serving);
+        bin_push(bin, serving);
+    }
+    return heap_pop(heap, bin, serving);
 }
 
 /* ---- heaps and threads --------------------------------------------------- */
