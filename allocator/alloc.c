@@ -33,13 +33,12 @@ void *pm_malloc(size_t size)
 
 void pm_free(void *ptr)
 {
-    if (ptr == NULL)
-        return;
     /* free never changes errno (POSIX 2024): glibc's free keeps it, and so
-     * does every system call poolmalloc makes (pm_os_*). */
+     * does every system call poolmalloc makes (pm_os_*). NULL is tested
+     * only off the pools' path: no arena ever holds address 0. */
     if (PM_LIKELY(pm_registry_contains(ptr)))
         pm_heap_free_fast(ptr);
-    else
+    else if (ptr != NULL)
         pm_system_free(ptr); /* glibc's, or the loader's via glibc */
 }
 

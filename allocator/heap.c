@@ -126,7 +126,7 @@ void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
  * service_lock of its abandoned heap. Counting is the caller's business. */
 static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
 {
-    pm_live_clear(pool, block);
+    pm_live_clear(block);
     if (pool->debug_fill)
         pm_pool_debug_freed(pool, block);
     pm_link_set(block, pool->free_list);
@@ -172,7 +172,7 @@ static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
     if (pool->debug_fill)
         pm_pool_debug_reuse(pool, block);
     PM_COUNTER_ADD(pool->used_count, 1);
-    pm_live_set(pool, block);
+    pm_live_set(block);
     PM_COUNTER_ADD(bin->allocated_total, 1);
     if ((heap->sample_countdown -= (int64_t)pool->block_size) < 0 && heap != &shared_heap)
         return pm_profile_sample_small(heap, block, pool->block_size);

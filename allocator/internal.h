@@ -56,7 +56,8 @@
  *   │ pm_arena_t:   │ (12 KiB:    │ 16 KiB       │     │ 16 KiB       │
  *   │ 16 pool       │ shortened   │ blocks of    │     │              │
  *   │ descriptors,  │ by the      │ one class    │     │              │
- *   │ lists         │ header)     │              │     │              │
+ *   │ live map,     │ header)     │              │     │              │
+ *   │ lists         │             │              │     │              │
  *   └───────────────┴─────────────┴──────────────┴─────┴──────────────┘
  *   0               4 KiB         16 KiB         32 KiB               256 KiB
  *
@@ -74,9 +75,11 @@
  *  the link to the next one in its first 8 bytes, encoded and checked on
  *  every pop (I12).
  *
- *  The live map has one bit per 16-byte granule of the pool's 16 KiB stretch:
- *  a block's bit is (address % PM_POOL_SIZE) / 16, two instructions. Only
- *  the granule where a live block starts has its bit set.
+ *  The live map has one bit per 16-byte granule of the arena, in the arena
+ *  header: a block's bit is (address % PM_ARENA_SIZE) / 16, so it is found
+ *  from the address alone, without the pool's descriptor, and each pool owns
+ *  PM_LIVE_MAP_WORDS words of it. Only the granule where a live block starts
+ *  has its bit set.
  *
  *  Life of a pool:
  *
@@ -215,7 +218,7 @@
  *      is empty beyond the reserve is unmapped as soon as it holds no pages
  *      (at once), or as soon as one of its retained pools is purged (I10):
  *      all of them then go with it, in one munmap.
- *  I6  A block is live iff its bit in its pool's live_map is set. free()
+ *  I6  A block is live iff its bit in its arena's live_map is set. free()
  *      of a block whose bit is clear is a double free and aborts.
  *  I7  Every block address is pool start + i x block size for 0 <= i <
  *      capacity; any other address inside an arena is not a block and
@@ -268,8 +271,16 @@
 /* A counter written by one thread (its heap's owner) and read by any (the
  * stats): a relaxed load and store, not a read-modify-write, so it costs a
  * plain add on x86-64 and is no data race to ThreadSanitizer. */
+#if defined(__x86_64__) && !defined(PM_SANITIZED)
+#define PM_COUNTER_ADD(counter, n) \
+    __asm__("add%z0 %1, %0" : "+m"(counter) : "er"((__typeof__(counter))(n)))
+#define PM_OWNED_OR(word, bits) __asm__("or%z0 %1, %0" : "+m"(word) : "er"((__typeof__(word))(bits)))
+#else
 #define PM_COUNTER_ADD(counter, n) \
     __atomic_store_n(&(counter), __atomic_load_n(&(counter), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define PM_OWNED_OR(word, bits) \
+    __atomic_store_n(&(word), __atomic_load_n(&(word), __ATOMIC_RELAXED) | (bits), __ATOMIC_RELAXED)
+#endif
 
 /* ---- sizes --------------------------------------------------------------- */
 #define PM_ARENA_SHIFT 18
@@ -417,7 +428,7 @@ typedef struct pm_pool {
     /* Written only by the owning heap's thread (I9). */
     /* While UNUSED a pool has no free list and is on no bin list: those two
      * words link it into the retained list instead (I10), so the list costs
-     * the descriptor nothing (16 of them must fit the arena header). */
+     * the descriptor nothing (one cache line each). */
     union {
         pm_block_t *free_list;         /* IN USE: blocks ready to hand out */
         struct pm_pool *retained_next; /* UNUSED, retained: the next newer one */
@@ -440,15 +451,18 @@ typedef struct pm_pool {
     bool resident;            /* its pages may hold RSS (I10) */
     bool debug_fill;          /* POOLMALLOC_DEBUG: its free blocks hold the pattern (I12) */
     uint16_t sampled_count;   /* sampled blocks live in it (I11); atomic */
-    uint64_t live_map[PM_LIVE_MAP_WORDS]; /* I6; one bit per 16-byte granule */
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
+_Static_assert(sizeof(pm_pool_t) == PM_CACHE_LINE, "a pool descriptor is one cache line");
 
 typedef struct pm_arena {
     pm_pool_t pools[PM_POOLS_PER_ARENA];
+    /* I6: one bit per 16-byte granule of the arena; pool k's blocks have
+     * theirs in words [k * PM_LIVE_MAP_WORDS, (k + 1) * PM_LIVE_MAP_WORDS). */
+    uint64_t live_map[PM_POOLS_PER_ARENA * PM_LIVE_MAP_WORDS];
     pm_pool_t *free_pools;                /* UNUSED pools (I2) */
     /* When each pool was last released (CLOCK_MONOTONIC_COARSE, ms), for
      * the purge delay; meaningful while it is retained (I10). Here rather
-     * than in the descriptor, which has no room left. */
+     * than in the descriptor, which is one cache line, full. */
     uint64_t released_ms[PM_POOLS_PER_ARENA];
     struct pm_arena *next, *prev;         /* directory list (I5) */
     struct pm_arena *all_next, *all_prev; /* every mapped arena */
@@ -472,15 +486,11 @@ static inline pm_pool_t *pm_pool_of(const void *block)
     pm_arena_t *arena = pm_arena_of(block);
     return &arena->pools[((uintptr_t)block & (PM_ARENA_SIZE - 1)) >> PM_POOL_SHIFT];
 }
-/* I6: a block's bit in its pool's live map: granule (address % 16 KiB) / 16,
- * in word granule / 64 at bit granule % 64. */
-static inline unsigned pm_live_bit(const void *block)
+/* I6: a block's bit in its arena's live map: granule (address % 256 KiB)
+ * / 16, in word granule / 64 at bit granule % 64. */
+static inline uint64_t *pm_live_word(const void *block)
 {
-    return (unsigned)(((uintptr_t)block & (PM_POOL_SIZE - 1)) / PM_CLASS_GRANULE);
-}
-static inline uint64_t *pm_live_word(pm_pool_t *pool, const void *block)
-{
-    return &pool->live_map[((uintptr_t)block >> 10) & (PM_LIVE_MAP_WORDS - 1)];
+    return &pm_arena_of(block)->live_map[((uintptr_t)block & (PM_ARENA_SIZE - 1)) >> 10];
 }
 static inline uint64_t pm_live_mask(const void *block)
 {
@@ -489,19 +499,23 @@ static inline uint64_t pm_live_mask(const void *block)
 /* Only the owner writes the map; other threads may read it (usable size,
  * the double-free check of a remote free), so words move as relaxed atomics:
  * plain loads and stores on x86-64, visible as such to ThreadSanitizer. */
-static inline bool pm_live_test(pm_pool_t *pool, const void *block)
+static inline bool pm_live_test(const void *block)
 {
-    return (__atomic_load_n(pm_live_word(pool, block), __ATOMIC_RELAXED) & pm_live_mask(block)) != 0;
+    return (__atomic_load_n(pm_live_word(block), __ATOMIC_RELAXED) & pm_live_mask(block)) != 0;
 }
-static inline void pm_live_set(pm_pool_t *pool, const void *block)
+static inline void pm_live_set(const void *block)
 {
-    uint64_t *word = pm_live_word(pool, block);
-    __atomic_store_n(word, *word | pm_live_mask(block), __ATOMIC_RELAXED);
+    PM_OWNED_OR(*pm_live_word(block), pm_live_mask(block));
 }
-static inline void pm_live_clear(pm_pool_t *pool, const void *block)
+static inline void pm_live_clear(const void *block)
 {
-    uint64_t *word = pm_live_word(pool, block);
+    uint64_t *word = pm_live_word(block);
     __atomic_store_n(word, *word & ~pm_live_mask(block), __ATOMIC_RELAXED);
+}
+/* The live map words of a pool's blocks. */
+static inline uint64_t *pm_pool_live_map(const pm_pool_t *pool)
+{
+    return &pm_arena_of(pool)->live_map[(size_t)pool->pool_index * PM_LIVE_MAP_WORDS];
 }
 static inline size_t pm_pool_bytes(unsigned pool_index)
 {
@@ -509,19 +523,22 @@ static inline size_t pm_pool_bytes(unsigned pool_index)
 }
 
 /* ---- free-list links: safe-linking (I12) ------------------------------------
- * A link is stored as next ^ (its block's own address) ^ a per-process random
- * key, as glibc's safe-linking stores tcache links, so a program that writes
- * into a freed block (a use after free, an overflow from its neighbour)
- * turns the link into noise rather than into an address of its choosing, and
- * the check on every pop sees the noise. */
+ * A link is stored as next ^ a per-process random key, as glibc's
+ * safe-linking stores tcache links, so a program that writes into a freed
+ * block (a use after free, an overflow from its neighbour) turns the link
+ * into noise rather than into an address of its choosing, and the check on
+ * every pop sees the noise. glibc mixes in the link's own address because
+ * its key is the address space's randomness, which a leak reveals; ours is
+ * drawn for the purpose, and the address would cost two instructions per
+ * malloc and free pair without hiding it better. */
 PM_HIDDEN extern uintptr_t pm_link_key;
 static inline void pm_link_set(pm_block_t *block, const pm_block_t *next)
 {
-    block->next_encoded = (pm_block_t *)((uintptr_t)next ^ (uintptr_t)block ^ pm_link_key);
+    block->next_encoded = (pm_block_t *)((uintptr_t)next ^ pm_link_key);
 }
 static inline pm_block_t *pm_link_get(const pm_block_t *block)
 {
-    return (pm_block_t *)((uintptr_t)block->next_encoded ^ (uintptr_t)block ^ pm_link_key);
+    return (pm_block_t *)((uintptr_t)block->next_encoded ^ pm_link_key);
 }
 /* A pool free list's link is NULL or a 16-byte aligned address in the same
  * pool: blocks of a pool share address / PM_POOL_SIZE (see BLOCK, POOL,
@@ -742,7 +759,7 @@ static inline void *pm_heap_alloc_fast(unsigned class_index)
             pm_pool_corrupt_link(pool, block);
         pool->free_list = next;
         PM_COUNTER_ADD(pool->used_count, 1);
-        pm_live_set(pool, block);
+        pm_live_set(block);
         PM_COUNTER_ADD(bin->allocated_total, 1);
         size_t size = pm_class_size(class_index);
         if (PM_UNLIKELY((heap->sample_countdown -= (int64_t)size) < 0))
@@ -767,13 +784,13 @@ static inline void pm_heap_free_fast(void *block)
 {
     pm_pool_t *pool = pm_pool_of(block);
     pm_heap_t *heap = pm_thread_heap;
-    uint64_t *word = pm_live_word(pool, block);
+    uint64_t *word = pm_live_word(block);
     uint64_t live = __atomic_load_n(word, __ATOMIC_RELAXED);
     uint64_t mask = pm_live_mask(block);
     if (PM_LIKELY(pool->heap == heap && ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 &&
                   (live & mask) != 0 &&
                   __atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) == 0)) {
-        __atomic_store_n(word, live & ~mask, __ATOMIC_RELAXED); /* I6 */
+        __atomic_store_n(word, live ^ mask, __ATOMIC_RELAXED); /* I6: the bit was set */
         pm_link_set(block, pool->free_list);
         pool->free_list = block;
         PM_COUNTER_ADD(pool->used_count, -1);

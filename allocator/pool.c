@@ -45,7 +45,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->on_bin_list = false;
     pool->resident = true; /* about to be carved */
     pool->debug_fill = pm_options.debug != 0;
-    memset(pool->live_map, 0, sizeof pool->live_map);
+    memset(pm_pool_live_map(pool), 0, PM_LIVE_MAP_WORDS * sizeof(uint64_t));
     /* Published last: a reader that sees the class sees the rest (I9). */
     __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);
 }
@@ -137,7 +137,7 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
     if (index * pool->block_size != offset || index >= pool->capacity)
         pm_fatal(pool_misuse_message[op][MISUSE_NOT_BLOCK_START], block, (int)class_index);
     /* I6: the live bit tells a block in use from a freed one. */
-    if (!pm_live_test(pool, block))
+    if (!pm_live_test(block))
         pm_fatal(pool_misuse_message[op][MISUSE_FREED], block, (int)class_index);
     return pool;
 }
@@ -148,8 +148,9 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
     if (pool->class_index == PM_CLASS_NONE)
         return pool->used_count == 0 && pool->heap == NULL; /* I2 */
     unsigned live = 0;
+    const uint64_t *live_map = pm_pool_live_map(pool);
     for (unsigned w = 0; w < PM_LIVE_MAP_WORDS; w++)
-        live += (unsigned)__builtin_popcountll(pool->live_map[w]);
+        live += (unsigned)__builtin_popcountll(live_map[w]);
     if (live != pool->used_count || pool->carve_index > pool->capacity)
         return false;
     unsigned free_blocks = 0;
