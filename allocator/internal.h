@@ -71,7 +71,10 @@
  *  Inside a pool, blocks are handed out from the pool's free list. When it
  *  runs dry, the next stretch of untouched memory, up to the end of the
  *  current OS page, is carved into it (lazy carving, as in CPython's
- *  obmalloc: a pool's pages are touched only as it fills). A free block holds
+ *  obmalloc: a pool's pages are touched only as it fills); the first stretch
+ *  is handed out from a colour, a cache line into the page that varies from
+ *  pool to pool, so pools' first blocks do not all share page offset 0 (see
+ *  pm_pool_carve). A free block holds
  *  the link to the next one in its first 8 bytes, encoded and checked on
  *  every pop (I12).
  *
