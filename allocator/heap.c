@@ -392,8 +392,14 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
         pm_link_set(block, head);
     while (!atomic_compare_exchange_weak_explicit(&owner->remote_free, &head, block,
                                                   memory_order_seq_cst, memory_order_relaxed));
+    /* A thread that only frees (a consumer) takes a heap for its counters
+     * here: counted in the shared heapless array, every one of its frees
+     * was a locked add on a line all such threads write. Not while it
+     * unwinds, when its heap is the empty one for the moment (I11). */
     pm_heap_t *me = pm_thread_heap;
-    if (me != &pm_heap_empty)
+    if (me == &pm_heap_empty && !pm_profile_unwinding())
+        me = heap_for_thread();
+    if (me != NULL && me != &pm_heap_empty)
         PM_COUNTER_ADD(me->bins[class_index].remote_freed_total, 1);
     else
         atomic_fetch_add_explicit(&heapless_remote_freed[class_index], 1,

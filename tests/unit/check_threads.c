@@ -397,6 +397,42 @@ START_TEST(test_threads_heap_reuse)
 }
 END_TEST
 
+/* A thread that only frees other threads' blocks (a consumer) takes a heap
+ * for its counters on its first remote free, instead of counting every
+ * free with a locked add on the shared heapless counters; its frees are
+ * counted exactly all the same (I8), after it exits too. */
+enum { FREE_ONLY_BLOCKS = 2000 };
+static void *free_only_blocks[FREE_ONLY_BLOCKS];
+
+static void *free_only(void *arg)
+{
+    (void)arg;
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    for (size_t i = 0; i < FREE_ONLY_BLOCKS; i++)
+        pm_free(free_only_blocks[i]);
+    pm_test_stats(&after);
+    return (void *)(uintptr_t)(after.thread_heaps - before.thread_heaps);
+}
+
+START_TEST(test_threads_free_only_thread_counts_in_own_heap)
+{
+    for (size_t i = 0; i < FREE_ONLY_BLOCKS; i++)
+        ck_assert_ptr_nonnull(free_only_blocks[i] = pm_malloc(i % PM_SMALL_MAX + 1));
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    pthread_t t;
+    void *heaps_gained = NULL;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_only, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, &heaps_gained), 0);
+    ck_assert_uint_eq((uintptr_t)heaps_gained, 1);
+    pm_test_stats(&after);
+    ck_assert_uint_eq(before.small_live_blocks - after.small_live_blocks, FREE_ONLY_BLOCKS);
+    ck_assert_uint_eq(after.small_freed_total - before.small_freed_total, FREE_ONLY_BLOCKS);
+    ck_assert_uint_eq(after.abandoned_heaps, before.abandoned_heaps + 1);
+}
+END_TEST
+
 Suite *make_threads_suite(void)
 {
     Suite *s = suite_create("threads");
@@ -408,6 +444,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_producer_consumer);
     tcase_add_test(tc, test_threads_free_after_owner_exit);
     tcase_add_test(tc, test_threads_heap_reuse);
+    tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);
     suite_add_tcase(s, tc);
     return s;
 }
