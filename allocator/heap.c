@@ -33,6 +33,8 @@ static struct {
     bool exit_key_failed;
 } heaps = {.lock = PM_LOCK_INITIALIZER, .all = &shared_heap};
 
+static pm_heap_t *heap_for_thread(void);
+
 /* Remote frees by threads that have no heap of their own (yet, or any more),
  * counted here so I8 stays exact; likewise their glibc-path calls. */
 static _Atomic uint64_t heapless_remote_freed[PM_CLASS_COUNT];
@@ -42,6 +44,16 @@ static struct {
 
 void pm_heap_count_system_heapless(size_t allocated_bytes, size_t freed_bytes)
 {
+    /* A thread whose first calls are all past the pools takes a heap here,
+     * as one that only frees does (heap_free_remote): the shared counters
+     * cost every call of every such thread a locked add. */
+    if (!pm_profile_unwinding() && heap_for_thread() != NULL) {
+        if (allocated_bytes != 0 || freed_bytes == 0)
+            pm_count_system_alloc(allocated_bytes);
+        else
+            pm_count_system_free(freed_bytes);
+        return;
+    }
     if (allocated_bytes != 0 || freed_bytes == 0) {
         atomic_fetch_add_explicit(&heapless_system.allocated_total, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&heapless_system.allocated_bytes_total, allocated_bytes,

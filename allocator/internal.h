@@ -809,7 +809,8 @@ PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
 /* Adds the heaps' counters: per class allocated_total, the system path,
  * the heap counts; and per class, the blocks waiting on remote stacks. */
 PM_HIDDEN void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT]);
-/* The system path's counting, for a thread that has no heap. */
+/* The system path's counting, for a thread that has no heap: it takes one if
+ * it may, else the shared counters count it. */
 PM_HIDDEN void pm_heap_count_system_heapless(size_t allocated_bytes, size_t freed_bytes);
 static inline void pm_count_system_alloc(size_t usable)
 {

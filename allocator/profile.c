@@ -157,10 +157,11 @@ void pm_profile_heap_init(pm_heap_t *heap)
         profile.enabled ? profile_seed(&heap->sample_rng, heap) : INT64_MAX;
 }
 
-/* The countdown of a thread without a heap of its own: one that has only
- * allocated past the pools, or any thread under POOLMALLOC_DEBUG. Without
- * it their glibc-path allocations would never be sampled. Seeded at its
- * first use (heapless_rng 0). */
+/* The countdown of a thread without a heap of its own: at its first request
+ * past the pools (it takes a heap when that is counted), after its heap is
+ * given up at its exit, or any thread under POOLMALLOC_DEBUG. Without it
+ * their glibc-path allocations would never be sampled. Seeded at its first
+ * use (heapless_rng 0). */
 static __thread int64_t heapless_countdown __attribute__((tls_model("initial-exec")));
 static __thread uint64_t heapless_rng __attribute__((tls_model("initial-exec")));
 

@@ -97,8 +97,9 @@ START_TEST(test_realloc_moves_record)
 }
 END_TEST
 
-/* A thread that only allocates past the pools never gets a heap, where
- * countdowns live: it samples with a countdown of its own. */
+/* A thread's first request past the pools comes before it has a heap,
+ * where countdowns live (it takes one when that request is counted): it is
+ * sampled with a countdown of the thread's own, the rest with the heap's. */
 enum { HEAPLESS_BLOCKS = 100 };
 static void *heapless_blocks[HEAPLESS_BLOCKS];
 

@@ -433,6 +433,35 @@ START_TEST(test_threads_free_only_thread_counts_in_own_heap)
 }
 END_TEST
 
+/* Likewise a thread whose requests are all past the pools: its first one
+ * gives it a heap, and the glibc path's counters stay exact. */
+static void *large_only(void *arg)
+{
+    (void)arg;
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    for (size_t i = 0; i < 100; i++)
+        pm_free(pm_malloc(PM_SMALL_MAX + 1 + i));
+    pm_test_stats(&after);
+    return (void *)(uintptr_t)(after.thread_heaps - before.thread_heaps);
+}
+
+START_TEST(test_threads_large_only_thread_counts_in_own_heap)
+{
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    pthread_t t;
+    void *heaps_gained = NULL;
+    ck_assert_int_eq(pthread_create(&t, NULL, large_only, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, &heaps_gained), 0);
+    ck_assert_uint_eq((uintptr_t)heaps_gained, 1);
+    pm_test_stats(&after);
+    ck_assert_uint_eq(after.system_allocated_total - before.system_allocated_total, 100);
+    ck_assert_uint_eq(after.system_freed_total - before.system_freed_total, 100);
+    ck_assert_uint_eq(after.system_live_blocks, before.system_live_blocks);
+}
+END_TEST
+
 Suite *make_threads_suite(void)
 {
     Suite *s = suite_create("threads");
@@ -445,6 +474,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_free_after_owner_exit);
     tcase_add_test(tc, test_threads_heap_reuse);
     tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);
+    tcase_add_test(tc, test_threads_large_only_thread_counts_in_own_heap);
     suite_add_tcase(s, tc);
     return s;
 }
