@@ -148,14 +148,88 @@ static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
         pm_heap_pool_regained(heap, pool);
 }
 
-/* Takes every block other threads freed into this heap. A block pushed twice
- * is met twice, and its live bit, cleared at the first meeting, reports the
- * double free at the second (I6). A link that names no block of ours, or one
- * not aligned to the granule, was written after the free (I12). */
-static bool heap_collect_remote(pm_heap_t *heap)
+/* ---- remote frees ------------------------------------------------------- */
+
+/* What pm_fork_child writes into a slot claimed by a thread the child does
+ * not have: a position to pass over, never a block. */
+#define REMOTE_SLOT_SKIPPED ((pm_block_t *)1)
+
+/* Takes back a block another thread freed into this heap. A block freed
+ * twice is met twice, and its live bit, cleared at the first meeting,
+ * reports the double free at the second (I6). */
+static void heap_take_remote(pm_heap_t *heap, pm_block_t *b)
 {
-    if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) == NULL)
+    pm_pool_t *pool = pm_pool_checked(b, PM_OP_FREE);
+    if (pool->heap != heap) /* freed to this heap when it was not live */
+        pm_fatal("double free", b, pool->class_index);
+    PM_COUNTER_ADD(heap->bins[pool->class_index].remote_collected_total, 1);
+    heap_take_back(heap, pool, b);
+}
+
+/* The freer's half of the ring: false if it is full (the block then goes
+ * on the stack). A slot is written only once its position is less than
+ * PM_REMOTE_RING ahead of remote_head, so its last block is already taken
+ * and the slot cleared (the collector stores remote_head after clearing). */
+static bool remote_ring_push(pm_heap_t *owner, pm_block_t *block)
+{
+    uint64_t pos = atomic_load_explicit(&owner->remote_tail, memory_order_relaxed);
+    while ((int64_t)(pos - atomic_load_explicit(&owner->remote_head, memory_order_acquire)) <
+           PM_REMOTE_RING) {
+        /* seq_cst: heap_abandon relies on it (see heap_collect_remote). */
+        if (atomic_compare_exchange_weak_explicit(&owner->remote_tail, &pos, pos + 1,
+                                                  memory_order_seq_cst, memory_order_relaxed)) {
+            atomic_store_explicit(&owner->remote_ring[pos % PM_REMOTE_RING], block,
+                                  memory_order_release);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The collector's half: takes the published slots from remote_head on, at
+ * most a ring's worth. A slot claimed but not yet written ends the walk,
+ * unless every claimed one must be taken (all_claimed): then its writer,
+ * a few instructions from storing, is waited for. */
+static bool remote_ring_collect(pm_heap_t *heap, bool all_claimed)
+{
+    uint64_t head = atomic_load_explicit(&heap->remote_head, memory_order_relaxed);
+    uint64_t end = all_claimed ? atomic_load_explicit(&heap->remote_tail, memory_order_seq_cst)
+                               : head + PM_REMOTE_RING;
+    uint64_t start = head;
+    while (head != end) {
+        _Atomic(pm_block_t *) *slot = &heap->remote_ring[head % PM_REMOTE_RING];
+        pm_block_t *b = atomic_load_explicit(slot, memory_order_acquire);
+        if (b == NULL) {
+            if (!all_claimed)
+                break;
+            pm_os_yield();
+            continue;
+        }
+        atomic_store_explicit(slot, NULL, memory_order_relaxed);
+        head++;
+        if (b != REMOTE_SLOT_SKIPPED)
+            heap_take_remote(heap, b);
+    }
+    if (head == start)
         return false;
+    atomic_store_explicit(&heap->remote_head, head, memory_order_release);
+    return true;
+}
+
+/* Takes every block other threads freed into this heap: the ring's, then
+ * the overflow stack's. A stack link that names no block of ours, or one
+ * not aligned to the granule, was written after the free (I12).
+ *
+ * all_claimed is for heap_abandon, which publishes ABANDONED first: a
+ * freer claims its position with a seq_cst compare-and-swap before it reads
+ * the state (seq_cst), so either it sees ABANDONED and collects itself, or
+ * its claim comes before the owner's read of remote_tail here, and is
+ * waited for. */
+static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed)
+{
+    bool taken = remote_ring_collect(heap, all_claimed);
+    if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) == NULL)
+        return taken;
     pm_block_t *b = atomic_exchange_explicit(&heap->remote_free, NULL, memory_order_seq_cst);
     while (b != NULL) {
         pm_block_t *next = pm_link_get(b);
@@ -163,11 +237,7 @@ static bool heap_collect_remote(pm_heap_t *heap)
                              !pm_registry_contains(next)))
             pm_fatal("corrupted remote free list (a freed block was written to)", b,
                      pm_pool_of(b)->class_index);
-        pm_pool_t *pool = pm_pool_checked(b, PM_OP_FREE);
-        if (pool->heap != heap) /* pushed here when it was not live */
-            pm_fatal("double free", b, pool->class_index);
-        PM_COUNTER_ADD(heap->bins[pool->class_index].remote_collected_total, 1);
-        heap_take_back(heap, pool, b);
+        heap_take_remote(heap, b);
         b = next;
     }
     return true;
@@ -192,10 +262,10 @@ static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
 }
 
 /* Blocks come from, in order: a pool's free list (freed blocks, already
- * touched), the remote stack (blocks other threads freed), untouched blocks
- * of a pool being carved, a pool from an arena. Collecting before carving
- * keeps a producer whose consumer frees everything from faulting in a page
- * per class while its blocks wait on the stack. The pool that serves moves
+ * touched), the remote ring and stack (blocks other threads freed),
+ * untouched blocks of a pool being carved, a pool from an arena. Collecting
+ * before carving keeps a producer whose consumer frees everything from
+ * faulting in a page per class while its blocks wait to be collected. The pool that serves moves
  * to the head, where the fast path looks. */
 static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
 {
@@ -216,7 +286,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
                 bin_remove(bin, pool); /* full, or its frees are on the stack (I4) */
             }
         }
-        if (serving != NULL || heap_collect_remote(heap))
+        if (serving != NULL || heap_collect_remote(heap, false))
             continue;
         if (carvable != NULL && pm_pool_carve(carvable)) {
             serving = carvable;
@@ -295,10 +365,10 @@ static pm_heap_t *heap_for_thread(void)
 }
 
 /* The calling thread gives its heap up, pools and all, to wait for another
- * thread. Meanwhile whoever frees into it collects its remote stack
- * (heap_free_remote); state is published before the last collection, so a
- * block pushed before it is collected here and one pushed after it finds
- * the heap ABANDONED. */
+ * thread. Meanwhile whoever frees into it collects its remote ring and
+ * stack (heap_free_remote); state is published before the last collection,
+ * so a block freed before it is collected here (heap_collect_remote says
+ * how, for the ring) and one freed after it finds the heap ABANDONED. */
 static void heap_abandon(pm_heap_t *heap)
 {
     pm_thread_heap = &pm_heap_empty;
@@ -306,7 +376,7 @@ static void heap_abandon(pm_heap_t *heap)
     pm_lock(&heaps.lock);
     atomic_store_explicit(&heap->state, PM_HEAP_ABANDONED, memory_order_seq_cst);
     pm_lock(&heap->service_lock);
-    heap_collect_remote(heap);
+    heap_collect_remote(heap, true);
     /* I10: the empty pool each bin keeps for the next owner (I4) keeps no
      * pages while it waits for one. */
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
@@ -360,7 +430,7 @@ void *pm_heap_alloc_slow(unsigned class_index)
 static size_t heap_release_empty_pools(pm_heap_t *heap)
 {
     size_t released = 0;
-    heap_collect_remote(heap);
+    heap_collect_remote(heap, false);
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_bin_t *bin = &heap->bins[c];
         for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
@@ -396,14 +466,16 @@ size_t pm_heap_trim(void)
 
 static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *block)
 {
-    /* Read before the push: once the block is on the stack, the owner may
-     * take it back and retire the pool at any moment. */
+    /* Read before the push: once the block is in the ring or on the stack,
+     * the owner may take it back and retire the pool at any moment. */
     unsigned class_index = pool->class_index;
-    pm_block_t *head = atomic_load_explicit(&owner->remote_free, memory_order_relaxed);
-    do
-        pm_link_set(block, head);
-    while (!atomic_compare_exchange_weak_explicit(&owner->remote_free, &head, block,
-                                                  memory_order_seq_cst, memory_order_relaxed));
+    if (!remote_ring_push(owner, block)) {
+        pm_block_t *head = atomic_load_explicit(&owner->remote_free, memory_order_relaxed);
+        do
+            pm_link_set(block, head);
+        while (!atomic_compare_exchange_weak_explicit(&owner->remote_free, &head, block,
+                                                      memory_order_seq_cst, memory_order_relaxed));
+    }
     /* A thread that only frees (a consumer) takes a heap for its counters
      * here: counted in the shared heapless array, every one of its frees
      * was a locked add on a line all such threads write. Not while it
@@ -420,7 +492,7 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
     if (atomic_load_explicit(&owner->state, memory_order_seq_cst) == PM_HEAP_ABANDONED) {
         pm_lock(&owner->service_lock);
         if (atomic_load_explicit(&owner->state, memory_order_relaxed) == PM_HEAP_ABANDONED)
-            heap_collect_remote(owner);
+            heap_collect_remote(owner, false);
         pm_unlock(&owner->service_lock);
     }
 }
@@ -557,6 +629,12 @@ bool pm_heap_validate(void)
             pools[c] += bin->pool_count;
             waiting_counted[c] += bin->remote_freed_total - bin->remote_collected_total;
         }
+        for (uint64_t pos = atomic_load(&heap->remote_head); pos != atomic_load(&heap->remote_tail);
+             pos++) {
+            const pm_block_t *b = atomic_load(&heap->remote_ring[pos % PM_REMOTE_RING]);
+            if (b != NULL && b != REMOTE_SLOT_SKIPPED)
+                waiting_walked[pm_pool_of(b)->class_index]++;
+        }
         uint64_t waiting = 0;
         for (const pm_block_t *b = atomic_load(&heap->remote_free); b != NULL; b = pm_link_get(b)) {
             waiting_walked[pm_pool_of(b)->class_index]++;
@@ -612,13 +690,23 @@ void pm_fork_parent(void)
 /* The child has one thread. Heaps owned by the others may have been cut
  * mid-update by the fork (their owners take no lock), so they are ORPHANED:
  * never adopted, never collected; blocks freed into them in the child stay
- * where they are. */
+ * where they are. A ring position another thread had claimed but not yet
+ * written will never be written: it is marked to be passed over, or every
+ * block freed after it would wait for ever. */
 void pm_fork_child(void)
 {
     pm_profile_reinit_lock();
     pm_arena_reinit_lock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         pm_lock_init(&heap->service_lock);
+        uint64_t tail = atomic_load_explicit(&heap->remote_tail, memory_order_relaxed);
+        for (uint64_t pos = atomic_load_explicit(&heap->remote_head, memory_order_relaxed);
+             pos != tail; pos++) {
+            pm_block_t *expected = NULL;
+            atomic_compare_exchange_strong_explicit(&heap->remote_ring[pos % PM_REMOTE_RING],
+                                                    &expected, REMOTE_SLOT_SKIPPED,
+                                                    memory_order_relaxed, memory_order_relaxed);
+        }
         if (heap != pm_thread_heap &&
             atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED)
             atomic_store_explicit(&heap->state, PM_HEAP_ORPHANED, memory_order_relaxed);

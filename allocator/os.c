@@ -155,6 +155,8 @@ void pm_os_futex_wake(_Atomic uint32_t *word, int waiters)
     PM_OS_CALL(SYS_futex, word, FUTEX_WAKE_PRIVATE, waiters);
 }
 
+void pm_os_yield(void) { pm_os_syscall(SYS_sched_yield, 0, 0, 0, 0, 0, 0); }
+
 /* "poolmalloc: <what> at <address> (size class <n> bytes)", then abort(),
  * as glibc does for misuse it detects in its own heap. */
 void pm_fatal(const char *what, const void *addr, int class_index)

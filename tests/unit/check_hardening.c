@@ -49,9 +49,10 @@ START_TEST(test_write_after_free_pool_list)
 }
 END_TEST
 
-/* Freed by a thread that does not own it, the block waits on its owner's
- * remote stack; the write lands there, and the owner's collection finds it
- * before it follows the link. */
+/* Freed by a thread that does not own it while the owner's ring is full,
+ * the block waits on its owner's overflow stack, linked through its first
+ * word; the write lands there, and the owner's collection finds it before
+ * it follows the link. */
 static void free_then_write(void *block)
 {
     pm_free(block);
@@ -60,7 +61,19 @@ static void free_then_write(void *block)
 
 START_TEST(test_write_after_free_remote_stack)
 {
-    pm_test_remote_misuse(free_then_write);
+    pm_test_remote_misuse(free_then_write, true);
+}
+END_TEST
+
+/* In the ring, a block waits as an address in its owner's heap: the same
+ * write misleads nothing, and the owner takes the block back whole. */
+START_TEST(test_write_after_free_remote_ring)
+{
+    pm_test_remote_misuse(free_then_write, false);
+    ck_assert(pm_heap_validate());
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[pm_class_of(96)].freed_total, 1);
 }
 END_TEST
 
@@ -293,6 +306,7 @@ Suite *make_hardening_suite(void)
     tcase_add_loop_test_raise_signal(tc, test_write_after_free_pool_list, SIGABRT, 0,
                                      STRAY_KINDS);
     tcase_add_test_raise_signal(tc, test_write_after_free_remote_stack, SIGABRT);
+    tcase_add_test(tc, test_write_after_free_remote_ring);
     tcase_add_test_raise_signal(tc, test_debug_write_after_free, SIGABRT);
     suite_add_tcase(s, tc);
 

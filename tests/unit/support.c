@@ -156,12 +156,15 @@ void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap)
 }
 
 static void *volatile remote_block;
+static void *remote_ring_fill[PM_REMOTE_RING];
 static pthread_barrier_t remote_barrier;
 
 static void *remote_owner(void *arg)
 {
     (void)arg;
     pm_malloc(96);
+    for (size_t i = 0; i < PM_REMOTE_RING; i++)
+        remote_ring_fill[i] = pm_malloc(96);
     remote_block = pm_malloc(96);
     pthread_barrier_wait(&remote_barrier); /* published */
     pthread_barrier_wait(&remote_barrier); /* misused by the other thread */
@@ -170,12 +173,14 @@ static void *remote_owner(void *arg)
     return NULL;
 }
 
-void pm_test_remote_misuse(void (*misuse)(void *block))
+void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full)
 {
     pthread_t t;
     ck_assert_int_eq(pthread_barrier_init(&remote_barrier, NULL, 2), 0);
     ck_assert_int_eq(pthread_create(&t, NULL, remote_owner, NULL), 0);
     pthread_barrier_wait(&remote_barrier);
+    for (size_t i = 0; ring_full && i < PM_REMOTE_RING; i++)
+        pm_free(remote_ring_fill[i]);
     misuse(remote_block);
     pthread_barrier_wait(&remote_barrier);
     pthread_join(t, NULL);

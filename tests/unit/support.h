@@ -95,9 +95,11 @@ int pm_test_ptr_cmp(const void *a, const void *b); /* qsort on void * */
 void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap);
 /* A second thread allocates a 96-byte block (after an anchor that keeps its
  * pool IN USE); the calling thread runs misuse(block); then the owner
- * allocates until its bin runs dry, which collects its remote-free stack:
- * for misuse that only that collection can see. */
-void pm_test_remote_misuse(void (*misuse)(void *block));
+ * allocates until its bin runs dry, which collects what other threads
+ * freed into its heap: for misuse that only that collection can see. With
+ * ring_full, the calling thread first frees PM_REMOTE_RING other blocks of
+ * the owner's, so that what misuse frees goes onto the overflow stack. */
+void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full);
 /* ck_assert that buf holds "poolmalloc: " and `what`. */
 void pm_test_assert_message(const char *buf, const char *what);
 
