@@ -397,6 +397,33 @@ START_TEST(test_threads_heap_reuse)
 }
 END_TEST
 
+/* Runs work on a new thread, with the stats from before and after that
+ * thread in *before and *after; returns how many heaps the thread gained
+ * while it ran. */
+static void (*heap_probe_work)(void);
+
+static void *heap_probe(void *arg)
+{
+    (void)arg;
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    heap_probe_work();
+    pm_test_stats(&after);
+    return (void *)(uintptr_t)(after.thread_heaps - before.thread_heaps);
+}
+
+static uintptr_t heaps_gained_by(void (*work)(void), pm_stats_t *before, pm_stats_t *after)
+{
+    pm_test_stats(before);
+    heap_probe_work = work;
+    pthread_t t;
+    void *gained = NULL;
+    ck_assert_int_eq(pthread_create(&t, NULL, heap_probe, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, &gained), 0);
+    pm_test_stats(after);
+    return (uintptr_t)gained;
+}
+
 /* A thread that only frees other threads' blocks (a consumer) takes a heap
  * for its counters on its first remote free, instead of counting every
  * free with a locked add on the shared heapless counters; its frees are
@@ -404,15 +431,10 @@ END_TEST
 enum { FREE_ONLY_BLOCKS = 2000 };
 static void *free_only_blocks[FREE_ONLY_BLOCKS];
 
-static void *free_only(void *arg)
+static void free_only(void)
 {
-    (void)arg;
-    pm_stats_t before, after;
-    pm_test_stats(&before);
     for (size_t i = 0; i < FREE_ONLY_BLOCKS; i++)
         pm_free(free_only_blocks[i]);
-    pm_test_stats(&after);
-    return (void *)(uintptr_t)(after.thread_heaps - before.thread_heaps);
 }
 
 START_TEST(test_threads_free_only_thread_counts_in_own_heap)
@@ -420,13 +442,7 @@ START_TEST(test_threads_free_only_thread_counts_in_own_heap)
     for (size_t i = 0; i < FREE_ONLY_BLOCKS; i++)
         ck_assert_ptr_nonnull(free_only_blocks[i] = pm_malloc(i % PM_SMALL_MAX + 1));
     pm_stats_t before, after;
-    pm_test_stats(&before);
-    pthread_t t;
-    void *heaps_gained = NULL;
-    ck_assert_int_eq(pthread_create(&t, NULL, free_only, NULL), 0);
-    ck_assert_int_eq(pthread_join(t, &heaps_gained), 0);
-    ck_assert_uint_eq((uintptr_t)heaps_gained, 1);
-    pm_test_stats(&after);
+    ck_assert_uint_eq(heaps_gained_by(free_only, &before, &after), 1);
     ck_assert_uint_eq(before.small_live_blocks - after.small_live_blocks, FREE_ONLY_BLOCKS);
     ck_assert_uint_eq(after.small_freed_total - before.small_freed_total, FREE_ONLY_BLOCKS);
     ck_assert_uint_eq(after.abandoned_heaps, before.abandoned_heaps + 1);
@@ -435,27 +451,16 @@ END_TEST
 
 /* Likewise a thread whose requests are all past the pools: its first one
  * gives it a heap, and the glibc path's counters stay exact. */
-static void *large_only(void *arg)
+static void large_only(void)
 {
-    (void)arg;
-    pm_stats_t before, after;
-    pm_test_stats(&before);
     for (size_t i = 0; i < 100; i++)
         pm_free(pm_malloc(PM_SMALL_MAX + 1 + i));
-    pm_test_stats(&after);
-    return (void *)(uintptr_t)(after.thread_heaps - before.thread_heaps);
 }
 
 START_TEST(test_threads_large_only_thread_counts_in_own_heap)
 {
     pm_stats_t before, after;
-    pm_test_stats(&before);
-    pthread_t t;
-    void *heaps_gained = NULL;
-    ck_assert_int_eq(pthread_create(&t, NULL, large_only, NULL), 0);
-    ck_assert_int_eq(pthread_join(t, &heaps_gained), 0);
-    ck_assert_uint_eq((uintptr_t)heaps_gained, 1);
-    pm_test_stats(&after);
+    ck_assert_uint_eq(heaps_gained_by(large_only, &before, &after), 1);
     ck_assert_uint_eq(after.system_allocated_total - before.system_allocated_total, 100);
     ck_assert_uint_eq(after.system_freed_total - before.system_freed_total, 100);
     ck_assert_uint_eq(after.system_live_blocks, before.system_live_blocks);
