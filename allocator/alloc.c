@@ -1,15 +1,15 @@
 /* alloc.c — owns the public malloc family (pm_*) and is the only file that
- * decides which requests pools serve and which go to glibc. Never calls
- * malloc by name. Keeps glibc's observable semantics: errno, NULL returns,
- * realloc(p, 0), and what each call does with a pointer it did not make. */
+ * decides which requests pools serve and which go to glibc (malloc's and
+ * free's fast halves are its too, in internal.h, where the preload shim can
+ * inline them). Never calls malloc by name. Keeps glibc's observable
+ * semantics: errno, NULL returns, realloc(p, 0), and what each call does
+ * with a pointer it did not make. */
 #include "internal.h"
 
 #include <errno.h>
 #include <string.h>
 
-/* Everything but the fast path: malloc(0), a bin with no room at hand, the
- * glibc path. Kept out of line so pm_malloc stays a leaf. */
-static __attribute__((noinline)) void *malloc_slow(size_t size)
+__attribute__((noinline)) void *pm_malloc_slow(size_t size)
 {
     if (size <= PM_SMALL_MAX && !pm_profile_unwinding()) {
         void *block = pm_heap_alloc(pm_class_of(size));
@@ -22,24 +22,12 @@ static __attribute__((noinline)) void *malloc_slow(size_t size)
 
 void *pm_malloc(size_t size)
 {
-    /* size - 1 wraps for 0, which takes the slow path like large sizes. */
-    if (PM_LIKELY(size - 1 < PM_SMALL_MAX)) {
-        void *block = pm_heap_alloc_fast((unsigned)((size - 1) / PM_CLASS_GRANULE));
-        if (PM_LIKELY(block != NULL))
-            return block;
-    }
-    return malloc_slow(size);
+    return pm_malloc_inline(size);
 }
 
 void pm_free(void *ptr)
 {
-    /* free never changes errno (POSIX 2024): glibc's free keeps it, and so
-     * does every system call poolmalloc makes (pm_os_*). NULL is tested
-     * only off the pools' path: no arena ever holds address 0. */
-    if (PM_LIKELY(pm_registry_contains(ptr)))
-        pm_heap_free_fast(ptr);
-    else if (ptr != NULL)
-        pm_system_free(ptr); /* glibc's, or the loader's via glibc */
+    pm_free_inline(ptr);
 }
 
 void *pm_calloc(size_t count, size_t size)

@@ -876,6 +876,34 @@ PM_HIDDEN void *pm_system_pvalloc(size_t size);
 PM_HIDDEN void pm_system_free(void *ptr);
 PM_HIDDEN size_t pm_system_usable_size(void *ptr);
 
+/* ---- alloc.c: malloc's and free's front doors --------------------------------
+ * Inline, for pm_malloc and pm_free and for the preload shim's malloc and
+ * free alike: the exported symbols are then the whole fast path, not a jump
+ * to it (one instruction each, two a malloc+free pair). */
+/* Everything but the fast path: malloc(0), a bin with no room at hand, the
+ * glibc path. Out of line so that malloc stays a leaf. */
+PM_HIDDEN void *pm_malloc_slow(size_t size);
+static inline void *pm_malloc_inline(size_t size)
+{
+    /* size - 1 wraps for 0, which takes the slow path like large sizes. */
+    if (PM_LIKELY(size - 1 < PM_SMALL_MAX)) {
+        void *block = pm_heap_alloc_fast((unsigned)((size - 1) / PM_CLASS_GRANULE));
+        if (PM_LIKELY(block != NULL))
+            return block;
+    }
+    return pm_malloc_slow(size);
+}
+static inline void pm_free_inline(void *ptr)
+{
+    /* free never changes errno (POSIX 2024): glibc's free keeps it, and so
+     * does every system call poolmalloc makes (pm_os_*). NULL is tested
+     * only off the pools' path: no arena ever holds address 0. */
+    if (PM_LIKELY(pm_registry_contains(ptr)))
+        pm_heap_free_fast(ptr);
+    else if (ptr != NULL)
+        pm_system_free(ptr); /* glibc's, or the loader's via glibc */
+}
+
 /* ---- fork handling (heap.c); the preload shim registers them. ------------- */
 PM_HIDDEN void pm_fork_prepare(void);
 PM_HIDDEN void pm_fork_parent(void);
