@@ -311,9 +311,9 @@ static inline unsigned pm_class_of(size_t size) /* size <= PM_SMALL_MAX */
 {
     return size == 0 ? 0 : (unsigned)((size - 1) / PM_CLASS_GRANULE);
 }
-static inline size_t pm_class_size(unsigned class_index)
+static inline size_t pm_class_size(size_t class_index)
 {
-    return (size_t)(class_index + 1) * PM_CLASS_GRANULE;
+    return (class_index + 1) * PM_CLASS_GRANULE;
 }
 /* Exact division of a pool offset by a block size, without a divide:
  * offset < 2^14 and size <= 512, so (offset * ceil(2^32 / size)) >> 32 is
@@ -774,8 +774,10 @@ PM_HIDDEN void pm_heap_reset_sampling(void);
 
 /* The fast path: pop the head pool's free list, or NULL if it has none
  * (then pm_heap_alloc_slow finds room). Inlined into pm_malloc. */
-static inline void *pm_heap_alloc_fast(unsigned class_index)
+static inline void *pm_heap_alloc_fast(size_t class_index)
 {
+    /* size_t, not unsigned: the bin's address and the block size then come
+     * from one register, with no zero-extension between them. */
     /* Read once: the stores below may alias it for the compiler. */
     pm_heap_t *heap = pm_thread_heap;
     pm_bin_t *bin = &heap->bins[class_index];
@@ -887,7 +889,7 @@ static inline void *pm_malloc_inline(size_t size)
 {
     /* size - 1 wraps for 0, which takes the slow path like large sizes. */
     if (PM_LIKELY(size - 1 < PM_SMALL_MAX)) {
-        void *block = pm_heap_alloc_fast((unsigned)((size - 1) / PM_CLASS_GRANULE));
+        void *block = pm_heap_alloc_fast((size - 1) / PM_CLASS_GRANULE);
         if (PM_LIKELY(block != NULL))
             return block;
     }
