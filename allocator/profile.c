@@ -76,8 +76,9 @@ typedef struct profile_name {
 #define PROFILE_FILTER_SIZE ((size_t)1 << PM_PROFILE_FILTER_BITS)
 _Alignas(PM_CACHE_LINE) uint64_t pm_profile_filter[PROFILE_FILTER_SIZE / 64];
 
+bool pm_profile_on;
+
 static struct {
-    bool enabled;
     double rate;
     /* poolmalloc's own code, when it is a library of its own (preloaded):
      * frames in it lead every stack and are not the program's sites. */
@@ -123,11 +124,6 @@ void pm_profile_hold_samples(bool hold)
     samples_held += hold ? 1u : -1u;
 }
 
-bool pm_profile_enabled(void)
-{
-    return profile.enabled;
-}
-
 static int64_t profile_draw_countdown(uint64_t *rng)
 {
     /* xorshift64*, then an exponential draw with mean `rate` bytes. */
@@ -154,7 +150,7 @@ static int64_t profile_seed(uint64_t *rng, const void *salt)
 void pm_profile_heap_init(pm_heap_t *heap)
 {
     heap->sample_countdown =
-        profile.enabled ? profile_seed(&heap->sample_rng, heap) : INT64_MAX;
+        pm_profile_on ? profile_seed(&heap->sample_rng, heap) : INT64_MAX;
 }
 
 /* The countdown of a thread without a heap of its own: at its first request
@@ -221,7 +217,7 @@ void pm_profile_init(void)
     }
     dl_iterate_phdr(profile_find_own_text, (void *)(uintptr_t)&pm_profile_init);
     profile.rate = (double)pm_options.profile_rate;
-    profile.enabled = true;
+    pm_profile_on = true;
 }
 
 static uint64_t profile_hash(const void *const *frames, int depth)
@@ -646,16 +642,15 @@ void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t size)
     return block;
 }
 
-void pm_profile_sample_system(void *block, size_t usable)
+void pm_profile_sample_system_due(void *block, size_t usable)
 {
     pm_heap_t *heap = pm_thread_heap;
-    if (heap != &pm_heap_empty) {
-        if ((heap->sample_countdown -= (int64_t)usable) < 0)
-            profile_record(&heap->sample_countdown, &heap->sample_rng, block, usable);
+    if (heap != &pm_heap_empty) { /* its countdown ran out (internal.h) */
+        profile_record(&heap->sample_countdown, &heap->sample_rng, block, usable);
         return;
     }
     /* While unwinding, the heap is the empty one and nothing is sampled. */
-    if (!profile.enabled || pm_profile_unwinding_now)
+    if (!pm_profile_on || pm_profile_unwinding_now)
         return;
     if (heapless_rng == 0)
         heapless_countdown = profile_seed(&heapless_rng, &heapless_rng);
@@ -701,7 +696,7 @@ bool pm_profile_validate(void)
 {
     bool ok = true;
     pm_lock(&profile.lock);
-    if (profile.enabled) {
+    if (pm_profile_on) {
         size_t slots = (size_t)1 << profile.sample_bits, mask = slots - 1, records = 0;
         for (size_t i = 0; i < slots; i++) {
             uintptr_t block = profile.samples[i].block;
@@ -781,7 +776,7 @@ size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live, boo
 void pm_profile_format_frame(pm_buf_t *b, const void *frame)
 {
     pm_lock(&profile.lock);
-    const char *text = profile.enabled ? profile_name_find((uintptr_t)frame) : NULL;
+    const char *text = pm_profile_on ? profile_name_find((uintptr_t)frame) : NULL;
     pm_unlock(&profile.lock);
     if (text != NULL)
         pm_buf_str(b, text);
