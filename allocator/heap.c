@@ -265,8 +265,8 @@ static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  * touched), the remote ring and stack (blocks other threads freed),
  * untouched blocks of a pool being carved, a pool from an arena. Collecting
  * before carving keeps a producer whose consumer frees everything from
- * faulting in a page per class while its blocks wait to be collected. The pool that serves moves
- * to the head, where the fast path looks. */
+ * faulting in a page per class while its blocks wait to be collected. The
+ * pool that serves moves to the head, where the fast path looks. */
 static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
 {
     pm_bin_t *bin = &heap->bins[class_index];

@@ -718,19 +718,10 @@ static inline bool pm_profile_unwinding(void)
 /* Returns the block: non-null, so pm_malloc can tail-call it. */
 PM_HIDDEN __attribute__((returns_nonnull)) void *pm_profile_sample_small(pm_heap_t *heap,
                                                                         void *block, size_t size);
-/* The glibc path's sampling: the calling thread's countdown is checked
- * inline, and only a sample that is due (or a thread without a heap, which
- * keeps a countdown of its own) costs a call. Out of line, the check alone
- * was 22 instructions per request, most of them saving registers. */
-PM_HIDDEN void pm_profile_sample_system_due(void *block, size_t usable);
-static inline void pm_profile_sample_system(void *block, size_t usable)
-{
-    pm_heap_t *heap = pm_thread_heap;
-    if (PM_LIKELY(heap != &pm_heap_empty) &&
-        PM_LIKELY((heap->sample_countdown -= (int64_t)usable) >= 0))
-        return;
-    pm_profile_sample_system_due(block, usable);
-}
+/* The glibc path's sampling, out of line: system.c checks the countdown of
+ * a thread with a heap itself and calls this only when a sample may be due
+ * or the thread has no heap (it then keeps a countdown of its own). */
+PM_HIDDEN void pm_profile_sample_system(void *block, size_t usable);
 
 /* "Might this block have been sampled?", without the lock: one bit per
  * hash of the address in an 8 KiB filter (L1-sized), set while a sampled
@@ -862,25 +853,32 @@ PM_HIDDEN void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT]);
 /* The system path's counting, for a thread that has no heap: it takes one if
  * it may, else the shared counters count it. */
 PM_HIDDEN void pm_heap_count_system_heapless(size_t allocated_bytes, size_t freed_bytes);
+/* The glibc path's counting in a heap (not pm_heap_empty). */
+static inline void pm_heap_count_system_alloc(pm_heap_t *heap, size_t usable)
+{
+    PM_COUNTER_ADD(heap->system.allocated_total, 1);
+    PM_COUNTER_ADD(heap->system.allocated_bytes_total, usable);
+}
+static inline void pm_heap_count_system_free(pm_heap_t *heap, size_t usable)
+{
+    PM_COUNTER_ADD(heap->system.freed_total, 1);
+    PM_COUNTER_ADD(heap->system.freed_bytes_total, usable);
+}
 static inline void pm_count_system_alloc(size_t usable)
 {
     pm_heap_t *heap = pm_thread_heap;
-    if (PM_LIKELY(heap != &pm_heap_empty)) {
-        PM_COUNTER_ADD(heap->system.allocated_total, 1);
-        PM_COUNTER_ADD(heap->system.allocated_bytes_total, usable);
-    } else {
+    if (PM_LIKELY(heap != &pm_heap_empty))
+        pm_heap_count_system_alloc(heap, usable);
+    else
         pm_heap_count_system_heapless(usable, 0);
-    }
 }
 static inline void pm_count_system_free(size_t usable)
 {
     pm_heap_t *heap = pm_thread_heap;
-    if (PM_LIKELY(heap != &pm_heap_empty)) {
-        PM_COUNTER_ADD(heap->system.freed_total, 1);
-        PM_COUNTER_ADD(heap->system.freed_bytes_total, usable);
-    } else {
+    if (PM_LIKELY(heap != &pm_heap_empty))
+        pm_heap_count_system_free(heap, usable);
+    else
         pm_heap_count_system_heapless(0, usable);
-    }
 }
 /* malloc_trim's part in the heaps: the calling thread's and every abandoned
  * heap's empty pools go back to their arenas. Returns how many. */

@@ -642,11 +642,12 @@ void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t size)
     return block;
 }
 
-void pm_profile_sample_system_due(void *block, size_t usable)
+void pm_profile_sample_system(void *block, size_t usable)
 {
     pm_heap_t *heap = pm_thread_heap;
-    if (heap != &pm_heap_empty) { /* its countdown ran out (internal.h) */
-        profile_record(&heap->sample_countdown, &heap->sample_rng, block, usable);
+    if (heap != &pm_heap_empty) {
+        if ((heap->sample_countdown -= (int64_t)usable) < 0)
+            profile_record(&heap->sample_countdown, &heap->sample_rng, block, usable);
         return;
     }
     /* While unwinding, the heap is the empty one and nothing is sampled. */

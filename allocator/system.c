@@ -44,10 +44,8 @@ static inline void *system_account(void *block, bool fresh)
     if (PM_UNLIKELY(heap == &pm_heap_empty || (fresh && pm_options.debug) ||
                     heap->sample_countdown < (int64_t)usable))
         return system_account_slow(block, usable, fresh);
-    /* pm_count_system_alloc and pm_profile_sample_system, their common case */
-    PM_COUNTER_ADD(heap->system.allocated_total, 1);
-    PM_COUNTER_ADD(heap->system.allocated_bytes_total, usable);
-    heap->sample_countdown -= (int64_t)usable;
+    pm_heap_count_system_alloc(heap, usable);
+    heap->sample_countdown -= (int64_t)usable; /* pm_profile_sample_system's, no sample due */
     return block;
 }
 
@@ -100,9 +98,7 @@ void pm_system_free(void *ptr)
         system_free_slow(ptr, usable);
         return;
     }
-    /* pm_count_system_free, its common case */
-    PM_COUNTER_ADD(heap->system.freed_total, 1);
-    PM_COUNTER_ADD(heap->system.freed_bytes_total, usable);
+    pm_heap_count_system_free(heap, usable);
     __libc_free(ptr);
 }
 
