@@ -30,6 +30,14 @@ void pm_free(void *ptr)
     pm_free_inline(ptr);
 }
 
+void pm_free_outside_space(void *ptr)
+{
+    if (pm_outside_arena_contains(ptr))
+        pm_heap_free_fast(ptr);
+    else if (ptr != NULL)
+        pm_system_free(ptr); /* glibc's, or the loader's via glibc */
+}
+
 void *pm_calloc(size_t count, size_t size)
 {
     size_t total;
@@ -51,7 +59,7 @@ size_t pm_malloc_usable_size(void *ptr)
 {
     if (ptr == NULL)
         return 0;
-    if (pm_registry_contains(ptr))
+    if (pm_pool_path(ptr))
         return pm_heap_block_size(ptr, PM_OP_USABLE_SIZE);
     return pm_system_usable_size(ptr);
 }
@@ -76,7 +84,7 @@ void *pm_realloc(void *ptr, size_t size)
         pm_free(ptr);
         return NULL;
     }
-    if (pm_registry_contains(ptr)) {
+    if (pm_pool_path(ptr)) {
         size_t block_size = pm_heap_block_size(ptr, PM_OP_REALLOC);
         /* Shrinking keeps the block unless it would waste more than a
          * quarter of it (obmalloc's rule): copying costs more than slack. */

@@ -64,14 +64,10 @@ static void directory_unlink(pm_arena_t *arena)
 
 static pm_arena_t *arena_create(void)
 {
-    pm_arena_t *arena = pm_os_map_aligned(PM_ARENA_SIZE, PM_ARENA_SIZE);
+    /* I1: registered before any block of it can be handed out. */
+    pm_arena_t *arena = pm_registry_map_arena();
     if (arena == NULL)
         return NULL;
-    /* I1: registered before any block of it can be handed out. */
-    if (!pm_registry_add(arena)) {
-        pm_os_unmap(arena, PM_ARENA_SIZE);
-        return NULL;
-    }
     /* mmap gives zeroed memory: only what is not zero needs setting. */
     for (unsigned k = PM_POOLS_PER_ARENA; k-- > 0;) {
         pm_pool_t *pool = &arena->pools[k];
@@ -152,8 +148,7 @@ static void arena_destroy(pm_arena_t *arena)
     directory.empty_count--;
     directory.destroyed_total++;
     directory.released_bytes_total += PM_ARENA_HEADER_SIZE;
-    pm_registry_remove(arena); /* I1: before the memory goes */
-    pm_os_unmap(arena, PM_ARENA_SIZE);
+    pm_registry_unmap_arena(arena);
 }
 
 /* True if any pool of the arena still holds pages. */

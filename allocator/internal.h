@@ -17,9 +17,11 @@
  *       heap.c (per-thread) ─▶ pool.c    system.c ─▶ glibc __libc_malloc ...
  *                       │
  *                       ▼
- *                   arena.c ─▶ os.c ─▶ mmap / munmap
- *                       │
- *                   registry.c  "is this address inside one of our arenas?"
+ *                   arena.c ─▶ os.c ─▶ mmap / munmap / madvise
+ *                       │         ▲
+ *                   registry.c ───┘  "is this address inside one of our
+ *                                    arenas?"; the arena space they are
+ *                                    committed from
  *
  *  alloc.c is the only file that decides small versus system routing.
  *  os.c is the only file that talks to the kernel about memory, and every
@@ -48,7 +50,8 @@
  *  be given back to the OS whole.
  *
  *  An arena is PM_ARENA_SIZE (256 KiB) of mmap'd memory aligned to its size,
- *  so the arena of any address is `addr & ~(PM_ARENA_SIZE - 1)`:
+ *  committed from the arena space (one reserved range, I13) while it has
+ *  room, so the arena of any address is `addr & ~(PM_ARENA_SIZE - 1)`:
  *
  *   arena base (256 KiB aligned)
  *   ┌───────────────┬─────────────┬──────────────┬─────┬──────────────┐
@@ -209,6 +212,12 @@
  *      is mapped. The registry is updated before an arena is first used and
  *      before it is unmapped, and registry leaves are never unmapped, so a
  *      lookup never touches memory that may be unmapped.
+ *  I13 The arena space, once reserved, stays mapped and readable to its
+ *      last byte for the life of the process: a slot with no arena reads
+ *      as zeros (never written, or mapped read-only again when its arena
+ *      went). So free reads the descriptor of any pointer in the space
+ *      without asking the registry; a slot with no arena has a pool with no
+ *      heap there, and the pointer goes to pm_pool_checked, which does ask.
  *  I2  A pool is UNUSED iff it is on its arena's free-pool list; then its
  *      class is PM_CLASS_NONE and its used_count is 0.
  *  I3  For an IN USE pool: used_count = the number of set bits of live_map
@@ -338,6 +347,14 @@ PM_HIDDEN void pm_buf_json_string(pm_buf_t *buf, const char *s);
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t alignment);
 PM_HIDDEN void *pm_os_map(size_t size);
 PM_HIDDEN void pm_os_unmap(void *addr, size_t size);
+/* Address space that reads as zeros and cannot be written (registry.c's
+ * arena space): pm_os_commit makes part of it ordinary memory, and
+ * pm_os_decommit gives that back, reading as zeros again. */
+PM_HIDDEN void *pm_os_reserve(size_t size, size_t alignment);
+PM_HIDDEN bool pm_os_commit(void *addr, size_t size);
+PM_HIDDEN void pm_os_decommit(void *addr, size_t size);
+/* True if RLIMIT_AS caps the process's address space. */
+PM_HIDDEN bool pm_os_address_space_limited(void);
 /* A thread stack of `size` bytes (its lowest address) with a guard page below. */
 PM_HIDDEN void *pm_os_map_stack(size_t size);
 /* Gives the pages back to the OS; the range stays mapped and reads as zeros. */
@@ -424,8 +441,43 @@ static inline bool pm_registry_contains(const void *addr)
     return __atomic_load_n(&leaf->arena_mapped[arena_number & (PM_REGISTRY_LEAF_SIZE - 1)],
                            __ATOMIC_ACQUIRE) != 0;
 }
-PM_HIDDEN bool pm_registry_add(void *arena_base);
-PM_HIDDEN void pm_registry_remove(void *arena_base);
+
+/* The arena space (I13): [base, base + size), empty (size 0) until the
+ * first arena, and for good if it cannot be reserved. */
+#define PM_ARENA_SPACE_SIZE ((size_t)64 << 30) /* 262,144 arenas */
+#define PM_ARENA_SPACE_MIN ((size_t)1 << 30)   /* reserved, or no space at all */
+typedef struct pm_arena_space {
+    uintptr_t base, size; /* accessed atomically */
+} pm_arena_space_t;
+PM_HIDDEN extern pm_arena_space_t pm_arena_space;
+/* Set once an arena has been mapped outside the space: free must then ask
+ * the registry about pointers outside it too. */
+PM_HIDDEN extern bool pm_arenas_outside_space;
+
+/* True iff addr lies in the arena space, in an arena or not (I13). */
+static inline bool pm_arena_space_contains(const void *addr)
+{
+    uintptr_t size = __atomic_load_n(&pm_arena_space.size, __ATOMIC_ACQUIRE);
+    return (uintptr_t)addr - __atomic_load_n(&pm_arena_space.base, __ATOMIC_RELAXED) < size;
+}
+/* An arena outside the space, for a pointer that is not in it. */
+static inline bool pm_outside_arena_contains(const void *addr)
+{
+    return PM_UNLIKELY(__atomic_load_n(&pm_arenas_outside_space, __ATOMIC_RELAXED)) &&
+           pm_registry_contains(addr);
+}
+/* Does a pointer take the pools' way (free, realloc, usable size)? Yes in
+ * the arena space, arena or not (pm_pool_checked tells a block from
+ * misuse there, I13), and in an arena outside it; anything else is glibc's. */
+static inline bool pm_pool_path(const void *addr)
+{
+    return pm_arena_space_contains(addr) || pm_outside_arena_contains(addr);
+}
+/* A new arena, zeroed, PM_ARENA_SIZE-aligned and registered (I1); from the
+ * space if it has room. NULL if none can be mapped. */
+PM_HIDDEN void *pm_registry_map_arena(void);
+/* Unregisters an arena, then gives its memory back. */
+PM_HIDDEN void pm_registry_unmap_arena(void *arena);
 
 /* ---- pools and arenas ------------------------------------------------------ */
 /* A free block: its first 8 bytes hold the link to the next one, encoded
@@ -913,15 +965,18 @@ static inline void *pm_malloc_inline(size_t size)
     }
     return pm_malloc_slow(size);
 }
+/* free of a pointer outside the arena space: an arena mapped outside it,
+ * glibc's, NULL. Out of line: the glibc path is a tail call away. */
+PM_HIDDEN void pm_free_outside_space(void *ptr);
 static inline void pm_free_inline(void *ptr)
 {
     /* free never changes errno (POSIX 2024): glibc's free keeps it, and so
      * does every system call poolmalloc makes (pm_os_*). NULL is tested
-     * only off the pools' path: no arena ever holds address 0. */
-    if (PM_LIKELY(pm_registry_contains(ptr)))
-        pm_heap_free_fast(ptr);
-    else if (ptr != NULL)
-        pm_system_free(ptr); /* glibc's, or the loader's via glibc */
+     * only off the pools' path: the space never holds address 0. */
+    if (PM_LIKELY(pm_arena_space_contains(ptr)))
+        pm_heap_free_fast(ptr); /* I13: readable, in an arena or not */
+    else
+        pm_free_outside_space(ptr);
 }
 
 /* ---- fork handling (heap.c); the preload shim registers them. ------------- */

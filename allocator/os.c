@@ -11,6 +11,7 @@
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -49,19 +50,24 @@ long pm_os_syscall(long number, long a, long b, long c, long d, long e, long f)
 #endif
 }
 
+static void *os_map(void *addr, size_t size, int prot, int flags)
+{
+    long p = PM_OS_CALL(SYS_mmap, addr, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | flags,
+                        -1, 0);
+    return p < 0 && p > -4096 ? NULL : (void *)p;
+}
+
 void *pm_os_map(size_t size)
 {
-    long p = PM_OS_CALL(SYS_mmap, 0, size, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p < 0 && p > -4096 ? NULL : (void *)p;
+    return os_map(NULL, size, PROT_READ | PROT_WRITE, 0);
 }
 
 /* Maps `size` bytes aligned to `alignment` (a power of two >= the page size)
  * by over-mapping and trimming both ends; arenas are rare, so the extra
  * system calls are off every hot path. */
-void *pm_os_map_aligned(size_t size, size_t alignment)
+static void *os_map_aligned(size_t size, size_t alignment, int prot)
 {
-    void *p = pm_os_map(size);
+    void *p = os_map(NULL, size, prot, 0);
     if (p == NULL)
         return NULL;
     if (((uintptr_t)p & (alignment - 1)) == 0)
@@ -69,7 +75,7 @@ void *pm_os_map_aligned(size_t size, size_t alignment)
     pm_os_unmap(p, size);
 
     size_t span = size + alignment;
-    char *raw = pm_os_map(span);
+    char *raw = os_map(NULL, span, prot, 0);
     if (raw == NULL)
         return NULL;
     char *aligned = (char *)(((uintptr_t)raw + alignment - 1) & ~(uintptr_t)(alignment - 1));
@@ -80,6 +86,40 @@ void *pm_os_map_aligned(size_t size, size_t alignment)
     if (tail)
         pm_os_unmap(aligned + size, tail);
     return aligned;
+}
+
+void *pm_os_map_aligned(size_t size, size_t alignment)
+{
+    return os_map_aligned(size, alignment, PROT_READ | PROT_WRITE);
+}
+
+/* Read-only and never written until committed: no page is backed, and a
+ * read anywhere in it finds the shared zero page. */
+void *pm_os_reserve(size_t size, size_t alignment)
+{
+    return os_map_aligned(size, alignment, PROT_READ);
+}
+
+bool pm_os_commit(void *addr, size_t size)
+{
+    return PM_OS_CALL(SYS_mprotect, addr, size, PROT_READ | PROT_WRITE) == 0;
+}
+
+/* One mmap over the range drops its pages and its write permission at once,
+ * and a racing reader sees the old page or the zero page, never a hole. If
+ * the kernel refuses (the mapping count, say), the pages still go, and the
+ * range stays writable and reads as zeros, which is all a reader needs. */
+void pm_os_decommit(void *addr, size_t size)
+{
+    if (os_map(addr, size, PROT_READ, MAP_FIXED) != addr)
+        pm_os_purge(addr, size);
+}
+
+bool pm_os_address_space_limited(void)
+{
+    struct rlimit limit;
+    return PM_OS_CALL(SYS_prlimit64, 0, RLIMIT_AS, NULL, &limit) != 0 ||
+           limit.rlim_cur != RLIM_INFINITY;
 }
 
 /* A thread stack: `size` bytes above a page that faults, so that running

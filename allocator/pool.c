@@ -130,23 +130,32 @@ void pm_pool_debug_reuse(const pm_pool_t *pool, void *block)
 
 /* The diagnosis of each misuse, per operation: glibc's wording where glibc
  * has one ("double free"), and the kind of address otherwise. */
-enum pool_misuse { MISUSE_FREED, MISUSE_NOT_BLOCK_START, MISUSE_UNUSED_POOL, MISUSE_ARENA_HEADER };
+enum pool_misuse {
+    MISUSE_FREED, MISUSE_NOT_BLOCK_START, MISUSE_UNUSED_POOL, MISUSE_ARENA_HEADER, MISUSE_NO_ARENA
+};
 
-static const char *const pool_misuse_message[][4] = {
+static const char *const pool_misuse_message[][5] = {
     [PM_OP_FREE] = {"double free", "invalid free (not the start of a block)",
                     "invalid free (pointer into an unused pool)",
-                    "invalid free (pointer into an arena header)"},
+                    "invalid free (pointer into an arena header)",
+                    "invalid free (pointer into poolmalloc's arena space, in no arena)"},
     [PM_OP_REALLOC] = {"realloc of a freed block", "invalid realloc (not the start of a block)",
                        "invalid realloc (pointer into an unused pool)",
-                       "invalid realloc (pointer into an arena header)"},
+                       "invalid realloc (pointer into an arena header)",
+                       "invalid realloc (pointer into poolmalloc's arena space, in no arena)"},
     [PM_OP_USABLE_SIZE] = {"malloc_usable_size of a freed block",
                            "invalid malloc_usable_size (not the start of a block)",
                            "invalid malloc_usable_size (pointer into an unused pool)",
-                           "invalid malloc_usable_size (pointer into an arena header)"},
+                           "invalid malloc_usable_size (pointer into an arena header)",
+                           "invalid malloc_usable_size (pointer into poolmalloc's arena space, "
+                           "in no arena)"},
 };
 
 pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
 {
+    /* I13: free's fast path sends any pointer in the arena space here. */
+    if (!pm_registry_contains(block))
+        pm_fatal(pool_misuse_message[op][MISUSE_NO_ARENA], block, -1);
     if (((uintptr_t)block & (PM_ARENA_SIZE - 1)) < PM_ARENA_HEADER_SIZE)
         pm_fatal(pool_misuse_message[op][MISUSE_ARENA_HEADER], block, -1);
     pm_pool_t *pool = pm_pool_of(block);

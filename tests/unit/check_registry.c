@@ -1,9 +1,13 @@
 /* check_registry.c — pm_owns and the arena geometry it relies on: true for
  * every byte of our arenas, false for anything else (I1), and an arena is
- * found from any of its addresses by masking (PM_ARENA_SIZE alignment). */
+ * found from any of its addresses by masking (PM_ARENA_SIZE alignment);
+ * the arena space arenas are committed from, readable where no arena is
+ * (I13), and its absence under RLIMIT_AS. */
 #include "support.h"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static int static_data[16] = {1, 2, 3};
 static int static_bss[16];
@@ -201,6 +205,127 @@ START_TEST(test_owns_false_after_unmap)
 }
 END_TEST
 
+/* ---- the arena space (I13) -------------------------------------------------- */
+
+static uintptr_t space_base(void)
+{
+    return __atomic_load_n(&pm_arena_space.base, __ATOMIC_RELAXED);
+}
+static size_t space_size(void)
+{
+    return __atomic_load_n(&pm_arena_space.size, __ATOMIC_ACQUIRE);
+}
+
+/* Arenas are committed from the space, lowest slot first. */
+START_TEST(test_arenas_from_space)
+{
+    ck_assert_uint_eq(space_size(), 0); /* forked: no arena yet, no space */
+    void *p = pm_malloc(64);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_ge(space_size(), PM_ARENA_SPACE_MIN);
+    ck_assert_uint_le(space_size(), PM_ARENA_SPACE_SIZE);
+    ck_assert_uint_eq(space_base() % PM_ARENA_SIZE, 0);
+    ck_assert(pm_arena_space_contains(p));
+    ck_assert_uint_eq(pm_test_arena_base(p), space_base());
+    ck_assert(!pm_arenas_outside_space);
+    /* A glibc block and the space's ends as seen by free's first test. */
+    void *g = __libc_malloc(64);
+    ck_assert(!pm_arena_space_contains(g));
+    __libc_free(g);
+    ck_assert(!pm_arena_space_contains((void *)(space_base() - 1)));
+    ck_assert(!pm_arena_space_contains((void *)(space_base() + space_size())));
+    ck_assert(pm_arena_space_contains((void *)(space_base() + space_size() - 1)));
+    pm_free(p);
+}
+END_TEST
+
+/* An arena that goes leaves its slot readable and zero (I13), not owned,
+ * and the next arena takes the lowest free slot again. */
+START_TEST(test_space_slot_reused)
+{
+    pm_options.purge_delay_ms = 0;
+    enum { COUNT = 2000 }; /* 512-byte blocks: four arenas or more */
+    static void *blocks[COUNT];
+    for (size_t i = 0; i < COUNT; i++)
+        ck_assert_ptr_nonnull(blocks[i] = pm_malloc(PM_SMALL_MAX));
+    uintptr_t last = pm_test_arena_base(blocks[COUNT - 1]);
+    ck_assert_uint_ge(last, space_base() + 3 * PM_ARENA_SIZE);
+    for (size_t i = 0; i < COUNT; i++)
+        pm_free(blocks[i]);
+    ck_assert_int_eq(pm_malloc_trim(0), 1);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.arenas_mapped, 0);
+    for (uintptr_t a = space_base(); a <= last; a += PM_ARENA_SIZE) {
+        ck_assert(!pm_owns((void *)a));
+        ck_assert_uint_eq(*(volatile uint64_t *)(a + PM_ARENA_HEADER_SIZE + 4096), 0);
+        ck_assert_uint_eq(*(volatile uint64_t *)a, 0); /* the descriptors, zero */
+    }
+    void *p = pm_malloc(PM_SMALL_MAX);
+    ck_assert_uint_eq(pm_test_arena_base(p), space_base());
+    pm_free(p);
+}
+END_TEST
+
+/* The space's last pool, where no arena is yet. */
+static void *space_without_arena(void)
+{
+    void *anchor = pm_malloc(32); /* an arena, so the space exists */
+    (void)anchor;
+    return (char *)space_base() + space_size() - PM_POOL_SIZE;
+}
+static void misuse_free_in_space(void)
+{
+    pm_free(space_without_arena());
+}
+static void misuse_realloc_in_space(void)
+{
+    (void)pm_realloc(space_without_arena(), 100);
+}
+
+/* A pointer into the space where no arena is: diagnosed, not treated as
+ * glibc's (whose free would read a chunk header there). */
+START_TEST(test_misuse_in_space_without_arena)
+{
+    char buf[4096];
+    pm_test_capture_abort(misuse_free_in_space, buf, sizeof buf);
+    pm_test_assert_message(buf, "invalid free (pointer into poolmalloc's arena space, in no arena)");
+    pm_test_capture_abort(misuse_realloc_in_space, buf, sizeof buf);
+    pm_test_assert_message(buf, "invalid realloc (pointer into poolmalloc's arena space, in no arena)");
+    ck_assert(!pm_owns(space_without_arena()));
+}
+END_TEST
+
+/* Under RLIMIT_AS no space is reserved (it would count against the limit):
+ * arenas are mapped one by one, and free asks the registry. */
+START_TEST(test_no_space_under_address_limit)
+{
+    /* Finite, yet above any sanitizer's reservations. */
+    struct rlimit limit = {RLIM_INFINITY - 1, RLIM_INFINITY - 1};
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &limit), 0);
+    enum { COUNT = 2000 };
+    static void *blocks[COUNT];
+    for (size_t i = 0; i < COUNT; i++) {
+        ck_assert_ptr_nonnull(blocks[i] = pm_malloc(PM_SMALL_MAX));
+        ck_assert(pm_owns(blocks[i]));
+    }
+    ck_assert_uint_eq(space_size(), 0);
+    ck_assert(pm_arenas_outside_space);
+    void *big = pm_malloc(PM_SMALL_MAX + 1);
+    ck_assert(!pm_owns(big));
+    pm_free(big);
+    pm_free(NULL);
+    for (size_t i = 0; i < COUNT; i++)
+        pm_free(blocks[i]);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+    void *p = pm_malloc(24);
+    pm_free(p);
+    pm_free(p); /* still caught: the registry sends it to the checks */
+}
+END_TEST
+
 Suite *make_registry_suite(void)
 {
     Suite *s = suite_create("registry");
@@ -215,6 +340,13 @@ Suite *make_registry_suite(void)
     tc = tcase_create("arena");
     tcase_add_test(tc, test_arena_geometry_many_classes);
     tcase_add_test(tc, test_owns_false_after_unmap);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("space");
+    tcase_add_test(tc, test_arenas_from_space);
+    tcase_add_test(tc, test_space_slot_reused);
+    tcase_add_test(tc, test_misuse_in_space_without_arena);
+    tcase_add_test_raise_signal(tc, test_no_space_under_address_limit, SIGABRT);
     suite_add_tcase(s, tc);
     return s;
 }
