@@ -13,9 +13,10 @@ __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("initial-exec"))) = 
 static __thread bool thread_heap_released __attribute__((tls_model("initial-exec")));
 
 /* Never written: its bins are empty, so the fast path falls through. */
-pm_heap_t pm_heap_empty;
+pm_heap_t pm_heap_empty = {.bins = PM_BINS_INITIALIZER};
 
 static pm_heap_t shared_heap = {
+    .bins = PM_BINS_INITIALIZER,
     .sample_countdown = INT64_MAX, /* allocations under its lock are not sampled */
     .service_lock = PM_LOCK_INITIALIZER,
     .state = PM_HEAP_ABANDONED,
@@ -67,6 +68,16 @@ void pm_heap_count_system_heapless(size_t allocated_bytes, size_t freed_bytes)
 
 /* ---- bin lists (I4) ------------------------------------------------------- */
 
+static pm_pool_t *bin_head_or_dry(const pm_bin_t *bin)
+{
+    return bin->pools != NULL ? bin->pools : &pm_pool_dry;
+}
+/* After every change of the list's head. */
+static void bin_serve_head(pm_bin_t *bin)
+{
+    bin->serving = bin_head_or_dry(bin);
+}
+
 /* A new pool goes first, to serve now. */
 static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
 {
@@ -77,6 +88,7 @@ static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
     else
         bin->pools_tail = pool;
     bin->pools = pool;
+    bin_serve_head(bin);
     pool->on_bin_list = true;
 }
 
@@ -92,6 +104,7 @@ static void bin_append(pm_bin_t *bin, pm_pool_t *pool)
     else
         bin->pools = pool;
     bin->pools_tail = pool;
+    bin_serve_head(bin);
     pool->on_bin_list = true;
 }
 
@@ -106,6 +119,7 @@ static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
     else
         bin->pools_tail = pool->prev;
     pool->next = pool->prev = NULL;
+    bin_serve_head(bin);
     pool->on_bin_list = false;
 }
 
@@ -322,6 +336,8 @@ static pm_heap_t *heap_create(void)
     }
     pm_heap_t *heap = (pm_heap_t *)heaps.slab_next;
     heaps.slab_next += size;
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
+        bin_serve_head(&heap->bins[c]);
     pm_lock_init(&heap->service_lock);
     atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_relaxed);
     pm_profile_heap_init(heap);
@@ -505,6 +521,10 @@ void pm_heap_free(void *block, pm_op_t op)
     pm_heap_t *owner = __atomic_load_n(&pool->heap, __ATOMIC_RELAXED);
     pm_heap_t *me = pm_thread_heap;
     if (PM_LIKELY(owner == me)) {
+        /* I11: the pool's last sampled block is gone (freed here, or by
+         * another thread): its frees may take the fast path again. */
+        if (__atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) == 0)
+            __atomic_store_n(&pool->free_owner, me, __ATOMIC_RELAXED);
         heap_take_back(me, pool, block);
         return;
     }
@@ -625,6 +645,9 @@ bool pm_heap_validate(void)
         any_orphaned |= heap_is_orphaned(heap);
         for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
             const pm_bin_t *bin = &heap->bins[c];
+            /* A fork may have cut an orphaned heap's owner between the
+             * two (see heap_visit_pool). */
+            ok &= heap_is_orphaned(heap) || bin->serving == bin_head_or_dry(bin);
             allocated[c] += bin->allocated_total;
             pools[c] += bin->pool_count;
             waiting_counted[c] += bin->remote_freed_total - bin->remote_collected_total;

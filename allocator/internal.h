@@ -503,7 +503,10 @@ typedef struct pm_pool {
         struct pm_pool *retained_prev; /* UNUSED, retained: the next older one */
     };
     struct pm_heap *heap;     /* owner; NULL when UNUSED */
-    uintptr_t start;          /* first block's address (pm_pool_start) */
+    /* The owner, or NULL while a sampled block may be live in the pool
+     * (I11): the one field free's fast path compares. Written by the
+     * owner only; atomic. */
+    struct pm_heap *free_owner;
     uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
     uint32_t block_size;      /* class size, cached for the free path */
     uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
@@ -681,7 +684,14 @@ typedef struct pm_bin {
     uint64_t remote_freed_total;   /* blocks of other heaps freed by this thread */
     uint64_t remote_collected_total; /* blocks taken back from remote_free */
     uint64_t pool_count;           /* IN USE pools owned */
+    /* pools, or pm_pool_dry when there is none: never NULL, so malloc's
+     * fast path tests only the free list. */
+    pm_pool_t *serving;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_bin_t;
+/* A pool with no free block and no owner, never written: what a bin with
+ * no pool serves. */
+PM_HIDDEN extern pm_pool_t pm_pool_dry;
+#define PM_BINS_INITIALIZER {[0 ... PM_CLASS_COUNT - 1] = {.serving = &pm_pool_dry}}
 
 typedef enum pm_heap_state { PM_HEAP_OWNED, PM_HEAP_ABANDONED, PM_HEAP_ORPHANED } pm_heap_state_t;
 
@@ -697,9 +707,11 @@ typedef struct pm_system_counters {
 } pm_system_counters_t;
 
 typedef struct pm_heap {
+    /* First: a bin's address is then the heap's plus class x 64, with no
+     * offset to add on malloc's fast path. */
+    pm_bin_t bins[PM_CLASS_COUNT]; /* the owner's, never written by others */
     int64_t sample_countdown;      /* bytes until the next sample (profile.c) */
     uint64_t sample_rng;
-    pm_bin_t bins[PM_CLASS_COUNT]; /* the owner's, never written by others */
     pm_system_counters_t system;   /* likewise */
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;
@@ -747,9 +759,10 @@ typedef struct pm_profile_summary {
 } pm_profile_summary_t;
 
 /* I11 (profile.c): a sampled block has a record until it is freed, its
- * pool's sampled_count counts it, so free takes the slow path, and its bit
- * in pm_profile_filter is set, so that path (and every free of a glibc
- * block) drops the record. While a thread unwinds for a sample, its heap is
+ * pool's sampled_count counts it and its pool's free_owner is NULL, so free
+ * takes the slow path (where the owner restores free_owner once the count
+ * is back to 0), and its bit in pm_profile_filter is set, so that path (and
+ * every free of a glibc block) drops the record. While a thread unwinds for a sample, its heap is
  * the empty one and its allocations go to glibc unsampled. */
 PM_HIDDEN void pm_profile_init(void);
 /* Set once, when profiling starts (before any block is sampled), and
@@ -844,9 +857,9 @@ static inline void *pm_heap_alloc_fast(size_t class_index)
     /* Read once: the stores below may alias it for the compiler. */
     pm_heap_t *heap = pm_thread_heap;
     pm_bin_t *bin = &heap->bins[class_index];
-    pm_pool_t *pool = bin->pools;
-    pm_block_t *block;
-    if (PM_LIKELY(pool != NULL && (block = pool->free_list) != NULL)) {
+    pm_pool_t *pool = bin->serving;
+    pm_block_t *block = pool->free_list;
+    if (PM_LIKELY(block != NULL)) {
         pm_block_t *next = pm_link_get(block);
         if (PM_UNLIKELY(!pm_link_in_pool(block, next)))
             pm_pool_corrupt_link(pool, block);
@@ -882,9 +895,9 @@ static inline void pm_heap_free_fast(void *block)
     /* The bit's index rather than its mask: x86-64 tests (bt) and clears
      * (btr) a bit by index in one instruction each. */
     unsigned bit = pm_live_bit(block);
-    if (PM_LIKELY(pool->heap == heap && ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 &&
-                  ((live >> bit) & 1) != 0 &&
-                  __atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) == 0)) {
+    /* free_owner is NULL while the pool may hold a sampled block (I11). */
+    if (PM_LIKELY(__atomic_load_n(&pool->free_owner, __ATOMIC_RELAXED) == heap &&
+                  ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 && ((live >> bit) & 1) != 0)) {
         __atomic_store_n(word, live & ~((uint64_t)1 << bit), __ATOMIC_RELAXED); /* I6 */
         pm_link_set(block, pool->free_list);
         pool->free_list = block;

@@ -29,6 +29,8 @@ static void link_key_init(void)
     pm_link_key = (uintptr_t)(key | 1); /* never 0: a zeroed link must not decode to NULL */
 }
 
+pm_pool_t pm_pool_dry = {.class_index = PM_CLASS_NONE};
+
 void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
 {
     if (PM_UNLIKELY(pm_link_key == 0))
@@ -36,7 +38,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->free_list = NULL;
     pool->next = pool->prev = NULL;
     pool->heap = heap;
-    pool->start = (uintptr_t)pm_pool_start(pool);
+    __atomic_store_n(&pool->free_owner, heap, __ATOMIC_RELAXED);
     pool->carve_index = 0;
     pool->block_size = (uint32_t)pm_class_size(class_index);
     pool->reciprocal = pm_class_reciprocal[class_index];
@@ -164,7 +166,7 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
         pm_fatal(pool_misuse_message[op][MISUSE_UNUSED_POOL], block, -1);
     /* I7: a block starts exactly at a multiple of the block size; the
      * reciprocal divides exactly within a pool (sizeclass.c). */
-    uint64_t offset = (uintptr_t)block - pool->start;
+    uint64_t offset = (uintptr_t)block - (uintptr_t)pm_pool_start(pool);
     uint64_t index = (offset * pool->reciprocal) >> 32;
     if (index * pool->block_size != offset || index >= pool->capacity)
         pm_fatal(pool_misuse_message[op][MISUSE_NOT_BLOCK_START], block, (int)class_index);
@@ -178,7 +180,9 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
 bool pm_pool_is_valid(const pm_pool_t *pool)
 {
     if (pool->class_index == PM_CLASS_NONE)
-        return pool->used_count == 0 && pool->heap == NULL; /* I2 */
+        return pool->used_count == 0 && pool->heap == NULL && pool->free_owner == NULL; /* I2 */
+    if (pool->free_owner != NULL && (pool->free_owner != pool->heap || pool->sampled_count != 0))
+        return false; /* I11 */
     unsigned live = 0;
     const uint64_t *live_map = pm_pool_live_map(pool);
     for (unsigned w = 0; w < PM_LIVE_MAP_WORDS; w++)

@@ -631,8 +631,13 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
         profile.samples_dropped++;
     }
     pm_unlock(&profile.lock);
-    if (sample != NULL && !replaced && pm_registry_contains(block))
-        __atomic_fetch_add(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
+    if (sample != NULL && !replaced && pm_registry_contains(block)) {
+        /* By the pool's owner: a small block is sampled as its own heap
+         * hands it out. */
+        pm_pool_t *pool = pm_pool_of(block);
+        __atomic_fetch_add(&pool->sampled_count, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&pool->free_owner, NULL, __ATOMIC_RELAXED);
+    }
     pm_profile_unwinding_now = false;
 }
 

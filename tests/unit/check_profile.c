@@ -80,6 +80,29 @@ START_TEST(test_free_subtracts_live)
 }
 END_TEST
 
+/* I11: a pool holding a sampled block has no free_owner, so its frees
+ * take the slow path, which drops the records; the owner's free of the last
+ * sampled block gives the fast path back. */
+START_TEST(test_sampled_pool_free_owner)
+{
+    profile_on(1);
+    void *a = pm_malloc(256), *b = pm_malloc(256);
+    pm_pool_t *pool = pm_pool_of(a);
+    ck_assert_ptr_eq(pm_pool_of(b), pool);
+    ck_assert_uint_eq(pool->sampled_count, 2);
+    ck_assert_ptr_null(pool->free_owner);
+    ck_assert(pm_heap_validate());
+    pm_free(a);
+    ck_assert_uint_eq(pool->sampled_count, 1);
+    ck_assert_ptr_null(pool->free_owner);
+    pm_free(b);
+    ck_assert_uint_eq(pool->sampled_count, 0);
+    ck_assert_ptr_eq(pool->free_owner, pm_thread_heap);
+    ck_assert(pm_heap_validate());
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+}
+END_TEST
+
 /* realloc of a sampled glibc block: the old block's record goes, the new
  * one is sampled at its own size (rate 1), and nothing is left behind. */
 START_TEST(test_realloc_moves_record)
@@ -431,6 +454,7 @@ Suite *make_profile_suite(void)
     TCase *tc = tcase_create("profile");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_free_subtracts_live);
+    tcase_add_test(tc, test_sampled_pool_free_owner);
     tcase_add_test(tc, test_realloc_moves_record);
     tcase_add_test(tc, test_heapless_thread_sampled);
     tcase_add_test(tc, test_debug_samples_large_only);
