@@ -578,6 +578,24 @@ static inline void pm_live_set(const void *block)
 {
     PM_OWNED_OR(*pm_live_word(block), pm_live_mask(block));
 }
+/* By the owner: clears the block's bit and says whether it was set. On
+ * x86-64, one btr on the loaded word does both (by the bit's index, which
+ * btr takes modulo 64); a btr on the map in memory would too, but it is
+ * microcoded: churn took 5-8% longer with it (and 12 fewer instructions). */
+static inline bool pm_live_take(const void *block)
+{
+    uint64_t *word = pm_live_word(block);
+    uint64_t live = __atomic_load_n(word, __ATOMIC_RELAXED);
+    bool was_set;
+#if defined(__x86_64__) && !defined(PM_SANITIZED)
+    __asm__("btrq %2, %0" : "+r"(live), "=@ccc"(was_set) : "r"((uintptr_t)block >> 4));
+#else
+    was_set = (live & pm_live_mask(block)) != 0;
+    live &= ~pm_live_mask(block);
+#endif
+    __atomic_store_n(word, live, __ATOMIC_RELAXED);
+    return was_set;
+}
 static inline void pm_live_clear(const void *block)
 {
     uint64_t *word = pm_live_word(block);
@@ -890,15 +908,10 @@ static inline void pm_heap_free_fast(void *block)
 {
     pm_pool_t *pool = pm_pool_of(block);
     pm_heap_t *heap = pm_thread_heap;
-    uint64_t *word = pm_live_word(block);
-    uint64_t live = __atomic_load_n(word, __ATOMIC_RELAXED);
-    /* The bit's index rather than its mask: x86-64 tests (bt) and clears
-     * (btr) a bit by index in one instruction each. */
-    unsigned bit = pm_live_bit(block);
-    /* free_owner is NULL while the pool may hold a sampled block (I11). */
+    /* free_owner is NULL while the pool may hold a sampled block (I11).
+     * A clear bit is left clear (I6): the full path reports it. */
     if (PM_LIKELY(__atomic_load_n(&pool->free_owner, __ATOMIC_RELAXED) == heap &&
-                  ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 && ((live >> bit) & 1) != 0)) {
-        __atomic_store_n(word, live & ~((uint64_t)1 << bit), __ATOMIC_RELAXED); /* I6 */
+                  ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 && pm_live_take(block))) {
         pm_link_set(block, pool->free_list);
         pool->free_list = block;
         PM_COUNTER_ADD(pool->used_count, -1);
