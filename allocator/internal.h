@@ -442,14 +442,16 @@ static inline bool pm_registry_contains(const void *addr)
                            __ATOMIC_ACQUIRE) != 0;
 }
 
-/* The arena space (I13): [base, base + size), empty (size 0) until the
- * first arena, and for good if it cannot be reserved. */
-#define PM_ARENA_SPACE_SIZE ((size_t)64 << 30) /* 262,144 arenas */
-#define PM_ARENA_SPACE_MIN ((size_t)1 << 30)   /* reserved, or no space at all */
-typedef struct pm_arena_space {
-    uintptr_t base, size; /* accessed atomically */
-} pm_arena_space_t;
-PM_HIDDEN extern pm_arena_space_t pm_arena_space;
+/* The arena space (I13): [base, base + PM_ARENA_SPACE_SIZE). Until the
+ * first arena, and for good if the space cannot be reserved, the base is
+ * PM_ARENA_SPACE_NONE, a non-canonical address: no pointer a program holds
+ * lies in that range (dereferencing one faults in glibc's free too). One
+ * word, so no reader sees half of a publication. 32 GiB, not more:
+ * valgrind's address space manager refuses a reservation of 64. */
+#define PM_ARENA_SPACE_SHIFT 35
+#define PM_ARENA_SPACE_SIZE ((size_t)1 << PM_ARENA_SPACE_SHIFT) /* 131,072 arenas */
+#define PM_ARENA_SPACE_NONE ((uintptr_t)1 << 63)
+PM_HIDDEN extern uintptr_t pm_arena_space_base; /* accessed atomically */
 /* Set once an arena has been mapped outside the space: free must then ask
  * the registry about pointers outside it too. */
 PM_HIDDEN extern bool pm_arenas_outside_space;
@@ -457,8 +459,8 @@ PM_HIDDEN extern bool pm_arenas_outside_space;
 /* True iff addr lies in the arena space, in an arena or not (I13). */
 static inline bool pm_arena_space_contains(const void *addr)
 {
-    uintptr_t size = __atomic_load_n(&pm_arena_space.size, __ATOMIC_ACQUIRE);
-    return (uintptr_t)addr - __atomic_load_n(&pm_arena_space.base, __ATOMIC_RELAXED) < size;
+    uintptr_t base = __atomic_load_n(&pm_arena_space_base, __ATOMIC_RELAXED);
+    return ((uintptr_t)addr - base) >> PM_ARENA_SPACE_SHIFT == 0;
 }
 /* An arena outside the space, for a pointer that is not in it. */
 static inline bool pm_outside_arena_contains(const void *addr)

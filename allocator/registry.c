@@ -5,11 +5,11 @@
  *
  * Two answers, a fast one and an exact one:
  *
- *  - The arena space: one range of up to PM_ARENA_SPACE_SIZE bytes
- *    reserved at the first arena, read-only and unbacked, from which arenas are
+ *  - The arena space: one range of PM_ARENA_SPACE_SIZE bytes reserved at
+ *    the first arena, read-only and unbacked, from which arenas are
  *    committed one slot at a time (the lowest free slot first, so the space
  *    used stays compact). Whether an address lies in it is a subtract and a
- *    compare (pm_arena_space_contains), which is what free asks first. The
+ *    shift (pm_arena_space_contains), which is what free asks first. The
  *    whole space stays readable (I13), so free may read the descriptor of
  *    any address in it: a slot with no arena reads as zeros, a pool with no
  *    heap, which sends the pointer to the checked path and the exact answer.
@@ -34,13 +34,13 @@
 #include "internal.h"
 
 pm_registry_leaf_t *pm_registry_root[(size_t)1 << PM_REGISTRY_ROOT_BITS];
-pm_arena_space_t pm_arena_space;
+uintptr_t pm_arena_space_base = PM_ARENA_SPACE_NONE;
 bool pm_arenas_outside_space;
 
 static pm_lock_t registry_lock = PM_LOCK_INITIALIZER;
 static struct {
     bool reservation_tried;
-    uintptr_t base;      /* pm_arena_space.base, once published */
+    uintptr_t base;      /* pm_arena_space_base, once published */
     size_t slots;        /* arenas the space holds */
     size_t lowest_free;  /* no slot below this one is free */
 } space;
@@ -71,31 +71,23 @@ static bool registry_add(void *arena_base)
     return true;
 }
 
-/* Once per process (a fork child inherits the space). Halving from
- * PM_ARENA_SPACE_SIZE: some hosts refuse a mapping that large (valgrind's
- * address space manager does), and a smaller space is still a space. The
- * base is stored before the size that makes the range non-empty, and the
- * lookup loads the size first (acquire), so no thread ever sees a size
- * without its base. */
+/* Once per process (a fork child inherits the space). The base is
+ * published before any arena of the space is handed out. */
 static void space_reserve(void)
 {
     space.reservation_tried = true;
     if (pm_os_address_space_limited())
         return;
-    for (size_t size = PM_ARENA_SPACE_SIZE; size >= PM_ARENA_SPACE_MIN; size /= 2) {
-        char *base = pm_os_reserve(size, PM_ARENA_SIZE);
-        if (base == NULL)
-            continue;
-        if (((uintptr_t)base + size) >> PM_REGISTRY_ADDRESS_BITS) {
-            pm_os_unmap(base, size); /* beyond what the registry covers */
-            return;
-        }
-        space.base = (uintptr_t)base;
-        space.slots = size / PM_ARENA_SIZE;
-        __atomic_store_n(&pm_arena_space.base, (uintptr_t)base, __ATOMIC_RELAXED);
-        __atomic_store_n(&pm_arena_space.size, size, __ATOMIC_RELEASE);
+    char *base = pm_os_reserve(PM_ARENA_SPACE_SIZE, PM_ARENA_SIZE);
+    if (base == NULL)
+        return;
+    if (((uintptr_t)base + PM_ARENA_SPACE_SIZE) >> PM_REGISTRY_ADDRESS_BITS) {
+        pm_os_unmap(base, PM_ARENA_SPACE_SIZE); /* beyond what the registry covers */
         return;
     }
+    space.base = (uintptr_t)base;
+    space.slots = PM_ARENA_SPACE_SIZE / PM_ARENA_SIZE;
+    __atomic_store_n(&pm_arena_space_base, (uintptr_t)base, __ATOMIC_RELEASE);
 }
 
 /* The lowest free slot of the space, committed; NULL if there is none. */
