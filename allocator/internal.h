@@ -217,7 +217,8 @@
  *      as zeros (never written, or mapped read-only again when its arena
  *      went). So free reads the descriptor of any pointer in the space
  *      without asking the registry; a slot with no arena has a pool with no
- *      heap there, and the pointer goes to pm_pool_checked, which does ask.
+ *      heap there, and the pointer goes to pm_pool_checked, whose tests it
+ *      fails (capacity 0), and which asks the registry before it reports.
  *  I2  A pool is UNUSED iff it is on its arena's free-pool list; then its
  *      class is PM_CLASS_NONE and its used_count is 0.
  *  I3  For an IN USE pool: used_count = the number of set bits of live_map

@@ -153,26 +153,39 @@ static const char *const pool_misuse_message[][5] = {
                            "in no arena)"},
 };
 
+/* Aborts on a misuse; a pointer into the arena space where no arena is
+ * (I13) fails one of pm_pool_checked's tests, and is named for what it is
+ * here, so the valid path never asks the registry. */
+static PM_NORETURN void pool_misuse(const void *block, pm_op_t op, enum pool_misuse kind,
+                                    int class_index)
+{
+    if (!pm_registry_contains(block)) {
+        kind = MISUSE_NO_ARENA;
+        class_index = -1;
+    }
+    pm_fatal(pool_misuse_message[op][kind], block, class_index);
+}
+
+/* Reads only the arena of the block, which is mapped or, in the arena
+ * space, reads as zeros: a pool there has class 0 and capacity 0, so I7's
+ * test fails for every address of it. */
 pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
 {
-    /* I13: free's fast path sends any pointer in the arena space here. */
-    if (!pm_registry_contains(block))
-        pm_fatal(pool_misuse_message[op][MISUSE_NO_ARENA], block, -1);
     if (((uintptr_t)block & (PM_ARENA_SIZE - 1)) < PM_ARENA_HEADER_SIZE)
-        pm_fatal(pool_misuse_message[op][MISUSE_ARENA_HEADER], block, -1);
+        pool_misuse(block, op, MISUSE_ARENA_HEADER, -1);
     pm_pool_t *pool = pm_pool_of(block);
     unsigned class_index = __atomic_load_n(&pool->class_index, __ATOMIC_ACQUIRE);
     if (class_index == PM_CLASS_NONE)
-        pm_fatal(pool_misuse_message[op][MISUSE_UNUSED_POOL], block, -1);
+        pool_misuse(block, op, MISUSE_UNUSED_POOL, -1);
     /* I7: a block starts exactly at a multiple of the block size; the
      * reciprocal divides exactly within a pool (sizeclass.c). */
     uint64_t offset = (uintptr_t)block - (uintptr_t)pm_pool_start(pool);
     uint64_t index = (offset * pool->reciprocal) >> 32;
     if (index * pool->block_size != offset || index >= pool->capacity)
-        pm_fatal(pool_misuse_message[op][MISUSE_NOT_BLOCK_START], block, (int)class_index);
+        pool_misuse(block, op, MISUSE_NOT_BLOCK_START, (int)class_index);
     /* I6: the live bit tells a block in use from a freed one. */
     if (!pm_live_test(block))
-        pm_fatal(pool_misuse_message[op][MISUSE_FREED], block, (int)class_index);
+        pool_misuse(block, op, MISUSE_FREED, (int)class_index);
     return pool;
 }
 

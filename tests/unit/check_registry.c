@@ -240,8 +240,15 @@ START_TEST(test_arenas_from_space)
 }
 END_TEST
 
-/* An arena that goes leaves its slot readable and zero (I13), not owned,
- * and the next arena takes the lowest free slot again. */
+static void *stale_block;
+static void misuse_free_stale(void)
+{
+    pm_free(stale_block);
+}
+
+/* An arena that goes leaves its slot readable and zero (I13), not owned;
+ * a block of it freed again is reported as such; and the next arena takes
+ * the lowest free slot again. */
 START_TEST(test_space_slot_reused)
 {
     pm_options.purge_delay_ms = 0;
@@ -262,6 +269,10 @@ START_TEST(test_space_slot_reused)
         ck_assert_uint_eq(*(volatile uint64_t *)(a + PM_ARENA_HEADER_SIZE + 4096), 0);
         ck_assert_uint_eq(*(volatile uint64_t *)a, 0); /* the descriptors, zero */
     }
+    char buf[4096];
+    stale_block = blocks[COUNT / 2];
+    pm_test_capture_abort(misuse_free_stale, buf, sizeof buf);
+    pm_test_assert_message(buf, "invalid free (pointer into poolmalloc's arena space, in no arena)");
     void *p = pm_malloc(PM_SMALL_MAX);
     ck_assert_uint_eq(pm_test_arena_base(p), space_base());
     pm_free(p);
