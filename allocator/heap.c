@@ -302,7 +302,8 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
         }
         if (serving != NULL || heap_collect_remote(heap, false))
             continue;
-        if (carvable != NULL && pm_pool_carve(carvable)) {
+        if (carvable != NULL &&
+            pm_pool_carve(carvable, bin->pool_count <= PM_HEAP_COLOURED_POOLS)) {
             serving = carvable;
             continue;
         }

@@ -74,10 +74,10 @@
  *  Inside a pool, blocks are handed out from the pool's free list. When it
  *  runs dry, the next stretch of untouched memory, up to the end of the
  *  current OS page, is carved into it (lazy carving, as in CPython's
- *  obmalloc: a pool's pages are touched only as it fills); the first stretch
- *  is handed out from a colour, a cache line into the page that varies from
- *  pool to pool, so pools' first blocks do not all share page offset 0 (see
- *  pm_pool_carve). A free block holds
+ *  obmalloc: a pool's pages are touched only as it fills); in a heap's first
+ *  few pools of a class, the first stretch is handed out from a colour, a
+ *  cache line into the page that varies from pool to pool, so their first
+ *  blocks do not all share page offset 0 (see pm_pool_carve). A free block holds
  *  the link to the next one in its first 8 bytes, encoded and checked on
  *  every pop (I12).
  *
@@ -654,7 +654,9 @@ PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
                             struct pm_heap *heap);
 /* Carves the next stretch of untouched blocks onto the free list; false if
  * the pool has none left. */
-PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool);
+PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool, bool coloured);
+/* A pool is carved coloured while its bin holds no more than this many. */
+#define PM_HEAP_COLOURED_POOLS 4
 /* Purges the pages of an IN USE pool with no live block and starts its
  * carving afresh (I10). */
 PM_HIDDEN void pm_pool_purge_empty(pm_pool_t *pool);

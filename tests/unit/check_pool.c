@@ -327,6 +327,41 @@ START_TEST(test_reserve_arena)
 }
 END_TEST
 
+/* A bin's first PM_HEAP_COLOURED_POOLS pools hand their first stretch out
+ * from a colour (not all at their first line); later pools hand blocks out
+ * in address order from their first byte, so a program walking its objects
+ * in the order it made them walks memory in order (pm_pool_carve). */
+START_TEST(test_pool_colour_first_pools_only)
+{
+    enum { POOLS = PM_HEAP_COLOURED_POOLS + 4 };
+    const size_t bs = 64;
+    pm_pool_t *seen[POOLS];
+    char *first[POOLS];
+    size_t pools = 0;
+    char *prev = NULL;
+    bool ascending_after_colour = true;
+    while (pools < POOLS) {
+        char *p = pm_malloc(bs);
+        ck_assert_ptr_nonnull(p);
+        pm_pool_t *pool = pm_pool_of(p);
+        if (pools == 0 || seen[pools - 1] != pool) {
+            seen[pools] = pool;
+            first[pools++] = p;
+        } else if (pools > PM_HEAP_COLOURED_POOLS && p != prev + bs) {
+            ascending_after_colour = false;
+        }
+        prev = p;
+    }
+    size_t at_start = 0;
+    for (size_t k = 0; k < PM_HEAP_COLOURED_POOLS; k++)
+        at_start += first[k] == pm_pool_start(seen[k]);
+    ck_assert_uint_lt(at_start, PM_HEAP_COLOURED_POOLS);
+    for (size_t k = PM_HEAP_COLOURED_POOLS; k < POOLS; k++)
+        ck_assert_ptr_eq(first[k], pm_pool_start(seen[k]));
+    ck_assert(ascending_after_colour);
+}
+END_TEST
+
 /* Random allocations and frees over every class, with a shadow count per
  * class compared to the stats at checkpoints and contents checked at free. */
 START_TEST(test_pool_random_mixed)
@@ -395,6 +430,7 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_lone_block_cycle);
     tcase_add_test(tc, test_reserve_arena);
     tcase_add_test(tc, test_pool_random_mixed);
+    tcase_add_test(tc, test_pool_colour_first_pools_only);
     suite_add_tcase(s, tc);
     return s;
 }
