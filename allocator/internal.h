@@ -119,9 +119,10 @@
  *  once it has not grown for 8 delays. A program that frees and then grows
  *  past what it freed (mostly fresh pools) does not grow the cap, so a
  *  phase that frees everything gives it back at once. An arena whose pools are all
- *  unused is unmapped once none of them holds pages, except for a reserve
- *  (one by default) so a program freeing and allocating around an arena
- *  boundary does not mmap/munmap on every cycle. A heap keeps one empty
+ *  unused is unmapped (in the arena space: its slot mapped read-only again,
+ *  I13) once none of them holds pages, except for a reserve (one by
+ *  default) so a program freeing and allocating around an arena boundary
+ *  does not map and unmap on every cycle. A heap keeps one empty
  *  pool per class (I4); when its thread exits, those are purged too.
  *  malloc_trim purges and unmaps everything it can, at once.
  *
