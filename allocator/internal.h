@@ -213,13 +213,6 @@
  *      is mapped. The registry is updated before an arena is first used and
  *      before it is unmapped, and registry leaves are never unmapped, so a
  *      lookup never touches memory that may be unmapped.
- *  I13 The arena space, once reserved, stays mapped and readable to its
- *      last byte for the life of the process: a slot with no arena reads
- *      as zeros (never written, or mapped read-only again when its arena
- *      went). So free reads the descriptor of any pointer in the space
- *      without asking the registry; a slot with no arena has a pool with no
- *      heap there, and the pointer goes to pm_pool_checked, whose tests it
- *      fails (capacity 0), and which asks the registry before it reports.
  *  I2  A pool is UNUSED iff it is on its arena's free-pool list; then its
  *      class is PM_CLASS_NONE and its used_count is 0.
  *  I3  For an IN USE pool: used_count = the number of set bits of live_map
@@ -268,6 +261,13 @@
  *      request takes the shared heap's locked slow path, where pools made in
  *      debug mode (debug_fill) keep PM_DEBUG_FREED_BYTE in every free block
  *      past its link, checked when the block is handed out again.
+ *  I13 The arena space, once reserved, stays mapped and readable to its
+ *      last byte for the life of the process: a slot with no arena reads
+ *      as zeros (never written, or mapped read-only again when its arena
+ *      went). So free reads the descriptor of any pointer in the space
+ *      without asking the registry; a slot with no arena has a pool with no
+ *      heap there, and the pointer goes to pm_pool_checked, whose tests it
+ *      fails (capacity 0), and which asks the registry before it reports.
  */
 #ifndef POOLMALLOC_INTERNAL_H
 #define POOLMALLOC_INTERNAL_H
@@ -786,8 +786,9 @@ typedef struct pm_profile_summary {
  * pool's sampled_count counts it and its pool's free_owner is NULL, so free
  * takes the slow path (where the owner restores free_owner once the count
  * is back to 0), and its bit in pm_profile_filter is set, so that path (and
- * every free of a glibc block) drops the record. While a thread unwinds for a sample, its heap is
- * the empty one and its allocations go to glibc unsampled. */
+ * every free of a glibc block) drops the record. While a thread unwinds
+ * for a sample, its heap is the empty one and its allocations go to glibc
+ * unsampled. */
 PM_HIDDEN void pm_profile_init(void);
 /* Set once, when profiling starts (before any block is sampled), and
  * never cleared. */

@@ -52,8 +52,8 @@ long pm_os_syscall(long number, long a, long b, long c, long d, long e, long f)
 
 static void *os_map(void *addr, size_t size, int prot, int flags)
 {
-    long p = PM_OS_CALL(SYS_mmap, addr, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | flags,
-                        -1, 0);
+    long p = PM_OS_CALL(SYS_mmap, addr, size, prot,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | flags, -1, 0);
     return p < 0 && p > -4096 ? NULL : (void *)p;
 }
 

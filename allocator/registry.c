@@ -38,11 +38,10 @@ uintptr_t pm_arena_space_base = PM_ARENA_SPACE_NONE;
 bool pm_arenas_outside_space;
 
 static pm_lock_t registry_lock = PM_LOCK_INITIALIZER;
+#define SPACE_SLOTS (PM_ARENA_SPACE_SIZE / PM_ARENA_SIZE)
 static struct {
     bool reservation_tried;
-    uintptr_t base;      /* pm_arena_space_base, once published */
-    size_t slots;        /* arenas the space holds */
-    size_t lowest_free;  /* no slot below this one is free */
+    size_t lowest_free; /* no slot below this one is free */
 } space;
 
 static void registry_set(void *arena_base, uint8_t value)
@@ -85,8 +84,6 @@ static void space_reserve(void)
         pm_os_unmap(base, PM_ARENA_SPACE_SIZE); /* beyond what the registry covers */
         return;
     }
-    space.base = (uintptr_t)base;
-    space.slots = PM_ARENA_SPACE_SIZE / PM_ARENA_SIZE;
     __atomic_store_n(&pm_arena_space_base, (uintptr_t)base, __ATOMIC_RELEASE);
 }
 
@@ -95,8 +92,11 @@ static void *space_take_slot(void)
 {
     if (!space.reservation_tried)
         space_reserve();
-    for (size_t i = space.lowest_free; i < space.slots; i++) {
-        char *slot = (char *)space.base + i * PM_ARENA_SIZE;
+    uintptr_t base = __atomic_load_n(&pm_arena_space_base, __ATOMIC_RELAXED);
+    if (base == PM_ARENA_SPACE_NONE)
+        return NULL;
+    for (size_t i = space.lowest_free; i < SPACE_SLOTS; i++) {
+        char *slot = (char *)base + i * PM_ARENA_SIZE;
         if (pm_registry_contains(slot))
             continue;
         space.lowest_free = i;
@@ -113,7 +113,7 @@ static void release_memory(void *arena)
 {
     if (pm_arena_space_contains(arena)) {
         pm_os_decommit(arena, PM_ARENA_SIZE); /* I13 */
-        size_t slot = ((uintptr_t)arena - space.base) / PM_ARENA_SIZE;
+        size_t slot = ((uintptr_t)arena - pm_arena_space_base) / PM_ARENA_SIZE;
         if (slot < space.lowest_free)
             space.lowest_free = slot;
     } else {
