@@ -183,16 +183,15 @@ void *pm_pvalloc(size_t size)
 
 int pm_mallopt(int param, int value)
 {
-    (void)param;
-    (void)value;
-    return 1;
+    return pm_system_mallopt(param, value);
 }
 
 int pm_malloc_trim(size_t pad)
 {
-    (void)pad; /* pools are given back whole; there is no top to pad */
+    /* pad is glibc's: pools are given back whole, with no top to pad. */
     size_t pools = pm_heap_trim();
-    return pm_arena_trim() > 0 || pools > 0;
+    size_t arenas = pm_arena_trim();
+    return pm_system_trim(pad, false) || arenas > 0 || pools > 0;
 }
 
 int pm_owns(const void *ptr)

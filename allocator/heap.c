@@ -64,6 +64,7 @@ void pm_heap_count_system_heapless(size_t allocated_bytes, size_t freed_bytes)
         atomic_fetch_add_explicit(&heapless_system.freed_bytes_total, freed_bytes,
                                   memory_order_relaxed);
     }
+    pm_system_settle((int64_t)allocated_bytes - (int64_t)freed_bytes);
 }
 
 /* ---- bin lists (I4) ------------------------------------------------------- */

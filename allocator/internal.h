@@ -124,7 +124,9 @@
  *  default) so a program freeing and allocating around an arena boundary
  *  does not map and unmap on every cycle. A heap keeps one empty
  *  pool per class (I4); when its thread exits, those are purged too.
- *  malloc_trim purges and unmaps everything it can, at once.
+ *  malloc_trim purges and unmaps everything it can, at once. glibc's heap,
+ *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
+ *  when the glibc path's live bytes halve (system.c).
  *
  *             release           delay run out, or above the cap
  *   IN USE ─────────────▶ RETAINED ─────────────────────────▶ PURGED
@@ -737,6 +739,10 @@ typedef struct pm_heap {
     int64_t sample_countdown;      /* bytes until the next sample (profile.c) */
     uint64_t sample_rng;
     pm_system_counters_t system;   /* likewise */
+    /* Net bytes of the glibc path not yet added to the process-wide figure
+     * (pm_system_settle), which they join once past PM_SYSTEM_SETTLE_BYTES
+     * either way: no shared write on every large request. */
+    int64_t system_unsettled;
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;
     pm_lock_t service_lock;        /* held while an ABANDONED heap is worked on */
@@ -943,11 +949,13 @@ static inline void pm_heap_count_system_alloc(pm_heap_t *heap, size_t usable)
 {
     PM_COUNTER_ADD(heap->system.allocated_total, 1);
     PM_COUNTER_ADD(heap->system.allocated_bytes_total, usable);
+    heap->system_unsettled += (int64_t)usable;
 }
 static inline void pm_heap_count_system_free(pm_heap_t *heap, size_t usable)
 {
     PM_COUNTER_ADD(heap->system.freed_total, 1);
     PM_COUNTER_ADD(heap->system.freed_bytes_total, usable);
+    heap->system_unsettled -= (int64_t)usable;
 }
 static inline void pm_count_system_alloc(size_t usable)
 {
@@ -980,6 +988,22 @@ PM_HIDDEN void *pm_system_valloc(size_t size);
 PM_HIDDEN void *pm_system_pvalloc(size_t size);
 PM_HIDDEN void pm_system_free(void *ptr);
 PM_HIDDEN size_t pm_system_usable_size(void *ptr);
+PM_HIDDEN int pm_system_mallopt(int param, int value);
+/* A heap's unsettled bytes beyond this, either way, join the process-wide
+ * figure the glibc trim is decided on. */
+#define PM_SYSTEM_SETTLE_BYTES ((int64_t)256 << 10)
+/* Adds `delta` bytes to the glibc path's process-wide live figure; when that
+ * has fallen to half of what it was since glibc's heap was last trimmed,
+ * trims it now (glibc gives back only the top of its heap by itself). */
+PM_HIDDEN void pm_system_settle(int64_t delta);
+/* glibc's malloc_trim, which the malloc_trim the shim exports hides: the
+ * shim finds it at start-up and hands it over; until then (and in programs
+ * that link the core alone and do not) glibc's heap is not trimmed. */
+PM_HIDDEN void pm_system_set_trim(int (*glibc_malloc_trim)(size_t pad));
+/* Trims glibc's heap now (malloc_trim, and the dump thread's tick when its
+ * live bytes fell since the last trim: `only_if_fallen`). Returns glibc's
+ * answer: 1 if it gave memory back. */
+PM_HIDDEN int pm_system_trim(size_t pad, bool only_if_fallen);
 
 /* ---- alloc.c: malloc's and free's front doors --------------------------------
  * Inline, for pm_malloc and pm_free and for the preload shim's malloc and

@@ -37,14 +37,14 @@ PM_API void *pm_memalign(size_t alignment, size_t size);
 PM_API void *pm_valloc(size_t size);
 PM_API void *pm_pvalloc(size_t size);
 PM_API size_t pm_malloc_usable_size(void *ptr);
-/* Accepted and ignored: glibc's tunables do not apply to pools, and
- * changing glibc's own arenas behind a program's back is not ours to do. */
+/* glibc's mallopt: its tunables apply to the requests glibc serves (above
+ * 512 bytes); pools have none. Returns glibc's answer. */
 PM_API int pm_mallopt(int param, int value);
 /* Gives back to the OS every page poolmalloc can: the pages of unused
  * pools, empty arenas (the reserve too), and the calling thread's empty
- * pools. `pad` is accepted for glibc compatibility. Returns 1 if memory was
- * released, 0 if not. glibc's own heap (requests above 512 bytes) trims
- * itself as it frees. */
+ * pools; and, under the preload, glibc's malloc_trim(pad) on the heap of
+ * the requests above 512 bytes. Returns 1 if memory was released, 0 if
+ * not. */
 PM_API int pm_malloc_trim(size_t pad);
 
 /* Nonzero iff ptr lies inside one of poolmalloc's arenas. Safe for any

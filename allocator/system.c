@@ -13,6 +13,82 @@ extern void *__libc_memalign(size_t alignment, size_t size);
 extern void *__libc_valloc(size_t size);
 extern void *__libc_pvalloc(size_t size);
 extern void __libc_free(void *ptr);
+extern int __libc_mallopt(int param, int value);
+
+/* glibc returns memory to the OS only from the top of its heap, and only
+ * when a free leaves a large enough free chunk there: a block still live,
+ * or one parked in glibc's per-thread cache, near the top keeps everything
+ * freed below it resident for good. A program that frees most of its large
+ * blocks would stay at its peak, as it does without poolmalloc. So the
+ * glibc path's live bytes are followed process-wide (settled from each
+ * heap in steps of PM_SYSTEM_SETTLE_BYTES), and when they have fallen to
+ * half of the most they were since the last trim, glibc's malloc_trim
+ * gives the free pages inside its heap back at once. Halving keeps the
+ * trims to a handful per fall (each walks glibc's free chunks); what is
+ * freed after the last is trimmed by the dump thread's tick, or stays with
+ * glibc as it would without us. A program whose large blocks churn at a
+ * steady level never trims. */
+#define SYSTEM_TRIM_MIN_MARK ((int64_t)1 << 20)
+
+static struct {
+    _Atomic int64_t live;                   /* settled: off by a step per heap */
+    _Atomic int64_t mark;                   /* the most `live` was since the last trim */
+    int (*_Atomic glibc_trim)(size_t pad); /* NULL: none to call */
+} settled;
+
+void pm_system_set_trim(int (*glibc_malloc_trim)(size_t pad))
+{
+    atomic_store_explicit(&settled.glibc_trim, glibc_malloc_trim, memory_order_relaxed);
+}
+
+int pm_system_trim(size_t pad, bool only_if_fallen)
+{
+    int (*trim)(size_t) = atomic_load_explicit(&settled.glibc_trim, memory_order_relaxed);
+    int64_t live = atomic_load_explicit(&settled.live, memory_order_relaxed);
+    int64_t mark = atomic_load_explicit(&settled.mark, memory_order_relaxed);
+    if (only_if_fallen && (!pm_options.trim_glibc || mark - live < PM_SYSTEM_SETTLE_BYTES))
+        return 0;
+    /* The mark starts again from here; a concurrent settle that raised it
+     * meanwhile wins, and this trim is then skipped as stale. */
+    if (!atomic_compare_exchange_strong_explicit(&settled.mark, &mark, live, memory_order_relaxed,
+                                                 memory_order_relaxed) &&
+        only_if_fallen)
+        return 0;
+    return trim != NULL ? trim(pad) : 0;
+}
+
+void pm_system_settle(int64_t delta)
+{
+    int64_t live = atomic_fetch_add_explicit(&settled.live, delta, memory_order_relaxed) + delta;
+    int64_t mark = atomic_load_explicit(&settled.mark, memory_order_relaxed);
+    if (delta > 0) {
+        while (live > mark && !atomic_compare_exchange_weak_explicit(
+                                  &settled.mark, &mark, live, memory_order_relaxed,
+                                  memory_order_relaxed))
+            continue;
+        return;
+    }
+    /* One thread wins the mark and trims; the others see it lowered. */
+    if (pm_options.trim_glibc && mark >= SYSTEM_TRIM_MIN_MARK && live <= mark / 2 &&
+        atomic_compare_exchange_strong_explicit(&settled.mark, &mark, live, memory_order_relaxed,
+                                                memory_order_relaxed)) {
+        int (*trim)(size_t) = atomic_load_explicit(&settled.glibc_trim, memory_order_relaxed);
+        if (trim != NULL)
+            trim(0);
+    }
+}
+
+/* The calling thread's unsettled bytes join the process-wide figure once
+ * they pass a step either way. */
+static void system_settle_heap(void)
+{
+    pm_heap_t *heap = pm_thread_heap;
+    int64_t delta = heap->system_unsettled;
+    if (heap == &pm_heap_empty || (delta < PM_SYSTEM_SETTLE_BYTES && delta > -PM_SYSTEM_SETTLE_BYTES))
+        return;
+    heap->system_unsettled = 0;
+    pm_system_settle(delta);
+}
 
 /* Every block glibc hands out through here, and every one given back, is
  * counted at its usable size (read from the chunk glibc is about to touch
@@ -31,6 +107,7 @@ static __attribute__((noinline)) void *system_account_slow(void *block, size_t u
         memset(block, PM_DEBUG_FRESH_BYTE, usable);
     pm_count_system_alloc(usable);
     pm_profile_sample_system(block, usable);
+    system_settle_heap();
     return block;
 }
 
@@ -42,7 +119,8 @@ static inline void *system_account(void *block, bool fresh)
     size_t usable = pm_system_usable_size(block);
     pm_heap_t *heap = pm_thread_heap;
     if (PM_UNLIKELY(heap == &pm_heap_empty || (fresh && pm_options.debug) ||
-                    heap->sample_countdown < (int64_t)usable))
+                    heap->sample_countdown < (int64_t)usable ||
+                    heap->system_unsettled + (int64_t)usable >= PM_SYSTEM_SETTLE_BYTES))
         return system_account_slow(block, usable, fresh);
     pm_heap_count_system_alloc(heap, usable);
     heap->sample_countdown -= (int64_t)usable; /* pm_profile_sample_system's, no sample due */
@@ -61,6 +139,11 @@ void *pm_system_memalign(size_t alignment, size_t size)
 void *pm_system_valloc(size_t size) { return system_account(__libc_valloc(size), true); }
 void *pm_system_pvalloc(size_t size) { return system_account(__libc_pvalloc(size), true); }
 
+/* The requests above 512 bytes are glibc's, so its tunables are too: a
+ * program that sets M_MMAP_THRESHOLD, M_TRIM_THRESHOLD or M_ARENA_MAX gets
+ * them on the blocks glibc serves. Pools have no such knobs. */
+int pm_system_mallopt(int param, int value) { return __libc_mallopt(param, value); }
+
 /* Precondition: size > 0 (pm_realloc frees for size 0 itself). */
 void *pm_system_realloc(void *ptr, size_t size)
 {
@@ -77,7 +160,9 @@ void *pm_system_realloc(void *ptr, size_t size)
     void *moved = __libc_realloc(ptr, size);
     if (moved != NULL && ptr != NULL)
         pm_count_system_free(old_usable);
-    return system_account(moved, false);
+    moved = system_account(moved, false);
+    system_settle_heap();
+    return moved;
 }
 
 static __attribute__((noinline)) void system_free_slow(void *ptr, size_t usable)
@@ -87,6 +172,7 @@ static __attribute__((noinline)) void system_free_slow(void *ptr, size_t usable)
         memset(ptr, PM_DEBUG_FREED_BYTE, usable);
     pm_profile_free(ptr); /* before glibc can hand the address out again */
     __libc_free(ptr);
+    system_settle_heap(); /* after: a trim now gives this block back too */
 }
 
 /* As system_account: the common case inline, the rest one tail call. */
@@ -94,7 +180,8 @@ void pm_system_free(void *ptr)
 {
     size_t usable = pm_system_usable_size(ptr);
     pm_heap_t *heap = pm_thread_heap;
-    if (PM_UNLIKELY(heap == &pm_heap_empty || pm_options.debug || pm_profile_on)) {
+    if (PM_UNLIKELY(heap == &pm_heap_empty || pm_options.debug || pm_profile_on ||
+                    heap->system_unsettled - (int64_t)usable <= -PM_SYSTEM_SETTLE_BYTES)) {
         system_free_slow(ptr, usable);
         return;
     }

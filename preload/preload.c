@@ -141,6 +141,10 @@ __attribute__((constructor)) static void preload_start(void)
     pm_heap_apply_debug();
     pm_profile_init();
     pm_heap_reset_sampling();
+    /* glibc's malloc_trim, hidden by ours; found here, outside any malloc,
+     * as the glibc path's automatic trim runs inside free. */
+    static void *_Atomic glibc_malloc_trim;
+    pm_system_set_trim((int (*)(size_t))preload_next(&glibc_malloc_trim, "malloc_trim"));
     pthread_atfork(pm_fork_prepare, pm_fork_parent, preload_fork_child);
     pm_dump_start();
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -37,6 +38,44 @@ static void *idle_thread(void *arg)
 {
     sleep_ms((long)(intptr_t)arg);
     return NULL;
+}
+
+static long resident_kib(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL || fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        abort();
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* glibc_heap PCT MS: 64 MiB of 8000-byte blocks (the glibc path, in its
+ * heap), with one more on top that stays live, so glibc cannot give any
+ * of it back by trimming its top; PCT% of them freed, the first allocated
+ * first; then MS ms of sleep with no allocator call, or for MS < 0 the
+ * program's own malloc_trim(0). Prints the RSS at each step. */
+static int glibc_heap(long pct, long ms)
+{
+    enum { BLOCKS = 8192, SIZE = 8000 };
+    static void *blocks[BLOCKS];
+    long start = resident_kib();
+    for (int i = 0; i < BLOCKS; i++)
+        memset(blocks[i] = malloc(SIZE), 3, SIZE);
+    void *pin = malloc(SIZE);
+    long peak = resident_kib();
+    for (int i = 0; i < BLOCKS * pct / 100; i++)
+        free(blocks[i]);
+    long freed = resident_kib();
+    int trimmed = -1;
+    if (ms >= 0)
+        sleep_ms(ms);
+    else
+        trimmed = malloc_trim(0);
+    long later = resident_kib();
+    printf("start=%ld peak=%ld freed=%ld later=%ld trim=%d\n", start, peak, freed, later, trimmed);
+    free(pin);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -194,9 +233,12 @@ int main(int argc, char **argv)
         printf("threads=%d differing=%d\n", threads, differ);
         return differ == 0 && threads >= 1 ? 0 : 1;
     }
+    if (strcmp(mode, "glibc_heap") == 0)
+        return glibc_heap(ms, argc > 3 ? atol(argv[3]) : 0);
     if (strcmp(mode, "can_unshare") == 0)
         return unshare(CLONE_FILES) == 0 ? 0 : 77; /* a seccomp filter may refuse it */
     fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds|pthread_exit|"
-                    "pthread_exit_idle|fdwatch|hidden|credentials|can_unshare [ms]\n");
+                    "pthread_exit_idle|fdwatch|hidden|credentials|can_unshare [ms]\n"
+                    "       probe glibc_heap PCT MS\n");
     return 2;
 }

@@ -308,13 +308,25 @@ START_TEST(test_reallocarray_overflow)
 }
 END_TEST
 
-/* Accepted and ignored: returns success like glibc's mallopt, and the
- * allocator keeps working as before. */
-START_TEST(test_mallopt_ignored)
+/* Passed on to glibc, whose blocks (above 512 bytes) it governs: an 8 MiB
+ * request is mmap'd (its chunk's IS_MMAPPED bit) under glibc's defaults,
+ * and comes from glibc's heap once M_MMAP_MAX is 0. The first block stays
+ * live meanwhile: freeing it would raise glibc's dynamic mmap threshold,
+ * and the second would come from the heap without any mallopt. The test
+ * runs in its own process (CK_FORK), so the setting dies with it. */
+START_TEST(test_mallopt_reaches_glibc)
 {
-    ck_assert_int_eq(pm_mallopt(M_MMAP_THRESHOLD, 4096), 1);
-    ck_assert_int_eq(pm_mallopt(M_ARENA_MAX, 1), 1);
-    ck_assert_int_eq(pm_mallopt(M_TRIM_THRESHOLD, 0), 1);
+    enum { LARGE = 8 << 20 };
+    const size_t is_mmapped = 0x2;
+    void *before = pm_malloc(LARGE);
+    ck_assert_ptr_nonnull(before);
+    ck_assert_uint_eq(((size_t *)before)[-1] & is_mmapped, is_mmapped);
+    ck_assert_int_eq(pm_mallopt(M_MMAP_MAX, 0), 1);
+    void *after = pm_malloc(LARGE);
+    ck_assert_ptr_nonnull(after);
+    ck_assert_uint_eq(((size_t *)after)[-1] & is_mmapped, 0);
+    pm_free(after);
+    pm_free(before);
     void *p = pm_malloc(100);
     ck_assert(pm_owns(p));
     pm_free(p);
@@ -331,7 +343,7 @@ Suite *make_alloc_suite(void)
     tcase_add_test(tc, test_small_routing_counts);
     tcase_add_test(tc, test_malloc_huge);
     tcase_add_test(tc, test_free_preserves_errno);
-    tcase_add_test(tc, test_mallopt_ignored);
+    tcase_add_test(tc, test_mallopt_reaches_glibc);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("calloc");

@@ -2,8 +2,10 @@
  * purged once unused for the purge delay or above the adaptive cap (which
  * grows for a cycle, not for growth), the dump thread purges an idle
  * process, empty arenas beyond the reserve are unmapped, malloc_trim gives
- * back everything, and RSS really falls. */
+ * back everything, and RSS really falls; glibc's heap is trimmed when the
+ * glibc path's live bytes halve, never while they hold steady. */
 #include <check.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -306,6 +308,68 @@ START_TEST(test_release_rss_falls)
 }
 END_TEST
 
+/* The glibc path (allocator/system.c): glibc's malloc_trim is called when
+ * the glibc path's live bytes halve, and not while they hold steady. The
+ * core is linked directly here, so malloc_trim is glibc's; this counts the
+ * calls. */
+static int glibc_trims;
+static int counting_glibc_trim(size_t pad)
+{
+    glibc_trims++;
+    return malloc_trim(pad);
+}
+
+enum { GLIBC_BLOCKS = 4096, GLIBC_BLOCK_SIZE = 8000 }; /* 32 MiB, in glibc's heap */
+static void *glibc_blocks[GLIBC_BLOCKS];
+
+/* 32 MiB freed under a live block glibc cannot trim past: a handful of
+ * trims (one per halving, 32 MiB down to the last few hundred KiB), and
+ * the memory is back; glibc alone keeps it (no trim function handed over). */
+START_TEST(test_release_glibc_heap_on_fall)
+{
+    pm_system_set_trim(_i == 0 ? counting_glibc_trim : NULL);
+    for (int i = 0; i < GLIBC_BLOCKS; i++)
+        memset(glibc_blocks[i] = pm_malloc(GLIBC_BLOCK_SIZE), 1, GLIBC_BLOCK_SIZE);
+    void *pin = pm_malloc(GLIBC_BLOCK_SIZE);
+    long peak = resident_kib();
+    for (int i = 0; i < GLIBC_BLOCKS - 40; i++)
+        pm_free(glibc_blocks[i]);
+    long after = resident_kib();
+    if (_i == 0) {
+        ck_assert_int_ge(glibc_trims, 3);
+        ck_assert_int_le(glibc_trims, 8);
+        ck_assert_msg(peak - after > 28 * 1024, "RSS %ld KiB at the peak, %ld after", peak, after);
+    } else {
+        ck_assert_msg(peak - after < 4 * 1024, "RSS %ld KiB at the peak, %ld after", peak, after);
+    }
+    for (int i = GLIBC_BLOCKS - 40; i < GLIBC_BLOCKS; i++)
+        pm_free(glibc_blocks[i]);
+    pm_free(pin);
+}
+END_TEST
+
+/* Blocks replaced one for one at a steady 32 MiB live: no trim at all,
+ * however much is freed (glibc's heap is in use, and a trim would only
+ * cost page faults). */
+START_TEST(test_release_glibc_heap_steady)
+{
+    pm_system_set_trim(counting_glibc_trim);
+    pm_test_rng_t rng;
+    pm_test_rng_seed(&rng, 7);
+    for (int i = 0; i < GLIBC_BLOCKS; i++)
+        glibc_blocks[i] = pm_malloc(pm_test_rng_range(&rng, 513, 2 * GLIBC_BLOCK_SIZE));
+    for (int n = 0; n < 20 * GLIBC_BLOCKS; n++) {
+        size_t i = pm_test_rng_range(&rng, 0, GLIBC_BLOCKS - 1);
+        pm_free(glibc_blocks[i]);
+        glibc_blocks[i] = pm_malloc(pm_test_rng_range(&rng, 513, 2 * GLIBC_BLOCK_SIZE));
+    }
+    ck_assert_int_eq(glibc_trims, 0);
+    for (int i = 0; i < GLIBC_BLOCKS; i++)
+        pm_free(glibc_blocks[i]);
+    ck_assert_int_ge(glibc_trims, 1);
+}
+END_TEST
+
 Suite *make_release_suite(void)
 {
     Suite *s = suite_create("release");
@@ -319,12 +383,14 @@ Suite *make_release_suite(void)
     tcase_add_loop_test(tc, test_release_idle_dump_thread, 0, 2);
     tcase_add_loop_test(tc, test_release_reserve, 0, 3);
     tcase_add_test(tc, test_trim_gives_everything_back);
+    tcase_add_test(tc, test_release_glibc_heap_steady);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     /* Tagged: under ThreadSanitizer its shadow pages stay resident. */
     TCase *rss = tcase_create("rss");
     tcase_set_tags(rss, "rss");
     tcase_add_test(rss, test_release_rss_falls);
+    tcase_add_loop_test(rss, test_release_glibc_heap_on_fall, 0, 2);
     suite_add_tcase(s, rss);
     return s;
 }
