@@ -191,7 +191,7 @@ int pm_malloc_trim(size_t pad)
     /* pad is glibc's: pools are given back whole, with no top to pad. */
     size_t pools = pm_heap_trim();
     size_t arenas = pm_arena_trim();
-    return pm_system_trim(pad, false) || arenas > 0 || pools > 0;
+    return pm_system_trim(pad) || arenas > 0 || pools > 0;
 }
 
 int pm_owns(const void *ptr)

@@ -5,9 +5,6 @@
  * and I10. */
 #include "internal.h"
 
-#include <time.h>
-
-
 /* The most retained pools one call of the allocator purges for the delay
  * or the cap (I10): a release adds at most one, so this keeps up, and no
  * malloc waits behind more than a few madvise calls. The dump thread's tick
@@ -89,16 +86,9 @@ static pm_arena_t *arena_create(void)
     return arena;
 }
 
-/* CLOCK_MONOTONIC_COARSE: a vDSO read of the last tick, no system call;
- * its few milliseconds of resolution are plenty for a delay of ~1 s. Read
- * under the directory lock, so the stamps of the retained list never go
- * backwards and no pool looks older than it is. */
-static uint64_t decay_now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
+/* Read under the directory lock, so the stamps of the retained list never
+ * go backwards and no pool looks older than it is. */
+static uint64_t decay_now_ms(void) { return pm_os_coarse_ms(); }
 
 static uint64_t *released_ms_of(pm_pool_t *pool)
 {
@@ -347,6 +337,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
     pm_pool_init(pool, class_index, heap);
     decay_step(now_ms, DECAY_BATCH);
     pm_unlock(&directory.lock);
+    pm_system_trim_if_due(); /* glibc's heap, on the same occasions */
     return pool;
 }
 
@@ -374,12 +365,14 @@ void pm_arena_release_pool(pm_pool_t *pool)
         if (arena_disposable(arena)) {
             arena_destroy(arena);
             pm_unlock(&directory.lock);
+            pm_system_trim_if_due();
             return;
         }
     }
     directory_link(arena);
     decay_step(now_ms, DECAY_BATCH);
     pm_unlock(&directory.lock);
+    pm_system_trim_if_due();
 }
 
 size_t pm_arena_purge_pool(pm_pool_t *pool)

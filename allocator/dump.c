@@ -207,7 +207,7 @@ static void dump_loop(void)
             wake = snapshot_due;
         dump_sleep_until(&wake);
         pm_arena_decay_tick(); /* an idle process gives memory back too (I10) */
-        pm_system_trim(0, true); /* and glibc's part of what it freed */
+        pm_system_trim_if_due(); /* and glibc's part of what it freed */
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (dump_reached(&now, &snapshot_due)) {
             pm_stats_write_snapshot(PM_SNAPSHOT_INTERVAL);

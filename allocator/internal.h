@@ -126,7 +126,8 @@
  *  pool per class (I4); when its thread exits, those are purged too.
  *  malloc_trim purges and unmaps everything it can, at once. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
- *  when the glibc path's live bytes halve (system.c).
+ *  once the glibc path's live bytes have stayed halved for the purge delay
+ *  (system.c).
  *
  *             release           delay run out, or above the cap
  *   IN USE ─────────────▶ RETAINED ─────────────────────────▶ PURGED
@@ -386,6 +387,8 @@ PM_HIDDEN void pm_os_futex_wake(_Atomic uint32_t *word, int waiters);
 /* Lets another thread run: a wait for one that is a few instructions from
  * publishing (heap.c's remote ring). */
 PM_HIDDEN void pm_os_yield(void);
+/* Milliseconds of a monotonic clock, to the last scheduler tick. */
+PM_HIDDEN uint64_t pm_os_coarse_ms(void);
 PM_HIDDEN PM_NORETURN void pm_fatal(const char *what, const void *addr,
                                     int class_index);
 
@@ -992,18 +995,21 @@ PM_HIDDEN int pm_system_mallopt(int param, int value);
 /* A heap's unsettled bytes beyond this, either way, join the process-wide
  * figure the glibc trim is decided on. */
 #define PM_SYSTEM_SETTLE_BYTES ((int64_t)256 << 10)
-/* Adds `delta` bytes to the glibc path's process-wide live figure; when that
- * has fallen to half of what it was since glibc's heap was last trimmed,
- * trims it now (glibc gives back only the top of its heap by itself). */
+/* Adds `delta` bytes to the glibc path's process-wide live figure, and
+ * notes when that has fallen to half of the most it was since glibc's heap
+ * was last trimmed (glibc gives back only the top of its heap by itself). */
 PM_HIDDEN void pm_system_settle(int64_t delta);
+/* Trims glibc's heap if its live bytes have stayed halved for the purge
+ * delay: called by the settles, by pool acquire and release (arena.c) and
+ * by the dump thread's tick. One relaxed load when no trim is pending. */
+PM_HIDDEN void pm_system_trim_if_due(void);
 /* glibc's malloc_trim, which the malloc_trim the shim exports hides: the
  * shim finds it at start-up and hands it over; until then (and in programs
  * that link the core alone and do not) glibc's heap is not trimmed. */
 PM_HIDDEN void pm_system_set_trim(int (*glibc_malloc_trim)(size_t pad));
-/* Trims glibc's heap now (malloc_trim, and the dump thread's tick when its
- * live bytes fell since the last trim: `only_if_fallen`). Returns glibc's
- * answer: 1 if it gave memory back. */
-PM_HIDDEN int pm_system_trim(size_t pad, bool only_if_fallen);
+/* malloc_trim's part: glibc's malloc_trim(pad) now. Returns glibc's answer
+ * (1 if it gave memory back). */
+PM_HIDDEN int pm_system_trim(size_t pad);
 
 /* ---- alloc.c: malloc's and free's front doors --------------------------------
  * Inline, for pm_malloc and pm_free and for the preload shim's malloc and

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The system call instruction itself: glibc's wrappers, syscall(3)
@@ -196,6 +197,16 @@ void pm_os_futex_wake(_Atomic uint32_t *word, int waiters)
 }
 
 void pm_os_yield(void) { pm_os_syscall(SYS_sched_yield, 0, 0, 0, 0, 0, 0); }
+
+/* CLOCK_MONOTONIC_COARSE: a vDSO read of the last tick, no system call and
+ * no errno; its few milliseconds of resolution are plenty for delays of
+ * ~1 s. */
+uint64_t pm_os_coarse_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
 
 /* "poolmalloc: <what> at <address> (size class <n> bytes)", then abort(),
  * as glibc does for misuse it detects in its own heap. */

@@ -21,18 +21,22 @@ extern int __libc_mallopt(int param, int value);
  * freed below it resident for good. A program that frees most of its large
  * blocks would stay at its peak, as it does without poolmalloc. So the
  * glibc path's live bytes are followed process-wide (settled from each
- * heap in steps of PM_SYSTEM_SETTLE_BYTES), and when they have fallen to
- * half of the most they were since the last trim, glibc's malloc_trim
- * gives the free pages inside its heap back at once. Halving keeps the
- * trims to a handful per fall (each walks glibc's free chunks); what is
- * freed after the last is trimmed by the dump thread's tick, or stays with
- * glibc as it would without us. A program whose large blocks churn at a
- * steady level never trims. */
+ * heap in steps of PM_SYSTEM_SETTLE_BYTES), and once they have stayed at
+ * half or less of the most they were since the last trim for
+ * POOLMALLOC_PURGE_DELAY, glibc's malloc_trim gives the free pages inside
+ * its heap back. The delay is the pools' (I10), for the same reason: a
+ * program that drops a structure and builds the next within the delay
+ * (python_objects.py, every round) would pay a trim and then the page
+ * faults of its next round, 8,500 more of them in 5 rounds when this
+ * trimmed at once. The trim comes from the next settle, pool taken or
+ * given back, or dump thread tick after the delay, whichever is first. A
+ * program whose large blocks churn at a steady level never trims. */
 #define SYSTEM_TRIM_MIN_MARK ((int64_t)1 << 20)
 
 static struct {
     _Atomic int64_t live;                   /* settled: off by a step per heap */
     _Atomic int64_t mark;                   /* the most `live` was since the last trim */
+    _Atomic uint64_t halved_ms;             /* when live fell to mark / 2; 0: it has not */
     int (*_Atomic glibc_trim)(size_t pad); /* NULL: none to call */
 } settled;
 
@@ -41,41 +45,52 @@ void pm_system_set_trim(int (*glibc_malloc_trim)(size_t pad))
     atomic_store_explicit(&settled.glibc_trim, glibc_malloc_trim, memory_order_relaxed);
 }
 
-int pm_system_trim(size_t pad, bool only_if_fallen)
+/* The mark starts again from the live bytes, and glibc's malloc_trim runs. */
+static int system_trim_now(size_t pad)
 {
+    atomic_store_explicit(&settled.mark, atomic_load_explicit(&settled.live, memory_order_relaxed),
+                          memory_order_relaxed);
     int (*trim)(size_t) = atomic_load_explicit(&settled.glibc_trim, memory_order_relaxed);
-    int64_t live = atomic_load_explicit(&settled.live, memory_order_relaxed);
-    int64_t mark = atomic_load_explicit(&settled.mark, memory_order_relaxed);
-    if (only_if_fallen && (!pm_options.trim_glibc || mark - live < PM_SYSTEM_SETTLE_BYTES))
-        return 0;
-    /* The mark starts again from here; a concurrent settle that raised it
-     * meanwhile wins, and this trim is then skipped as stale. */
-    if (!atomic_compare_exchange_strong_explicit(&settled.mark, &mark, live, memory_order_relaxed,
-                                                 memory_order_relaxed) &&
-        only_if_fallen)
-        return 0;
     return trim != NULL ? trim(pad) : 0;
+}
+
+int pm_system_trim(size_t pad)
+{
+    atomic_store_explicit(&settled.halved_ms, 0, memory_order_relaxed);
+    return system_trim_now(pad);
+}
+
+void pm_system_trim_if_due(void)
+{
+    uint64_t halved = atomic_load_explicit(&settled.halved_ms, memory_order_relaxed);
+    if (PM_LIKELY(halved == 0) || pm_os_coarse_ms() - halved < pm_options.purge_delay_ms)
+        return;
+    /* One thread wins the stamp and trims. */
+    if (atomic_compare_exchange_strong_explicit(&settled.halved_ms, &halved, 0,
+                                                memory_order_relaxed, memory_order_relaxed))
+        system_trim_now(0);
 }
 
 void pm_system_settle(int64_t delta)
 {
     int64_t live = atomic_fetch_add_explicit(&settled.live, delta, memory_order_relaxed) + delta;
     int64_t mark = atomic_load_explicit(&settled.mark, memory_order_relaxed);
-    if (delta > 0) {
-        while (live > mark && !atomic_compare_exchange_weak_explicit(
-                                  &settled.mark, &mark, live, memory_order_relaxed,
-                                  memory_order_relaxed))
-            continue;
+    while (live > mark && !atomic_compare_exchange_weak_explicit(&settled.mark, &mark, live,
+                                                                 memory_order_relaxed,
+                                                                 memory_order_relaxed))
+        continue;
+    uint64_t halved = atomic_load_explicit(&settled.halved_ms, memory_order_relaxed);
+    if (live > mark / 2) {
+        if (halved != 0) /* grown back within the delay: a cycle, not a fall */
+            atomic_store_explicit(&settled.halved_ms, 0, memory_order_relaxed);
         return;
     }
-    /* One thread wins the mark and trims; the others see it lowered. */
-    if (pm_options.trim_glibc && mark >= SYSTEM_TRIM_MIN_MARK && live <= mark / 2 &&
-        atomic_compare_exchange_strong_explicit(&settled.mark, &mark, live, memory_order_relaxed,
-                                                memory_order_relaxed)) {
-        int (*trim)(size_t) = atomic_load_explicit(&settled.glibc_trim, memory_order_relaxed);
-        if (trim != NULL)
-            trim(0);
+    if (halved == 0 && pm_options.trim_glibc && mark >= SYSTEM_TRIM_MIN_MARK) {
+        /* Stamped at least 1, which is not "never". */
+        uint64_t now = pm_os_coarse_ms();
+        atomic_store_explicit(&settled.halved_ms, now != 0 ? now : 1, memory_order_relaxed);
     }
+    pm_system_trim_if_due();
 }
 
 /* The calling thread's unsettled bytes join the process-wide figure once

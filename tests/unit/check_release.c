@@ -2,8 +2,9 @@
  * purged once unused for the purge delay or above the adaptive cap (which
  * grows for a cycle, not for growth), the dump thread purges an idle
  * process, empty arenas beyond the reserve are unmapped, malloc_trim gives
- * back everything, and RSS really falls; glibc's heap is trimmed when the
- * glibc path's live bytes halve, never while they hold steady. */
+ * back everything, and RSS really falls; glibc's heap is trimmed once the
+ * glibc path's live bytes have stayed halved for the purge delay, never
+ * while they hold steady or come back. */
 #include <check.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -308,10 +309,10 @@ START_TEST(test_release_rss_falls)
 }
 END_TEST
 
-/* The glibc path (allocator/system.c): glibc's malloc_trim is called when
- * the glibc path's live bytes halve, and not while they hold steady. The
- * core is linked directly here, so malloc_trim is glibc's; this counts the
- * calls. */
+/* The glibc path (allocator/system.c): glibc's malloc_trim is called once
+ * the glibc path's live bytes have stayed halved for the purge delay, and
+ * not while they hold steady or come back within it. The core is linked
+ * directly here, so malloc_trim is glibc's; this counts the calls. */
 static int glibc_trims;
 static int counting_glibc_trim(size_t pad)
 {
@@ -322,18 +323,29 @@ static int counting_glibc_trim(size_t pad)
 enum { GLIBC_BLOCKS = 4096, GLIBC_BLOCK_SIZE = 8000 }; /* 32 MiB, in glibc's heap */
 static void *glibc_blocks[GLIBC_BLOCKS];
 
-/* 32 MiB freed under a live block glibc cannot trim past: a handful of
- * trims (one per halving, 32 MiB down to the last few hundred KiB), and
+static void glibc_allocate(int from, int to)
+{
+    for (int i = from; i < to; i++)
+        memset(glibc_blocks[i] = pm_malloc(GLIBC_BLOCK_SIZE), 1, GLIBC_BLOCK_SIZE);
+}
+
+static void glibc_free(int from, int to)
+{
+    for (int i = from; i < to; i++)
+        pm_free(glibc_blocks[i]);
+}
+
+/* 32 MiB freed under a live block glibc cannot trim past. With no purge
+ * delay: a handful of trims (one per halving, down to the last MiB), and
  * the memory is back; glibc alone keeps it (no trim function handed over). */
 START_TEST(test_release_glibc_heap_on_fall)
 {
+    pm_options.purge_delay_ms = 0;
     pm_system_set_trim(_i == 0 ? counting_glibc_trim : NULL);
-    for (int i = 0; i < GLIBC_BLOCKS; i++)
-        memset(glibc_blocks[i] = pm_malloc(GLIBC_BLOCK_SIZE), 1, GLIBC_BLOCK_SIZE);
+    glibc_allocate(0, GLIBC_BLOCKS);
     void *pin = pm_malloc(GLIBC_BLOCK_SIZE);
     long peak = resident_kib();
-    for (int i = 0; i < GLIBC_BLOCKS - 40; i++)
-        pm_free(glibc_blocks[i]);
+    glibc_free(0, GLIBC_BLOCKS - 40);
     long after = resident_kib();
     if (_i == 0) {
         ck_assert_int_ge(glibc_trims, 3);
@@ -342,31 +354,58 @@ START_TEST(test_release_glibc_heap_on_fall)
     } else {
         ck_assert_msg(peak - after < 4 * 1024, "RSS %ld KiB at the peak, %ld after", peak, after);
     }
-    for (int i = GLIBC_BLOCKS - 40; i < GLIBC_BLOCKS; i++)
-        pm_free(glibc_blocks[i]);
+    glibc_free(GLIBC_BLOCKS - 40, GLIBC_BLOCKS);
     pm_free(pin);
 }
 END_TEST
 
-/* Blocks replaced one for one at a steady 32 MiB live: no trim at all,
- * however much is freed (glibc's heap is in use, and a trim would only
- * cost page faults). */
+/* With a purge delay, the trim waits for it: none at the fall, one at the
+ * first pool taken after the delay. */
+START_TEST(test_release_glibc_heap_after_delay)
+{
+    pm_options.purge_delay_ms = 60000; /* however slow the freeing */
+    pm_system_set_trim(counting_glibc_trim);
+    glibc_allocate(0, GLIBC_BLOCKS);
+    void *pin = pm_malloc(GLIBC_BLOCK_SIZE);
+    glibc_free(0, GLIBC_BLOCKS);
+    ck_assert_int_eq(glibc_trims, 0);
+    pm_options.purge_delay_ms = 50;
+    sleep_ms(120);
+    /* Small blocks of a class this test has not used: a pool is taken. */
+    void *small = pm_malloc(432);
+    ck_assert_int_eq(glibc_trims, 1);
+    pm_free(small);
+    pm_free(pin);
+}
+END_TEST
+
+/* Blocks replaced one for one at a steady 32 MiB live, then dropped and
+ * built again within the delay, round after round: no trim at all (glibc's
+ * heap is in use, and a trim would only cost page faults). */
 START_TEST(test_release_glibc_heap_steady)
 {
+    pm_options.purge_delay_ms = 60000;
     pm_system_set_trim(counting_glibc_trim);
     pm_test_rng_t rng;
     pm_test_rng_seed(&rng, 7);
-    for (int i = 0; i < GLIBC_BLOCKS; i++)
-        glibc_blocks[i] = pm_malloc(pm_test_rng_range(&rng, 513, 2 * GLIBC_BLOCK_SIZE));
+    glibc_allocate(0, GLIBC_BLOCKS);
     for (int n = 0; n < 20 * GLIBC_BLOCKS; n++) {
         size_t i = pm_test_rng_range(&rng, 0, GLIBC_BLOCKS - 1);
         pm_free(glibc_blocks[i]);
         glibc_blocks[i] = pm_malloc(pm_test_rng_range(&rng, 513, 2 * GLIBC_BLOCK_SIZE));
     }
+    for (int round = 0; round < 5; round++) {
+        glibc_free(0, GLIBC_BLOCKS);
+        glibc_allocate(0, GLIBC_BLOCKS);
+    }
+    /* The delay runs out after the last round grew back: nothing is due
+     * when a pool is next taken. */
+    pm_options.purge_delay_ms = 50;
+    sleep_ms(120);
+    void *small = pm_malloc(432);
     ck_assert_int_eq(glibc_trims, 0);
-    for (int i = 0; i < GLIBC_BLOCKS; i++)
-        pm_free(glibc_blocks[i]);
-    ck_assert_int_ge(glibc_trims, 1);
+    pm_free(small);
+    glibc_free(0, GLIBC_BLOCKS);
 }
 END_TEST
 
@@ -384,6 +423,7 @@ Suite *make_release_suite(void)
     tcase_add_loop_test(tc, test_release_reserve, 0, 3);
     tcase_add_test(tc, test_trim_gives_everything_back);
     tcase_add_test(tc, test_release_glibc_heap_steady);
+    tcase_add_test(tc, test_release_glibc_heap_after_delay);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     /* Tagged: under ThreadSanitizer its shadow pages stay resident. */
