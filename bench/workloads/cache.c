@@ -5,7 +5,7 @@
  * samples are printed only at the end).
  *
  *   pm_bench_cache ops=N budget_mib=B sample=K update_pct=U
- *                  min=A max=Z large_permille=L large_max=M seed=S
+ *                  min=A max=Z large_permille=L large_max=M seed=S idle_ms=I
  *
  * Each operation either overwrites a random entry with a new value (U% of
  * them, once the cache holds anything: free, then malloc) or inserts a new
@@ -18,13 +18,20 @@
  * so it climbs, falls by 7/8 at once (a mass random eviction), and climbs
  * again. Every K operations it samples the live bytes and the resident set
  * (/proc/self/statm, no stdio); after the loop it frees everything and
- * samples once more. At the end it prints the samples, one line each:
+ * samples once more. Then, if I > 0, it sleeps I ms and does a little
+ * more work (4 rounds of 4096 small blocks allocated and freed: a program
+ * that goes on, whose allocator calls let a peer that purges on later
+ * calls do so), and reads the resident set once more: rss_later_kib.
+ * At the end it prints the samples, one line each:
  *     pm-series: op=... budget_kib=... live_kib=... rss_kib=...
  * (bench/run draws them) and the pm-bench line: rss_start_kib,
  * rss_peak_kib, rss_end_kib (after freeing everything), end_over_start,
  * and heap_over_live_mean / _max / _last: (rss - rss_start) / live over the
- * samples (the memory the allocator holds per live byte). */
+ * samples (the memory the allocator holds per live byte); with idle_ms,
+ * rss_later_kib and later_over_start too. */
 #include "bench.h"
+
+#include <time.h>
 
 #define CACHE_STEPS 8
 
@@ -48,6 +55,7 @@ int main(int argc, char **argv)
     uint64_t large_permille = bench_arg(&args, "large_permille", 10);
     uint64_t large_max = bench_arg(&args, "large_max", 16384);
     uint64_t seed = bench_arg(&args, "seed", 1);
+    uint64_t idle_ms = bench_arg(&args, "idle_ms", 0);
     bench_args_done(&args);
     if (ops < CACHE_STEPS || budget_mib == 0 || sample == 0 || update_pct > 100 || min == 0 ||
         max < min || large_permille > 1000 || large_max <= max || large_max > UINT32_MAX)
@@ -113,6 +121,19 @@ int main(int argc, char **argv)
     }
     uint64_t rss_end = bench_rss_kib();
     samples[ns++] = (cache_sample_t){ops, 0, live, rss_end};
+    uint64_t rss_later = 0;
+    if (idle_ms > 0) {
+        struct timespec pause = {(time_t)(idle_ms / 1000), (long)(idle_ms % 1000) * 1000000};
+        while (nanosleep(&pause, &pause) != 0)
+            continue;
+        for (int round = 0; round < 4; round++) {
+            for (uint64_t j = 0; j < 4096; j++)
+                entries[j] = bench_alloc(bench_rng_range(&rng, min, max), bench_tag(j));
+            for (uint64_t j = 0; j < 4096; j++)
+                bench_free(entries[j]);
+        }
+        rss_later = bench_rss_kib();
+    }
 
     /* Only now stdio (its buffer is a malloc of its own). */
     printf("cache: %" PRIu64 " ops: %" PRIu64 " inserts, %" PRIu64 " updates, %" PRIu64
@@ -144,6 +165,10 @@ int main(int argc, char **argv)
     bench_report("rss_peak_kib", rss_peak);
     bench_report("rss_end_kib", rss_end);
     bench_report_real("end_over_start", rss_start ? (double)rss_end / (double)rss_start : 0.0);
+    if (idle_ms > 0) {
+        bench_report("rss_later_kib", rss_later);
+        bench_report_real("later_over_start", rss_start ? (double)rss_later / (double)rss_start : 0.0);
+    }
     bench_report_real("heap_over_live_mean", counted ? sum / (double)counted : 0.0);
     bench_report_real("heap_over_live_max", worst);
     bench_report_real("heap_over_live_last", last);

@@ -2,7 +2,7 @@
 structure. Run with PYTHONMALLOC=malloc so every object goes through malloc
 (and so through the preloaded allocator).
 
-    python3 python_frag.py KEYS [ITEMS]
+    python3 python_frag.py KEYS [ITEMS [IDLE_MS]]
 
 Builds a dict of KEYS lists, each of ITEMS tuples (an int above the small-int
 cache, a str, a float), reads the resident set (/proc/self/statm) before, at
@@ -10,11 +10,16 @@ the peak, after dropping a random 90% of the keys (the survivors pin the
 memory around them), and after dropping everything. Prints the
 allocator-independent shape of the structure, then the pm-bench line:
 rss_start_kib, rss_peak_kib, rss_drop90_kib, rss_end_kib, and
-end_over_start (rss_end / rss_start) and drop90_over_peak."""
+end_over_start (rss_end / rss_start) and drop90_over_peak. With IDLE_MS, it
+then sleeps that long, does a little more work (4 rounds of 4096 small
+strings built and dropped: a program that goes on, whose allocator calls let
+a peer that purges on later calls do so) and adds rss_later_kib and
+later_over_start."""
 import gc
 import os
 import random
 import sys
+import time
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -36,6 +41,7 @@ def build(keys, items):
 def main():
     keys = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
     items = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    idle_ms = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     rng = random.Random(1)
     gc.collect()
     start = rss_kib()
@@ -51,10 +57,21 @@ def main():
     del table, victims
     gc.collect()
     end = rss_kib()
+    later = None
+    if idle_ms > 0:
+        time.sleep(idle_ms / 1000)
+        for _ in range(4):
+            junk = [f"later {i}" * (1 + i % 40) for i in range(4096)]
+            del junk
+        gc.collect()
+        later = rss_kib()
     print(f"python_frag: {shape[0]} keys, {shape[1]} tuples; {left} tuples after dropping 90%")
-    print(f"pm-bench: workload=python_frag rss_start_kib={start} rss_peak_kib={peak} "
-          f"rss_drop90_kib={drop90} rss_end_kib={end} "
-          f"drop90_over_peak={drop90 / peak:.4f} end_over_start={end / start:.4f}")
+    line = (f"pm-bench: workload=python_frag rss_start_kib={start} rss_peak_kib={peak} "
+            f"rss_drop90_kib={drop90} rss_end_kib={end} "
+            f"drop90_over_peak={drop90 / peak:.4f} end_over_start={end / start:.4f}")
+    if later is not None:
+        line += f" rss_later_kib={later} later_over_start={later / start:.4f}"
+    print(line)
 
 
 if __name__ == "__main__":
