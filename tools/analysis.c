@@ -246,8 +246,10 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
         analysis_advise(a,
                         "Most of RSS (%s, %s) is outside poolmalloc's pools: the program's code, "
                         "stacks and data, and glibc's heap, which serves requests above %d bytes "
-                        "(%s live in it now). poolmalloc's variables do not change that part; "
-                        "glibc's heap follows its own tunables (GLIBC_TUNABLES=glibc.malloc.*).",
+                        "(%s live in it now). poolmalloc has glibc trim that heap once its live "
+                        "bytes have stayed halved for POOLMALLOC_PURGE_DELAY "
+                        "(POOLMALLOC_TRIM_GLIBC), and on malloc_trim(0); the rest follows glibc's "
+                        "own tunables (mallopt, GLIBC_TUNABLES=glibc.malloc.*).",
                         pmt_bytes(a->outside_bytes), pmt_percent(analysis_share(a->outside_bytes, s->rss_bytes)),
                         PM_SMALL_MAX, pmt_bytes(s->system_live_bytes));
     if (!a->ended && series->at == series->snap[series->count - 1])
