@@ -7,7 +7,9 @@
  *
  * One source, two programs:
  *   pm_stress       (STRESS_PM) links the static core and calls pm_*; it
- *                   installs the fork hooks as the preload shim does, and
+ *                   installs the fork hooks and hands over glibc's
+ *                   malloc_trim as the preload shim does (the workers'
+ *                   trims then reach glibc's heap too), and
  *                   checks pm_heap_validate() and the statistics at the end
  *                   and in every fork child.
  *   stress_malloc   calls the plain malloc family; run it with
@@ -36,6 +38,7 @@
 
 #ifdef STRESS_PM
 #include "internal.h" /* pm_heap_validate, pm_fork_*, pm_options_init */
+#include <malloc.h>   /* glibc's malloc_trim, handed to the core as the shim does */
 #define S_MALLOC pm_malloc
 #define S_CALLOC pm_calloc
 #define S_REALLOC pm_realloc
@@ -676,6 +679,17 @@ static unsigned long parse_count(const char *opt, const char *value)
     return v;
 }
 
+#ifdef STRESS_PM
+/* glibc's malloc_trim as the core calls it, on its own (the glibc path's
+ * live bytes halved) or for a worker's pm_malloc_trim: counted. */
+static atomic_uint_fast64_t glibc_trims;
+static int counting_glibc_trim(size_t pad)
+{
+    atomic_fetch_add(&glibc_trims, 1);
+    return malloc_trim(pad);
+}
+#endif
+
 int main(int argc, char **argv)
 {
     unsigned long seconds = 3, workers = 8, min_threads = MIN_SPAWNED_THREADS,
@@ -721,6 +735,8 @@ int main(int argc, char **argv)
 
 #ifdef STRESS_PM
     pm_options_init(); /* POOLMALLOC_RETAIN_POOLS etc., as the preload would */
+    /* glibc's heap is trimmed under the workers' feet, as under the preload. */
+    pm_system_set_trim(counting_glibc_trim);
     if (pthread_atfork(pm_fork_prepare, pm_fork_parent, pm_fork_child) != 0)
         die("pthread_atfork failed");
 #endif
@@ -775,6 +791,8 @@ int main(int argc, char **argv)
     S_TRIM(0);
     if (!pm_heap_validate())
         die("pm_heap_validate failed after malloc_trim");
+    printf(S_NAME ": glibc's heap trimmed %" PRIu64 " times (%" PRIu64 " by workers' trims)\n",
+           (uint64_t)atomic_load(&glibc_trims), atomic_load(&total_trims));
 #endif
     printf(S_NAME ": ok: %.1f s, %lu workers, %" PRIu64 " ops (%" PRIu64 " allocs, %" PRIu64
                   " frees, %" PRIu64 " reallocs, %" PRIu64 " handoffs, %" PRIu64
