@@ -126,8 +126,8 @@
  *  pool per class (I4); when its thread exits, those are purged too.
  *  malloc_trim purges and unmaps everything it can, at once. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
- *  once the glibc path's live bytes have stayed halved for the purge delay
- *  (system.c).
+ *  once the glibc path's live bytes have stayed halved for the purge delay,
+ *  or at once when they collapse to an eighth outside a cycle (system.c).
  *
  *             release           delay run out, or above the cap
  *   IN USE ─────────────▶ RETAINED ─────────────────────────▶ PURGED
@@ -995,9 +995,10 @@ PM_HIDDEN int pm_system_mallopt(int param, int value);
 /* A heap's unsettled bytes beyond this, either way, join the process-wide
  * figure the glibc trim is decided on. */
 #define PM_SYSTEM_SETTLE_BYTES ((int64_t)256 << 10)
-/* Adds `delta` bytes to the glibc path's process-wide live figure, and
- * notes when that has fallen to half of the most it was since glibc's heap
- * was last trimmed (glibc gives back only the top of its heap by itself). */
+/* Adds `delta` bytes to the glibc path's process-wide live figure, notes
+ * when that has fallen to half of the most it was since glibc's heap was
+ * last trimmed, and trims at once when it has fallen to an eighth (glibc
+ * gives back only the top of its heap by itself). */
 PM_HIDDEN void pm_system_settle(int64_t delta);
 /* Trims glibc's heap if its live bytes have stayed halved for the purge
  * delay: called by the settles, by pool acquire and release (arena.c) and

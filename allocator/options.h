@@ -37,7 +37,8 @@
     X(reserve_arenas, "POOLMALLOC_RESERVE_ARENAS", COUNT, 1, 0, 4096,                        \
       "empty arenas kept mapped rather than unmapped, against mmap/munmap churn")          \
     X(trim_glibc, "POOLMALLOC_TRIM_GLIBC", COUNT, 1, 0, 1,                                   \
-      "1: trim glibc's heap (requests above 512 bytes) once their live bytes stay halved; " \
+      "1: trim glibc's heap (requests above 512 bytes) when their live bytes collapse or " \
+      "stay halved; "                                                                       \
       "0: only malloc_trim does")                                                           \
     X(debug, "POOLMALLOC_DEBUG", COUNT, 0, 0, 1,                                             \
       "1: fill freed blocks with 0xDD and check them when reused, fresh blocks with 0xCD; " \

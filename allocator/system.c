@@ -29,14 +29,22 @@ extern int __libc_mallopt(int param, int value);
  * (python_objects.py, every round) would pay a trim and then the page
  * faults of its next round, 8,500 more of them in 5 rounds when this
  * trimmed at once. The trim comes from the next settle, pool taken or
- * given back, or dump thread tick after the delay, whichever is first. A
+ * given back, or dump thread tick after the delay, whichever is first.
+ * A collapse, down to an eighth of the mark, is trimmed at once
+ * (system_trim_collapse): a program that lets go of nearly all its large
+ * blocks is at its most likely to be measured, or to stay small. A
  * program whose large blocks churn at a steady level never trims. */
 #define SYSTEM_TRIM_MIN_MARK ((int64_t)1 << 20)
+#define SYSTEM_COLLAPSE_DIVISOR 8
+#define SYSTEM_CYCLE_DELAYS 8
 
 static struct {
     _Atomic int64_t live;                   /* settled: off by a step per heap */
     _Atomic int64_t mark;                   /* the most `live` was since the last trim */
     _Atomic uint64_t halved_ms;             /* when live fell to mark / 2; 0: it has not */
+    _Atomic uint64_t collapse_ms;           /* a collapse trimmed at once, watched; 0: none */
+    _Atomic int64_t collapse_mark;          /* the mark it fell from */
+    _Atomic uint64_t cycle_ms;              /* when one last came back within the delay */
     int (*_Atomic glibc_trim)(size_t pad); /* NULL: none to call */
 } settled;
 
@@ -71,6 +79,44 @@ void pm_system_trim_if_due(void)
         system_trim_now(0);
 }
 
+/* A collapse (live bytes at most an eighth of the mark: the program let go
+ * of nearly all its large blocks) is trimmed at once, not after the delay,
+ * unless the last one came back within the delay (to 3/4 of what it fell
+ * from) less than SYSTEM_CYCLE_DELAYS delays ago: a program that drops and
+ * rebuilds everything in rounds would pay a trim and its page faults every
+ * round. The first round pays once. Returns true if it trimmed. */
+static bool system_trim_collapse(int64_t mark, int64_t live)
+{
+    uint64_t now = pm_os_coarse_ms();
+    uint64_t cycle = atomic_load_explicit(&settled.cycle_ms, memory_order_relaxed);
+    if (cycle != 0 && now - cycle < SYSTEM_CYCLE_DELAYS * pm_options.purge_delay_ms)
+        return false;
+    /* One thread wins the mark and trims. */
+    if (!atomic_compare_exchange_strong_explicit(&settled.mark, &mark, live, memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return false;
+    atomic_store_explicit(&settled.collapse_mark, mark, memory_order_relaxed);
+    atomic_store_explicit(&settled.collapse_ms, now != 0 ? now : 1, memory_order_relaxed);
+    pm_system_trim(0);
+    return true;
+}
+
+/* After a collapse was trimmed: growing back to 3/4 of it within the delay
+ * is a cycle; not within the delay, it was not. */
+static void system_note_regrowth(int64_t live)
+{
+    uint64_t at = atomic_load_explicit(&settled.collapse_ms, memory_order_relaxed);
+    if (PM_LIKELY(at == 0))
+        return;
+    uint64_t now = pm_os_coarse_ms();
+    if (now - at < pm_options.purge_delay_ms &&
+        live < atomic_load_explicit(&settled.collapse_mark, memory_order_relaxed) / 4 * 3)
+        return; /* still watching */
+    if (now - at < pm_options.purge_delay_ms)
+        atomic_store_explicit(&settled.cycle_ms, now != 0 ? now : 1, memory_order_relaxed);
+    atomic_store_explicit(&settled.collapse_ms, 0, memory_order_relaxed);
+}
+
 void pm_system_settle(int64_t delta)
 {
     int64_t live = atomic_fetch_add_explicit(&settled.live, delta, memory_order_relaxed) + delta;
@@ -80,6 +126,11 @@ void pm_system_settle(int64_t delta)
                                                                  memory_order_relaxed))
         continue;
     uint64_t halved = atomic_load_explicit(&settled.halved_ms, memory_order_relaxed);
+    if (delta > 0)
+        system_note_regrowth(live);
+    else if (pm_options.trim_glibc && mark >= SYSTEM_TRIM_MIN_MARK &&
+             live <= mark / SYSTEM_COLLAPSE_DIVISOR && system_trim_collapse(mark, live))
+        return;
     if (live > mark / 2) {
         if (halved != 0) /* grown back within the delay: a cycle, not a fall */
             atomic_store_explicit(&settled.halved_ms, 0, memory_order_relaxed);

@@ -3,8 +3,8 @@
  * grows for a cycle, not for growth), the dump thread purges an idle
  * process, empty arenas beyond the reserve are unmapped, malloc_trim gives
  * back everything, and RSS really falls; glibc's heap is trimmed once the
- * glibc path's live bytes have stayed halved for the purge delay, never
- * while they hold steady or come back. */
+ * glibc path's live bytes have stayed halved for the purge delay, at once
+ * when they collapse, never while they hold steady or cycle. */
 #include <check.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -310,8 +310,9 @@ START_TEST(test_release_rss_falls)
 END_TEST
 
 /* The glibc path (allocator/system.c): glibc's malloc_trim is called once
- * the glibc path's live bytes have stayed halved for the purge delay, and
- * not while they hold steady or come back within it. The core is linked
+ * the glibc path's live bytes have stayed halved for the purge delay, at
+ * once when they collapse to an eighth, and not while they hold steady or
+ * come back within the delay. The core is linked
  * directly here, so malloc_trim is glibc's; this counts the calls. */
 static int glibc_trims;
 static int counting_glibc_trim(size_t pad)
@@ -359,15 +360,15 @@ START_TEST(test_release_glibc_heap_on_fall)
 }
 END_TEST
 
-/* With a purge delay, the trim waits for it: none at the fall, one at the
- * first pool taken after the delay. */
+/* With a purge delay, a fall to half (not to an eighth) waits for it: no
+ * trim at the fall, one at the first pool taken after the delay. */
 START_TEST(test_release_glibc_heap_after_delay)
 {
     pm_options.purge_delay_ms = 60000; /* however slow the freeing */
     pm_system_set_trim(counting_glibc_trim);
     glibc_allocate(0, GLIBC_BLOCKS);
     void *pin = pm_malloc(GLIBC_BLOCK_SIZE);
-    glibc_free(0, GLIBC_BLOCKS);
+    glibc_free(0, GLIBC_BLOCKS * 6 / 10);
     ck_assert_int_eq(glibc_trims, 0);
     pm_options.purge_delay_ms = 50;
     sleep_ms(120);
@@ -375,13 +376,35 @@ START_TEST(test_release_glibc_heap_after_delay)
     void *small = pm_malloc(432);
     ck_assert_int_eq(glibc_trims, 1);
     pm_free(small);
+    glibc_free(GLIBC_BLOCKS * 6 / 10, GLIBC_BLOCKS);
     pm_free(pin);
 }
 END_TEST
 
-/* Blocks replaced one for one at a steady 32 MiB live, then dropped and
- * built again within the delay, round after round: no trim at all (glibc's
- * heap is in use, and a trim would only cost page faults). */
+/* A collapse (nearly every large block freed) is trimmed at once, however
+ * long the delay: the program let go of its large blocks, it is not
+ * cycling through them. */
+START_TEST(test_release_glibc_heap_collapse)
+{
+    pm_options.purge_delay_ms = 60000;
+    pm_system_set_trim(counting_glibc_trim);
+    glibc_allocate(0, GLIBC_BLOCKS);
+    void *pin = pm_malloc(GLIBC_BLOCK_SIZE);
+    long peak = resident_kib();
+    glibc_free(0, GLIBC_BLOCKS);
+    long after = resident_kib();
+    /* One at an eighth of 32 MiB, maybe one more at an eighth of that. */
+    ck_assert_int_ge(glibc_trims, 1);
+    ck_assert_int_le(glibc_trims, 2);
+    ck_assert_msg(peak - after > 28 * 1024, "RSS %ld KiB at the peak, %ld after", peak, after);
+    pm_free(pin);
+}
+END_TEST
+
+/* Blocks replaced one for one at a steady 32 MiB live: no trim. Then all
+ * dropped and built again within the delay, round after round: the first
+ * collapse is trimmed at once, and its coming back marks a cycle, so no
+ * later round is (each would cost a trim and the page faults after it). */
 START_TEST(test_release_glibc_heap_steady)
 {
     pm_options.purge_delay_ms = 60000;
@@ -394,16 +417,22 @@ START_TEST(test_release_glibc_heap_steady)
         pm_free(glibc_blocks[i]);
         glibc_blocks[i] = pm_malloc(pm_test_rng_range(&rng, 513, 2 * GLIBC_BLOCK_SIZE));
     }
-    for (int round = 0; round < 5; round++) {
+    ck_assert_int_eq(glibc_trims, 0);
+    glibc_free(0, GLIBC_BLOCKS);
+    glibc_allocate(0, GLIBC_BLOCKS);
+    int first_round = glibc_trims;
+    ck_assert_int_ge(first_round, 1);
+    for (int round = 0; round < 4; round++) {
         glibc_free(0, GLIBC_BLOCKS);
         glibc_allocate(0, GLIBC_BLOCKS);
     }
+    ck_assert_int_eq(glibc_trims, first_round);
     /* The delay runs out after the last round grew back: nothing is due
      * when a pool is next taken. */
     pm_options.purge_delay_ms = 50;
     sleep_ms(120);
     void *small = pm_malloc(432);
-    ck_assert_int_eq(glibc_trims, 0);
+    ck_assert_int_eq(glibc_trims, first_round);
     pm_free(small);
     glibc_free(0, GLIBC_BLOCKS);
 }
@@ -431,6 +460,7 @@ Suite *make_release_suite(void)
     tcase_set_tags(rss, "rss");
     tcase_add_test(rss, test_release_rss_falls);
     tcase_add_loop_test(rss, test_release_glibc_heap_on_fall, 0, 2);
+    tcase_add_test(rss, test_release_glibc_heap_collapse);
     suite_add_tcase(s, rss);
     return s;
 }
