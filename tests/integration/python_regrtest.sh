@@ -51,14 +51,15 @@ find_python() {
 #   0:00:02 load avg: 0.36 [ 5/22] test_json passed
 #   0:00:14 load avg: 0.35 [18/22/1] test_sqlite3 failed (uncaught exception)
 #   0:00:27 load avg: 0.38 [22/22] test_subprocess passed (24.1 sec) -- running: ...
-# reduced to "test_json passed", sorted (with -j2 the order varies), plus
+# reduced to "test_json passed" (durations such as "(1 min)", "(1 min 3 sec)"
+# and "(350 ms)" vary from run to run), sorted (with -j2 the order varies), plus
 # the final "Tests result:" line.
 outcomes() {
     sed -n -E \
         -e 's/^.*\[ *[0-9]+\/[0-9]+(\/[0-9]+)?\] (test_[A-Za-z0-9_.]+) (.*)$/\2 \3/p' \
         -e 's/^(Tests result: .*)$/~\1/p' |
         sed -E -e 's/ -- running: .*$//' \
-            -e 's/ \(([0-9]+ min )?[0-9.]+ (sec|ms)\)$//' |
+            -e 's/ \(([0-9]+ min|([0-9]+ min )?[0-9.]+ (sec|ms))\)$//' |
         LC_ALL=C sort
 }
 
