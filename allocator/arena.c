@@ -337,7 +337,6 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
     pm_pool_init(pool, class_index, heap);
     decay_step(now_ms, DECAY_BATCH);
     pm_unlock(&directory.lock);
-    pm_system_trim_if_due(); /* glibc's heap, on the same occasions */
     return pool;
 }
 
@@ -365,14 +364,12 @@ void pm_arena_release_pool(pm_pool_t *pool)
         if (arena_disposable(arena)) {
             arena_destroy(arena);
             pm_unlock(&directory.lock);
-            pm_system_trim_if_due();
             return;
         }
     }
     directory_link(arena);
     decay_step(now_ms, DECAY_BATCH);
     pm_unlock(&directory.lock);
-    pm_system_trim_if_due();
 }
 
 size_t pm_arena_purge_pool(pm_pool_t *pool)

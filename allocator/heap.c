@@ -133,6 +133,22 @@ static void pool_retire(pm_bin_t *bin, pm_pool_t *pool)
 
 /* ---- the owner's side --------------------------------------------------- */
 
+/* True for a heap worked on by its owner thread, which then holds no lock:
+ * every other heap (ABANDONED, the shared one) is worked on under its
+ * service_lock, and an ORPHANED one is never worked on. */
+static bool heap_owned(pm_heap_t *heap)
+{
+    return atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED;
+}
+
+/* After its owner took a pool from its arena or gave one back, with no lock
+ * held: glibc's heap, if due. */
+static void heap_housekeeping(pm_heap_t *heap)
+{
+    if (heap_owned(heap))
+        pm_system_trim_if_due();
+}
+
 /* A pool that just got a block back and was full (off its bin list), or is
  * now empty. */
 void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
@@ -145,8 +161,10 @@ void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
     /* I4: an empty pool goes back to its arena unless it is all the bin
      * has, so alloc/free of one block does not take the arena lock each
      * time, and a thread adopting an abandoned heap finds a pool ready. */
-    if (pool->used_count == 0 && (pool->prev || pool->next))
+    if (pool->used_count == 0 && (pool->prev || pool->next)) {
         pool_retire(bin, pool);
+        heap_housekeeping(heap);
+    }
 }
 
 /* Takes a block back into its pool, by the pool's owner or under the
@@ -313,6 +331,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
             return NULL;
         bin_push(bin, pool);
         PM_COUNTER_ADD(bin->pool_count, 1);
+        heap_housekeeping(heap);
     }
     if (serving != bin->pools) {
         bin_remove(bin, serving);

@@ -1001,8 +1001,9 @@ PM_HIDDEN int pm_system_mallopt(int param, int value);
  * gives back only the top of its heap by itself). */
 PM_HIDDEN void pm_system_settle(int64_t delta);
 /* Trims glibc's heap if its live bytes have stayed halved for the purge
- * delay: called by the settles, by pool acquire and release (arena.c) and
- * by the dump thread's tick. One relaxed load when no trim is pending. */
+ * delay: called by the settles and by an owner taking or giving back a
+ * pool (heap.c), never by the dump thread (dump.c says why). One relaxed
+ * load when no trim is pending. */
 PM_HIDDEN void pm_system_trim_if_due(void);
 /* glibc's malloc_trim, which the malloc_trim the shim exports hides: the
  * shim finds it at start-up and hands it over; until then (and in programs

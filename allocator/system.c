@@ -28,8 +28,9 @@ extern int __libc_mallopt(int param, int value);
  * program that drops a structure and builds the next within the delay
  * (python_objects.py, every round) would pay a trim and then the page
  * faults of its next round, 8,500 more of them in 5 rounds when this
- * trimmed at once. The trim comes from the next settle, pool taken or
- * given back, or dump thread tick after the delay, whichever is first.
+ * trimmed at once. The trim comes from the next settle, or pool taken or
+ * given back by its owner, after the delay, whichever is first; never from
+ * the dump thread, which glibc does not know of (dump.c).
  * A collapse, down to an eighth of the mark, is trimmed at once
  * (system_trim_collapse): a program that lets go of nearly all its large
  * blocks is at its most likely to be measured, or to stay small. A

@@ -53,8 +53,10 @@ static long resident_kib(void)
 /* glibc_heap PCT MS: 64 MiB of 8000-byte blocks (the glibc path, in its
  * heap), with one more on top that stays live, so glibc cannot give any
  * of it back by trimming its top; PCT% of them freed, the first allocated
- * first; then MS ms of sleep with no allocator call, or for MS < 0 the
- * program's own malloc_trim(0). Prints the RSS at each step. */
+ * first; then MS ms of sleep with no allocator call followed by a little
+ * work on the glibc path (100 more blocks allocated and freed: 800 KB,
+ * past a settle's step whatever the thread had unsettled), or for MS < 0 the program's own malloc_trim(0). Prints the RSS
+ * at each step. */
 static int glibc_heap(long pct, long ms)
 {
     enum { BLOCKS = 8192, SIZE = 8000 };
@@ -68,12 +70,21 @@ static int glibc_heap(long pct, long ms)
         free(blocks[i]);
     long freed = resident_kib();
     int trimmed = -1;
-    if (ms >= 0)
+    long slept = -1;
+    if (ms >= 0) {
         sleep_ms(ms);
-    else
+        slept = resident_kib();
+        void *more[100];
+        for (int i = 0; i < 100; i++)
+            memset(more[i] = malloc(SIZE), 4, SIZE);
+        for (int i = 0; i < 100; i++)
+            free(more[i]);
+    } else {
         trimmed = malloc_trim(0);
+    }
     long later = resident_kib();
-    printf("start=%ld peak=%ld freed=%ld later=%ld trim=%d\n", start, peak, freed, later, trimmed);
+    printf("start=%ld peak=%ld freed=%ld slept=%ld later=%ld trim=%d\n", start, peak, freed, slept,
+           later, trimmed);
     free(pin);
     return 0;
 }
