@@ -206,12 +206,13 @@ static void dump_loop(void)
         if (dump_reached(&wake, &snapshot_due))
             wake = snapshot_due;
         dump_sleep_until(&wake);
-        /* An idle process gives memory back too (I10). Not glibc's heap:
-         * glibc's malloc takes no lock in a program it believes
-         * single-threaded, which this thread leaves it believing, so its
-         * malloc_trim is called from the program's own threads only
-         * (system.c). */
+        /* An idle process gives memory back too (I10), and its idle
+         * threads (I4). Not glibc's heap: glibc's malloc takes no lock in
+         * a program it believes single-threaded, which this thread leaves
+         * it believing, so its malloc_trim is called from the program's
+         * own threads only (system.c). */
         pm_arena_decay_tick();
+        pm_heap_release_parked_if_due();
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (dump_reached(&now, &snapshot_due)) {
             pm_stats_write_snapshot(PM_SNAPSHOT_INTERVAL);

@@ -131,7 +131,7 @@ static void pool_retire(pm_bin_t *bin, pm_pool_t *pool)
     pm_arena_release_pool(pool);
 }
 
-/* ---- the owner's side --------------------------------------------------- */
+/* ---- parked pools (I4) ------------------------------------------------------ */
 
 /* True for a heap worked on by its owner thread, which then holds no lock:
  * every other heap (ABANDONED, the shared one) is worked on under its
@@ -141,12 +141,139 @@ static bool heap_owned(pm_heap_t *heap)
     return atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED;
 }
 
+/* Carved past its first OS page (its last carved block starts beyond it):
+ * an empty pool with more than a page of RSS. A pool a program uses for a
+ * few blocks at a time never gets there. */
+static bool pool_spans_pages(const pm_pool_t *pool)
+{
+    return pool->carve_index != 0 &&
+           (size_t)(pool->carve_index - 1) * pool->block_size >= PM_OS_PAGE_SIZE;
+}
+
+/* The owner sets its bin's last pool aside, empty: the bin serves
+ * pm_pool_dry, so the fast paths cannot reach the pool (malloc's looks at
+ * the bin, free's only at live blocks, and it has none), and another thread
+ * may take it under service_lock. Stamped in its arena's released_ms, as a
+ * retained pool is (I10). */
+static void bin_park(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
+{
+    uint64_t now_ms = pm_os_coarse_ms();
+    bin_remove(bin, pool);
+    PM_COUNTER_ADD(bin->pool_count, -1);
+    pm_lock(&heap->service_lock);
+    pm_arena_of(pool)->released_ms[pool->pool_index] = now_ms;
+    atomic_store_explicit(&heap->parked[pool->class_index], pool, memory_order_relaxed);
+    pm_unlock(&heap->service_lock);
+}
+
+/* The owner's slow path takes its parked pool of the class back, if it is
+ * still there. Out of line, as its caller's loop is hot. */
+static __attribute__((noinline)) bool bin_unpark(pm_heap_t *heap, pm_bin_t *bin,
+                                                 unsigned class_index)
+{
+    pm_lock(&heap->service_lock);
+    pm_pool_t *pool = atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed);
+    atomic_store_explicit(&heap->parked[class_index], NULL, memory_order_relaxed);
+    pm_unlock(&heap->service_lock);
+    if (pool == NULL)
+        return false; /* given back meanwhile */
+    bin_push(bin, pool);
+    PM_COUNTER_ADD(bin->pool_count, 1);
+    return true;
+}
+
+/* A parked pool taken from its heap, under its service_lock, goes back to
+ * its arena without its pages: it has waited the purge delay already. */
+static void parked_give_back(pm_pool_t *pool)
+{
+    pm_pool_purge_empty(pool);
+    pm_arena_release_pool(pool);
+}
+
+/* Takes every OWNED heap's parked pools that were parked at least a delay
+ * before now_ms (all of them if `all`) and gives them back. ABANDONED heaps
+ * have none (heap_abandon gave them back); ORPHANED ones are never touched.
+ * The pools are given back after the heap directory lock is dropped, as
+ * their arena's lock comes after it. Returns how many. */
+static size_t heap_release_parked(uint64_t now_ms, bool all)
+{
+    pm_pool_t *taken = NULL;
+    pm_lock(&heaps.lock);
+    for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
+        if (!heap_owned(heap))
+            continue;
+        bool any = false;
+        for (unsigned c = 0; c < PM_CLASS_COUNT && !any; c++)
+            any = atomic_load_explicit(&heap->parked[c], memory_order_relaxed) != NULL;
+        if (!any)
+            continue;
+        pm_lock(&heap->service_lock);
+        for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+            pm_pool_t *pool = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
+            if (pool == NULL || (!all && now_ms - pm_arena_of(pool)->released_ms[pool->pool_index] <
+                                             pm_options.purge_delay_ms))
+                continue;
+            atomic_store_explicit(&heap->parked[c], NULL, memory_order_relaxed);
+            pool->next = taken;
+            taken = pool;
+        }
+        pm_unlock(&heap->service_lock);
+    }
+    pm_unlock(&heaps.lock);
+    size_t released = 0;
+    for (pm_pool_t *next; taken != NULL; taken = next, released++) {
+        next = taken->next;
+        taken->next = NULL;
+        parked_give_back(taken);
+    }
+    return released;
+}
+
+static _Atomic uint64_t parked_scan_ms; /* when heap_release_parked last ran */
+
+void pm_heap_release_parked_if_due(void)
+{
+    uint64_t last = atomic_load_explicit(&parked_scan_ms, memory_order_relaxed);
+    uint64_t now_ms = pm_os_coarse_ms();
+    if (now_ms - last < pm_options.purge_delay_ms)
+        return;
+    /* One thread wins the stamp and walks the heaps. */
+    if (atomic_compare_exchange_strong_explicit(&parked_scan_ms, &last, now_ms,
+                                                memory_order_relaxed, memory_order_relaxed))
+        heap_release_parked(now_ms, false);
+}
+
+/* ---- the owner's side --------------------------------------------------- */
+
 /* After its owner took a pool from its arena or gave one back, with no lock
- * held: glibc's heap, if due. */
+ * held: the parked pools of idle heaps, and glibc's heap, if due. */
 static void heap_housekeeping(pm_heap_t *heap)
 {
-    if (heap_owned(heap))
-        pm_system_trim_if_due();
+    if (!heap_owned(heap))
+        return;
+    pm_heap_release_parked_if_due();
+    pm_system_trim_if_due();
+}
+
+/* Out of line: the common caller is a full pool regaining room. */
+static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t *bin,
+                                                       pm_pool_t *pool)
+{
+    /* I4: an empty pool goes back to its arena unless it is all the bin
+     * has, so alloc/free of one block does not take the arena lock each
+     * time, and a thread adopting an abandoned heap finds a pool ready. */
+    if (pool->prev || pool->next) {
+        pool_retire(bin, pool);
+        heap_housekeeping(heap);
+        return;
+    }
+    /* All the bin has, but carved past its first page: the owner parks it
+     * rather than keep it, so that if the thread goes idle now, its pages
+     * go back after the delay (a thread's kept pools were up to 32 x 16
+     * KiB, for as long as it lived). */
+    if (heap_owned(heap) && pool_spans_pages(pool) &&
+        atomic_load_explicit(&heap->parked[pool->class_index], memory_order_relaxed) == NULL)
+        bin_park(heap, bin, pool);
 }
 
 /* A pool that just got a block back and was full (off its bin list), or is
@@ -158,13 +285,8 @@ void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
         bin_append(bin, pool); /* I4: it has room again */
         return;
     }
-    /* I4: an empty pool goes back to its arena unless it is all the bin
-     * has, so alloc/free of one block does not take the arena lock each
-     * time, and a thread adopting an abandoned heap finds a pool ready. */
-    if (pool->used_count == 0 && (pool->prev || pool->next)) {
-        pool_retire(bin, pool);
-        heap_housekeeping(heap);
-    }
+    if (pool->used_count == 0)
+        bin_pool_emptied(heap, bin, pool);
 }
 
 /* Takes a block back into its pool, by the pool's owner or under the
@@ -326,6 +448,10 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
             serving = carvable;
             continue;
         }
+        /* A bin with a parked pool had no other when it parked it. */
+        if (atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed) != NULL &&
+            bin_unpark(heap, bin, class_index))
+            continue;
         pm_pool_t *pool = pm_arena_acquire_pool(class_index, heap);
         if (pool == NULL)
             return NULL;
@@ -415,11 +541,16 @@ static void heap_abandon(pm_heap_t *heap)
     pm_lock(&heap->service_lock);
     heap_collect_remote(heap, true);
     /* I10: the empty pool each bin keeps for the next owner (I4) keeps no
-     * pages while it waits for one. */
+     * pages while it waits for one; a parked one goes back to its arena. */
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_pool_t *pool = heap->bins[c].pools;
         if (pool != NULL && pool->used_count == 0)
             pm_pool_purge_empty(pool);
+        pool = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
+        if (pool != NULL) {
+            atomic_store_explicit(&heap->parked[c], NULL, memory_order_relaxed);
+            parked_give_back(pool);
+        }
     }
     pm_unlock(&heap->service_lock);
     heap->next_abandoned = heaps.abandoned;
@@ -486,6 +617,7 @@ size_t pm_heap_trim(void)
     size_t released = 0;
     if (pm_thread_heap != &pm_heap_empty)
         released += heap_release_empty_pools(pm_thread_heap);
+    released += heap_release_parked(0, true); /* the caller's too: its remote frees may park */
     pm_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.abandoned; heap != NULL; heap = heap->next_abandoned) {
         pm_lock(&heap->service_lock);
@@ -649,7 +781,10 @@ static bool heap_visit_pool(const pm_pool_t *pool)
         return true;
     if (!pm_pool_is_valid(pool))
         return false;
-    /* I4: a pool with room is on its bin list, and on_bin_list says so. */
+    /* I4: a pool with room is on its bin list, and on_bin_list says so;
+     * or it is parked, empty. */
+    if (atomic_load(&pool->heap->parked[pool->class_index]) == pool)
+        return !pool->on_bin_list && pool->used_count == 0;
     bool listed = false;
     for (const pm_pool_t *p = pool->heap->bins[pool->class_index].pools; p && !listed; p = p->next)
         listed = p == pool;
@@ -670,7 +805,7 @@ bool pm_heap_validate(void)
              * two (see heap_visit_pool). */
             ok &= heap_is_orphaned(heap) || bin->serving == bin_head_or_dry(bin);
             allocated[c] += bin->allocated_total;
-            pools[c] += bin->pool_count;
+            pools[c] += bin->pool_count + (atomic_load(&heap->parked[c]) != NULL);
             waiting_counted[c] += bin->remote_freed_total - bin->remote_collected_total;
         }
         for (uint64_t pos = atomic_load(&heap->remote_head); pos != atomic_load(&heap->remote_tail);

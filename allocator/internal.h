@@ -123,7 +123,12 @@
  *  I13) once none of them holds pages, except for a reserve (one by
  *  default) so a program freeing and allocating around an arena boundary
  *  does not map and unmap on every cycle. A heap keeps one empty
- *  pool per class (I4); when its thread exits, those are purged too.
+ *  pool per class (I4), for its next allocation; one carved past its first
+ *  page is parked instead, and goes back to its arena, pages and all, once
+ *  it has been parked for the purge delay (given back by the next owner
+ *  to take or give back a pool, or the dump thread's tick), so an idle
+ *  thread pins at most a page per class; when its thread exits, its
+ *  kept pools are purged too.
  *  malloc_trim purges and unmaps everything it can, at once. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
  *  once the glibc path's live bytes have stayed halved for the purge delay,
@@ -193,10 +198,11 @@
  *  Locks, in the order they nest: the profile unwind lock (read-held by a
  *  thread taking a sample's backtrace, which holds no other lock then but
  *  may take any, to free); the heap directory lock (the list of all
- *  heaps, the abandoned list); a heap's service_lock (only ABANDONED heaps
- *  are worked on under it); the arena directory lock; the registry lock;
- *  the profile lock (profile.c's tables: a leaf, under which nothing else
- *  is locked and nothing allocates).
+ *  heaps, the abandoned list); a heap's service_lock (ABANDONED heaps are
+ *  worked on under it, and parked pools change hands under it, I4); the
+ *  arena directory lock; the registry lock; the profile lock (profile.c's
+ *  tables: a leaf, under which nothing else is locked and nothing
+ *  allocates).
  *  None is taken by the owner of a heap on the fast path; the arena lock is
  *  taken when a pool is acquired or released. All but the unwind lock (a
  *  pthread rwlock the dump thread never takes) are pm_lock_t (lock.c),
@@ -223,10 +229,18 @@
  *      its heap's remote ring or stack still counts); free-list length +
  *      uncarved blocks (capacity - carve_index) = capacity - used_count.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
- *      for its class (on_bin_list); a full pool may stay at the head of that
- *      list until the next slow path. A pool whose used_count drops to 0 is
- *      released to its arena unless it is the only pool on its bin list
- *      (also in an abandoned heap, for the thread that adopts it).
+ *      for its class (on_bin_list), or is its heap's parked pool of the
+ *      class (heap->parked[class], then empty and on no list); a full pool
+ *      may stay at the head of that list until the next slow path. A pool
+ *      whose used_count drops to 0 is released to its arena unless it is
+ *      the only pool on its bin list (also in an abandoned heap, for the
+ *      thread that adopts it); then, if its owner emptied it, it was carved
+ *      past its first page and the heap has no parked pool of the class, it
+ *      is parked: off the bin list, so the fast paths never reach it (it
+ *      has no live block), and the owner takes it back under service_lock
+ *      on its next slow path of the class, or any thread, under the same
+ *      lock, gives it back to its arena once it has been parked for the
+ *      purge delay. A heap that is abandoned gives its parked pools back.
  *  I5  An arena with u >= 1 unused pools is on directory list u - 1; an
  *      arena with none is on no list. List PM_POOLS_PER_ARENA - 1 (every
  *      pool unused) holds at most POOLMALLOC_RESERVE_ARENAS arenas (the
@@ -245,7 +259,8 @@
  *      used_count over the class's pools minus those waiting, and never
  *      more than allocated_total (checked by pm_heap_validate).
  *  I9  A pool's heap and class change only while it is UNUSED or by its
- *      owner; a thread that does not own a live block's pool may read them.
+ *      owner (or by the thread that took it parked, I4); a thread that
+ *      does not own a live block's pool may read them.
  *  I10 An UNUSED pool is on the retained list iff it is resident; the list
  *      is in release order (each pool stamped with CLOCK_MONOTONIC_COARSE
  *      when released) and changes only under the directory lock, so a pool
@@ -537,8 +552,9 @@ typedef struct pm_arena {
     uint64_t live_map[PM_POOLS_PER_ARENA * PM_LIVE_MAP_WORDS];
     pm_pool_t *free_pools;                /* UNUSED pools (I2) */
     /* When each pool was last released (CLOCK_MONOTONIC_COARSE, ms), for
-     * the purge delay; meaningful while it is retained (I10). Here rather
-     * than in the descriptor, which is one cache line, full. */
+     * the purge delay; meaningful while it is retained (I10), or parked
+     * (I4: then written under its heap's service_lock). Here rather than in
+     * the descriptor, which is one cache line, full. */
     uint64_t released_ms[PM_POOLS_PER_ARENA];
     struct pm_arena *next, *prev;         /* directory list (I5) */
     struct pm_arena *all_next, *all_prev; /* every mapped arena */
@@ -748,7 +764,14 @@ typedef struct pm_heap {
     int64_t system_unsettled;
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;
-    pm_lock_t service_lock;        /* held while an ABANDONED heap is worked on */
+    /* held while an ABANDONED heap is worked on, and over parked[] */
+    pm_lock_t service_lock;
+    /* Per class, the bin's last pool, empty and carved past its first page,
+     * set aside while the class is idle (I4): the owner takes it back on
+     * its next slow path, or any thread gives it back to its arena once it
+     * has waited POOLMALLOC_PURGE_DELAY (heap_release_parked). Changed
+     * only under service_lock; the owner reads it without. */
+    _Atomic(pm_pool_t *) parked[PM_CLASS_COUNT];
     /* Written by other threads: on its own cache line. */
     _Alignas(PM_CACHE_LINE) _Atomic(pm_block_t *) remote_free; /* the ring's overflow */
     _Atomic int state;                 /* pm_heap_state_t */
@@ -977,8 +1000,14 @@ static inline void pm_count_system_free(size_t usable)
         pm_heap_count_system_heapless(0, usable);
 }
 /* malloc_trim's part in the heaps: the calling thread's and every abandoned
- * heap's empty pools go back to their arenas. Returns how many. */
+ * heap's empty pools, and every heap's parked ones, go back to their
+ * arenas. Returns how many. */
 PM_HIDDEN size_t pm_heap_trim(void);
+/* Gives back the parked pools (I4) that have waited POOLMALLOC_PURGE_DELAY,
+ * of every heap: at most once a delay, so one relaxed load and a clock
+ * read when not due. Called by an owner taking or giving back a pool, and
+ * by the dump thread's tick; with no lock held. */
+PM_HIDDEN void pm_heap_release_parked_if_due(void);
 /* Checks I2-I8 over every arena and heap. Only when quiescent. */
 PM_HIDDEN bool pm_heap_validate(void);
 

@@ -230,9 +230,11 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         pmt_count(s->retained_pools), pmt_bytes(a->retained_bytes));
     if (a->empty_pool_bytes >= 1 * MIB)
         analysis_advise(a,
-                        "%s is in empty pools that thread heaps keep, one per size class and "
-                        "thread (%s heaps, %s of exited threads): they go back when the thread "
-                        "exits, or on malloc_trim(0) called by that thread.",
+                        "%s is in empty pools that thread heaps keep, at most one per size "
+                        "class and thread (%s heaps, %s of exited threads): a pool of more "
+                        "than a page goes back once its thread has not needed it for "
+                        "POOLMALLOC_PURGE_DELAY (or at once on malloc_trim(0)), one of a "
+                        "page when the thread exits or calls malloc_trim(0).",
                         pmt_bytes(a->empty_pool_bytes), pmt_count(s->thread_heaps),
                         pmt_count(s->abandoned_heaps));
     if (a->purged_bytes >= 16 * MIB)

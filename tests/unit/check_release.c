@@ -1,12 +1,14 @@
 /* check_release.c — giving memory back (I5, I10): released pools are
  * purged once unused for the purge delay or above the adaptive cap (which
  * grows for a cycle, not for growth), the dump thread purges an idle
- * process, empty arenas beyond the reserve are unmapped, malloc_trim gives
- * back everything, and RSS really falls; glibc's heap is trimmed once the
+ * process, empty arenas beyond the reserve are unmapped, an idle thread's
+ * parked pools go back after the delay, malloc_trim gives back everything,
+ * and RSS really falls; glibc's heap is trimmed once the
  * glibc path's live bytes have stayed halved for the purge delay, at once
  * when they collapse, never while they hold steady or cycle. */
 #include <check.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -309,6 +311,125 @@ START_TEST(test_release_rss_falls)
 }
 END_TEST
 
+/* I4, parked pools: a thread that uses a class, frees everything and goes
+ * idle keeps that class's last pool only while the purge delay runs (it
+ * used to keep it, up to 16 KiB per class, for as long as it lived). */
+static pthread_barrier_t worker_done, worker_resume;
+static int worker_blocks; /* how many of BLOCK_SIZE the worker holds at once */
+
+static void *worker_then_idle(void *arg)
+{
+    (void)arg;
+    void *held[64];
+    for (int round = 0; round < 100; round++) {
+        for (int i = 0; i < worker_blocks; i++) {
+            held[i] = pm_malloc(BLOCK_SIZE);
+            memset(held[i], 0x5a, BLOCK_SIZE);
+        }
+        for (int i = 0; i < worker_blocks; i++)
+            pm_free(held[i]);
+    }
+    pthread_barrier_wait(&worker_done);
+    pthread_barrier_wait(&worker_resume); /* idle, holding its heap, until told */
+    return NULL;
+}
+
+static void worker_start(pthread_t *thread, int blocks)
+{
+    worker_blocks = blocks;
+    ck_assert_int_eq(pthread_barrier_init(&worker_done, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&worker_resume, NULL, 2), 0);
+    ck_assert_int_eq(pthread_create(thread, NULL, worker_then_idle, NULL), 0);
+    pthread_barrier_wait(&worker_done);
+}
+
+static void worker_finish(pthread_t thread)
+{
+    pthread_barrier_wait(&worker_resume);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    pthread_barrier_destroy(&worker_done);
+    pthread_barrier_destroy(&worker_resume);
+}
+
+/* The worker holds 40 blocks at a time (10 KiB, three pages of one pool):
+ * its pool is parked, and given back by another thread's pool acquire once
+ * the delay has run out. One block at a time touches one page: that pool
+ * stays with its heap (a pool per class per heap, as before). */
+START_TEST(test_release_idle_thread)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    const bool spans_pages = _i == 1;
+    pm_options.purge_delay_ms = 60000;
+    pm_options.retain_pools = 4096;
+    pm_options.reserve_arenas = 4096;
+    pthread_t worker;
+    worker_start(&worker, spans_pages ? 40 : 1);
+    pm_stats_t idle, later;
+    pm_test_stats(&idle);
+    ck_assert_uint_eq(idle.classes[c].pools, 1);
+    ck_assert_uint_eq(idle.classes[c].pools_empty, 1);
+    ck_assert(pm_heap_validate()); /* I4 holds for a parked pool */
+    pm_options.purge_delay_ms = 50;
+    sleep_ms(120);
+    /* This thread's first allocation takes a pool: the parked one, now past
+     * the delay, goes back to its arena without its pages. */
+    void *mine = pm_malloc(32);
+    pm_free(mine);
+    pm_test_stats(&later);
+    ck_assert_uint_eq(later.classes[c].pools, spans_pages ? 0 : 1);
+    if (spans_pages)
+        ck_assert_uint_ge(later.released_bytes_total - idle.released_bytes_total,
+                          PM_POOL_SIZE - PM_ARENA_HEADER_SIZE);
+    ck_assert(pm_heap_validate());
+    worker_finish(worker); /* it allocates on, from a new pool */
+}
+END_TEST
+
+/* The owner takes its parked pool back, pages and all, before carving or
+ * taking another; and within the delay nobody else takes it. */
+START_TEST(test_release_owner_unparks)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 60000;
+    void *held[40];
+    for (int i = 0; i < 40; i++)
+        held[i] = pm_malloc(BLOCK_SIZE);
+    void *first = held[0];
+    for (int i = 0; i < 40; i++)
+        pm_free(held[i]);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    ck_assert(pm_heap_validate());
+    pm_heap_release_parked_if_due(); /* not due: parked within the delay */
+    void *again = pm_malloc(BLOCK_SIZE);
+    ck_assert_uint_eq(pm_test_arena_base(again), pm_test_arena_base(first));
+    ck_assert_uint_eq(pm_test_pool_index(again), pm_test_pool_index(first));
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    ck_assert(pm_heap_validate());
+    pm_free(again);
+}
+END_TEST
+
+/* malloc_trim gives back an idle thread's parked pool at once. */
+START_TEST(test_trim_takes_parked_pools)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 60000;
+    pthread_t worker;
+    worker_start(&worker, 40);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    pm_malloc_trim(0);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 0);
+    ck_assert(pm_heap_validate());
+    worker_finish(worker);
+}
+END_TEST
+
 /* The glibc path (allocator/system.c): glibc's malloc_trim is called once
  * the glibc path's live bytes have stayed halved for the purge delay, at
  * once when they collapse to an eighth, and not while they hold steady or
@@ -451,6 +572,9 @@ Suite *make_release_suite(void)
     tcase_add_loop_test(tc, test_release_idle_dump_thread, 0, 2);
     tcase_add_loop_test(tc, test_release_reserve, 0, 3);
     tcase_add_test(tc, test_trim_gives_everything_back);
+    tcase_add_loop_test(tc, test_release_idle_thread, 0, 2);
+    tcase_add_test(tc, test_release_owner_unparks);
+    tcase_add_test(tc, test_trim_takes_parked_pools);
     tcase_add_test(tc, test_release_glibc_heap_steady);
     tcase_add_test(tc, test_release_glibc_heap_after_delay);
     tcase_set_timeout(tc, 60);
