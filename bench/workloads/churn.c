@@ -4,6 +4,7 @@
  * Never shares a block between threads: each thread churns its own window.
  *
  *   pm_bench_churn ops=N window=W threads=T large_pct=P large_max=M seed=S
+ *                  idle_ms=I
  *
  * Each thread makes ops / T allocations. Allocation i of a thread goes into
  * slot i % W of its window after freeing the block allocated W steps
@@ -11,15 +12,31 @@
  * (a FIFO sliding window). Sizes are uniform in 1..512; with large_pct=P,
  * P% of them are uniform in 513..M instead. Every block is freed once: the
  * window is emptied at the end. Reports pairs = ops (rounded down to a
- * multiple of T). */
+ * multiple of T).
+ *
+ * With idle_ms=I, the threads (made even for T = 1) stay alive and idle
+ * once they have emptied their windows, as a program's worker threads wait
+ * for more work: the main thread reads the resident set then (rss_end_kib),
+ * sleeps I ms, allocates and frees 4 x 4096 blocks of 1..512 bytes (the
+ * later calls through which an allocator may give back what idle threads
+ * hold), reads it again (rss_later_kib), and lets the threads exit;
+ * rss_start_kib is read before any thread starts; end_over_start and
+ * later_over_start are the two readings over it. */
 #include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
 
 #include "bench.h"
 
 typedef struct churn_thread {
     pthread_t thread;
     uint64_t ops, window, large_pct, large_max, seed, index;
+    bool idle;
 } churn_thread_t;
+
+/* With idle_ms: every thread has emptied its window; the main thread has
+ * read the resident set, and the threads may exit. */
+static pthread_barrier_t churn_emptied, churn_measured;
 
 static void *churn_run(void *arg)
 {
@@ -41,7 +58,34 @@ static void *churn_run(void *arg)
         if (window[i].ptr != NULL)
             bench_free(window[i]);
     bench_unmap(window, t->window, sizeof *window);
+    if (t->idle) {
+        pthread_barrier_wait(&churn_emptied);
+        pthread_barrier_wait(&churn_measured);
+    }
     return NULL;
+}
+
+/* The main thread's part with idle_ms (see the top). */
+static void churn_measure_idle(uint64_t idle_ms, uint64_t seed, uint64_t *rss_end,
+                               uint64_t *rss_later)
+{
+    pthread_barrier_wait(&churn_emptied);
+    *rss_end = bench_rss_kib();
+    struct timespec pause = {(time_t)(idle_ms / 1000), (long)(idle_ms % 1000) * 1000000};
+    while (nanosleep(&pause, &pause) != 0)
+        continue;
+    bench_rng_t rng;
+    bench_rng_seed(&rng, seed, UINT64_MAX);
+    bench_block_t *blocks = bench_map(4096, sizeof *blocks);
+    for (int round = 0; round < 4; round++) {
+        for (uint64_t j = 0; j < 4096; j++)
+            blocks[j] = bench_alloc(bench_rng_range(&rng, 1, 512), bench_tag(j));
+        for (uint64_t j = 0; j < 4096; j++)
+            bench_free(blocks[j]);
+    }
+    bench_unmap(blocks, 4096, sizeof *blocks);
+    *rss_later = bench_rss_kib();
+    pthread_barrier_wait(&churn_measured);
 }
 
 int main(int argc, char **argv)
@@ -54,30 +98,44 @@ int main(int argc, char **argv)
     uint64_t large_pct = bench_arg(&args, "large_pct", 0);
     uint64_t large_max = bench_arg(&args, "large_max", 16384);
     uint64_t seed = bench_arg(&args, "seed", 1);
+    uint64_t idle_ms = bench_arg(&args, "idle_ms", 0);
     bench_args_done(&args);
     if (window == 0 || threads == 0 || threads > 1024 || large_pct > 100 ||
         large_max < 513 || large_max > UINT32_MAX)
         bench_fail("need window >= 1, 1 <= threads <= 1024, large_pct <= 100, "
                    "513 <= large_max < 2^32");
 
+    uint64_t rss_start = bench_rss_kib(), rss_end = 0, rss_later = 0;
     churn_thread_t *t = bench_map(threads, sizeof *t);
     for (uint64_t k = 0; k < threads; k++) {
         t[k] = (churn_thread_t){.ops = ops / threads, .window = window,
                                 .large_pct = large_pct, .large_max = large_max,
-                                .seed = seed, .index = k};
+                                .seed = seed, .index = k, .idle = idle_ms > 0};
     }
-    if (threads == 1) {
+    if (idle_ms > 0 && (pthread_barrier_init(&churn_emptied, NULL, (unsigned)threads + 1) != 0 ||
+                        pthread_barrier_init(&churn_measured, NULL, (unsigned)threads + 1) != 0))
+        bench_fail("pthread_barrier_init failed");
+    if (threads == 1 && idle_ms == 0) {
         churn_run(&t[0]); /* no thread: keeps the single-threaded case pure */
     } else {
         for (uint64_t k = 0; k < threads; k++)
             if (pthread_create(&t[k].thread, NULL, churn_run, &t[k]) != 0)
                 bench_fail("pthread_create failed");
+        if (idle_ms > 0)
+            churn_measure_idle(idle_ms, seed, &rss_end, &rss_later);
         for (uint64_t k = 0; k < threads; k++)
             pthread_join(t[k].thread, NULL);
     }
 
     bench_report_begin("churn");
     bench_report("pairs", ops / threads * threads);
+    if (idle_ms > 0) {
+        bench_report("rss_start_kib", rss_start);
+        bench_report("rss_end_kib", rss_end);
+        bench_report("rss_later_kib", rss_later);
+        bench_report_real("end_over_start", (double)rss_end / (double)rss_start);
+        bench_report_real("later_over_start", (double)rss_later / (double)rss_start);
+    }
     bench_report_end();
     bench_unmap(t, threads, sizeof *t);
     return 0;
