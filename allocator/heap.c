@@ -190,9 +190,11 @@ static void parked_give_back(pm_pool_t *pool)
     pm_arena_release_pool(pool);
 }
 
-/* Takes every OWNED heap's parked pools that were parked at least a delay
- * before now_ms (all of them if `all`) and gives them back. ABANDONED heaps
- * have none (heap_abandon gave them back); ORPHANED ones are never touched.
+/* Takes every heap's parked pools that were parked at least a delay before
+ * now_ms (all of them if `all`) and gives them back. ABANDONED heaps have
+ * none (heap_abandon gave them back). An ORPHANED heap's are taken too:
+ * parking happens under service_lock, which pm_fork_prepare held, so a
+ * fork child finds parked[] whole, though nothing else of such a heap.
  * The pools are given back after the heap directory lock is dropped, as
  * their arena's lock comes after it. Returns how many. */
 static size_t heap_release_parked(uint64_t now_ms, bool all)
@@ -200,7 +202,7 @@ static size_t heap_release_parked(uint64_t now_ms, bool all)
     pm_pool_t *taken = NULL;
     pm_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
-        if (!heap_owned(heap))
+        if (atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_ABANDONED)
             continue;
         bool any = false;
         for (unsigned c = 0; c < PM_CLASS_COUNT && !any; c++)
@@ -869,7 +871,8 @@ void pm_fork_parent(void)
 /* The child has one thread. Heaps owned by the others may have been cut
  * mid-update by the fork (their owners take no lock), so they are ORPHANED:
  * never adopted, never collected; blocks freed into them in the child stay
- * where they are. A ring position another thread had claimed but not yet
+ * where they are (their parked pools, whole, are given back:
+ * heap_release_parked). A ring position another thread had claimed but not yet
  * written will never be written: it is marked to be passed over, or every
  * block freed after it would wait for ever. */
 void pm_fork_child(void)

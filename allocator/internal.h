@@ -189,7 +189,9 @@
  *         │ fork(): heaps of threads the child does not have
  *         └──────────────────────────────────▶ ORPHANED (never touched
  *                                              again: the fork may have cut
- *                                              their owners mid-update)
+ *                                              their owners mid-update; but
+ *                                              their parked pools, whole,
+ *                                              are given back, I4)
  *
  * ==========================================================================
  *  LOCKING
@@ -240,7 +242,8 @@
  *      has no live block), and the owner takes it back under service_lock
  *      on its next slow path of the class, or any thread, under the same
  *      lock, gives it back to its arena once it has been parked for the
- *      purge delay. A heap that is abandoned gives its parked pools back.
+ *      purge delay. A heap that is abandoned gives its parked pools back;
+ *      an ORPHANED heap's are given back as an OWNED heap's.
  *  I5  An arena with u >= 1 unused pools is on directory list u - 1; an
  *      arena with none is on no list. List PM_POOLS_PER_ARENA - 1 (every
  *      pool unused) holds at most POOLMALLOC_RESERVE_ARENAS arenas (the

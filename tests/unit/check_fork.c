@@ -241,6 +241,56 @@ START_TEST(test_fork_orphaned_heap)
 }
 END_TEST
 
+/* A pool parked by a thread the child does not have (I4) is given back in
+ * the child: parking is done under the heap's service_lock, which the fork
+ * held, so the ORPHANED heap's parked pool is whole there. */
+enum { CHILD_PARKED_KEPT = 15, PARKING_BLOCKS = 40, PARKING_SIZE = 256 };
+static atomic_int parking_done, parking_exit;
+
+static void *park_a_pool(void *arg)
+{
+    (void)arg;
+    void *held[PARKING_BLOCKS];
+    for (int i = 0; i < PARKING_BLOCKS; i++)
+        memset(held[i] = pm_malloc(PARKING_SIZE), 1, PARKING_SIZE);
+    for (int i = 0; i < PARKING_BLOCKS; i++)
+        pm_free(held[i]); /* three pages of one pool, empty: parked */
+    atomic_store(&parking_done, 1);
+    while (!atomic_load(&parking_exit))
+        usleep(1000);
+    return NULL;
+}
+
+START_TEST(test_fork_orphaned_parked_pool)
+{
+    install_fork_hooks();
+    pm_options.purge_delay_ms = 60000; /* parked, not given back, before the fork */
+    const unsigned c = pm_class_of(PARKING_SIZE);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, park_a_pool, NULL), 0);
+    while (!atomic_load(&parking_done))
+        usleep(1000);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        child_setup();
+        pm_malloc_trim(0);
+        pm_stats_get(&s);
+        if (s.classes[c].pools != 0)
+            _exit(CHILD_PARKED_KEPT);
+        if (!child_stats_ok(1))
+            _exit(CHILD_STATS);
+        _exit(child_work(6, 1));
+    }
+    wait_child_ok(pid, 0);
+    atomic_store(&parking_exit, 1);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+END_TEST
+
 /* A thread cut by fork() between claiming a position in a heap's remote
  * ring and writing the block into it leaves a slot no one will write: the
  * child marks it to be passed over, so the blocks freed into the ring
@@ -288,6 +338,7 @@ Suite *make_fork_suite(void)
     tcase_add_test(tc, test_fork_while_allocating);
     tcase_add_test(tc, test_fork_inherited_blocks);
     tcase_add_test(tc, test_fork_orphaned_heap);
+    tcase_add_test(tc, test_fork_orphaned_parked_pool);
     tcase_add_test(tc, test_fork_skips_unwritten_ring_slot);
     suite_add_tcase(s, tc);
     return s;
