@@ -64,7 +64,10 @@ PM_API size_t pm_class_block_size(int class_index);
  * (docs/stats-schema.md) all follow it, so no counter is printed by one and
  * forgotten by another. kind is COUNT (uint64_t), BYTES (uint64_t) or RATIO
  * (double, 0..1). Counters are exact when the program is quiescent (no call
- * in progress on another thread). */
+ * in progress on another thread). A block freed by a thread other than the
+ * one that allocated it is "waiting" until that thread's heap takes it back
+ * (on its next allocation that needs a new block): freed for the program,
+ * still in use in its pool. */
 #define PM_STATS_SCHEMA_VERSION 1
 
 #define PM_CLASS_STATS(X)                                                            \
@@ -73,6 +76,7 @@ PM_API size_t pm_class_block_size(int class_index);
     X(freed_total, COUNT, "freed")          /* blocks given back since start */      \
     X(live_blocks, COUNT, "live")           /* allocated_total - freed_total */      \
     X(live_bytes, BYTES, "live bytes")      /* live_blocks x block_size */           \
+    X(waiting_blocks, COUNT, "waiting")     /* freed elsewhere, not yet taken back */ \
     X(free_blocks, COUNT, "free")           /* room left in this class's pools */    \
     X(pool_bytes, BYTES, "pool bytes")      /* bytes of this class's pools */        \
     X(pools, COUNT, "pools")                /* pools carved for this class */        \
@@ -86,6 +90,8 @@ PM_API size_t pm_class_block_size(int class_index);
     X(small_freed_total, COUNT, "small blocks freed")                                \
     X(small_live_blocks, COUNT, "small blocks live")                                 \
     X(small_live_bytes, BYTES, "small bytes live")                                   \
+    X(small_waiting_blocks, COUNT, "freed blocks awaiting owner")                    \
+    X(small_waiting_bytes, BYTES, "freed bytes awaiting owner")                      \
     X(small_free_blocks, COUNT, "free blocks in pools")                              \
     X(small_pool_bytes, BYTES, "bytes in pools")                                     \
     X(small_utilization, RATIO, "pool utilization")   /* live / pool bytes */        \

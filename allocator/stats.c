@@ -53,6 +53,9 @@ void pm_stats_get(pm_stats_t *out)
             cs->live_blocks = cs->allocated_total;
         cs->freed_total = cs->allocated_total - cs->live_blocks;
         cs->live_bytes = cs->live_blocks * cs->block_size;
+        cs->waiting_blocks = used[c] - cs->live_blocks;
+        out->small_waiting_blocks += cs->waiting_blocks;
+        out->small_waiting_bytes += cs->waiting_blocks * cs->block_size;
         out->small_allocated_total += cs->allocated_total;
         out->small_freed_total += cs->freed_total;
         out->small_live_blocks += cs->live_blocks;

@@ -103,7 +103,11 @@ static void analysis_pins(pmt_analysis_t *a)
     const pm_stats_t *s = &a->at->s;
     for (int c = 0; c < PM_CLASS_COUNT; c++) {
         const pm_class_stats_t *k = &s->classes[c];
-        uint64_t held = analysis_sub(k->pool_bytes, k->live_bytes);
+        /* Blocks waiting for their thread are another cause (below), not
+         * room between live blocks. */
+        uint64_t held = analysis_sub(k->pool_bytes,
+                                     analysis_add(k->live_bytes,
+                                                  analysis_mul(k->waiting_blocks, k->block_size)));
         if (held == 0)
             continue;
         pmt_pin_t *p = &a->pin[a->pins++];
@@ -151,6 +155,7 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
     for (int c = 0; c < PM_CLASS_COUNT; c++)
         a->empty_pool_bytes =
             analysis_add(a->empty_pool_bytes, analysis_mul(s->classes[c].pools_empty, PMT_POOL_BYTES));
+    a->waiting_bytes = s->small_waiting_bytes;
     a->retained_bytes = analysis_mul(s->retained_pools, PMT_POOL_BYTES);
     a->purged_bytes = analysis_mul(analysis_sub(s->unused_pools, s->retained_pools), PMT_POOL_BYTES);
     a->held_bytes = analysis_add(a->free_in_pools, a->retained_bytes);
@@ -228,6 +233,15 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         "released pools back at once, or call malloc_trim(0) after a phase "
                         "that frees a lot.",
                         pmt_count(s->retained_pools), pmt_bytes(a->retained_bytes));
+    if (a->waiting_bytes >= 1 * MIB)
+        analysis_advise(a,
+                        "%s (%s blocks) were freed by threads other than the ones that "
+                        "allocated them and wait for those threads to take them back, which "
+                        "each does when it next needs a block of that size. A thread that "
+                        "hands its objects to others and then waits (a producer, a main "
+                        "thread whose workers free what it built) holds them until it "
+                        "allocates again: have it call malloc_trim(0) before it waits.",
+                        pmt_bytes(a->waiting_bytes), pmt_count(s->small_waiting_blocks));
     if (a->empty_pool_bytes >= 1 * MIB)
         analysis_advise(a,
                         "%s is in empty pools that thread heaps keep, at most one per size "

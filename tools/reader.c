@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -136,10 +137,27 @@ static void reader_bad(reader_record_t *r, const char *format, ...)
     reader_problem(r->file, r->line, 0, "%s%s; skipped", r->where, text);
 }
 
+/* Fields added to schema 1 after its first records: fields are only ever
+ * added within a version (docs/stats-schema.md), so a record written
+ * before one was may lack it, and reads as 0 there. */
+static const char *const reader_added_fields[] = {
+    "small_waiting_blocks", "small_waiting_bytes", "waiting_blocks",
+};
+
+static bool reader_field_added(const char *name)
+{
+    for (size_t i = 0; i < sizeof reader_added_fields / sizeof *reader_added_fields; i++)
+        if (strcmp(name, reader_added_fields[i]) == 0)
+            return true;
+    return false;
+}
+
 static void reader_uint(reader_record_t *r, const json_t *object, const char *name, uint64_t *out)
 {
     const json_t *value = json_object_get(object, name);
     *out = 0;
+    if (value == NULL && reader_field_added(name))
+        return;
     if (value == NULL)
         reader_bad(r, "field '%s' is missing", name);
     else if (!json_is_integer(value))

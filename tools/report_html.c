@@ -628,6 +628,9 @@ static void html_diagnosis(FILE *out, const pmt_analysis_t *a)
             pmt_bytes(a->free_in_pools));
     fprintf(out, "<tr><th>&#8195;of which in empty pools</th><td>%s</td></tr>\n",
             pmt_bytes(a->empty_pool_bytes));
+    fprintf(out, "<tr><th>&#8195;of which freed by other threads, awaiting their thread</th>"
+                 "<td>%s</td></tr>\n",
+            pmt_bytes(a->waiting_bytes));
     fprintf(out, "<tr><th>unused pools kept resident</th><td>%s</td></tr>\n",
             pmt_bytes(a->retained_bytes));
     fprintf(out, "<tr><th>unused pools given back (mapped, not resident)</th><td>%s</td></tr>\n",

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Bad stats files, read by report (text, --json, --html) and diff: a missing
 # file, an empty one, a last line cut short, a line that is not JSON, records
-# of a newer schema, a bad profile object, and worse. Each gives a clear error naming FILE:LINE
-# (or FILE), exit status 1, and whatever could be read is still reported.
+# of a newer schema, a bad profile object, a missing field, and worse. Each
+# gives a clear error naming FILE:LINE (or FILE), exit status 1, and
+# whatever could be read is still reported; a record older than a field
+# added within its schema is read without it.
 # Usage: bad_input.sh TOOL LIBPOOLMALLOC FRAG PROBE BUILD_DIR
 set -euo pipefail
 tool="$(readlink -f "$1")"
@@ -110,6 +112,19 @@ has "^poolmalloc: $work: cannot read: Is a directory$" "$work/err" directory
 sed 's/$/\r/' "$work/good.jsonl" >"$work/crlf.jsonl"
 report_of "$work/crlf.jsonl" 0
 echo "bad_input: wrong types, missing classes, text, random bytes, long lines, directories, CRLF"
+
+# 7. Records written before the waiting fields were added to schema 1 read
+# them as 0 (docs/stats-schema.md); any other field missing is an error.
+sed -E 's/"small_waiting_blocks":[0-9]+,"small_waiting_bytes":[0-9]+,//; s/"waiting_blocks":[0-9]+,//g' \
+  "$work/good.jsonl" >"$work/older.jsonl"
+! grep -q waiting "$work/older.jsonl" || fail "the waiting fields were not taken out"
+report_of "$work/older.jsonl" 0
+[[ ! -s "$work/err" ]] || fail "an older record gave errors: $(cat "$work/err")"
+snapshots_reported "$n"
+sed '2s/"rss_bytes":[0-9]*,//' "$work/good.jsonl" >"$work/lacking.jsonl"
+report_of "$work/lacking.jsonl" 1
+has ":2: field 'rss_bytes' is missing; skipped$" "$work/err" "a missing field"
+echo "bad_input: fields added within schema 1 may be missing; others may not"
 
 # 7. diff: the readable side still compared; a missing side named.
 got=0

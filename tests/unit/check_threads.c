@@ -311,6 +311,42 @@ START_TEST(test_threads_producer_consumer)
 }
 END_TEST
 
+/* Blocks freed by another thread wait for their heap's owner to take them
+ * back: the stats count them as freed and waiting (not live), and the
+ * owner's malloc_trim(0) takes them back and gives their pools up. */
+enum { WAITING_BLOCKS = 3000, WAITING_SIZE = 64 };
+static void *waiting_blocks[WAITING_BLOCKS];
+
+static void *free_all_waiting(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < WAITING_BLOCKS; i++)
+        pm_free(waiting_blocks[i]);
+    return NULL;
+}
+
+START_TEST(test_threads_waiting_for_owner)
+{
+    const int c = pm_size_class(WAITING_SIZE);
+    for (size_t i = 0; i < WAITING_BLOCKS; i++)
+        waiting_blocks[i] = pm_malloc(WAITING_SIZE);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_all_waiting, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    pm_stats_t s;
+    pm_test_stats(&s); /* this thread has not allocated since */
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, WAITING_BLOCKS);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
+    ck_assert_uint_eq(s.classes[c].freed_total, WAITING_BLOCKS);
+    ck_assert_uint_eq(s.small_waiting_blocks, WAITING_BLOCKS);
+    ck_assert_uint_eq(s.small_waiting_bytes, WAITING_BLOCKS * WAITING_SIZE);
+    pm_malloc_trim(0);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_waiting_blocks, 0);
+    ck_assert_uint_eq(s.classes[c].pools, 0);
+}
+END_TEST
+
 /* A thread exits with live blocks; another thread frees them later. The
  * abandoned heap takes them back and its pools, once empty, go back to
  * their arenas (THREAD HEAPS in internal.h). */
@@ -476,6 +512,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_with_realloc);
     tcase_add_test(tc, test_threads_stats_while_busy);
     tcase_add_test(tc, test_threads_producer_consumer);
+    tcase_add_test(tc, test_threads_waiting_for_owner);
     tcase_add_test(tc, test_threads_free_after_owner_exit);
     tcase_add_test(tc, test_threads_heap_reuse);
     tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);

@@ -77,7 +77,7 @@ int pm_test_all_zero(const void *p, size_t n)
 
 const char *pm_test_stats_problem(const pm_stats_t *s, int heaps_consistent)
 {
-    uint64_t allocated = 0, live = 0, live_bytes = 0, pools = 0;
+    uint64_t allocated = 0, live = 0, live_bytes = 0, pools = 0, waiting = 0, waiting_bytes = 0;
     for (int c = 0; c < PM_CLASS_COUNT; c++) {
         const pm_class_stats_t *k = &s->classes[c];
         STATS_REQUIRE(k->block_size == (size_t)(c + 1) * PM_CLASS_GRANULE);
@@ -86,7 +86,12 @@ const char *pm_test_stats_problem(const pm_stats_t *s, int heaps_consistent)
         /* Pools hold at most a pool's worth each. (An empty pool may stay
          * as the only one on its bin list, I4, so no lower bound.) */
         if (heaps_consistent)
-            STATS_REQUIRE(k->live_blocks <= k->pools * (PM_POOL_SIZE / k->block_size));
+            STATS_REQUIRE(k->live_blocks + k->waiting_blocks <=
+                          k->pools * (PM_POOL_SIZE / k->block_size));
+        /* I8: a waiting block was freed, so it was allocated. */
+        STATS_REQUIRE(k->waiting_blocks <= k->freed_total);
+        waiting += k->waiting_blocks;
+        waiting_bytes += k->waiting_blocks * k->block_size;
         allocated += k->allocated_total;
         live += k->live_blocks;
         live_bytes += k->live_blocks * k->block_size;
@@ -100,6 +105,8 @@ const char *pm_test_stats_problem(const pm_stats_t *s, int heaps_consistent)
     STATS_REQUIRE(s->small_allocated_total == allocated);
     STATS_REQUIRE(s->small_live_blocks == live);
     STATS_REQUIRE(s->small_live_bytes == live_bytes);
+    STATS_REQUIRE(s->small_waiting_blocks == waiting);
+    STATS_REQUIRE(s->small_waiting_bytes == waiting_bytes);
     STATS_REQUIRE(s->arena_bytes == s->arenas_mapped * PM_ARENA_SIZE);
     STATS_REQUIRE(s->arenas_created_total >= s->arenas_destroyed_total);
     STATS_REQUIRE(s->arenas_mapped == s->arenas_created_total - s->arenas_destroyed_total);
