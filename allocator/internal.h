@@ -1059,6 +1059,8 @@ static inline void *pm_malloc_inline(size_t size)
         void *block = pm_heap_alloc_fast((size - 1) / PM_CLASS_GRANULE);
         if (PM_LIKELY(block != NULL))
             return block;
+    } else if (size != 0) {
+        return pm_system_malloc(size); /* past the pools: glibc's, one call away */
     }
     return pm_malloc_slow(size);
 }

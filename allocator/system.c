@@ -185,8 +185,9 @@ static inline void *system_account(void *block, bool fresh)
         return NULL;
     size_t usable = pm_system_usable_size(block);
     pm_heap_t *heap = pm_thread_heap;
-    if (PM_UNLIKELY(heap == &pm_heap_empty || (fresh && pm_options.debug) ||
-                    heap->sample_countdown < (int64_t)usable ||
+    /* POOLMALLOC_DEBUG needs no test of its own: no thread has a heap then
+     * (I12), and the slow path fills the block. */
+    if (PM_UNLIKELY(heap == &pm_heap_empty || heap->sample_countdown < (int64_t)usable ||
                     heap->system_unsettled + (int64_t)usable >= PM_SYSTEM_SETTLE_BYTES))
         return system_account_slow(block, usable, fresh);
     pm_heap_count_system_alloc(heap, usable);
@@ -247,7 +248,7 @@ void pm_system_free(void *ptr)
 {
     size_t usable = pm_system_usable_size(ptr);
     pm_heap_t *heap = pm_thread_heap;
-    if (PM_UNLIKELY(heap == &pm_heap_empty || pm_options.debug || pm_profile_on ||
+    if (PM_UNLIKELY(heap == &pm_heap_empty || pm_profile_on || /* debug: no heap (I12) */
                     heap->system_unsettled - (int64_t)usable <= -PM_SYSTEM_SETTLE_BYTES)) {
         system_free_slow(ptr, usable);
         return;
