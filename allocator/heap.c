@@ -232,12 +232,18 @@ static size_t heap_release_parked(uint64_t now_ms, bool all)
 }
 
 static _Atomic uint64_t parked_scan_ms; /* when heap_release_parked last ran */
+/* However short the purge delay, the heaps are walked at most this often:
+ * the walk takes the heap directory lock, which thread start and exit
+ * take too. */
+#define PARKED_SCAN_MIN_MS 10
 
 void pm_heap_release_parked_if_due(void)
 {
     uint64_t last = atomic_load_explicit(&parked_scan_ms, memory_order_relaxed);
     uint64_t now_ms = pm_os_coarse_ms();
-    if (now_ms - last < pm_options.purge_delay_ms)
+    uint64_t every = pm_options.purge_delay_ms > PARKED_SCAN_MIN_MS ? pm_options.purge_delay_ms
+                                                                     : PARKED_SCAN_MIN_MS;
+    if (now_ms - last < every)
         return;
     /* One thread wins the stamp and walks the heaps. */
     if (atomic_compare_exchange_strong_explicit(&parked_scan_ms, &last, now_ms,
@@ -272,10 +278,17 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
     /* All the bin has, but carved past its first page: the owner parks it
      * rather than keep it, so that if the thread goes idle now, its pages
      * go back after the delay (a thread's kept pools were up to 32 x 16
-     * KiB, for as long as it lived). */
-    if (heap_owned(heap) && pool_spans_pages(pool) &&
-        atomic_load_explicit(&heap->parked[pool->class_index], memory_order_relaxed) == NULL)
+     * KiB, for as long as it lived). With no delay, it goes back now, as
+     * every released pool does then. */
+    if (!heap_owned(heap) || !pool_spans_pages(pool) ||
+        atomic_load_explicit(&heap->parked[pool->class_index], memory_order_relaxed) != NULL)
+        return;
+    if (pm_options.purge_delay_ms == 0) {
+        pool_retire(bin, pool);
+        heap_housekeeping(heap);
+    } else {
         bin_park(heap, bin, pool);
+    }
 }
 
 /* A pool that just got a block back and was full (off its bin list), or is

@@ -238,7 +238,8 @@
  *      the only pool on its bin list (also in an abandoned heap, for the
  *      thread that adopts it); then, if its owner emptied it, it was carved
  *      past its first page and the heap has no parked pool of the class, it
- *      is parked: off the bin list, so the fast paths never reach it (it
+ *      is parked (with no purge delay, released at once instead): off the
+ *      bin list, so the fast paths never reach it (it
  *      has no live block), and the owner takes it back under service_lock
  *      on its next slow path of the class, or any thread, under the same
  *      lock, gives it back to its arena once it has been parked for the
