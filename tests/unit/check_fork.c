@@ -99,6 +99,16 @@ static void *busy_worker(void *arg)
     return NULL;
 }
 
+/* A thread running `run`, once it has set *ready. */
+static pthread_t thread_started(void *(*run)(void *), atomic_int *ready)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, run, NULL), 0);
+    while (!atomic_load(ready))
+        usleep(1000);
+    return t;
+}
+
 static void wait_child_ok(pid_t pid, int round)
 {
     int status = 0;
@@ -210,10 +220,7 @@ static void *parking_thread(void *arg)
 START_TEST(test_fork_orphaned_heap)
 {
     install_fork_hooks();
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, parking_thread, NULL), 0);
-    while (!atomic_load(&parked_ready))
-        usleep(1000);
+    pthread_t t = thread_started(parking_thread, &parked_ready);
     pm_stats_t before;
     pm_test_stats(&before);
     ck_assert_uint_eq(before.small_live_blocks, PARKED_BLOCKS);
@@ -266,10 +273,7 @@ START_TEST(test_fork_orphaned_parked_pool)
     install_fork_hooks();
     pm_options.purge_delay_ms = 60000; /* parked, not given back, before the fork */
     const unsigned c = pm_class_of(PARKING_SIZE);
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, park_a_pool, NULL), 0);
-    while (!atomic_load(&parking_done))
-        usleep(1000);
+    pthread_t t = thread_started(park_a_pool, &parking_done);
     pm_stats_t s;
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].pools, 1);
