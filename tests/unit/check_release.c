@@ -385,6 +385,48 @@ START_TEST(test_release_idle_thread)
 }
 END_TEST
 
+static uint64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+static void sleep_until_ms(uint64_t when)
+{
+    uint64_t now = now_ms();
+    if (when > now)
+        sleep_ms((long)(when - now));
+}
+
+/* A pool parked just after the heaps were walked is given back once it has
+ * been parked for the delay, not a delay after the next walk: the walk
+ * that finds it parked but not yet due comes back when it is. (Walking a
+ * delay after each walk kept it up to two delays.) Times in ms from the
+ * first walk, with a 300 ms delay: walk at 0, park at ~150, walk at 320
+ * (not yet due), due at ~450, checked at ~500. On a slow machine a late
+ * step can only give it back sooner. */
+START_TEST(test_release_parked_when_due)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 300;
+    uint64_t start = now_ms();
+    pm_heap_release_parked_if_due(); /* the first walk: nothing parked */
+    sleep_until_ms(start + 150);
+    pthread_t worker;
+    worker_start(&worker, 40);
+    uint64_t parked = now_ms();
+    sleep_until_ms(start + 320);
+    pm_heap_release_parked_if_due(); /* due again; the pool is not */
+    sleep_until_ms(parked + 300 + 50);
+    pm_heap_release_parked_if_due();
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 0);
+    worker_finish(worker);
+}
+END_TEST
+
 /* The owner takes its parked pool back, pages and all, before carving or
  * taking another; and within the delay nobody else takes it. */
 START_TEST(test_release_owner_unparks)
@@ -574,6 +616,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_trim_gives_everything_back);
     tcase_add_loop_test(tc, test_release_idle_thread, 0, 2);
     tcase_add_test(tc, test_release_owner_unparks);
+    tcase_add_test(tc, test_release_parked_when_due);
     tcase_add_test(tc, test_trim_takes_parked_pools);
     tcase_add_test(tc, test_release_glibc_heap_steady);
     tcase_add_test(tc, test_release_glibc_heap_after_delay);
