@@ -182,28 +182,45 @@ static __attribute__((noinline)) bool bin_unpark(pm_heap_t *heap, pm_bin_t *bin,
     return true;
 }
 
-/* A parked pool taken from its heap, under its service_lock, goes back to
- * its arena without its pages: it has waited the purge delay already. */
-static void parked_give_back(pm_pool_t *pool)
+/* Gives a heap's parked pools that were parked at least a delay before
+ * now_ms (all of them if `all`) back to their arenas, without their pages:
+ * they have waited the purge delay already. Lowers *next_due_ms to when
+ * the first of those left becomes due. Returns how many went. Caller holds
+ * the heap directory lock and the heap's service_lock (the arena lock
+ * nests inside both): pm_fork_prepare takes them first, so no fork child
+ * finds a pool taken from parked[] and not yet in its arena, on no list at
+ * all (a stress run's fork child failed its validation so). */
+static size_t heap_give_back_parked(pm_heap_t *heap, uint64_t now_ms, bool all,
+                                    uint64_t *next_due_ms)
 {
-    pm_pool_purge_empty(pool);
-    pm_arena_release_pool(pool);
+    size_t released = 0;
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        pm_pool_t *pool = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
+        if (pool == NULL)
+            continue;
+        uint64_t due_ms = pm_arena_of(pool)->released_ms[pool->pool_index] +
+                          pm_options.purge_delay_ms;
+        if (!all && now_ms < due_ms) {
+            if (due_ms < *next_due_ms)
+                *next_due_ms = due_ms;
+            continue;
+        }
+        atomic_store_explicit(&heap->parked[c], NULL, memory_order_relaxed);
+        pm_pool_purge_empty(pool);
+        pm_arena_release_pool(pool);
+        released++;
+    }
+    return released;
 }
 
-/* Takes every heap's parked pools that were parked at least a delay before
- * now_ms (all of them if `all`) and gives them back. ABANDONED heaps have
- * none (heap_abandon gave them back). An ORPHANED heap's are taken too:
+/* heap_give_back_parked over every heap. ABANDONED heaps have none
+ * (heap_abandon gave them back). An ORPHANED heap's are given back too:
  * parking happens under service_lock, which pm_fork_prepare held, so a
  * fork child finds parked[] whole, though nothing else of such a heap.
- * The pools are given back before the heap directory lock is dropped (the
- * arena lock nests inside it): pm_fork_prepare takes that lock first, so
- * no fork child finds a pool taken from parked[] and not yet in its arena,
- * on no list at all (a stress run's fork child failed its validation so).
- * Returns how many; *next_due_ms is when the first of those left becomes
- * due (UINT64_MAX: none is left). */
+ * *next_due_ms: when the first pool left becomes due (UINT64_MAX: none). */
 static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_ms)
 {
-    pm_pool_t *taken = NULL;
+    size_t released = 0;
     *next_due_ms = UINT64_MAX;
     pm_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
@@ -215,28 +232,8 @@ static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_
         if (!any)
             continue;
         pm_lock(&heap->service_lock);
-        for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
-            pm_pool_t *pool = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
-            if (pool == NULL)
-                continue;
-            uint64_t due_ms = pm_arena_of(pool)->released_ms[pool->pool_index] +
-                              pm_options.purge_delay_ms;
-            if (!all && now_ms < due_ms) {
-                if (due_ms < *next_due_ms)
-                    *next_due_ms = due_ms;
-                continue;
-            }
-            atomic_store_explicit(&heap->parked[c], NULL, memory_order_relaxed);
-            pool->next = taken;
-            taken = pool;
-        }
+        released += heap_give_back_parked(heap, now_ms, all, next_due_ms);
         pm_unlock(&heap->service_lock);
-    }
-    size_t released = 0;
-    for (pm_pool_t *next; taken != NULL; taken = next, released++) {
-        next = taken->next;
-        taken->next = NULL;
-        parked_give_back(taken);
     }
     pm_unlock(&heaps.lock);
     return released;
@@ -290,25 +287,21 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
 {
     /* I4: an empty pool goes back to its arena unless it is all the bin
      * has, so alloc/free of one block does not take the arena lock each
-     * time, and a thread adopting an abandoned heap finds a pool ready. */
-    if (pool->prev || pool->next) {
-        pool_retire(bin, pool);
-        heap_housekeeping(heap);
-        return;
-    }
-    /* All the bin has, but carved past its first page: the owner parks it
+     * time, and a thread adopting an abandoned heap finds a pool ready.
+     * All the bin has, but carved past its first page: the owner parks it
      * rather than keep it, so that if the thread goes idle now, its pages
      * go back after the delay (a thread's kept pools were up to 32 x 16
-     * KiB, for as long as it lived). With no delay, it goes back now, as
+     * KiB, for as long as it lived); with no delay, it goes back now, as
      * every released pool does then. */
-    if (!heap_owned(heap) || !pool_spans_pages(pool) ||
-        atomic_load_explicit(&heap->parked[pool->class_index], memory_order_relaxed) != NULL)
-        return;
-    if (pm_options.purge_delay_ms == 0) {
+    bool last = pool->prev == NULL && pool->next == NULL;
+    bool parkable = last && heap_owned(heap) && pool_spans_pages(pool) &&
+                    atomic_load_explicit(&heap->parked[pool->class_index],
+                                         memory_order_relaxed) == NULL;
+    if (parkable && pm_options.purge_delay_ms != 0) {
+        bin_park(heap, bin, pool);
+    } else if (!last || parkable) {
         pool_retire(bin, pool);
         heap_housekeeping(heap);
-    } else {
-        bin_park(heap, bin, pool);
     }
 }
 
@@ -577,17 +570,15 @@ static void heap_abandon(pm_heap_t *heap)
     pm_lock(&heap->service_lock);
     heap_collect_remote(heap, true);
     /* I10: the empty pool each bin keeps for the next owner (I4) keeps no
-     * pages while it waits for one; a parked one goes back to its arena. */
+     * pages while it waits for one; the parked ones go back to their
+     * arenas. */
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_pool_t *pool = heap->bins[c].pools;
         if (pool != NULL && pool->used_count == 0)
             pm_pool_purge_empty(pool);
-        pool = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
-        if (pool != NULL) {
-            atomic_store_explicit(&heap->parked[c], NULL, memory_order_relaxed);
-            parked_give_back(pool);
-        }
     }
+    uint64_t next_due_ms = UINT64_MAX;
+    heap_give_back_parked(heap, 0, true, &next_due_ms);
     pm_unlock(&heap->service_lock);
     heap->next_abandoned = heaps.abandoned;
     heaps.abandoned = heap;

@@ -1008,9 +1008,11 @@ static inline void pm_count_system_free(size_t usable)
  * arenas. Returns how many. */
 PM_HIDDEN size_t pm_heap_trim(void);
 /* Gives back the parked pools (I4) that have waited POOLMALLOC_PURGE_DELAY,
- * of every heap: at most once a delay, so one relaxed load and a clock
- * read when not due. Called by an owner taking or giving back a pool, and
- * by the dump thread's tick; with no lock held. */
+ * of every heap, when one may be due (a delay after the last walk of the
+ * heaps, or when the first pool it left becomes due; at most every 10 ms):
+ * two relaxed loads and a clock read when none is. Called by an owner
+ * taking or giving back a pool, and by the dump thread's tick; with no
+ * lock held. */
 PM_HIDDEN void pm_heap_release_parked_if_due(void);
 /* Checks I2-I8 over every arena and heap. Only when quiescent. */
 PM_HIDDEN bool pm_heap_validate(void);
