@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BENCH_MAX_ARGS 16
@@ -249,6 +250,28 @@ static inline uint64_t bench_rss_kib(void)
         return 0;
     uint64_t pages = strtoull(p + 1, NULL, 10);
     return pages * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
+}
+
+/* Blocks of bench_rss_later's little work, in rounds: room its caller lends. */
+#define BENCH_LATER_BLOCKS 4096
+
+/* The resident set once a program that has freed everything has waited
+ * idle_ms and done a little more work: 4 rounds of BENCH_LATER_BLOCKS
+ * blocks of min..max bytes allocated and freed (in `blocks`), the later
+ * calls on which allocators purge what they kept (bench/README). */
+static inline uint64_t bench_rss_later(uint64_t idle_ms, bench_rng_t *rng, size_t min, size_t max,
+                                       bench_block_t *blocks)
+{
+    struct timespec pause = {(time_t)(idle_ms / 1000), (long)(idle_ms % 1000) * 1000000};
+    while (nanosleep(&pause, &pause) != 0)
+        continue;
+    for (int round = 0; round < 4; round++) {
+        for (uint64_t j = 0; j < BENCH_LATER_BLOCKS; j++)
+            blocks[j] = bench_alloc(bench_rng_range(rng, min, max), bench_tag(j));
+        for (uint64_t j = 0; j < BENCH_LATER_BLOCKS; j++)
+            bench_free(blocks[j]);
+    }
+    return bench_rss_kib();
 }
 
 static inline uint64_t bench_maxrss_kib(void)

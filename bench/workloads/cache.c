@@ -122,18 +122,8 @@ int main(int argc, char **argv)
     uint64_t rss_end = bench_rss_kib();
     samples[ns++] = (cache_sample_t){ops, 0, live, rss_end};
     uint64_t rss_later = 0;
-    if (idle_ms > 0) {
-        struct timespec pause = {(time_t)(idle_ms / 1000), (long)(idle_ms % 1000) * 1000000};
-        while (nanosleep(&pause, &pause) != 0)
-            continue;
-        for (int round = 0; round < 4; round++) {
-            for (uint64_t j = 0; j < 4096; j++)
-                entries[j] = bench_alloc(bench_rng_range(&rng, min, max), bench_tag(j));
-            for (uint64_t j = 0; j < 4096; j++)
-                bench_free(entries[j]);
-        }
-        rss_later = bench_rss_kib();
-    }
+    if (idle_ms > 0)
+        rss_later = bench_rss_later(idle_ms, &rng, min, max, entries); /* capacity > 4096 */
 
     /* Only now stdio (its buffer is a malloc of its own). */
     printf("cache: %" PRIu64 " ops: %" PRIu64 " inserts, %" PRIu64 " updates, %" PRIu64

@@ -24,7 +24,6 @@
  * later_over_start are the two readings over it. */
 #include <pthread.h>
 #include <stdbool.h>
-#include <time.h>
 
 #include "bench.h"
 
@@ -71,20 +70,11 @@ static void churn_measure_idle(uint64_t idle_ms, uint64_t seed, uint64_t *rss_en
 {
     pthread_barrier_wait(&churn_emptied);
     *rss_end = bench_rss_kib();
-    struct timespec pause = {(time_t)(idle_ms / 1000), (long)(idle_ms % 1000) * 1000000};
-    while (nanosleep(&pause, &pause) != 0)
-        continue;
     bench_rng_t rng;
     bench_rng_seed(&rng, seed, UINT64_MAX);
-    bench_block_t *blocks = bench_map(4096, sizeof *blocks);
-    for (int round = 0; round < 4; round++) {
-        for (uint64_t j = 0; j < 4096; j++)
-            blocks[j] = bench_alloc(bench_rng_range(&rng, 1, 512), bench_tag(j));
-        for (uint64_t j = 0; j < 4096; j++)
-            bench_free(blocks[j]);
-    }
-    bench_unmap(blocks, 4096, sizeof *blocks);
-    *rss_later = bench_rss_kib();
+    bench_block_t *blocks = bench_map(BENCH_LATER_BLOCKS, sizeof *blocks);
+    *rss_later = bench_rss_later(idle_ms, &rng, 1, 512, blocks);
+    bench_unmap(blocks, BENCH_LATER_BLOCKS, sizeof *blocks);
     pthread_barrier_wait(&churn_measured);
 }
 
