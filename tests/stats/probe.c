@@ -55,8 +55,8 @@ static long resident_kib(void)
  * of it back by trimming its top; PCT% of them freed, the first allocated
  * first; then MS ms of sleep with no allocator call followed by a little
  * work on the glibc path (100 more blocks allocated and freed: 800 KB,
- * past a settle's step whatever the thread had unsettled), or for MS < 0 the program's own malloc_trim(0). Prints the RSS
- * at each step. */
+ * past a settle's step whatever the thread had unsettled), or for MS < 0
+ * the program's own malloc_trim(0). Prints the RSS at each step. */
 static int glibc_heap(long pct, long ms)
 {
     enum { BLOCKS = 8192, SIZE = 8000 };
