@@ -170,10 +170,14 @@
  *  a static heap with no pools, so the fast path needs no "initialized?"
  *  test: its first allocation takes the slow path, which gives the thread a
  *  heap, adopting an abandoned one if there is one. When a thread exits its
- *  heap is ABANDONED with its pools; from then on any thread that frees a
- *  block into it also collects the heap's remote ring and stack under the
- *  heap's service_lock, so blocks freed after their allocating thread is
- *  gone still come back, and pools that empty go back to their arenas. A
+ *  heap is ABANDONED with its pools; from then on the threads that free
+ *  blocks into it also collect the heap's remote ring and stack, under the
+ *  heap's service_lock, a batch of 64 frees at a time (the rest by the
+ *  next walk of the heaps: when a thread next takes or gives back a pool,
+ *  10 ms at least after the last walk, or at the dump thread's tick; or
+ *  by malloc_trim, or the thread that adopts the heap), so blocks
+ *  freed after their allocating thread is gone still come back, and pools
+ *  that empty go back to their arenas. A
  *  thread created later adopts the heap, pools and all: a program creating
  *  and joining threads by the thousand reuses the same few heaps.
  *

@@ -2,7 +2,8 @@
  * purged once unused for the purge delay or above the adaptive cap (which
  * grows for a cycle, not for growth), the dump thread purges an idle
  * process, empty arenas beyond the reserve are unmapped, an idle thread's
- * parked pools go back after the delay, malloc_trim gives back everything,
+ * parked pools go back after the delay, blocks freed into an exited
+ * thread's heap are collected by the walk, malloc_trim gives back everything,
  * and RSS really falls; glibc's heap is trimmed once the
  * glibc path's live bytes have stayed halved for the purge delay, at once
  * when they collapse, never while they hold steady or cycle. */
@@ -472,6 +473,53 @@ START_TEST(test_trim_takes_parked_pools)
 }
 END_TEST
 
+/* Blocks of an exited thread, freed by another, are collected a batch at a
+ * time (heap.c, ABANDONED_BATCH): some wait in the abandoned heap's ring,
+ * never a batch's worth, and the next walk of the heaps takes them, with
+ * no purge delay to wait (only the walk's 10 ms). Collecting on every free
+ * never left one waiting. */
+enum { EXITED_BLOCKS = 200 };
+static void *exited_blocks[EXITED_BLOCKS];
+static void *allocate_exited(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < EXITED_BLOCKS; i++)
+        exited_blocks[i] = pm_malloc(BLOCK_SIZE);
+    return NULL;
+}
+
+START_TEST(test_release_exited_thread_blocks)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 60000;
+    /* A heap of its own first: else this thread's first free would adopt
+     * the exited thread's heap, and free as its owner. */
+    pm_free(pm_malloc(BLOCK_SIZE));
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, allocate_exited, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    pm_stats_t s;
+    uint64_t most_waiting = 0;
+    for (int i = 0; i < EXITED_BLOCKS; i++) {
+        pm_free(exited_blocks[i]);
+        pm_test_stats(&s);
+        ck_assert_uint_lt(s.classes[c].waiting_blocks, 64);
+        if (s.classes[c].waiting_blocks > most_waiting)
+            most_waiting = s.classes[c].waiting_blocks;
+    }
+    ck_assert_uint_gt(most_waiting, 0);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
+    sleep_ms(30);
+    pm_heap_release_parked_if_due();
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
+    /* This thread's heap keeps its one pool, and the abandoned heap one
+     * empty pool for its next thread (I4): the rest went back. */
+    ck_assert_uint_le(s.classes[c].pools, 2);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* The glibc path (allocator/system.c): glibc's malloc_trim is called once
  * the glibc path's live bytes have stayed halved for the purge delay, at
  * once when they collapse to an eighth, and not while they hold steady or
@@ -618,6 +666,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_owner_unparks);
     tcase_add_test(tc, test_release_parked_when_due);
     tcase_add_test(tc, test_trim_takes_parked_pools);
+    tcase_add_test(tc, test_release_exited_thread_blocks);
     tcase_add_test(tc, test_release_glibc_heap_steady);
     tcase_add_test(tc, test_release_glibc_heap_after_delay);
     tcase_set_timeout(tc, 60);
