@@ -115,7 +115,7 @@
  *  purge early again and, since it last did, most pools handed out without
  *  pages stood for pools it had purged early (within a delay), the program
  *  is cycling over more pools than the cap keeps: the cap grows by that
- *  many, up to POOLMALLOC_RETAIN_POOLS_MAX (4096, 64 MiB), and halves back
+ *  many, up to POOLMALLOC_RETAIN_POOLS_MAX (16384, 256 MiB), and halves back
  *  once it has not grown for 8 delays. A program that frees and then grows
  *  past what it freed (mostly fresh pools) does not grow the cap, so a
  *  phase that frees everything gives it back at once. An arena whose pools are all

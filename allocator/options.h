@@ -32,7 +32,7 @@
       "0: at once")                                                                         \
     X(retain_pools, "POOLMALLOC_RETAIN_POOLS", COUNT, 64, 0, 65536,                          \
       "released pools kept resident at most, to start with; the cap grows with demand")    \
-    X(retain_pools_max, "POOLMALLOC_RETAIN_POOLS_MAX", COUNT, 4096, 0, 65536,                \
+    X(retain_pools_max, "POOLMALLOC_RETAIN_POOLS_MAX", COUNT, 16384, 0, 65536,               \
       "the most released pools the adaptive cap keeps resident")                           \
     X(reserve_arenas, "POOLMALLOC_RESERVE_ARENAS", COUNT, 1, 0, 4096,                        \
       "empty arenas kept mapped rather than unmapped, against mmap/munmap churn")          \
