@@ -430,7 +430,7 @@ void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
                 out->retained_pools += pool->resident;
                 continue;
             }
-            unsigned used = __atomic_load_n(&pool->used_count, __ATOMIC_RELAXED);
+            unsigned used = pm_pool_used(pool);
             pm_class_stats_t *cs = &out->classes[c];
             cs->pools++;
             cs->pools_full += used == pool->capacity;

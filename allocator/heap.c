@@ -90,7 +90,7 @@ static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
         bin->pools_tail = pool;
     bin->pools = pool;
     bin_serve_head(bin);
-    pool->on_bin_list = true;
+    pm_pool_set_on_bin_list(pool, true);
 }
 
 /* A pool that regained room goes last: the head keeps serving until it runs
@@ -106,7 +106,7 @@ static void bin_append(pm_bin_t *bin, pm_pool_t *pool)
         bin->pools = pool;
     bin->pools_tail = pool;
     bin_serve_head(bin);
-    pool->on_bin_list = true;
+    pm_pool_set_on_bin_list(pool, true);
 }
 
 static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
@@ -121,7 +121,7 @@ static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
         bin->pools_tail = pool->prev;
     pool->next = pool->prev = NULL;
     bin_serve_head(bin);
-    pool->on_bin_list = false;
+    pm_pool_set_on_bin_list(pool, false);
 }
 
 static void pool_retire(pm_bin_t *bin, pm_pool_t *pool)
@@ -345,11 +345,11 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
 void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
 {
     pm_bin_t *bin = &heap->bins[pool->class_index];
-    if (!pool->on_bin_list) {
+    if (!pm_pool_on_bin_list(pool)) {
         bin_append(bin, pool); /* I4: it has room again */
         return;
     }
-    if (pool->used_count == 0)
+    if (pm_pool_used(pool) == 0)
         bin_pool_emptied(heap, bin, pool);
 }
 
@@ -362,8 +362,7 @@ static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
         pm_pool_debug_freed(pool, block);
     pm_link_set(block, pool->free_list);
     pool->free_list = block;
-    PM_COUNTER_ADD(pool->used_count, -1);
-    if (!pool->on_bin_list || pool->used_count == 0)
+    if (pm_pool_put_used(pool))
         pm_heap_pool_regained(heap, pool);
 }
 
@@ -474,7 +473,7 @@ static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
     pool->free_list = next;
     if (pool->debug_fill)
         pm_pool_debug_reuse(pool, block);
-    PM_COUNTER_ADD(pool->used_count, 1);
+    PM_COUNTER_ADD(pool->used_word, 1); /* I3: used_count + 1 */
     pm_live_set(block);
     PM_COUNTER_ADD(bin->allocated_total, 1);
     if ((heap->sample_countdown -= (int64_t)pool->block_size) < 0 && heap != &shared_heap)
@@ -611,7 +610,7 @@ static void heap_abandon(pm_heap_t *heap)
      * arenas. */
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_pool_t *pool = heap->bins[c].pools;
-        if (pool != NULL && pool->used_count == 0)
+        if (pool != NULL && pm_pool_used(pool) == 0)
             pm_pool_purge_empty(pool);
     }
     uint64_t next_due_ms = UINT64_MAX;
@@ -667,7 +666,7 @@ static size_t heap_release_empty_pools(pm_heap_t *heap)
         pm_bin_t *bin = &heap->bins[c];
         for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
             next = pool->next;
-            if (pool->used_count == 0) {
+            if (pm_pool_used(pool) == 0) {
                 pool_retire(bin, pool);
                 released++;
             }
@@ -848,7 +847,7 @@ static bool heap_visit_pool(const pm_pool_t *pool)
 {
     if (!heap_is_known(pool->heap) || pool->class_index >= PM_CLASS_COUNT)
         return false;
-    validate_used[pool->class_index] += pool->used_count;
+    validate_used[pool->class_index] += pm_pool_used(pool);
     validate_pools[pool->class_index]++;
     /* A fork may have cut an orphaned heap's owner mid-update: nothing
      * about its pools can be promised (see pm_fork_child). */
@@ -856,14 +855,14 @@ static bool heap_visit_pool(const pm_pool_t *pool)
         return true;
     if (!pm_pool_is_valid(pool))
         return false;
-    /* I4: a pool with room is on its bin list, and on_bin_list says so;
+    /* I4: a pool with room is on its bin list, and PM_POOL_OFF_LIST says so;
      * or it is parked, empty. */
     if (atomic_load(&pool->heap->parked[pool->class_index]) == pool)
-        return !pool->on_bin_list && pool->used_count == 0;
+        return !pm_pool_on_bin_list(pool) && pm_pool_used(pool) == 0;
     bool listed = false;
     for (const pm_pool_t *p = pool->heap->bins[pool->class_index].pools; p && !listed; p = p->next)
         listed = p == pool;
-    return listed == pool->on_bin_list && (listed || pool->used_count == pool->capacity);
+    return listed == pm_pool_on_bin_list(pool) && (listed || pm_pool_used(pool) == pool->capacity);
 }
 
 bool pm_heap_validate(void)

@@ -235,8 +235,8 @@
  *      its heap's remote ring or stack still counts); free-list length +
  *      uncarved blocks (capacity - carve_index) = capacity - used_count.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
- *      for its class (on_bin_list), or is its heap's parked pool of the
- *      class (heap->parked[class], then empty and on no list); a full pool
+ *      for its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool
+ *      of the class (heap->parked[class], then empty and on no list); a full pool
  *      may stay at the head of that list until the next slow path. A pool
  *      whose used_count drops to 0 is released to its arena unless it is
  *      the only pool on its bin list (also in an abandoned heap, for the
@@ -542,11 +542,14 @@ typedef struct pm_pool {
     uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
     uint32_t block_size;      /* class size, cached for the free path */
     uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
-    uint16_t used_count;      /* I3 */
+    /* I3's used_count in the low 15 bits, and PM_POOL_OFF_LIST set while
+     * the pool is on no bin list (I4): one word, so that free's fast path
+     * learns "now empty or off its list" from one subtract's flags
+     * (pm_pool_put_used). Read through pm_pool_used, pm_pool_on_bin_list. */
+    uint16_t used_word;
     uint16_t capacity;        /* blocks that fit in this pool */
     uint8_t class_index;      /* PM_CLASS_NONE when UNUSED (I2) */
     uint8_t pool_index;       /* position in its arena */
-    bool on_bin_list;         /* I4 */
     bool resident;            /* its pages may hold RSS (I10) */
     bool debug_fill;          /* POOLMALLOC_DEBUG: its free blocks hold the pattern (I12) */
     uint16_t sampled_count;   /* sampled blocks live in it (I11); atomic */
@@ -570,6 +573,46 @@ typedef struct pm_arena {
 } pm_arena_t;
 _Static_assert(sizeof(pm_arena_t) <= PM_ARENA_HEADER_SIZE, "arena header overflows pool 0");
 _Static_assert(PM_ARENA_HEADER_SIZE % PM_POOL_ALIGN_MAX == 0, "pool 0 must stay 512-aligned");
+
+#define PM_POOL_OFF_LIST ((uint16_t)0x8000)
+_Static_assert(PM_MAX_BLOCKS_PER_POOL < PM_POOL_OFF_LIST, "used_count fits below the flag");
+
+/* Blocks handed out and not taken back (I3). Any thread may read it. */
+static inline unsigned pm_pool_used(const pm_pool_t *pool)
+{
+    return __atomic_load_n(&pool->used_word, __ATOMIC_RELAXED) & (PM_POOL_OFF_LIST - 1);
+}
+static inline bool pm_pool_on_bin_list(const pm_pool_t *pool)
+{
+    return (pool->used_word & PM_POOL_OFF_LIST) == 0;
+}
+/* By the owner, as the pool joins or leaves its bin list. */
+static inline void pm_pool_set_on_bin_list(pm_pool_t *pool, bool listed)
+{
+    uint16_t word = pool->used_word;
+    __atomic_store_n(&pool->used_word,
+                     (uint16_t)(listed ? word & ~PM_POOL_OFF_LIST : word | PM_POOL_OFF_LIST),
+                     __ATOMIC_RELAXED);
+}
+/* By the owner, a block taken back: one less used, and true if the pool
+ * needs its owner's attention, that is if it is now empty or off its bin
+ * list (full until now). As a signed 16-bit word, used_word - 1 is then
+ * <= 0: 0 when it emptied on its list, negative with the flag (used_count
+ * was at least 1, so the subtract never overflows). On x86-64 the
+ * subtract's own flags answer: one instruction and a branch, where
+ * testing the two fields took five. */
+static inline bool pm_pool_put_used(pm_pool_t *pool)
+{
+#if defined(__x86_64__) && !defined(PM_SANITIZED)
+    bool needs_owner;
+    __asm__("subw $1, %0" : "+m"(pool->used_word), "=@ccle"(needs_owner));
+    return needs_owner;
+#else
+    uint16_t word = (uint16_t)(pool->used_word - 1);
+    __atomic_store_n(&pool->used_word, word, __ATOMIC_RELAXED);
+    return (int16_t)word <= 0;
+#endif
+}
 
 static inline pm_arena_t *pm_arena_of(const void *addr)
 {
@@ -929,7 +972,7 @@ static inline void *pm_heap_alloc_fast(size_t class_index)
         if (PM_UNLIKELY(!pm_link_in_pool(block, next)))
             pm_pool_corrupt_link(pool, block);
         pool->free_list = next;
-        PM_COUNTER_ADD(pool->used_count, 1);
+        PM_COUNTER_ADD(pool->used_word, 1); /* I3: used_count + 1 */
         pm_live_set(block);
         PM_COUNTER_ADD(bin->allocated_total, 1);
         size_t size = pm_class_size(class_index);
@@ -961,8 +1004,7 @@ static inline void pm_heap_free_fast(void *block)
                   ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 && pm_live_take(block))) {
         pm_link_set(block, pool->free_list);
         pool->free_list = block;
-        PM_COUNTER_ADD(pool->used_count, -1);
-        if (PM_UNLIKELY(!pool->on_bin_list || pool->used_count == 0))
+        if (PM_UNLIKELY(pm_pool_put_used(pool)))
             pm_heap_pool_regained(heap, pool);
         return;
     }

@@ -42,9 +42,8 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->carve_index = 0;
     pool->block_size = (uint32_t)pm_class_size(class_index);
     pool->reciprocal = pm_class_reciprocal[class_index];
-    pool->used_count = 0;
+    pool->used_word = PM_POOL_OFF_LIST; /* none used, on no list yet */
     pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pool->block_size);
-    pool->on_bin_list = false;
     pool->resident = true; /* about to be carved */
     pool->debug_fill = pm_options.debug != 0;
     memset(pm_pool_live_map(pool), 0, PM_LIVE_MAP_WORDS * sizeof(uint64_t));
@@ -217,19 +216,19 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
 bool pm_pool_is_valid(const pm_pool_t *pool)
 {
     if (pool->class_index == PM_CLASS_NONE)
-        return pool->used_count == 0 && pool->heap == NULL && pool->free_owner == NULL; /* I2 */
+        return pm_pool_used(pool) == 0 && pool->heap == NULL && pool->free_owner == NULL; /* I2 */
     if (pool->free_owner != NULL && (pool->free_owner != pool->heap || pool->sampled_count != 0))
         return false; /* I11 */
     unsigned live = 0;
     const uint64_t *live_map = pm_pool_live_map(pool);
     for (unsigned w = 0; w < PM_LIVE_MAP_WORDS; w++)
         live += (unsigned)__builtin_popcountll(live_map[w]);
-    if (live != pool->used_count || pool->carve_index > pool->capacity)
+    if (live != pm_pool_used(pool) || pool->carve_index > pool->capacity)
         return false;
     unsigned free_blocks = 0;
     for (const pm_block_t *b = pool->free_list; b != NULL; b = pm_link_get(b)) {
         if (++free_blocks > pool->capacity || !pm_link_in_pool(b, pm_link_get(b)))
             return false; /* a cycle, or a link out of the pool (I12) */
     }
-    return free_blocks + (pool->capacity - pool->carve_index) + pool->used_count == pool->capacity;
+    return free_blocks + (pool->capacity - pool->carve_index) + pm_pool_used(pool) == pool->capacity;
 }
