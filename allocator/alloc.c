@@ -12,7 +12,7 @@
 __attribute__((noinline)) void *pm_malloc_slow(size_t size)
 {
     if (size <= PM_SMALL_MAX && !pm_profile_unwinding()) {
-        void *block = pm_heap_alloc(pm_class_of(size));
+        void *block = pm_heap_alloc(size);
         if (PM_LIKELY(block != NULL))
             return block;
         /* No arena could be mapped: glibc may still have room. */
@@ -47,7 +47,7 @@ void *pm_calloc(size_t count, size_t size)
     }
     if (total > PM_SMALL_MAX)
         return pm_system_calloc(count, size); /* glibc skips zeroing fresh mmap */
-    void *block = pm_heap_alloc(pm_class_of(total));
+    void *block = pm_heap_alloc(total);
     if (block == NULL)
         return pm_system_calloc(count, size);
     /* The whole block: malloc_usable_size promises all of it to the caller. */
@@ -96,7 +96,7 @@ void *pm_realloc(void *ptr, size_t size)
     if (size > PM_SMALL_MAX)
         return pm_system_realloc(ptr, size);
     /* A glibc block shrinking into a class moves into a pool. */
-    void *block = pm_heap_alloc(pm_class_of(size));
+    void *block = pm_heap_alloc(size);
     if (block == NULL)
         return pm_system_realloc(ptr, size);
     size_t old_usable = pm_system_usable_size(ptr);
@@ -129,7 +129,7 @@ static void *alloc_aligned(size_t alignment, size_t size)
     if (alignment <= PM_POOL_ALIGN_MAX && size <= PM_SMALL_MAX) {
         size_t rounded = size == 0 ? alignment : (size + alignment - 1) & ~(alignment - 1);
         if (rounded <= PM_SMALL_MAX) {
-            void *block = pm_heap_alloc(pm_class_of(rounded));
+            void *block = pm_heap_alloc(rounded);
             if (block != NULL)
                 return block;
         }

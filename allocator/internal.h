@@ -888,9 +888,12 @@ static inline bool pm_profile_unwinding(void)
 {
     return pm_profile_unwinding_now;
 }
-/* Returns the block: non-null, so pm_malloc can tail-call it. */
+/* A sample is due for `block`, after `counted` bytes were taken from the
+ * countdown for it (the bytes asked for, on malloc's fast path; the block
+ * size on the slow path). Returns the block: non-null, so pm_malloc can
+ * tail-call it. */
 PM_HIDDEN __attribute__((returns_nonnull)) void *pm_profile_sample_small(pm_heap_t *heap,
-                                                                        void *block, size_t size);
+                                                                        void *block, size_t counted);
 /* The glibc path's sampling, out of line: system.c checks the countdown of
  * a thread with a heap itself and calls this only when a sample may be due
  * or the thread has no heap (it then keeps a countdown of its own). */
@@ -956,15 +959,19 @@ PM_HIDDEN void pm_profile_unwind_reinit_lock(void);
 /* Draws a sampling countdown for every heap made before profiling began. */
 PM_HIDDEN void pm_heap_reset_sampling(void);
 
-/* The fast path: pop the head pool's free list, or NULL if it has none
- * (then pm_heap_alloc_slow finds room). Inlined into pm_malloc. */
-static inline void *pm_heap_alloc_fast(size_t class_index)
+/* The fast path for `size` bytes, 1..PM_SMALL_MAX: pop the head pool's
+ * free list, or NULL if it has none (then pm_heap_alloc_slow finds room).
+ * Inlined into pm_malloc. */
+static inline void *pm_heap_alloc_fast(size_t size)
 {
-    /* size_t, not unsigned: the bin's address and the block size then come
-     * from one register, with no zero-extension between them. */
     /* Read once: the stores below may alias it for the compiler. */
     pm_heap_t *heap = pm_thread_heap;
-    pm_bin_t *bin = &heap->bins[class_index];
+    /* &heap->bins[(size - 1) / 16], as the size rounded down to the granule
+     * times 4 (a bin is 64 bytes): an and and an lea, where the class index
+     * took two shifts and a move. */
+    size_t granules_x16 = (size - 1) & ~(size_t)(PM_CLASS_GRANULE - 1);
+    pm_bin_t *bin =
+        (pm_bin_t *)((char *)heap->bins + granules_x16 * (sizeof(pm_bin_t) / PM_CLASS_GRANULE));
     pm_pool_t *pool = bin->serving;
     pm_block_t *block = pool->free_list;
     if (PM_LIKELY(block != NULL)) {
@@ -975,18 +982,23 @@ static inline void *pm_heap_alloc_fast(size_t class_index)
         PM_COUNTER_ADD(pool->used_word, 1); /* I3: used_count + 1 */
         pm_live_set(block);
         PM_COUNTER_ADD(bin->allocated_total, 1);
-        size_t size = pm_class_size(class_index);
+        /* Sampled by the bytes asked for, which are at hand (the block's
+         * size would cost two instructions more); the sample's weight is
+         * figured on the same bytes (profile.c). */
         if (PM_UNLIKELY((heap->sample_countdown -= (int64_t)size) < 0))
             return pm_profile_sample_small(heap, block, size);
         return block;
     }
     return NULL;
 }
+_Static_assert(sizeof(pm_bin_t) % PM_CLASS_GRANULE == 0, "pm_heap_alloc_fast indexes bins by size");
 
-static inline void *pm_heap_alloc(unsigned class_index)
+/* A block for `size` bytes (0 counts as 1), fast path first. */
+static inline void *pm_heap_alloc(size_t size)
 {
-    void *block = pm_heap_alloc_fast(class_index);
-    return PM_LIKELY(block != NULL) ? block : pm_heap_alloc_slow(class_index);
+    size += size == 0;
+    void *block = pm_heap_alloc_fast(size);
+    return PM_LIKELY(block != NULL) ? block : pm_heap_alloc_slow(pm_class_of(size));
 }
 
 /* The fast path of free: a live block of the calling thread's own heap goes
@@ -1105,7 +1117,7 @@ static inline void *pm_malloc_inline(size_t size)
 {
     /* size - 1 wraps for 0, which takes the slow path like large sizes. */
     if (PM_LIKELY(size - 1 < PM_SMALL_MAX)) {
-        void *block = pm_heap_alloc_fast((size - 1) / PM_CLASS_GRANULE);
+        void *block = pm_heap_alloc_fast(size);
         if (PM_LIKELY(block != NULL))
             return block;
     } else if (size != 0) {

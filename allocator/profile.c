@@ -583,7 +583,11 @@ static profile_sample_t *profile_sample_insert(uintptr_t block, bool *replaced)
  * thread's heap, or of the thread if it has none. Runs with the thread's
  * heap swapped for the empty one, so whatever libunwind allocates meanwhile
  * takes the slow path, which sends it to glibc (pm_profile_unwinding). */
-static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_t size)
+/* A sample of `block`, `size` bytes, taken when the countdown ran out
+ * after `counted` bytes were taken from it for the block: the chance of
+ * that was 1 - exp(-counted / rate), whose inverse weighs the sample. */
+static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_t size,
+                           size_t counted)
 {
     *countdown = profile_draw_countdown(rng);
     if (pm_profile_unwinding_now || samples_held != 0)
@@ -610,7 +614,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     pthread_rwlock_unlock(&profile.unwinders);
     pm_thread_heap = heap;
     double s = (double)size;
-    double weight = 1.0 / (1.0 - profile.exp(-s / profile.rate));
+    double weight = 1.0 / (1.0 - profile.exp(-(double)counted / profile.rate));
     bool replaced = false;
     pm_lock(&profile.lock);
     long site = profile_site_find(frames + skip, depth - skip);
@@ -641,9 +645,10 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     pm_profile_unwinding_now = false;
 }
 
-void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t size)
+void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t counted)
 {
-    profile_record(&heap->sample_countdown, &heap->sample_rng, block, size);
+    profile_record(&heap->sample_countdown, &heap->sample_rng, block,
+                   pm_pool_of(block)->block_size, counted);
     return block;
 }
 
@@ -652,7 +657,7 @@ void pm_profile_sample_system(void *block, size_t usable)
     pm_heap_t *heap = pm_thread_heap;
     if (heap != &pm_heap_empty) {
         if ((heap->sample_countdown -= (int64_t)usable) < 0)
-            profile_record(&heap->sample_countdown, &heap->sample_rng, block, usable);
+            profile_record(&heap->sample_countdown, &heap->sample_rng, block, usable, usable);
         return;
     }
     /* While unwinding, the heap is the empty one and nothing is sampled. */
@@ -661,7 +666,7 @@ void pm_profile_sample_system(void *block, size_t usable)
     if (heapless_rng == 0)
         heapless_countdown = profile_seed(&heapless_rng, &heapless_rng);
     if ((heapless_countdown -= (int64_t)usable) < 0)
-        profile_record(&heapless_countdown, &heapless_rng, block, usable);
+        profile_record(&heapless_countdown, &heapless_rng, block, usable, usable);
 }
 
 /* Across fork (pm_fork_*): a thread that held the lock when another forked
