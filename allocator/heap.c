@@ -13,7 +13,14 @@ __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("initial-exec"))) = 
 static __thread bool thread_heap_released __attribute__((tls_model("initial-exec")));
 
 /* Never written: its bins are empty, so the fast path falls through. */
-pm_heap_t pm_heap_empty = {.bins = PM_BINS_INITIALIZER};
+/* Its countdown and unsettled bytes are as low as they go, so the glibc
+ * path's tests of them (system.c) send a thread with no heap to the slow
+ * path by themselves, with no test of the heap's own; nothing writes them. */
+pm_heap_t pm_heap_empty = {
+    .bins = PM_BINS_INITIALIZER,
+    .sample_countdown = INT64_MIN,
+    .system_unsettled = INT64_MIN / 2,
+};
 
 static pm_heap_t shared_heap = {
     .bins = PM_BINS_INITIALIZER,

@@ -185,9 +185,10 @@ static inline void *system_account(void *block, bool fresh)
         return NULL;
     size_t usable = pm_system_usable_size(block);
     pm_heap_t *heap = pm_thread_heap;
-    /* POOLMALLOC_DEBUG needs no test of its own: no thread has a heap then
-     * (I12), and the slow path fills the block. */
-    if (PM_UNLIKELY(heap == &pm_heap_empty || heap->sample_countdown < (int64_t)usable ||
+    /* No test of pm_heap_empty: its countdown is always below usable. Nor
+     * of POOLMALLOC_DEBUG: no thread has a heap then (I12), and the slow
+     * path fills the block. */
+    if (PM_UNLIKELY(heap->sample_countdown < (int64_t)usable ||
                     heap->system_unsettled + (int64_t)usable >= PM_SYSTEM_SETTLE_BYTES))
         return system_account_slow(block, usable, fresh);
     pm_heap_count_system_alloc(heap, usable);
@@ -248,7 +249,9 @@ void pm_system_free(void *ptr)
 {
     size_t usable = pm_system_usable_size(ptr);
     pm_heap_t *heap = pm_thread_heap;
-    if (PM_UNLIKELY(heap == &pm_heap_empty || pm_profile_on || /* debug: no heap (I12) */
+    /* pm_heap_empty's unsettled bytes (debug mode's too, I12) always fail
+     * the last test. */
+    if (PM_UNLIKELY(pm_profile_on ||
                     heap->system_unsettled - (int64_t)usable <= -PM_SYSTEM_SETTLE_BYTES)) {
         system_free_slow(ptr, usable);
         return;
