@@ -1065,12 +1065,13 @@ static inline void pm_count_system_free(size_t usable)
  * heap's empty pools, and every heap's parked ones, go back to their
  * arenas. Returns how many. */
 PM_HIDDEN size_t pm_heap_trim(void);
-/* Gives back the parked pools (I4) that have waited POOLMALLOC_PURGE_DELAY,
- * of every heap, when one may be due (a delay after the last walk of the
- * heaps, or when the first pool it left becomes due; at most every 10 ms):
- * two relaxed loads and a clock read when none is. Called by an owner
- * taking or giving back a pool, and by the dump thread's tick; with no
- * lock held. */
+/* Walks the heaps when that may be due (a delay after the last walk, when
+ * the first pool it left parked becomes due, or while blocks wait in an
+ * ABANDONED heap's ring; at most every 10 ms): gives back the parked pools
+ * (I4) that have waited POOLMALLOC_PURGE_DELAY, and collects what waits in
+ * ABANDONED heaps. Three relaxed loads and a clock read when not due.
+ * Called by an owner taking or giving back a pool, and by the dump
+ * thread's tick; with no lock held. */
 PM_HIDDEN void pm_heap_release_parked_if_due(void);
 /* Checks I2-I8 over every arena and heap. Only when quiescent. */
 PM_HIDDEN bool pm_heap_validate(void);
