@@ -791,15 +791,17 @@ PM_HIDDEN extern pm_pool_t pm_pool_dry;
 
 typedef enum pm_heap_state { PM_HEAP_OWNED, PM_HEAP_ABANDONED, PM_HEAP_ORPHANED } pm_heap_state_t;
 
-/* Slots of a heap's remote ring (16 KiB, its pages touched only as they
+/* Slots of a heap's remote ring (8 KiB, its pages touched only as they
  * are used): a consumer thread frees that many blocks before the owner
  * collects, in the usual batches, before any overflows onto the stack.
  * The owner collects when a bin runs dry, and a producer's bins run dry
  * about as often as a few hundred frees come in: with 512 slots, most of
  * prodcons' frees overflowed onto the stack, whose links the owner reads
- * from blocks another core wrote, and checks whole (0.285 s; 1024 slots
- * 0.253 s; 2048 0.228 s, 9 alternating runs). */
-#define PM_REMOTE_RING 2048
+ * from blocks another core wrote, and checks whole. prodcons, 9
+ * alternating runs: 512 slots 0.285 s, 1024 0.253 s, 2048 0.228 s; peak
+ * RSS (medians of 7) 2708, 2704 and 2876 KiB: more blocks in flight are
+ * more memory the producer cannot reuse yet, so 1024. */
+#define PM_REMOTE_RING 1024
 
 /* The glibc path's counters, per heap like the bins' (usable sizes). */
 typedef struct pm_system_counters {
