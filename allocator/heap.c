@@ -239,9 +239,12 @@ static _Atomic bool abandoned_waiting; /* some ABANDONED heap's ring may hold bl
  * Caller holds the heap directory lock, so the heap stays ABANDONED. */
 static void heap_collect_abandoned(pm_heap_t *heap)
 {
-    if (atomic_load_explicit(&heap->remote_tail, memory_order_relaxed) ==
+    /* seq_cst, as the freer's push, its read of abandoned_waiting and the
+     * walk's clearing of it: a freer that saw the flag still set (and so
+     * did not set it again) pushed before the clearing, and is seen here. */
+    if (atomic_load_explicit(&heap->remote_tail, memory_order_seq_cst) ==
             atomic_load_explicit(&heap->remote_head, memory_order_relaxed) &&
-        atomic_load_explicit(&heap->remote_free, memory_order_relaxed) == NULL)
+        atomic_load_explicit(&heap->remote_free, memory_order_seq_cst) == NULL)
         return;
     pm_lock(&heap->service_lock);
     heap_collect_remote(heap, false);
@@ -752,7 +755,7 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
      * batch at a time, or the walk of the heaps. */
     if (atomic_load_explicit(&owner->state, memory_order_seq_cst) == PM_HEAP_ABANDONED) {
         if (in_ring && (pos + 1) % ABANDONED_BATCH != 0 && owner != &shared_heap) {
-            if (!atomic_load_explicit(&abandoned_waiting, memory_order_relaxed))
+            if (!atomic_load_explicit(&abandoned_waiting, memory_order_seq_cst))
                 atomic_store_explicit(&abandoned_waiting, true, memory_order_relaxed);
             return;
         }
