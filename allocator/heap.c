@@ -12,10 +12,10 @@ __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("initial-exec"))) = 
  * thread (from other destructors) use the shared heap. */
 static __thread bool thread_heap_released __attribute__((tls_model("initial-exec")));
 
-/* Never written: its bins are empty, so the fast path falls through. */
-/* Its countdown and unsettled bytes are as low as they go, so the glibc
- * path's tests of them (system.c) send a thread with no heap to the slow
- * path by themselves, with no test of the heap's own; nothing writes them. */
+/* Never written: its bins are empty, so the fast path falls through, and
+ * its countdown and unsettled bytes are as low as they go, so the glibc
+ * path's tests of them (system.c) send a thread with no heap to its slow
+ * path by themselves, with no test of the heap's own. */
 pm_heap_t pm_heap_empty = {
     .bins = PM_BINS_INITIALIZER,
     .sample_countdown = INT64_MIN,
@@ -712,7 +712,6 @@ size_t pm_heap_trim(void)
     pm_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.abandoned; heap != NULL; heap = heap->next_abandoned) {
         pm_lock(&heap->service_lock);
-        heap_collect_remote(heap, false);
         released += heap_release_empty_pools(heap);
         pm_unlock(&heap->service_lock);
     }

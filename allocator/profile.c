@@ -582,8 +582,8 @@ static profile_sample_t *profile_sample_insert(uintptr_t block, bool *replaced)
 /* I11: records one sampled allocation, and draws the next countdown of the
  * thread's heap, or of the thread if it has none. Runs with the thread's
  * heap swapped for the empty one, so whatever libunwind allocates meanwhile
- * takes the slow path, which sends it to glibc (pm_profile_unwinding). */
-/* A sample of `block`, `size` bytes, taken when the countdown ran out
+ * takes the slow path, which sends it to glibc (pm_profile_unwinding).
+ * The sample is of `block`, `size` bytes, taken when the countdown ran out
  * after `counted` bytes were taken from it for the block: the chance of
  * that was 1 - exp(-counted / rate), whose inverse weighs the sample. */
 static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_t size,
