@@ -316,11 +316,25 @@
 
 /* A counter written by one thread (its heap's owner) and read by any (the
  * stats): a relaxed load and store, not a read-modify-write, so it costs a
- * plain add on x86-64 and is no data race to ThreadSanitizer. */
+ * plain add on x86-64 and is no data race to ThreadSanitizer. The width is
+ * spelled out per type: clang rejects GCC's operand-size modifier (%z) on a
+ * memory operand. */
 #if defined(__x86_64__) && !defined(PM_SANITIZED)
+static inline void pm_counter_add_u64(uint64_t *counter, uint64_t n)
+{
+    __asm__("addq %1, %0" : "+m"(*counter) : "er"(n));
+}
+static inline void pm_counter_add_u16(uint16_t *counter, uint16_t n)
+{
+    __asm__("addw %1, %0" : "+m"(*counter) : "ir"(n));
+}
+static inline void pm_owned_or_u64(uint64_t *word, uint64_t bits)
+{
+    __asm__("orq %1, %0" : "+m"(*word) : "er"(bits));
+}
 #define PM_COUNTER_ADD(counter, n) \
-    __asm__("add%z0 %1, %0" : "+m"(counter) : "er"((__typeof__(counter))(n)))
-#define PM_OWNED_OR(word, bits) __asm__("or%z0 %1, %0" : "+m"(word) : "er"((__typeof__(word))(bits)))
+    _Generic((counter), uint64_t: pm_counter_add_u64, uint16_t: pm_counter_add_u16)(&(counter), (n))
+#define PM_OWNED_OR(word, bits) pm_owned_or_u64(&(word), (bits))
 #else
 #define PM_COUNTER_ADD(counter, n) \
     __atomic_store_n(&(counter), __atomic_load_n(&(counter), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
