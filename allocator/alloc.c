@@ -188,10 +188,10 @@ int pm_mallopt(int param, int value)
 
 int pm_malloc_trim(size_t pad)
 {
-    /* pad is glibc's: pools are given back whole, with no top to pad. */
-    size_t pools = pm_heap_trim();
+    /* pad is glibc's: pools have no top to pad. */
+    bool pools = pm_heap_trim();
     size_t arenas = pm_arena_trim();
-    return pm_system_trim(pad) || arenas > 0 || pools > 0;
+    return pm_system_trim(pad) || arenas > 0 || pools;
 }
 
 int pm_owns(const void *ptr)

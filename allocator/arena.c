@@ -382,6 +382,14 @@ size_t pm_arena_purge_pool(pm_pool_t *pool)
     return bytes;
 }
 
+void pm_arena_purge_pages(void *addr, size_t bytes)
+{
+    pm_os_purge(addr, bytes);
+    pm_lock(&directory.lock);
+    directory.released_bytes_total += bytes;
+    pm_unlock(&directory.lock);
+}
+
 void pm_arena_decay_tick(void)
 {
     unsigned purged;
@@ -437,6 +445,9 @@ void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
             cs->pools_empty += used == 0;
             cs->free_blocks += pool->capacity - used;
             cs->pool_bytes += pm_pool_bytes(k);
+            cs->trimmed_bytes += (uint64_t)__builtin_popcount(
+                                     __atomic_load_n(&pool->purged_pages, __ATOMIC_RELAXED)) *
+                                 PM_OS_PAGE_SIZE;
             used_blocks[c] += used;
             used_bytes += (uint64_t)used * pool->block_size;
         }

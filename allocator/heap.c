@@ -525,7 +525,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
                 serving = pool;
                 break;
             }
-            if (pool->carve_index < pool->capacity) {
+            if (pool->carve_index < pool->capacity || pool->purged_pages != 0) {
                 if (carvable == NULL)
                     carvable = pool;
             } else {
@@ -682,11 +682,14 @@ void *pm_heap_alloc_slow(unsigned class_index)
     return heap_alloc_from(heap, class_index);
 }
 
-/* The empty pools a heap keeps (I4) go back to their arenas. Run by the
- * owner, or under the service_lock of an abandoned heap. */
-static size_t heap_release_empty_pools(pm_heap_t *heap)
+/* malloc_trim's part in one heap: the empty pools it keeps (I4) go back to
+ * their arenas, and the others on its bin lists give back their pages with
+ * no live block (a full pool, off the lists, has no free block). Run by the
+ * owner, or under the service_lock of an abandoned heap. Returns whether
+ * anything went. */
+static bool heap_trim_pools(pm_heap_t *heap)
 {
-    size_t released = 0;
+    bool released = false;
     heap_collect_remote(heap, false);
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_bin_t *bin = &heap->bins[c];
@@ -694,29 +697,31 @@ static size_t heap_release_empty_pools(pm_heap_t *heap)
             next = pool->next;
             if (pm_pool_used(pool) == 0) {
                 pool_retire(bin, pool);
-                released++;
+                released = true;
+            } else if (pm_pool_purge_free_pages(pool) != 0) {
+                released = true;
             }
         }
     }
     return released;
 }
 
-size_t pm_heap_trim(void)
+bool pm_heap_trim(void)
 {
-    size_t released = 0;
+    bool released = false;
     if (pm_thread_heap != &pm_heap_empty)
-        released += heap_release_empty_pools(pm_thread_heap);
+        released |= heap_trim_pools(pm_thread_heap);
     uint64_t next_due_ms;
     /* The caller's too: its remote frees may park. */
-    released += heap_release_parked(0, true, &next_due_ms);
+    released |= heap_release_parked(0, true, &next_due_ms) != 0;
     pm_lock(&heaps.lock);
     for (pm_heap_t *heap = heaps.abandoned; heap != NULL; heap = heap->next_abandoned) {
         pm_lock(&heap->service_lock);
-        released += heap_release_empty_pools(heap);
+        released |= heap_trim_pools(heap);
         pm_unlock(&heap->service_lock);
     }
     pm_lock(&shared_heap.service_lock);
-    released += heap_release_empty_pools(&shared_heap);
+    released |= heap_trim_pools(&shared_heap);
     pm_unlock(&shared_heap.service_lock);
     pm_unlock(&heaps.lock);
     return released;

@@ -129,7 +129,10 @@
  *  to take or give back a pool, or the dump thread's tick), so an idle
  *  thread pins at most a page per class; when its thread exits, its
  *  kept pools are purged too.
- *  malloc_trim purges and unmaps everything it can, at once. glibc's heap,
+ *  malloc_trim purges and unmaps everything it can, at once, down to the
+ *  pages of pools in use that no live block overlaps (purged_pages, I3),
+ *  which such a pool takes back a page at a time once its free list is
+ *  dry, before it carves. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
  *  once the glibc path's live bytes have stayed halved for the purge delay,
  *  or at once when they collapse to an eighth outside a cycle (system.c).
@@ -233,7 +236,10 @@
  *  I3  For an IN USE pool: used_count = the number of set bits of live_map
  *      = blocks handed out and not yet taken back by the owner (a block on
  *      its heap's remote ring or stack still counts); free-list length +
- *      uncarved blocks (capacity - carve_index) = capacity - used_count.
+ *      uncarved blocks (capacity - carve_index) + purged blocks =
+ *      capacity - used_count. A purged block starts in a page of
+ *      purged_pages, which malloc_trim gave back: it is carved, not live,
+ *      and on no free list; every block starting in such a page is one.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
  *      for its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool
  *      of the class (heap->parked[class], then empty and on no list); a full pool
@@ -567,6 +573,10 @@ typedef struct pm_pool {
     bool resident;            /* its pages may hold RSS (I10) */
     bool debug_fill;          /* POOLMALLOC_DEBUG: its free blocks hold the pattern (I12) */
     uint16_t sampled_count;   /* sampled blocks live in it (I11); atomic */
+    /* Bit p: OS page p of the pool (from pm_pool_start) was given back by
+     * malloc_trim while the pool stayed in use, and the blocks that start
+     * in it are off the free list (I3). */
+    uint8_t purged_pages;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 _Static_assert(sizeof(pm_pool_t) == PM_CACHE_LINE, "a pool descriptor is one cache line");
 
@@ -739,9 +749,15 @@ PM_HIDDEN PM_NORETURN void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_
  * service_lock of its ABANDONED heap). */
 PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
                             struct pm_heap *heap);
-/* Carves the next stretch of untouched blocks onto the free list; false if
- * the pool has none left. */
+/* Puts more blocks on the free list: those of the first page malloc_trim
+ * gave back (pm_pool_purge_free_pages), else the next stretch of untouched
+ * blocks; false if the pool has neither. */
 PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool, bool coloured);
+/* malloc_trim, for an IN USE pool: gives back the OS pages that hold no
+ * live block and only carved blocks, and takes the free blocks that start
+ * in them off the free list (I3) until pm_pool_carve puts them back.
+ * Returns the bytes given back. */
+PM_HIDDEN size_t pm_pool_purge_free_pages(pm_pool_t *pool);
 /* A pool is carved coloured while its bin holds no more than this many. */
 #define PM_HEAP_COLOURED_POOLS 4
 /* Purges the pages of an IN USE pool with no live block and starts its
@@ -772,6 +788,8 @@ PM_HIDDEN void pm_arena_decay_tick(void);
 PM_HIDDEN size_t pm_arena_trim(void);
 /* Purges a pool's pages (I10) and counts them; returns the bytes. */
 PM_HIDDEN size_t pm_arena_purge_pool(pm_pool_t *pool);
+/* Purges `bytes` of an IN USE pool at `addr` (page aligned) and counts them. */
+PM_HIDDEN void pm_arena_purge_pages(void *addr, size_t bytes);
 /* Adds the arena figures, and walks every pool for the per-class pool
  * counts, free blocks, pool bytes, the arena occupancy histogram, and the
  * blocks in use per class (used_count summed). */
@@ -1082,10 +1100,12 @@ static inline void pm_count_system_free(size_t usable)
     else
         pm_heap_count_system_heapless(0, usable);
 }
-/* malloc_trim's part in the heaps: the calling thread's and every abandoned
- * heap's empty pools, and every heap's parked ones, go back to their
- * arenas. Returns how many. */
-PM_HIDDEN size_t pm_heap_trim(void);
+/* malloc_trim's part in the heaps: the calling thread's, every abandoned
+ * heap's and the shared heap's empty pools, and every heap's parked ones,
+ * go back to their arenas, and the same heaps' other pools give back their
+ * pages with no live block (pm_pool_purge_free_pages). Returns whether
+ * anything went. */
+PM_HIDDEN bool pm_heap_trim(void);
 /* Walks the heaps when that may be due (a delay after the last walk, when
  * the first pool it left parked becomes due, or while blocks wait in an
  * ABANDONED heap's ring; at most every 10 ms): gives back the parked pools

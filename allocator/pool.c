@@ -45,6 +45,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->used_word = PM_POOL_OFF_LIST; /* none used, on no list yet */
     pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pool->block_size);
     pool->resident = true; /* about to be carved */
+    pool->purged_pages = 0;
     pool->debug_fill = pm_options.debug != 0;
     memset(pm_pool_live_map(pool), 0, PM_LIVE_MAP_WORDS * sizeof(uint64_t));
     /* Published last: a reader that sees the class sees the rest (I9). */
@@ -75,6 +76,117 @@ static pm_block_t *carve_link(const pm_pool_t *pool, char *start, uint32_t from,
     return head;
 }
 
+/* ---- pages of a pool in use given back (malloc_trim) ----------------------
+ * A program that frees most of its blocks leaves pools with a few live
+ * blocks each: no pool empties, and until now none of their pages went
+ * back, although most of them held only free blocks. malloc_trim now gives
+ * back every page of a pool in use that no live block overlaps, as glibc's
+ * malloc_trim gives back the free pages inside its heap. A block belongs to
+ * the page it starts in: those of a purged page leave the free list (their
+ * links are about to read as zeros) and come back, a page at a time, when
+ * the pool runs out of free blocks (pm_pool_carve), before any untouched
+ * block is carved. A free block that starts in a page kept and ends in one
+ * purged stays on the list: only its link, at its start, must survive.
+ * Only pages all of whose blocks are carved are purged, so carving never
+ * reaches a purged page. Not in debug mode, whose freed pattern would read
+ * as a write after free. */
+#define POOL_PAGES (PM_POOL_SIZE / PM_OS_PAGE_SIZE)
+_Static_assert(POOL_PAGES <= 8, "purged_pages has a bit per page of a pool");
+
+/* By the owner; the stats read it from any thread. */
+static void pool_set_purged_pages(pm_pool_t *pool, uint8_t pages)
+{
+    __atomic_store_n(&pool->purged_pages, pages, __ATOMIC_RELAXED);
+}
+
+/* The blocks starting in page `page` of the pool: [*from, *to). */
+static void pool_page_blocks(const pm_pool_t *pool, unsigned page, uint32_t *from, uint32_t *to)
+{
+    size_t size = pool->block_size;
+    *from = (uint32_t)((page * PM_OS_PAGE_SIZE + size - 1) / size);
+    uint32_t end = (uint32_t)(((page + 1) * PM_OS_PAGE_SIZE + size - 1) / size);
+    *to = end < pool->carve_index ? end : pool->carve_index;
+}
+
+/* The lowest purged page's blocks go back on the free list (which is
+ * empty: the caller found no block there), lowest address first. They are
+ * free: a purged block is never handed out, and freeing one is a double
+ * free (I6), so a live bit here means the map was corrupted. */
+static void pool_take_purged_page(pm_pool_t *pool)
+{
+    unsigned page = (unsigned)__builtin_ctz(pool->purged_pages);
+    uint32_t from, to;
+    pool_page_blocks(pool, page, &from, &to);
+    char *start = pm_pool_start(pool);
+    for (uint32_t i = from; i < to; i++)
+        if (pm_live_test(start + (size_t)i * pool->block_size))
+            pm_fatal("live block in a purged page (the live map was written to)",
+                     start + (size_t)i * pool->block_size, pool->class_index);
+    pool->free_list = carve_link(pool, start, from, to, pool->free_list);
+    pool_set_purged_pages(pool, (uint8_t)(pool->purged_pages & ~(1u << page)));
+}
+
+size_t pm_pool_purge_free_pages(pm_pool_t *pool)
+{
+    if (pool->debug_fill || pool->carve_index == 0)
+        return 0;
+    char *start = pm_pool_start(pool);
+    size_t size = pool->block_size;
+    /* Pages all of whose blocks are carved: below the one where the first
+     * uncarved block starts. */
+    size_t carved_bytes = pool->carve_index < pool->capacity ? (size_t)pool->carve_index * size
+                                                             : pm_pool_bytes(pool->pool_index);
+    unsigned carved_pages = (unsigned)(carved_bytes / PM_OS_PAGE_SIZE);
+    unsigned candidates = ((1u << carved_pages) - 1) & ~(unsigned)pool->purged_pages;
+    /* Less the pages a live block overlaps: the map's set bits, a word at a
+     * time (a pool given back in part has few). */
+    const uint64_t *map = pm_pool_live_map(pool);
+    char *map_base = (char *)pm_arena_of(pool) + (size_t)pool->pool_index * PM_POOL_SIZE;
+    for (unsigned w = 0; w < PM_LIVE_MAP_WORDS && candidates != 0; w++) {
+        for (uint64_t bits = __atomic_load_n(&map[w], __ATOMIC_RELAXED); bits != 0;
+             bits &= bits - 1) {
+            size_t granule = (size_t)w * 64 + (size_t)__builtin_ctzll(bits);
+            size_t offset = (size_t)(map_base + granule * PM_CLASS_GRANULE - start);
+            unsigned first = (unsigned)(offset / PM_OS_PAGE_SIZE);
+            unsigned last = (unsigned)((offset + size - 1) / PM_OS_PAGE_SIZE);
+            candidates &= ~(((2u << last) - 1) & ~((1u << first) - 1));
+        }
+    }
+    if (candidates == 0)
+        return 0;
+    /* The free list without the blocks that start in those pages, in its
+     * order, before their links are gone. */
+    pm_block_t *head = NULL, *tail = NULL;
+    for (pm_block_t *b = pool->free_list, *next; b != NULL; b = next) {
+        next = pm_link_get(b);
+        if (!pm_link_in_pool(b, next))
+            pm_pool_corrupt_link(pool, b);
+        if (candidates & (1u << (((char *)b - start) / PM_OS_PAGE_SIZE)))
+            continue;
+        if (tail != NULL)
+            pm_link_set(tail, b);
+        else
+            head = b;
+        tail = b;
+    }
+    if (tail != NULL)
+        pm_link_set(tail, NULL);
+    pool->free_list = head;
+    pool_set_purged_pages(pool, (uint8_t)(pool->purged_pages | candidates));
+    size_t bytes = 0;
+    for (unsigned page = 0; candidates >> page != 0; page++) {
+        if (!(candidates & (1u << page)))
+            continue;
+        unsigned run = 1;
+        while (candidates & (1u << (page + run)))
+            run++;
+        pm_arena_purge_pages(start + (size_t)page * PM_OS_PAGE_SIZE, run * PM_OS_PAGE_SIZE);
+        bytes += run * PM_OS_PAGE_SIZE;
+        page += run - 1;
+    }
+    return bytes;
+}
+
 /* Carves to the end of the OS page holding the next uncarved block, so a
  * pool's pages are touched one at a time, in order.
  *
@@ -100,6 +212,10 @@ static pm_block_t *carve_link(const pm_pool_t *pool, char *start, uint32_t from,
  * 12. */
 bool pm_pool_carve(pm_pool_t *pool, bool coloured)
 {
+    if (PM_UNLIKELY(pool->purged_pages != 0)) {
+        pool_take_purged_page(pool);
+        return true;
+    }
     if (pool->carve_index >= pool->capacity)
         return false;
     char *start = pm_pool_start(pool);
@@ -129,6 +245,7 @@ void pm_pool_purge_empty(pm_pool_t *pool)
     pm_arena_purge_pool(pool);
     pool->free_list = NULL; /* its links were in the purged pages */
     pool->carve_index = 0;
+    pool_set_purged_pages(pool, 0);
 }
 
 void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_block_t *block)
@@ -226,10 +343,25 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
         live += (unsigned)__builtin_popcountll(live_map[w]);
     if (live != pm_pool_used(pool) || pool->carve_index > pool->capacity)
         return false;
+    const char *start = pm_pool_start(pool);
     unsigned free_blocks = 0;
     for (const pm_block_t *b = pool->free_list; b != NULL; b = pm_link_get(b)) {
         if (++free_blocks > pool->capacity || !pm_link_in_pool(b, pm_link_get(b)))
             return false; /* a cycle, or a link out of the pool (I12) */
+        if (pool->purged_pages & (1u << (((const char *)b - start) / PM_OS_PAGE_SIZE)))
+            return false; /* a purged block on the list (I3) */
     }
-    return free_blocks + (pool->capacity - pool->carve_index) + pm_pool_used(pool) == pool->capacity;
+    unsigned purged_blocks = 0;
+    for (unsigned page = 0; page < POOL_PAGES; page++) {
+        if (!(pool->purged_pages & (1u << page)))
+            continue;
+        uint32_t from, to;
+        pool_page_blocks(pool, page, &from, &to);
+        for (uint32_t i = from; i < to; i++)
+            if (pm_live_test(start + (size_t)i * pool->block_size))
+                return false; /* a purged block is not live (I3) */
+        purged_blocks += to - from;
+    }
+    return free_blocks + (pool->capacity - pool->carve_index) + purged_blocks + pm_pool_used(pool) ==
+           pool->capacity;
 }

@@ -41,10 +41,11 @@ PM_API size_t pm_malloc_usable_size(void *ptr);
  * 512 bytes); pools have none. Returns glibc's answer. */
 PM_API int pm_mallopt(int param, int value);
 /* Gives back to the OS every page poolmalloc can: the pages of unused
- * pools, empty arenas (the reserve too), and the calling thread's empty
- * pools; and, under the preload, glibc's malloc_trim(pad) on the heap of
- * the requests above 512 bytes. Returns 1 if memory was released, 0 if
- * not. */
+ * pools, empty arenas (the reserve too), the calling thread's empty pools,
+ * and the pages of its pools in use that hold no live block (threads that
+ * have exited, too); and, under the preload, glibc's malloc_trim(pad) on
+ * the heap of the requests above 512 bytes. Returns 1 if memory was
+ * released, 0 if not. */
 PM_API int pm_malloc_trim(size_t pad);
 
 /* Nonzero iff ptr lies inside one of poolmalloc's arenas. Safe for any
@@ -79,6 +80,7 @@ PM_API size_t pm_class_block_size(int class_index);
     X(waiting_blocks, COUNT, "waiting")     /* freed elsewhere, not yet taken back */ \
     X(free_blocks, COUNT, "free")           /* room left in this class's pools */    \
     X(pool_bytes, BYTES, "pool bytes")      /* bytes of this class's pools */        \
+    X(trimmed_bytes, BYTES, "trimmed")      /* ... given back by malloc_trim */      \
     X(pools, COUNT, "pools")                /* pools carved for this class */        \
     X(pools_full, COUNT, "full")            /* ... with no free block */             \
     X(pools_empty, COUNT, "empty")          /* ... with no live block */             \
@@ -94,6 +96,7 @@ PM_API size_t pm_class_block_size(int class_index);
     X(small_waiting_bytes, BYTES, "freed bytes awaiting owner")                      \
     X(small_free_blocks, COUNT, "free blocks in pools")                              \
     X(small_pool_bytes, BYTES, "bytes in pools")                                     \
+    X(small_trimmed_bytes, BYTES, "pool bytes given back") /* trimmed_bytes summed */ \
     X(small_utilization, RATIO, "pool utilization")   /* live / pool bytes */        \
     X(small_fragmentation, RATIO, "pool fragmentation") /* 1 - utilization */        \
     X(arenas_mapped, COUNT, "arenas mapped")                                         \

@@ -64,6 +64,7 @@ void pm_stats_get(pm_stats_t *out)
         cs->fragmentation = cs->pool_bytes ? 1.0 - cs->utilization : 0.0;
         out->small_free_blocks += cs->free_blocks;
         out->small_pool_bytes += cs->pool_bytes;
+        out->small_trimmed_bytes += cs->trimmed_bytes;
     }
     out->small_utilization = stats_ratio(out->small_live_bytes, out->small_pool_bytes);
     out->small_fragmentation = out->small_pool_bytes ? 1.0 - out->small_utilization : 0.0;

@@ -105,9 +105,10 @@ static void analysis_pins(pmt_analysis_t *a)
         const pm_class_stats_t *k = &s->classes[c];
         /* Blocks waiting for their thread are another cause (below), not
          * room between live blocks. */
-        uint64_t held = analysis_sub(k->pool_bytes,
-                                     analysis_add(k->live_bytes,
-                                                  analysis_mul(k->waiting_blocks, k->block_size)));
+        uint64_t held = analysis_sub(
+            k->pool_bytes,
+            analysis_add(analysis_add(k->live_bytes, k->trimmed_bytes),
+                         analysis_mul(k->waiting_blocks, k->block_size)));
         if (held == 0)
             continue;
         pmt_pin_t *p = &a->pin[a->pins++];
@@ -151,7 +152,9 @@ static uint64_t analysis_pin_list(const pmt_analysis_t *a, char *out, size_t siz
 static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
 {
     const pm_stats_t *s = &a->at->s;
-    a->free_in_pools = analysis_sub(s->small_pool_bytes, s->small_live_bytes);
+    a->trimmed_bytes = s->small_trimmed_bytes;
+    a->free_in_pools =
+        analysis_sub(s->small_pool_bytes, analysis_add(s->small_live_bytes, a->trimmed_bytes));
     for (int c = 0; c < PM_CLASS_COUNT; c++)
         a->empty_pool_bytes =
             analysis_add(a->empty_pool_bytes, analysis_mul(s->classes[c].pools_empty, PMT_POOL_BYTES));
@@ -162,7 +165,8 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
     for (int b = 0; b < PMT_SPARSE_BUCKETS; b++)
         a->sparse_arenas = analysis_add(a->sparse_arenas, s->arena_occupancy[b]);
     a->sparse_bytes = analysis_mul(a->sparse_arenas, PMT_ARENA_BYTES);
-    a->outside_bytes = analysis_sub(s->rss_bytes, analysis_add(s->small_pool_bytes, a->retained_bytes));
+    a->outside_bytes = analysis_sub(
+        s->rss_bytes, analysis_add(analysis_sub(s->small_pool_bytes, a->trimmed_bytes), a->retained_bytes));
     analysis_pins(a);
 
     /* The default policy keeps up to 64 released pools (1 MiB) resident
@@ -188,7 +192,8 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                  "poolmalloc holds up to %s of the %s RSS (%s) for no live block: %s of free "
                  "room in pools in use (%s of pool bytes) and %s in unused pools kept resident.",
                  pmt_bytes(a->held_bytes), pmt_bytes(s->rss_bytes), pmt_percent(share),
-                 pmt_bytes(a->free_in_pools), pmt_percent(a->fragmentation),
+                 pmt_bytes(a->free_in_pools),
+                 pmt_percent(analysis_share(a->free_in_pools, s->small_pool_bytes)),
                  pmt_bytes(a->retained_bytes));
 
     /* After the peak: live bytes fell, RSS did not follow. Only when the
@@ -209,11 +214,11 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
     if (pinned >= 1 * MIB || (a->severity > 0 && pinned > 0))
         analysis_advise(a,
                         "Size classes that pin pools: %s. A pool goes back to its arena only "
-                        "when its last block is freed, so neither malloc_trim nor the release "
-                        "variables can return this room: it is fragmentation, blocks that "
-                        "outlive their neighbours. Allocate long-lived objects of these sizes "
-                        "together (at start-up, or in one phase) and free short-lived ones in "
-                        "bulk.",
+                        "when its last block is freed, so the release variables cannot return "
+                        "this room, and malloc_trim(0) only the pages of it that hold no live "
+                        "block: it is fragmentation, blocks that outlive their neighbours. "
+                        "Allocate long-lived objects of these sizes together (at start-up, or "
+                        "in one phase) and free short-lived ones in bulk.",
                         pins);
     /* Mostly empty arenas matter only when pools hold RSS for nothing; else
      * their unused pools are purged and they cost address space alone. */

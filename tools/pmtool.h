@@ -200,7 +200,8 @@ typedef struct pmt_analysis {
     uint64_t rss, live, small_live, system_live, pool_bytes, arena_bytes;
     double fragmentation;
     /* retained-memory diagnosis, at the chosen snapshot */
-    uint64_t free_in_pools;   /* pool bytes not in live blocks (resident at most) */
+    uint64_t free_in_pools;   /* pool bytes not in live blocks nor given back (resident at most) */
+    uint64_t trimmed_bytes;   /* pages of pools in use that malloc_trim gave back */
     uint64_t empty_pool_bytes; /* pools kept empty per class and thread */
     uint64_t waiting_bytes;   /* freed by other threads, not yet taken back */
     uint64_t retained_bytes;  /* unused pools still resident: malloc_trim's share */

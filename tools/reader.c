@@ -141,7 +141,8 @@ static void reader_bad(reader_record_t *r, const char *format, ...)
  * added within a version (docs/stats-schema.md), so a record written
  * before one was may lack it, and reads as 0 there. */
 static const char *const reader_added_fields[] = {
-    "small_waiting_blocks", "small_waiting_bytes", "waiting_blocks",
+    "small_waiting_blocks", "small_waiting_bytes", "waiting_blocks", "small_trimmed_bytes",
+    "trimmed_bytes",
 };
 
 static bool reader_field_added(const char *name)

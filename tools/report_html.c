@@ -631,6 +631,8 @@ static void html_diagnosis(FILE *out, const pmt_analysis_t *a)
     fprintf(out, "<tr><th>&#8195;of which freed by other threads, awaiting their thread</th>"
                  "<td>%s</td></tr>\n",
             pmt_bytes(a->waiting_bytes));
+    fprintf(out, "<tr><th>pages of pools in use given back (malloc_trim)</th><td>%s</td></tr>\n",
+            pmt_bytes(a->trimmed_bytes));
     fprintf(out, "<tr><th>unused pools kept resident</th><td>%s</td></tr>\n",
             pmt_bytes(a->retained_bytes));
     fprintf(out, "<tr><th>unused pools given back (mapped, not resident)</th><td>%s</td></tr>\n",

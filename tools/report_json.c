@@ -101,6 +101,7 @@ static json_t *json_diagnosis(const pmt_analysis_t *a)
     json_set(o, "free_in_pools_bytes", json_u64(a->free_in_pools));
     json_set(o, "empty_pool_bytes", json_u64(a->empty_pool_bytes));
     json_set(o, "waiting_bytes", json_u64(a->waiting_bytes));
+    json_set(o, "trimmed_pool_bytes", json_u64(a->trimmed_bytes));
     json_set(o, "retained_pool_bytes", json_u64(a->retained_bytes));
     json_set(o, "purged_pool_bytes", json_u64(a->purged_bytes));
     json_set(o, "sparse_arenas", json_u64(a->sparse_arenas));

@@ -148,6 +148,7 @@ static void text_diagnosis(const pmt_analysis_t *a, FILE *out)
     fprintf(out, "    %-34s %s\n", "free room in pools in use", pmt_bytes(a->free_in_pools));
     fprintf(out, "    %-34s %s\n", "  of which in empty pools", pmt_bytes(a->empty_pool_bytes));
     fprintf(out, "    %-34s %s\n", "  of which awaiting their thread", pmt_bytes(a->waiting_bytes));
+    fprintf(out, "    %-34s %s\n", "pages of pools in use given back", pmt_bytes(a->trimmed_bytes));
     fprintf(out, "    %-34s %s\n", "unused pools kept resident", pmt_bytes(a->retained_bytes));
     fprintf(out, "    %-34s %s\n", "unused pools given back (mapped)", pmt_bytes(a->purged_bytes));
     fprintf(out, "    %-34s %s (arenas: %s)\n", "arenas under 30% used", pmt_bytes(a->sparse_bytes),

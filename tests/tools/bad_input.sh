@@ -113,11 +113,12 @@ sed 's/$/\r/' "$work/good.jsonl" >"$work/crlf.jsonl"
 report_of "$work/crlf.jsonl" 0
 echo "bad_input: wrong types, missing classes, text, random bytes, long lines, directories, CRLF"
 
-# 7. Records written before the waiting fields were added to schema 1 read
-# them as 0 (docs/stats-schema.md); any other field missing is an error.
-sed -E 's/"small_waiting_blocks":[0-9]+,"small_waiting_bytes":[0-9]+,//; s/"waiting_blocks":[0-9]+,//g' \
+# 7. Records written before the waiting and trimmed fields were added to
+# schema 1 read them as 0 (docs/stats-schema.md); any other field missing is
+# an error.
+sed -E 's/"small_waiting_blocks":[0-9]+,"small_waiting_bytes":[0-9]+,//; s/"waiting_blocks":[0-9]+,//g; s/"small_trimmed_bytes":[0-9]+,//; s/"trimmed_bytes":[0-9]+,//g' \
   "$work/good.jsonl" >"$work/older.jsonl"
-! grep -q waiting "$work/older.jsonl" || fail "the waiting fields were not taken out"
+! grep -q 'waiting\|trimmed' "$work/older.jsonl" || fail "the added fields were not taken out"
 report_of "$work/older.jsonl" 0
 [[ ! -s "$work/err" ]] || fail "an older record gave errors: $(cat "$work/err")"
 snapshots_reported "$n"

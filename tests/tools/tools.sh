@@ -114,10 +114,11 @@ assert report["classes"] == at["classes"], "classes differ from the record"
 assert report["stats"]["arena_occupancy"] == at["arena_occupancy"]
 assert [p["seq"] for p in report["timeline"]] == [r["seq"] for r in mine]
 d = report["diagnosis"]
-assert d["free_in_pools_bytes"] == max(0, at["small_pool_bytes"] - at["small_live_bytes"])
+assert d["free_in_pools_bytes"] == max(0, at["small_pool_bytes"] - at["small_live_bytes"] - at["small_trimmed_bytes"])
+assert d["trimmed_pool_bytes"] == at["small_trimmed_bytes"]
 assert d["retained_pool_bytes"] == at["retained_pools"] * 16384
 assert d["sparse_arenas"] == sum(at["arena_occupancy"][:3])
-held = sorted((max(0, c["pool_bytes"] - c["live_bytes"]), c["class"]) for c in at["classes"])
+held = sorted((max(0, c["pool_bytes"] - c["live_bytes"] - c["trimmed_bytes"]), c["class"]) for c in at["classes"])
 held = [c for h, c in sorted(held, key=lambda x: (-x[0], x[1])) if h > 0]
 assert [p["class"] for p in d["classes"]] == held, (d["classes"], held)
 assert d["advice"], "no advice"

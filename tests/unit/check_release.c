@@ -308,6 +308,102 @@ START_TEST(test_trim_gives_everything_back)
 }
 END_TEST
 
+/* malloc_trim gives back the pages of pools in use that hold no live
+ * block: BLOCKS blocks of 64 bytes, and one kept per pool, the one at its
+ * start, so every other page of a full pool holds only free blocks. The
+ * blocks of those pages come back when the pools are filled again, and
+ * the kept ones keep their contents throughout. Returns the pools kept. */
+enum { SPARSE_BLOCKS = 16384, SPARSE_SIZE = 64 };
+static void *sparse[SPARSE_BLOCKS];
+
+static unsigned sparse_keep_one_per_pool(void)
+{
+    unsigned kept = 0;
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+        sparse[i] = pm_malloc(SPARSE_SIZE);
+        ck_assert_ptr_nonnull(sparse[i]);
+        memset(sparse[i], 0x5a, SPARSE_SIZE);
+    }
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+        if ((char *)sparse[i] == pm_pool_start(pm_pool_of(sparse[i]))) {
+            memset(sparse[i], i & 0xff, SPARSE_SIZE);
+            kept++;
+        } else {
+            pm_free(sparse[i]);
+            sparse[i] = NULL;
+        }
+    }
+    return kept;
+}
+
+static void sparse_check_kept(void)
+{
+    for (int i = 0; i < SPARSE_BLOCKS; i++)
+        if (sparse[i] != NULL)
+            for (int j = 0; j < SPARSE_SIZE; j++)
+                ck_assert_int_eq(((unsigned char *)sparse[i])[j], i & 0xff);
+}
+
+START_TEST(test_trim_gives_back_free_pages)
+{
+    pm_options.purge_delay_ms = 60000;
+    pm_stats_t before, after;
+    unsigned kept = sparse_keep_one_per_pool();
+    ck_assert_uint_ge(kept, SPARSE_BLOCKS * SPARSE_SIZE / PM_POOL_SIZE - 1);
+    pm_test_stats(&before);
+    ck_assert_int_eq(pm_malloc_trim(0), 1);
+    pm_test_stats(&after);
+    ck_assert(pm_heap_validate());
+    /* Every pool kept gives back all its pages but the first (a pool 0,
+     * shortened by its arena's header, one fewer; the last pool may not be
+     * carved to its end). */
+    uint64_t pages = (after.released_bytes_total - before.released_bytes_total) / PM_OS_PAGE_SIZE;
+    ck_assert_uint_ge(pages, (uint64_t)(kept - 2) * 2);
+    ck_assert_uint_ge(after.small_trimmed_bytes, (uint64_t)(kept - 2) * 2 * PM_OS_PAGE_SIZE);
+    ck_assert_uint_eq(after.small_live_blocks, before.small_live_blocks);
+    sparse_check_kept();
+    ck_assert_int_eq(pm_malloc_trim(0), 0); /* nothing left to give */
+    /* Filled again: the pages given back serve before any new pool. */
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+        if (sparse[i] == NULL) {
+            sparse[i] = pm_malloc(SPARSE_SIZE);
+            ck_assert_ptr_nonnull(sparse[i]);
+            memset(sparse[i], i & 0xff, SPARSE_SIZE);
+        }
+    }
+    pm_stats_t refilled;
+    pm_test_stats(&refilled);
+    ck_assert_uint_le(refilled.classes[SPARSE_SIZE / 16 - 1].pools,
+                      after.classes[SPARSE_SIZE / 16 - 1].pools + 1);
+    ck_assert_uint_eq(refilled.small_trimmed_bytes, 0);
+    ck_assert(pm_heap_validate());
+    sparse_check_kept();
+    for (int i = 0; i < SPARSE_BLOCKS; i++)
+        pm_free(sparse[i]);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
+/* And the pages really leave the resident set. */
+START_TEST(test_trim_free_pages_rss_falls)
+{
+    pm_options.purge_delay_ms = 60000;
+    memset(sparse, 0, sizeof sparse); /* the test's own pages count from the start */
+    long start = resident_kib();
+    unsigned kept = sparse_keep_one_per_pool();
+    long sparse_kib = resident_kib();
+    ck_assert_int_eq(pm_malloc_trim(0), 1);
+    long trimmed = resident_kib();
+    /* The pools hold 1 MiB; all their pages but the first leave (a pool 0
+     * has one fewer, and the last pool may not be carved to its end). */
+    ck_assert_msg(sparse_kib - start > 900, "the blocks should take ~1 MiB (%ld KiB)",
+                  sparse_kib - start);
+    ck_assert_msg(sparse_kib - trimmed >= (long)(kept - 2) * 2 * 4,
+                  "RSS %ld KiB -> %ld -> trimmed %ld (%u pools)", start, sparse_kib, trimmed, kept);
+    sparse_check_kept();
+}
+END_TEST
+
 /* The point of it all: resident memory falls back after a free. */
 START_TEST(test_release_rss_falls)
 {
@@ -685,6 +781,7 @@ Suite *make_release_suite(void)
     tcase_add_loop_test(tc, test_release_idle_dump_thread, 0, 2);
     tcase_add_loop_test(tc, test_release_reserve, 0, 3);
     tcase_add_test(tc, test_trim_gives_everything_back);
+    tcase_add_test(tc, test_trim_gives_back_free_pages);
     tcase_add_loop_test(tc, test_release_idle_thread, 0, 2);
     tcase_add_test(tc, test_release_owner_unparks);
     tcase_add_test(tc, test_release_parked_when_due);
@@ -698,6 +795,7 @@ Suite *make_release_suite(void)
     TCase *rss = tcase_create("rss");
     tcase_set_tags(rss, "rss");
     tcase_add_test(rss, test_release_rss_falls);
+    tcase_add_test(rss, test_trim_free_pages_rss_falls);
     tcase_add_loop_test(rss, test_release_glibc_heap_on_fall, 0, 2);
     tcase_add_test(rss, test_release_glibc_heap_collapse);
     suite_add_tcase(s, rss);

@@ -96,6 +96,7 @@ const char *pm_test_stats_problem(const pm_stats_t *s, int heaps_consistent)
         live += k->live_blocks;
         live_bytes += k->live_blocks * k->block_size;
         pools += k->pools;
+        STATS_REQUIRE(k->trimmed_bytes + k->live_bytes <= k->pool_bytes);
     }
     STATS_REQUIRE(pools <= s->arenas_mapped * PM_POOLS_PER_ARENA);
     /* I5: every mapped arena but the reserve has a pool in use, or one
@@ -107,6 +108,9 @@ const char *pm_test_stats_problem(const pm_stats_t *s, int heaps_consistent)
     STATS_REQUIRE(s->small_live_bytes == live_bytes);
     STATS_REQUIRE(s->small_waiting_blocks == waiting);
     STATS_REQUIRE(s->small_waiting_bytes == waiting_bytes);
+    /* Pages given back hold no live block. */
+    STATS_REQUIRE(s->small_trimmed_bytes % PM_OS_PAGE_SIZE == 0);
+    STATS_REQUIRE(s->small_trimmed_bytes + s->small_live_bytes <= s->small_pool_bytes);
     STATS_REQUIRE(s->arena_bytes == s->arenas_mapped * PM_ARENA_SIZE);
     STATS_REQUIRE(s->arenas_created_total >= s->arenas_destroyed_total);
     STATS_REQUIRE(s->arenas_mapped == s->arenas_created_total - s->arenas_destroyed_total);
