@@ -252,6 +252,36 @@ static inline uint64_t bench_rss_kib(void)
     return pages * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
 }
 
+/* A workload's reading after a phase: the bytes it holds and its RSS. */
+typedef struct bench_mark {
+    const char *name;
+    uint64_t live_bytes, rss_kib;
+} bench_mark_t;
+
+/* Adds to the open report line rss_start_kib (marks[0] is the start) and,
+ * for marks[1..n), live_X_kib, rss_X_kib and, with live bytes,
+ * rss_over_live_X and heap_over_live_X ((rss_X - rss at start) / live_X:
+ * the memory the allocator holds per live byte). */
+static inline void bench_report_marks(const bench_mark_t *marks, int n)
+{
+    uint64_t start = marks[0].rss_kib;
+    char key[64];
+    bench_report("rss_start_kib", start);
+    for (int k = 1; k < n; k++) {
+        double live_kib = (double)marks[k].live_bytes / 1024.0;
+        snprintf(key, sizeof key, "live_%s_kib", marks[k].name);
+        bench_report(key, marks[k].live_bytes / 1024);
+        snprintf(key, sizeof key, "rss_%s_kib", marks[k].name);
+        bench_report(key, marks[k].rss_kib);
+        if (marks[k].live_bytes > 0) {
+            snprintf(key, sizeof key, "rss_over_live_%s", marks[k].name);
+            bench_report_real(key, (double)marks[k].rss_kib / live_kib);
+            snprintf(key, sizeof key, "heap_over_live_%s", marks[k].name);
+            bench_report_real(key, ((double)marks[k].rss_kib - (double)start) / live_kib);
+        }
+    }
+}
+
 /* Blocks of bench_rss_later's little work, in rounds: room its caller lends. */
 #define BENCH_LATER_BLOCKS 4096
 

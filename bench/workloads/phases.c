@@ -27,11 +27,6 @@
  * The text lines (live bytes per phase) do not depend on the allocator. */
 #include "bench.h"
 
-typedef struct phase_mark {
-    const char *name;
-    uint64_t live_bytes, rss_kib;
-} phase_mark_t;
-
 static void phases_shuffle(uint32_t *perm, uint64_t n, bench_rng_t *rng)
 {
     for (uint64_t i = 0; i < n; i++)
@@ -71,10 +66,10 @@ int main(int argc, char **argv)
      * every later change of the RSS is the allocator's. */
     memset(blocks, 0, (objects + second) * sizeof *blocks);
     memset(perm, 0, objects * sizeof *perm);
-    phase_mark_t marks[5];
+    bench_mark_t marks[5];
     int nmarks = 0;
     uint64_t live = 0, pairs = 0;
-    marks[nmarks++] = (phase_mark_t){"start", live, bench_rss_kib()};
+    marks[nmarks++] = (bench_mark_t){"start", live, bench_rss_kib()};
 
     for (uint64_t i = 0; i < objects; i++) {
         size_t size = bench_rng_range(&rng, min, max);
@@ -82,7 +77,7 @@ int main(int argc, char **argv)
         live += size;
     }
     pairs += objects;
-    marks[nmarks++] = (phase_mark_t){"alloc", live, bench_rss_kib()};
+    marks[nmarks++] = (bench_mark_t){"alloc", live, bench_rss_kib()};
 
     phases_shuffle(perm, objects, &rng);
     uint64_t freed = objects * free_pct / 100;
@@ -92,7 +87,7 @@ int main(int argc, char **argv)
         bench_free(*b);
         b->ptr = NULL;
     }
-    marks[nmarks++] = (phase_mark_t){"free90", live, bench_rss_kib()};
+    marks[nmarks++] = (bench_mark_t){"free90", live, bench_rss_kib()};
 
     for (uint64_t i = objects; i < objects + second; i++) {
         size_t size = bench_rng_range(&rng, second_min, second_max);
@@ -100,7 +95,7 @@ int main(int argc, char **argv)
         live += size;
     }
     pairs += second;
-    marks[nmarks++] = (phase_mark_t){"refill", live, bench_rss_kib()};
+    marks[nmarks++] = (bench_mark_t){"refill", live, bench_rss_kib()};
 
     for (uint64_t k = freed; k < objects; k++) {
         bench_block_t *b = &blocks[perm[k]];
@@ -112,30 +107,16 @@ int main(int argc, char **argv)
         live -= blocks[i].size;
         bench_free(blocks[i]);
     }
-    marks[nmarks++] = (phase_mark_t){"freeall", live, bench_rss_kib()};
+    marks[nmarks++] = (bench_mark_t){"freeall", live, bench_rss_kib()};
 
     /* Only now stdio (its buffer is a malloc of its own). */
     for (int k = 1; k < nmarks; k++)
         printf("phases: after %-7s live %" PRIu64 " bytes\n", marks[k].name,
                marks[k].live_bytes);
     uint64_t start = marks[0].rss_kib;
-    char key[64];
     bench_report_begin("phases");
     bench_report("pairs", pairs);
-    bench_report("rss_start_kib", start);
-    for (int k = 1; k < nmarks; k++) {
-        double live_kib = (double)marks[k].live_bytes / 1024.0;
-        snprintf(key, sizeof key, "live_%s_kib", marks[k].name);
-        bench_report(key, marks[k].live_bytes / 1024);
-        snprintf(key, sizeof key, "rss_%s_kib", marks[k].name);
-        bench_report(key, marks[k].rss_kib);
-        if (marks[k].live_bytes > 0) {
-            snprintf(key, sizeof key, "rss_over_live_%s", marks[k].name);
-            bench_report_real(key, (double)marks[k].rss_kib / live_kib);
-            snprintf(key, sizeof key, "heap_over_live_%s", marks[k].name);
-            bench_report_real(key, ((double)marks[k].rss_kib - (double)start) / live_kib);
-        }
-    }
+    bench_report_marks(marks, nmarks);
     bench_report("rss_after_free_all_kib", marks[nmarks - 1].rss_kib);
     bench_report_real("free_all_over_start",
                       start ? (double)marks[nmarks - 1].rss_kib / (double)start : 0.0);
