@@ -13,7 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # processes, files and compressors: 100 modules, about 100 s a run on 2
 # cores. Left out as slow for CI: test_concurrent_futures (2 min 20 s) and
 # test_signal (47 s, mostly sleeping). PM_PYTHON_TESTS=all runs CPython's
-# whole suite instead (the long run: half an hour and more), or name others.
+# whole suite instead (the long run: 20-30 min on 2 cores; run this script
+# directly, with PM_LIB set, since its CTest entry stops at 20 min), or name
+# others.
 PM_PYTHON_TESTS=${PM_PYTHON_TESTS:-"test_dict test_list test_set test_unicode test_json test_re
     test_collections test_itertools test_thread test_subprocess
     test_tuple test_bytes test_pickle test_threading test_weakref test_gc test_deque
