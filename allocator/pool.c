@@ -99,6 +99,12 @@ static void pool_set_purged_pages(pm_pool_t *pool, uint8_t pages)
     __atomic_store_n(&pool->purged_pages, pages, __ATOMIC_RELAXED);
 }
 
+/* The OS page of the pool, counted from its start, that holds `addr`. */
+static unsigned pool_page_of(const char *start, const void *addr)
+{
+    return (unsigned)(((const char *)addr - start) / PM_OS_PAGE_SIZE);
+}
+
 /* The blocks starting in page `page` of the pool: [*from, *to). */
 static void pool_page_blocks(const pm_pool_t *pool, unsigned page, uint32_t *from, uint32_t *to)
 {
@@ -106,6 +112,16 @@ static void pool_page_blocks(const pm_pool_t *pool, unsigned page, uint32_t *fro
     *from = (uint32_t)((page * PM_OS_PAGE_SIZE + size - 1) / size);
     uint32_t end = (uint32_t)(((page + 1) * PM_OS_PAGE_SIZE + size - 1) / size);
     *to = end < pool->carve_index ? end : pool->carve_index;
+}
+
+/* The first live block among blocks [from, to) of the pool, or NULL. */
+static char *pool_live_block(const pm_pool_t *pool, uint32_t from, uint32_t to)
+{
+    char *start = pm_pool_start(pool);
+    for (uint32_t i = from; i < to; i++)
+        if (pm_live_test(start + (size_t)i * pool->block_size))
+            return start + (size_t)i * pool->block_size;
+    return NULL;
 }
 
 /* The lowest purged page's blocks go back on the free list (which is
@@ -117,12 +133,11 @@ static void pool_take_purged_page(pm_pool_t *pool)
     unsigned page = (unsigned)__builtin_ctz(pool->purged_pages);
     uint32_t from, to;
     pool_page_blocks(pool, page, &from, &to);
-    char *start = pm_pool_start(pool);
-    for (uint32_t i = from; i < to; i++)
-        if (pm_live_test(start + (size_t)i * pool->block_size))
-            pm_fatal("live block in a purged page (the live map was written to)",
-                     start + (size_t)i * pool->block_size, pool->class_index);
-    pool->free_list = carve_link(pool, start, from, to, pool->free_list);
+    const char *live = pool_live_block(pool, from, to);
+    if (live != NULL)
+        pm_fatal("live block in a purged page (the live map was written to)", live,
+                 pool->class_index);
+    pool->free_list = carve_link(pool, pm_pool_start(pool), from, to, pool->free_list);
     pool_set_purged_pages(pool, (uint8_t)(pool->purged_pages & ~(1u << page)));
 }
 
@@ -146,9 +161,9 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
         for (uint64_t bits = __atomic_load_n(&map[w], __ATOMIC_RELAXED); bits != 0;
              bits &= bits - 1) {
             size_t granule = (size_t)w * 64 + (size_t)__builtin_ctzll(bits);
-            size_t offset = (size_t)(map_base + granule * PM_CLASS_GRANULE - start);
-            unsigned first = (unsigned)(offset / PM_OS_PAGE_SIZE);
-            unsigned last = (unsigned)((offset + size - 1) / PM_OS_PAGE_SIZE);
+            char *block = map_base + granule * PM_CLASS_GRANULE;
+            unsigned first = pool_page_of(start, block);
+            unsigned last = pool_page_of(start, block + size - 1);
             candidates &= ~(((2u << last) - 1) & ~((1u << first) - 1));
         }
     }
@@ -161,7 +176,7 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
         next = pm_link_get(b);
         if (!pm_link_in_pool(b, next))
             pm_pool_corrupt_link(pool, b);
-        if (candidates & (1u << (((char *)b - start) / PM_OS_PAGE_SIZE)))
+        if (candidates & (1u << pool_page_of(start, b)))
             continue;
         if (tail != NULL)
             pm_link_set(tail, b);
@@ -348,7 +363,7 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
     for (const pm_block_t *b = pool->free_list; b != NULL; b = pm_link_get(b)) {
         if (++free_blocks > pool->capacity || !pm_link_in_pool(b, pm_link_get(b)))
             return false; /* a cycle, or a link out of the pool (I12) */
-        if (pool->purged_pages & (1u << (((const char *)b - start) / PM_OS_PAGE_SIZE)))
+        if (pool->purged_pages & (1u << pool_page_of(start, b)))
             return false; /* a purged block on the list (I3) */
     }
     unsigned purged_blocks = 0;
@@ -357,9 +372,8 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
             continue;
         uint32_t from, to;
         pool_page_blocks(pool, page, &from, &to);
-        for (uint32_t i = from; i < to; i++)
-            if (pm_live_test(start + (size_t)i * pool->block_size))
-                return false; /* a purged block is not live (I3) */
+        if (pool_live_block(pool, from, to) != NULL)
+            return false; /* a purged block is not live (I3) */
         purged_blocks += to - from;
     }
     return free_blocks + (pool->capacity - pool->carve_index) + purged_blocks + pm_pool_used(pool) ==

@@ -153,8 +153,9 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
 {
     const pm_stats_t *s = &a->at->s;
     a->trimmed_bytes = s->small_trimmed_bytes;
-    a->free_in_pools =
-        analysis_sub(s->small_pool_bytes, analysis_add(s->small_live_bytes, a->trimmed_bytes));
+    /* Pool bytes that may be resident: malloc_trim gave the rest back. */
+    uint64_t pool_resident = analysis_sub(s->small_pool_bytes, a->trimmed_bytes);
+    a->free_in_pools = analysis_sub(pool_resident, s->small_live_bytes);
     for (int c = 0; c < PM_CLASS_COUNT; c++)
         a->empty_pool_bytes =
             analysis_add(a->empty_pool_bytes, analysis_mul(s->classes[c].pools_empty, PMT_POOL_BYTES));
@@ -165,8 +166,7 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
     for (int b = 0; b < PMT_SPARSE_BUCKETS; b++)
         a->sparse_arenas = analysis_add(a->sparse_arenas, s->arena_occupancy[b]);
     a->sparse_bytes = analysis_mul(a->sparse_arenas, PMT_ARENA_BYTES);
-    a->outside_bytes = analysis_sub(
-        s->rss_bytes, analysis_add(analysis_sub(s->small_pool_bytes, a->trimmed_bytes), a->retained_bytes));
+    a->outside_bytes = analysis_sub(s->rss_bytes, analysis_add(pool_resident, a->retained_bytes));
     analysis_pins(a);
 
     /* The default policy keeps up to 64 released pools (1 MiB) resident

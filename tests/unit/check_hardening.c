@@ -15,15 +15,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#endif
-
 /* What a program might leave in a freed block's first 8 bytes: zeros, a
  * pointer of its own (here, into the same pool), text. */
 static const uint64_t stray_text = 0x4141414141414141ull;
@@ -252,7 +243,7 @@ END_TEST
  * the blocks are freed their memory serves again. */
 START_TEST(test_out_of_memory)
 {
-#ifdef UNDER_SANITIZER
+#if PM_TEST_ASAN || PM_TEST_TSAN
     return; /* the sanitizers' shadow memory does not fit under RLIMIT_AS */
 #endif
     const size_t slots = (size_t)4 << 20;

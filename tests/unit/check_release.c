@@ -17,17 +17,6 @@
 #include "internal.h"
 #include "support.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define PM_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define PM_TEST_ASAN 1
-#endif
-#endif
-#ifndef PM_TEST_ASAN
-#define PM_TEST_ASAN 0
-#endif
-
 enum { BLOCKS = 40000, BLOCK_SIZE = 256 };
 static void *blocks[BLOCKS];
 
@@ -309,13 +298,14 @@ START_TEST(test_trim_gives_everything_back)
 END_TEST
 
 /* malloc_trim gives back the pages of pools in use that hold no live
- * block: BLOCKS blocks of 64 bytes, and one kept per pool, the one at its
- * start, so every other page of a full pool holds only free blocks. The
- * blocks of those pages come back when the pools are filled again, and
- * the kept ones keep their contents throughout. Returns the pools kept. */
+ * block: SPARSE_BLOCKS blocks of 64 bytes, and one kept per pool, the one
+ * at its start, so every other page of a full pool holds only free blocks.
+ * The blocks of those pages come back when the pools are filled again, and
+ * the kept ones keep their contents throughout. */
 enum { SPARSE_BLOCKS = 16384, SPARSE_SIZE = 64 };
 static void *sparse[SPARSE_BLOCKS];
 
+/* Returns the pools kept. */
 static unsigned sparse_keep_one_per_pool(void)
 {
     unsigned kept = 0;

@@ -14,6 +14,30 @@
 #include "internal.h"
 #include "poolmalloc.h"
 
+/* Which sanitizer instruments the tests, as gcc and clang each say it:
+ * PM_TEST_ASAN and PM_TEST_TSAN are 1 under AddressSanitizer and
+ * ThreadSanitizer, else 0. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PM_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PM_TEST_ASAN 1
+#endif
+#endif
+#ifndef PM_TEST_ASAN
+#define PM_TEST_ASAN 0
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define PM_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PM_TEST_TSAN 1
+#endif
+#endif
+#ifndef PM_TEST_TSAN
+#define PM_TEST_TSAN 0
+#endif
+
 /* glibc's own allocator, bypassing any interposition: a pointer that is
  * certainly not ours. */
 extern void *__libc_malloc(size_t size);
