@@ -493,8 +493,8 @@ static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed)
 static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
 {
     pm_block_t *block = pool->free_list;
-    pm_block_t *next = pm_link_get(block);
-    if (!pm_link_in_pool(block, next))
+    pm_block_t *next;
+    if (!pm_link_next(block, &next))
         pm_pool_corrupt_link(pool, block);
     pool->free_list = next;
     if (pool->debug_fill)

@@ -286,7 +286,7 @@
  *      zeroed pages as a free list.
  *  I12 Every link of a free list or a remote_free stack is stored encoded
  *      (pm_link_set) and decoded only through pm_link_get; a pool's link is
- *      checked (pm_link_in_pool) before it becomes the list's head, and a
+ *      checked (pm_link_next) before it becomes the list's head, and a
  *      remote link before the block it names is read, so a corrupted link
  *      aborts instead of handing out or touching an arbitrary address. With
  *      POOLMALLOC_DEBUG=1 no thread has a heap of its own: every small
@@ -712,32 +712,37 @@ static inline size_t pm_pool_bytes(unsigned pool_index)
 }
 
 /* ---- free-list links: safe-linking (I12) ------------------------------------
- * A link is stored as next ^ a per-process random key, as glibc's
- * safe-linking stores tcache links, so a program that writes into a freed
- * block (a use after free, an overflow from its neighbour) turns the link
- * into noise rather than into an address of its choosing, and the check on
- * every pop sees the noise. glibc mixes in the link's own address because
- * its key is the address space's randomness, which a leak reveals; ours is
- * drawn for the purpose, and the address would cost two instructions per
- * malloc and free pair without hiding it better. */
+ * A link is stored as next ^ the link's own address ^ a per-process random
+ * key, as glibc's safe-linking mixes a tcache link with its address, so a
+ * program that writes into a freed block (a use after free, an overflow
+ * from its neighbour) turns the link into noise rather than into an
+ * address of its choosing, and the check on every pop sees the noise; and a
+ * link copied from one free block into another no longer decodes to the
+ * same address. The address is free on malloc's side: its check is on
+ * next ^ block, which is the stored word ^ the key alone (pm_link_next),
+ * two instructions fewer than decoding first; free pays one more. */
 PM_HIDDEN extern uintptr_t pm_link_key;
 static inline void pm_link_set(pm_block_t *block, const pm_block_t *next)
 {
-    block->next_encoded = (pm_block_t *)((uintptr_t)next ^ pm_link_key);
+    block->next_encoded = (pm_block_t *)((uintptr_t)next ^ (uintptr_t)block ^ pm_link_key);
 }
 static inline pm_block_t *pm_link_get(const pm_block_t *block)
 {
-    return (pm_block_t *)((uintptr_t)block->next_encoded ^ pm_link_key);
+    return (pm_block_t *)((uintptr_t)block->next_encoded ^ (uintptr_t)block ^ pm_link_key);
 }
-/* A pool free list's link is NULL or a 16-byte aligned address in the same
- * pool: blocks of a pool share address / PM_POOL_SIZE (see BLOCK, POOL,
- * ARENA), so one mask tests both, and NULL is tested only when it fails. */
-static inline bool pm_link_in_pool(const pm_block_t *block, const pm_block_t *next)
+/* A pool free list's link, in *next, and whether it passes the check: NULL
+ * or a 16-byte aligned address in the same pool. Blocks of a pool share
+ * address / PM_POOL_SIZE (see BLOCK, POOL, ARENA), so one mask on
+ * next ^ block tests both, and NULL (next ^ block == block) is tested only
+ * when it fails. */
+static inline bool pm_link_next(const pm_block_t *block, pm_block_t **next)
 {
-    uintptr_t apart = (uintptr_t)next ^ (uintptr_t)block;
-    return PM_LIKELY((apart & ~(uintptr_t)(PM_POOL_SIZE - PM_CLASS_GRANULE)) == 0) || next == NULL;
+    uintptr_t apart = (uintptr_t)block->next_encoded ^ pm_link_key;
+    *next = (pm_block_t *)(apart ^ (uintptr_t)block);
+    return PM_LIKELY((apart & ~(uintptr_t)(PM_POOL_SIZE - PM_CLASS_GRANULE)) == 0) ||
+           apart == (uintptr_t)block;
 }
-/* Aborts: a free block's link failed pm_link_in_pool. */
+/* Aborts: a free block's link failed pm_link_next's check. */
 PM_HIDDEN PM_NORETURN void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_block_t *block);
 
 /* POOLMALLOC_DEBUG patterns (I12): the bytes of a block just handed out,
@@ -1014,8 +1019,8 @@ static inline void *pm_heap_alloc_fast(size_t size)
     pm_pool_t *pool = bin->serving;
     pm_block_t *block = pool->free_list;
     if (PM_LIKELY(block != NULL)) {
-        pm_block_t *next = pm_link_get(block);
-        if (PM_UNLIKELY(!pm_link_in_pool(block, next)))
+        pm_block_t *next;
+        if (PM_UNLIKELY(!pm_link_next(block, &next)))
             pm_pool_corrupt_link(pool, block);
         pool->free_list = next;
         PM_COUNTER_ADD(pool->used_word, 1); /* I3: used_count + 1 */

@@ -26,7 +26,9 @@ static void link_key_init(void)
         key = (at_random != NULL ? at_random[0] ^ at_random[1] : (uint64_t)(uintptr_t)&now) ^
               ((uint64_t)now.tv_nsec * 0x9e3779b97f4a7c15ull);
     }
-    pm_link_key = (uintptr_t)(key | 1); /* never 0: a zeroed link must not decode to NULL */
+    /* Odd: a zeroed link decodes to block ^ key, never NULL for a 16-byte
+     * aligned block (and the key is never 0, which marks it undrawn). */
+    pm_link_key = (uintptr_t)(key | 1);
 }
 
 pm_pool_t pm_pool_dry = {.class_index = PM_CLASS_NONE};
@@ -173,8 +175,7 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
      * order, before their links are gone. */
     pm_block_t *head = NULL, *tail = NULL;
     for (pm_block_t *b = pool->free_list, *next; b != NULL; b = next) {
-        next = pm_link_get(b);
-        if (!pm_link_in_pool(b, next))
+        if (!pm_link_next(b, &next))
             pm_pool_corrupt_link(pool, b);
         if (candidates & (1u << pool_page_of(start, b)))
             continue;
@@ -360,8 +361,8 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
         return false;
     const char *start = pm_pool_start(pool);
     unsigned free_blocks = 0;
-    for (const pm_block_t *b = pool->free_list; b != NULL; b = pm_link_get(b)) {
-        if (++free_blocks > pool->capacity || !pm_link_in_pool(b, pm_link_get(b)))
+    for (pm_block_t *b = pool->free_list, *next; b != NULL; b = next) {
+        if (++free_blocks > pool->capacity || !pm_link_next(b, &next))
             return false; /* a cycle, or a link out of the pool (I12) */
         if (pool->purged_pages & (1u << pool_page_of(start, b)))
             return false; /* a purged block on the list (I3) */
