@@ -12,7 +12,8 @@
 __attribute__((noinline)) void *pm_malloc_slow(size_t size)
 {
     if (size <= PM_SMALL_MAX && !pm_profile_unwinding()) {
-        void *block = pm_heap_alloc(size);
+        /* The fast path has just failed for any size but 0: not again. */
+        void *block = size == 0 ? pm_heap_alloc(0) : pm_heap_alloc_slow(pm_class_of(size));
         if (PM_LIKELY(block != NULL))
             return block;
         /* No arena could be mapped: glibc may still have room. */
