@@ -145,7 +145,7 @@ static void arena_destroy(pm_arena_t *arena)
 static bool arena_resident(const pm_arena_t *arena)
 {
     for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++)
-        if (arena->pools[k].resident)
+        if (pm_pool_resident(&arena->pools[k]))
             return true;
     return false;
 }
@@ -168,7 +168,7 @@ static bool arena_disposable(const pm_arena_t *arena)
 static size_t pool_disown_pages(pm_pool_t *pool)
 {
     size_t bytes = pm_pool_bytes(pool->pool_index);
-    pool->resident = false;
+    pool->touched_pages = 0;
     directory.released_bytes_total += bytes;
     return bytes;
 }
@@ -197,7 +197,7 @@ static size_t retained_purge(pm_pool_t *pool, unsigned *pools)
         size_t bytes = PM_ARENA_HEADER_SIZE;
         *pools = 0;
         for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
-            if (arena->pools[k].resident) {
+            if (pm_pool_resident(&arena->pools[k])) {
                 retained_unlink(&arena->pools[k]);
                 bytes += pool_disown_pages(&arena->pools[k]);
                 ++*pools;
@@ -328,7 +328,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap)
      * is set only after the lock is released, and until then the list
      * would still show it UNUSED and resident, fit to be purged under the
      * blocks its new owner is carving. */
-    if (pool->resident)
+    if (pm_pool_resident(pool))
         retained_unlink(pool);
     else
         retain_cap_note_bare(now_ms);
@@ -355,7 +355,7 @@ void pm_arena_release_pool(pm_pool_t *pool)
     pool->next = arena->free_pools;
     arena->free_pools = pool;
     arena->free_pool_count++;
-    if (pool->resident)
+    if (pm_pool_resident(pool))
         retained_append(pool, now_ms); /* I10 */
     if (arena->free_pool_count == PM_POOLS_PER_ARENA) {
         directory.empty_count++;
@@ -374,7 +374,7 @@ void pm_arena_release_pool(pm_pool_t *pool)
 
 size_t pm_arena_purge_pool(pm_pool_t *pool)
 {
-    if (!pool->resident)
+    if (!pm_pool_resident(pool))
         return 0;
     pm_lock(&directory.lock);
     size_t bytes = pool_purge(pool);
@@ -435,7 +435,7 @@ void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
             unsigned c = __atomic_load_n(&pool->class_index, __ATOMIC_ACQUIRE);
             if (c == PM_CLASS_NONE) {
                 out->unused_pools++;
-                out->retained_pools += pool->resident;
+                out->retained_pools += pm_pool_resident(pool);
                 continue;
             }
             unsigned used = pm_pool_used(pool);
@@ -481,7 +481,7 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool))
             ok &= pool->pool_index == k;
             if (pool->class_index == PM_CLASS_NONE) {
                 ok &= pm_pool_is_valid(pool); /* I2 */
-                retained += pool->resident;
+                retained += pm_pool_resident(pool);
             } else
                 ok &= visit(pool);
         }
@@ -493,7 +493,7 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool))
     uint64_t listed = 0, last_ms = 0;
     for (pm_pool_t *p = directory.retained_oldest; p != NULL && listed <= retained;
          p = p->retained_next) {
-        ok &= p->class_index == PM_CLASS_NONE && p->resident && *released_ms_of(p) >= last_ms;
+        ok &= p->class_index == PM_CLASS_NONE && pm_pool_resident(p) && *released_ms_of(p) >= last_ms;
         ok &= p->retained_next != NULL || p == directory.retained_newest;
         last_ms = *released_ms_of(p);
         listed++;

@@ -74,7 +74,9 @@
  *  Inside a pool, blocks are handed out from the pool's free list. When it
  *  runs dry, the next stretch of untouched memory, up to the end of the
  *  current OS page, is carved into it (lazy carving, as in CPython's
- *  obmalloc: a pool's pages are touched only as it fills); in a heap's first
+ *  obmalloc: a pool's pages are touched only as it fills, each made
+ *  resident by one system call rather than a page fault, which costs ten
+ *  times as much on a virtual machine that traps it); in a heap's first
  *  few pools of a class, the first stretch is handed out from a colour, a
  *  cache line into the page that varies from pool to pool, so their first
  *  blocks do not all share page offset 0 (see pm_pool_carve). A free block holds
@@ -407,6 +409,10 @@ PM_HIDDEN bool pm_os_address_space_limited(void);
 PM_HIDDEN void *pm_os_map_stack(size_t size);
 /* Gives the pages back to the OS; the range stays mapped and reads as zeros. */
 PM_HIDDEN void pm_os_purge(void *addr, size_t size);
+/* Makes the pages of a committed range resident now, in one system call,
+ * as a write to each would (MADV_POPULATE_WRITE); does nothing on a kernel
+ * without it (before Linux 5.14) or when the kernel refuses. */
+PM_HIDDEN void pm_os_populate(void *addr, size_t size);
 PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);
 /* Reads a small file (under /proc) whole into text, NUL-terminated; returns
  * its length, or -1. One read: /proc files are generated per read. */
@@ -570,7 +576,11 @@ typedef struct pm_pool {
     uint16_t capacity;        /* blocks that fit in this pool */
     uint8_t class_index;      /* PM_CLASS_NONE when UNUSED (I2) */
     uint8_t pool_index;       /* position in its arena */
-    bool resident;            /* its pages may hold RSS (I10) */
+    /* Pages [0, touched_pages) of the pool (from pm_pool_start) were
+     * carved, so made resident, since the pool last gave its pages back
+     * (then 0); carving reaches them in order. Not 0: its pages may hold
+     * RSS (pm_pool_resident, I10). */
+    uint8_t touched_pages;
     bool debug_fill;          /* POOLMALLOC_DEBUG: its free blocks hold the pattern (I12) */
     uint16_t sampled_count;   /* sampled blocks live in it (I11); atomic */
     /* Bit p: OS page p of the pool (from pm_pool_start) was given back by
@@ -709,6 +719,11 @@ static inline uint64_t *pm_pool_live_map(const pm_pool_t *pool)
 static inline size_t pm_pool_bytes(unsigned pool_index)
 {
     return pool_index == 0 ? PM_POOL_SIZE - PM_ARENA_HEADER_SIZE : PM_POOL_SIZE;
+}
+/* Its pages may hold RSS (I10). */
+static inline bool pm_pool_resident(const pm_pool_t *pool)
+{
+    return pool->touched_pages != 0;
 }
 
 /* ---- free-list links: safe-linking (I12) ------------------------------------

@@ -46,7 +46,6 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->reciprocal = pm_class_reciprocal[class_index];
     pool->used_word = PM_POOL_OFF_LIST; /* none used, on no list yet */
     pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pool->block_size);
-    pool->resident = true; /* about to be carved */
     pool->purged_pages = 0;
     pool->debug_fill = pm_options.debug != 0;
     memset(pm_pool_live_map(pool), 0, PM_LIVE_MAP_WORDS * sizeof(uint64_t));
@@ -139,7 +138,9 @@ static void pool_take_purged_page(pm_pool_t *pool)
     if (live != NULL)
         pm_fatal("live block in a purged page (the live map was written to)", live,
                  pool->class_index);
-    pool->free_list = carve_link(pool, pm_pool_start(pool), from, to, pool->free_list);
+    char *start = pm_pool_start(pool);
+    pm_os_populate(start + (size_t)page * PM_OS_PAGE_SIZE, PM_OS_PAGE_SIZE); /* as carving does */
+    pool->free_list = carve_link(pool, start, from, to, pool->free_list);
     pool_set_purged_pages(pool, (uint8_t)(pool->purged_pages & ~(1u << page)));
 }
 
@@ -203,6 +204,22 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
     return bytes;
 }
 
+/* The stretch carving is about to write, blocks up to `stop` (from the
+ * first uncarved one), is made resident first, in one call, where writing
+ * its links would take a page fault on each page not yet touched: the
+ * page the stretch starts in, and the next one if its last block runs on
+ * into it (then written by the program as soon as it has the block). */
+static void pool_touch_pages(pm_pool_t *pool, char *start, uint32_t stop)
+{
+    unsigned end_page = (unsigned)(((size_t)stop * pool->block_size + PM_OS_PAGE_SIZE - 1) /
+                                   PM_OS_PAGE_SIZE);
+    if (end_page <= pool->touched_pages)
+        return;
+    pm_os_populate(start + (size_t)pool->touched_pages * PM_OS_PAGE_SIZE,
+                   (size_t)(end_page - pool->touched_pages) * PM_OS_PAGE_SIZE);
+    pool->touched_pages = (uint8_t)end_page;
+}
+
 /* Carves to the end of the OS page holding the next uncarved block, so a
  * pool's pages are touched one at a time, in order.
  *
@@ -243,6 +260,7 @@ bool pm_pool_carve(pm_pool_t *pool, bool coloured)
      * stays below 2^15 / 2^32, far under the 1 / 512 a floor could slip by). */
     uint64_t stop64 = ((page_end - (uintptr_t)start + size - 1) * pool->reciprocal) >> 32;
     uint32_t stop = stop64 < pool->capacity ? (uint32_t)stop64 : pool->capacity;
+    pool_touch_pages(pool, start, stop);
     uint32_t colour = pool->carve_index;
     if (colour == 0 && coloured) {
         uintptr_t line = ((uintptr_t)start >> 12) * 0x9e3779b97f4a7c15ull >> 58; /* 0..63 */

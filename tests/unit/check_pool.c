@@ -8,6 +8,12 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 /* Blocks of `block_size` bytes in one whole arena. */
 static size_t arena_capacity(size_t block_size)
@@ -364,6 +370,49 @@ START_TEST(test_pool_colour_first_pools_only)
 }
 END_TEST
 
+/* Page `page` of the pool starting at `start` is resident (mincore). */
+static bool pool_page_resident(const char *start, unsigned page)
+{
+    unsigned char in_core = 0;
+    ck_assert_int_eq(mincore((void *)(start + (size_t)page * PM_OS_PAGE_SIZE), PM_OS_PAGE_SIZE,
+                             &in_core), 0);
+    return in_core & 1;
+}
+
+/* Carving makes a stretch's pages resident in one call (pm_os_populate)
+ * where writing its links would take a page fault each: with 48-byte blocks
+ * the first stretch's last block runs on into the pool's second page, which
+ * is then resident although nothing was written there, and the third page
+ * is not. A pool whose pages were given back (malloc_trim) carves them
+ * resident again. Skipped on a kernel without MADV_POPULATE_WRITE (before
+ * 5.14), where carving leaves it to the page faults. */
+START_TEST(test_pool_carve_populates_pages)
+{
+    char *probe = mmap(NULL, PM_OS_PAGE_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(probe, MAP_FAILED);
+    bool kernel_populates = madvise(probe, PM_OS_PAGE_SIZE, MADV_POPULATE_WRITE) == 0;
+    munmap(probe, PM_OS_PAGE_SIZE);
+    if (!kernel_populates)
+        return;
+    for (int round = 0; round < 2; round++) {
+        char *p = pm_malloc(48);
+        ck_assert_ptr_nonnull(p);
+        pm_pool_t *pool = pm_pool_of(p);
+        const char *start = pm_pool_start(pool);
+        ck_assert_uint_eq(pool->touched_pages, 2);
+        ck_assert(pool_page_resident(start, 0));
+        ck_assert(pool_page_resident(start, 1));
+        ck_assert(!pool_page_resident(start, 2));
+        pm_free(p);
+        ck_assert_int_eq(pm_malloc_trim(0), 1);
+        ck_assert_uint_eq(pool->touched_pages, 0);
+        ck_assert(!pool_page_resident(start, 0));
+        ck_assert(!pool_page_resident(start, 1));
+    }
+}
+END_TEST
+
 /* Random allocations and frees over every class, with a shadow count per
  * class compared to the stats at checkpoints and contents checked at free. */
 START_TEST(test_pool_random_mixed)
@@ -433,6 +482,7 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_reserve_arena);
     tcase_add_test(tc, test_pool_random_mixed);
     tcase_add_test(tc, test_pool_colour_first_pools_only);
+    tcase_add_test(tc, test_pool_carve_populates_pages);
     suite_add_tcase(s, tc);
     return s;
 }
