@@ -410,8 +410,9 @@ PM_HIDDEN void *pm_os_map_stack(size_t size);
 /* Gives the pages back to the OS; the range stays mapped and reads as zeros. */
 PM_HIDDEN void pm_os_purge(void *addr, size_t size);
 /* Makes the pages of a committed range resident now, in one system call,
- * as a write to each would (MADV_POPULATE_WRITE); does nothing on a kernel
- * without it (before Linux 5.14) or when the kernel refuses. */
+ * as a write to each would (MADV_POPULATE_WRITE); once the kernel refuses
+ * (before Linux 5.14, a seccomp filter, a cgroup at its limit), it does
+ * nothing again. */
 PM_HIDDEN void pm_os_populate(void *addr, size_t size);
 PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);
 /* Reads a small file (under /proc) whole into text, NUL-terminated; returns

@@ -144,8 +144,10 @@ void pm_os_purge(void *addr, size_t size)
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14; glibc 2.36's headers have it, older ones not */
 #endif
-/* Set once a kernel has answered that it does not know the advice. */
-static bool populate_unknown;
+/* Set once the kernel has refused the advice (EINVAL before Linux 5.14,
+ * EPERM under a seccomp filter that allows only older advice, ENOMEM when
+ * memory is short): carving's writes then fault the pages in, as before. */
+static bool populate_off;
 
 /* On a virtual machine that traps each page fault, a fault costs far more
  * than a call that populates the page: on the 2-vCPU machines poolmalloc is
@@ -153,10 +155,10 @@ static bool populate_unknown;
  * populated 4 KiB at a time, 1.1 us 16 KiB at a time. */
 void pm_os_populate(void *addr, size_t size)
 {
-    if (__atomic_load_n(&populate_unknown, __ATOMIC_RELAXED))
+    if (__atomic_load_n(&populate_off, __ATOMIC_RELAXED))
         return;
-    if (PM_OS_CALL(SYS_madvise, addr, size, MADV_POPULATE_WRITE) == -EINVAL)
-        __atomic_store_n(&populate_unknown, true, __ATOMIC_RELAXED);
+    if (PM_OS_CALL(SYS_madvise, addr, size, MADV_POPULATE_WRITE) != 0)
+        __atomic_store_n(&populate_off, true, __ATOMIC_RELAXED);
 }
 
 int pm_os_open(const char *path, int flags, mode_t mode)
