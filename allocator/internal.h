@@ -1148,6 +1148,11 @@ PM_HIDDEN void *pm_system_pvalloc(size_t size);
 PM_HIDDEN void pm_system_free(void *ptr);
 PM_HIDDEN size_t pm_system_usable_size(void *ptr);
 PM_HIDDEN int pm_system_mallopt(int param, int value);
+/* Once poolmalloc trims glibc's heap itself (pm_system_set_trim): glibc's
+ * own trim of its heap's top waits for 1 MiB free there, and its dynamic
+ * mmap threshold is kept in its stead, unless the program tunes glibc
+ * itself (system.c). Called by the preload shim at start-up. */
+PM_HIDDEN void pm_system_tune_glibc(void);
 /* A heap's unsettled bytes beyond this, either way, join the process-wide
  * figure the glibc trim is decided on. */
 #define PM_SYSTEM_SETTLE_BYTES ((int64_t)256 << 10)

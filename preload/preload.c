@@ -145,6 +145,7 @@ __attribute__((constructor)) static void preload_start(void)
      * as the glibc path's automatic trim runs inside free. */
     static void *_Atomic glibc_malloc_trim;
     pm_system_set_trim((int (*)(size_t))preload_next(&glibc_malloc_trim, "malloc_trim"));
+    pm_system_tune_glibc();
     pthread_atfork(pm_fork_prepare, pm_fork_parent, preload_fork_child);
     pm_dump_start();
 }

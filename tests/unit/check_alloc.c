@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 START_TEST(test_malloc_zero_unique)
 {
@@ -333,6 +334,75 @@ START_TEST(test_mallopt_reaches_glibc)
 }
 END_TEST
 
+/* glibc mmap'd the block (its chunk's IS_MMAPPED bit). */
+static bool glibc_mmapped(const void *block)
+{
+    return (((const size_t *)block)[-1] & 0x2) != 0;
+}
+
+/* The top of glibc's heap, after `count` blocks of 16 KiB (240 KiB to
+ * 480 KiB) allocated there and freed in reverse, which leaves that much
+ * free at the top: glibc's own trim gives it back past 128 KiB, and waits
+ * for 1 MiB once poolmalloc trims glibc's heap itself. */
+static intptr_t heap_top_after_freeing_top_blocks(unsigned count)
+{
+    enum { MAX = 30, BLOCK = 16 << 10 };
+    void *blocks[MAX];
+    ck_assert_uint_le(count, MAX);
+    for (unsigned i = 0; i < count; i++) {
+        blocks[i] = pm_malloc(BLOCK);
+        ck_assert_ptr_nonnull(blocks[i]);
+        ck_assert(!pm_owns(blocks[i]));
+    }
+    intptr_t top = (intptr_t)sbrk(0);
+    for (unsigned i = count; i-- > 0;)
+        pm_free(blocks[i]);
+    return top - (intptr_t)sbrk(0); /* how much glibc gave back */
+}
+
+/* Once poolmalloc trims glibc's heap itself (pm_system_set_trim), glibc's
+ * own trim of its top waits for 1 MiB, and its dynamic mmap threshold is
+ * kept for it: a 1 MiB block freed after being mmap'd makes the next one
+ * come from the heap, as under glibc alone. A program's own mallopt of a
+ * threshold ends that: a 2 MiB block freed then does not raise it. */
+START_TEST(test_glibc_tuned_under_pools)
+{
+    pm_system_set_trim(malloc_trim);
+    pm_system_tune_glibc();
+    ck_assert_int_eq(heap_top_after_freeing_top_blocks(30), 0);
+
+    void *mapped = pm_malloc(1 << 20);
+    ck_assert(glibc_mmapped(mapped));
+    pm_free(mapped);
+    void *heap = pm_malloc(1 << 20);
+    ck_assert(!glibc_mmapped(heap));
+    pm_free(heap);
+
+    ck_assert_int_eq(pm_mallopt(M_TRIM_THRESHOLD, 128 << 10), 1);
+    mapped = pm_malloc(2 << 20);
+    ck_assert(glibc_mmapped(mapped));
+    pm_free(mapped);
+    mapped = pm_malloc(2 << 20);
+    ck_assert(glibc_mmapped(mapped));
+    pm_free(mapped);
+}
+END_TEST
+
+/* glibc is left as it is when the program's environment tunes it
+ * (MALLOC_TOP_PAD_ here), or under POOLMALLOC_TRIM_GLIBC=0: its own trim
+ * gives back the free top past 128 KiB. */
+START_TEST(test_glibc_left_alone)
+{
+    pm_system_set_trim(malloc_trim);
+    if (_i == 0)
+        setenv("MALLOC_TOP_PAD_", "0", 1);
+    else
+        pm_options.trim_glibc = 0;
+    pm_system_tune_glibc();
+    ck_assert_int_gt(heap_top_after_freeing_top_blocks(30), 0);
+}
+END_TEST
+
 Suite *make_alloc_suite(void)
 {
     Suite *s = suite_create("alloc");
@@ -344,6 +414,8 @@ Suite *make_alloc_suite(void)
     tcase_add_test(tc, test_malloc_huge);
     tcase_add_test(tc, test_free_preserves_errno);
     tcase_add_test(tc, test_mallopt_reaches_glibc);
+    tcase_add_test(tc, test_glibc_tuned_under_pools);
+    tcase_add_loop_test(tc, test_glibc_left_alone, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("calloc");
