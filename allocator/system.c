@@ -242,20 +242,24 @@ static void glibc_set_thresholds(size_t mmap_threshold)
     __libc_mallopt(M_TRIM_THRESHOLD, (int)trim);
 }
 
-/* The program's environment tunes what the trim threshold would turn off. */
+/* The program's environment tunes what the trim threshold would turn off:
+ * each such setting of glibc, by its variable or its tunable. */
 static bool glibc_tuned_by_environment(void)
 {
-    static const char *const names[] = {"MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
-                                        "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (getenv(names[i]) != NULL)
-            return true;
+    static const struct {
+        const char *variable, *tunable;
+    } settings[] = {
+        {"MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold"},
+        {"MALLOC_TOP_PAD_", "glibc.malloc.top_pad"},
+        {"MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"},
+        {"MALLOC_MMAP_MAX_", "glibc.malloc.mmap_max"},
+    };
     const char *tunables = getenv("GLIBC_TUNABLES");
-    return tunables != NULL &&
-           (strstr(tunables, "glibc.malloc.trim_threshold") != NULL ||
-            strstr(tunables, "glibc.malloc.top_pad") != NULL ||
-            strstr(tunables, "glibc.malloc.mmap_threshold") != NULL ||
-            strstr(tunables, "glibc.malloc.mmap_max") != NULL);
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+        if (getenv(settings[i].variable) != NULL ||
+            (tunables != NULL && strstr(tunables, settings[i].tunable) != NULL))
+            return true;
+    return false;
 }
 
 void pm_system_tune_glibc(void)
@@ -324,14 +328,14 @@ void *pm_system_realloc(void *ptr, size_t size)
 #define GLIBC_CHUNK_IS_MMAPPED ((size_t)0x2)
 #define GLIBC_CHUNK_FLAGS ((size_t)0x7)
 
-static inline bool glibc_chunk_mmapped(const void *ptr)
+static inline size_t glibc_size_word(const void *ptr)
 {
-    return (((const size_t *)ptr)[-1] & GLIBC_CHUNK_IS_MMAPPED) != 0;
+    return ((const size_t *)ptr)[-1];
 }
 
 size_t pm_system_usable_size(void *ptr)
 {
-    size_t size_word = ((const size_t *)ptr)[-1];
+    size_t size_word = glibc_size_word(ptr);
     size_t chunk_size = size_word & ~GLIBC_CHUNK_FLAGS;
     if (size_word & GLIBC_CHUNK_IS_MMAPPED)
         return chunk_size - 2 * GLIBC_SIZE_WORD;
@@ -340,8 +344,9 @@ size_t pm_system_usable_size(void *ptr)
 
 static __attribute__((noinline)) void system_free_slow(void *ptr, size_t usable)
 {
-    if (glibc_chunk_mmapped(ptr))
-        glibc_follow_mmap_threshold(((const size_t *)ptr)[-1] & ~GLIBC_CHUNK_FLAGS);
+    size_t size_word = glibc_size_word(ptr);
+    if (size_word & GLIBC_CHUNK_IS_MMAPPED)
+        glibc_follow_mmap_threshold(size_word & ~GLIBC_CHUNK_FLAGS);
     pm_count_system_free(usable);
     if (pm_options.debug) /* a read after free reads the pattern */
         memset(ptr, PM_DEBUG_FREED_BYTE, usable);
@@ -360,7 +365,7 @@ void pm_system_free(void *ptr)
      * the last test. */
     if (PM_UNLIKELY(pm_profile_on ||
                     heap->system_unsettled - (int64_t)usable <= -PM_SYSTEM_SETTLE_BYTES ||
-                    glibc_chunk_mmapped(ptr))) {
+                    (glibc_size_word(ptr) & GLIBC_CHUNK_IS_MMAPPED))) {
         system_free_slow(ptr, usable);
         return;
     }
