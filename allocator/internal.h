@@ -72,8 +72,8 @@
  *  to A: that is how memalign(A, n) is served from pools.
  *
  *  Inside a pool, blocks are handed out from the pool's free list. When it
- *  runs dry, the next stretch of untouched memory, up to the end of the
- *  current OS page, is carved into it (lazy carving, as in CPython's
+ *  runs dry, the next stretch of untouched blocks, those that end in the
+ *  OS page where the first of them ends, is carved into it (lazy carving, as in CPython's
  *  obmalloc: a pool's pages are touched only as it fills, each made
  *  resident by one system call rather than a page fault, which costs
  *  several times as much on a virtual machine that traps it, os.c); in a heap's first
@@ -375,7 +375,7 @@ static inline size_t pm_class_size(size_t class_index)
     return (class_index + 1) * PM_CLASS_GRANULE;
 }
 /* Exact division of a pool offset by a block size, without a divide:
- * offset < 2^14 and size <= 512, so (offset * ceil(2^32 / size)) >> 32 is
+ * offset <= 2^14 (a pool's size) and size <= 512, so (offset * ceil(2^32 / size)) >> 32 is
  * exact (the error term offset * size / 2^32 stays below 1 / size). */
 PM_HIDDEN extern const uint32_t pm_class_reciprocal[PM_CLASS_COUNT];
 

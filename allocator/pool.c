@@ -204,11 +204,11 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
     return bytes;
 }
 
-/* The stretch carving is about to write, blocks up to `stop` (from the
- * first uncarved one), is made resident first, in one call, where writing
- * its links would take a page fault on each page not yet touched: the
- * page the stretch starts in, and the next one if its last block runs on
- * into it (then written by the program as soon as it has the block). */
+/* The pages of the stretch carving is about to write, blocks up to `stop`
+ * (from the first uncarved one), are made resident first, in one call,
+ * where writing its links would take a page fault on each page not yet
+ * touched. A stretch's blocks end in its last page (pm_pool_carve), so
+ * these are pages the program writes too, when it has the blocks. */
 static void pool_touch_pages(pm_pool_t *pool, char *start, uint32_t stop)
 {
     unsigned end_page = (unsigned)(((size_t)stop * pool->block_size + PM_OS_PAGE_SIZE - 1) /
@@ -220,8 +220,14 @@ static void pool_touch_pages(pm_pool_t *pool, char *start, uint32_t stop)
     pool->touched_pages = (uint8_t)end_page;
 }
 
-/* Carves to the end of the OS page holding the next uncarved block, so a
- * pool's pages are touched one at a time, in order.
+/* Carves the blocks that end in the OS page where the next uncarved block
+ * ends, so a pool's pages are touched one at a time, in order, and only
+ * when a block is about to need them: a block that runs from one page into
+ * the next goes with the next page's stretch, not with its first page's,
+ * where it made the next page resident (pool_touch_pages) before any block
+ * handed out needed it. A program holding 16 blocks of each class in
+ * each of 4 threads (blocks of 288 to 512 bytes take 2 pages a pool) had
+ * 305 pages of its pools resident, and 237 without that page ahead.
  *
  * A coloured pool's first stretch is handed out from its colour on, wrapping
  * round: a block some cache lines into the page, varied by arena and pool
@@ -253,13 +259,12 @@ bool pm_pool_carve(pm_pool_t *pool, bool coloured)
         return false;
     char *start = pm_pool_start(pool);
     size_t size = pool->block_size;
-    uintptr_t first = (uintptr_t)start + (size_t)pool->carve_index * size;
-    uintptr_t page_end = (first + PM_OS_PAGE_SIZE) & ~(uintptr_t)(PM_OS_PAGE_SIZE - 1);
-    /* The first block starting at or past page_end: a ceiling division by
-     * the reciprocal, exact here as for any dividend below 2^15 (its error
-     * stays below 2^15 / 2^32, far under the 1 / 512 a floor could slip by). */
-    uint64_t stop64 = ((page_end - (uintptr_t)start + size - 1) * pool->reciprocal) >> 32;
-    uint32_t stop = stop64 < pool->capacity ? (uint32_t)stop64 : pool->capacity;
+    uintptr_t first_end = (uintptr_t)start + ((size_t)pool->carve_index + 1) * size;
+    uintptr_t page_end = (first_end + PM_OS_PAGE_SIZE - 1) & ~(uintptr_t)(PM_OS_PAGE_SIZE - 1);
+    /* The blocks ending at or before page_end: (page_end - start) / size,
+     * exact through the reciprocal for a pool offset (pm_class_reciprocal);
+     * the pool's end is a page boundary, so never past its capacity. */
+    uint32_t stop = (uint32_t)(((page_end - (uintptr_t)start) * pool->reciprocal) >> 32);
     pool_touch_pages(pool, start, stop);
     uint32_t colour = pool->carve_index;
     if (colour == 0 && coloured) {

@@ -397,26 +397,40 @@ static bool kernel_populates(void)
 }
 
 /* Carving makes a stretch's pages resident in one call (pm_os_populate)
- * where writing its links would take a page fault each: with 48-byte blocks
- * the first stretch's last block runs on into the pool's second page, which
- * is then resident although nothing was written there, and the third page
- * is not. A pool whose pages were given back (malloc_trim) carves them
+ * where writing its links would take a page fault each, and no page before
+ * a block carved needs it. With 48-byte blocks, the 85 that end in the
+ * pool's first page are its first stretch: the second page stays out of
+ * memory while they are handed out. The 86th runs from the first page into
+ * the second, and the stretch it opens makes the second resident, not the
+ * third. A pool whose pages were given back (malloc_trim) carves them
  * resident again. Skipped on a kernel without MADV_POPULATE_WRITE (before
  * 5.14), where carving leaves it to the page faults. */
 START_TEST(test_pool_carve_populates_pages)
 {
     if (!kernel_populates())
         return;
+    enum { PAGE_BLOCKS = PM_OS_PAGE_SIZE / 48 }; /* 85 */
+    static char *blocks[PAGE_BLOCKS + 1];
     for (int round = 0; round < 2; round++) {
-        char *p = pm_malloc(48);
-        ck_assert_ptr_nonnull(p);
-        pm_pool_t *pool = pm_pool_of(p);
+        blocks[0] = pm_malloc(48);
+        ck_assert_ptr_nonnull(blocks[0]);
+        pm_pool_t *pool = pm_pool_of(blocks[0]);
         const char *start = pm_pool_start(pool);
-        ck_assert_uint_eq(pool->touched_pages, 2);
+        for (size_t i = 1; i < PAGE_BLOCKS; i++) {
+            blocks[i] = pm_malloc(48);
+            ck_assert_ptr_eq(pm_pool_of(blocks[i]), pool);
+            ck_assert(blocks[i] + 48 <= start + PM_OS_PAGE_SIZE);
+        }
+        ck_assert_uint_eq(pool->touched_pages, 1);
         ck_assert(pool_page_resident(start, 0));
+        ck_assert(!pool_page_resident(start, 1));
+        blocks[PAGE_BLOCKS] = pm_malloc(48);
+        ck_assert_ptr_eq(blocks[PAGE_BLOCKS], start + PAGE_BLOCKS * 48);
+        ck_assert_uint_eq(pool->touched_pages, 2);
         ck_assert(pool_page_resident(start, 1));
         ck_assert(!pool_page_resident(start, 2));
-        pm_free(p);
+        for (size_t i = 0; i <= PAGE_BLOCKS; i++)
+            pm_free(blocks[i]);
         ck_assert_int_eq(pm_malloc_trim(0), 1);
         ck_assert_uint_eq(pool->touched_pages, 0);
         ck_assert(!pool_page_resident(start, 0));
@@ -427,8 +441,7 @@ END_TEST
 
 /* A sandbox whose seccomp filter refuses MADV_POPULATE_WRITE (EPERM), as
  * one written before the advice existed may: carving falls back to page
- * faults, and blocks over several pages and classes work as before. The
- * pool's second page then stays out of memory until written. */
+ * faults, and blocks over several pages and classes work as before. */
 START_TEST(test_pool_carve_without_populate)
 {
     struct sock_filter filter[] = {
@@ -454,10 +467,6 @@ START_TEST(test_pool_carve_without_populate)
         ck_assert_ptr_nonnull(blocks[i]);
         pm_test_pattern_fill(blocks[i], size, i);
     }
-    char *p = pm_malloc(48); /* a class the loop did not use: a fresh pool */
-    ck_assert_ptr_nonnull(p);
-    ck_assert(!pool_page_resident(pm_pool_start(pm_pool_of(p)), 1));
-    pm_free(p);
     for (size_t i = 0; i < BLOCKS; i++) {
         ck_assert(pm_test_pattern_ok(blocks[i], 16 + (i % 8) * 40, i));
         pm_free(blocks[i]);
