@@ -204,15 +204,13 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
     return bytes;
 }
 
-/* The pages of the stretch carving is about to write, blocks up to `stop`
- * (from the first uncarved one), are made resident first, in one call,
- * where writing its links would take a page fault on each page not yet
- * touched. A stretch's blocks end in its last page (pm_pool_carve), so
- * these are pages the program writes too, when it has the blocks. */
-static void pool_touch_pages(pm_pool_t *pool, char *start, uint32_t stop)
+/* The pages of the stretch carving is about to write, those below
+ * `end_page` not yet touched, are made resident first, in one call, where
+ * writing its links would take a page fault on each. A stretch's blocks
+ * end in its last page (pm_pool_carve), so these are pages the program
+ * writes too, when it has the blocks. */
+static void pool_touch_pages(pm_pool_t *pool, char *start, unsigned end_page)
 {
-    unsigned end_page = (unsigned)(((size_t)stop * pool->block_size + PM_OS_PAGE_SIZE - 1) /
-                                   PM_OS_PAGE_SIZE);
     if (end_page <= pool->touched_pages)
         return;
     pm_os_populate(start + (size_t)pool->touched_pages * PM_OS_PAGE_SIZE,
@@ -266,7 +264,7 @@ bool pm_pool_carve(pm_pool_t *pool, bool coloured)
      * exact through the reciprocal for a pool offset (pm_class_reciprocal);
      * the pool's end is a page boundary, so never past its capacity. */
     uint32_t stop = (uint32_t)(((page_end - (uintptr_t)start) * pool->reciprocal) >> 32);
-    pool_touch_pages(pool, start, stop);
+    pool_touch_pages(pool, start, (unsigned)((page_end - (uintptr_t)start) / PM_OS_PAGE_SIZE));
     uint32_t colour = pool->carve_index;
     if (colour == 0 && coloured) {
         uintptr_t line = ((uintptr_t)start >> 12) * 0x9e3779b97f4a7c15ull >> 58; /* 0..63 */
