@@ -76,7 +76,7 @@
  *  OS page where the first of them ends, is carved into it (lazy carving, as in CPython's
  *  obmalloc: a pool's pages are touched only as it fills, each made
  *  resident by one system call rather than a page fault, which costs
- *  several times as much on a virtual machine that traps it, os.c); in a heap's first
+ *  half as much again or more on a virtual machine that traps it, os.c); in a heap's first
  *  few pools of a class, the first stretch is handed out from a colour, a
  *  cache line into the page that varies from pool to pool, so their first
  *  blocks do not all share page offset 0 (see pm_pool_carve). A free block holds
