@@ -347,8 +347,7 @@ void pm_arena_release_pool(pm_pool_t *pool)
     pm_lock(&directory.lock);
     uint64_t now_ms = decay_now_ms();
     /* I2: UNUSED and back on the free list in one step, under the lock. */
-    pool->heap = NULL;
-    __atomic_store_n(&pool->free_owner, NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->heap, NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&pool->class_index, PM_CLASS_NONE, __ATOMIC_RELEASE);
     if (arena->free_pool_count > 0)
         directory_unlink(arena);

@@ -387,7 +387,11 @@ static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
  * meeting, reports the double free at the second (I6). */
 static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *b)
 {
-    if (!pm_live_test(b) || pool->heap != heap) /* freed here when it was not live */
+    /* Freed here when it was not live; a clear bit is a sampled block's
+     * once, at the meeting that drops its record (I11). */
+    if (pool->heap != heap ||
+        (!pm_live_test(b) && !(__atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0 &&
+                               pm_profile_maybe_sampled(b) && pm_profile_drop(b))))
         pm_fatal("double free", b, pool->class_index);
     PM_COUNTER_ADD(heap->bins[pool->class_index].remote_collected_total, 1);
     heap_take_back(heap, pool, b);
@@ -773,18 +777,18 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
 void pm_heap_free(void *block, pm_op_t op)
 {
     pm_pool_t *pool = pm_pool_checked(block, op);
-    if (__atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0)
-        pm_profile_free(block); /* I11 */
     pm_heap_t *owner = __atomic_load_n(&pool->heap, __ATOMIC_RELAXED);
     pm_heap_t *me = pm_thread_heap;
     if (PM_LIKELY(owner == me)) {
-        /* I11: the pool's last sampled block is gone (freed here, or by
-         * another thread): its frees may take the fast path again. */
-        if (__atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) == 0)
-            __atomic_store_n(&pool->free_owner, me, __ATOMIC_RELAXED);
+        /* I11: checked live, with a clear bit: a sampled block. */
+        if (!pm_live_test(block))
+            pm_profile_drop(block);
         heap_take_back(me, pool, block);
         return;
     }
+    /* A sampled block keeps its record until its owner takes it back
+     * (heap_take_remote_from), so a second free meanwhile still finds it
+     * live, and the owner tells the two apart. */
     heap_free_remote(owner, pool, block);
 }
 

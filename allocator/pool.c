@@ -39,8 +39,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
         link_key_init();
     pool->free_list = NULL;
     pool->next = pool->prev = NULL;
-    pool->heap = heap;
-    __atomic_store_n(&pool->free_owner, heap, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->heap, heap, __ATOMIC_RELAXED);
     pool->carve_index = 0;
     pool->block_size = (uint32_t)pm_class_size(class_index);
     pool->reciprocal = pm_class_reciprocal[class_index];
@@ -146,7 +145,10 @@ static void pool_take_purged_page(pm_pool_t *pool)
 
 size_t pm_pool_purge_free_pages(pm_pool_t *pool)
 {
-    if (pool->debug_fill || pool->carve_index == 0)
+    /* A sampled block's bit is clear (I11): the map alone would not keep
+     * its page. Pools holding one wait for the next trim. */
+    if (pool->debug_fill || pool->carve_index == 0 ||
+        __atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0)
         return 0;
     char *start = pm_pool_start(pool);
     size_t size = pool->block_size;
@@ -362,8 +364,11 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
     uint64_t index = (offset * pool->reciprocal) >> 32;
     if (index * pool->block_size != offset || index >= pool->capacity)
         pool_misuse(block, op, MISUSE_NOT_BLOCK_START, (int)class_index);
-    /* I6: the live bit tells a block in use from a freed one. */
-    if (!pm_live_test(block))
+    /* I6: the live bit tells a block in use from a freed one, or else
+     * the block's record tells a sampled one (I11). */
+    if (!pm_live_test(block) &&
+        !(__atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0 &&
+          pm_profile_is_sampled(block)))
         pool_misuse(block, op, MISUSE_FREED, (int)class_index);
     return pool;
 }
@@ -372,10 +377,8 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
 bool pm_pool_is_valid(const pm_pool_t *pool)
 {
     if (pool->class_index == PM_CLASS_NONE)
-        return pm_pool_used(pool) == 0 && pool->heap == NULL && pool->free_owner == NULL; /* I2 */
-    if (pool->free_owner != NULL && (pool->free_owner != pool->heap || pool->sampled_count != 0))
-        return false; /* I11 */
-    unsigned live = 0;
+        return pm_pool_used(pool) == 0 && pool->heap == NULL && pool->sampled_count == 0; /* I2 */
+    unsigned live = pool->sampled_count; /* I11: their bits are clear */
     const uint64_t *live_map = pm_pool_live_map(pool);
     for (unsigned w = 0; w < PM_LIVE_MAP_WORDS; w++)
         live += (unsigned)__builtin_popcountll(live_map[w]);

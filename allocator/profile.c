@@ -635,12 +635,12 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
         profile.samples_dropped++;
     }
     pm_unlock(&profile.lock);
-    if (sample != NULL && !replaced && pm_registry_contains(block)) {
+    if (sample != NULL && pm_registry_contains(block)) {
         /* By the pool's owner: a small block is sampled as its own heap
-         * hands it out. */
-        pm_pool_t *pool = pm_pool_of(block);
-        __atomic_fetch_add(&pool->sampled_count, 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&pool->free_owner, NULL, __ATOMIC_RELAXED);
+         * hands it out, so its live bit is the owner's to clear. */
+        pm_live_clear(block);
+        if (!replaced)
+            __atomic_fetch_add(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
     }
     pm_profile_unwinding_now = false;
 }
@@ -688,7 +688,7 @@ void pm_profile_unwind_reinit_lock(void)
     pthread_rwlockattr_destroy(&attr);
 }
 
-void pm_profile_drop(void *block)
+bool pm_profile_drop(void *block)
 {
     pm_lock(&profile.lock);
     size_t slot = profile_sample_slot((uintptr_t)block);
@@ -700,6 +700,17 @@ void pm_profile_drop(void *block)
     pm_unlock(&profile.lock);
     if (found && pm_registry_contains(block))
         __atomic_fetch_sub(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
+    return found;
+}
+
+bool pm_profile_is_sampled(const void *block)
+{
+    if (!pm_profile_maybe_sampled(block))
+        return false;
+    pm_lock(&profile.lock);
+    bool found = profile.samples[profile_sample_slot((uintptr_t)block)].block == (uintptr_t)block;
+    pm_unlock(&profile.lock);
+    return found;
 }
 
 /* I11's tables checked whole; only when quiescent (tests). */

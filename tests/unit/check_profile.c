@@ -1,5 +1,7 @@
 /* check_profile.c — allocation-site profiling through pm_*: a sampled free
- * takes its bytes off its site's live bytes, identical stacks share a site,
+ * takes its bytes off its site's live bytes, a sampled pool block has its
+ * live bit clear and is still caught when freed twice (by its owner, or by
+ * its owner and another thread), identical stacks share a site,
  * the sample table grows and forgets freed blocks, the site table's limit
  * drops samples and counts them, threads without a heap (large requests
  * only, POOLMALLOC_DEBUG) are sampled too, and a fork while other threads sample
@@ -100,26 +102,68 @@ START_TEST(test_estimate_counts_bytes_asked)
 }
 END_TEST
 
-/* I11: a pool holding a sampled block has no free_owner, so its frees
- * take the slow path, which drops the records; the owner's free of the last
- * sampled block gives the fast path back. */
-START_TEST(test_sampled_pool_free_owner)
+/* I11: a sampled block's live bit is clear and its pool counts it, so
+ * free's fast path passes it on; the full path's checks find its record
+ * (usable size, free), and a block of the same pool that was not sampled
+ * keeps its bit, and with it the fast path. */
+START_TEST(test_sampled_block_bit)
 {
     profile_on(1);
     void *a = pm_malloc(256), *b = pm_malloc(256);
     pm_pool_t *pool = pm_pool_of(a);
     ck_assert_ptr_eq(pm_pool_of(b), pool);
     ck_assert_uint_eq(pool->sampled_count, 2);
-    ck_assert_ptr_null(pool->free_owner);
+    ck_assert(!pm_live_test(a) && !pm_live_test(b));
+    pm_thread_heap->sample_countdown = INT64_MAX; /* the next one unsampled */
+    void *c = pm_malloc(256);
+    ck_assert_ptr_eq(pm_pool_of(c), pool);
+    ck_assert(pm_live_test(c));
+    ck_assert_uint_eq(pool->sampled_count, 2);
     ck_assert(pm_heap_validate());
+    ck_assert_uint_eq(pm_malloc_usable_size(a), 256);
     pm_free(a);
     ck_assert_uint_eq(pool->sampled_count, 1);
-    ck_assert_ptr_null(pool->free_owner);
+    ck_assert(pm_heap_validate());
+    pm_free(c);
     pm_free(b);
     ck_assert_uint_eq(pool->sampled_count, 0);
-    ck_assert_ptr_eq(pool->free_owner, pm_thread_heap);
     ck_assert(pm_heap_validate());
     ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+}
+END_TEST
+
+/* I6 with I11: the first free of a sampled block drops its record, so the
+ * second finds neither bit nor record. An anchor keeps the pool in use. */
+START_TEST(test_sampled_double_free)
+{
+    profile_on(1);
+    void *anchor = pm_malloc(256), *p = pm_malloc(256);
+    ck_assert(anchor != NULL && !pm_live_test(p));
+    pm_free(p);
+    pm_free(p);
+}
+END_TEST
+
+static void *free_from_thread(void *block)
+{
+    pm_free(block);
+    return NULL;
+}
+
+/* A sampled block freed by another thread keeps its record until its owner
+ * collects it, so the owner's own free of it meanwhile is let through (it
+ * cannot tell which free came second), and the collection, which finds
+ * neither bit nor record, reports the double free. */
+START_TEST(test_sampled_double_free_remote)
+{
+    profile_on(1);
+    void *anchor = pm_malloc(256), *p = pm_malloc(256);
+    ck_assert(anchor != NULL && !pm_live_test(p));
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_from_thread, p), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    pm_free(p);
+    pm_malloc_trim(0); /* the owner collects its ring */
 }
 END_TEST
 
@@ -475,7 +519,9 @@ Suite *make_profile_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_free_subtracts_live);
     tcase_add_test(tc, test_estimate_counts_bytes_asked);
-    tcase_add_test(tc, test_sampled_pool_free_owner);
+    tcase_add_test(tc, test_sampled_block_bit);
+    tcase_add_test_raise_signal(tc, test_sampled_double_free, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_sampled_double_free_remote, SIGABRT);
     tcase_add_test(tc, test_realloc_moves_record);
     tcase_add_test(tc, test_heapless_thread_sampled);
     tcase_add_test(tc, test_debug_samples_large_only);
