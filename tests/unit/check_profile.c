@@ -144,6 +144,29 @@ START_TEST(test_sampled_double_free)
 }
 END_TEST
 
+/* malloc_trim gives back the pages of a pool in use that no live block
+ * overlaps, by the live map; a sampled block's bit is clear (I11), so its
+ * pool keeps its pages (a purged page would read back as zeros). */
+START_TEST(test_trim_keeps_sampled_block)
+{
+    profile_on(1);
+    unsigned char *sampled = pm_malloc(256);
+    ck_assert(!pm_live_test(sampled));
+    memset(sampled, 0x5a, 256);
+    pm_thread_heap->sample_countdown = INT64_MAX; /* the rest unsampled */
+    void *others[PM_POOL_SIZE / 256];
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        others[i] = pm_malloc(256);
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        pm_free(others[i]);
+    pm_malloc_trim(0);
+    for (size_t i = 0; i < 256; i++)
+        ck_assert_uint_eq(sampled[i], 0x5a);
+    ck_assert(pm_heap_validate());
+    pm_free(sampled);
+}
+END_TEST
+
 static void *free_from_thread(void *block)
 {
     pm_free(block);
@@ -520,6 +543,7 @@ Suite *make_profile_suite(void)
     tcase_add_test(tc, test_free_subtracts_live);
     tcase_add_test(tc, test_estimate_counts_bytes_asked);
     tcase_add_test(tc, test_sampled_block_bit);
+    tcase_add_test(tc, test_trim_keeps_sampled_block);
     tcase_add_test_raise_signal(tc, test_sampled_double_free, SIGABRT);
     tcase_add_test_raise_signal(tc, test_sampled_double_free_remote, SIGABRT);
     tcase_add_test(tc, test_realloc_moves_record);
