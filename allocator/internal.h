@@ -237,12 +237,12 @@
  *      class is PM_CLASS_NONE and its used_count is 0.
  *  I3  For an IN USE pool: used_count = the number of set bits of live_map
  *      + sampled_count (I11) = blocks handed out and not yet taken back by
- *      the owner (a block on
- *      its heap's remote ring or stack still counts); free-list length +
- *      uncarved blocks (capacity - carve_index) + purged blocks =
- *      capacity - used_count. A purged block starts in a page of
- *      purged_pages, which malloc_trim gave back: it is carved, not live,
- *      and on no free list; every block starting in such a page is one.
+ *      the owner (a block on its heap's remote ring or stack still
+ *      counts); free-list length + uncarved blocks (capacity -
+ *      carve_index) + purged blocks = capacity - used_count. A purged
+ *      block starts in a page of purged_pages, which malloc_trim gave
+ *      back: it is carved, not live, and on no free list; every block
+ *      starting in such a page is one.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
  *      for its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool
  *      of the class (heap->parked[class], then empty and on no list); a full pool
@@ -995,8 +995,9 @@ PM_HIDDEN bool pm_profile_drop(void *block);
 /* Whether the block has a record (I11): the filter, then a lookup under
  * the lock. For a pool block whose live bit is clear. */
 PM_HIDDEN bool pm_profile_is_sampled(const void *block);
-/* Every block leaving the program's hands, before it can be handed out
- * again: the filter, then the record only if the bit is set. */
+/* A glibc block leaving the program's hands, before glibc can hand its
+ * address out again: the filter, then the record only if the bit is set.
+ * (A pool block's record goes when its owner takes it back, I11.) */
 static inline void pm_profile_free(void *block)
 {
     /* The flag first: with profiling off, a load and a branch, not the
