@@ -390,8 +390,7 @@ static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *
     /* Freed here when it was not live; a clear bit is a sampled block's
      * once, at the meeting that drops its record (I11). */
     if (pool->heap != heap ||
-        (!pm_live_test(b) && !(__atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0 &&
-                               pm_profile_maybe_sampled(b) && pm_profile_drop(b))))
+        (!pm_live_test(b) && !(pm_pool_holds_sampled(pool) && pm_profile_drop(b))))
         pm_fatal("double free", b, pool->class_index);
     PM_COUNTER_ADD(heap->bins[pool->class_index].remote_collected_total, 1);
     heap_take_back(heap, pool, b);

@@ -713,6 +713,12 @@ static inline void pm_live_clear(const void *block)
     uint64_t *word = pm_live_word(block);
     __atomic_store_n(word, *word & ~pm_live_mask(block), __ATOMIC_RELAXED);
 }
+/* I11: whether the pool may hold a sampled block, whose live bit is clear:
+ * only then is a clear bit worth a look in the profile's records. */
+static inline bool pm_pool_holds_sampled(const pm_pool_t *pool)
+{
+    return __atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0;
+}
 /* The live map words of a pool's blocks. */
 static inline uint64_t *pm_pool_live_map(const pm_pool_t *pool)
 {
@@ -992,8 +998,8 @@ PM_HIDDEN bool pm_profile_validate(void);
 /* Drops the block's record, if it has one, and says whether it had one
  * (I11). Takes the lock. */
 PM_HIDDEN bool pm_profile_drop(void *block);
-/* Whether the block has a record (I11): the filter, then a lookup under
- * the lock. For a pool block whose live bit is clear. */
+/* Whether the block has a record (I11), without dropping it. Takes the
+ * lock. */
 PM_HIDDEN bool pm_profile_is_sampled(const void *block);
 /* A glibc block leaving the program's hands, before glibc can hand its
  * address out again: the filter, then the record only if the bit is set.

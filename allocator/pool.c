@@ -147,8 +147,7 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
 {
     /* A sampled block's bit is clear (I11): the map alone would not keep
      * its page. Pools holding one wait for the next trim. */
-    if (pool->debug_fill || pool->carve_index == 0 ||
-        __atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0)
+    if (pool->debug_fill || pool->carve_index == 0 || pm_pool_holds_sampled(pool))
         return 0;
     char *start = pm_pool_start(pool);
     size_t size = pool->block_size;
@@ -366,9 +365,7 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
         pool_misuse(block, op, MISUSE_NOT_BLOCK_START, (int)class_index);
     /* I6: the live bit tells a block in use from a freed one, or else
      * the block's record tells a sampled one (I11). */
-    if (!pm_live_test(block) &&
-        !(__atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0 &&
-          pm_profile_is_sampled(block)))
+    if (!pm_live_test(block) && !(pm_pool_holds_sampled(pool) && pm_profile_is_sampled(block)))
         pool_misuse(block, op, MISUSE_FREED, (int)class_index);
     return pool;
 }

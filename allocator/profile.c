@@ -688,11 +688,19 @@ void pm_profile_unwind_reinit_lock(void)
     pthread_rwlockattr_destroy(&attr);
 }
 
+/* Whether the block has a record, at *slot; else *slot is the empty slot
+ * its probe ends at. Caller holds profile.lock. */
+static bool profile_sample_find(const void *block, size_t *slot)
+{
+    *slot = profile_sample_slot((uintptr_t)block);
+    return profile.samples[*slot].block == (uintptr_t)block;
+}
+
 bool pm_profile_drop(void *block)
 {
     pm_lock(&profile.lock);
-    size_t slot = profile_sample_slot((uintptr_t)block);
-    bool found = profile.samples[slot].block == (uintptr_t)block;
+    size_t slot;
+    bool found = profile_sample_find(block, &slot);
     if (found) {
         profile_sample_retire(&profile.samples[slot]);
         profile_sample_delete(slot);
@@ -705,10 +713,9 @@ bool pm_profile_drop(void *block)
 
 bool pm_profile_is_sampled(const void *block)
 {
-    if (!pm_profile_maybe_sampled(block))
-        return false;
     pm_lock(&profile.lock);
-    bool found = profile.samples[profile_sample_slot((uintptr_t)block)].block == (uintptr_t)block;
+    size_t slot;
+    bool found = profile_sample_find(block, &slot);
     pm_unlock(&profile.lock);
     return found;
 }
