@@ -302,12 +302,6 @@ END_TEST
  * claimed and left unwritten before the fork. */
 enum { CHILD_RING_STUCK = 14 };
 
-static void *free_in_thread(void *block)
-{
-    pm_free(block);
-    return NULL;
-}
-
 START_TEST(test_fork_skips_unwritten_ring_slot)
 {
     install_fork_hooks();
@@ -321,7 +315,7 @@ START_TEST(test_fork_skips_unwritten_ring_slot)
     if (pid == 0) {
         child_setup();
         pthread_t t;
-        if (pthread_create(&t, NULL, free_in_thread, block) != 0 || pthread_join(t, NULL) != 0)
+        if (pthread_create(&t, NULL, pm_test_free_in_thread, block) != 0 || pthread_join(t, NULL) != 0)
             _exit(CHILD_ALLOC_FAILED);
         pm_malloc_trim(0); /* collects the calling thread's heap */
         bool drained = atomic_load(&heap->remote_head) == atomic_load(&heap->remote_tail);

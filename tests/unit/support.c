@@ -166,6 +166,12 @@ void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap)
                   "the child did not abort (status 0x%x), stderr: %s", status, buf);
 }
 
+void *pm_test_free_in_thread(void *block)
+{
+    pm_free(block);
+    return NULL;
+}
+
 static void *volatile remote_block;
 static void *remote_ring_fill[PM_REMOTE_RING];
 static pthread_barrier_t remote_barrier;

@@ -124,6 +124,9 @@ void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap);
  * ring_full, the calling thread first frees PM_REMOTE_RING other blocks of
  * the owner's, so that what misuse frees goes onto the overflow stack. */
 void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full);
+/* A thread's start routine that pm_frees `block`: a free by a thread that
+ * does not own the block's pool. */
+void *pm_test_free_in_thread(void *block);
 /* ck_assert that buf holds "poolmalloc: " and `what`. */
 void pm_test_assert_message(const char *buf, const char *what);
 
