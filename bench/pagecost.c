@@ -8,13 +8,16 @@
  * Prints one line, each figure the median over `reps` fresh mappings of
  * `pages` pages:
  *     pm-pagecost: fault_us=F populate_us=P touch_after_populate_us=T
+ *                  populate_run_us=P2 touch_after_run_us=T2
  *                  purge_us=D refault_us=R
  *   fault                  the first write to a page of a new mapping
  *   populate               madvise(MADV_POPULATE_WRITE) a page at a time, as
- *                          poolmalloc's carving does (allocator/os.c)
+ *                          poolmalloc's carving does (allocator/pool.c)
  *   touch_after_populate   the first write to a page so populated: near
  *                          zero on bare metal; on a hypervisor that shadows
  *                          the guest's page tables it traps anyway
+ *   populate_run,          the same, 256 KiB (an arena) at a time, as a
+ *   touch_after_run        growing heap's look-ahead does (allocator/arena.c)
  *   purge                  madvise(MADV_DONTNEED) of resident pages, 16 KiB
  *                          (a pool) at a time, as a purge does (arena.c)
  *   refault                the first write to a page after that purge: what
@@ -40,6 +43,7 @@
 
 #define PAGE 4096u
 #define POOL_BYTES 16384u
+#define ARENA_BYTES 262144u
 #define MAX_REPS 64
 
 static double now_us(void)
@@ -114,11 +118,11 @@ static long arg(int argc, char **argv, const char *key, long def, long min, long
 
 int main(int argc, char **argv)
 {
-    size_t pages = (size_t)arg(argc, argv, "pages", 4096, POOL_BYTES / PAGE, 1 << 20);
+    size_t pages = (size_t)arg(argc, argv, "pages", 4096, ARENA_BYTES / PAGE, 1 << 20);
     int reps = (int)arg(argc, argv, "reps", 5, 1, MAX_REPS);
-    pages -= pages % (POOL_BYTES / PAGE);
-    double fault[MAX_REPS], populate[MAX_REPS], touched[MAX_REPS], purge[MAX_REPS],
-        refault[MAX_REPS];
+    pages -= pages % (ARENA_BYTES / PAGE);
+    double fault[MAX_REPS], populate[MAX_REPS], touched[MAX_REPS], populate_run[MAX_REPS],
+        touched_run[MAX_REPS], purge[MAX_REPS], refault[MAX_REPS];
 
     for (int r = 0; r < reps; r++) {
         char *p = fresh(pages);
@@ -131,10 +135,16 @@ int main(int argc, char **argv)
         populate[r] = advise(p, pages, PAGE, MADV_POPULATE_WRITE);
         touched[r] = populate[r] < 0 ? -1.0 : touch(p, pages, 3);
         munmap(p, pages * PAGE);
+
+        p = fresh(pages);
+        populate_run[r] = advise(p, pages, ARENA_BYTES, MADV_POPULATE_WRITE);
+        touched_run[r] = populate_run[r] < 0 ? -1.0 : touch(p, pages, 4);
+        munmap(p, pages * PAGE);
     }
     printf("pm-pagecost: fault_us=%.2f populate_us=%.2f touch_after_populate_us=%.2f "
-           "purge_us=%.2f refault_us=%.2f\n",
+           "populate_run_us=%.2f touch_after_run_us=%.2f purge_us=%.2f refault_us=%.2f\n",
            median(fault, reps), median(populate, reps), median(touched, reps),
-           median(purge, reps), median(refault, reps));
+           median(populate_run, reps), median(touched_run, reps), median(purge, reps),
+           median(refault, reps));
     return 0;
 }
