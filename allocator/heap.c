@@ -546,7 +546,8 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
         if (atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed) != NULL &&
             bin_unpark(heap, bin, class_index))
             continue;
-        pm_pool_t *pool = pm_arena_acquire_pool(class_index, heap);
+        pm_pool_t *pool =
+            pm_arena_acquire_pool(class_index, heap, bin->pool_count >= PM_HEAP_COLOURED_POOLS);
         if (pool == NULL)
             return NULL;
         bin_push(bin, pool);

@@ -120,7 +120,11 @@
  *  many, up to POOLMALLOC_RETAIN_POOLS_MAX (16384, 256 MiB), and halves back
  *  once it has not grown for 8 delays. A program that frees and then grows
  *  past what it freed (mostly fresh pools) does not grow the cap, so a
- *  phase that frees everything gives it back at once. An arena whose pools are all
+ *  phase that frees everything gives it back at once. A heap that keeps
+ *  growing takes its next bare pool with the bare pools after it in the
+ *  arena made resident in the same call (populate_run in arena.c): they
+ *  join the retained list as if released then, within the cap, and are
+ *  handed out next. An arena whose pools are all
  *  unused is unmapped (in the arena space: its slot mapped read-only again,
  *  I13) once none of them holds pages, except for a reserve (one by
  *  default) so a program freeing and allocating around an arena boundary
@@ -282,7 +286,8 @@
  *      does not own a live block's pool may read them.
  *  I10 An UNUSED pool is on the retained list iff it is resident; the list
  *      is in release order (each pool stamped with CLOCK_MONOTONIC_COARSE
- *      when released) and changes only under the directory lock, so a pool
+ *      when released, or when populated ahead of a growing heap) and
+ *      changes only under the directory lock, so a pool
  *      being acquired leaves it before its new owner carves a block. A
  *      retained pool is purged (madvise) once it has been unused for
  *      POOLMALLOC_PURGE_DELAY, by a later acquire or release or the dump
@@ -804,8 +809,11 @@ typedef enum pm_op { PM_OP_FREE, PM_OP_REALLOC, PM_OP_USABLE_SIZE } pm_op_t;
 PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op);
 PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 
-/* arena.c: the arena directory; takes its own lock. */
-PM_HIDDEN pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap);
+/* arena.c: the arena directory; takes its own lock. `growing`: the heap
+ * holds PM_HEAP_COLOURED_POOLS or more pools of the class, all of them
+ * full, so pools taken next will be carved whole (populate_run). */
+PM_HIDDEN pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap,
+                                           bool growing);
 PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
 /* Purges the retained pools whose delay has run out, or that stand above
  * the cap (I10), in batches; for the dump thread, so that a process that

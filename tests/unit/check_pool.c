@@ -439,6 +439,73 @@ START_TEST(test_pool_carve_populates_pages)
 }
 END_TEST
 
+/* The pool after `pool` in its arena. */
+static pm_pool_t *next_pool(pm_pool_t *pool)
+{
+    return &pm_arena_of(pool)->pools[pool->pool_index + 1];
+}
+
+/* A heap that has filled more than PM_HEAP_COLOURED_POOLS pools of a class
+ * takes the next bare pool with the ones after it in its arena, populated
+ * in one call: at most one for every 32 pools in use (none for a program
+ * this small), and as many as the retained list has room for. They wait
+ * UNUSED, resident and retained (I10), and are handed out next, in address
+ * order, without carving populating them again. */
+START_TEST(test_pool_populate_ahead)
+{
+    if (!kernel_populates())
+        return;
+    enum { SIZE = 512, BLOCKS = 600 * PM_POOL_SIZE / SIZE };
+    static char *blocks[BLOCKS];
+    size_t n = 0;
+    pm_stats_t stats;
+    /* 20 pools in use: a growing heap, no look-ahead. */
+    while (n < 20 * PM_POOL_SIZE / SIZE) {
+        blocks[n] = pm_malloc(SIZE);
+        ck_assert_ptr_nonnull(blocks[n++]);
+    }
+    pm_test_stats(&stats);
+    ck_assert_uint_eq(stats.retained_pools, 0);
+    /* Past 480 pools in use (so a whole arena's worth ahead), up to the
+     * first block of a fresh arena. */
+    pm_pool_t *pool;
+    do {
+        ck_assert_uint_lt(n, BLOCKS);
+        blocks[n] = pm_malloc(SIZE);
+        ck_assert_ptr_nonnull(blocks[n]);
+        pool = pm_pool_of(blocks[n++]);
+    } while (n < 480 * PM_POOL_SIZE / SIZE || pool->pool_index != 0 ||
+             blocks[n - 1] != pm_pool_start(pool));
+    ck_assert_uint_eq(pool->touched_pages, pm_pool_bytes(0) / PM_OS_PAGE_SIZE);
+    pm_test_stats(&stats);
+    ck_assert_uint_eq(stats.retained_pools, PM_POOLS_PER_ARENA - 1);
+    for (pm_pool_t *ahead = next_pool(pool); ahead->pool_index < PM_POOLS_PER_ARENA - 1;
+         ahead = next_pool(ahead)) {
+        ck_assert_uint_eq(ahead->class_index, PM_CLASS_NONE);
+        ck_assert_uint_eq(ahead->touched_pages, PM_POOL_SIZE / PM_OS_PAGE_SIZE);
+        for (unsigned page = 0; page < PM_POOL_SIZE / PM_OS_PAGE_SIZE; page++)
+            ck_assert(pool_page_resident(pm_pool_start(ahead), page));
+    }
+    /* Handed out next, in order, each one carved whole by one stretch. */
+    for (unsigned k = 1; k < PM_POOLS_PER_ARENA; k++) {
+        while (pool->carve_index < pool->capacity || pool->free_list != NULL) {
+            blocks[n] = pm_malloc(SIZE);
+            ck_assert_ptr_eq(pm_pool_of(blocks[n++]), pool);
+        }
+        blocks[n] = pm_malloc(SIZE);
+        ck_assert_ptr_eq(pm_pool_of(blocks[n]), next_pool(pool));
+        pool = pm_pool_of(blocks[n++]);
+        ck_assert_ptr_eq(blocks[n - 1], pm_pool_start(pool));
+    }
+    pm_test_stats(&stats);
+    ck_assert_uint_eq(stats.retained_pools, 0);
+    ck_assert(pm_heap_validate());
+    for (size_t i = 0; i < n; i++)
+        pm_free(blocks[i]);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* A sandbox whose seccomp filter refuses MADV_POPULATE_WRITE (EPERM), as
  * one written before the advice existed may: carving falls back to page
  * faults, and blocks over several pages and classes work as before. */
@@ -545,6 +612,7 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_pool_random_mixed);
     tcase_add_test(tc, test_pool_colour_first_pools_only);
     tcase_add_test(tc, test_pool_carve_populates_pages);
+    tcase_add_test(tc, test_pool_populate_ahead);
     tcase_add_test(tc, test_pool_carve_without_populate);
     suite_add_tcase(s, tc);
     return s;
