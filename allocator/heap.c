@@ -515,7 +515,16 @@ static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  * untouched blocks of a pool being carved, a pool from an arena. Collecting
  * before carving keeps a producer whose consumer frees everything from
  * faulting in a page per class while its blocks wait to be collected. The
- * pool that serves moves to the head, where the fast path looks. */
+ * pool that serves moves to the head, where the fast path looks.
+ *
+ * Of the first two pools on the bin list with free blocks, the one with
+ * more blocks in use serves: a pool the program is emptying is left to
+ * drain and go back to its arena, rather than refilled with young blocks
+ * that pin it. With the first one found, a FIFO window's frees and
+ * allocations kept every pool of a class part full: peak RSS of
+ * pm_bench_churn 4,992 KiB against 4,892 (one thread), 14,848 against
+ * 14,400 (four), pm_bench_server 3,512 against 3,392; 2.3 instructions
+ * more a pair on churn, 0.5% fewer on python_objects.py. */
 static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
 {
     pm_bin_t *bin = &heap->bins[class_index];
@@ -525,7 +534,12 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
         for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
             next = pool->next;
             if (pool->free_list != NULL) {
-                serving = pool;
+                if (serving == NULL) {
+                    serving = pool;
+                    continue;
+                }
+                if (pm_pool_used(pool) > pm_pool_used(serving))
+                    serving = pool;
                 break;
             }
             if (pool->carve_index < pool->capacity || pool->purged_pages != 0) {

@@ -102,6 +102,10 @@
  *  they hold (the directory in arena.c). A pool is taken from the arena with the
  *  fewest unused pools, so allocation fills nearly-full arenas and sparse
  *  ones drain and can be unmapped (the reason CPython sorts usable_arenas).
+ *  Within a heap, when the pool serving a class runs dry, the fuller of the
+ *  first two pools of the bin list with free blocks serves next, so a pool
+ *  the program is emptying drains and goes back to its arena too (see
+ *  heap_alloc_from).
  *
  *  Giving memory back (I5, I10), as jemalloc's decay and mimalloc's purge
  *  delay do it: a pool released to its arena keeps its pages, on the

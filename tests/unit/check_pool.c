@@ -204,6 +204,52 @@ START_TEST(test_pool_full_then_one_free)
 }
 END_TEST
 
+/* When the pool serving runs out, the fuller of the first two pools with
+ * free blocks serves next, whichever came back to the bin list first: the
+ * other, which the program is emptying, is left to drain. Pools A, B and C
+ * of 512-byte blocks are filled, D serves; A gets a block back first (so
+ * it is first on the list), then B; A goes on being emptied. The next
+ * blocks not from D come from B, and from A only once B is full again. */
+START_TEST(test_pool_fuller_serves_first)
+{
+    enum { SIZE = 512, MAX = 8 * PM_POOL_SIZE / SIZE };
+    static char *blocks[MAX];
+    pm_pool_t *pools[4];
+    size_t first_of[4], n = 0;
+    for (unsigned k = 0; k < 4; k++) {
+        first_of[k] = n;
+        blocks[n] = pm_malloc(SIZE);
+        pools[k] = pm_pool_of(blocks[n++]);
+        while (k < 3 && pm_pool_used(pools[k]) < pools[k]->capacity) {
+            blocks[n] = pm_malloc(SIZE);
+            ck_assert_ptr_eq(pm_pool_of(blocks[n++]), pools[k]);
+        }
+    }
+    pm_pool_t *a = pools[0], *b = pools[1], *d = pools[3];
+    size_t freed[10] = {first_of[0], first_of[1]};
+    for (size_t i = 2; i < 10; i++)
+        freed[i] = first_of[0] + i - 1;
+    for (size_t i = 0; i < 10; i++) {
+        pm_free(blocks[freed[i]]);
+        blocks[freed[i]] = NULL;
+    }
+    ck_assert_uint_eq(pm_pool_used(b), b->capacity - 1);
+    ck_assert_uint_eq(pm_pool_used(a), a->capacity - 9);
+    char *p;
+    do {
+        ck_assert_uint_lt(n, MAX);
+        p = blocks[n++] = pm_malloc(SIZE);
+    } while (pm_pool_of(p) == d);
+    ck_assert_ptr_eq(pm_pool_of(p), b);
+    p = blocks[n++] = pm_malloc(SIZE);
+    ck_assert_ptr_eq(pm_pool_of(p), a);
+    ck_assert(pm_heap_validate());
+    for (size_t i = 0; i < n; i++)
+        pm_free(blocks[i]);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* Fill several arenas with one class: pools are used up one by one (at most
  * one of the class is partial), each holds its capacity, the stats count
  * exactly the pools and arenas seen; then drain them all. */
@@ -613,6 +659,7 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_pool_colour_first_pools_only);
     tcase_add_test(tc, test_pool_carve_populates_pages);
     tcase_add_test(tc, test_pool_populate_ahead);
+    tcase_add_test(tc, test_pool_fuller_serves_first);
     tcase_add_test(tc, test_pool_carve_without_populate);
     suite_add_tcase(s, tc);
     return s;
