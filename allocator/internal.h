@@ -814,8 +814,9 @@ PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op);
 PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 
 /* arena.c: the arena directory; takes its own lock. `growing`: the heap
- * holds PM_HEAP_COLOURED_POOLS or more pools of the class, all of them
- * full, so pools taken next will be carved whole (populate_run). */
+ * holds PM_HEAP_COLOURED_POOLS or more pools of the class and none has a
+ * block to hand out, so pools taken next will be carved whole
+ * (populate_run). */
 PM_HIDDEN pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap,
                                            bool growing);
 PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
