@@ -336,7 +336,8 @@ static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t now_ms)
     if (end == first + 1)
         return; /* carving populates a page at a time, as it needs them */
     char *start = pm_pool_start(pool);
-    pm_os_populate(start, (size_t)((char *)arena + (size_t)end * PM_POOL_SIZE - start));
+    if (!pm_os_populate(start, (size_t)((char *)arena + (size_t)end * PM_POOL_SIZE - start)))
+        return; /* the kernel refuses: carving's writes fault the pages in */
     pool->touched_pages = (uint8_t)(pm_pool_bytes(first) / PM_OS_PAGE_SIZE);
     /* The free list without the run, in its order... */
     pm_pool_t *rest = NULL, **tail = &rest;

@@ -424,8 +424,8 @@ PM_HIDDEN void pm_os_purge(void *addr, size_t size);
 /* Makes the pages of a committed range resident now, in one system call,
  * as a write to each would (MADV_POPULATE_WRITE); once the kernel refuses
  * (before Linux 5.14, a seccomp filter, a cgroup at its limit), it does
- * nothing again. */
-PM_HIDDEN void pm_os_populate(void *addr, size_t size);
+ * nothing again. Returns true if the pages are resident now. */
+PM_HIDDEN bool pm_os_populate(void *addr, size_t size);
 PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);
 /* Reads a small file (under /proc) whole into text, NUL-terminated; returns
  * its length, or -1. One read: /proc files are generated per read. */

@@ -156,12 +156,15 @@ static bool populate_off;
  * the hypervisor shadows the guest's page tables (PVM, kernel 6.18) the
  * first write to a populated page traps all the same, for 4.8 us: a page
  * then costs 7.2 us populated, against 11 faulted in. */
-void pm_os_populate(void *addr, size_t size)
+bool pm_os_populate(void *addr, size_t size)
 {
     if (__atomic_load_n(&populate_off, __ATOMIC_RELAXED))
-        return;
-    if (PM_OS_CALL(SYS_madvise, addr, size, MADV_POPULATE_WRITE) != 0)
+        return false;
+    if (PM_OS_CALL(SYS_madvise, addr, size, MADV_POPULATE_WRITE) != 0) {
         __atomic_store_n(&populate_off, true, __ATOMIC_RELAXED);
+        return false;
+    }
+    return true;
 }
 
 int pm_os_open(const char *path, int flags, mode_t mode)

@@ -584,6 +584,19 @@ START_TEST(test_pool_carve_without_populate)
         ck_assert(pm_test_pattern_ok(blocks[i], 16 + (i % 8) * 40, i));
         pm_free(blocks[i]);
     }
+    /* A growing heap gets no look-ahead (test_pool_populate_ahead): no
+     * unused pool counts as resident that is not. */
+    enum { GROWN = 600 * PM_POOL_SIZE / 512 };
+    static char *grown[GROWN];
+    for (size_t i = 0; i < GROWN; i++) {
+        grown[i] = pm_malloc(512);
+        ck_assert_ptr_nonnull(grown[i]);
+    }
+    pm_stats_t stats;
+    pm_test_stats(&stats);
+    ck_assert_uint_eq(stats.retained_pools, 0);
+    for (size_t i = 0; i < GROWN; i++)
+        pm_free(grown[i]);
     ck_assert(pm_heap_validate());
 }
 END_TEST
