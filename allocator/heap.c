@@ -300,17 +300,19 @@ void pm_heap_release_parked_if_due(void)
 {
     uint64_t last = atomic_load_explicit(&parked_walk_ms, memory_order_relaxed);
     uint64_t now_ms = pm_os_coarse_ms();
+    /* After a collapse every parked pool is due. */
+    bool collapsed = pm_arena_collapsed();
     if (now_ms - last < PARKED_WALK_MIN_MS ||
         (now_ms - last < pm_options.purge_delay_ms &&
          now_ms < atomic_load_explicit(&parked_next_due_ms, memory_order_relaxed) &&
-         !atomic_load_explicit(&abandoned_waiting, memory_order_relaxed)))
+         !atomic_load_explicit(&abandoned_waiting, memory_order_relaxed) && !collapsed))
         return;
     /* One thread wins the walk. */
     if (!atomic_compare_exchange_strong_explicit(&parked_walk_ms, &last, now_ms,
                                                  memory_order_relaxed, memory_order_relaxed))
         return;
     uint64_t next_due_ms;
-    heap_release_parked(now_ms, false, &next_due_ms);
+    heap_release_parked(now_ms, collapsed, &next_due_ms);
     atomic_store_explicit(&parked_next_due_ms, next_due_ms, memory_order_relaxed);
 }
 
@@ -342,7 +344,7 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
     bool parkable = last && heap_owned(heap) && pool_spans_pages(pool) &&
                     atomic_load_explicit(&heap->parked[pool->class_index],
                                          memory_order_relaxed) == NULL;
-    if (parkable && pm_options.purge_delay_ms != 0) {
+    if (parkable && pm_options.purge_delay_ms != 0 && !pm_arena_collapsed()) {
         bin_park(heap, bin, pool);
     } else if (!last || parkable) {
         pool_retire(bin, pool);

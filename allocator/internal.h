@@ -128,7 +128,12 @@
  *  growing takes its next bare pool with the bare pools after it in the
  *  arena made resident in the same call (populate_run in arena.c): they
  *  join the retained list as if released then, within the cap, and are
- *  handed out next. An arena whose pools are all
+ *  handed out next. A program whose pools in use fall to an eighth of
+ *  their peak (from 1 MiB or more) has collapsed (collapse_note in
+ *  arena.c): until it takes a pool again nothing is retained or parked, so
+ *  one that frees everything is back where it started at once, unless such
+ *  drops come within a delay of each other (rounds of a cycle, which the
+ *  cap serves). An arena whose pools are all
  *  unused is unmapped (in the arena space: its slot mapped read-only again,
  *  I13) once none of them holds pages, except for a reserve (one by
  *  default) so a program freeing and allocating around an arena boundary
@@ -259,7 +264,8 @@
  *      the only pool on its bin list (also in an abandoned heap, for the
  *      thread that adopts it); then, if its owner emptied it, it was carved
  *      past its first page and the heap has no parked pool of the class, it
- *      is parked (with no purge delay, released at once instead): off the
+ *      is parked (with no purge delay, or while the pools have collapsed,
+ *      released at once instead): off the
  *      bin list, so the fast paths never reach it (it
  *      has no live block), and the owner takes it back under service_lock
  *      on its next slow path of the class, or any thread, under the same
@@ -296,7 +302,7 @@
  *      retained pool is purged (madvise) once it has been unused for
  *      POOLMALLOC_PURGE_DELAY, by a later acquire or release or the dump
  *      thread's tick, or at once when the list grows past its adaptive cap
- *      (oldest first). A purged pool is carved afresh, so nothing reads its
+ *      (oldest first), which is 0 while the pools have collapsed. A purged pool is carved afresh, so nothing reads its
  *      zeroed pages as a free list.
  *  I12 Every link of a free list or a remote_free stack is stored encoded
  *      (pm_link_set) and decoded only through pm_link_get; a pool's link is
@@ -820,6 +826,10 @@ PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 PM_HIDDEN pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap,
                                            bool growing);
 PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
+/* The pools in use have collapsed (arena.c's collapse_note) and no pool
+ * has been taken since: nothing is retained or parked now. Read without
+ * the lock. */
+PM_HIDDEN bool pm_arena_collapsed(void);
 /* Purges the retained pools whose delay has run out, or that stand above
  * the cap (I10), in batches; for the dump thread, so that a process that
  * has gone quiet still gives its memory back. */
