@@ -256,14 +256,12 @@ END_TEST
 
 /* A program that frees nearly all its pools has collapsed (arena.c's
  * collapse_note): nothing is retained or parked, whatever the delay and the
- * cap, and RSS goes back to where it started. The same drop again within a
- * delay is a round of a cycle: the cap keeps its pools, as before. */
+ * cap. The same drop again within a delay is a round of a cycle: the cap
+ * keeps its pools, as before. */
 START_TEST(test_release_collapse)
 {
     pm_options.purge_delay_ms = 60000;
     pm_options.retain_pools = 4096;
-    memset(blocks, 0xff, sizeof blocks); /* their pages in the start */
-    long start_kib = resident_kib();
     allocate_all();
     free_all();
     pm_stats_t s;
@@ -271,7 +269,6 @@ START_TEST(test_release_collapse)
     ck_assert_uint_eq(s.retained_pools, 0);
     ck_assert_uint_eq(s.classes[pm_class_of(BLOCK_SIZE)].pools, 0); /* not parked */
     ck_assert_uint_le(s.arenas_mapped, pm_options.reserve_arenas);
-    ck_assert_int_le(resident_kib(), start_kib + 256);
     ck_assert(pm_heap_validate());
     allocate_all();
     free_all();
@@ -475,6 +472,25 @@ START_TEST(test_release_rss_falls)
     pm_arena_decay_tick();
     long later = resident_kib();
     ck_assert_msg(later - start < 1024, "RSS %ld KiB -> after the delay %ld", start, later);
+}
+END_TEST
+
+/* After a collapse RSS is back where it started, within a few pages: not
+ * the cap's 1 MiB and a parked pool per class (1.4 MiB over the start
+ * before collapse_note). Not under AddressSanitizer, whose runtime held 7
+ * MiB more after this test's frees than before, outside the shadow that
+ * resident_kib leaves out. */
+START_TEST(test_release_collapse_rss_falls)
+{
+    if (PM_TEST_ASAN)
+        return;
+    pm_options.purge_delay_ms = 60000;
+    memset(blocks, 0xff, sizeof blocks); /* their pages in the start */
+    long start = resident_kib();
+    allocate_all();
+    free_all();
+    long after = resident_kib();
+    ck_assert_msg(after - start < 256, "RSS %ld KiB -> after free %ld", start, after);
 }
 END_TEST
 
@@ -843,6 +859,7 @@ Suite *make_release_suite(void)
     TCase *rss = tcase_create("rss");
     tcase_set_tags(rss, "rss");
     tcase_add_test(rss, test_release_rss_falls);
+    tcase_add_test(rss, test_release_collapse_rss_falls);
     tcase_add_test(rss, test_trim_free_pages_rss_falls);
     tcase_add_loop_test(rss, test_release_glibc_heap_on_fall, 0, 2);
     tcase_add_test(rss, test_release_glibc_heap_collapse);
