@@ -34,10 +34,10 @@ static struct {
     uint64_t pools_in_use; /* not UNUSED, over every arena */
     /* The collapse (collapse_note): the most pools in use since the last
      * one ended (at the next acquire); when the last one came, and until
-     * when collapses are a cycle's. While `collapsed` (mirrored in
-     * pools_collapsed for readers without the lock), nothing is retained. */
+     * when collapses are a cycle's. While `collapsed`, nothing is retained;
+     * written under the lock, read without it too (pm_arena_collapsed). */
     uint64_t in_use_peak, collapse_ms, cycle_until_ms;
-    bool collapsed;
+    _Atomic bool collapsed;
     uint64_t released_bytes_total;
     /* The retained list (I10): UNUSED resident pools, oldest (released
      * first) at the head, linked through retained_next/retained_prev. */
@@ -106,8 +106,6 @@ static pm_arena_t *arena_create(void)
 /* Read under the directory lock, so the stamps of the retained list never
  * go backwards and no pool looks older than it is. */
 static uint64_t decay_now_ms(void) { return pm_os_coarse_ms(); }
-
-static _Atomic bool pools_collapsed;
 
 static uint64_t *released_ms_of(pm_pool_t *pool)
 {
@@ -246,7 +244,7 @@ static uint64_t retain_cap(uint64_t now_ms)
         directory.retain_cap = directory.retain_cap / 2 > floor ? directory.retain_cap / 2 : floor;
         directory.cap_changed_ms = now_ms;
     }
-    return directory.collapsed ? 0 : directory.retain_cap;
+    return pm_arena_collapsed() ? 0 : directory.retain_cap;
 }
 
 static void retain_cap_forget(void)
@@ -308,7 +306,7 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
     while (purged < budget && (pool = directory.retained_oldest) != NULL) {
         bool expired = now_ms - *released_ms_of(pool) >= pm_options.purge_delay_ms;
         if (!expired && (directory.retained_count <= cap ||
-                         (!directory.collapsed &&
+                         (!pm_arena_collapsed() &&
                           directory.retained_count <= (cap = retain_cap_grow(now_ms)))))
             break;
         unsigned pools;
@@ -320,12 +318,6 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
         purged++;
     }
     return purged;
-}
-
-static void collapsed_set(bool collapsed)
-{
-    directory.collapsed = collapsed;
-    atomic_store_explicit(&pools_collapsed, collapsed, memory_order_relaxed);
 }
 
 /* A program that lets go of nearly all its pools (to an eighth of the most
@@ -346,7 +338,7 @@ static void collapsed_set(bool collapsed)
  * system.c does for glibc's heap. Caller holds the lock. */
 static void collapse_note(uint64_t now_ms)
 {
-    if (directory.collapsed || directory.in_use_peak < COLLAPSE_MIN_POOLS ||
+    if (pm_arena_collapsed() || directory.in_use_peak < COLLAPSE_MIN_POOLS ||
         directory.pools_in_use * COLLAPSE_RATIO > directory.in_use_peak)
         return;
     bool cycle = now_ms - directory.collapse_ms < pm_options.purge_delay_ms;
@@ -356,12 +348,12 @@ static void collapse_note(uint64_t now_ms)
     if (cycle || now_ms < directory.cycle_until_ms)
         directory.in_use_peak = directory.pools_in_use; /* the next round's peak from here */
     else
-        collapsed_set(true);
+        atomic_store_explicit(&directory.collapsed, true, memory_order_relaxed);
 }
 
 bool pm_arena_collapsed(void)
 {
-    return atomic_load_explicit(&pools_collapsed, memory_order_relaxed);
+    return atomic_load_explicit(&directory.collapsed, memory_order_relaxed);
 }
 
 /* A heap growing in a class has taken a pool without pages. That pool and
@@ -445,8 +437,8 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
      * would still show it UNUSED and resident, fit to be purged under the
      * blocks its new owner is carving. */
     directory.pools_in_use++;
-    if (directory.collapsed) {
-        collapsed_set(false); /* the program needs pools again */
+    if (pm_arena_collapsed()) { /* the program needs pools again */
+        atomic_store_explicit(&directory.collapsed, false, memory_order_relaxed);
         directory.in_use_peak = directory.pools_in_use;
     }
     if (directory.pools_in_use > directory.in_use_peak)
