@@ -19,10 +19,9 @@
  * (populate_run): what a look-ahead leaves resident and unused when the
  * growth stops stays under 1/32 of the pools, about 3%. */
 #define POPULATE_AHEAD_RATIO 32
-/* The pools in use collapse when they fall to 1/COLLAPSE_RATIO of the most
- * there were since the last collapse, if that was COLLAPSE_MIN_POOLS or
- * more (collapse_note). */
-#define COLLAPSE_RATIO 8
+/* The pools in use collapse when they fall to 1/PM_COLLAPSE_DIVISOR of the
+ * most there were since the last collapse, if that was COLLAPSE_MIN_POOLS
+ * or more (collapse_note). */
 #define COLLAPSE_MIN_POOLS 64
 
 static struct {
@@ -339,11 +338,11 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
 static void collapse_note(uint64_t now_ms)
 {
     if (pm_arena_collapsed() || directory.in_use_peak < COLLAPSE_MIN_POOLS ||
-        directory.pools_in_use * COLLAPSE_RATIO > directory.in_use_peak)
+        directory.pools_in_use * PM_COLLAPSE_DIVISOR > directory.in_use_peak)
         return;
     bool cycle = now_ms - directory.collapse_ms < pm_options.purge_delay_ms;
     if (cycle)
-        directory.cycle_until_ms = now_ms + CAP_SHRINK_DELAYS * pm_options.purge_delay_ms;
+        directory.cycle_until_ms = now_ms + PM_CYCLE_DELAYS * pm_options.purge_delay_ms;
     directory.collapse_ms = now_ms;
     if (cycle || now_ms < directory.cycle_until_ms)
         directory.in_use_peak = directory.pools_in_use; /* the next round's peak from here */

@@ -819,6 +819,13 @@ typedef enum pm_op { PM_OP_FREE, PM_OP_REALLOC, PM_OP_USABLE_SIZE } pm_op_t;
 PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op);
 PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 
+/* Giving memory back, the pools' (arena.c) and glibc's heap's (system.c)
+ * alike: a collapse is a fall to 1/PM_COLLAPSE_DIVISOR of the peak, given
+ * back at once; one that comes back within a purge delay makes the next
+ * PM_CYCLE_DELAYS delays a cycle's, when collapses wait like any fall. */
+#define PM_COLLAPSE_DIVISOR 8
+#define PM_CYCLE_DELAYS 8
+
 /* arena.c: the arena directory; takes its own lock. `growing`: the heap
  * holds PM_HEAP_COLOURED_POOLS or more pools of the class and none has a
  * block to hand out, so pools taken next will be carved whole

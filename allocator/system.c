@@ -38,8 +38,6 @@ extern int __libc_mallopt(int param, int value);
  * blocks is at its most likely to be measured, or to stay small. A
  * program whose large blocks churn at a steady level never trims. */
 #define SYSTEM_TRIM_MIN_MARK ((int64_t)1 << 20)
-#define SYSTEM_COLLAPSE_DIVISOR 8
-#define SYSTEM_CYCLE_DELAYS 8
 
 static struct {
     _Atomic int64_t live;                   /* settled: off by a step per heap */
@@ -85,14 +83,14 @@ void pm_system_trim_if_due(void)
 /* A collapse (live bytes at most an eighth of the mark: the program let go
  * of nearly all its large blocks) is trimmed at once, not after the delay,
  * unless the last one came back within the delay (to 3/4 of what it fell
- * from) less than SYSTEM_CYCLE_DELAYS delays ago: a program that drops and
+ * from) less than PM_CYCLE_DELAYS delays ago: a program that drops and
  * rebuilds everything in rounds would pay a trim and its page faults every
  * round. The first round pays once. Returns true if it trimmed. */
 static bool system_trim_collapse(int64_t mark, int64_t live)
 {
     uint64_t now = pm_os_coarse_ms();
     uint64_t cycle = atomic_load_explicit(&settled.cycle_ms, memory_order_relaxed);
-    if (cycle != 0 && now - cycle < SYSTEM_CYCLE_DELAYS * pm_options.purge_delay_ms)
+    if (cycle != 0 && now - cycle < PM_CYCLE_DELAYS * pm_options.purge_delay_ms)
         return false;
     /* One thread wins the mark and trims. */
     if (!atomic_compare_exchange_strong_explicit(&settled.mark, &mark, live, memory_order_relaxed,
@@ -132,7 +130,7 @@ void pm_system_settle(int64_t delta)
     if (delta > 0)
         system_note_regrowth(live);
     else if (pm_options.trim_glibc && mark >= SYSTEM_TRIM_MIN_MARK &&
-             live <= mark / SYSTEM_COLLAPSE_DIVISOR && system_trim_collapse(mark, live))
+             live <= mark / PM_COLLAPSE_DIVISOR && system_trim_collapse(mark, live))
         return;
     if (live > mark / 2) {
         if (halved != 0) /* grown back within the delay: a cycle, not a fall */
