@@ -92,10 +92,13 @@ typedef struct stats_record_meta {
 
 static struct timespec stats_start;
 static uint64_t stats_sequence;
+/* Set by the exit snapshot, under the report lock. */
+static bool stats_exit_written;
 
 void pm_stats_note_start(void)
 {
     clock_gettime(CLOCK_MONOTONIC, &stats_start);
+    stats_exit_written = false;
 }
 
 /* Large enough for the JSON record with every class (about 12 KiB) and,
@@ -538,6 +541,16 @@ int pm_stats_write_snapshot(pm_snapshot_reason_t reason)
         return -1;
     int error = 0;
     pm_stats_lock();
+    /* The exit snapshot ends the report: readers take a last record that is
+     * not it for a program that was killed. Other libraries' destructors
+     * and glibc's teardown run after ours, and the dump thread, still
+     * running then, must not follow it with another. */
+    bool from_dump_thread = reason == PM_SNAPSHOT_INTERVAL || reason == PM_SNAPSHOT_SIGNAL;
+    if (stats_exit_written && from_dump_thread) {
+        pm_stats_unlock();
+        return 0;
+    }
+    stats_exit_written |= reason == PM_SNAPSHOT_EXIT;
     size_t length = stats_format_record(pm_options.stats_format, reason);
     if (strcmp(pattern, "stderr") == 0) {
         error = stats_write_record(STDERR_FILENO, stats_record, length);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The dump thread, end to end: a probe program (probe.c) runs with
 # libpoolmalloc.so preloaded and stats on, and its snapshots are read back
-# with Python's json module. Usage: dump.sh LIBPOOLMALLOC PROBE
+# with Python's json module. Usage: dump.sh LIBPOOLMALLOC PROBE LATE_EXIT
 set -euo pipefail
 lib="$1"
 probe="$2"
+late_exit="$3"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 python=/usr/bin/python3
@@ -58,6 +59,17 @@ assert live["system_live_blocks"] - end["system_live_blocks"] == 37
 assert end["classes"][1]["freed_total"] - live["classes"][1]["freed_total"] == 1000
 PY
 echo "dump: interval snapshots: $n records, counters exact"
+
+# 1b. The exit snapshot is the last record even when another library's
+# destructor runs after ours for several intervals.
+LD_PRELOAD="$lib $late_exit" POOLMALLOC_STATS="$work/late.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=10ms "$probe" pattern 50
+"$python" - "$work/late.jsonl" <<'PY' || fail "the exit snapshot is not the last record"
+import json, sys
+reasons = [json.loads(line)["reason"] for line in open(sys.argv[1])]
+assert reasons.count("exit") == 1 and reasons[-1] == "exit", reasons[-5:]
+PY
+echo "dump: the exit snapshot ends the report, whatever runs after it"
 
 # 2. Text format to a relative path: made absolute, readable.
 (cd "$work" && LD_PRELOAD="$lib" POOLMALLOC_STATS=text.%p.txt POOLMALLOC_STATS_INTERVAL=1h \
