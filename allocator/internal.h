@@ -133,7 +133,8 @@
  *  arena.c): until it takes a pool again nothing is retained or parked, so
  *  one that frees everything is back where it started at once, unless such
  *  drops come within a delay of each other (rounds of a cycle, which the
- *  cap serves). An arena whose pools are all
+ *  cap serves), and none falls to an eighth of where the rounds rebuilt
+ *  from (which ends the cycle). An arena whose pools are all
  *  unused is unmapped (in the arena space: its slot mapped read-only again,
  *  I13) once none of them holds pages, except for a reserve (one by
  *  default) so a program freeing and allocating around an arena boundary
@@ -822,7 +823,9 @@ PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 /* Giving memory back, the pools' (arena.c) and glibc's heap's (system.c)
  * alike: a collapse is a fall to 1/PM_COLLAPSE_DIVISOR of the peak, given
  * back at once; one that comes back within a purge delay makes the next
- * PM_CYCLE_DELAYS delays a cycle's, when collapses wait like any fall. */
+ * PM_CYCLE_DELAYS delays a cycle's, when collapses wait like any fall,
+ * except one to 1/PM_COLLAPSE_DIVISOR of the cycle's trough, which ends
+ * it. */
 #define PM_COLLAPSE_DIVISOR 8
 #define PM_CYCLE_DELAYS 8
 

@@ -45,7 +45,9 @@ static struct {
     _Atomic uint64_t halved_ms;             /* when live fell to mark / 2; 0: it has not */
     _Atomic uint64_t collapse_ms;           /* a collapse trimmed at once, watched; 0: none */
     _Atomic int64_t collapse_mark;          /* the mark it fell from */
+    _Atomic int64_t collapse_low;           /* the least live since, while watched */
     _Atomic uint64_t cycle_ms;              /* when one last came back within the delay */
+    _Atomic int64_t cycle_low;              /* the least live of that one's round */
     int (*_Atomic glibc_trim)(size_t pad); /* NULL: none to call */
 } settled;
 
@@ -85,18 +87,27 @@ void pm_system_trim_if_due(void)
  * unless the last one came back within the delay (to 3/4 of what it fell
  * from) less than PM_CYCLE_DELAYS delays ago: a program that drops and
  * rebuilds everything in rounds would pay a trim and its page faults every
- * round. The first round pays once. Returns true if it trimmed. */
+ * round. The first round pays once. A fall to an eighth of the least that
+ * round fell to, if that was SYSTEM_TRIM_MIN_MARK or more (below, an
+ * eighth is within the settling's steps), is no round: the program let go
+ * of what it kept through the cycle, which is over (as for the pools,
+ * arena.c's collapse_note).
+ * Returns true if it trimmed. */
 static bool system_trim_collapse(int64_t mark, int64_t live)
 {
     uint64_t now = pm_os_coarse_ms();
     uint64_t cycle = atomic_load_explicit(&settled.cycle_ms, memory_order_relaxed);
-    if (cycle != 0 && now - cycle < PM_CYCLE_DELAYS * pm_options.purge_delay_ms)
+    int64_t cycle_low = atomic_load_explicit(&settled.cycle_low, memory_order_relaxed);
+    if (cycle != 0 && now - cycle < PM_CYCLE_DELAYS * pm_options.purge_delay_ms &&
+        (cycle_low < SYSTEM_TRIM_MIN_MARK || live * PM_COLLAPSE_DIVISOR > cycle_low))
         return false;
     /* One thread wins the mark and trims. */
     if (!atomic_compare_exchange_strong_explicit(&settled.mark, &mark, live, memory_order_relaxed,
                                                  memory_order_relaxed))
         return false;
+    atomic_store_explicit(&settled.cycle_ms, 0, memory_order_relaxed);
     atomic_store_explicit(&settled.collapse_mark, mark, memory_order_relaxed);
+    atomic_store_explicit(&settled.collapse_low, live, memory_order_relaxed);
     atomic_store_explicit(&settled.collapse_ms, now != 0 ? now : 1, memory_order_relaxed);
     pm_system_trim(0);
     return true;
@@ -113,8 +124,12 @@ static void system_note_regrowth(int64_t live)
     if (now - at < pm_options.purge_delay_ms &&
         live < atomic_load_explicit(&settled.collapse_mark, memory_order_relaxed) / 4 * 3)
         return; /* still watching */
-    if (now - at < pm_options.purge_delay_ms)
+    if (now - at < pm_options.purge_delay_ms) {
+        atomic_store_explicit(&settled.cycle_low,
+                              atomic_load_explicit(&settled.collapse_low, memory_order_relaxed),
+                              memory_order_relaxed);
         atomic_store_explicit(&settled.cycle_ms, now != 0 ? now : 1, memory_order_relaxed);
+    }
     atomic_store_explicit(&settled.collapse_ms, 0, memory_order_relaxed);
 }
 
@@ -127,11 +142,16 @@ void pm_system_settle(int64_t delta)
                                                                  memory_order_relaxed))
         continue;
     uint64_t halved = atomic_load_explicit(&settled.halved_ms, memory_order_relaxed);
-    if (delta > 0)
+    if (delta > 0) {
         system_note_regrowth(live);
-    else if (pm_options.trim_glibc && mark >= SYSTEM_TRIM_MIN_MARK &&
-             live <= mark / PM_COLLAPSE_DIVISOR && system_trim_collapse(mark, live))
-        return;
+    } else {
+        if (atomic_load_explicit(&settled.collapse_ms, memory_order_relaxed) != 0 &&
+            live < atomic_load_explicit(&settled.collapse_low, memory_order_relaxed))
+            atomic_store_explicit(&settled.collapse_low, live, memory_order_relaxed);
+        if (pm_options.trim_glibc && mark >= SYSTEM_TRIM_MIN_MARK &&
+            live <= mark / PM_COLLAPSE_DIVISOR && system_trim_collapse(mark, live))
+            return;
+    }
     if (live > mark / 2) {
         if (halved != 0) /* grown back within the delay: a cycle, not a fall */
             atomic_store_explicit(&settled.halved_ms, 0, memory_order_relaxed);
