@@ -170,6 +170,7 @@ static void bin_park(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
     pm_lock(&heap->service_lock);
     pm_arena_of(pool)->released_ms[pool->pool_index] = now_ms;
     atomic_store_explicit(&heap->parked[pool->class_index], pool, memory_order_relaxed);
+    pm_arena_parked_add(1);
     pm_unlock(&heap->service_lock);
 }
 
@@ -181,6 +182,8 @@ static __attribute__((noinline)) bool bin_unpark(pm_heap_t *heap, pm_bin_t *bin,
     pm_lock(&heap->service_lock);
     pm_pool_t *pool = atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed);
     atomic_store_explicit(&heap->parked[class_index], NULL, memory_order_relaxed);
+    if (pool != NULL)
+        pm_arena_parked_add(-1);
     pm_unlock(&heap->service_lock);
     if (pool == NULL)
         return false; /* given back meanwhile */
@@ -213,6 +216,7 @@ static size_t heap_give_back_parked(pm_heap_t *heap, uint64_t now_ms, bool all,
             continue;
         }
         atomic_store_explicit(&heap->parked[c], NULL, memory_order_relaxed);
+        pm_arena_parked_add(-1);
         pm_pool_purge_empty(pool);
         pm_arena_release_pool(pool);
         released++;
@@ -295,22 +299,34 @@ static _Atomic uint64_t parked_next_due_ms; /* UINT64_MAX: the walk left none */
  * the walk takes the heap directory lock, which thread start and exit
  * take too. */
 #define PARKED_WALK_MIN_MS 10
+/* Whether the heaps were walked since the pools last collapsed. */
+static _Atomic bool parked_walked_in_collapse;
 
 void pm_heap_release_parked_if_due(void)
 {
     uint64_t last = atomic_load_explicit(&parked_walk_ms, memory_order_relaxed);
     uint64_t now_ms = pm_os_coarse_ms();
-    /* After a collapse every parked pool is due. */
+    /* After a collapse every parked pool is due, and the first walk comes
+     * at once: the threads that parked them may all be idle by the next. */
     bool collapsed = pm_arena_collapsed();
-    if (now_ms - last < PARKED_WALK_MIN_MS ||
-        (now_ms - last < pm_options.purge_delay_ms &&
-         now_ms < atomic_load_explicit(&parked_next_due_ms, memory_order_relaxed) &&
-         !atomic_load_explicit(&abandoned_waiting, memory_order_relaxed) && !collapsed))
+    bool walked = atomic_load_explicit(&parked_walked_in_collapse, memory_order_relaxed);
+    if (!collapsed && walked)
+        atomic_store_explicit(&parked_walked_in_collapse, false, memory_order_relaxed);
+    if ((!collapsed || walked) &&
+        (now_ms - last < PARKED_WALK_MIN_MS ||
+         (now_ms - last < pm_options.purge_delay_ms &&
+          now_ms < atomic_load_explicit(&parked_next_due_ms, memory_order_relaxed) &&
+          !atomic_load_explicit(&abandoned_waiting, memory_order_relaxed) && !collapsed)))
         return;
-    /* One thread wins the walk. */
-    if (!atomic_compare_exchange_strong_explicit(&parked_walk_ms, &last, now_ms,
-                                                 memory_order_relaxed, memory_order_relaxed))
-        return;
+    /* One thread wins the walk; the first after a collapse always walks,
+     * as one that lost to a walk that began before it would leave its
+     * parked pools for good. */
+    while (!atomic_compare_exchange_strong_explicit(&parked_walk_ms, &last, now_ms,
+                                                    memory_order_relaxed, memory_order_relaxed))
+        if (!collapsed || walked)
+            return;
+    if (collapsed)
+        atomic_store_explicit(&parked_walked_in_collapse, true, memory_order_relaxed);
     uint64_t next_due_ms;
     heap_release_parked(now_ms, collapsed, &next_due_ms);
     atomic_store_explicit(&parked_next_due_ms, next_due_ms, memory_order_relaxed);
@@ -339,14 +355,26 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
      * rather than keep it, so that if the thread goes idle now, its pages
      * go back after the delay (a thread's kept pools were up to 32 x 16
      * KiB, for as long as it lived); with no delay, it goes back now, as
-     * every released pool does then. */
+     * every released pool does then; with one parked already, it goes back
+     * too (it was kept, with the parked one, for as long as the thread
+     * lived: a thread that frees its blocks newest first empties the pool
+     * it was carving, which parks, then the full one before it). */
     bool last = pool->prev == NULL && pool->next == NULL;
-    bool parkable = last && heap_owned(heap) && pool_spans_pages(pool) &&
+    bool spans = heap_owned(heap) && pool_spans_pages(pool);
+    bool parkable = last && spans &&
                     atomic_load_explicit(&heap->parked[pool->class_index],
                                          memory_order_relaxed) == NULL;
     if (parkable && pm_options.purge_delay_ms != 0 && !pm_arena_collapsed()) {
         bin_park(heap, bin, pool);
-    } else if (!last || parkable) {
+        if (pm_arena_note_parked()) {
+            /* Collapsed, by this pool or meanwhile: nothing stays parked,
+             * this pool included, whose parking may have come after the
+             * walk that gave the other heaps' back. */
+            if (bin_unpark(heap, bin, pool->class_index))
+                pool_retire(bin, pool);
+            heap_housekeeping(heap);
+        }
+    } else if (!last || spans) {
         pool_retire(bin, pool);
         heap_housekeeping(heap);
     }
@@ -920,6 +948,7 @@ bool pm_heap_validate(void)
     pm_lock(&heaps.lock);
     uint64_t allocated[PM_CLASS_COUNT] = {0}, pools[PM_CLASS_COUNT] = {0};
     uint64_t waiting_walked[PM_CLASS_COUNT] = {0}, waiting_counted[PM_CLASS_COUNT] = {0};
+    uint64_t parked = 0;
     bool ok = true, any_orphaned = false;
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         any_orphaned |= heap_is_orphaned(heap);
@@ -929,7 +958,9 @@ bool pm_heap_validate(void)
              * two (see heap_visit_pool). */
             ok &= heap_is_orphaned(heap) || bin->serving == bin_head_or_dry(bin);
             allocated[c] += bin->allocated_total;
-            pools[c] += bin->pool_count + (atomic_load(&heap->parked[c]) != NULL);
+            bool has_parked = atomic_load(&heap->parked[c]) != NULL;
+            parked += has_parked;
+            pools[c] += bin->pool_count + has_parked;
             waiting_counted[c] += bin->remote_freed_total - bin->remote_collected_total;
         }
         for (uint64_t pos = atomic_load(&heap->remote_head); pos != atomic_load(&heap->remote_tail);
@@ -951,7 +982,7 @@ bool pm_heap_validate(void)
         waiting_counted[c] += atomic_load(&heapless_remote_freed[c]);
         validate_used[c] = validate_pools[c] = 0;
     }
-    ok &= pm_arena_validate(heap_visit_pool);
+    ok &= pm_arena_validate(heap_visit_pool, parked);
     /* I8, unless an orphaned heap's counters may be cut mid-update too. */
     for (unsigned c = 0; c < PM_CLASS_COUNT && !any_orphaned; c++) {
         ok &= waiting_walked[c] == waiting_counted[c];

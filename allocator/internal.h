@@ -128,9 +128,10 @@
  *  growing takes its next bare pool with the bare pools after it in the
  *  arena made resident in the same call (populate_run in arena.c): they
  *  join the retained list as if released then, within the cap, and are
- *  handed out next. A program whose pools in use fall to an eighth of
- *  their peak (from 1 MiB or more) has collapsed (collapse_note in
- *  arena.c): until it takes a pool again nothing is retained or parked, so
+ *  handed out next. A program whose pools in use, less the parked ones,
+ *  fall to an eighth of their peak (from 1 MiB or more) has collapsed
+ *  (collapse_note in arena.c): until it takes a pool again nothing is
+ *  retained or parked (the heaps are walked at once), so
  *  one that frees everything is back where it started at once, unless such
  *  drops come within a delay of each other (rounds of a cycle, which the
  *  cap serves), and none falls to an eighth of where the rounds rebuilt
@@ -263,10 +264,10 @@
  *      may stay at the head of that list until the next slow path. A pool
  *      whose used_count drops to 0 is released to its arena unless it is
  *      the only pool on its bin list (also in an abandoned heap, for the
- *      thread that adopts it); then, if its owner emptied it, it was carved
- *      past its first page and the heap has no parked pool of the class, it
- *      is parked (with no purge delay, or while the pools have collapsed,
- *      released at once instead): off the
+ *      thread that adopts it); then, if its owner emptied it and it was
+ *      carved past its first page, it is parked if the heap has no parked
+ *      pool of the class, else released (with no purge delay, or while the
+ *      pools have collapsed, released at once instead): off the
  *      bin list, so the fast paths never reach it (it
  *      has no live block), and the owner takes it back under service_lock
  *      on its next slow path of the class, or any thread, under the same
@@ -840,6 +841,13 @@ PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
  * has been taken since: nothing is retained or parked now. Read without
  * the lock. */
 PM_HIDDEN bool pm_arena_collapsed(void);
+/* Parked pools (I4) are in use but empty, so the collapse leaves them out
+ * of its count: heap.c adds each one parked and subtracts each one leaving
+ * parked[], under the heap's service_lock. Lock-free. */
+PM_HIDDEN void pm_arena_parked_add(int64_t delta);
+/* A pool was parked: returns whether the pools in use, less the parked,
+ * have collapsed (collapse_note), which makes every parked pool due. */
+PM_HIDDEN bool pm_arena_note_parked(void);
 /* Purges the retained pools whose delay has run out, or that stand above
  * the cap (I10), in batches; for the dump thread, so that a process that
  * has gone quiet still gives its memory back. */
@@ -856,8 +864,9 @@ PM_HIDDEN void pm_arena_purge_pages(void *addr, size_t bytes);
  * blocks in use per class (used_count summed). */
 PM_HIDDEN void pm_arena_stats(pm_stats_t *out, uint64_t used[PM_CLASS_COUNT]);
 /* Checks I1, I2 and I5, and calls visit(pool) for every IN USE pool (whose
- * validity is the visitor's call). Only when quiescent. */
-PM_HIDDEN bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool));
+ * validity is the visitor's call); `parked`: how many the heaps hold
+ * parked, against pm_arena_parked_add's count. Only when quiescent. */
+PM_HIDDEN bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked);
 PM_HIDDEN void pm_arena_lock(void);
 PM_HIDDEN void pm_arena_unlock(void);
 PM_HIDDEN void pm_arena_reinit_lock(void);

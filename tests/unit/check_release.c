@@ -8,6 +8,7 @@
  * glibc path's live bytes have stayed halved for the purge delay, at once
  * when they collapse, never while they hold steady or cycle. */
 #include <check.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -605,6 +606,94 @@ START_TEST(test_release_idle_thread)
 }
 END_TEST
 
+/* I4: a thread that frees its blocks newest first empties the pool it
+ * was carving first, which parks, then the full one before it, which is
+ * then all its bin has: it goes back to its arena, as the heap has an
+ * empty pool of the class parked already (it was kept, and with it 16 KiB
+ * for as long as the thread lived). */
+START_TEST(test_release_one_empty_pool_per_class)
+{
+    enum { HELD = 5 * PM_POOL_SIZE / (2 * BLOCK_SIZE) }; /* the last pool half full */
+    static void *held[HELD];
+    pm_options.purge_delay_ms = 60000;
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    for (int i = 0; i < HELD; i++)
+        held[i] = pm_malloc(BLOCK_SIZE);
+    for (int i = HELD - 1; i >= 0; i--)
+        pm_free(held[i]);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
+/* Threads that each hold three and a half pools' worth of blocks of every
+ * class (so that the last is carved past its first page), free everything
+ * together and stay alive, idle: each parks its last pool of every class
+ * (I4), 8 x 32 pools in all, more than an eighth of the ~1,000 at the
+ * peak. Parked pools are empty and the collapse leaves them out
+ * (pm_arena_note_parked): the pools collapse, and every parked pool goes
+ * back at once, not after the delay. */
+enum { IDLE_WORKERS = 8, IDLE_WORKER_BLOCKS = 15000 };
+static pthread_barrier_t idle_holding, idle_freed, idle_resume;
+
+static void *idle_worker(void *arg)
+{
+    void **held = arg;
+    int count = 0;
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        size_t size = (size_t)(c + 1) * PM_CLASS_GRANULE;
+        for (size_t i = 0; i < 7 * PM_POOL_SIZE / (2 * size); i++) {
+            ck_assert_int_lt(count, IDLE_WORKER_BLOCKS);
+            held[count] = pm_malloc(size);
+            memset(held[count++], 0x5a, size);
+        }
+    }
+    pthread_barrier_wait(&idle_holding);
+    for (int i = 0; i < count; i++)
+        pm_free(held[i]);
+    pthread_barrier_wait(&idle_freed);
+    pthread_barrier_wait(&idle_resume);
+    return NULL;
+}
+
+START_TEST(test_release_idle_threads_collapse)
+{
+    static void *held[IDLE_WORKERS][IDLE_WORKER_BLOCKS];
+    pm_options.purge_delay_ms = 60000;
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    ck_assert_int_eq(pthread_barrier_init(&idle_holding, NULL, IDLE_WORKERS), 0);
+    ck_assert_int_eq(pthread_barrier_init(&idle_freed, NULL, IDLE_WORKERS + 1), 0);
+    ck_assert_int_eq(pthread_barrier_init(&idle_resume, NULL, IDLE_WORKERS + 1), 0);
+    pthread_t workers[IDLE_WORKERS];
+    for (int w = 0; w < IDLE_WORKERS; w++)
+        ck_assert_int_eq(pthread_create(&workers[w], NULL, idle_worker, held[w]), 0);
+    pthread_barrier_wait(&idle_freed);
+    pm_test_stats(&after);
+    uint64_t pools_before = 0, pools_after = 0;
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        pools_before += before.classes[c].pools;
+        pools_after += after.classes[c].pools;
+    }
+    /* A worker may keep a pool whose blocks all were on its first page,
+     * emptied before the collapse (I4's page per class): one, now and
+     * then, of the 256. */
+    ck_assert_msg(pools_after <= pools_before + IDLE_WORKERS,
+                  "%" PRIu64 " pools before the workers, %" PRIu64 " with them idle", pools_before,
+                  pools_after);
+    ck_assert_uint_eq(after.retained_pools, 0);
+    ck_assert(pm_heap_validate());
+    pthread_barrier_wait(&idle_resume);
+    for (int w = 0; w < IDLE_WORKERS; w++)
+        ck_assert_int_eq(pthread_join(workers[w], NULL), 0);
+    pthread_barrier_destroy(&idle_holding);
+    pthread_barrier_destroy(&idle_freed);
+    pthread_barrier_destroy(&idle_resume);
+}
+END_TEST
+
 static uint64_t now_ms(void)
 {
     struct timespec t;
@@ -908,6 +997,8 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_trim_gives_everything_back);
     tcase_add_test(tc, test_trim_gives_back_free_pages);
     tcase_add_loop_test(tc, test_release_idle_thread, 0, 2);
+    tcase_add_test(tc, test_release_one_empty_pool_per_class);
+    tcase_add_test(tc, test_release_idle_threads_collapse);
     tcase_add_test(tc, test_release_owner_unparks);
     tcase_add_test(tc, test_release_parked_when_due);
     tcase_add_test(tc, test_trim_takes_parked_pools);
