@@ -329,16 +329,42 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
     return purged;
 }
 
+/* Pools in use less the parked, which are empty. Caller holds the lock. */
+static uint64_t pools_occupied(void)
+{
+    uint64_t parked = atomic_load_explicit(&directory.pools_parked, memory_order_relaxed);
+    return parked < directory.pools_in_use ? directory.pools_in_use - parked : 0;
+}
+
+/* The fewest pools occupied that the cycle's rounds, this one included,
+ * rebuilt from (UINT64_MAX: none yet). Caller holds the lock. */
+static uint64_t rounds_trough(void)
+{
+    return directory.rebuilt_from < directory.cycle_trough ? directory.rebuilt_from
+                                                           : directory.cycle_trough;
+}
+
+/* After the peak, the cycle's trough or where the round rebuilt from have
+ * changed. Caller holds the lock. */
+static void collapse_gate_update(void)
+{
+    uint64_t trough = rounds_trough();
+    uint64_t widest = trough != UINT64_MAX && trough > directory.in_use_peak ? trough
+                                                                              : directory.in_use_peak;
+    atomic_store_explicit(&directory.collapse_gate, widest / PM_COLLAPSE_DIVISOR,
+                          memory_order_relaxed);
+}
+
 /* A program that lets go of nearly all its pools (to an eighth of the most
- * it had in use, from a megabyte or more) has freed a phase's worth of
+ * it had occupied, from a megabyte or more) has freed a phase's worth of
  * memory, and the retained list and the parked pools (I10, I4) would keep
  * up to the cap and a pool per class resident while nothing suggests it
  * will be needed: with a 64-pool cap, a program that allocated 1 million
  * blocks of 16..512 bytes and freed them all stayed 1.4 MiB above where it
  * started (1.15 x a 9.4 MiB start, 1.6 x a 2.5 MiB one). So the pools
  * collapse: nothing is retained, and no pool parked, until the program
- * takes a pool again, and what was retained goes back with the next
- * releases, a batch each (decay_step); the peak is then measured afresh.
+ * takes a pool again, and what was retained goes back over the releases
+ * still to come (release_budget); the peak is then measured afresh.
  * A program that goes on at a low level after a large phase so pays the
  * collapse once, not on every pool it cycles. A collapse that
  * comes within a purge delay of the last is a program dropping and
@@ -347,36 +373,15 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
  * system.c does for glibc's heap. Unless it falls to an eighth of the
  * fewest pools the rounds rebuilt from, if that was COLLAPSE_MIN_POOLS or
  * more: the program has let go of what it kept through the cycle, which
- * is over (the cache workload, freeing
- * everything after budget steps 0.4 s apart, kept 3,400 pools, 4.7 x its
- * start, the collapse of its last step taken for a round). Caller holds
- * the lock. */
-/* Pools in use less the parked, which are empty. Caller holds the lock. */
-static uint64_t pools_occupied(void)
-{
-    uint64_t parked = atomic_load_explicit(&directory.pools_parked, memory_order_relaxed);
-    return parked < directory.pools_in_use ? directory.pools_in_use - parked : 0;
-}
-
-/* After the peak, the cycle's trough or where the round rebuilt from have
- * changed. Caller holds the lock. */
-static void collapse_gate_update(void)
-{
-    uint64_t trough = directory.rebuilt_from < directory.cycle_trough ? directory.rebuilt_from
-                                                                      : directory.cycle_trough;
-    uint64_t widest = trough != UINT64_MAX && trough > directory.in_use_peak ? trough
-                                                                              : directory.in_use_peak;
-    atomic_store_explicit(&directory.collapse_gate, widest / PM_COLLAPSE_DIVISOR,
-                          memory_order_relaxed);
-}
-
+ * is over (the cache workload, freeing everything after budget steps 0.4 s
+ * apart, kept 3,400 pools, 4.7 x its start, the collapse of its last step
+ * taken for a round). Caller holds the lock. */
 static void collapse_note(uint64_t now_ms)
 {
     if (pm_arena_collapsed())
         return;
     bool in_cycle = now_ms < directory.cycle_until_ms;
-    uint64_t trough = directory.rebuilt_from < directory.cycle_trough ? directory.rebuilt_from
-                                                                      : directory.cycle_trough;
+    uint64_t trough = rounds_trough();
     uint64_t occupied = pools_occupied();
     uint64_t scaled = occupied * PM_COLLAPSE_DIVISOR;
     bool cycle_over = in_cycle && trough >= COLLAPSE_MIN_POOLS && scaled <= trough;
