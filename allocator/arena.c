@@ -37,8 +37,8 @@ static struct {
      * the parked): the most occupied since the last one ended (at the next
      * acquire); when the last one came, and until when collapses are a
      * cycle's; the fewest occupied a pool was taken at since the last
-     * collapse (where the round rebuilt from), and
-     * the fewest of those over the cycle's rounds (UINT64_MAX: none yet).
+     * collapse (where the round rebuilt from), and the fewest of those over
+     * the cycle's rounds (UINT64_MAX: none yet).
      * While `collapsed`, nothing is retained; written under the lock, read
      * without it too (pm_arena_collapsed). */
     uint64_t in_use_peak, collapse_ms, cycle_until_ms;
@@ -329,7 +329,8 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
     return purged;
 }
 
-/* Pools in use less the parked, which are empty. Caller holds the lock. */
+/* Pools in use less the parked, which are empty. Both counts are atomic:
+ * exact under the lock, an estimate without it (pm_arena_note_parked). */
 static uint64_t pools_occupied(void)
 {
     uint64_t parked = atomic_load_explicit(&directory.pools_parked, memory_order_relaxed);
@@ -426,9 +427,7 @@ void pm_arena_parked_add(int64_t delta)
  * back 50,000 pools a second, and took 1.4% longer with it every time. */
 bool pm_arena_note_parked(void)
 {
-    uint64_t parked = atomic_load_explicit(&directory.pools_parked, memory_order_relaxed);
-    uint64_t in_use = atomic_load_explicit(&directory.pools_in_use, memory_order_relaxed);
-    if (in_use > parked + atomic_load_explicit(&directory.collapse_gate, memory_order_relaxed))
+    if (pools_occupied() > atomic_load_explicit(&directory.collapse_gate, memory_order_relaxed))
         return pm_arena_collapsed();
     pm_lock(&directory.lock);
     collapse_note(decay_now_ms());

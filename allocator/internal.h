@@ -304,8 +304,9 @@
  *      retained pool is purged (madvise) once it has been unused for
  *      POOLMALLOC_PURGE_DELAY, by a later acquire or release or the dump
  *      thread's tick, or at once when the list grows past its adaptive cap
- *      (oldest first), which is 0 while the pools have collapsed. A purged pool is carved afresh, so nothing reads its
- *      zeroed pages as a free list.
+ *      (oldest first), which is 0 while the pools have collapsed. A purged
+ *      pool is carved afresh, so nothing reads its zeroed pages as a free
+ *      list.
  *  I12 Every link of a free list or a remote_free stack is stored encoded
  *      (pm_link_set) and decoded only through pm_link_get; a pool's link is
  *      checked (pm_link_next) before it becomes the list's head, and a
