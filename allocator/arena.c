@@ -48,6 +48,7 @@ static struct {
      * finds (collapse_gate_update); read without the lock. */
     _Atomic uint64_t collapse_gate;
     uint64_t released_bytes_total;
+    uint64_t retained_purges_total; /* retained_purge's calls to the kernel */
     /* The retained list (I10): UNUSED resident pools, oldest (released
      * first) at the head, linked through retained_next/retained_prev. */
     pm_pool_t *retained_oldest, *retained_newest;
@@ -207,35 +208,94 @@ static size_t pool_purge(pm_pool_t *pool)
     return bytes;
 }
 
-/* I10: a retained pool's pages go back to the OS, and `*pools` says how
- * many pools went. If every pool of its arena is unused and the arena is
- * not in the reserve, the arena goes whole (I5): its resident pools, all
- * of them retained, leave the list together, and one munmap takes their
- * pages. A program that drops a large structure empties arenas whole, and
- * one munmap costs what one madvise does, where the pools one by one would
- * cost up to fifteen madvise first. The pools purged with it may be
- * younger than the delay and the cap asks: at most an arena's worth. Caller
- * holds the lock. */
-static size_t retained_purge(pm_pool_t *pool, unsigned *pools)
+/* Whether a retained pool has been unused for POOLMALLOC_PURGE_DELAY. */
+static bool retained_expired(pm_pool_t *pool, uint64_t now_ms)
+{
+    return now_ms - *released_ms_of(pool) >= pm_options.purge_delay_ms;
+}
+
+/* A purge's reach: the retained pools that may go with the one it was made
+ * for, in the same call: the expired, and any while the list stands above
+ * `cap` (0: every one, as in a collapse or malloc_trim). */
+typedef struct {
+    uint64_t now_ms, cap;
+} purge_reach_t;
+
+/* What a purge gave back: bytes, and how many of its pools were younger
+ * than the delay. */
+typedef struct {
+    size_t bytes;
+    unsigned early;
+} purge_result_t;
+
+/* A retained pool (I10: UNUSED and resident, under the lock) in reach. */
+static bool purge_takes(pm_pool_t *pool, purge_reach_t reach)
+{
+    return pool->class_index == PM_CLASS_NONE && pm_pool_resident(pool) &&
+           (retained_expired(pool, reach.now_ms) || directory.retained_count > reach.cap);
+}
+
+/* The pool's pages go back with the run's; the caller purges the range. */
+static void purge_take(pm_pool_t *pool, purge_reach_t reach, purge_result_t *out)
+{
+    out->early += !retained_expired(pool, reach.now_ms);
+    retained_unlink(pool);
+    out->bytes += pool_disown_pages(pool);
+}
+
+/* From pool `from` of the arena, one way (`step` +1 or -1), the farthest
+ * pool the run takes, each taken on the way; over UNUSED pools without
+ * pages (nothing to purge, and no gap in the range either). */
+static unsigned run_reach(pm_arena_t *arena, unsigned from, int step, purge_reach_t reach,
+                          purge_result_t *out)
+{
+    unsigned edge = from;
+    for (int k = (int)from + step; k >= 0 && k < (int)PM_POOLS_PER_ARENA; k += step) {
+        pm_pool_t *next = &arena->pools[k];
+        if (next->class_index != PM_CLASS_NONE)
+            break;
+        if (pm_pool_resident(next)) {
+            if (!purge_takes(next, reach))
+                break;
+            purge_take(next, reach, out);
+            edge = (unsigned)k;
+        }
+    }
+    return edge;
+}
+
+/* I10: a retained pool's pages go back to the OS. If every pool of its
+ * arena is unused and the arena is not in the reserve, the arena goes
+ * whole (I5): its resident pools, all of them retained, leave the list
+ * together, and one munmap takes their pages; the pools purged with it may
+ * be younger than the delay and the cap asks (at most an arena's worth).
+ * Else the retained pools next to it in its arena that the purge reaches go
+ * in the same madvise call. Pools a program frees one after another are
+ * often neighbours: one call for the run, where one for each pool made
+ * churn-2t's end 373 calls (190 now, with the cap's slack), and above 33
+ * pages Linux flushes the TLB once for the range, not page by page
+ * (bench/pagecost.c on this project's PVM guests: 1.0 us a page 256 KiB at a
+ * time, 4.5 a pool at a time). Caller holds the lock. */
+static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach)
 {
     pm_arena_t *arena = pm_arena_of(pool);
+    purge_result_t out = {0, 0};
+    directory.retained_purges_total++;
     if (arena_beyond_reserve(arena)) {
-        size_t bytes = PM_ARENA_HEADER_SIZE;
-        *pools = 0;
-        for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
-            if (pm_pool_resident(&arena->pools[k])) {
-                retained_unlink(&arena->pools[k]);
-                bytes += pool_disown_pages(&arena->pools[k]);
-                ++*pools;
-            }
-        }
+        out.bytes = PM_ARENA_HEADER_SIZE;
+        for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++)
+            if (pm_pool_resident(&arena->pools[k]))
+                purge_take(&arena->pools[k], reach, &out);
         directory_unlink(arena);
         arena_destroy(arena);
-        return bytes;
+        return out;
     }
-    retained_unlink(pool);
-    *pools = 1;
-    return pool_purge(pool);
+    purge_take(pool, reach, &out);
+    unsigned first = run_reach(arena, pool->pool_index, -1, reach, &out);
+    unsigned last = run_reach(arena, pool->pool_index, +1, reach, &out);
+    char *start = pm_pool_start(&arena->pools[first]);
+    pm_os_purge(start, (size_t)((char *)arena + (size_t)(last + 1) * PM_POOL_SIZE - start));
+    return out;
 }
 
 /* The cap on retained pools (I10), kept in [min(RETAIN_POOLS,
@@ -304,24 +364,27 @@ static uint64_t retain_cap_grow(uint64_t now_ms)
 
 /* I10, the amortized part: purges retained pools, oldest first, that have
  * been unused for POOLMALLOC_PURGE_DELAY or stand above the cap, in at most
- * `budget` purges (an arena purged whole counts once). The list is in
- * release order, so the first pool that is young enough and within the cap
- * ends the walk. Returns how many purges it made. Caller holds the lock. */
+ * `budget` purges (a run or an arena purged whole counts once). The cap
+ * purges once the list stands its slack (pm_retain_slack) above it, and
+ * then down to it. The list is in release order, so the first pool that is
+ * young enough and within the cap ends the walk. Returns how many purges
+ * it made. Caller holds the lock. */
 static unsigned decay_step(uint64_t now_ms, unsigned budget)
 {
     uint64_t cap = retain_cap(now_ms);
+    uint64_t slack = pm_retain_slack(cap);
     unsigned purged = 0;
     pm_pool_t *pool;
     while (purged < budget && (pool = directory.retained_oldest) != NULL) {
-        bool expired = now_ms - *released_ms_of(pool) >= pm_options.purge_delay_ms;
-        if (!expired && (directory.retained_count <= cap ||
-                         (!pm_arena_collapsed() &&
-                          directory.retained_count <= (cap = retain_cap_grow(now_ms)))))
+        if (!retained_expired(pool, now_ms) &&
+            (directory.retained_count <= cap + slack ||
+             (!pm_arena_collapsed() &&
+              directory.retained_count <= (cap = retain_cap_grow(now_ms)) + slack)))
             break;
-        unsigned pools;
-        retained_purge(pool, &pools);
-        if (!expired) {
-            directory.cap_purged_pending += pools;
+        slack = 0; /* over: back down to the cap */
+        purge_result_t gone = retained_purge(pool, (purge_reach_t){now_ms, cap});
+        if (gone.early > 0) {
+            directory.cap_purged_pending += gone.early;
             directory.cap_purged_ms = now_ms;
         }
         purged++;
@@ -453,7 +516,9 @@ static unsigned release_budget(void)
  * call, and the ones after it go to the head of the arena's free list,
  * retained (I10), to be handed out next. The look-ahead is at most one pool
  * for every POPULATE_AHEAD_RATIO in use, and no more than the retained
- * list has room for under its cap.
+ * list has room for under its cap and slack (pm_retain_slack). Stopping at
+ * the cap, it found no room while the list stood within the slack, and
+ * python_objects.py populated 249 pages a call each, not 206.
  *
  * Carving makes a pool's pages resident one at a time. On the machines
  * poolmalloc is measured on (bench/pagecost.c), a page populated 4 KiB at
@@ -465,8 +530,10 @@ static unsigned release_budget(void)
 static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t now_ms)
 {
     unsigned first = pool->pool_index, end = first + 1;
-    /* Retained pools, within the cap: none is purged early for them. */
+    /* Retained pools, within the cap and its slack: none is purged early
+     * for them. */
     uint64_t cap = retain_cap(now_ms);
+    cap += pm_retain_slack(cap);
     uint64_t room = cap > directory.retained_count ? cap - directory.retained_count : 0;
     uint64_t ahead = directory.pools_in_use / POPULATE_AHEAD_RATIO;
     ahead = ahead < room ? ahead : room;
@@ -620,8 +687,9 @@ size_t pm_arena_trim(void)
 {
     size_t released = 0;
     pm_lock(&directory.lock);
+    uint64_t now_ms = decay_now_ms();
     while (directory.retained_oldest != NULL)
-        released += retained_purge(directory.retained_oldest, &(unsigned){0});
+        released += retained_purge(directory.retained_oldest, (purge_reach_t){now_ms, 0}).bytes;
     pm_arena_t *empty;
     while ((empty = directory.by_unused[PM_POOLS_PER_ARENA - 1]) != NULL) {
         directory_unlink(empty);
@@ -720,6 +788,14 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
     ok &= listed == retained && retained == directory.retained_count;
     pm_unlock(&directory.lock);
     return ok;
+}
+
+uint64_t pm_arena_retained_purges(void)
+{
+    pm_lock(&directory.lock);
+    uint64_t purges = directory.retained_purges_total;
+    pm_unlock(&directory.lock);
+    return purges;
 }
 
 void pm_arena_lock(void) { pm_lock(&directory.lock); }

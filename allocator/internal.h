@@ -116,8 +116,12 @@
  *  of expired pools, and the dump thread's tick (every interval or purge
  *  delay, whichever is shorter) purges the rest, so a
  *  process that goes quiet gives memory back too (without a dump thread it
- *  does so at its next allocator call). The retained list is also capped:
- *  POOLMALLOC_RETAIN_POOLS (64) to start with. When the cap is about to
+ *  does so at its next allocator call). A purge takes the retained pools
+ *  next to its pool in the arena along, the expired or those above the
+ *  cap, in one madvise call for the run. The retained list is also capped:
+ *  POOLMALLOC_RETAIN_POOLS (64) to start with, enforced in steps (once a
+ *  quarter of it, at most 16 pools, stands above it), so that pools freed
+ *  one after another are purged in runs. When the cap is about to
  *  purge early again and, since it last did, most pools handed out without
  *  pages stood for pools it had purged early (within a delay), the program
  *  is cycling over more pools than the cap keeps: the cap grows by that
@@ -156,8 +160,8 @@
  *
  *             release           delay run out, or above the cap
  *   IN USE ─────────────▶ RETAINED ─────────────────────────▶ PURGED
- *     ▲  (list tail,         │      (oldest first, madvise)      │
- *     │   stamped)           │                                   │
+ *     ▲  (list tail,         │   (oldest first, with neighbours, │
+ *     │   stamped)           │    one madvise for the run)       │
  *     ├──────────────────────┘ acquire: off the list in O(1),    │
  *     │                        under the directory lock          │
  *     └──────────────────────────────────────────────────────────┘
@@ -304,7 +308,8 @@
  *      retained pool is purged (madvise) once it has been unused for
  *      POOLMALLOC_PURGE_DELAY, by a later acquire or release or the dump
  *      thread's tick, or at once when the list grows past its adaptive cap
- *      (oldest first), which is 0 while the pools have collapsed. A purged
+ *      by pm_retain_slack (then down to the cap, oldest first), which is 0
+ *      while the pools have collapsed. A purged
  *      pool is carved afresh, so nothing reads its zeroed pages as a free
  *      list.
  *  I12 Every link of a free list or a remote_free stack is stored encoded
@@ -831,6 +836,16 @@ PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 #define PM_COLLAPSE_DIVISOR 8
 #define PM_CYCLE_DELAYS 8
 
+/* How far the retained list (I10) may stand above its cap before the cap
+ * purges; it then purges down to the cap, so that a program freeing pools
+ * one after another has them purged in runs of neighbours, a madvise call
+ * for each run, not one for every pool it frees (arena.c, retained_purge).
+ * A quarter of the cap, at most 16 pools (256 KiB): none while collapsed. */
+static inline uint64_t pm_retain_slack(uint64_t cap)
+{
+    return cap / 4 < 16 ? cap / 4 : 16;
+}
+
 /* arena.c: the arena directory; takes its own lock. `growing`: the heap
  * holds PM_HEAP_COLOURED_POOLS or more pools of the class and none has a
  * block to hand out, so pools taken next will be carved whole
@@ -856,6 +871,9 @@ PM_HIDDEN void pm_arena_decay_tick(void);
 /* malloc_trim: purges every retained pool and unmaps every empty arena, the
  * reserve included. Returns the bytes given back. */
 PM_HIDDEN size_t pm_arena_trim(void);
+/* How many calls to the kernel (a madvise for a run of neighbouring pools,
+ * or the unmapping of an arena gone whole) have purged retained pools. */
+PM_HIDDEN uint64_t pm_arena_retained_purges(void);
 /* Purges a pool's pages (I10) and counts them; returns the bytes. */
 PM_HIDDEN size_t pm_arena_purge_pool(pm_pool_t *pool);
 /* Purges `bytes` of an IN USE pool at `addr` (page aligned) and counts them. */
