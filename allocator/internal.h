@@ -264,20 +264,23 @@
  *      starting in such a page is one.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
  *      for its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool
- *      of the class (heap->parked[class], then empty and on no list); a full pool
- *      may stay at the head of that list until the next slow path. A pool
- *      whose used_count drops to 0 is released to its arena unless it is
- *      the only pool on its bin list (also in an abandoned heap, for the
- *      thread that adopts it); then, if its owner emptied it and it was
- *      carved past its first page, it is parked if the heap has no parked
- *      pool of the class, else released (with no purge delay, or while the
- *      pools have collapsed, released at once instead): off the
- *      bin list, so the fast paths never reach it (it
- *      has no live block), and the owner takes it back under service_lock
- *      on its next slow path of the class, or any thread, under the same
- *      lock, gives it back to its arena once it has been parked for the
- *      purge delay. A heap that is abandoned gives its parked pools back;
- *      an ORPHANED heap's are given back as an OWNED heap's.
+ *      of the class (heap->parked[class], then empty and on no list); a
+ *      full pool may stay at the head of that list until the next slow
+ *      path. A pool whose used_count drops to 0 is released to its arena
+ *      unless it is the only pool on its bin list (also in an abandoned
+ *      heap, for the thread that adopts it); then, if its owner emptied it
+ *      and it was carved past its first page, it is parked if the heap has
+ *      no parked pool of the class, else released. One that is not the
+ *      only pool, carved past its first page, is parked too if the heap
+ *      has no parked pool of the class and fewer than 4 parked in all.
+ *      With no purge delay, or while the pools have collapsed, it is
+ *      released at once instead. A parked pool is off the bin list, so
+ *      the fast paths never reach it (it has no live block), and the owner
+ *      takes it back under service_lock on its next slow path of the class
+ *      that finds no room, or any thread, under the same lock, gives it
+ *      back to its arena once it has been parked for the purge delay. A
+ *      heap that is abandoned gives its parked pools back; an ORPHANED
+ *      heap's are given back as an OWNED heap's.
  *  I5  An arena with u >= 1 unused pools is on directory list u - 1; an
  *      arena with none is on no list. List PM_POOLS_PER_ARENA - 1 (every
  *      pool unused) holds at most POOLMALLOC_RESERVE_ARENAS arenas (the

@@ -152,8 +152,8 @@ END_TEST
 
 /* A full pool that gets a block back serves it again: with one pool in the
  * bin, the freed block is the next one handed out. Once it is full again,
- * the next block needs a second pool; emptying pools releases all but one
- * (I4). */
+ * the next block needs a second pool. Emptied, the full pool parks beside
+ * the second, which the bin keeps (I4): both stay the class's. */
 START_TEST(test_pool_full_then_one_free)
 {
     const int c = _i;
@@ -198,9 +198,47 @@ START_TEST(test_pool_full_then_one_free)
     for (size_t i = 0; i < cap; i++)
         pm_free(blocks[i]);
     pm_test_stats(&s);
-    ck_assert_uint_eq(s.classes[c].pools, 1);
+    ck_assert_uint_eq(s.classes[c].pools, 2);
+    ck_assert_ptr_eq(atomic_load(&pm_thread_heap->parked[c]), pm_pool_of(first));
     ck_assert_uint_eq(s.classes[c].live_blocks, 0);
     __libc_free(blocks);
+}
+END_TEST
+
+/* A pool that empties beside another of its class parks (I4) while the
+ * heap has fewer than 4 parked: in 5 classes in turn, a full pool is
+ * emptied while the bin keeps a second; the first 4 park, the fifth goes
+ * back to its arena, UNUSED. */
+START_TEST(test_pool_parks_beside_others_up_to_four)
+{
+    enum { CLASSES = 5, FIRST_CLASS = 8 };
+    static void *blocks[PM_POOL_SIZE / 16];
+    pm_pool_t *emptied[CLASSES];
+    for (int k = 0; k < CLASSES; k++) {
+        const unsigned c = FIRST_CLASS + (unsigned)k;
+        const size_t bs = pm_class_block_size(c);
+        blocks[0] = pm_malloc(bs);
+        ck_assert_ptr_nonnull(blocks[0]);
+        emptied[k] = pm_pool_of(blocks[0]);
+        const size_t cap = emptied[k]->capacity;
+        for (size_t i = 1; i < cap; i++) {
+            blocks[i] = pm_malloc(bs);
+            ck_assert_ptr_eq(pm_pool_of(blocks[i]), emptied[k]);
+        }
+        void *kept = pm_malloc(bs); /* a second pool, which the bin keeps */
+        ck_assert(pm_pool_of(kept) != emptied[k]);
+        for (size_t i = 0; i < cap; i++)
+            pm_free(blocks[i]);
+        pm_pool_t *parked = atomic_load(&pm_thread_heap->parked[c]);
+        if (k < 4) {
+            ck_assert_ptr_eq(parked, emptied[k]);
+            ck_assert_uint_eq(emptied[k]->class_index, c);
+        } else {
+            ck_assert_ptr_null(parked);
+            ck_assert_uint_eq(emptied[k]->class_index, PM_CLASS_NONE);
+        }
+    }
+    ck_assert(pm_heap_validate());
 }
 END_TEST
 
@@ -673,6 +711,7 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_pool_carve_populates_pages);
     tcase_add_test(tc, test_pool_populate_ahead);
     tcase_add_test(tc, test_pool_fuller_serves_first);
+    tcase_add_test(tc, test_pool_parks_beside_others_up_to_four);
     tcase_add_test(tc, test_pool_carve_without_populate);
     suite_add_tcase(s, tc);
     return s;
