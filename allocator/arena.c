@@ -49,6 +49,7 @@ static struct {
     _Atomic uint64_t collapse_gate;
     uint64_t released_bytes_total;
     uint64_t retained_purges_total; /* retained_purge's calls to the kernel */
+    uint64_t in_use_purges_total;   /* pm_arena_purge_pages's */
     /* The retained list (I10): UNUSED resident pools, oldest (released
      * first) at the head, linked through retained_next/retained_prev. */
     pm_pool_t *retained_oldest, *retained_newest;
@@ -670,6 +671,7 @@ void pm_arena_purge_pages(void *addr, size_t bytes)
     pm_os_purge(addr, bytes);
     pm_lock(&directory.lock);
     directory.released_bytes_total += bytes;
+    directory.in_use_purges_total++;
     pm_unlock(&directory.lock);
 }
 
@@ -790,13 +792,16 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
     return ok;
 }
 
-uint64_t pm_arena_retained_purges(void)
+static uint64_t directory_counter(const uint64_t *counter)
 {
     pm_lock(&directory.lock);
-    uint64_t purges = directory.retained_purges_total;
+    uint64_t value = *counter;
     pm_unlock(&directory.lock);
-    return purges;
+    return value;
 }
+
+uint64_t pm_arena_retained_purges(void) { return directory_counter(&directory.retained_purges_total); }
+uint64_t pm_arena_in_use_purges(void) { return directory_counter(&directory.in_use_purges_total); }
 
 void pm_arena_lock(void) { pm_lock(&directory.lock); }
 void pm_arena_unlock(void) { pm_unlock(&directory.lock); }

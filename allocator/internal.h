@@ -150,10 +150,14 @@
  *  to take or give back a pool, or the dump thread's tick), so an idle
  *  thread pins at most a page per class; when its thread exits, its
  *  kept pools are purged too.
- *  malloc_trim purges and unmaps everything it can, at once, down to the
- *  pages of pools in use that no live block overlaps (purged_pages, I3),
+ *  A heap that frees most of its blocks in no order empties none of its
+ *  pools: once at least half of its pools (and of the most it held within
+ *  a delay) have come down to a few live blocks (sparse, heap.c's SPARSE
+ *  POOLS: seen through used_mark, with no test on free's fast path), they
+ *  give back their pages that no live block overlaps (purged_pages, I3),
  *  which such a pool takes back a page at a time once its free list is
- *  dry, before it carves. glibc's heap,
+ *  dry, before it carves. malloc_trim purges and unmaps everything it can,
+ *  at once, down to those pages of every pool in use. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
  *  once the glibc path's live bytes have stayed halved for the purge delay,
  *  or at once when they collapse to an eighth outside a cycle (system.c).
@@ -257,11 +261,13 @@
  *  I3  For an IN USE pool: used_count = the number of set bits of live_map
  *      + sampled_count (I11) = blocks handed out and not yet taken back by
  *      the owner (a block on its heap's remote ring or stack still
- *      counts); free-list length + uncarved blocks (capacity -
+ *      counts) = used_word's count + used_mark, and used_mark is 0 or
+ *      below used_count; free-list length + uncarved blocks (capacity -
  *      carve_index) + purged blocks = capacity - used_count. A purged
- *      block starts in a page of purged_pages, which malloc_trim gave
- *      back: it is carved, not live, and on no free list; every block
- *      starting in such a page is one.
+ *      block starts in a page of purged_pages, which malloc_trim or a
+ *      sparse pool gave back: it is carved, not live, and on no free list;
+ *      every block starting in such a page is one. A pool is sparse only
+ *      while on its bin list, and its heap's sparse_pools counts it.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
  *      for its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool
  *      of the class (heap->parked[class], then empty and on no list); a
@@ -596,10 +602,11 @@ typedef struct pm_pool {
     uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
     uint32_t block_size;      /* class size, cached for the free path */
     uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
-    /* I3's used_count in the low 15 bits, and PM_POOL_OFF_LIST set while
-     * the pool is on no bin list (I4): one word, so that free's fast path
-     * learns "now empty or off its list" from one subtract's flags
-     * (pm_pool_put_used). Read through pm_pool_used, pm_pool_on_bin_list. */
+    /* I3's used_count less used_mark in the low 15 bits, and
+     * PM_POOL_OFF_LIST set while the pool is on no bin list (I4): one word,
+     * so that free's fast path learns "now empty, down to its mark, or off
+     * its list" from one subtract's flags (pm_pool_put_used). Read through
+     * pm_pool_used, pm_pool_on_bin_list. */
     uint16_t used_word;
     uint16_t capacity;        /* blocks that fit in this pool */
     uint8_t class_index;      /* PM_CLASS_NONE when UNUSED (I2) */
@@ -615,6 +622,14 @@ typedef struct pm_pool {
      * malloc_trim while the pool stayed in use, and the blocks that start
      * in it are off the free list (I3). */
     uint8_t purged_pages;
+    /* By the owner: 0, or the used_count below used_count at which the
+     * subtract of pm_pool_put_used next comes to 0 (pm_pool_set_mark), so
+     * that a pool draining towards sparse is seen with no test of its own
+     * on free's fast path (heap.c, SPARSE POOLS). Read by any thread. */
+    uint16_t used_mark;
+    /* By the owner: the pool came down to its first mark and has not
+     * emptied, filled or served since; counted in its heap's sparse_pools. */
+    bool sparse;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 _Static_assert(sizeof(pm_pool_t) == PM_CACHE_LINE, "a pool descriptor is one cache line");
 
@@ -642,7 +657,19 @@ _Static_assert(PM_MAX_BLOCKS_PER_POOL < PM_POOL_OFF_LIST, "used_count fits below
 /* Blocks handed out and not taken back (I3). Any thread may read it. */
 static inline unsigned pm_pool_used(const pm_pool_t *pool)
 {
-    return __atomic_load_n(&pool->used_word, __ATOMIC_RELAXED) & (PM_POOL_OFF_LIST - 1);
+    return (__atomic_load_n(&pool->used_word, __ATOMIC_RELAXED) & (PM_POOL_OFF_LIST - 1)) +
+           __atomic_load_n(&pool->used_mark, __ATOMIC_RELAXED);
+}
+/* By the owner: pm_pool_put_used next says the pool needs its owner when
+ * used_count comes down to `mark` (below used_count; 0: when it empties). A
+ * thread reading used_count meanwhile may see the mark moved and the word
+ * not yet: the stats' figures are exact when the program is quiescent. */
+static inline void pm_pool_set_mark(pm_pool_t *pool, unsigned mark)
+{
+    unsigned used = pm_pool_used(pool);
+    uint16_t off_list = pool->used_word & PM_POOL_OFF_LIST;
+    __atomic_store_n(&pool->used_mark, (uint16_t)mark, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->used_word, (uint16_t)((used - mark) | off_list), __ATOMIC_RELAXED);
 }
 static inline bool pm_pool_on_bin_list(const pm_pool_t *pool)
 {
@@ -657,10 +684,11 @@ static inline void pm_pool_set_on_bin_list(pm_pool_t *pool, bool listed)
                      __ATOMIC_RELAXED);
 }
 /* By the owner, a block taken back: one less used, and true if the pool
- * needs its owner's attention, that is if it is now empty or off its bin
- * list (full until now). As a signed 16-bit word, used_word - 1 is then
- * <= 0: 0 when it emptied on its list, negative with the flag (used_count
- * was at least 1, so the subtract never overflows). On x86-64 the
+ * needs its owner's attention, that is if it is now empty, down to its
+ * mark, or off its bin list (full until now). As a signed 16-bit word,
+ * used_word - 1 is then <= 0: 0 when it emptied or came to its mark on its
+ * list, negative with the flag (used_count was above the mark, so the
+ * subtract never overflows). On x86-64 the
  * subtract's own flags answer: one instruction and a branch, where
  * testing the two fields took five. */
 static inline bool pm_pool_put_used(pm_pool_t *pool)
@@ -803,12 +831,12 @@ PM_HIDDEN PM_NORETURN void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_
  * service_lock of its ABANDONED heap). */
 PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
                             struct pm_heap *heap);
-/* Puts more blocks on the free list: those of the first page malloc_trim
- * gave back (pm_pool_purge_free_pages), else the next stretch of untouched
- * blocks; false if the pool has neither. */
+/* Puts more blocks on the free list: those of the first page given back
+ * (pm_pool_purge_free_pages), else the next stretch of untouched blocks;
+ * false if the pool has neither. */
 PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool, bool coloured);
-/* malloc_trim, for an IN USE pool: gives back the OS pages that hold no
- * live block and only carved blocks, and takes the free blocks that start
+/* malloc_trim, and a sparse pool (heap.c), for an IN USE pool: gives back
+ * the OS pages that hold no live block and only carved blocks, and takes the free blocks that start
  * in them off the free list (I3) until pm_pool_carve puts them back.
  * Returns the bytes given back. */
 PM_HIDDEN size_t pm_pool_purge_free_pages(pm_pool_t *pool);
@@ -877,6 +905,9 @@ PM_HIDDEN size_t pm_arena_trim(void);
 /* How many calls to the kernel (a madvise for a run of neighbouring pools,
  * or the unmapping of an arena gone whole) have purged retained pools. */
 PM_HIDDEN uint64_t pm_arena_retained_purges(void);
+/* How many calls to the kernel have given back pages of pools in use
+ * (pm_arena_purge_pages). */
+PM_HIDDEN uint64_t pm_arena_in_use_purges(void);
 /* Purges a pool's pages (I10) and counts them; returns the bytes. */
 PM_HIDDEN size_t pm_arena_purge_pool(pm_pool_t *pool);
 /* Purges `bytes` of an IN USE pool at `addr` (page aligned) and counts them. */
@@ -944,6 +975,16 @@ typedef struct pm_heap {
      * (pm_system_settle), which they join once past PM_SYSTEM_SETTLE_BYTES
      * either way: no shared write on every large request. */
     int64_t system_unsettled;
+    /* The owner's (or its service_lock holder's), for SPARSE POOLS
+     * (heap.c): its pools in use but parked, summed over the bins; their
+     * most since pool_peak_ms; those marked sparse; and whether a pool
+     * that comes down to its mark gives back its pages with no live
+     * block. */
+    uint64_t pool_total;
+    uint64_t pool_peak;
+    uint64_t pool_peak_ms;
+    uint64_t sparse_pools;
+    bool purging_sparse;
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;
     /* held while an ABANDONED heap is worked on, and over parked[] */
@@ -965,6 +1006,12 @@ typedef struct pm_heap {
      * while unclaimed or not yet written. */
     _Alignas(PM_CACHE_LINE) _Atomic(pm_block_t *) remote_ring[PM_REMOTE_RING];
 } pm_heap_t;
+
+/* SPARSE POOLS (heap.c): a pool's first mark is a quarter of its blocks,
+ * at most PM_SPARSE_MARK_MAX; a heap gives back the free pages of its
+ * sparse pools only once it holds PM_SPARSE_MIN_POOLS pools or more. */
+#define PM_SPARSE_MARK_MAX 16
+#define PM_SPARSE_MIN_POOLS 16
 
 /* The calling thread's heap; pm_heap_empty until its first allocation. */
 PM_HIDDEN extern __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("initial-exec")));

@@ -44,6 +44,8 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->block_size = (uint32_t)pm_class_size(class_index);
     pool->reciprocal = pm_class_reciprocal[class_index];
     pool->used_word = PM_POOL_OFF_LIST; /* none used, on no list yet */
+    pool->used_mark = 0;
+    pool->sparse = false;
     pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pool->block_size);
     pool->purged_pages = 0;
     pool->debug_fill = pm_options.debug != 0;
@@ -76,12 +78,13 @@ static pm_block_t *carve_link(const pm_pool_t *pool, char *start, uint32_t from,
     return head;
 }
 
-/* ---- pages of a pool in use given back (malloc_trim) ----------------------
+/* ---- pages of a pool in use given back (sparse pools, malloc_trim) --------
  * A program that frees most of its blocks leaves pools with a few live
  * blocks each: no pool empties, and until now none of their pages went
- * back, although most of them held only free blocks. malloc_trim now gives
- * back every page of a pool in use that no live block overlaps, as glibc's
- * malloc_trim gives back the free pages inside its heap. A block belongs to
+ * back, although most of them held only free blocks. A sparse pool
+ * (heap.c) and malloc_trim give back every page of a pool in use that no
+ * live block overlaps, as glibc's malloc_trim gives back the free pages
+ * inside its heap. A block belongs to
  * the page it starts in: those of a purged page leave the free list (their
  * links are about to read as zeros) and come back, a page at a time, when
  * the pool runs out of free blocks (pm_pool_carve), before any untouched
@@ -380,6 +383,9 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
     for (unsigned w = 0; w < PM_LIVE_MAP_WORDS; w++)
         live += (unsigned)__builtin_popcountll(live_map[w]);
     if (live != pm_pool_used(pool) || pool->carve_index > pool->capacity)
+        return false;
+    /* A mark is below used_count, so free's subtract reaches it first. */
+    if (pool->used_mark != 0 && live <= pool->used_mark)
         return false;
     const char *start = pm_pool_start(pool);
     unsigned free_blocks = 0;

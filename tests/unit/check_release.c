@@ -4,7 +4,8 @@
  * process, empty arenas beyond the reserve are unmapped, an idle thread's
  * parked pools go back after the delay, blocks freed into an exited
  * thread's heap are collected by the walk, malloc_trim gives back everything,
- * and RSS really falls; glibc's heap is trimmed once the
+ * a heap whose pools have mostly drained gives back their free pages (not
+ * one that drains them one after another), and RSS really falls; glibc's heap is trimmed once the
  * glibc path's live bytes have stayed halved for the purge delay, at once
  * when they collapse, never while they hold steady or cycle. */
 #include <check.h>
@@ -485,32 +486,53 @@ START_TEST(test_trim_gives_everything_back)
 END_TEST
 
 /* malloc_trim gives back the pages of pools in use that hold no live
- * block: SPARSE_BLOCKS blocks of 64 bytes, and one kept per pool, the one
- * at its start, so every other page of a full pool holds only free blocks.
- * The blocks of those pages come back when the pools are filled again, and
- * the kept ones keep their contents throughout. */
-enum { SPARSE_BLOCKS = 16384, SPARSE_SIZE = 64 };
+ * block: SPARSE_BLOCKS blocks of 64 bytes (64 pools), and the first few
+ * of each pool kept, so every other page of a full pool holds only free
+ * blocks. The blocks of those pages come back when the pools are filled
+ * again, and the kept ones keep their contents throughout. With more kept
+ * than a pool's first mark (PM_SPARSE_MARK_MAX), no pool becomes sparse,
+ * and the pages wait for malloc_trim; with fewer, they go back as the
+ * blocks are freed (SPARSE POOLS, heap.c). */
+enum { SPARSE_BLOCKS = 16384, SPARSE_SIZE = 64, SPARSE_KEEP_UNMARKED = PM_SPARSE_MARK_MAX + 1 };
+_Static_assert(SPARSE_KEEP_UNMARKED * SPARSE_SIZE < PM_OS_PAGE_SIZE, "kept blocks in the first page");
 static void *sparse[SPARSE_BLOCKS];
 
-/* Returns the pools kept. */
-static unsigned sparse_keep_one_per_pool(void)
+static bool sparse_among_first(const void *block, unsigned keep)
 {
-    unsigned kept = 0;
+    return (size_t)((const char *)block - pm_pool_start(pm_pool_of(block))) / SPARSE_SIZE < keep;
+}
+
+static void sparse_fill(void)
+{
     for (int i = 0; i < SPARSE_BLOCKS; i++) {
         sparse[i] = pm_malloc(SPARSE_SIZE);
         ck_assert_ptr_nonnull(sparse[i]);
         memset(sparse[i], 0x5a, SPARSE_SIZE);
     }
+}
+
+/* Frees all but the first `keep` blocks of each pool, in the order they
+ * were allocated, the kept ones marked with their index; returns the
+ * pools that keep some. */
+static unsigned sparse_keep_first(unsigned keep)
+{
+    unsigned pools = 0;
     for (int i = 0; i < SPARSE_BLOCKS; i++) {
-        if ((char *)sparse[i] == pm_pool_start(pm_pool_of(sparse[i]))) {
+        if (sparse_among_first(sparse[i], keep)) {
             memset(sparse[i], i & 0xff, SPARSE_SIZE);
-            kept++;
+            pools += (char *)sparse[i] == pm_pool_start(pm_pool_of(sparse[i]));
         } else {
             pm_free(sparse[i]);
             sparse[i] = NULL;
         }
     }
-    return kept;
+    return pools;
+}
+
+static unsigned sparse_fill_keep_first(unsigned keep)
+{
+    sparse_fill();
+    return sparse_keep_first(keep);
 }
 
 static void sparse_check_kept(void)
@@ -521,12 +543,37 @@ static void sparse_check_kept(void)
                 ck_assert_int_eq(((unsigned char *)sparse[i])[j], i & 0xff);
 }
 
+/* Filled again, the pages given back serve before any new pool (`given`:
+ * the stats once they were); then everything is freed. */
+static void sparse_refill_and_free(const pm_stats_t *given)
+{
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+        if (sparse[i] == NULL) {
+            sparse[i] = pm_malloc(SPARSE_SIZE);
+            ck_assert_ptr_nonnull(sparse[i]);
+            memset(sparse[i], i & 0xff, SPARSE_SIZE);
+        }
+    }
+    pm_stats_t refilled;
+    pm_test_stats(&refilled);
+    ck_assert_uint_le(refilled.classes[SPARSE_SIZE / 16 - 1].pools,
+                      given->classes[SPARSE_SIZE / 16 - 1].pools + 1);
+    ck_assert_uint_eq(refilled.small_trimmed_bytes, 0);
+    ck_assert(pm_heap_validate());
+    sparse_check_kept();
+    for (int i = 0; i < SPARSE_BLOCKS; i++)
+        pm_free(sparse[i]);
+    ck_assert(pm_heap_validate());
+}
+
 START_TEST(test_trim_gives_back_free_pages)
 {
     pm_options.purge_delay_ms = 60000;
     pm_stats_t before, after;
-    unsigned kept = sparse_keep_one_per_pool();
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    unsigned kept = sparse_fill_keep_first(SPARSE_KEEP_UNMARKED);
     ck_assert_uint_ge(kept, SPARSE_BLOCKS * SPARSE_SIZE / PM_POOL_SIZE - 1);
+    ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges); /* none sparse */
     pm_test_stats(&before);
     ck_assert_int_eq(pm_malloc_trim(0), 1);
     pm_test_stats(&after);
@@ -540,45 +587,150 @@ START_TEST(test_trim_gives_back_free_pages)
     ck_assert_uint_eq(after.small_live_blocks, before.small_live_blocks);
     sparse_check_kept();
     ck_assert_int_eq(pm_malloc_trim(0), 0); /* nothing left to give */
-    /* Filled again: the pages given back serve before any new pool. */
-    for (int i = 0; i < SPARSE_BLOCKS; i++) {
-        if (sparse[i] == NULL) {
-            sparse[i] = pm_malloc(SPARSE_SIZE);
-            ck_assert_ptr_nonnull(sparse[i]);
-            memset(sparse[i], i & 0xff, SPARSE_SIZE);
-        }
-    }
-    pm_stats_t refilled;
-    pm_test_stats(&refilled);
-    ck_assert_uint_le(refilled.classes[SPARSE_SIZE / 16 - 1].pools,
-                      after.classes[SPARSE_SIZE / 16 - 1].pools + 1);
-    ck_assert_uint_eq(refilled.small_trimmed_bytes, 0);
-    ck_assert(pm_heap_validate());
-    sparse_check_kept();
-    for (int i = 0; i < SPARSE_BLOCKS; i++)
-        pm_free(sparse[i]);
-    ck_assert(pm_heap_validate());
+    sparse_refill_and_free(&after);
 }
 END_TEST
 
-/* And the pages really leave the resident set. */
-START_TEST(test_trim_free_pages_rss_falls)
+/* And the pages really leave the resident set: after malloc_trim, with
+ * more kept than a first mark (`keep`), else as the blocks are freed. The
+ * pools hold 1 MiB; all their pages but the first leave (a pool 0 has one
+ * fewer, and the last pool may not be carved to its end). */
+static void sparse_check_rss_falls(unsigned keep)
 {
     pm_options.purge_delay_ms = 60000;
     memset(sparse, 0, sizeof sparse); /* the test's own pages count from the start */
     long start = resident_kib();
-    unsigned kept = sparse_keep_one_per_pool();
-    long sparse_kib = resident_kib();
-    ck_assert_int_eq(pm_malloc_trim(0), 1);
-    long trimmed = resident_kib();
-    /* The pools hold 1 MiB; all their pages but the first leave (a pool 0
-     * has one fewer, and the last pool may not be carved to its end). */
-    ck_assert_msg(sparse_kib - start > 900, "the blocks should take ~1 MiB (%ld KiB)",
-                  sparse_kib - start);
-    ck_assert_msg(sparse_kib - trimmed >= (long)(kept - 2) * 2 * 4,
-                  "RSS %ld KiB -> %ld -> trimmed %ld (%u pools)", start, sparse_kib, trimmed, kept);
+    sparse_fill();
+    long full_kib = resident_kib();
+    unsigned kept = sparse_keep_first(keep);
+    if (keep > PM_SPARSE_MARK_MAX)
+        ck_assert_int_eq(pm_malloc_trim(0), 1);
+    long given_kib = resident_kib();
+    ck_assert_msg(full_kib - start > 900, "the blocks should take ~1 MiB (%ld KiB)",
+                  full_kib - start);
+    ck_assert_msg(full_kib - given_kib >= (long)(kept - 6) * 3 * 4,
+                  "RSS %ld KiB -> %ld -> %ld (%u pools)", start, full_kib, given_kib, kept);
     sparse_check_kept();
 }
+
+START_TEST(test_trim_free_pages_rss_falls) { sparse_check_rss_falls(SPARSE_KEEP_UNMARKED); }
+END_TEST
+
+
+/* SPARSE POOLS: a heap whose pools are drained to a block each gives back
+ * their free pages as it frees, without malloc_trim: the pools sparse when
+ * half of them are (the walk), then each at its marks. Everything
+ * malloc_trim would give back has gone, and filled again the pages serve
+ * before any new pool. */
+START_TEST(test_sparse_pools_give_back_pages)
+{
+    pm_options.purge_delay_ms = 60000;
+    pm_stats_t before, after;
+    sparse_fill();
+    pm_test_stats(&before);
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    unsigned kept = sparse_keep_first(1);
+    pm_test_stats(&after);
+    ck_assert(pm_heap_validate());
+    uint64_t pages = (after.released_bytes_total - before.released_bytes_total) / PM_OS_PAGE_SIZE;
+    /* 3 pages a pool (a pool 0, 2; the last pool may not be carved to its
+     * end), in runs: at most a call a page. */
+    ck_assert_uint_ge(pages, (uint64_t)(kept - 6) * 3);
+    ck_assert_uint_eq(after.small_trimmed_bytes, pages * PM_OS_PAGE_SIZE);
+    uint64_t calls = pm_arena_in_use_purges() - in_use_purges;
+    ck_assert_uint_gt(calls, 0);
+    ck_assert_uint_le(calls, pages);
+    ck_assert_uint_eq(after.small_live_blocks, before.small_live_blocks - (SPARSE_BLOCKS - kept));
+    sparse_check_kept();
+    in_use_purges = pm_arena_in_use_purges();
+    pm_malloc_trim(0);
+    ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges); /* nothing left in use to give */
+    sparse_refill_and_free(&after);
+}
+END_TEST
+
+/* A pool that keeps more blocks than its first mark is not sparse; the
+ * sparse ones give back nothing while fewer than half of the heap's pools
+ * are, and all at once when the last pool it takes is drained. */
+START_TEST(test_sparse_waits_for_half)
+{
+    pm_options.purge_delay_ms = 60000;
+    sparse_fill();
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    /* A third of the pools (by address) keep one block, the rest more. */
+    unsigned pools = 0, drained = 0;
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+        uintptr_t pool_number = (uintptr_t)pm_pool_start(pm_pool_of(sparse[i])) / PM_POOL_SIZE;
+        unsigned keep = pool_number % 3 == 0 ? 1 : SPARSE_KEEP_UNMARKED;
+        pools += (char *)sparse[i] == pm_pool_start(pm_pool_of(sparse[i]));
+        drained += keep == 1 && (char *)sparse[i] == pm_pool_start(pm_pool_of(sparse[i]));
+        if (sparse_among_first(sparse[i], keep)) {
+            memset(sparse[i], i & 0xff, SPARSE_SIZE);
+        } else {
+            pm_free(sparse[i]);
+            sparse[i] = NULL;
+        }
+    }
+    ck_assert_uint_ge(drained, pools / 4);
+    ck_assert_uint_lt(drained * 2, pools - 1);
+    ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges);
+    ck_assert(pm_heap_validate());
+    /* Then the others drained to one, one after another: half are sparse
+     * before they are all. */
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+        if (sparse[i] != NULL && !sparse_among_first(sparse[i], 1)) {
+            pm_free(sparse[i]);
+            sparse[i] = NULL;
+        }
+    }
+    pm_test_stats(&after);
+    ck_assert(pm_heap_validate());
+    uint64_t pages = (after.released_bytes_total - before.released_bytes_total) / PM_OS_PAGE_SIZE;
+    ck_assert_uint_ge(pages, (uint64_t)(pools - 6) * 3);
+    sparse_check_kept();
+}
+END_TEST
+
+/* A program that churns a window of objects and then frees it in the order
+ * it allocated them drains its pools side by side, each holding blocks of
+ * many ages: at the end, the pools draining are half of those left, but
+ * not half of the peak, and nothing is given back page by page that the
+ * pools' emptying gives back a moment later (pm_bench_churn: 120-600
+ * madvise calls more). With no purge delay, the peak is forgotten at once,
+ * and they are. */
+enum { WINDOW = 20000, WINDOW_STEPS = 200000 };
+static void *window[WINDOW];
+
+static uint64_t window_churn_then_drain(void)
+{
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    memset(window, 0, sizeof window);
+    for (uint64_t i = 0; i < WINDOW_STEPS; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        void **slot = &window[i % WINDOW];
+        pm_free(*slot);
+        *slot = pm_malloc(1 + (size_t)(rng >> 33) % PM_SMALL_MAX);
+        ck_assert_ptr_nonnull(*slot);
+    }
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    for (uint64_t i = WINDOW_STEPS; i < WINDOW_STEPS + WINDOW; i++)
+        pm_free(window[i % WINDOW]);
+    ck_assert(pm_heap_validate());
+    return pm_arena_in_use_purges() - in_use_purges;
+}
+
+START_TEST(test_sparse_window_drain_keeps_pages)
+{
+    pm_options.purge_delay_ms = 60000;
+    ck_assert_uint_eq(window_churn_then_drain(), 0);
+    pm_options.purge_delay_ms = 0;
+    ck_assert_uint_gt(window_churn_then_drain(), 0);
+}
+END_TEST
+
+START_TEST(test_sparse_rss_falls) { sparse_check_rss_falls(1); }
 END_TEST
 
 /* The point of it all: resident memory falls back after a free. */
@@ -1093,6 +1245,9 @@ Suite *make_release_suite(void)
     tcase_add_loop_test(tc, test_release_reserve, 0, 3);
     tcase_add_test(tc, test_trim_gives_everything_back);
     tcase_add_test(tc, test_trim_gives_back_free_pages);
+    tcase_add_test(tc, test_sparse_pools_give_back_pages);
+    tcase_add_test(tc, test_sparse_waits_for_half);
+    tcase_add_test(tc, test_sparse_window_drain_keeps_pages);
     tcase_add_loop_test(tc, test_release_idle_thread, 0, 2);
     tcase_add_test(tc, test_release_one_empty_pool_per_class);
     tcase_add_test(tc, test_release_idle_threads_collapse);
@@ -1111,6 +1266,7 @@ Suite *make_release_suite(void)
     tcase_add_test(rss, test_release_rss_falls);
     tcase_add_test(rss, test_release_collapse_rss_falls);
     tcase_add_test(rss, test_trim_free_pages_rss_falls);
+    tcase_add_test(rss, test_sparse_rss_falls);
     tcase_add_loop_test(rss, test_release_glibc_heap_on_fall, 0, 2);
     tcase_add_test(rss, test_release_glibc_heap_collapse);
     suite_add_tcase(s, rss);
