@@ -155,8 +155,8 @@
  *  a delay) have come down to a few live blocks (sparse, heap.c's SPARSE
  *  POOLS: seen through used_mark, with no test on free's fast path), they
  *  give back their pages that no live block overlaps (purged_pages, I3),
- *  which such a pool takes back a page at a time once its free list is
- *  dry, before it carves. malloc_trim purges and unmaps everything it can,
+ *  which such a pool takes back, all at once, when it is met with its
+ *  free list dry, before it carves. malloc_trim purges and unmaps everything it can,
  *  at once, down to those pages of every pool in use. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
  *  once the glibc path's live bytes have stayed halved for the purge delay,
@@ -831,7 +831,7 @@ PM_HIDDEN PM_NORETURN void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_
  * service_lock of its ABANDONED heap). */
 PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
                             struct pm_heap *heap);
-/* Puts more blocks on the free list: those of the first page given back
+/* Puts more blocks on the free list: those of the pages given back
  * (pm_pool_purge_free_pages), else the next stretch of untouched blocks;
  * false if the pool has neither. */
 PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool, bool coloured);
