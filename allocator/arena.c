@@ -479,6 +479,15 @@ bool pm_arena_collapsed(void)
     return atomic_load_explicit(&directory.collapsed, memory_order_relaxed);
 }
 
+bool pm_arena_cycling(void)
+{
+    uint64_t now_ms = decay_now_ms();
+    pm_lock(&directory.lock);
+    bool cycling = now_ms < directory.cycle_until_ms;
+    pm_unlock(&directory.lock);
+    return cycling;
+}
+
 void pm_arena_parked_add(int64_t delta)
 {
     atomic_fetch_add_explicit(&directory.pools_parked, (uint64_t)delta, memory_order_relaxed);

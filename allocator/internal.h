@@ -152,8 +152,9 @@
  *  kept pools are purged too.
  *  A heap that frees most of its blocks in no order empties none of its
  *  pools: once at least half of its pools (and of the most it held within
- *  a delay) have come down to a few live blocks (sparse, heap.c's SPARSE
- *  POOLS: seen through used_mark, with no test on free's fast path), they
+ *  a delay, or nearly all of those left) have come down to a few live
+ *  blocks (sparse, heap.c's SPARSE POOLS: seen through used_mark, with no
+ *  test on free's fast path), outside a cycle, they
  *  give back their pages that no live block overlaps (purged_pages, I3),
  *  which such a pool takes back, all at once, when it is met with its
  *  free list dry, before it carves. malloc_trim purges and unmaps everything it can,
@@ -888,6 +889,11 @@ PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
  * has been taken since: nothing is retained or parked now. Read without
  * the lock. */
 PM_HIDDEN bool pm_arena_collapsed(void);
+/* Drops of the pools in use have come within a purge delay of each other
+ * (rounds of a cycle, collapse_note in arena.c), lately: the retained cap
+ * serves them, and a heap's sparse pools keep their pages too. Takes the
+ * arena lock. */
+PM_HIDDEN bool pm_arena_cycling(void);
 /* Parked pools (I4) are in use but empty, so the collapse leaves them out
  * of its count: heap.c adds each one parked and subtracts each one leaving
  * parked[], under the heap's service_lock. Lock-free. */
@@ -984,7 +990,10 @@ typedef struct pm_heap {
     uint64_t pool_peak;
     uint64_t pool_peak_ms;
     uint64_t sparse_pools;
-    bool purging_sparse;
+    /* Since purging_sparse last turned on: pools that gave back pages, and
+     * pools that emptied with pages given back. */
+    uint32_t sparse_purged, sparse_purged_emptied;
+    uint8_t purging_sparse; /* SPARSE_OFF, SPARSE_ON, SPARSE_SPENT (heap.c) */
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;
     /* held while an ABANDONED heap is worked on, and over parked[] */
