@@ -479,9 +479,8 @@ bool pm_arena_collapsed(void)
     return atomic_load_explicit(&directory.collapsed, memory_order_relaxed);
 }
 
-bool pm_arena_cycling(void)
+bool pm_arena_cycling(uint64_t now_ms)
 {
-    uint64_t now_ms = decay_now_ms();
     pm_lock(&directory.lock);
     bool cycling = now_ms < directory.cycle_until_ms;
     pm_unlock(&directory.lock);

@@ -116,6 +116,12 @@ static void bin_append(pm_bin_t *bin, pm_pool_t *pool)
     pm_pool_set_on_bin_list(pool, true);
 }
 
+/* The only pool on its bin list. */
+static bool pool_alone_in_bin(const pm_pool_t *pool)
+{
+    return pool->prev == NULL && pool->next == NULL;
+}
+
 static void pool_leave_sparse(pm_pool_t *pool);
 
 static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
@@ -249,7 +255,7 @@ static bool heap_half_sparse(pm_heap_t *heap)
     }
     return (heap->sparse_pools * 2 >= heap->pool_peak ||
             heap->sparse_pools * 8 >= heap->pool_total * 7) &&
-           !pm_arena_cycling();
+           !pm_arena_cycling(now_ms);
 }
 
 /* Whether the heap is purging_sparse, turning it on or off: on when half
@@ -280,7 +286,7 @@ static bool heap_purging_sparse(pm_heap_t *heap)
 /* Out of line: a pool on its bin list came down to its mark. */
 static __attribute__((noinline)) void pool_reached_mark(pm_heap_t *heap, pm_pool_t *pool)
 {
-    if (!pool->sparse && (pool->prev != NULL || pool->next != NULL)) {
+    if (!pool->sparse && !pool_alone_in_bin(pool)) {
         pool->sparse = true;
         heap->sparse_pools++;
     }
@@ -530,7 +536,7 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
      * it was carving, which parks, then the full one before it). One
      * beside others of the class, carved past its first page, parks too
      * while the heap has fewer than PARKED_BESIDE_OTHERS parked. */
-    bool last = pool->prev == NULL && pool->next == NULL;
+    bool last = pool_alone_in_bin(pool);
     bool spans = heap_owned(heap) && pool_spans_pages(pool);
     bool parkable = spans &&
                     atomic_load_explicit(&heap->parked[pool->class_index],
@@ -743,7 +749,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
         for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
             next = pool->next;
             /* A pool that gave back pages (sparse, or malloc_trim) takes
-             * one back as soon as it is met dry, rather than wait, dry on
+             * them back as soon as it is met dry, rather than wait, dry on
              * the list, for every pool with free blocks to run out: every
              * slow path walked past all those waiting, and refilling the
              * pools of pm_bench_phases' random free took 5.5 s, not 2.5. */

@@ -154,11 +154,11 @@
  *  pools: once at least half of its pools (and of the most it held within
  *  a delay, or nearly all of those left) have come down to a few live
  *  blocks (sparse, heap.c's SPARSE POOLS: seen through used_mark, with no
- *  test on free's fast path), outside a cycle, they
- *  give back their pages that no live block overlaps (purged_pages, I3),
- *  which such a pool takes back, all at once, when it is met with its
- *  free list dry, before it carves. malloc_trim purges and unmaps everything it can,
- *  at once, down to those pages of every pool in use. glibc's heap,
+ *  test on free's fast path), outside a cycle, they give back their pages
+ *  that no live block overlaps (purged_pages, I3), which such a pool takes
+ *  back, all at once, when it is met with its free list dry, before it
+ *  carves. malloc_trim purges and unmaps everything it can, at once, down
+ *  to those pages of every pool in use. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
  *  once the glibc path's live bytes have stayed halved for the purge delay,
  *  or at once when they collapse to an eighth outside a cycle (system.c).
@@ -620,16 +620,17 @@ typedef struct pm_pool {
     bool debug_fill;          /* POOLMALLOC_DEBUG: its free blocks hold the pattern (I12) */
     uint16_t sampled_count;   /* sampled blocks live in it (I11); atomic */
     /* Bit p: OS page p of the pool (from pm_pool_start) was given back by
-     * malloc_trim while the pool stayed in use, and the blocks that start
-     * in it are off the free list (I3). */
+     * malloc_trim or as a sparse pool while the pool stayed in use, and the
+     * blocks that start in it are off the free list (I3). */
     uint8_t purged_pages;
-    /* By the owner: 0, or the used_count below used_count at which the
-     * subtract of pm_pool_put_used next comes to 0 (pm_pool_set_mark), so
-     * that a pool draining towards sparse is seen with no test of its own
-     * on free's fast path (heap.c, SPARSE POOLS). Read by any thread. */
+    /* By the owner: 0, or a count below used_count at which the subtract
+     * of pm_pool_put_used next comes to 0 (pm_pool_set_mark), so that a
+     * pool draining towards sparse is seen with no test of its own on
+     * free's fast path (heap.c, SPARSE POOLS). Read by any thread. */
     uint16_t used_mark;
-    /* By the owner: the pool came down to its first mark and has not
-     * emptied, filled or served since; counted in its heap's sparse_pools. */
+    /* By the owner: the pool came down to its mark, not alone in its bin,
+     * and has not emptied, filled or served since; counted in its heap's
+     * sparse_pools. */
     bool sparse;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 _Static_assert(sizeof(pm_pool_t) == PM_CACHE_LINE, "a pool descriptor is one cache line");
@@ -837,9 +838,9 @@ PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
  * false if the pool has neither. */
 PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool, bool coloured);
 /* malloc_trim, and a sparse pool (heap.c), for an IN USE pool: gives back
- * the OS pages that hold no live block and only carved blocks, and takes the free blocks that start
- * in them off the free list (I3) until pm_pool_carve puts them back.
- * Returns the bytes given back. */
+ * the OS pages that hold no live block and only carved blocks, and takes
+ * the free blocks that start in them off the free list (I3) until
+ * pm_pool_carve puts them back. Returns the bytes given back. */
 PM_HIDDEN size_t pm_pool_purge_free_pages(pm_pool_t *pool);
 /* A pool is carved coloured while its bin holds no more than this many. */
 #define PM_HEAP_COLOURED_POOLS 4
@@ -890,10 +891,10 @@ PM_HIDDEN void pm_arena_release_pool(pm_pool_t *pool);
  * the lock. */
 PM_HIDDEN bool pm_arena_collapsed(void);
 /* Drops of the pools in use have come within a purge delay of each other
- * (rounds of a cycle, collapse_note in arena.c), lately: the retained cap
- * serves them, and a heap's sparse pools keep their pages too. Takes the
- * arena lock. */
-PM_HIDDEN bool pm_arena_cycling(void);
+ * (rounds of a cycle, collapse_note in arena.c), lately, as of now_ms
+ * (pm_os_coarse_ms): the retained cap serves them, and a heap's sparse
+ * pools keep their pages too. Takes the arena lock. */
+PM_HIDDEN bool pm_arena_cycling(uint64_t now_ms);
 /* Parked pools (I4) are in use but empty, so the collapse leaves them out
  * of its count: heap.c adds each one parked and subtracts each one leaving
  * parked[], under the heap's service_lock. Lock-free. */
@@ -982,10 +983,10 @@ typedef struct pm_heap {
      * either way: no shared write on every large request. */
     int64_t system_unsettled;
     /* The owner's (or its service_lock holder's), for SPARSE POOLS
-     * (heap.c): its pools in use but parked, summed over the bins; their
-     * most since pool_peak_ms; those marked sparse; and whether a pool
-     * that comes down to its mark gives back its pages with no live
-     * block. */
+     * (heap.c): its pools in use, the parked ones left out (the bins'
+     * pool_count summed); the most of them since pool_peak_ms; those
+     * marked sparse; and whether a pool that comes down to its mark gives
+     * back its pages with no live block. */
     uint64_t pool_total;
     uint64_t pool_peak;
     uint64_t pool_peak_ms;

@@ -84,12 +84,12 @@ static pm_block_t *carve_link(const pm_pool_t *pool, char *start, uint32_t from,
  * back, although most of them held only free blocks. A sparse pool
  * (heap.c) and malloc_trim give back every page of a pool in use that no
  * live block overlaps, as glibc's malloc_trim gives back the free pages
- * inside its heap. A block belongs to
- * the page it starts in: those of a purged page leave the free list (their
- * links are about to read as zeros) and come back, all the pool's purged
- * pages at once, when the pool runs out of free blocks (pm_pool_carve),
- * before any untouched block is carved. A free block that starts in a page kept and ends in one
- * purged stays on the list: only its link, at its start, must survive.
+ * inside its heap. A block belongs to the page it starts in: those of a
+ * purged page leave the free list (their links are about to read as
+ * zeros) and come back, all the pool's purged pages at once, when the pool
+ * runs out of free blocks (pm_pool_carve), before any untouched block is
+ * carved. A free block that starts in a page kept and ends in one purged
+ * stays on the list: only its link, at its start, must survive.
  * Only pages all of whose blocks are carved are purged, so carving never
  * reaches a purged page. Not in debug mode, whose freed pattern would read
  * as a write after free. */
@@ -127,13 +127,6 @@ static char *pool_live_block(const pm_pool_t *pool, uint32_t from, uint32_t to)
     return NULL;
 }
 
-/* The purged pages' blocks go back on the free list (which is empty: the
- * caller found no block there), lowest address first, each run of pages
- * made resident in one call, as carving does: a page at a time, refilling
- * the pools pm_bench_phases' random free had left took a call and a slow
- * path for every page. They are free: a purged block is never handed out,
- * and freeing one is a double free (I6), so a live bit here means the map
- * was corrupted. */
 /* Calls act(address, bytes) on each run of consecutive pages of the pool
  * in `pages` (bit p: page p); returns their bytes. */
 static size_t pool_page_runs(const pm_pool_t *pool, unsigned pages, void (*act)(void *, size_t))
@@ -156,6 +149,13 @@ static size_t pool_page_runs(const pm_pool_t *pool, unsigned pages, void (*act)(
 /* Refused by the kernel, carving's writes fault the pages in. */
 static void pool_populate(void *addr, size_t bytes) { (void)pm_os_populate(addr, bytes); }
 
+/* The purged pages' blocks go back on the free list (which is empty: the
+ * caller found no block there), lowest address first, each run of pages
+ * made resident in one call, as carving does: a page at a time, refilling
+ * the pools pm_bench_phases' random free had left took a call and a slow
+ * path for every page. They are free: a purged block is never handed out,
+ * and freeing one is a double free (I6), so a live bit here means the map
+ * was corrupted. */
 static void pool_take_purged_pages(pm_pool_t *pool)
 {
     char *start = pm_pool_start(pool);
