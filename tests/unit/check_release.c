@@ -497,11 +497,6 @@ enum { SPARSE_BLOCKS = 16384, SPARSE_SIZE = 64, SPARSE_KEEP_UNMARKED = PM_SPARSE
 _Static_assert(SPARSE_KEEP_UNMARKED * SPARSE_SIZE < PM_OS_PAGE_SIZE, "kept blocks in the first page");
 static void *sparse[SPARSE_BLOCKS];
 
-static bool sparse_among_first(const void *block, unsigned keep)
-{
-    return (size_t)((const char *)block - pm_pool_start(pm_pool_of(block))) / SPARSE_SIZE < keep;
-}
-
 static void sparse_fill(void)
 {
     for (int i = 0; i < SPARSE_BLOCKS; i++) {
@@ -511,16 +506,24 @@ static void sparse_fill(void)
     }
 }
 
-/* Frees all but the first `keep` blocks of each pool, in the order they
- * were allocated, the kept ones marked with their index; returns the
- * pools that keep some. */
-static unsigned sparse_keep_first(unsigned keep)
+/* Which blocks a test keeps, by a block's index in its pool and its
+ * pool's number (address / PM_POOL_SIZE); `arg` is the test's own. */
+typedef bool sparse_keep_fn(unsigned index, uintptr_t pool_number, unsigned arg);
+
+/* Frees, in the order they were allocated, the blocks still held that
+ * `keep` does not keep, and marks the kept ones with their index; returns
+ * the pools whose first block is kept. */
+static unsigned sparse_keep_where(sparse_keep_fn *keep, unsigned arg)
 {
     unsigned pools = 0;
     for (int i = 0; i < SPARSE_BLOCKS; i++) {
-        if (sparse_among_first(sparse[i], keep)) {
+        if (sparse[i] == NULL)
+            continue;
+        const char *start = pm_pool_start(pm_pool_of(sparse[i]));
+        unsigned index = (unsigned)((size_t)((char *)sparse[i] - start) / SPARSE_SIZE);
+        if (keep(index, (uintptr_t)start / PM_POOL_SIZE, arg)) {
             memset(sparse[i], i & 0xff, SPARSE_SIZE);
-            pools += (char *)sparse[i] == pm_pool_start(pm_pool_of(sparse[i]));
+            pools += index == 0;
         } else {
             pm_free(sparse[i]);
             sparse[i] = NULL;
@@ -528,6 +531,15 @@ static unsigned sparse_keep_first(unsigned keep)
     }
     return pools;
 }
+
+static bool sparse_first(unsigned index, uintptr_t pool_number, unsigned count)
+{
+    (void)pool_number;
+    return index < count;
+}
+
+/* All but the first `keep` blocks of each pool freed; returns the pools. */
+static unsigned sparse_keep_first(unsigned keep) { return sparse_keep_where(sparse_first, keep); }
 
 static unsigned sparse_fill_keep_first(unsigned keep)
 {
@@ -652,24 +664,27 @@ END_TEST
 /* A pool that keeps more blocks than its first mark is not sparse; the
  * sparse ones give back nothing while fewer than half of the heap's pools
  * are, and all at once when the last pool it takes is drained. */
+/* A third of the pools keep one block; the others, more than a mark. */
+static bool sparse_one_in_third(unsigned index, uintptr_t pool_number, unsigned arg)
+{
+    (void)arg;
+    return index < (pool_number % 3 == 0 ? 1u : SPARSE_KEEP_UNMARKED);
+}
+
 START_TEST(test_sparse_waits_for_half)
 {
     pm_options.purge_delay_ms = 60000;
     sparse_fill();
     uint64_t in_use_purges = pm_arena_in_use_purges();
     /* A third of the pools (by address) keep one block, the rest more. */
-    unsigned pools = 0, drained = 0;
+    unsigned pools = sparse_keep_where(sparse_one_in_third, 0);
+    unsigned drained = 0;
     for (int i = 0; i < SPARSE_BLOCKS; i++) {
-        uintptr_t pool_number = (uintptr_t)pm_pool_start(pm_pool_of(sparse[i])) / PM_POOL_SIZE;
-        unsigned keep = pool_number % 3 == 0 ? 1 : SPARSE_KEEP_UNMARKED;
-        pools += (char *)sparse[i] == pm_pool_start(pm_pool_of(sparse[i]));
-        drained += keep == 1 && (char *)sparse[i] == pm_pool_start(pm_pool_of(sparse[i]));
-        if (sparse_among_first(sparse[i], keep)) {
-            memset(sparse[i], i & 0xff, SPARSE_SIZE);
-        } else {
-            pm_free(sparse[i]);
-            sparse[i] = NULL;
-        }
+        if (sparse[i] == NULL)
+            continue;
+        const char *start = pm_pool_start(pm_pool_of(sparse[i]));
+        /* Drained to one: its second block not kept. */
+        drained += sparse[i] == start && !sparse_one_in_third(1, (uintptr_t)start / PM_POOL_SIZE, 0);
     }
     ck_assert_uint_ge(drained, pools / 4);
     ck_assert_uint_lt(drained * 2, pools - 1);
@@ -679,12 +694,7 @@ START_TEST(test_sparse_waits_for_half)
      * before they are all. */
     pm_stats_t before, after;
     pm_test_stats(&before);
-    for (int i = 0; i < SPARSE_BLOCKS; i++) {
-        if (sparse[i] != NULL && !sparse_among_first(sparse[i], 1)) {
-            pm_free(sparse[i]);
-            sparse[i] = NULL;
-        }
-    }
+    sparse_keep_first(1);
     pm_test_stats(&after);
     ck_assert(pm_heap_validate());
     uint64_t pages = (after.released_bytes_total - before.released_bytes_total) / PM_OS_PAGE_SIZE;
@@ -697,24 +707,20 @@ END_TEST
  * few left, each holding a survivor or two, are nearly all sparse, though
  * far fewer than half of the most the heap held: they give back their
  * free pages too. Here one pool in 3 keeps a block. */
+/* The first block of one pool in 3. */
+static bool sparse_first_in_third(unsigned index, uintptr_t pool_number, unsigned arg)
+{
+    (void)arg;
+    return index == 0 && pool_number % 3 == 0;
+}
+
 START_TEST(test_sparse_survivors_give_back_pages)
 {
     pm_options.purge_delay_ms = 60000;
     sparse_fill();
     pm_stats_t before, after;
     pm_test_stats(&before);
-    unsigned survivors = 0;
-    for (int i = 0; i < SPARSE_BLOCKS; i++) {
-        const char *start = pm_pool_start(pm_pool_of(sparse[i]));
-        bool keep = (char *)sparse[i] == start && ((uintptr_t)start / PM_POOL_SIZE) % 3 == 0;
-        if (keep) {
-            memset(sparse[i], i & 0xff, SPARSE_SIZE);
-            survivors++;
-        } else {
-            pm_free(sparse[i]);
-            sparse[i] = NULL;
-        }
-    }
+    unsigned survivors = sparse_keep_where(sparse_first_in_third, 0);
     pm_test_stats(&after);
     ck_assert(pm_heap_validate());
     ck_assert_uint_ge(survivors, PM_SPARSE_MIN_POOLS);
@@ -746,20 +752,19 @@ END_TEST
  * goes with its pool a moment later. Once most pools that gave back pages
  * have emptied (16 or more), the heap stops giving back pages until it is
  * no longer sparse: fewer calls than pools, where each pool would take 3. */
+/* The block at the start of each page. */
+static bool sparse_first_of_page(unsigned index, uintptr_t pool_number, unsigned arg)
+{
+    (void)pool_number;
+    (void)arg;
+    return index * SPARSE_SIZE % PM_OS_PAGE_SIZE == 0;
+}
+
 START_TEST(test_sparse_purging_stops_when_spent)
 {
     pm_options.purge_delay_ms = 60000;
     sparse_fill();
-    unsigned pools = 0;
-    for (int i = 0; i < SPARSE_BLOCKS; i++) {
-        size_t offset = (size_t)((char *)sparse[i] - pm_pool_start(pm_pool_of(sparse[i])));
-        if (offset % PM_OS_PAGE_SIZE == 0) {
-            pools += offset == 0;
-        } else {
-            pm_free(sparse[i]);
-            sparse[i] = NULL;
-        }
-    }
+    unsigned pools = sparse_keep_where(sparse_first_of_page, 0);
     uint64_t in_use_purges = pm_arena_in_use_purges();
     for (int i = 0; i < SPARSE_BLOCKS; i++)
         pm_free(sparse[i]);
