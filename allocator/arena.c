@@ -15,7 +15,7 @@
  * delays is a cycle worth keeping pages for; older demand is history. */
 #define CAP_SHRINK_DELAYS 8
 /* A growing heap's bare pool is populated together with the bare unused
- * pools after it in its arena, up to one for every this many pools in use
+ * pools after it in its arena, up to one for every this many pools it has
  * (populate_run): what a look-ahead leaves resident and unused when the
  * growth stops stays under 1/32 of the pools, about 3%. */
 #define POPULATE_AHEAD_RATIO 32
@@ -66,9 +66,21 @@ static struct {
     uint64_t cap_bare_acquired, cap_refaulted;
 } directory = {.lock = PM_LOCK_INITIALIZER, .rebuilt_from = UINT64_MAX, .cycle_trough = UINT64_MAX};
 
+/* I5: the list an arena with unused pools is on, its home's or the
+ * directory's. */
+static pm_arena_t **directory_list(pm_arena_t *arena)
+{
+    pm_arena_t **by_unused = arena->home != NULL ? arena->home->by_unused : directory.by_unused;
+    return &by_unused[arena->free_pool_count - 1];
+}
+
 static void directory_link(pm_arena_t *arena)
 {
-    pm_arena_t **head = &directory.by_unused[arena->free_pool_count - 1];
+    /* I5: an arena with every pool unused, or whose heap has lost its
+     * owner, is nobody's again. */
+    if (arena->free_pool_count == PM_POOLS_PER_ARENA || (arena->home && !arena->home->open))
+        arena->home = NULL;
+    pm_arena_t **head = directory_list(arena);
     arena->prev = NULL;
     arena->next = *head;
     if (*head)
@@ -81,7 +93,7 @@ static void directory_unlink(pm_arena_t *arena)
     if (arena->prev)
         arena->prev->next = arena->next;
     else
-        directory.by_unused[arena->free_pool_count - 1] = arena->next;
+        *directory_list(arena) = arena->next;
     if (arena->next)
         arena->next->prev = arena->prev;
     arena->next = arena->prev = NULL;
@@ -524,7 +536,10 @@ static unsigned release_budget(void)
  * the bare UNUSED pools after it in its arena are made resident in one
  * call, and the ones after it go to the head of the arena's free list,
  * retained (I10), to be handed out next. The look-ahead is at most one pool
- * for every POPULATE_AHEAD_RATIO in use, and no more than the retained
+ * for every POPULATE_AHEAD_RATIO the heap has in use (the pools after it
+ * are the heap's to take, I5: sized on every heap's pools, it left
+ * pm_bench_churn's 4 heaps each populating most of every arena it took,
+ * and peak RSS 5% higher), and no more than the retained
  * list has room for under its cap and slack (pm_retain_slack). Stopping at
  * the cap, it found no room while the list stood within the slack, and
  * python_objects.py populated 249 pages a call each, not 206.
@@ -536,7 +551,8 @@ static unsigned release_budget(void)
  * or builds it again after giving the last one back, takes pools by the
  * thousand. One that stops growing leaves the look-ahead retained, purged
  * after the delay like any other. Caller holds the lock. */
-static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t now_ms)
+static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_pools,
+                         uint64_t now_ms)
 {
     unsigned first = pool->pool_index, end = first + 1;
     /* Retained pools, within the cap and its slack: none is purged early
@@ -544,7 +560,7 @@ static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t now_ms)
     uint64_t cap = retain_cap(now_ms);
     uint64_t limit = cap + pm_retain_slack(cap);
     uint64_t room = limit > directory.retained_count ? limit - directory.retained_count : 0;
-    uint64_t ahead = directory.pools_in_use / POPULATE_AHEAD_RATIO;
+    uint64_t ahead = heap_pools / POPULATE_AHEAD_RATIO;
     ahead = ahead < room ? ahead : room;
     while (end < PM_POOLS_PER_ARENA && end - first <= ahead &&
            arena->pools[end].class_index == PM_CLASS_NONE && !pm_pool_resident(&arena->pools[end]))
@@ -578,14 +594,25 @@ static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t now_ms)
     arena->free_pools = rest;
 }
 
+/* The first arena of the lists by_unused[0..count), the fullest. */
+static pm_arena_t *fullest_arena(pm_arena_t *const *by_unused, unsigned count)
+{
+    for (unsigned u = 0; u < count; u++)
+        if (by_unused[u] != NULL)
+            return by_unused[u];
+    return NULL;
+}
+
 pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, bool growing)
 {
     pm_lock(&directory.lock);
     uint64_t now_ms = decay_now_ms();
-    pm_arena_t *arena = NULL;
-    /* The fullest arena first, so sparse ones drain (see internal.h). */
-    for (unsigned u = 0; u < PM_POOLS_PER_ARENA && arena == NULL; u++)
-        arena = directory.by_unused[u];
+    /* The fullest arena first, so sparse ones drain (see internal.h): of
+     * the heap's own, then of nobody's, which it makes its own (I5). */
+    pm_arena_home_t *home = &heap->arena_home;
+    pm_arena_t *arena = fullest_arena(home->by_unused, PM_POOLS_PER_ARENA - 1);
+    if (arena == NULL)
+        arena = fullest_arena(directory.by_unused, PM_POOLS_PER_ARENA);
     if (arena == NULL)
         arena = arena_create();
     if (arena == NULL) {
@@ -593,6 +620,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
         return NULL;
     }
     directory_unlink(arena);
+    arena->home = home;
     if (arena->free_pool_count == PM_POOLS_PER_ARENA)
         directory.empty_count--;
     pm_pool_t *pool = arena->free_pools;
@@ -621,7 +649,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
     else {
         retain_cap_note_bare(now_ms);
         if (growing)
-            populate_run(arena, pool, now_ms);
+            populate_run(arena, pool, heap->pool_total, now_ms);
     }
     /* I2: owned before the lock drops, so no other thread (the decay, a
      * fork child's validator) ever sees it off the free list yet UNUSED. */
@@ -661,6 +689,27 @@ void pm_arena_release_pool(pm_pool_t *pool)
     }
     directory_link(arena);
     decay_step(now_ms, release_budget());
+    pm_unlock(&directory.lock);
+}
+
+void pm_arena_home_open(pm_arena_home_t *home)
+{
+    pm_lock(&directory.lock);
+    home->open = true;
+    pm_unlock(&directory.lock);
+}
+
+void pm_arena_home_close(pm_arena_home_t *home)
+{
+    pm_lock(&directory.lock);
+    home->open = false;
+    for (unsigned u = 0; u < PM_POOLS_PER_ARENA - 1; u++) {
+        pm_arena_t *arena;
+        while ((arena = home->by_unused[u]) != NULL) {
+            directory_unlink(arena);
+            directory_link(arena); /* the directory's now */
+        }
+    }
     pm_unlock(&directory.lock);
 }
 
@@ -767,6 +816,12 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
                 break;
         }
         ok &= unused == arena->free_pool_count;
+        /* I5: on its list, at the head if first; nobody's when empty, and
+         * filed in a closed home never. */
+        if (unused > 0 && unused == arena->free_pool_count)
+            ok &= (arena->prev == NULL) == (*directory_list(arena) == arena) &&
+                  (arena->home == NULL || arena->home->open);
+        ok &= unused < PM_POOLS_PER_ARENA || arena->home == NULL;
         in_use += PM_POOLS_PER_ARENA - unused;
         ok &= pm_registry_contains(arena); /* I1 */
         empty_arenas += unused == PM_POOLS_PER_ARENA;

@@ -26,6 +26,7 @@ static pm_heap_t shared_heap = {
     .bins = PM_BINS_INITIALIZER,
     .sample_countdown = INT64_MAX, /* allocations under its lock are not sampled */
     .service_lock = PM_LOCK_INITIALIZER,
+    .arena_home = {.open = true}, /* its users are its owner */
     .state = PM_HEAP_ABANDONED,
 };
 
@@ -821,6 +822,7 @@ static pm_heap_t *heap_create(void)
         bin_serve_head(&heap->bins[c]);
     pm_lock_init(&heap->service_lock);
     atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_relaxed);
+    pm_arena_home_open(&heap->arena_home);
     pm_profile_heap_init(heap);
     heap->next_heap = heaps.all;
     heaps.all = heap;
@@ -848,6 +850,7 @@ static pm_heap_t *heap_for_thread(void)
             pm_lock(&heap->service_lock);
             atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_seq_cst);
             pm_unlock(&heap->service_lock);
+            pm_arena_home_open(&heap->arena_home);
         } else {
             heap = heap_create();
         }
@@ -885,6 +888,7 @@ static void heap_abandon(pm_heap_t *heap)
     uint64_t next_due_ms = UINT64_MAX;
     heap_give_back_parked(heap, 0, true, &next_due_ms);
     pm_unlock(&heap->service_lock);
+    pm_arena_home_close(&heap->arena_home);
     heap->next_abandoned = heaps.abandoned;
     heaps.abandoned = heap;
     pm_unlock(&heaps.lock);
@@ -1245,8 +1249,10 @@ void pm_fork_child(void)
                                                     memory_order_relaxed, memory_order_relaxed);
         }
         if (heap != pm_thread_heap &&
-            atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED)
+            atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED) {
             atomic_store_explicit(&heap->state, PM_HEAP_ORPHANED, memory_order_relaxed);
+            pm_arena_home_close(&heap->arena_home);
+        }
     }
     pm_lock_init(&heaps.lock);
     pm_stats_reinit_lock();

@@ -197,8 +197,10 @@ END_TEST
 
 /* Blocks of a thread that does not exist in the child: freeing them there
  * pushes them onto an ORPHANED heap, which nobody collects, yet the counts
- * stay exact (I8) and the child allocates on. */
-enum { PARKED_BLOCKS = 200 };
+ * stay exact (I8) and the child allocates on. The arena they are in was the
+ * thread's own; in the child it is nobody's (I5), for the child's heaps to
+ * take pools from. */
+enum { PARKED_BLOCKS = 200, CHILD_HOME_KEPT = 16 };
 static void *parked[PARKED_BLOCKS];
 static atomic_int parked_ready, parked_release;
 
@@ -224,10 +226,13 @@ START_TEST(test_fork_orphaned_heap)
     pm_stats_t before;
     pm_test_stats(&before);
     ck_assert_uint_eq(before.small_live_blocks, PARKED_BLOCKS);
+    ck_assert_ptr_nonnull(pm_arena_of(parked[0])->home);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         child_setup();
+        if (pm_arena_of(parked[0])->home != NULL)
+            _exit(CHILD_HOME_KEPT);
         for (size_t i = 0; i < PARKED_BLOCKS; i++) {
             if (!pm_test_pattern_ok(parked[i], 48, i))
                 _exit(CHILD_PATTERN);

@@ -433,6 +433,66 @@ START_TEST(test_threads_heap_reuse)
 }
 END_TEST
 
+/* I5: a heap takes its pools from arenas of its own while one has room, so
+ * threads do not fill each other's arenas (whose pools, released by one
+ * thread and taken by another, came with their cache lines in the other
+ * core's cache). A thread that exits leaves its arenas to the others: the
+ * main thread, its own arena full, takes its next pool from the exited
+ * thread's arena rather than map one. */
+enum { HOME_SIZE = 256, HOME_BLOCKS = 3 * PM_POOL_SIZE / HOME_SIZE };
+static void *home_blocks_main[HOME_BLOCKS], *home_blocks_thread[HOME_BLOCKS];
+
+static void *fill_own_pools(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < HOME_BLOCKS; i++)
+        if ((home_blocks_thread[i] = pm_malloc(HOME_SIZE)) == NULL)
+            return NULL;
+    bool own = true;
+    for (size_t i = 0; i < HOME_BLOCKS; i++)
+        own &= pm_arena_of(home_blocks_thread[i])->home == &pm_thread_heap->arena_home;
+    return (void *)(uintptr_t)own;
+}
+
+START_TEST(test_threads_heaps_keep_to_their_arenas)
+{
+    for (size_t i = 0; i < HOME_BLOCKS; i++)
+        ck_assert_ptr_nonnull(home_blocks_main[i] = pm_malloc(HOME_SIZE));
+    pm_arena_t *main_arena = pm_arena_of(home_blocks_main[0]);
+    pthread_t t;
+    void *own = NULL;
+    ck_assert_int_eq(pthread_create(&t, NULL, fill_own_pools, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, &own), 0);
+    ck_assert_msg(own == (void *)1, "the thread's pools are not all in arenas of its own");
+    for (size_t i = 0; i < HOME_BLOCKS; i++)
+        ck_assert_ptr_ne(pm_arena_of(home_blocks_thread[i]), main_arena);
+    ck_assert_ptr_eq(main_arena->home, &pm_thread_heap->arena_home);
+    pm_arena_t *exited_arena = pm_arena_of(home_blocks_thread[0]);
+    ck_assert_ptr_null(exited_arena->home); /* closed when the thread exited */
+
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    ck_assert_uint_eq(before.arenas_created_total, 2);
+    /* Every pool of the main thread's arena, and then one more. */
+    enum { MORE = PM_POOLS_PER_ARENA * PM_POOL_SIZE / HOME_SIZE };
+    static void *more[MORE];
+    size_t taken = 0;
+    while (taken < MORE && (taken == 0 || pm_arena_of(more[taken - 1]) != exited_arena))
+        ck_assert_ptr_nonnull(more[taken++] = pm_malloc(HOME_SIZE));
+    ck_assert_ptr_eq(pm_arena_of(more[taken - 1]), exited_arena);
+    ck_assert_ptr_eq(exited_arena->home, &pm_thread_heap->arena_home);
+    pm_test_stats(&after);
+    ck_assert_uint_eq(after.arenas_created_total, 2);
+    for (size_t i = 0; i < taken; i++)
+        pm_free(more[i]);
+    for (size_t i = 0; i < HOME_BLOCKS; i++) {
+        pm_free(home_blocks_main[i]);
+        pm_free(home_blocks_thread[i]);
+    }
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* Runs work on a new thread, with the stats from before and after that
  * thread in *before and *after; returns how many heaps the thread gained
  * while it ran. */
@@ -515,6 +575,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_waiting_for_owner);
     tcase_add_test(tc, test_threads_free_after_owner_exit);
     tcase_add_test(tc, test_threads_heap_reuse);
+    tcase_add_test(tc, test_threads_heaps_keep_to_their_arenas);
     tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);
     tcase_add_test(tc, test_threads_large_only_thread_counts_in_own_heap);
     suite_add_tcase(s, tc);
