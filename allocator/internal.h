@@ -248,7 +248,8 @@
  *  tables: a leaf, under which nothing else is locked and nothing
  *  allocates).
  *  None is taken by the owner of a heap on the fast path; the arena lock is
- *  taken when a pool is acquired or released. All but the unwind lock (a
+ *  taken when a pool is acquired or released, and when a heap's home opens
+ *  or closes (its thread starts or exits). All but the unwind lock (a
  *  pthread rwlock the dump thread never takes) are pm_lock_t (lock.c),
  *  never pthread_mutex_t: the dump thread takes them, and glibc, which
  *  does not know that thread, would let its mutexes skip their atomics in
@@ -256,7 +257,8 @@
  *
  *  fork(): pm_fork_prepare takes every lock in that order, pm_fork_parent
  *  releases them, pm_fork_child re-initializes them and orphans the heaps of
- *  the threads that do not exist in the child.
+ *  the threads that do not exist in the child (closing their homes, so
+ *  their arenas serve the child's heaps).
  *
  * ==========================================================================
  *  INVARIANTS (code that keeps one names it: "I3")
