@@ -74,6 +74,16 @@ static pm_arena_t **directory_list(pm_arena_t *arena)
     return &by_unused[arena->free_pool_count - 1];
 }
 
+/* One field of the directory, read under its lock by a thread that does
+ * not hold it. */
+static uint64_t directory_read(const uint64_t *field)
+{
+    pm_lock(&directory.lock);
+    uint64_t value = *field;
+    pm_unlock(&directory.lock);
+    return value;
+}
+
 static void directory_link(pm_arena_t *arena)
 {
     /* I5: an arena with every pool unused, or whose heap has lost its
@@ -491,13 +501,7 @@ bool pm_arena_collapsed(void)
     return atomic_load_explicit(&directory.collapsed, memory_order_relaxed);
 }
 
-bool pm_arena_cycling(uint64_t now_ms)
-{
-    pm_lock(&directory.lock);
-    bool cycling = now_ms < directory.cycle_until_ms;
-    pm_unlock(&directory.lock);
-    return cycling;
-}
+bool pm_arena_cycling(uint64_t now_ms) { return now_ms < directory_read(&directory.cycle_until_ms); }
 
 void pm_arena_parked_add(int64_t delta)
 {
@@ -816,12 +820,15 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
                 break;
         }
         ok &= unused == arena->free_pool_count;
-        /* I5: on its list, at the head if first; nobody's when empty, and
-         * filed in a closed home never. */
-        if (unused > 0 && unused == arena->free_pool_count)
-            ok &= (arena->prev == NULL) == (*directory_list(arena) == arena) &&
-                  (arena->home == NULL || arena->home->open);
-        ok &= unused < PM_POOLS_PER_ARENA || arena->home == NULL;
+        /* I5: nobody's when empty, never filed in a closed home, and on
+         * its list, at the head if first (looked up only once it has one:
+         * a home has no list for an empty arena). */
+        if (unused > 0 && unused == arena->free_pool_count) {
+            bool filed = arena->home == NULL
+                             ? unused <= PM_POOLS_PER_ARENA
+                             : unused < PM_POOLS_PER_ARENA && arena->home->open;
+            ok &= filed && (arena->prev == NULL) == (*directory_list(arena) == arena);
+        }
         in_use += PM_POOLS_PER_ARENA - unused;
         ok &= pm_registry_contains(arena); /* I1 */
         empty_arenas += unused == PM_POOLS_PER_ARENA;
@@ -855,16 +862,8 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
     return ok;
 }
 
-static uint64_t directory_counter(const uint64_t *counter)
-{
-    pm_lock(&directory.lock);
-    uint64_t value = *counter;
-    pm_unlock(&directory.lock);
-    return value;
-}
-
-uint64_t pm_arena_retained_purges(void) { return directory_counter(&directory.retained_purges_total); }
-uint64_t pm_arena_in_use_purges(void) { return directory_counter(&directory.in_use_purges_total); }
+uint64_t pm_arena_retained_purges(void) { return directory_read(&directory.retained_purges_total); }
+uint64_t pm_arena_in_use_purges(void) { return directory_read(&directory.in_use_purges_total); }
 
 void pm_arena_lock(void) { pm_lock(&directory.lock); }
 void pm_arena_unlock(void) { pm_unlock(&directory.lock); }
