@@ -616,7 +616,7 @@ static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *
  * which the program may have written since: checked whole (I6, I7). */
 static void heap_take_remote(pm_heap_t *heap, pm_block_t *b)
 {
-    heap_take_remote_from(heap, pm_pool_checked(b, PM_OP_FREE), b);
+    heap_take_remote_from(heap, pm_pool_checked(b, PM_OP_FREE, false), b);
 }
 
 /* A block from the ring, which only freers write: its freer checked it
@@ -1019,25 +1019,24 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
 
 void pm_heap_free(void *block, pm_op_t op)
 {
-    pm_pool_t *pool = pm_pool_checked(block, op);
-    pm_heap_t *owner = __atomic_load_n(&pool->heap, __ATOMIC_RELAXED);
-    pm_heap_t *me = pm_thread_heap;
-    if (PM_LIKELY(owner == me)) {
-        /* I11: checked live, with a clear bit: a sampled block. */
-        if (!pm_live_test(block))
-            pm_profile_drop(block);
-        heap_take_back(me, pool, block);
-        return;
-    }
-    /* A sampled block keeps its record until its owner takes it back
+    /* The owner read before the checks, as they read it: from the block's
+     * arena header, mapped or reading as zeros (pm_pool_checked). A
+     * sampled block's record goes as the owner checks it (I11); another
+     * thread's free leaves it until the owner takes the block back
      * (heap_take_remote_from), so a second free meanwhile still finds it
      * live, and the owner tells the two apart. */
-    heap_free_remote(owner, pool, block);
+    pm_heap_t *me = pm_thread_heap;
+    bool mine = __atomic_load_n(&pm_pool_of(block)->heap, __ATOMIC_RELAXED) == me;
+    pm_pool_t *pool = pm_pool_checked(block, op, mine);
+    if (PM_LIKELY(mine))
+        heap_take_back(me, pool, block);
+    else
+        heap_free_remote(__atomic_load_n(&pool->heap, __ATOMIC_RELAXED), pool, block);
 }
 
 size_t pm_heap_block_size(void *block, pm_op_t op)
 {
-    return pm_pool_checked(block, op)->block_size;
+    return pm_pool_checked(block, op, false)->block_size;
 }
 
 void pm_heap_reset_sampling(void)

@@ -881,8 +881,10 @@ PM_HIDDEN void pm_pool_debug_freed(const pm_pool_t *pool, void *block);
 typedef enum pm_op { PM_OP_FREE, PM_OP_REALLOC, PM_OP_USABLE_SIZE } pm_op_t;
 /* Returns the pool of a block inside one of our arenas, after checking I6
  * and I7; on misuse prints what `op` was given and aborts. Safe from any
- * thread for a live block (I9). */
-PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op);
+ * thread for a live block (I9). With taking_back, the caller is the
+ * block's owner taking it back now: a sampled block's record is dropped in
+ * the same look that finds it (I11), one trip to the profile's lock. */
+PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back);
 PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 
 /* Giving memory back, the pools' (arena.c) and glibc's heap's (system.c)

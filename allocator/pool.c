@@ -375,7 +375,7 @@ static PM_NORETURN void pool_misuse(const void *block, pm_op_t op, enum pool_mis
 /* Reads only the arena of the block, which is mapped or, in the arena
  * space, reads as zeros: a pool there has class 0 and capacity 0, so I7's
  * test fails for every address of it. */
-pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
+pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back)
 {
     if (((uintptr_t)block & (PM_ARENA_SIZE - 1)) < PM_ARENA_HEADER_SIZE)
         pool_misuse(block, op, MISUSE_ARENA_HEADER, -1);
@@ -391,7 +391,9 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op)
         pool_misuse(block, op, MISUSE_NOT_BLOCK_START, (int)class_index);
     /* I6: the live bit tells a block in use from a freed one, or else
      * the block's record tells a sampled one (I11). */
-    if (!pm_live_test(block) && !(pm_pool_holds_sampled(pool) && pm_profile_is_sampled(block)))
+    if (!pm_live_test(block) &&
+        !(pm_pool_holds_sampled(pool) &&
+          (taking_back ? pm_profile_drop(block) : pm_profile_is_sampled(block))))
         pool_misuse(block, op, MISUSE_FREED, (int)class_index);
     return pool;
 }

@@ -228,16 +228,16 @@ static uint64_t profile_hash(const void *const *frames, int depth)
     return h ^ (h >> 29);
 }
 
-/* Caller holds profile.lock. Returns the site's position, or -1 if the
- * table is full. */
-static long profile_site_find(void *const *frames, int depth)
+/* Caller holds profile.lock. Returns the site's position; -1 if it has
+ * none and `create` is false, or if the table is full. */
+static long profile_site_find(void *const *frames, int depth, bool create)
 {
     uint64_t hash = profile_hash((const void *const *)frames, depth);
     for (size_t i = hash & (PROFILE_SITE_INDEX_SLOTS - 1);;
          i = (i + 1) & (PROFILE_SITE_INDEX_SLOTS - 1)) {
         size_t entry = profile.site_index[i];
         if (entry == 0) {
-            if (profile.site_count == PM_PROFILE_SITES_MAX)
+            if (!create || profile.site_count == PM_PROFILE_SITES_MAX)
                 return -1;
             pm_profile_site_t *site = &profile.sites[profile.site_count];
             site->hash = hash;
@@ -608,16 +608,25 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
         skip = depth > 2 ? 2 : 0; /* record and the sampling entry */
     if (depth - skip > PM_PROFILE_DEPTH)
         depth = skip + PM_PROFILE_DEPTH;
-    /* Under the unwinders' lock too: naming takes the loader's list lock,
-     * which a fork meanwhile would leave held in the child. */
-    profile_name_frames(frames + skip, depth - skip);
     pthread_rwlock_unlock(&profile.unwinders);
-    pm_thread_heap = heap;
     double s = (double)size;
     double weight = 1.0 / (1.0 - profile.exp(-(double)counted / profile.rate));
     bool replaced = false;
+    /* A site is made only once its frames are named, and names stay: a
+     * stack sampled before needs one trip to the lock, not two (with 2
+     * threads sampling, each trip is a cache line taken from the other). */
     pm_lock(&profile.lock);
-    long site = profile_site_find(frames + skip, depth - skip);
+    long site = profile_site_find(frames + skip, depth - skip, false);
+    if (site < 0) {
+        pm_unlock(&profile.lock);
+        /* Under the unwinders' lock: naming takes the loader's list lock,
+         * which a fork meanwhile would leave held in the child. */
+        pthread_rwlock_rdlock(&profile.unwinders);
+        profile_name_frames(frames + skip, depth - skip);
+        pthread_rwlock_unlock(&profile.unwinders);
+        pm_lock(&profile.lock);
+        site = profile_site_find(frames + skip, depth - skip, true);
+    }
     profile_sample_t *sample = site >= 0 ? profile_sample_insert((uintptr_t)block, &replaced) : NULL;
     if (sample != NULL) {
         pm_profile_site_t *entry = &profile.sites[site];
@@ -642,6 +651,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
         if (!replaced)
             __atomic_fetch_add(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
     }
+    pm_thread_heap = heap;
     pm_profile_unwinding_now = false;
 }
 
