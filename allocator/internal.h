@@ -1097,10 +1097,11 @@ typedef struct pm_profile_summary {
  * the record without the lock for nearly every other block. A sampled
  * block of a pool also has its live bit clear (I6) and is counted by its
  * pool's sampled_count: free's fast path passes it on to the full path,
- * whose checks find its record (pm_profile_is_sampled), and its owner
- * drops the record when it takes the block back, at the free or when it
- * collects it from its remote ring or stack, so a second free finds
- * neither bit nor record. The pool's other blocks keep the fast path: when
+ * whose checks find its record, and its owner drops the record when it
+ * takes the block back: at the free, in the same look
+ * (pm_pool_checked's taking_back), or when it collects it from its remote
+ * ring or stack, where another thread's free only looked
+ * (pm_profile_is_sampled); so a second free finds neither bit nor record. The pool's other blocks keep the fast path: when
  * a sampled block sent every free of its pool to the slow path (2% of
  * churn's frees), profiling cost churn 2.1% more instructions; now 0.9%.
  * While a thread unwinds for a sample, its heap is the empty one and its
