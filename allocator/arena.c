@@ -824,9 +824,8 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
          * its list, at the head if first (looked up only once it has one:
          * a home has no list for an empty arena). */
         if (unused > 0 && unused == arena->free_pool_count) {
-            bool filed = arena->home == NULL
-                             ? unused <= PM_POOLS_PER_ARENA
-                             : unused < PM_POOLS_PER_ARENA && arena->home->open;
+            bool filed = arena->home == NULL ||
+                         (unused < PM_POOLS_PER_ARENA && arena->home->open);
             ok &= filed && (arena->prev == NULL) == (*directory_list(arena) == arena);
         }
         in_use += PM_POOLS_PER_ARENA - unused;

@@ -1020,18 +1020,19 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
 void pm_heap_free(void *block, pm_op_t op)
 {
     /* The owner read before the checks, as they read it: from the block's
-     * arena header, mapped or reading as zeros (pm_pool_checked). A
+     * arena header, mapped or reading as zeros (pm_pool_checked); once
+     * they pass, the block is live and holds its pool's owner (I9). A
      * sampled block's record goes as the owner checks it (I11); another
      * thread's free leaves it until the owner takes the block back
      * (heap_take_remote_from), so a second free meanwhile still finds it
      * live, and the owner tells the two apart. */
     pm_heap_t *me = pm_thread_heap;
-    bool mine = __atomic_load_n(&pm_pool_of(block)->heap, __ATOMIC_RELAXED) == me;
-    pm_pool_t *pool = pm_pool_checked(block, op, mine);
-    if (PM_LIKELY(mine))
+    pm_heap_t *owner = __atomic_load_n(&pm_pool_of(block)->heap, __ATOMIC_RELAXED);
+    pm_pool_t *pool = pm_pool_checked(block, op, owner == me);
+    if (PM_LIKELY(owner == me))
         heap_take_back(me, pool, block);
     else
-        heap_free_remote(__atomic_load_n(&pool->heap, __ATOMIC_RELAXED), pool, block);
+        heap_free_remote(owner, pool, block);
 }
 
 size_t pm_heap_block_size(void *block, pm_op_t op)
