@@ -617,7 +617,9 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
      * threads sampling, each trip is a cache line taken from the other). */
     pm_lock(&profile.lock);
     long site = profile_site_find(frames + skip, depth - skip, false);
-    if (site < 0) {
+    /* Once the table is full a new stack's sample is dropped: naming its
+     * frames would be work for nothing (site_count never falls). */
+    if (site < 0 && profile.site_count < PM_PROFILE_SITES_MAX) {
         pm_unlock(&profile.lock);
         /* Under the unwinders' lock: naming takes the loader's list lock,
          * which a fork meanwhile would leave held in the child. */
