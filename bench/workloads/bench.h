@@ -177,6 +177,23 @@ static inline bench_block_t bench_alloc(size_t size, uint8_t tag)
     return b;
 }
 
+/* The same through calloc, after checking that the block came zeroed (its
+ * first, middle and last bytes: a cheap check, the same for every allocator). */
+static inline bench_block_t bench_calloc(size_t size, uint8_t tag)
+{
+    bench_block_t b;
+    b.ptr = calloc(1, size);
+    if (b.ptr == NULL)
+        bench_fail("calloc(1, %zu) returned NULL", size);
+    if (b.ptr[0] != 0 || b.ptr[size / 2] != 0 || b.ptr[size - 1] != 0)
+        bench_fail("calloc(1, %zu) returned %p, not zeroed", size, (void *)b.ptr);
+    b.size = (uint32_t)size;
+    b.tag = tag;
+    b.ptr[0] = tag;
+    b.ptr[size - 1] = tag;
+    return b;
+}
+
 /* Check the bytes written by bench_alloc (an allocator that handed the same
  * memory out twice is caught here), then free. */
 static inline void bench_free(bench_block_t b)

@@ -1,16 +1,19 @@
 /* churn.c — workloads 1, 2 and 6: random-size churn through a sliding
  * window of live objects, on 1..N threads, optionally with a share of
- * requests above poolmalloc's 512-byte limit (its glibc path).
+ * requests above poolmalloc's 512-byte limit (its glibc path), or made by
+ * calloc.
  * Never shares a block between threads: each thread churns its own window.
  *
  *   pm_bench_churn ops=N window=W threads=T large_pct=P large_max=M seed=S
- *                  idle_ms=I
+ *                  idle_ms=I calloc_pct=C
  *
  * Each thread makes ops / T allocations. Allocation i of a thread goes into
  * slot i % W of its window after freeing the block allocated W steps
  * earlier, so W blocks stay live and every block lives exactly W steps
  * (a FIFO sliding window). Sizes are uniform in 1..512; with large_pct=P,
- * P% of them are uniform in 513..M instead. Every block is freed once: the
+ * P% of them are uniform in 513..M instead. With calloc_pct=C, C% of the
+ * allocations are calloc(1, size) (the draw is made only when C > 0, so
+ * C = 0 keeps the sequence of sizes). Every block is freed once: the
  * window is emptied at the end. Reports pairs = ops (rounded down to a
  * multiple of T).
  *
@@ -29,7 +32,7 @@
 
 typedef struct churn_thread {
     pthread_t thread;
-    uint64_t ops, window, large_pct, large_max, seed, index;
+    uint64_t ops, window, large_pct, large_max, calloc_pct, seed, index;
     bool idle;
 } churn_thread_t;
 
@@ -51,7 +54,8 @@ static void *churn_run(void *arg)
         size_t size = bench_rng_below(&rng, 100) < t->large_pct
                           ? bench_rng_range(&rng, 513, t->large_max)
                           : bench_rng_range(&rng, 1, 512);
-        *slot = bench_alloc(size, bench_tag(i));
+        bool zeroed = t->calloc_pct > 0 && bench_rng_below(&rng, 100) < t->calloc_pct;
+        *slot = zeroed ? bench_calloc(size, bench_tag(i)) : bench_alloc(size, bench_tag(i));
     }
     for (uint64_t i = 0; i < t->window; i++)
         if (window[i].ptr != NULL)
@@ -87,19 +91,21 @@ int main(int argc, char **argv)
     uint64_t threads = bench_arg(&args, "threads", 1);
     uint64_t large_pct = bench_arg(&args, "large_pct", 0);
     uint64_t large_max = bench_arg(&args, "large_max", 16384);
+    uint64_t calloc_pct = bench_arg(&args, "calloc_pct", 0);
     uint64_t seed = bench_arg(&args, "seed", 1);
     uint64_t idle_ms = bench_arg(&args, "idle_ms", 0);
     bench_args_done(&args);
     if (window == 0 || threads == 0 || threads > 1024 || large_pct > 100 ||
-        large_max < 513 || large_max > UINT32_MAX)
+        large_max < 513 || large_max > UINT32_MAX || calloc_pct > 100)
         bench_fail("need window >= 1, 1 <= threads <= 1024, large_pct <= 100, "
-                   "513 <= large_max < 2^32");
+                   "513 <= large_max < 2^32, calloc_pct <= 100");
 
     uint64_t rss_start = bench_rss_kib(), rss_end = 0, rss_later = 0;
     churn_thread_t *t = bench_map(threads, sizeof *t);
     for (uint64_t k = 0; k < threads; k++) {
         t[k] = (churn_thread_t){.ops = ops / threads, .window = window,
                                 .large_pct = large_pct, .large_max = large_max,
+                                .calloc_pct = calloc_pct,
                                 .seed = seed, .index = k, .idle = idle_ms > 0};
     }
     if (idle_ms > 0 && (pthread_barrier_init(&churn_emptied, NULL, (unsigned)threads + 1) != 0 ||
