@@ -7,7 +7,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <string.h>
 
 __attribute__((noinline)) void *pm_malloc_slow(size_t size)
 {
@@ -52,7 +51,7 @@ void *pm_calloc(size_t count, size_t size)
     if (block == NULL)
         return pm_system_calloc(count, size);
     /* The whole block: malloc_usable_size promises all of it to the caller. */
-    memset(block, 0, pm_class_size(pm_class_of(total)));
+    pm_libc_memset(block, 0, pm_class_size(pm_class_of(total)));
     return block;
 }
 
@@ -72,7 +71,7 @@ static void *realloc_move(void *ptr, size_t old_usable, size_t size)
     void *moved = pm_malloc(size);
     if (moved == NULL)
         return NULL;
-    memcpy(moved, ptr, old_usable < size ? old_usable : size);
+    pm_libc_memcpy(moved, ptr, old_usable < size ? old_usable : size);
     pm_free(ptr);
     return moved;
 }
@@ -101,7 +100,7 @@ void *pm_realloc(void *ptr, size_t size)
     if (block == NULL)
         return pm_system_realloc(ptr, size);
     size_t old_usable = pm_system_usable_size(ptr);
-    memcpy(block, ptr, old_usable < size ? old_usable : size);
+    pm_libc_memcpy(block, ptr, old_usable < size ? old_usable : size);
     pm_system_free(ptr);
     return block;
 }

@@ -49,7 +49,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pool->block_size);
     pool->purged_pages = 0;
     pool->debug_fill = pm_options.debug != 0;
-    memset(pm_pool_live_map(pool), 0, PM_LIVE_MAP_WORDS * sizeof(uint64_t));
+    pm_libc_memset(pm_pool_live_map(pool), 0, PM_LIVE_MAP_WORDS * sizeof(uint64_t));
     /* Published last: a reader that sees the class sees the rest (I9). */
     __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);
 }
