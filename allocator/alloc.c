@@ -60,7 +60,7 @@ size_t pm_malloc_usable_size(void *ptr)
     if (ptr == NULL)
         return 0;
     if (pm_pool_path(ptr))
-        return pm_heap_block_size(ptr, PM_OP_USABLE_SIZE);
+        return pm_heap_usable_size(ptr, PM_OP_USABLE_SIZE);
     return pm_system_usable_size(ptr);
 }
 
@@ -85,7 +85,7 @@ void *pm_realloc(void *ptr, size_t size)
         return NULL;
     }
     if (pm_pool_path(ptr)) {
-        size_t block_size = pm_heap_block_size(ptr, PM_OP_REALLOC);
+        size_t block_size = pm_heap_usable_size(ptr, PM_OP_REALLOC);
         /* Shrinking keeps the block unless it would waste more than a
          * quarter of it (obmalloc's rule): copying costs more than slack. */
         if (size <= block_size &&
