@@ -5,6 +5,7 @@
 #include "support.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 static const size_t realloc_sizes[] = {1,   16,  17,   100,  256,    511,   512,
@@ -194,6 +195,46 @@ START_TEST(test_realloc_huge_keeps_old)
 }
 END_TEST
 
+/* realloc and malloc_usable_size take a shortcut for the calling thread's
+ * own blocks; a block another thread made goes the full check's way, and
+ * must come out the same: its size, its contents, a move when it grows. */
+enum { FOREIGN_BLOCKS = 64 };
+static void *make_foreign_blocks(void *arg)
+{
+    unsigned char **blocks = arg;
+    for (size_t i = 0; i < FOREIGN_BLOCKS; i++) {
+        size_t size = 1 + i * 8; /* 1..505: most classes */
+        blocks[i] = pm_malloc(size);
+        memset(blocks[i], (int)i, size);
+    }
+    return NULL;
+}
+
+START_TEST(test_realloc_foreign_block)
+{
+    unsigned char *blocks[FOREIGN_BLOCKS];
+    pthread_t maker;
+    ck_assert_int_eq(pthread_create(&maker, NULL, make_foreign_blocks, blocks), 0);
+    ck_assert_int_eq(pthread_join(maker, NULL), 0);
+    for (size_t i = 0; i < FOREIGN_BLOCKS; i++) {
+        size_t size = 1 + i * 8;
+        size_t block_size = (size_t)(pm_size_class(size) + 1) * 16;
+        ck_assert_uint_eq(pm_malloc_usable_size(blocks[i]), block_size);
+        /* Within its class: the same block. */
+        ck_assert_ptr_eq(pm_realloc(blocks[i], block_size), blocks[i]);
+        /* Past it: moved, contents kept, and the new block is this thread's. */
+        unsigned char *grown = pm_realloc(blocks[i], block_size + 1);
+        ck_assert_ptr_nonnull(grown);
+        ck_assert_ptr_ne(grown, blocks[i]);
+        for (size_t k = 0; k < size; k++)
+            ck_assert_uint_eq(grown[k], (unsigned char)i);
+        ck_assert_uint_ge(pm_malloc_usable_size(grown), block_size + 1);
+        pm_free(grown);
+    }
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 Suite *make_realloc_suite(void)
 {
     Suite *s = suite_create("realloc");
@@ -208,6 +249,7 @@ Suite *make_realloc_suite(void)
     tcase_add_loop_test(tc, test_realloc_transitions, 0, REALLOC_SIZE_COUNT);
     tcase_add_test(tc, test_realloc_grow_chain);
     tcase_add_test(tc, test_realloc_glibc_pointer);
+    tcase_add_test(tc, test_realloc_foreign_block);
     suite_add_tcase(s, tc);
     return s;
 }
