@@ -162,36 +162,34 @@ static inline uint8_t bench_tag(uint64_t n)
     return (uint8_t)(n * 0x9e3779b97f4a7c15u >> 56) | 1;
 }
 
-/* malloc and write the first and last byte, so an allocator cannot hand out
- * memory it never backs (and the pages are really touched). */
+/* Writes the first and last byte of a fresh block, so an allocator cannot
+ * hand out memory it never backs (and the pages are really touched). */
+static inline bench_block_t bench_block_tagged(unsigned char *ptr, size_t size, uint8_t tag)
+{
+    ptr[0] = tag;
+    ptr[size - 1] = tag;
+    return (bench_block_t){.ptr = ptr, .size = (uint32_t)size, .tag = tag};
+}
+
+/* malloc, then tag (bench_block_tagged). */
 static inline bench_block_t bench_alloc(size_t size, uint8_t tag)
 {
-    bench_block_t b;
-    b.ptr = malloc(size);
-    if (b.ptr == NULL)
+    unsigned char *ptr = malloc(size);
+    if (ptr == NULL)
         bench_fail("malloc(%zu) returned NULL", size);
-    b.size = (uint32_t)size;
-    b.tag = tag;
-    b.ptr[0] = tag;
-    b.ptr[size - 1] = tag;
-    return b;
+    return bench_block_tagged(ptr, size, tag);
 }
 
 /* The same through calloc, after checking that the block came zeroed (its
  * first, middle and last bytes: a cheap check, the same for every allocator). */
 static inline bench_block_t bench_calloc(size_t size, uint8_t tag)
 {
-    bench_block_t b;
-    b.ptr = calloc(1, size);
-    if (b.ptr == NULL)
+    unsigned char *ptr = calloc(1, size);
+    if (ptr == NULL)
         bench_fail("calloc(1, %zu) returned NULL", size);
-    if (b.ptr[0] != 0 || b.ptr[size / 2] != 0 || b.ptr[size - 1] != 0)
-        bench_fail("calloc(1, %zu) returned %p, not zeroed", size, (void *)b.ptr);
-    b.size = (uint32_t)size;
-    b.tag = tag;
-    b.ptr[0] = tag;
-    b.ptr[size - 1] = tag;
-    return b;
+    if (ptr[0] != 0 || ptr[size / 2] != 0 || ptr[size - 1] != 0)
+        bench_fail("calloc(1, %zu) returned %p, not zeroed", size, (void *)ptr);
+    return bench_block_tagged(ptr, size, tag);
 }
 
 /* Check the bytes written by bench_alloc (an allocator that handed the same
