@@ -1250,19 +1250,28 @@ static inline void *pm_heap_alloc(size_t size)
     return PM_LIKELY(block != NULL) ? block : pm_heap_alloc_slow(pm_class_of(size));
 }
 
+/* The first two of the fast paths' test for a live block of `heap`: its
+ * pool is the heap's, and it is 16-byte aligned. Live bits are set only at
+ * block starts, so with "and its bit set" this is I6 and I7 at once: an
+ * interior pointer, a pointer past the last block and a freed block all
+ * have a clear bit. Whatever fails takes the full check, which tells them
+ * apart. */
+static inline bool pm_heap_holds_aligned(const pm_pool_t *pool, const pm_heap_t *heap,
+                                         const void *block)
+{
+    return __atomic_load_n(&pool->heap, __ATOMIC_RELAXED) == heap &&
+           ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0;
+}
+
 /* The fast path of free: a live block of the calling thread's own heap goes
- * straight back to its pool's free list. Live bits are set only at block
- * starts, so "16-byte aligned and its bit set" is I6 and I7 at once: an
- * interior pointer, a pointer past the last block and a freed block all have
- * a clear bit. Whatever fails takes the full path, which tells them apart. */
+ * straight back to its pool's free list. */
 static inline void pm_heap_free_fast(void *block)
 {
     pm_pool_t *pool = pm_pool_of(block);
     pm_heap_t *heap = pm_thread_heap;
     /* A clear bit is left clear (I6): the full path reports it, or finds
      * a sampled block (I11). */
-    if (PM_LIKELY(__atomic_load_n(&pool->heap, __ATOMIC_RELAXED) == heap &&
-                  ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 && pm_live_take(block))) {
+    if (PM_LIKELY(pm_heap_holds_aligned(pool, heap, block) && pm_live_take(block))) {
         pm_link_set(block, pool->free_list);
         pool->free_list = block;
         if (PM_UNLIKELY(pm_pool_put_used(pool)))
@@ -1275,15 +1284,15 @@ static inline void pm_heap_free_fast(void *block)
 /* The block size of a live block of ours; misuse is diagnosed as `op`. */
 PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
 /* The same, by free's fast test for a live block of the calling thread's
- * heap (I6 and I7 at once), or by pm_heap_block_size for anything else:
+ * heap (pm_heap_holds_aligned and its live bit), or by pm_heap_block_size
+ * for anything else:
  * realloc and malloc_usable_size are mostly of the caller's own blocks, and
  * the full check took 40 instructions a realloc more
  * (bench/results/calloc-realloc.md). */
 static inline size_t pm_heap_usable_size(void *block, pm_op_t op)
 {
     pm_pool_t *pool = pm_pool_of(block);
-    if (PM_LIKELY(__atomic_load_n(&pool->heap, __ATOMIC_RELAXED) == pm_thread_heap &&
-                  ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0 && pm_live_test(block)))
+    if (PM_LIKELY(pm_heap_holds_aligned(pool, pm_thread_heap, block) && pm_live_test(block)))
         return pool->block_size;
     return pm_heap_block_size(block, op);
 }
