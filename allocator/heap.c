@@ -189,10 +189,20 @@ static void pool_retire(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  *     lower (1 at least), down to 0 (empty).
  *   - It stops when fewer than a quarter of its pools are sparse, or, until
  *     then (SPARSE_SPENT), once most of the pools that gave back pages (16
- *     or more) have gone on to empty: the program was letting go of
+ *     or more) have gone on to empty or to take their pages back
+ *     (heap_note_sparse_ended). Emptied, the program was letting go of
  *     everything, and the pages would have gone with their pools a moment
  *     later (python_frag.py's final drop: 56,700 madvise calls, against
  *     21,400 with nothing given back this way; 23,000 with the stop).
+ *   - If that came within a purge delay of the turn, the program is
+ *     cycling: it makes a batch of blocks, frees most of them, and makes
+ *     the next, and each round would give back the same pages and fault
+ *     them in again. The heap then does not turn purging_sparse again
+ *     until a purge delay after the last pool ended so. pm_bench_rounds
+ *     (20,000 blocks of mostly 8-128 bytes a round, 7 in 8 freed and the
+ *     rest handed to other threads) made 88,200 madvise calls on 4 threads
+ *     and took 3.9 s; with the pause, 2,000 calls and 0.31 s (mimalloc
+ *     0.28, jemalloc 0.34).
  *   - Otherwise a pool's mark goes to 0. A program that churns a window of
  *     objects drains pools one after another, and each would give back
  *     pages that the same pool, refilled, takes back a moment later (a
@@ -256,7 +266,7 @@ static bool heap_half_sparse(pm_heap_t *heap)
     }
     return (heap->sparse_pools * 2 >= heap->pool_peak ||
             heap->sparse_pools * 8 >= heap->pool_total * 7) &&
-           !pm_arena_cycling(now_ms);
+           !pm_arena_cycling(now_ms) && now_ms >= heap->sparse_quiet_until_ms;
 }
 
 /* Whether the heap is purging_sparse, turning it on or off: on when half
@@ -269,12 +279,10 @@ static bool heap_purging_sparse(pm_heap_t *heap)
     if (heap->purging_sparse != SPARSE_OFF) {
         if (heap->sparse_pools * 4 < heap->pool_total)
             heap->purging_sparse = SPARSE_OFF;
-        else if (heap->sparse_purged >= PM_SPARSE_MIN_POOLS &&
-                 heap->sparse_purged_emptied * 2 > heap->sparse_purged)
-            heap->purging_sparse = SPARSE_SPENT;
     } else if (heap_half_sparse(heap)) {
         heap->purging_sparse = SPARSE_ON;
-        heap->sparse_purged = heap->sparse_purged_emptied = 0;
+        heap->sparse_purged = heap->sparse_purged_ended = 0;
+        heap->sparse_on_ms = pm_os_coarse_ms();
         /* The sparse pools that came to their marks before, left at 0. */
         for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
             for (pm_pool_t *pool = heap->bins[c].pools; pool != NULL; pool = pool->next)
@@ -282,6 +290,24 @@ static bool heap_purging_sparse(pm_heap_t *heap)
                     pool_purge_sparse(heap, pool, pm_pool_used(pool));
     }
     return heap->purging_sparse == SPARSE_ON;
+}
+
+/* A pool that gave back pages has emptied, or is taking them back. Once
+ * most of those the heap's last turn of purging_sparse gave back have, it
+ * is spent; if that came within a purge delay of the turn, the program is
+ * cycling, and the heap does not turn purging_sparse again until a delay
+ * after this. */
+static void heap_note_sparse_ended(pm_heap_t *heap)
+{
+    heap->sparse_purged_ended++;
+    if (heap->sparse_purged < PM_SPARSE_MIN_POOLS ||
+        heap->sparse_purged_ended * 2 <= heap->sparse_purged)
+        return;
+    if (heap->purging_sparse == SPARSE_ON)
+        heap->purging_sparse = SPARSE_SPENT;
+    uint64_t now_ms = pm_os_coarse_ms();
+    if (now_ms - heap->sparse_on_ms < pm_options.purge_delay_ms)
+        heap->sparse_quiet_until_ms = now_ms + pm_options.purge_delay_ms;
 }
 
 /* Out of line: a pool on its bin list came down to its mark. */
@@ -574,7 +600,8 @@ void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
     }
     if (pm_pool_used(pool) == 0) {
         pool_leave_sparse(pool);
-        heap->sparse_purged_emptied += pool->purged_pages != 0;
+        if (pool->purged_pages != 0)
+            heap_note_sparse_ended(heap);
         bin_pool_emptied(heap, bin, pool);
     }
 }
@@ -765,6 +792,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
                     }
                     continue;
                 }
+                heap_note_sparse_ended(heap);
                 pm_pool_carve(pool, false);
             }
             if (serving == NULL) {

@@ -1036,9 +1036,12 @@ typedef struct pm_heap {
     uint64_t pool_peak;
     uint64_t pool_peak_ms;
     uint64_t sparse_pools;
-    /* Since purging_sparse last turned on: pools that gave back pages, and
-     * pools that emptied with pages given back. */
-    uint32_t sparse_purged, sparse_purged_emptied;
+    /* Since purging_sparse last turned on (at sparse_on_ms): pools that
+     * gave back pages, and those of them that then emptied or took their
+     * pages back. Until sparse_quiet_until_ms the heap does not turn
+     * purging_sparse: its last turn was in vain (a cycle, heap.c). */
+    uint32_t sparse_purged, sparse_purged_ended;
+    uint64_t sparse_on_ms, sparse_quiet_until_ms;
     uint8_t purging_sparse; /* SPARSE_OFF, SPARSE_ON, SPARSE_SPENT (heap.c) */
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;

@@ -775,6 +775,35 @@ START_TEST(test_sparse_purging_stops_when_spent)
 }
 END_TEST
 
+/* A program that makes a batch of blocks and frees most of it, round after
+ * round: the first round's sparse pools give back their pages, the next
+ * round takes them back, and from then on, within a purge delay of that,
+ * the rounds keep their pages (pm_bench_rounds made 88,200 madvise calls,
+ * giving back and faulting in the same pages every round). The kept blocks
+ * keep their contents throughout. */
+START_TEST(test_sparse_rounds_keep_pages)
+{
+    pm_options.purge_delay_ms = 60000;
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    sparse_fill_keep_first(1);
+    ck_assert_uint_gt(pm_arena_in_use_purges(), in_use_purges);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < SPARSE_BLOCKS; i++) {
+            if (sparse[i] == NULL) {
+                sparse[i] = pm_malloc(SPARSE_SIZE);
+                ck_assert_ptr_nonnull(sparse[i]);
+            }
+        }
+        in_use_purges = pm_arena_in_use_purges();
+        sparse_keep_first(1);
+        ck_assert_msg(pm_arena_in_use_purges() == in_use_purges, "round %d gave back pages",
+                      round + 2);
+        ck_assert(pm_heap_validate());
+        sparse_check_kept();
+    }
+}
+END_TEST
+
 /* A program that churns a window of objects and then frees it in the order
  * it allocated them drains its pools side by side, each holding blocks of
  * many ages: at the end, the pools draining are half of those left, but
@@ -1325,6 +1354,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_sparse_survivors_give_back_pages);
     tcase_add_test(tc, test_sparse_keeps_pages_in_a_cycle);
     tcase_add_test(tc, test_sparse_purging_stops_when_spent);
+    tcase_add_test(tc, test_sparse_rounds_keep_pages);
     tcase_add_test(tc, test_sparse_window_drain_keeps_pages);
     tcase_add_loop_test(tc, test_release_idle_thread, 0, 2);
     tcase_add_test(tc, test_release_one_empty_pool_per_class);
