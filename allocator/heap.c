@@ -450,13 +450,51 @@ static unsigned heap_parked_count(pm_heap_t *heap)
     return count;
 }
 
+/* An ABANDONED heap's kept pools (I4: its bins' empty ones, and the parked
+ * ones) go back to their arenas without their pages. Returns how many
+ * pools went. Caller holds the heap directory lock and the heap's
+ * service_lock. */
+static size_t heap_give_back_kept(pm_heap_t *heap)
+{
+    size_t released = 0;
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
+        pm_pool_t *pool = heap->bins[c].pools;
+        if (pool != NULL && pm_pool_used(pool) == 0 && pm_pool_resident(pool)) {
+            pm_pool_purge_empty(pool);
+            released++;
+        }
+    }
+    uint64_t next_due_ms = UINT64_MAX;
+    released += heap_give_back_parked(heap, 0, true, &next_due_ms);
+    heap->kept_until_ms = 0;
+    return released;
+}
+
+/* An ABANDONED heap's kept pools, once they have waited a purge delay for
+ * a thread to adopt it (all: now). Lowers *next_due_ms to when they
+ * become due. Caller holds the heap directory lock. */
+static size_t heap_release_abandoned(pm_heap_t *heap, uint64_t now_ms, bool all,
+                                     uint64_t *next_due_ms)
+{
+    if (heap->kept_until_ms == 0)
+        return 0;
+    if (!all && now_ms < heap->kept_until_ms) {
+        if (heap->kept_until_ms < *next_due_ms)
+            *next_due_ms = heap->kept_until_ms;
+        return 0;
+    }
+    pm_lock(&heap->service_lock);
+    size_t released = heap_give_back_kept(heap);
+    pm_unlock(&heap->service_lock);
+    return released;
+}
+
 /* The walk of the heaps: heap_give_back_parked over every heap, and the
- * blocks waiting in ABANDONED heaps' rings collected. ABANDONED heaps have
- * no parked pool (heap_abandon gave them back). An ORPHANED heap's are
- * given back too: parking happens under service_lock, which
- * pm_fork_prepare held, so a fork child finds parked[] whole, though
- * nothing else of such a heap. *next_due_ms: when the first pool left
- * becomes due (UINT64_MAX: none). */
+ * blocks waiting in ABANDONED heaps' rings collected and their kept pools
+ * given back once due. An ORPHANED heap's parked pools are given back too:
+ * parking happens under service_lock, which pm_fork_prepare held, so a
+ * fork child finds parked[] whole, though nothing else of such a heap.
+ * *next_due_ms: when the first pool left becomes due (UINT64_MAX: none). */
 static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_ms)
 {
     size_t released = 0;
@@ -467,6 +505,7 @@ static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         if (atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_ABANDONED) {
             heap_collect_abandoned(heap);
+            released += heap_release_abandoned(heap, now_ms, all, next_due_ms);
             continue;
         }
         if (heap_parked_count(heap) == 0)
@@ -877,6 +916,7 @@ static pm_heap_t *heap_for_thread(void)
             heaps.abandoned = heap->next_abandoned;
             pm_lock(&heap->service_lock);
             atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_seq_cst);
+            heap->kept_until_ms = 0; /* its pools are the new owner's to keep */
             pm_unlock(&heap->service_lock);
             pm_arena_home_open(&heap->arena_home);
         } else {
@@ -905,16 +945,15 @@ static void heap_abandon(pm_heap_t *heap)
     atomic_store_explicit(&heap->state, PM_HEAP_ABANDONED, memory_order_seq_cst);
     pm_lock(&heap->service_lock);
     heap_collect_remote(heap, true);
-    /* I10: the empty pool each bin keeps for the next owner (I4) keeps no
-     * pages while it waits for one; the parked ones go back to their
-     * arenas. */
-    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
-        pm_pool_t *pool = heap->bins[c].pools;
-        if (pool != NULL && pm_pool_used(pool) == 0)
-            pm_pool_purge_empty(pool);
-    }
-    uint64_t next_due_ms = UINT64_MAX;
-    heap_give_back_parked(heap, 0, true, &next_due_ms);
+    /* The empty pool each bin keeps for the next owner (I4), and the parked
+     * ones, wait for one with their pages for a purge delay (the walk then
+     * gives them back, heap_release_abandoned): a program whose threads
+     * come and go found them purged at every exit and faulted them in again
+     * at every start. */
+    if (pm_options.purge_delay_ms == 0 || pm_arena_collapsed())
+        heap_give_back_kept(heap);
+    else
+        heap->kept_until_ms = pm_os_coarse_ms() + pm_options.purge_delay_ms;
     pm_unlock(&heap->service_lock);
     pm_arena_home_close(&heap->arena_home);
     heap->next_abandoned = heaps.abandoned;

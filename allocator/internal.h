@@ -158,7 +158,8 @@
  *  it has been parked for the purge delay (given back by the next owner
  *  to take or give back a pool, or the dump thread's tick), so an idle
  *  thread pins at most a page per class; when its thread exits, its
- *  kept pools are purged too.
+ *  kept pools wait a purge delay for a thread to adopt the heap, and are
+ *  then purged (threads that come and go find them ready).
  *  A heap that frees most of its blocks in no order empties none of its
  *  pools: once at least half of its pools (and of the most it held within
  *  a delay, or nearly all of those left) have come down to a few live
@@ -297,8 +298,11 @@
  *      takes it back under service_lock on its next slow path of the class
  *      that finds no room, or any thread, under the same lock, gives it
  *      back to its arena once it has been parked for the purge delay. A
- *      heap that is abandoned gives its parked pools back; an ORPHANED
- *      heap's are given back as an OWNED heap's.
+ *      heap that is abandoned keeps its parked pools, and the empty ones
+ *      on its bin lists their pages, for a purge delay (or none, with no
+ *      delay or while the pools have collapsed): then the walk of the
+ *      heaps gives them back, unless a thread adopted the heap first. An
+ *      ORPHANED heap's are given back as an OWNED heap's.
  *  I5  An arena with u >= 1 unused pools is on list u - 1 of its home (a
  *      heap's, which is open), or of the directory if it has no home; an
  *      arena with none is on no list. An arena whose pools are all unused
@@ -1045,6 +1049,10 @@ typedef struct pm_heap {
     uint8_t purging_sparse; /* SPARSE_OFF, SPARSE_ON, SPARSE_SPENT (heap.c) */
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;
+    /* ABANDONED: until when its kept pools (its bins' empty ones, and the
+     * parked ones) wait with their pages for a thread to adopt it; 0 once
+     * given back, or adopted. Under the heap directory lock. */
+    uint64_t kept_until_ms;
     /* held while an ABANDONED heap is worked on, and over parked[] */
     pm_lock_t service_lock;
     /* Per class, the bin's last pool, empty and carved past its first page,

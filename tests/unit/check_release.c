@@ -1179,6 +1179,66 @@ START_TEST(test_release_exited_thread_blocks)
 }
 END_TEST
 
+/* A thread that exits leaves its heap's kept pools (I4) with their pages
+ * for a purge delay: the next thread adopts the heap and allocates from
+ * them without a fault or a madvise (a program whose threads come and go,
+ * larson-like, spent most of its system time purging them at every exit
+ * and faulting them in again at every start). Once the delay has run out
+ * with nobody adopting, the walk of the heaps gives them back. */
+static void *exited_first; /* the first block the exiting thread made */
+
+static void *use_and_exit(void *arg)
+{
+    (void)arg;
+    void *held[40]; /* three pages of one pool: it parks when emptied */
+    for (int i = 0; i < 40; i++)
+        held[i] = pm_malloc(BLOCK_SIZE);
+    exited_first = held[0];
+    for (int i = 0; i < 40; i++)
+        pm_free(held[i]);
+    pm_free(pm_malloc(32)); /* a kept pool of another class, one page */
+    return NULL;
+}
+
+static void *adopt_and_exit(void *arg)
+{
+    void *again = pm_malloc(BLOCK_SIZE);
+    *(bool *)arg = pm_test_arena_base(again) == pm_test_arena_base(exited_first) &&
+                   pm_test_pool_index(again) == pm_test_pool_index(exited_first);
+    pm_free(again);
+    return NULL;
+}
+
+START_TEST(test_release_exited_thread_keeps_pools)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 300;
+    pm_stats_t before, kept, later;
+    pm_test_stats(&before);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, use_and_exit, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    bool same_pool = false;
+    ck_assert_int_eq(pthread_create(&t, NULL, adopt_and_exit, &same_pool), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_msg(same_pool, "the adopting thread should allocate from the parked pool");
+    pm_heap_release_parked_if_due(); /* within the delay: nothing due */
+    pm_test_stats(&kept);
+    ck_assert_uint_eq(kept.released_bytes_total, before.released_bytes_total);
+    ck_assert_uint_eq(kept.classes[c].pools, 1);
+    ck_assert_uint_eq(kept.classes[pm_class_of(32)].pools, 1);
+    ck_assert(pm_heap_validate());
+    sleep_ms(350);
+    pm_heap_release_parked_if_due();
+    pm_test_stats(&later);
+    ck_assert_uint_eq(later.classes[c].pools, 0);
+    /* The parked pool's three pages and the kept one's page. */
+    ck_assert_uint_ge(later.released_bytes_total - kept.released_bytes_total,
+                      4 * PM_OS_PAGE_SIZE);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* The glibc path (allocator/system.c): glibc's malloc_trim is called once
  * the glibc path's live bytes have stayed halved for the purge delay, at
  * once when they collapse to an eighth, and not while they hold steady or
@@ -1363,6 +1423,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_parked_when_due);
     tcase_add_test(tc, test_trim_takes_parked_pools);
     tcase_add_test(tc, test_release_exited_thread_blocks);
+    tcase_add_test(tc, test_release_exited_thread_keeps_pools);
     tcase_add_test(tc, test_release_glibc_heap_steady);
     tcase_add_test(tc, test_release_glibc_heap_cycle_over);
     tcase_add_test(tc, test_release_glibc_heap_after_delay);
