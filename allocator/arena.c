@@ -119,7 +119,7 @@ static pm_arena_t *arena_create(void)
     for (unsigned k = PM_POOLS_PER_ARENA; k-- > 0;) {
         pm_pool_t *pool = &arena->pools[k];
         pool->pool_index = (uint8_t)k;
-        pool->class_index = PM_CLASS_NONE;
+        pm_pool_set_owner(pool, NULL, PM_CLASS_NONE);
         pool->next = arena->free_pools;
         arena->free_pools = pool;
     }
@@ -670,8 +670,7 @@ void pm_arena_release_pool(pm_pool_t *pool)
     pm_lock(&directory.lock);
     uint64_t now_ms = decay_now_ms();
     /* I2: UNUSED and back on the free list in one step, under the lock. */
-    __atomic_store_n(&pool->heap, NULL, __ATOMIC_RELAXED);
-    __atomic_store_n(&pool->class_index, PM_CLASS_NONE, __ATOMIC_RELEASE);
+    pm_pool_set_owner(pool, NULL, PM_CLASS_NONE);
     if (arena->free_pool_count > 0)
         directory_unlink(arena);
     pool->next = arena->free_pools;

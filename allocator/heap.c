@@ -227,7 +227,7 @@ static void pool_leave_sparse(pm_pool_t *pool)
     if (!pool->sparse)
         return;
     pool->sparse = false;
-    pool->heap->sparse_pools--;
+    pm_pool_heap(pool)->sparse_pools--;
     pm_pool_set_mark(pool, 0);
 }
 
@@ -671,7 +671,7 @@ static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *
 {
     /* Freed here when it was not live; a clear bit is a sampled block's
      * once, at the meeting that drops its record (I11). */
-    if (pool->heap != heap ||
+    if (pm_pool_heap(pool) != heap ||
         (!pm_live_test(b) && !(pm_pool_holds_sampled(pool) && pm_profile_drop(b))))
         pm_fatal("double free", b, pool->class_index);
     PM_COUNTER_ADD(heap->bins[pool->class_index].remote_collected_total, 1);
@@ -1047,7 +1047,7 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
 {
     /* Read before the push: once the block is in the ring or on the stack,
      * the owner may take it back and retire the pool at any moment. */
-    unsigned class_index = pool->class_index;
+    unsigned class_index = pm_pool_class_shared(pool);
     uint64_t pos;
     bool in_ring = remote_ring_push(owner, block, &pos);
     if (!in_ring) {
@@ -1094,7 +1094,7 @@ void pm_heap_free(void *block, pm_op_t op)
      * (heap_take_remote_from), so a second free meanwhile still finds it
      * live, and the owner tells the two apart. */
     pm_heap_t *me = pm_thread_heap;
-    pm_heap_t *owner = __atomic_load_n(&pm_pool_of(block)->heap, __ATOMIC_RELAXED);
+    pm_heap_t *owner = pm_pool_heap(pm_pool_of(block));
     pm_pool_t *pool = pm_pool_checked(block, op, owner == me);
     if (PM_LIKELY(owner == me))
         heap_take_back(me, pool, block);
@@ -1189,22 +1189,23 @@ static bool heap_is_orphaned(const pm_heap_t *heap)
 
 static bool heap_visit_pool(const pm_pool_t *pool)
 {
-    if (!heap_is_known(pool->heap) || pool->class_index >= PM_CLASS_COUNT)
+    pm_heap_t *heap = pm_pool_heap(pool);
+    if (!heap_is_known(heap) || pool->class_index >= PM_CLASS_COUNT)
         return false;
     validate_used[pool->class_index] += pm_pool_used(pool);
     validate_pools[pool->class_index]++;
     /* A fork may have cut an orphaned heap's owner mid-update: nothing
      * about its pools can be promised (see pm_fork_child). */
-    if (heap_is_orphaned(pool->heap))
+    if (heap_is_orphaned(heap))
         return true;
     if (!pm_pool_is_valid(pool))
         return false;
     /* I4: a pool with room is on its bin list, and PM_POOL_OFF_LIST says so;
      * or it is parked, empty. */
-    if (atomic_load(&pool->heap->parked[pool->class_index]) == pool)
+    if (atomic_load(&heap->parked[pool->class_index]) == pool)
         return !pm_pool_on_bin_list(pool) && pm_pool_used(pool) == 0;
     bool listed = false;
-    for (const pm_pool_t *p = pool->heap->bins[pool->class_index].pools; p && !listed; p = p->next)
+    for (const pm_pool_t *p = heap->bins[pool->class_index].pools; p && !listed; p = p->next)
         listed = p == pool;
     return listed == pm_pool_on_bin_list(pool) && (listed || pm_pool_used(pool) == pool->capacity);
 }

@@ -60,6 +60,7 @@
  *   │ 16 pool       │ shortened   │ blocks of    │     │              │
  *   │ descriptors,  │ by the      │ one class    │     │              │
  *   │ live map,     │ header)     │              │     │              │
+ *   │ pool owners,  │             │              │     │              │
  *   │ lists         │             │              │     │              │
  *   └───────────────┴─────────────┴──────────────┴─────┴──────────────┘
  *   0               4 KiB         16 KiB         32 KiB               256 KiB
@@ -326,7 +327,10 @@
  *      more than allocated_total (checked by pm_heap_validate).
  *  I9  A pool's heap and class change only while it is UNUSED or by its
  *      owner (or by the thread that took it parked, I4); a thread that
- *      does not own a live block's pool may read them.
+ *      does not own a live block's pool may read them. They are kept in
+ *      the arena header (pool_heap, pool_class: the class also in the
+ *      descriptor, for the owner), not on the descriptor's line, which the
+ *      owner writes on every call.
  *  I10 An UNUSED pool is on the retained list iff it is resident; the list
  *      is in release order (each pool stamped with CLOCK_MONOTONIC_COARSE
  *      when released, or when populated ahead of a growing heap) and
@@ -624,9 +628,8 @@ typedef struct pm_pool {
         struct pm_pool *prev;          /* IN USE: bin list */
         struct pm_pool *retained_prev; /* UNUSED, retained: the next older one */
     };
-    /* The owner; NULL when UNUSED. The one field free's fast path
-     * compares, read by any thread: atomic. */
-    struct pm_heap *heap;
+    /* The owner is not here but in the arena header (pm_pool_heap): other
+     * threads read it, and this line is written on every malloc and free. */
     uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
     uint32_t block_size;      /* class size, cached for the free path */
     uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
@@ -678,6 +681,14 @@ typedef struct pm_arena {
     /* I6: one bit per 16-byte granule of the arena; pool k's blocks have
      * theirs in words [k * PM_LIVE_MAP_WORDS, (k + 1) * PM_LIVE_MAP_WORDS). */
     uint64_t live_map[PM_POOLS_PER_ARENA * PM_LIVE_MAP_WORDS];
+    /* Each pool's owner (NULL when UNUSED) and class (I9): what a thread
+     * freeing a block reads to tell its owner and check it (I7), on lines
+     * written only when a pool changes hands. In the descriptor, every
+     * free by another thread read a line its owner writes on every malloc
+     * and free, and made the owner's next write wait for it
+     * (bench/results/pool-identity.md). Atomic: any thread reads them. */
+    _Alignas(PM_CACHE_LINE) struct pm_heap *pool_heap[PM_POOLS_PER_ARENA];
+    uint8_t pool_class[PM_POOLS_PER_ARENA];
     pm_pool_t *free_pools;                /* UNUSED pools (I2) */
     /* When each pool was last released (CLOCK_MONOTONIC_COARSE, ms), for
      * the purge delay; meaningful while it is retained (I10), or parked
@@ -690,6 +701,8 @@ typedef struct pm_arena {
     uint32_t free_pool_count;
 } pm_arena_t;
 _Static_assert(sizeof(pm_arena_t) <= PM_ARENA_HEADER_SIZE, "arena header overflows pool 0");
+_Static_assert(offsetof(pm_arena_t, pools) == 0 && sizeof(pm_pool_t) == 8 * sizeof(void *),
+               "pm_pool_of and pm_pool_index_of count from the arena base");
 _Static_assert(PM_ARENA_HEADER_SIZE % PM_POOL_ALIGN_MAX == 0, "pool 0 must stay 512-aligned");
 
 #define PM_POOL_OFF_LIST ((uint16_t)0x8000)
@@ -755,10 +768,46 @@ static inline char *pm_pool_start(const pm_pool_t *pool)
     size_t offset = (size_t)pool->pool_index * PM_POOL_SIZE;
     return base + (offset < PM_ARENA_HEADER_SIZE ? PM_ARENA_HEADER_SIZE : offset);
 }
+/* A block's pool's index x 8: the offset of its owner in pool_heap, and,
+ * x 8 again, of its descriptor (an address mode's scale): free's fast path
+ * finds both from one shift and one mask. */
+static inline uintptr_t pm_pool_slot_of(const void *block)
+{
+    return ((uintptr_t)block >> (PM_POOL_SHIFT - 3)) & ((PM_POOLS_PER_ARENA - 1) * 8);
+}
 static inline pm_pool_t *pm_pool_of(const void *block)
 {
-    pm_arena_t *arena = pm_arena_of(block);
-    return &arena->pools[((uintptr_t)block & (PM_ARENA_SIZE - 1)) >> PM_POOL_SHIFT];
+    return (pm_pool_t *)((char *)pm_arena_of(block) + pm_pool_slot_of(block) * 8);
+}
+/* A pool's position in its arena, from the descriptor's address (without
+ * reading it). */
+static inline unsigned pm_pool_index_of(const pm_pool_t *pool)
+{
+    return (unsigned)(((uintptr_t)pool & (PM_ARENA_SIZE - 1)) / sizeof(pm_pool_t));
+}
+/* The pool's owner (I9), NULL when UNUSED. */
+static inline struct pm_heap *pm_pool_heap(const pm_pool_t *pool)
+{
+    return __atomic_load_n(&pm_arena_of(pool)->pool_heap[pm_pool_index_of(pool)],
+                           __ATOMIC_RELAXED);
+}
+/* The pool's class as other threads read it (I9): PM_CLASS_NONE when
+ * UNUSED. Acquire: a reader that sees a class sees the pool set up for it. */
+static inline unsigned pm_pool_class_shared(const pm_pool_t *pool)
+{
+    return __atomic_load_n(&pm_arena_of(pool)->pool_class[pm_pool_index_of(pool)],
+                           __ATOMIC_ACQUIRE);
+}
+/* A pool changes hands (I9): its owner and class, in the descriptor and in
+ * the arena header, the classes last, so that a reader that sees the class
+ * sees the rest. */
+static inline void pm_pool_set_owner(pm_pool_t *pool, struct pm_heap *heap, unsigned class_index)
+{
+    pm_arena_t *arena = pm_arena_of(pool);
+    unsigned index = pm_pool_index_of(pool);
+    __atomic_store_n(&arena->pool_heap[index], heap, __ATOMIC_RELAXED);
+    __atomic_store_n(&arena->pool_class[index], (uint8_t)class_index, __ATOMIC_RELEASE);
+    __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);
 }
 /* I6: a block's bit in its arena's live map: granule (address % 256 KiB)
  * / 16, in word granule / 64 at bit granule % 64. */
@@ -1267,10 +1316,11 @@ static inline void *pm_heap_alloc(size_t size)
  * interior pointer, a pointer past the last block and a freed block all
  * have a clear bit. Whatever fails takes the full check, which tells them
  * apart. */
-static inline bool pm_heap_holds_aligned(const pm_pool_t *pool, const pm_heap_t *heap,
-                                         const void *block)
+static inline bool pm_heap_holds_aligned(const pm_heap_t *heap, const void *block)
 {
-    return __atomic_load_n(&pool->heap, __ATOMIC_RELAXED) == heap &&
+    pm_heap_t *const *owner = (pm_heap_t *const *)((const char *)pm_arena_of(block)->pool_heap +
+                                                    pm_pool_slot_of(block));
+    return __atomic_load_n(owner, __ATOMIC_RELAXED) == heap &&
            ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0;
 }
 
@@ -1282,7 +1332,7 @@ static inline void pm_heap_free_fast(void *block)
     pm_heap_t *heap = pm_thread_heap;
     /* A clear bit is left clear (I6): the full path reports it, or finds
      * a sampled block (I11). */
-    if (PM_LIKELY(pm_heap_holds_aligned(pool, heap, block) && pm_live_take(block))) {
+    if (PM_LIKELY(pm_heap_holds_aligned(heap, block) && pm_live_take(block))) {
         pm_link_set(block, pool->free_list);
         pool->free_list = block;
         if (PM_UNLIKELY(pm_pool_put_used(pool)))
@@ -1303,7 +1353,7 @@ PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
 static inline size_t pm_heap_usable_size(void *block, pm_op_t op)
 {
     pm_pool_t *pool = pm_pool_of(block);
-    if (PM_LIKELY(pm_heap_holds_aligned(pool, pm_thread_heap, block) && pm_live_test(block)))
+    if (PM_LIKELY(pm_heap_holds_aligned(pm_thread_heap, block) && pm_live_test(block)))
         return pool->block_size;
     return pm_heap_block_size(block, op);
 }

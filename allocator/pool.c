@@ -39,7 +39,6 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
         link_key_init();
     pool->free_list = NULL;
     pool->next = pool->prev = NULL;
-    __atomic_store_n(&pool->heap, heap, __ATOMIC_RELAXED);
     pool->carve_index = 0;
     pool->block_size = (uint32_t)pm_class_size(class_index);
     pool->reciprocal = pm_class_reciprocal[class_index];
@@ -51,7 +50,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->debug_fill = pm_options.debug != 0;
     pm_libc_memset(pm_pool_live_map(pool), 0, PM_LIVE_MAP_WORDS * sizeof(uint64_t));
     /* Published last: a reader that sees the class sees the rest (I9). */
-    __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);
+    pm_pool_set_owner(pool, heap, class_index);
 }
 
 /* Pushes blocks [from, to) onto `head`, lowest address first in the list.
@@ -380,14 +379,21 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back)
     if (((uintptr_t)block & (PM_ARENA_SIZE - 1)) < PM_ARENA_HEADER_SIZE)
         pool_misuse(block, op, MISUSE_ARENA_HEADER, -1);
     pm_pool_t *pool = pm_pool_of(block);
-    unsigned class_index = __atomic_load_n(&pool->class_index, __ATOMIC_ACQUIRE);
+    /* From the arena header's copies, not the descriptor: another thread's
+     * free reads nothing its owner writes on every call but the live map. */
+    unsigned class_index = pm_pool_class_shared(pool);
     if (class_index == PM_CLASS_NONE)
         pool_misuse(block, op, MISUSE_UNUSED_POOL, -1);
-    /* I7: a block starts exactly at a multiple of the block size; the
-     * reciprocal divides exactly within a pool (sizeclass.c). */
-    uint64_t offset = (uintptr_t)block - (uintptr_t)pm_pool_start(pool);
-    uint64_t index = (offset * pool->reciprocal) >> 32;
-    if (index * pool->block_size != offset || index >= pool->capacity)
+    /* I7: a block starts exactly at a multiple of the block size, and
+     * ends within the pool; the reciprocal divides exactly within a pool
+     * (sizeclass.c). */
+    unsigned pool_index = pm_pool_index_of(pool);
+    size_t pool_offset = (size_t)pool_index * PM_POOL_SIZE;
+    uint64_t offset = ((uintptr_t)block & (PM_ARENA_SIZE - 1)) -
+                      (pool_offset < PM_ARENA_HEADER_SIZE ? PM_ARENA_HEADER_SIZE : pool_offset);
+    uint64_t size = pm_class_size(class_index);
+    uint64_t index = (offset * pm_class_reciprocal[class_index]) >> 32;
+    if (index * size != offset || offset + size > pm_pool_bytes(pool_index))
         pool_misuse(block, op, MISUSE_NOT_BLOCK_START, (int)class_index);
     /* I6: the live bit tells a block in use from a freed one, or else
      * the block's record tells a sampled one (I11). */
@@ -402,7 +408,10 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back)
 bool pm_pool_is_valid(const pm_pool_t *pool)
 {
     if (pool->class_index == PM_CLASS_NONE)
-        return pm_pool_used(pool) == 0 && pool->heap == NULL && pool->sampled_count == 0; /* I2 */
+        return pm_pool_used(pool) == 0 && pm_pool_heap(pool) == NULL &&
+               pm_pool_class_shared(pool) == PM_CLASS_NONE && pool->sampled_count == 0; /* I2 */
+    if (pm_pool_class_shared(pool) != pool->class_index || pm_pool_heap(pool) == NULL)
+        return false; /* I9: the arena header's copy is the descriptor's */
     unsigned live = pool->sampled_count; /* I11: their bits are clear */
     const uint64_t *live_map = pm_pool_live_map(pool);
     for (unsigned w = 0; w < PM_LIVE_MAP_WORDS; w++)
