@@ -358,7 +358,8 @@
  *      went). So free reads the descriptor of any pointer in the space
  *      without asking the registry; a slot with no arena has a pool with no
  *      heap there, and the pointer goes to pm_pool_checked, whose tests it
- *      fails (capacity 0), and which asks the registry before it reports.
+ *      fails (an unused pool: pool_class 0), and which asks the registry
+ *      before it reports.
  */
 #ifndef POOLMALLOC_INTERNAL_H
 #define POOLMALLOC_INTERNAL_H
@@ -792,11 +793,14 @@ static inline struct pm_heap *pm_pool_heap(const pm_pool_t *pool)
                            __ATOMIC_RELAXED);
 }
 /* The pool's class as other threads read it (I9): PM_CLASS_NONE when
- * UNUSED. Acquire: a reader that sees a class sees the pool set up for it. */
+ * UNUSED. pool_class holds the class + 1, and 0 for none, so that a slot of
+ * the arena space with no arena, which reads as zeros (I13), holds unused
+ * pools. Acquire: a reader that sees a class sees the pool set up for it. */
 static inline unsigned pm_pool_class_shared(const pm_pool_t *pool)
 {
-    return __atomic_load_n(&pm_arena_of(pool)->pool_class[pm_pool_index_of(pool)],
-                           __ATOMIC_ACQUIRE);
+    unsigned stored = __atomic_load_n(&pm_arena_of(pool)->pool_class[pm_pool_index_of(pool)],
+                                      __ATOMIC_ACQUIRE);
+    return stored == 0 ? PM_CLASS_NONE : stored - 1;
 }
 /* A pool changes hands (I9): its owner and class, in the descriptor and in
  * the arena header, the classes last, so that a reader that sees the class
@@ -806,7 +810,8 @@ static inline void pm_pool_set_owner(pm_pool_t *pool, struct pm_heap *heap, unsi
     pm_arena_t *arena = pm_arena_of(pool);
     unsigned index = pm_pool_index_of(pool);
     __atomic_store_n(&arena->pool_heap[index], heap, __ATOMIC_RELAXED);
-    __atomic_store_n(&arena->pool_class[index], (uint8_t)class_index, __ATOMIC_RELEASE);
+    __atomic_store_n(&arena->pool_class[index],
+                     (uint8_t)(class_index == PM_CLASS_NONE ? 0 : class_index + 1), __ATOMIC_RELEASE);
     __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);
 }
 /* I6: a block's bit in its arena's live map: granule (address % 256 KiB)

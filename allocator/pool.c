@@ -372,8 +372,8 @@ static PM_NORETURN void pool_misuse(const void *block, pm_op_t op, enum pool_mis
 }
 
 /* Reads only the arena of the block, which is mapped or, in the arena
- * space, reads as zeros: a pool there has class 0 and capacity 0, so I7's
- * test fails for every address of it. */
+ * space, reads as zeros: a pool there is unused (pm_pool_class_shared), so
+ * the first test fails for every address of it. */
 pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back)
 {
     if (((uintptr_t)block & (PM_ARENA_SIZE - 1)) < PM_ARENA_HEADER_SIZE)
