@@ -118,7 +118,6 @@ static pm_arena_t *arena_create(void)
     /* mmap gives zeroed memory: only what is not zero needs setting. */
     for (unsigned k = PM_POOLS_PER_ARENA; k-- > 0;) {
         pm_pool_t *pool = &arena->pools[k];
-        pool->pool_index = (uint8_t)k;
         pm_pool_set_owner(pool, NULL, PM_CLASS_NONE);
         pool->next = arena->free_pools;
         arena->free_pools = pool;
@@ -142,7 +141,7 @@ static uint64_t decay_now_ms(void) { return pm_os_coarse_ms(); }
 
 static uint64_t *released_ms_of(pm_pool_t *pool)
 {
-    return &pm_arena_of(pool)->released_ms[pool->pool_index];
+    return &pm_arena_of(pool)->released_ms[pm_pool_index_of(pool)];
 }
 
 /* I10: the newest retained pool. Caller holds the lock. */
@@ -217,7 +216,7 @@ static bool arena_disposable(const pm_arena_t *arena)
  * (madvise, or munmap with its arena). Caller holds the lock. */
 static size_t pool_disown_pages(pm_pool_t *pool)
 {
-    size_t bytes = pm_pool_bytes(pool->pool_index);
+    size_t bytes = pm_pool_bytes(pm_pool_index_of(pool));
     pool->touched_pages = 0;
     directory.released_bytes_total += bytes;
     return bytes;
@@ -314,8 +313,8 @@ static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach)
         return out;
     }
     purge_take(pool, reach, &out);
-    unsigned first = run_reach(arena, pool->pool_index, -1, reach, &out);
-    unsigned last = run_reach(arena, pool->pool_index, +1, reach, &out);
+    unsigned first = run_reach(arena, pm_pool_index_of(pool), -1, reach, &out);
+    unsigned last = run_reach(arena, pm_pool_index_of(pool), +1, reach, &out);
     char *start = pm_pool_start(&arena->pools[first]);
     pm_os_purge(start, (size_t)((char *)arena + (size_t)(last + 1) * PM_POOL_SIZE - start));
     return out;
@@ -558,7 +557,7 @@ static unsigned release_budget(void)
 static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_pools,
                          uint64_t now_ms)
 {
-    unsigned first = pool->pool_index, end = first + 1;
+    unsigned first = pm_pool_index_of(pool), end = first + 1;
     /* Retained pools, within the cap and its slack: none is purged early
      * for them. */
     uint64_t cap = retain_cap(now_ms);
@@ -578,7 +577,7 @@ static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_pools
     /* The free list without the run, in its order... */
     pm_pool_t *rest = NULL, **tail = &rest;
     for (pm_pool_t *p = arena->free_pools; p != NULL; p = p->next) {
-        if (p->pool_index > first && p->pool_index < end)
+        if (pm_pool_index_of(p) > first && pm_pool_index_of(p) < end)
             continue;
         *tail = p;
         tail = &p->next;
@@ -833,7 +832,6 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
         bare_empty_arenas += unused == PM_POOLS_PER_ARENA && !arena_resident(arena);
         for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
             const pm_pool_t *pool = &arena->pools[k];
-            ok &= pool->pool_index == k;
             if (pool->class_index == PM_CLASS_NONE) {
                 ok &= pm_pool_is_valid(pool); /* I2 */
                 retained += pm_pool_resident(pool);

@@ -353,7 +353,7 @@ static void bin_park(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
     bin_remove(bin, pool);
     bin_count_pools(heap, bin, -1);
     pm_lock(&heap->service_lock);
-    pm_arena_of(pool)->released_ms[pool->pool_index] = now_ms;
+    pm_arena_of(pool)->released_ms[pm_pool_index_of(pool)] = now_ms;
     atomic_store_explicit(&heap->parked[pool->class_index], pool, memory_order_relaxed);
     pm_arena_parked_add(1);
     pm_unlock(&heap->service_lock);
@@ -393,7 +393,7 @@ static size_t heap_give_back_parked(pm_heap_t *heap, uint64_t now_ms, bool all,
         pm_pool_t *pool = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
         if (pool == NULL)
             continue;
-        uint64_t due_ms = pm_arena_of(pool)->released_ms[pool->pool_index] +
+        uint64_t due_ms = pm_arena_of(pool)->released_ms[pm_pool_index_of(pool)] +
                           pm_options.purge_delay_ms;
         if (!all && now_ms < due_ms) {
             if (due_ms < *next_due_ms)

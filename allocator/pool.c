@@ -45,7 +45,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->used_word = PM_POOL_OFF_LIST; /* none used, on no list yet */
     pool->used_mark = 0;
     pool->sparse = false;
-    pool->capacity = (uint16_t)(pm_pool_bytes(pool->pool_index) / pool->block_size);
+    pool->capacity = (uint16_t)(pm_pool_bytes(pm_pool_index_of(pool)) / pool->block_size);
     pool->purged_pages = 0;
     pool->debug_fill = pm_options.debug != 0;
     pm_libc_memset(pm_pool_live_map(pool), 0, PM_LIVE_MAP_WORDS * sizeof(uint64_t));
@@ -185,13 +185,13 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
     /* Pages all of whose blocks are carved: below the one where the first
      * uncarved block starts. */
     size_t carved_bytes = pool->carve_index < pool->capacity ? (size_t)pool->carve_index * size
-                                                             : pm_pool_bytes(pool->pool_index);
+                                                             : pm_pool_bytes(pm_pool_index_of(pool));
     unsigned carved_pages = (unsigned)(carved_bytes / PM_OS_PAGE_SIZE);
     unsigned candidates = ((1u << carved_pages) - 1) & ~(unsigned)pool->purged_pages;
     /* Less the pages a live block overlaps: the map's set bits, a word at a
      * time (a pool given back in part has few). */
     const uint64_t *map = pm_pool_live_map(pool);
-    char *map_base = (char *)pm_arena_of(pool) + (size_t)pool->pool_index * PM_POOL_SIZE;
+    char *map_base = (char *)pm_arena_of(pool) + (size_t)pm_pool_index_of(pool) * PM_POOL_SIZE;
     for (unsigned w = 0; w < PM_LIVE_MAP_WORDS && candidates != 0; w++) {
         for (uint64_t bits = __atomic_load_n(&map[w], __ATOMIC_RELAXED); bits != 0;
              bits &= bits - 1) {
@@ -387,13 +387,10 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back)
     /* I7: a block starts exactly at a multiple of the block size, and
      * ends within the pool; the reciprocal divides exactly within a pool
      * (sizeclass.c). */
-    unsigned pool_index = pm_pool_index_of(pool);
-    size_t pool_offset = (size_t)pool_index * PM_POOL_SIZE;
-    uint64_t offset = ((uintptr_t)block & (PM_ARENA_SIZE - 1)) -
-                      (pool_offset < PM_ARENA_HEADER_SIZE ? PM_ARENA_HEADER_SIZE : pool_offset);
+    uint64_t offset = (uintptr_t)block - (uintptr_t)pm_pool_start(pool);
     uint64_t size = pm_class_size(class_index);
     uint64_t index = (offset * pm_class_reciprocal[class_index]) >> 32;
-    if (index * size != offset || offset + size > pm_pool_bytes(pool_index))
+    if (index * size != offset || offset + size > pm_pool_bytes(pm_pool_index_of(pool)))
         pool_misuse(block, op, MISUSE_NOT_BLOCK_START, (int)class_index);
     /* I6: the live bit tells a block in use from a freed one, or else
      * the block's record tells a sampled one (I11). */

@@ -526,7 +526,7 @@ END_TEST
 /* The pool after `pool` in its arena. */
 static pm_pool_t *next_pool(pm_pool_t *pool)
 {
-    return &pm_arena_of(pool)->pools[pool->pool_index + 1];
+    return &pm_arena_of(pool)->pools[pm_pool_index_of(pool) + 1];
 }
 
 /* A heap that has filled more than PM_HEAP_COLOURED_POOLS pools of a class
@@ -558,12 +558,12 @@ START_TEST(test_pool_populate_ahead)
         blocks[n] = pm_malloc(SIZE);
         ck_assert_ptr_nonnull(blocks[n]);
         pool = pm_pool_of(blocks[n++]);
-    } while (n < 480 * PM_POOL_SIZE / SIZE || pool->pool_index != 0 ||
+    } while (n < 480 * PM_POOL_SIZE / SIZE || pm_pool_index_of(pool) != 0 ||
              blocks[n - 1] != pm_pool_start(pool));
     ck_assert_uint_eq(pool->touched_pages, pm_pool_bytes(0) / PM_OS_PAGE_SIZE);
     pm_test_stats(&stats);
     ck_assert_uint_eq(stats.retained_pools, PM_POOLS_PER_ARENA - 1);
-    for (pm_pool_t *ahead = next_pool(pool); ahead->pool_index < PM_POOLS_PER_ARENA - 1;
+    for (pm_pool_t *ahead = next_pool(pool); pm_pool_index_of(ahead) < PM_POOLS_PER_ARENA - 1;
          ahead = next_pool(ahead)) {
         ck_assert_uint_eq(ahead->class_index, PM_CLASS_NONE);
         ck_assert_uint_eq(ahead->touched_pages, PM_POOL_SIZE / PM_OS_PAGE_SIZE);
