@@ -48,7 +48,7 @@ static struct {
      * finds (collapse_gate_update); read without the lock. */
     _Atomic uint64_t collapse_gate;
     uint64_t released_bytes_total;
-    uint64_t retained_purges_total; /* retained_purge's calls to the kernel */
+    uint64_t retained_purges_total; /* retained_purge's runs and arenas */
     uint64_t in_use_purges_total;   /* pm_arena_purge_pages's */
     /* The retained list (I10): UNUSED resident pools, oldest (released
      * first) at the head, linked through retained_next/retained_prev. */
@@ -222,13 +222,6 @@ static size_t pool_disown_pages(pm_pool_t *pool)
     return bytes;
 }
 
-/* Caller holds the lock. */
-static size_t pool_purge(pm_pool_t *pool)
-{
-    size_t bytes = pool_disown_pages(pool);
-    pm_os_purge(pm_pool_start(pool), bytes);
-    return bytes;
-}
 
 /* Whether a retained pool has been unused for POOLMALLOC_PURGE_DELAY. */
 static bool retained_expired(pm_pool_t *pool, uint64_t now_ms)
@@ -292,18 +285,23 @@ static unsigned run_reach(pm_arena_t *arena, unsigned from, int step, purge_reac
  * together, and one munmap takes their pages; the pools purged with it may
  * be younger than the delay and the cap asks (at most an arena's worth).
  * Else the retained pools next to it in its arena that the purge reaches go
- * in the same madvise call. Pools a program frees one after another are
- * often neighbours: one call for the run, where one for each pool made
+ * in the same range, added to `batch` (pm_os_purge_add), which the caller
+ * flushes before it drops the lock. Pools a program frees one after another
+ * are often neighbours: one range for the run, where one for each pool made
  * churn-2t's end 397 calls (212 now, with the cap's slack), and above 33
  * pages Linux flushes the TLB once for the range, not page by page
  * (bench/pagecost.c on this project's PVM guests: 1.0 us a page 256 KiB at a
  * time, 4.5 a pool at a time). Caller holds the lock. */
-static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach)
+static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach,
+                                     pm_os_purge_batch_t *batch)
 {
     pm_arena_t *arena = pm_arena_of(pool);
     purge_result_t out = {0, 0};
     directory.retained_purges_total++;
     if (arena_beyond_reserve(arena)) {
+        /* The batch's ranges first: unmapped, the arena's part of the
+         * space may be mapped again by anyone before a later flush. */
+        pm_os_purge_flush(batch);
         out.bytes = PM_ARENA_HEADER_SIZE;
         for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++)
             if (pm_pool_resident(&arena->pools[k]))
@@ -316,7 +314,7 @@ static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach)
     unsigned first = run_reach(arena, pm_pool_index_of(pool), -1, reach, &out);
     unsigned last = run_reach(arena, pm_pool_index_of(pool), +1, reach, &out);
     char *start = pm_pool_start(&arena->pools[first]);
-    pm_os_purge(start, (size_t)((char *)arena + (size_t)(last + 1) * PM_POOL_SIZE - start));
+    pm_os_purge_add(batch, start, (size_t)((char *)arena + (size_t)(last + 1) * PM_POOL_SIZE - start));
     return out;
 }
 
@@ -396,6 +394,7 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
     uint64_t cap = retain_cap(now_ms);
     uint64_t slack = pm_retain_slack(cap);
     unsigned purged = 0;
+    pm_os_purge_batch_t batch = {.count = 0};
     pm_pool_t *pool;
     while (purged < budget && (pool = directory.retained_oldest) != NULL) {
         if (!retained_expired(pool, now_ms) &&
@@ -404,13 +403,14 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget)
               directory.retained_count <= (cap = retain_cap_grow(now_ms)) + slack)))
             break;
         slack = 0; /* over: back down to the cap */
-        purge_result_t gone = retained_purge(pool, (purge_reach_t){now_ms, cap});
+        purge_result_t gone = retained_purge(pool, (purge_reach_t){now_ms, cap}, &batch);
         if (gone.early > 0) {
             directory.cap_purged_pending += gone.early;
             directory.cap_purged_ms = now_ms;
         }
         purged++;
     }
+    pm_os_purge_flush(&batch);
     return purged;
 }
 
@@ -715,14 +715,15 @@ void pm_arena_home_close(pm_arena_home_t *home)
     pm_unlock(&directory.lock);
 }
 
-size_t pm_arena_purge_pool(pm_pool_t *pool)
+void pm_arena_purge_pools(pm_pool_t *const *pools, unsigned count)
 {
-    if (!pm_pool_resident(pool))
-        return 0;
+    pm_os_purge_batch_t batch = {.count = 0};
     pm_lock(&directory.lock);
-    size_t bytes = pool_purge(pool);
+    for (unsigned i = 0; i < count; i++)
+        if (pm_pool_resident(pools[i]))
+            pm_os_purge_add(&batch, pm_pool_start(pools[i]), pool_disown_pages(pools[i]));
+    pm_os_purge_flush(&batch);
     pm_unlock(&directory.lock);
-    return bytes;
 }
 
 void pm_arena_purge_pages(void *addr, size_t bytes)
@@ -749,8 +750,11 @@ size_t pm_arena_trim(void)
     size_t released = 0;
     pm_lock(&directory.lock);
     uint64_t now_ms = decay_now_ms();
+    pm_os_purge_batch_t batch = {.count = 0};
     while (directory.retained_oldest != NULL)
-        released += retained_purge(directory.retained_oldest, (purge_reach_t){now_ms, 0}).bytes;
+        released +=
+            retained_purge(directory.retained_oldest, (purge_reach_t){now_ms, 0}, &batch).bytes;
+    pm_os_purge_flush(&batch);
     pm_arena_t *empty;
     while ((empty = directory.by_unused[PM_POOLS_PER_ARENA - 1]) != NULL) {
         directory_unlink(empty);

@@ -388,7 +388,8 @@ static __attribute__((noinline)) bool bin_unpark(pm_heap_t *heap, pm_bin_t *bin,
 static size_t heap_give_back_parked(pm_heap_t *heap, uint64_t now_ms, bool all,
                                     uint64_t *next_due_ms)
 {
-    size_t released = 0;
+    pm_pool_t *going[PM_CLASS_COUNT];
+    unsigned count = 0;
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_pool_t *pool = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
         if (pool == NULL)
@@ -402,11 +403,14 @@ static size_t heap_give_back_parked(pm_heap_t *heap, uint64_t now_ms, bool all,
         }
         atomic_store_explicit(&heap->parked[c], NULL, memory_order_relaxed);
         pm_arena_parked_add(-1);
-        pm_pool_purge_empty(pool);
-        pm_arena_release_pool(pool);
-        released++;
+        going[count++] = pool;
     }
-    return released;
+    /* Purged together, before any is back in its arena for another heap
+     * to take and carve. */
+    pm_pool_purge_empty(going, count);
+    for (unsigned i = 0; i < count; i++)
+        pm_arena_release_pool(going[i]);
+    return count;
 }
 
 static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed);
@@ -456,14 +460,15 @@ static unsigned heap_parked_count(pm_heap_t *heap)
  * service_lock. */
 static size_t heap_give_back_kept(pm_heap_t *heap)
 {
-    size_t released = 0;
+    pm_pool_t *kept[PM_CLASS_COUNT];
+    unsigned count = 0;
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_pool_t *pool = heap->bins[c].pools;
-        if (pool != NULL && pm_pool_used(pool) == 0 && pm_pool_resident(pool)) {
-            pm_pool_purge_empty(pool);
-            released++;
-        }
+        if (pool != NULL && pm_pool_used(pool) == 0 && pm_pool_resident(pool))
+            kept[count++] = pool;
     }
+    pm_pool_purge_empty(kept, count);
+    size_t released = count;
     uint64_t next_due_ms = UINT64_MAX;
     released += heap_give_back_parked(heap, 0, true, &next_due_ms);
     heap->kept_until_ms = 0;

@@ -342,7 +342,10 @@
  *      by pm_retain_slack (then down to the cap, oldest first), which is 0
  *      while the pools have collapsed. A purged
  *      pool is carved afresh, so nothing reads its zeroed pages as a free
- *      list.
+ *      list. Purges made together (pm_os_purge_batch_t) reach the kernel
+ *      before the directory lock is dropped, before any of their pools is
+ *      back in an arena, and before an arena is unmapped: a range purged
+ *      late would zero blocks another heap has carved since.
  *  I12 Every link of a free list or a remote_free stack is stored encoded
  *      (pm_link_set) and decoded only through pm_link_get; a pool's link is
  *      checked (pm_link_next) before it becomes the list's head, and a
@@ -370,6 +373,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "options.h"
@@ -477,6 +481,19 @@ PM_HIDDEN bool pm_os_address_space_limited(void);
 PM_HIDDEN void *pm_os_map_stack(size_t size);
 /* Gives the pages back to the OS; the range stays mapped and reads as zeros. */
 PM_HIDDEN void pm_os_purge(void *addr, size_t size);
+/* Ranges given back together, as pm_os_purge would one by one, in one
+ * vectored call where the kernel has it (see os.c). The caller adds ranges
+ * and flushes before anything else may use them: until the flush, their
+ * pages may still be resident. */
+#define PM_OS_PURGE_BATCH 16
+typedef struct {
+    struct iovec ranges[PM_OS_PURGE_BATCH];
+    unsigned count;
+} pm_os_purge_batch_t;
+/* Adds a range (merged with the last if they touch), flushing first when
+ * the batch is full. */
+PM_HIDDEN void pm_os_purge_add(pm_os_purge_batch_t *batch, void *addr, size_t size);
+PM_HIDDEN void pm_os_purge_flush(pm_os_purge_batch_t *batch);
 /* Makes the pages of a committed range resident now, in one system call,
  * as a write to each would (MADV_POPULATE_WRITE); once the kernel refuses
  * (before Linux 5.14, a seccomp filter, a cgroup at its limit), it does
@@ -936,9 +953,9 @@ PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool, bool coloured);
 PM_HIDDEN size_t pm_pool_purge_free_pages(pm_pool_t *pool);
 /* A pool is carved coloured while its bin holds no more than this many. */
 #define PM_HEAP_COLOURED_POOLS 4
-/* Purges the pages of an IN USE pool with no live block and starts its
- * carving afresh (I10). */
-PM_HIDDEN void pm_pool_purge_empty(pm_pool_t *pool);
+/* Purges the pages of `count` IN USE pools with no live block, together
+ * (pm_arena_purge_pools), and starts their carving afresh (I10). */
+PM_HIDDEN void pm_pool_purge_empty(pm_pool_t *const *pools, unsigned count);
 /* POOLMALLOC_DEBUG (I12): a block leaving a debug_fill pool's free list is
  * checked for writes since it was freed, then filled with the fresh
  * pattern; a block joining it is filled with the freed pattern. */
@@ -1011,14 +1028,16 @@ PM_HIDDEN void pm_arena_decay_tick(void);
 /* malloc_trim: purges every retained pool and unmaps every empty arena, the
  * reserve included. Returns the bytes given back. */
 PM_HIDDEN size_t pm_arena_trim(void);
-/* How many calls to the kernel (a madvise for a run of neighbouring pools,
- * or the unmapping of an arena gone whole) have purged retained pools. */
+/* How many purges (a range of a purge batch for a run of neighbouring
+ * pools, or the unmapping of an arena gone whole) have taken retained
+ * pools. */
 PM_HIDDEN uint64_t pm_arena_retained_purges(void);
 /* How many calls to the kernel have given back pages of pools in use
  * (pm_arena_purge_pages). */
 PM_HIDDEN uint64_t pm_arena_in_use_purges(void);
-/* Purges a pool's pages (I10) and counts them; returns the bytes. */
-PM_HIDDEN size_t pm_arena_purge_pool(pm_pool_t *pool);
+/* Purges the pages of `count` pools (I10) in one batch (pm_os_purge_add)
+ * and counts them. */
+PM_HIDDEN void pm_arena_purge_pools(pm_pool_t *const *pools, unsigned count);
 /* Purges `bytes` of an IN USE pool at `addr` (page aligned) and counts them. */
 PM_HIDDEN void pm_arena_purge_pages(void *addr, size_t bytes);
 /* Adds the arena figures, and walks every pool for the per-class pool

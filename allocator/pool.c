@@ -304,12 +304,14 @@ bool pm_pool_carve(pm_pool_t *pool, bool coloured)
     return true;
 }
 
-void pm_pool_purge_empty(pm_pool_t *pool)
+void pm_pool_purge_empty(pm_pool_t *const *pools, unsigned count)
 {
-    pm_arena_purge_pool(pool);
-    pool->free_list = NULL; /* its links were in the purged pages */
-    pool->carve_index = 0;
-    pool_set_purged_pages(pool, 0);
+    pm_arena_purge_pools(pools, count);
+    for (unsigned i = 0; i < count; i++) {
+        pools[i]->free_list = NULL; /* its links were in the purged pages */
+        pools[i]->carve_index = 0;
+        pool_set_purged_pages(pools[i], 0);
+    }
 }
 
 void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_block_t *block)

@@ -480,6 +480,57 @@ static bool kernel_populates(void)
     return populates;
 }
 
+/* pm_os_purge_add and pm_os_purge_flush give back exactly the ranges added:
+ * every other pool of a 44-pool mapping, and pool 11, which joins pools 10
+ * and 12 into one range: 21 ranges, so the batch fills and flushes once on
+ * its own.
+ * Run before and after the process has a second thread: one range at a
+ * time through madvise, then in one process_madvise call where the kernel
+ * has it (allocator/os.c). */
+static void *purge_batch_thread(void *arg)
+{
+    return arg;
+}
+
+START_TEST(test_os_purge_batch)
+{
+    enum { POOLS = 44 };
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) {
+            pthread_t thread;
+            ck_assert_int_eq(pthread_create(&thread, NULL, purge_batch_thread, NULL), 0);
+            ck_assert_int_eq(pthread_join(thread, NULL), 0);
+        }
+        char *map = mmap(NULL, (size_t)POOLS * PM_POOL_SIZE, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ck_assert_ptr_ne(map, MAP_FAILED);
+        memset(map, 0xab, (size_t)POOLS * PM_POOL_SIZE);
+        bool purged[POOLS] = {false};
+        pm_os_purge_batch_t batch = {.count = 0};
+        for (unsigned k = 0; k < POOLS; k += 2) {
+            purged[k] = true;
+            pm_os_purge_add(&batch, map + (size_t)k * PM_POOL_SIZE, PM_POOL_SIZE);
+            if (k == 10) { /* its neighbour, and so the next, join its range */
+                purged[k + 1] = true;
+                pm_os_purge_add(&batch, map + (size_t)(k + 1) * PM_POOL_SIZE, PM_POOL_SIZE);
+            }
+        }
+        ck_assert_uint_eq(batch.count, 21 - PM_OS_PURGE_BATCH);
+        pm_os_purge_flush(&batch);
+        ck_assert_uint_eq(batch.count, 0);
+        for (unsigned k = 0; k < POOLS; k++) {
+            const char *pool = map + (size_t)k * PM_POOL_SIZE;
+            for (unsigned page = 0; page < PM_POOL_SIZE / PM_OS_PAGE_SIZE; page++)
+                ck_assert_msg(pool_page_resident(pool, page) == !purged[k],
+                              "round %d pool %u page %u", round, k, page);
+            ck_assert_int_eq(pool[0], purged[k] ? 0 : (char)0xab);
+            ck_assert_int_eq(pool[PM_POOL_SIZE - 1], purged[k] ? 0 : (char)0xab);
+        }
+        munmap(map, (size_t)POOLS * PM_POOL_SIZE);
+    }
+}
+END_TEST
+
 /* Carving makes a stretch's pages resident in one call (pm_os_populate)
  * where writing its links would take a page fault each, and no page before
  * a block carved needs it. With 48-byte blocks, the 85 that end in the
@@ -708,6 +759,7 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_reserve_arena);
     tcase_add_test(tc, test_pool_random_mixed);
     tcase_add_test(tc, test_pool_colour_first_pools_only);
+    tcase_add_test(tc, test_os_purge_batch);
     tcase_add_test(tc, test_pool_carve_populates_pages);
     tcase_add_test(tc, test_pool_populate_ahead);
     tcase_add_test(tc, test_pool_fuller_serves_first);
