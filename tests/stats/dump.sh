@@ -106,7 +106,12 @@ echo "dump: fork child writes its own file"
 LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/killed.jsonl" POOLMALLOC_STATS_FORMAT=json \
   POOLMALLOC_STATS_INTERVAL=10ms "$probe" loop &
 victim=$!
-sleep 0.5
+# Killed once 10 snapshots are written (a fixed sleep gave too few on a
+# loaded machine), whichever record the dump thread is then writing.
+for ((i = 0; i < 200; i++)); do
+  (($(cat "$work/killed.jsonl" 2>/dev/null | wc -l) >= 10)) && break
+  sleep 0.05
+done
 kill -9 "$victim"
 wait "$victim" 2>/dev/null || true
 n=$(records "$work/killed.jsonl")
