@@ -36,6 +36,9 @@
       "the most released pools the adaptive cap keeps resident")                           \
     X(reserve_arenas, "POOLMALLOC_RESERVE_ARENAS", COUNT, 1, 0, 4096,                        \
       "empty arenas kept mapped rather than unmapped, against mmap/munmap churn")          \
+    X(purge_batch, "POOLMALLOC_PURGE_BATCH", COUNT, 1, 0, 1,                                 \
+      "1: purges made together go to the kernel in one process_madvise call (Linux 6.15+, " \
+      "once the process has had a second thread); 0: one madvise each")                    \
     X(trim_glibc, "POOLMALLOC_TRIM_GLIBC", COUNT, 1, 0, 1,                                   \
       "1: trim glibc's heap (requests above 512 bytes) when their live bytes collapse or " \
       "stay halved; "                                                                       \

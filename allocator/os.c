@@ -156,8 +156,12 @@ void pm_os_purge(void *addr, size_t size)
  * know, and a filter, once installed, stays). */
 static bool purge_vector_off;
 
-/* Whether the process is under a seccomp filter; a filter that traps or
- * kills on prctl would have done so on madvise already. */
+/* Whether the process is under a seccomp filter. Asked before every
+ * vectored call, as a filter may come after start-up: one that allows prctl
+ * and would kill on process_madvise is found so. One installed after
+ * start-up that kills on this prctl too (a browser-style sandbox that
+ * allows only the prctl options it knows) kills the process here, at its
+ * first batch: POOLMALLOC_PURGE_BATCH=0 is for such programs. */
 static bool os_seccomp_on(void) { return PM_OS_CALL(SYS_prctl, PR_GET_SECCOMP) != 0; }
 
 /* A purge's cost is mostly the TLB flush that follows it, and Linux flushes
@@ -179,7 +183,7 @@ void pm_os_purge_flush(pm_os_purge_batch_t *batch)
 {
     unsigned count = batch->count;
     batch->count = 0;
-    if (count > 1 && !__libc_single_threaded &&
+    if (count > 1 && !__libc_single_threaded && pm_options.purge_batch &&
         !__atomic_load_n(&purge_vector_off, __ATOMIC_RELAXED)) {
         if (os_seccomp_on()) {
             __atomic_store_n(&purge_vector_off, true, __ATOMIC_RELAXED);

@@ -486,7 +486,8 @@ static bool kernel_populates(void)
  * its own.
  * Run before and after the process has a second thread: one range at a
  * time through madvise, then in one process_madvise call where the kernel
- * has it (allocator/os.c). */
+ * has it (allocator/os.c); and with POOLMALLOC_PURGE_BATCH=0, one madvise
+ * a range again. */
 static void *purge_batch_thread(void *arg)
 {
     return arg;
@@ -495,7 +496,9 @@ static void *purge_batch_thread(void *arg)
 START_TEST(test_os_purge_batch)
 {
     enum { POOLS = 44 };
-    for (int round = 0; round < 2; round++) {
+    uint64_t batch_option = pm_options.purge_batch;
+    for (int round = 0; round < 3; round++) {
+        pm_options.purge_batch = round < 2;
         if (round == 1) {
             pthread_t thread;
             ck_assert_int_eq(pthread_create(&thread, NULL, purge_batch_thread, NULL), 0);
@@ -528,6 +531,7 @@ START_TEST(test_os_purge_batch)
         }
         munmap(map, (size_t)POOLS * PM_POOL_SIZE);
     }
+    pm_options.purge_batch = batch_option;
 }
 END_TEST
 
