@@ -222,7 +222,6 @@ static size_t pool_disown_pages(pm_pool_t *pool)
     return bytes;
 }
 
-
 /* Whether a retained pool has been unused for POOLMALLOC_PURGE_DELAY. */
 static bool retained_expired(pm_pool_t *pool, uint64_t now_ms)
 {
@@ -314,7 +313,8 @@ static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach,
     unsigned first = run_reach(arena, pm_pool_index_of(pool), -1, reach, &out);
     unsigned last = run_reach(arena, pm_pool_index_of(pool), +1, reach, &out);
     char *start = pm_pool_start(&arena->pools[first]);
-    pm_os_purge_add(batch, start, (size_t)((char *)arena + (size_t)(last + 1) * PM_POOL_SIZE - start));
+    size_t bytes = (size_t)((char *)arena + (size_t)(last + 1) * PM_POOL_SIZE - start);
+    pm_os_purge_add(batch, start, bytes);
     return out;
 }
 

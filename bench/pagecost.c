@@ -246,10 +246,11 @@ int main(int argc, char **argv)
     }
     printf("pm-pagecost: fault_us=%.2f populate_us=%.2f touch_after_populate_us=%.2f "
            "populate_run_us=%.2f touch_after_run_us=%.2f purge_us=%.2f purge_run_us=%.2f "
-           "purge_batch_us=%.2f refault_us=%.2f huge_fault_us=%.2f huge_refault_us=%.2f huge_kib=%ld\n",
+           "purge_batch_us=%.2f refault_us=%.2f huge_fault_us=%.2f huge_refault_us=%.2f "
+           "huge_kib=%ld\n",
            median(fault, reps), median(populate, reps), median(touched, reps),
            median(populate_run, reps), median(touched_run, reps), median(purge, reps),
-           median(purge_run, reps), median(purge_batch, reps), median(refault, reps), median(huge_fault, reps),
-           median(huge_refault, reps), huge_kib);
+           median(purge_run, reps), median(purge_batch, reps), median(refault, reps),
+           median(huge_fault, reps), median(huge_refault, reps), huge_kib);
     return 0;
 }
