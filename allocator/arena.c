@@ -24,8 +24,7 @@
  * or more (collapse_note). */
 #define COLLAPSE_MIN_POOLS 64
 
-static struct {
-    pm_lock_t lock;
+static struct { /* under pm_fork_locks.arenas, the arena directory lock */
     /* by_unused[u - 1]: arenas with exactly u unused pools (I5). */
     pm_arena_t *by_unused[PM_POOLS_PER_ARENA];
     pm_arena_t *all;
@@ -64,7 +63,7 @@ static struct {
      * how many of them were such pools (counted while pending lasts). */
     uint64_t cap_purged_pending, cap_purged_ms;
     uint64_t cap_bare_acquired, cap_refaulted;
-} directory = {.lock = PM_LOCK_INITIALIZER, .rebuilt_from = UINT64_MAX, .cycle_trough = UINT64_MAX};
+} directory = {.rebuilt_from = UINT64_MAX, .cycle_trough = UINT64_MAX};
 
 /* I5: the list an arena with unused pools is on, its home's or the
  * directory's. */
@@ -78,9 +77,9 @@ static pm_arena_t **directory_list(pm_arena_t *arena)
  * not hold it. */
 static uint64_t directory_read(const uint64_t *field)
 {
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     uint64_t value = *field;
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
     return value;
 }
 
@@ -516,9 +515,9 @@ bool pm_arena_note_parked(void)
 {
     if (pools_occupied() > atomic_load_explicit(&directory.collapse_gate, memory_order_relaxed))
         return pm_arena_collapsed();
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     collapse_note(decay_now_ms());
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
     return pm_arena_collapsed();
 }
 
@@ -608,7 +607,7 @@ static pm_arena_t *fullest_arena(pm_arena_t *const *by_unused, unsigned count)
 
 pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, bool growing)
 {
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     uint64_t now_ms = decay_now_ms();
     /* The fullest arena first, so sparse ones drain (see internal.h): of
      * the heap's own, then of nobody's, which it makes its own (I5). */
@@ -619,7 +618,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
     if (arena == NULL)
         arena = arena_create();
     if (arena == NULL) {
-        pm_unlock(&directory.lock);
+        pm_unlock(&pm_fork_locks.arenas);
         return NULL;
     }
     directory_unlink(arena);
@@ -658,7 +657,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
      * fork child's validator) ever sees it off the free list yet UNUSED. */
     pm_pool_init(pool, class_index, heap);
     decay_step(now_ms, DECAY_BATCH);
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
     return pool;
 }
 
@@ -666,7 +665,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
 void pm_arena_release_pool(pm_pool_t *pool)
 {
     pm_arena_t *arena = pm_arena_of(pool);
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     uint64_t now_ms = decay_now_ms();
     /* I2: UNUSED and back on the free list in one step, under the lock. */
     pm_pool_set_owner(pool, NULL, PM_CLASS_NONE);
@@ -685,25 +684,25 @@ void pm_arena_release_pool(pm_pool_t *pool)
          * retained pool is purged. */
         if (arena_disposable(arena)) {
             arena_destroy(arena);
-            pm_unlock(&directory.lock);
+            pm_unlock(&pm_fork_locks.arenas);
             return;
         }
     }
     directory_link(arena);
     decay_step(now_ms, release_budget());
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
 }
 
 void pm_arena_home_open(pm_arena_home_t *home)
 {
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     home->open = true;
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
 }
 
 void pm_arena_home_close(pm_arena_home_t *home)
 {
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     home->open = false;
     for (unsigned u = 0; u < PM_POOLS_PER_ARENA - 1; u++) {
         pm_arena_t *arena;
@@ -712,43 +711,43 @@ void pm_arena_home_close(pm_arena_home_t *home)
             directory_link(arena); /* the directory's now */
         }
     }
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
 }
 
 void pm_arena_purge_pools(pm_pool_t *const *pools, unsigned count)
 {
     pm_os_purge_batch_t batch = {.count = 0};
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     for (unsigned i = 0; i < count; i++)
         if (pm_pool_resident(pools[i]))
             pm_os_purge_add(&batch, pm_pool_start(pools[i]), pool_disown_pages(pools[i]));
     pm_os_purge_flush(&batch);
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
 }
 
 void pm_arena_purge_pages(void *addr, size_t bytes)
 {
     pm_os_purge(addr, bytes);
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     directory.released_bytes_total += bytes;
     directory.in_use_purges_total++;
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
 }
 
 void pm_arena_decay_tick(void)
 {
     unsigned purged;
     do {
-        pm_lock(&directory.lock);
+        pm_lock(&pm_fork_locks.arenas);
         purged = decay_step(decay_now_ms(), DECAY_BATCH);
-        pm_unlock(&directory.lock);
+        pm_unlock(&pm_fork_locks.arenas);
     } while (purged == DECAY_BATCH);
 }
 
 size_t pm_arena_trim(void)
 {
     size_t released = 0;
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     uint64_t now_ms = decay_now_ms();
     pm_os_purge_batch_t batch = {.count = 0};
     while (directory.retained_oldest != NULL)
@@ -761,13 +760,13 @@ size_t pm_arena_trim(void)
         arena_destroy(empty);
         released += PM_ARENA_SIZE;
     }
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
     return released;
 }
 
 void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
 {
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     out->arenas_mapped = directory.mapped;
     out->arenas_peak = directory.peak;
     out->arenas_created_total = directory.created_total;
@@ -803,7 +802,7 @@ void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
         uint64_t bucket = used_bytes * PM_OCCUPANCY_BUCKETS / (PM_ARENA_SIZE - PM_ARENA_HEADER_SIZE);
         out->arena_occupancy[bucket < PM_OCCUPANCY_BUCKETS ? bucket : PM_OCCUPANCY_BUCKETS - 1]++;
     }
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
 }
 
 bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
@@ -812,7 +811,7 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
     uint64_t count = 0, in_use = 0;
     unsigned empty_arenas = 0, bare_empty_arenas = 0;
     uint64_t retained = 0;
-    pm_lock(&directory.lock);
+    pm_lock(&pm_fork_locks.arenas);
     for (pm_arena_t *arena = directory.all; arena != NULL; arena = arena->all_next) {
         count++;
         unsigned unused = 0;
@@ -858,13 +857,12 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
         listed++;
     }
     ok &= listed == retained && retained == directory.retained_count;
-    pm_unlock(&directory.lock);
+    pm_unlock(&pm_fork_locks.arenas);
     return ok;
 }
 
 uint64_t pm_arena_retained_purges(void) { return directory_read(&directory.retained_purges_total); }
 uint64_t pm_arena_in_use_purges(void) { return directory_read(&directory.in_use_purges_total); }
 
-void pm_arena_lock(void) { pm_lock(&directory.lock); }
-void pm_arena_unlock(void) { pm_unlock(&directory.lock); }
-void pm_arena_reinit_lock(void) { pm_lock_init(&directory.lock); }
+void pm_arena_lock(void) { pm_lock(&pm_fork_locks.arenas); }
+void pm_arena_unlock(void) { pm_unlock(&pm_fork_locks.arenas); }

@@ -307,7 +307,9 @@ void pm_dump_start(void)
 
 void pm_dump_restart_in_child(void)
 {
-    if (!dump.started)
+    /* The options first: `dump`, untouched unless the thread ran, is a page
+     * the child would fault in to read (pm_fork_locks_t). */
+    if (pm_options.stats_path[0] == '\0' || !dump.started)
         return;
     pm_stats_note_start();
     /* The thread that forked is the child's main thread; the parent's dump

@@ -25,22 +25,34 @@ pm_heap_t pm_heap_empty = {
 static pm_heap_t shared_heap = {
     .bins = PM_BINS_INITIALIZER,
     .sample_countdown = INT64_MAX, /* allocations under its lock are not sampled */
-    .service_lock = PM_LOCK_INITIALIZER,
+    .service_lock = &pm_fork_locks.shared_heap,
     .arena_home = {.open = true}, /* its users are its owner */
     .state = PM_HEAP_ABANDONED,
 };
 
+/* Heaps are carved from slabs mapped for them, of which the first page
+ * holds the heaps' service locks, a cache line each, where fork children
+ * find them zeroed (pm_fork_locks_t). */
 #define HEAP_SLAB_BYTES ((size_t)64 << 10)
+#define HEAP_SLAB_LOCKS (PM_OS_PAGE_SIZE / PM_CACHE_LINE)
 
-static struct {
-    pm_lock_t lock;
+/* The locks fork holds that are not a heap's (internal.h says why a page). */
+pm_fork_locks_t pm_fork_locks __attribute__((aligned(PM_OS_PAGE_SIZE)));
+
+static struct { /* under pm_fork_locks.heaps, the heap directory lock */
     pm_heap_t *all;       /* every heap, shared_heap included */
     pm_heap_t *abandoned; /* ABANDONED heaps waiting for a thread */
     char *slab_next, *slab_end;
+    pm_lock_t *slab_locks; /* the current slab's next free service lock */
+    /* Whether fork children get every lock zeroed: pm_fork_locks' page and
+     * every slab's first. Asked of the kernel at the first fork and at each
+     * new slab; until then, or should it refuse, pm_fork_child initializes
+     * the locks itself. */
+    bool fork_locks_asked, fork_locks_wiped, slab_locks_kept;
     pthread_key_t exit_key;
     bool exit_key_ready;
     bool exit_key_failed;
-} heaps = {.lock = PM_LOCK_INITIALIZER, .all = &shared_heap};
+} heaps = {.all = &shared_heap};
 
 static pm_heap_t *heap_for_thread(void);
 
@@ -352,11 +364,11 @@ static void bin_park(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
     uint64_t now_ms = pm_os_coarse_ms();
     bin_remove(bin, pool);
     bin_count_pools(heap, bin, -1);
-    pm_lock(&heap->service_lock);
+    pm_lock(heap->service_lock);
     pm_arena_of(pool)->released_ms[pm_pool_index_of(pool)] = now_ms;
     atomic_store_explicit(&heap->parked[pool->class_index], pool, memory_order_relaxed);
     pm_arena_parked_add(1);
-    pm_unlock(&heap->service_lock);
+    pm_unlock(heap->service_lock);
 }
 
 /* The owner's slow path takes its parked pool of the class back, if it is
@@ -364,12 +376,12 @@ static void bin_park(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
 static __attribute__((noinline)) bool bin_unpark(pm_heap_t *heap, pm_bin_t *bin,
                                                  unsigned class_index)
 {
-    pm_lock(&heap->service_lock);
+    pm_lock(heap->service_lock);
     pm_pool_t *pool = atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed);
     atomic_store_explicit(&heap->parked[class_index], NULL, memory_order_relaxed);
     if (pool != NULL)
         pm_arena_parked_add(-1);
-    pm_unlock(&heap->service_lock);
+    pm_unlock(heap->service_lock);
     if (pool == NULL)
         return false; /* given back meanwhile */
     bin_push(bin, pool);
@@ -439,9 +451,9 @@ static void heap_collect_abandoned(pm_heap_t *heap)
             atomic_load_explicit(&heap->remote_head, memory_order_relaxed) &&
         atomic_load_explicit(&heap->remote_free, memory_order_seq_cst) == NULL)
         return;
-    pm_lock(&heap->service_lock);
+    pm_lock(heap->service_lock);
     heap_collect_remote(heap, false);
-    pm_unlock(&heap->service_lock);
+    pm_unlock(heap->service_lock);
 }
 
 /* How many pools the heap has parked: exact under its service_lock, a
@@ -488,9 +500,9 @@ static size_t heap_release_abandoned(pm_heap_t *heap, uint64_t now_ms, bool all,
             *next_due_ms = heap->kept_until_ms;
         return 0;
     }
-    pm_lock(&heap->service_lock);
+    pm_lock(heap->service_lock);
     size_t released = heap_give_back_kept(heap);
-    pm_unlock(&heap->service_lock);
+    pm_unlock(heap->service_lock);
     return released;
 }
 
@@ -504,7 +516,7 @@ static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_
 {
     size_t released = 0;
     *next_due_ms = UINT64_MAX;
-    pm_lock(&heaps.lock);
+    pm_lock(&pm_fork_locks.heaps);
     /* Cleared first: a free that leaves a block after this sets it again. */
     atomic_store_explicit(&abandoned_waiting, false, memory_order_seq_cst);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
@@ -515,11 +527,11 @@ static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_
         }
         if (heap_parked_count(heap) == 0)
             continue;
-        pm_lock(&heap->service_lock);
+        pm_lock(heap->service_lock);
         released += heap_give_back_parked(heap, now_ms, all, next_due_ms);
-        pm_unlock(&heap->service_lock);
+        pm_unlock(heap->service_lock);
     }
-    pm_unlock(&heaps.lock);
+    pm_unlock(&pm_fork_locks.heaps);
     return released;
 }
 
@@ -877,22 +889,29 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
 
 static void heap_thread_exit(void *arg);
 
-/* Caller holds heaps.lock. */
+/* Caller holds the heap directory lock. */
 static pm_heap_t *heap_create(void)
 {
     size_t size = (sizeof(pm_heap_t) + PM_CACHE_LINE - 1) & ~(PM_CACHE_LINE - 1);
+    _Static_assert((HEAP_SLAB_BYTES - PM_OS_PAGE_SIZE) / sizeof(pm_heap_t) <= HEAP_SLAB_LOCKS,
+                   "a slab's first page holds a lock for each of its heaps");
     if (heaps.slab_next == NULL || (size_t)(heaps.slab_end - heaps.slab_next) < size) {
         char *slab = pm_os_map(HEAP_SLAB_BYTES);
         if (slab == NULL)
             return NULL;
-        heaps.slab_next = slab;
+        if (!pm_os_wipe_on_fork(slab, PM_OS_PAGE_SIZE))
+            heaps.slab_locks_kept = true;
+        heaps.slab_locks = (pm_lock_t *)slab;
+        heaps.slab_next = slab + PM_OS_PAGE_SIZE;
         heaps.slab_end = slab + HEAP_SLAB_BYTES;
     }
     pm_heap_t *heap = (pm_heap_t *)heaps.slab_next;
     heaps.slab_next += size;
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         bin_serve_head(&heap->bins[c]);
-    pm_lock_init(&heap->service_lock);
+    heap->service_lock = heaps.slab_locks;
+    heaps.slab_locks += PM_CACHE_LINE / sizeof(pm_lock_t);
+    pm_lock_init(heap->service_lock);
     atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_relaxed);
     pm_arena_home_open(&heap->arena_home);
     pm_profile_heap_init(heap);
@@ -907,7 +926,7 @@ static pm_heap_t *heap_for_thread(void)
 {
     if (thread_heap_released || pm_options.debug)
         return NULL; /* I12: debug mode's checks are on the shared heap's path */
-    pm_lock(&heaps.lock);
+    pm_lock(&pm_fork_locks.heaps);
     if (!heaps.exit_key_ready && !heaps.exit_key_failed) {
         /* Without a destructor, heaps of exited threads could never be
          * handed on; then every thread shares the locked heap instead. */
@@ -919,16 +938,16 @@ static pm_heap_t *heap_for_thread(void)
         heap = heaps.abandoned;
         if (heap != NULL) {
             heaps.abandoned = heap->next_abandoned;
-            pm_lock(&heap->service_lock);
+            pm_lock(heap->service_lock);
             atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_seq_cst);
             heap->kept_until_ms = 0; /* its pools are the new owner's to keep */
-            pm_unlock(&heap->service_lock);
+            pm_unlock(heap->service_lock);
             pm_arena_home_open(&heap->arena_home);
         } else {
             heap = heap_create();
         }
     }
-    pm_unlock(&heaps.lock);
+    pm_unlock(&pm_fork_locks.heaps);
     if (heap != NULL) {
         /* Set first: pthread_setspecific may allocate, and must find it. */
         pm_thread_heap = heap;
@@ -946,9 +965,9 @@ static void heap_abandon(pm_heap_t *heap)
 {
     pm_thread_heap = &pm_heap_empty;
     thread_heap_released = true;
-    pm_lock(&heaps.lock);
+    pm_lock(&pm_fork_locks.heaps);
     atomic_store_explicit(&heap->state, PM_HEAP_ABANDONED, memory_order_seq_cst);
-    pm_lock(&heap->service_lock);
+    pm_lock(heap->service_lock);
     heap_collect_remote(heap, true);
     /* The empty pool each bin keeps for the next owner (I4), and the parked
      * ones, wait for one with their pages for a purge delay (the walk then
@@ -959,11 +978,11 @@ static void heap_abandon(pm_heap_t *heap)
         heap_give_back_kept(heap);
     else
         heap->kept_until_ms = pm_os_coarse_ms() + pm_options.purge_delay_ms;
-    pm_unlock(&heap->service_lock);
+    pm_unlock(heap->service_lock);
     pm_arena_home_close(&heap->arena_home);
     heap->next_abandoned = heaps.abandoned;
     heaps.abandoned = heap;
-    pm_unlock(&heaps.lock);
+    pm_unlock(&pm_fork_locks.heaps);
 }
 
 static void heap_thread_exit(void *arg) { heap_abandon(arg); }
@@ -982,9 +1001,9 @@ void pm_heap_apply_debug(void)
 
 static void *heap_alloc_shared(unsigned class_index)
 {
-    pm_lock(&shared_heap.service_lock);
+    pm_lock(shared_heap.service_lock);
     void *block = heap_alloc_from(&shared_heap, class_index);
-    pm_unlock(&shared_heap.service_lock);
+    pm_unlock(shared_heap.service_lock);
     return block;
 }
 
@@ -1033,16 +1052,16 @@ bool pm_heap_trim(void)
     uint64_t next_due_ms;
     /* The caller's too: its remote frees may park. */
     released |= heap_release_parked(0, true, &next_due_ms) != 0;
-    pm_lock(&heaps.lock);
+    pm_lock(&pm_fork_locks.heaps);
     for (pm_heap_t *heap = heaps.abandoned; heap != NULL; heap = heap->next_abandoned) {
-        pm_lock(&heap->service_lock);
+        pm_lock(heap->service_lock);
         released |= heap_trim_pools(heap);
-        pm_unlock(&heap->service_lock);
+        pm_unlock(heap->service_lock);
     }
-    pm_lock(&shared_heap.service_lock);
+    pm_lock(shared_heap.service_lock);
     released |= heap_trim_pools(&shared_heap);
-    pm_unlock(&shared_heap.service_lock);
-    pm_unlock(&heaps.lock);
+    pm_unlock(shared_heap.service_lock);
+    pm_unlock(&pm_fork_locks.heaps);
     return released;
 }
 
@@ -1082,10 +1101,10 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
                 atomic_store_explicit(&abandoned_waiting, true, memory_order_relaxed);
             return;
         }
-        pm_lock(&owner->service_lock);
+        pm_lock(owner->service_lock);
         if (atomic_load_explicit(&owner->state, memory_order_relaxed) == PM_HEAP_ABANDONED)
             heap_collect_remote(owner, false);
-        pm_unlock(&owner->service_lock);
+        pm_unlock(owner->service_lock);
     }
 }
 
@@ -1114,11 +1133,11 @@ size_t pm_heap_block_size(void *block, pm_op_t op)
 
 void pm_heap_reset_sampling(void)
 {
-    pm_lock(&heaps.lock);
+    pm_lock(&pm_fork_locks.heaps);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         if (heap != &shared_heap)
             pm_profile_heap_init(heap);
-    pm_unlock(&heaps.lock);
+    pm_unlock(&pm_fork_locks.heaps);
 }
 
 /* ---- counters and validation ----------------------------------------------- */
@@ -1141,7 +1160,7 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
     uint64_t pushed[PM_CLASS_COUNT], collected[PM_CLASS_COUNT] = {0};
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         pushed[c] = atomic_load_explicit(&heapless_remote_freed[c], memory_order_relaxed);
-    pm_lock(&heaps.lock);
+    pm_lock(&pm_fork_locks.heaps);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
             const pm_bin_t *bin = &heap->bins[c];
@@ -1159,7 +1178,7 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
             out->abandoned_heaps += state == PM_HEAP_ABANDONED;
         }
     }
-    pm_unlock(&heaps.lock);
+    pm_unlock(&pm_fork_locks.heaps);
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         waiting[c] = pushed[c] > collected[c] ? pushed[c] - collected[c] : 0;
     out->system_allocated_total = sys.allocated_total;
@@ -1217,7 +1236,7 @@ static bool heap_visit_pool(const pm_pool_t *pool)
 
 bool pm_heap_validate(void)
 {
-    pm_lock(&heaps.lock);
+    pm_lock(&pm_fork_locks.heaps);
     uint64_t allocated[PM_CLASS_COUNT] = {0}, pools[PM_CLASS_COUNT] = {0};
     uint64_t waiting_walked[PM_CLASS_COUNT] = {0}, waiting_counted[PM_CLASS_COUNT] = {0};
     uint64_t parked = 0;
@@ -1269,7 +1288,7 @@ bool pm_heap_validate(void)
         ok &= validate_used[c] - waiting_walked[c] <= allocated[c];
         ok &= validate_pools[c] == pools[c];
     }
-    pm_unlock(&heaps.lock);
+    pm_unlock(&pm_fork_locks.heaps);
     return ok;
 }
 
@@ -1282,9 +1301,13 @@ void pm_fork_prepare(void)
 {
     pm_profile_unwind_lock();
     pm_stats_lock();
-    pm_lock(&heaps.lock);
+    pm_lock(&pm_fork_locks.heaps);
+    if (!heaps.fork_locks_asked) { /* a program that never forks keeps its mappings whole */
+        heaps.fork_locks_asked = true;
+        heaps.fork_locks_wiped = pm_os_wipe_on_fork(&pm_fork_locks, sizeof pm_fork_locks);
+    }
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
-        pm_lock(&heap->service_lock);
+        pm_lock(heap->service_lock);
     pm_arena_lock();
     pm_profile_lock();
 }
@@ -1294,8 +1317,8 @@ void pm_fork_parent(void)
     pm_profile_unlock();
     pm_arena_unlock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
-        pm_unlock(&heap->service_lock);
-    pm_unlock(&heaps.lock);
+        pm_unlock(heap->service_lock);
+    pm_unlock(&pm_fork_locks.heaps);
     pm_stats_unlock();
     pm_profile_unwind_unlock();
 }
@@ -1309,10 +1332,19 @@ void pm_fork_parent(void)
  * block freed after it would wait for ever. */
 void pm_fork_child(void)
 {
-    pm_profile_reinit_lock();
-    pm_arena_reinit_lock();
+    /* The kernel zeroed the locks' pages, unless it would not: then every
+     * lock is freed here, at the price of a copy of each page. */
+    bool locks_free = heaps.fork_locks_wiped && !heaps.slab_locks_kept;
+    if (!locks_free) {
+        pm_lock_init(&pm_fork_locks.heaps);
+        pm_lock_init(&pm_fork_locks.shared_heap);
+        pm_lock_init(&pm_fork_locks.arenas);
+        pm_lock_init(&pm_fork_locks.stats);
+        pm_lock_init(&pm_fork_locks.profile);
+    }
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
-        pm_lock_init(&heap->service_lock);
+        if (!locks_free)
+            pm_lock_init(heap->service_lock);
         uint64_t tail = atomic_load_explicit(&heap->remote_tail, memory_order_relaxed);
         for (uint64_t pos = atomic_load_explicit(&heap->remote_head, memory_order_relaxed);
              pos != tail; pos++) {
@@ -1327,7 +1359,5 @@ void pm_fork_child(void)
             pm_arena_home_close(&heap->arena_home);
         }
     }
-    pm_lock_init(&heaps.lock);
-    pm_stats_reinit_lock();
     pm_profile_unwind_reinit_lock();
 }

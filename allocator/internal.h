@@ -258,9 +258,13 @@
  *  a program of one thread (dump.c).
  *
  *  fork(): pm_fork_prepare takes every lock in that order, pm_fork_parent
- *  releases them, pm_fork_child re-initializes them and orphans the heaps of
- *  the threads that do not exist in the child (closing their homes, so
- *  their arenas serve the child's heaps).
+ *  releases them, and pm_fork_child orphans the heaps of the threads that
+ *  do not exist in the child (closing their homes, so their arenas serve
+ *  the child's heaps). The child finds the locks fork held free without
+ *  writing them: they live on pages the kernel gives a fork child zeroed
+ *  (pm_fork_locks_t), where neither process's writes after the fork are
+ *  copy-on-write faults; only where the kernel will not does the child
+ *  free them itself.
  *
  * ==========================================================================
  *  INVARIANTS (code that keeps one names it: "I3")
@@ -499,6 +503,10 @@ PM_HIDDEN void pm_os_purge_flush(pm_os_purge_batch_t *batch);
  * (before Linux 5.14, a seccomp filter, a cgroup at its limit), it does
  * nothing again. Returns true if the pages are resident now. */
 PM_HIDDEN bool pm_os_populate(void *addr, size_t size);
+/* Has the kernel hand fork children [page, page + size) zeroed; false if it
+ * will not (Linux before 4.14, memory that is not private and anonymous, or
+ * pages larger than PM_OS_PAGE_SIZE, when the advice would take in more). */
+PM_HIDDEN bool pm_os_wipe_on_fork(void *page, size_t size);
 PM_HIDDEN void pm_os_write_all(int fd, const char *buf, size_t len);
 /* Reads a small file (under /proc) whole into text, NUL-terminated; returns
  * its length, or -1. One read: /proc files are generated per read. */
@@ -556,6 +564,29 @@ static inline void pm_lock_init(pm_lock_t *lock)
 {
     atomic_store_explicit(&lock->word, 0, memory_order_relaxed);
 }
+
+/* The locks fork holds over the call (pm_fork_prepare) that are not a heap's,
+ * each on a cache line of its own, alone on one page. After a fork, every
+ * write to a page the parent and the child still share costs whichever of
+ * them writes first a copy-on-write fault (25-30 us each on the project's
+ * 2-vCPU guest), and unlocking these in the parent and re-initializing them
+ * in the child cost eleven such faults a fork, 0.45 ms. So the page is one
+ * the kernel gives a fork child zeroed, every lock free (MADV_WIPEONFORK,
+ * pm_lock_wipe_on_fork): the parent's unlocks write a page it alone has, and
+ * the child writes none. A heap's service lock lives on a page of the same
+ * kind, the first of its heap slab (heap.c). pm_os_wipe_on_fork may fail:
+ * pm_fork_child then initializes every lock itself. */
+typedef union pm_fork_locks {
+    struct {
+        _Alignas(PM_CACHE_LINE) pm_lock_t heaps;       /* heap.c: the heap directory */
+        _Alignas(PM_CACHE_LINE) pm_lock_t shared_heap; /* heap.c: its service lock */
+        _Alignas(PM_CACHE_LINE) pm_lock_t arenas;      /* arena.c: the arena directory */
+        _Alignas(PM_CACHE_LINE) pm_lock_t stats;       /* stats.c: a report's snapshot */
+        _Alignas(PM_CACHE_LINE) pm_lock_t profile;     /* profile.c: its tables */
+    };
+    char page[PM_OS_PAGE_SIZE];
+} pm_fork_locks_t;
+PM_HIDDEN extern pm_fork_locks_t pm_fork_locks;
 
 /* ---- registry.c ------------------------------------------------------------ */
 #define PM_REGISTRY_ADDRESS_BITS 47 /* x86-64 user space */
@@ -1050,7 +1081,6 @@ PM_HIDDEN void pm_arena_stats(pm_stats_t *out, uint64_t used[PM_CLASS_COUNT]);
 PM_HIDDEN bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked);
 PM_HIDDEN void pm_arena_lock(void);
 PM_HIDDEN void pm_arena_unlock(void);
-PM_HIDDEN void pm_arena_reinit_lock(void);
 
 /* ---- heap.c ------------------------------------------------------------------ */
 /* One size class of a heap. Frees by the owner are not counted: they are
@@ -1125,8 +1155,10 @@ typedef struct pm_heap {
      * parked ones) wait with their pages for a thread to adopt it; 0 once
      * given back, or adopted. Under the heap directory lock. */
     uint64_t kept_until_ms;
-    /* held while an ABANDONED heap is worked on, and over parked[] */
-    pm_lock_t service_lock;
+    /* Held while an ABANDONED heap is worked on, and over parked[]. On the
+     * first page of the heap's slab, or in pm_fork_locks for the shared
+     * heap: pages a fork child gets zeroed (pm_fork_locks_t says why). */
+    pm_lock_t *service_lock;
     /* Per class, the bin's last pool, empty and carved past its first page,
      * set aside while the class is idle (I4): the owner takes it back on
      * its next slow path, or any thread gives it back to its arena once it
@@ -1282,7 +1314,6 @@ PM_HIDDEN void pm_profile_frame_text(pm_buf_t *b, const void *frame);
 /* The tables' lock, a leaf (taken last), held across fork (pm_fork_*). */
 PM_HIDDEN void pm_profile_lock(void);
 PM_HIDDEN void pm_profile_unlock(void);
-PM_HIDDEN void pm_profile_reinit_lock(void);
 /* The unwinders' lock, taken first across fork: no thread is inside
  * libunwind when the child is made (see LOCKING). */
 PM_HIDDEN void pm_profile_unwind_lock(void);
@@ -1539,7 +1570,6 @@ PM_HIDDEN void pm_stats_note_start(void);
 /* The report lock serializes snapshots; held across fork (pm_fork_*). */
 PM_HIDDEN void pm_stats_lock(void);
 PM_HIDDEN void pm_stats_unlock(void);
-PM_HIDDEN void pm_stats_reinit_lock(void);
 /* The UTC calendar date of day `days` since 1970-01-01 (proleptic
  * Gregorian). The records' time stamps use it, not gmtime_r, which takes
  * glibc's time-zone lock and, the first time, allocates: the dump thread

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <stdlib.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -243,6 +244,13 @@ bool pm_os_populate(void *addr, size_t size)
         return false;
     }
     return true;
+}
+
+bool pm_os_wipe_on_fork(void *page, size_t size)
+{
+    if (getauxval(AT_PAGESZ) != PM_OS_PAGE_SIZE)
+        return false;
+    return PM_OS_CALL(SYS_madvise, page, size, MADV_WIPEONFORK) == 0;
 }
 
 int pm_os_open(const char *path, int flags, mode_t mode)

@@ -89,7 +89,7 @@ static struct {
      * profiling makes. */
     double (*log)(double);
     double (*exp)(double);
-    pm_lock_t lock; /* everything below; a leaf */
+    /* Everything below is under pm_fork_locks.profile, a leaf. */
     pm_profile_site_t *sites; /* [0, site_count) in insertion order */
     size_t site_count;
     uint16_t *site_index;      /* by stack hash, PROFILE_SITE_INDEX_SLOTS */
@@ -110,8 +110,7 @@ static struct {
      * sample would then wait forever. Writers first, so a stream of
      * samples cannot hold a fork off. */
     pthread_rwlock_t unwinders;
-} profile = {.lock = PM_LOCK_INITIALIZER,
-             .unwinders = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP};
+} profile = {.unwinders = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP};
 
 __thread bool pm_profile_unwinding_now __attribute__((tls_model("initial-exec")));
 
@@ -228,7 +227,7 @@ static uint64_t profile_hash(const void *const *frames, int depth)
     return h ^ (h >> 29);
 }
 
-/* Caller holds profile.lock. Returns the site's position; -1 if it has
+/* Caller holds pm_fork_locks.profile. Returns the site's position; -1 if it has
  * none and `create` is false, or if the table is full. */
 static long profile_site_find(void *const *frames, int depth, bool create)
 {
@@ -278,7 +277,7 @@ static size_t profile_probe(const void *table, size_t size, unsigned bits, uintp
  * (2^*bits records of `size` bytes, `count` of them held), or a table of
  * twice as many slots holding its records, the old one unmapped and *bits
  * raised. NULL if it would pass 2^max_bits slots or no memory can be
- * mapped. Safe because only holders of profile.lock read the tables. */
+ * mapped. Safe because only holders of pm_fork_locks.profile read the tables. */
 static void *profile_table_room(void *table, unsigned *bits, unsigned max_bits, size_t size,
                                 size_t count)
 {
@@ -299,7 +298,7 @@ static void *profile_table_room(void *table, unsigned *bits, unsigned max_bits, 
 }
 
 /* The slot of the block's record in the sample table, or of the empty slot
- * that ends its probe. Caller holds profile.lock. */
+ * that ends its probe. Caller holds pm_fork_locks.profile. */
 static size_t profile_sample_slot(uintptr_t block)
 {
     return profile_probe(profile.samples, sizeof(profile_sample_t), profile.sample_bits, block);
@@ -332,7 +331,7 @@ static void profile_sample_retire(const profile_sample_t *sample)
 
 /* Empties slot `hole`, then shifts back every record after it in its probe
  * run that may sit there: a record at i whose home is h may move to the hole
- * iff the hole lies in [h, i) cyclically. Caller holds profile.lock. */
+ * iff the hole lies in [h, i) cyclically. Caller holds pm_fork_locks.profile. */
 static void profile_sample_delete(size_t hole)
 {
     size_t mask = ((size_t)1 << profile.sample_bits) - 1;
@@ -349,13 +348,13 @@ static void profile_sample_delete(size_t hole)
 }
 
 /* The slot of the name of `pc`, or of the empty slot that ends its probe.
- * Caller holds profile.lock. */
+ * Caller holds pm_fork_locks.profile. */
 static size_t profile_name_slot(uintptr_t pc)
 {
     return profile_probe(profile.names, sizeof(profile_name_t), profile.name_bits, pc);
 }
 
-/* The text of the name of `pc`, or NULL. Caller holds profile.lock; the
+/* The text of the name of `pc`, or NULL. Caller holds pm_fork_locks.profile; the
  * text stays where it is for good. */
 static const char *profile_name_find(uintptr_t pc)
 {
@@ -365,7 +364,7 @@ static const char *profile_name_find(uintptr_t pc)
 
 /* Keeps a name, unless another thread gave the address one meanwhile or
  * there is no room left (the frame is then reported as an address).
- * Caller holds profile.lock. */
+ * Caller holds pm_fork_locks.profile. */
 static void profile_name_add(uintptr_t pc, const char *text, size_t length)
 {
     if (profile.name_text_used + length + 1 > PROFILE_NAME_TEXT_BYTES)
@@ -538,10 +537,10 @@ static void profile_name_frames(void *const *frames, int depth)
 {
     bool named[PM_PROFILE_DEPTH];
     int missing = 0;
-    pm_lock(&profile.lock);
+    pm_lock(&pm_fork_locks.profile);
     for (int f = 0; f < depth; f++)
         missing += !(named[f] = profile_name_find((uintptr_t)frames[f]) != NULL);
-    pm_unlock(&profile.lock);
+    pm_unlock(&pm_fork_locks.profile);
     for (int f = 0; f < depth && missing > 0; f++) {
         if (named[f])
             continue;
@@ -549,9 +548,9 @@ static void profile_name_frames(void *const *frames, int depth)
         pm_buf_t b;
         pm_buf_init(&b, text, PROFILE_NAME_MAX);
         pm_profile_frame_text(&b, frames[f]);
-        pm_lock(&profile.lock);
+        pm_lock(&pm_fork_locks.profile);
         profile_name_add((uintptr_t)frames[f], text, (size_t)(b.at - b.start));
-        pm_unlock(&profile.lock);
+        pm_unlock(&pm_fork_locks.profile);
         missing--;
     }
 }
@@ -559,7 +558,7 @@ static void profile_name_frames(void *const *frames, int depth)
 /* The slot for a new record of `block`, or NULL if the table is full and
  * cannot grow. Should the block still have a record (a free that was not
  * seen), that record is retired and replaced, so no address ever has two:
- * *replaced says so. Caller holds profile.lock. */
+ * *replaced says so. Caller holds pm_fork_locks.profile. */
 static profile_sample_t *profile_sample_insert(uintptr_t block, bool *replaced)
 {
     profile_sample_t *samples =
@@ -615,18 +614,18 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     /* A site is made only once its frames are named, and names stay: a
      * stack sampled before needs one trip to the lock, not two (with 2
      * threads sampling, each trip is a cache line taken from the other). */
-    pm_lock(&profile.lock);
+    pm_lock(&pm_fork_locks.profile);
     long site = profile_site_find(frames + skip, depth - skip, false);
     /* Once the table is full a new stack's sample is dropped: naming its
      * frames would be work for nothing (site_count never falls). */
     if (site < 0 && profile.site_count < PM_PROFILE_SITES_MAX) {
-        pm_unlock(&profile.lock);
+        pm_unlock(&pm_fork_locks.profile);
         /* Under the unwinders' lock: naming takes the loader's list lock,
          * which a fork meanwhile would leave held in the child. */
         pthread_rwlock_rdlock(&profile.unwinders);
         profile_name_frames(frames + skip, depth - skip);
         pthread_rwlock_unlock(&profile.unwinders);
-        pm_lock(&profile.lock);
+        pm_lock(&pm_fork_locks.profile);
         site = profile_site_find(frames + skip, depth - skip, true);
     }
     profile_sample_t *sample = site >= 0 ? profile_sample_insert((uintptr_t)block, &replaced) : NULL;
@@ -645,7 +644,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     } else {
         profile.samples_dropped++;
     }
-    pm_unlock(&profile.lock);
+    pm_unlock(&pm_fork_locks.profile);
     if (sample != NULL && pm_registry_contains(block)) {
         /* By the pool's owner: a small block is sampled as its own heap
          * hands it out, so its live bit is the owner's to clear. */
@@ -685,14 +684,26 @@ void pm_profile_sample_system(void *block, size_t usable)
  * does not exist in the child, which would wait for it forever at its first
  * sampled malloc or free. The lock is a leaf: nothing else is taken, and
  * nothing allocates, while it is held. */
-void pm_profile_lock(void) { pm_lock(&profile.lock); }
-void pm_profile_unlock(void) { pm_unlock(&profile.lock); }
-void pm_profile_reinit_lock(void) { pm_lock_init(&profile.lock); }
+void pm_profile_lock(void) { pm_lock(&pm_fork_locks.profile); }
+void pm_profile_unlock(void) { pm_unlock(&pm_fork_locks.profile); }
 
-void pm_profile_unwind_lock(void) { pthread_rwlock_wrlock(&profile.unwinders); }
-void pm_profile_unwind_unlock(void) { pthread_rwlock_unlock(&profile.unwinders); }
+/* Nobody unwinds unless profiling is on, which is settled before the
+ * preload registers its fork handlers: a fork that takes the lock only
+ * then writes no page of profile.c's that fork shared (pm_fork_locks_t). */
+void pm_profile_unwind_lock(void)
+{
+    if (pm_profile_on)
+        pthread_rwlock_wrlock(&profile.unwinders);
+}
+void pm_profile_unwind_unlock(void)
+{
+    if (pm_profile_on)
+        pthread_rwlock_unlock(&profile.unwinders);
+}
 void pm_profile_unwind_reinit_lock(void)
 {
+    if (!pm_profile_on)
+        return;
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -701,7 +712,7 @@ void pm_profile_unwind_reinit_lock(void)
 }
 
 /* Whether the block has a record, at *slot; else *slot is the empty slot
- * its probe ends at. Caller holds profile.lock. */
+ * its probe ends at. Caller holds pm_fork_locks.profile. */
 static bool profile_sample_find(const void *block, size_t *slot)
 {
     *slot = profile_sample_slot((uintptr_t)block);
@@ -710,14 +721,14 @@ static bool profile_sample_find(const void *block, size_t *slot)
 
 bool pm_profile_drop(void *block)
 {
-    pm_lock(&profile.lock);
+    pm_lock(&pm_fork_locks.profile);
     size_t slot;
     bool found = profile_sample_find(block, &slot);
     if (found) {
         profile_sample_retire(&profile.samples[slot]);
         profile_sample_delete(slot);
     }
-    pm_unlock(&profile.lock);
+    pm_unlock(&pm_fork_locks.profile);
     if (found && pm_registry_contains(block))
         __atomic_fetch_sub(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
     return found;
@@ -725,10 +736,10 @@ bool pm_profile_drop(void *block)
 
 bool pm_profile_is_sampled(const void *block)
 {
-    pm_lock(&profile.lock);
+    pm_lock(&pm_fork_locks.profile);
     size_t slot;
     bool found = profile_sample_find(block, &slot);
-    pm_unlock(&profile.lock);
+    pm_unlock(&pm_fork_locks.profile);
     return found;
 }
 
@@ -736,7 +747,7 @@ bool pm_profile_is_sampled(const void *block)
 bool pm_profile_validate(void)
 {
     bool ok = true;
-    pm_lock(&profile.lock);
+    pm_lock(&pm_fork_locks.profile);
     if (pm_profile_on) {
         size_t slots = (size_t)1 << profile.sample_bits, mask = slots - 1, records = 0;
         for (size_t i = 0; i < slots; i++) {
@@ -773,7 +784,7 @@ bool pm_profile_validate(void)
             for (uint32_t f = 0; f < profile.sites[i].depth; f++)
                 ok &= profile_name_find((uintptr_t)profile.sites[i].frames[f]) != NULL;
     }
-    pm_unlock(&profile.lock);
+    pm_unlock(&pm_fork_locks.profile);
     return ok;
 }
 
@@ -783,7 +794,7 @@ size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live, boo
                       pm_profile_summary_t *summary)
 {
     size_t n = 0;
-    pm_lock(&profile.lock);
+    pm_lock(&pm_fork_locks.profile);
     if (summary != NULL) {
         summary->rate_bytes = (uint64_t)profile.rate;
         summary->sites = profile.site_count;
@@ -807,18 +818,18 @@ size_t pm_profile_top(pm_profile_site_t *out, size_t capacity, bool by_live, boo
         if (n < capacity)
             n++;
     }
-    pm_unlock(&profile.lock);
+    pm_unlock(&pm_fork_locks.profile);
     return n;
 }
 
 /* The frame's name, made when it was sampled (profile_name_frames); its
- * address if it has none. Takes no lock but profile.lock, so the dump
+ * address if it has none. Takes no lock but pm_fork_locks.profile, so the dump
  * thread may call it. */
 void pm_profile_format_frame(pm_buf_t *b, const void *frame)
 {
-    pm_lock(&profile.lock);
+    pm_lock(&pm_fork_locks.profile);
     const char *text = pm_profile_on ? profile_name_find((uintptr_t)frame) : NULL;
-    pm_unlock(&profile.lock);
+    pm_unlock(&pm_fork_locks.profile);
     if (text != NULL)
         pm_buf_str(b, text);
     else

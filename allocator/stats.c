@@ -105,11 +105,9 @@ void pm_stats_note_start(void)
  * when profiling, three lists of sites with 32 frames each. */
 #define STATS_RECORD_BYTES ((size_t)256 << 10)
 static char stats_record[STATS_RECORD_BYTES];
-static pm_lock_t stats_report_lock = PM_LOCK_INITIALIZER;
 
-void pm_stats_lock(void) { pm_lock(&stats_report_lock); }
-void pm_stats_unlock(void) { pm_unlock(&stats_report_lock); }
-void pm_stats_reinit_lock(void) { pm_lock_init(&stats_report_lock); }
+void pm_stats_lock(void) { pm_lock(&pm_fork_locks.stats); }
+void pm_stats_unlock(void) { pm_unlock(&pm_fork_locks.stats); }
 
 /* ---- profile sections (profile.c gathers, these print) ------------------------ */
 

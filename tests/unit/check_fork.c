@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -333,6 +334,59 @@ START_TEST(test_fork_skips_unwritten_ring_slot)
 }
 END_TEST
 
+/* The locks fork holds are on pages the kernel hands the child zeroed
+ * (pm_fork_locks_t): the child finds them free before its handler runs,
+ * and the parent's unlocks write no page it shares with the child, so they
+ * take no copy-on-write fault. _Fork leaves the handlers to the test: no
+ * other library's handler then adds faults of its own. */
+enum { CHILD_LOCK_HELD = 16 };
+
+static long minor_faults(void)
+{
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_minflt;
+}
+
+/* After a fork every stack page is shared too: written here first, the
+ * handler's frames and minor_faults' cost no fault of their own. */
+static void __attribute__((noinline)) stack_written(void)
+{
+    volatile char below[64 << 10];
+    for (size_t i = 0; i < sizeof below; i += 1024)
+        below[i] = 1;
+}
+
+START_TEST(test_fork_locks_on_wiped_pages)
+{
+    if (!pm_test_kernel_takes_advice(MADV_WIPEONFORK))
+        return; /* before Linux 4.14: the child initializes the locks itself */
+    pm_free(pm_malloc(64)); /* the thread's heap, carved from a slab */
+    pm_heap_t *heap = pm_thread_heap;
+    pm_fork_prepare();
+    pid_t pid = _Fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        child_setup();
+        const pm_lock_t *locks[] = {&pm_fork_locks.heaps, &pm_fork_locks.shared_heap,
+                                    &pm_fork_locks.arenas, &pm_fork_locks.stats,
+                                    &pm_fork_locks.profile, heap->service_lock};
+        for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
+            if (atomic_load(&locks[i]->word) != 0)
+                _exit(CHILD_LOCK_HELD);
+        pm_fork_child();
+        _exit(child_work(7, 1));
+    }
+    stack_written();
+    long before = minor_faults();
+    pm_fork_parent();
+    long faults = minor_faults() - before;
+    wait_child_ok(pid, 0);
+    if (!PM_TEST_ASAN && !PM_TEST_TSAN) /* whose shadow memory every store writes */
+        ck_assert_int_eq(faults, 0);
+}
+END_TEST
+
 Suite *make_fork_suite(void)
 {
     Suite *s = suite_create("fork");
@@ -343,6 +397,7 @@ Suite *make_fork_suite(void)
     tcase_add_test(tc, test_fork_orphaned_heap);
     tcase_add_test(tc, test_fork_orphaned_parked_pool);
     tcase_add_test(tc, test_fork_skips_unwritten_ring_slot);
+    tcase_add_test(tc, test_fork_locks_on_wiped_pages);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -472,12 +472,7 @@ static bool pool_page_resident(const char *start, unsigned page)
 /* The kernel can populate pages: MADV_POPULATE_WRITE, Linux 5.14. */
 static bool kernel_populates(void)
 {
-    char *probe = mmap(NULL, PM_OS_PAGE_SIZE, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(probe, MAP_FAILED);
-    bool populates = madvise(probe, PM_OS_PAGE_SIZE, MADV_POPULATE_WRITE) == 0;
-    munmap(probe, PM_OS_PAGE_SIZE);
-    return populates;
+    return pm_test_kernel_takes_advice(MADV_POPULATE_WRITE);
 }
 
 /* pm_os_purge_add and pm_os_purge_flush give back exactly the ranges added:

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -132,6 +133,16 @@ void pm_test_stats(pm_stats_t *out)
     memset(out, 0xa5, sizeof *out); /* every field must be written */
     pm_stats_get(out);
     pm_test_check_stats(out);
+}
+
+bool pm_test_kernel_takes_advice(int advice)
+{
+    void *page = mmap(NULL, PM_OS_PAGE_SIZE, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(page, MAP_FAILED);
+    bool takes = madvise(page, PM_OS_PAGE_SIZE, advice) == 0;
+    munmap(page, PM_OS_PAGE_SIZE);
+    return takes;
 }
 
 void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap)

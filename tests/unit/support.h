@@ -114,6 +114,9 @@ static inline size_t pm_test_pool_capacity(unsigned pool_index, size_t block_siz
 
 int pm_test_ptr_cmp(const void *a, const void *b); /* qsort on void * */
 
+/* Whether the kernel takes madvise's `advice` on a page of anonymous
+ * memory (tests of what a newer kernel offers skip without it). */
+bool pm_test_kernel_takes_advice(int advice);
 /* Runs misuse() in a child with stderr on a pipe, checks that the child
  * died of SIGABRT, and leaves what it wrote in buf (NUL-terminated). */
 void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap);
