@@ -49,12 +49,30 @@ static struct { /* under pm_fork_locks.heaps, the heap directory lock */
      * new slab; until then, or should it refuse, pm_fork_child initializes
      * the locks itself. */
     bool fork_locks_asked, fork_locks_wiped, slab_locks_kept;
+    /* In a fork child until the directory lock is first taken there
+     * (heaps_lock): the heaps of the parent's other threads are still
+     * OWNED, and fork_survivor is the forking thread's. */
+    bool orphans_pending;
+    pm_heap_t *fork_survivor;
     pthread_key_t exit_key;
     bool exit_key_ready;
     bool exit_key_failed;
 } heaps = {.all = &shared_heap};
 
 static pm_heap_t *heap_for_thread(void);
+static void heaps_orphan(void);
+
+/* The heap directory lock. In a fork child, whoever takes it first orphans
+ * the heaps of the threads the child does not have (heaps_orphan): every
+ * heap the child makes or adopts, it does under this lock, so none has yet. */
+static void heaps_lock(void)
+{
+    pm_lock(&pm_fork_locks.heaps);
+    if (PM_UNLIKELY(heaps.orphans_pending))
+        heaps_orphan();
+}
+
+static void heaps_unlock(void) { pm_unlock(&pm_fork_locks.heaps); }
 
 /* Remote frees by threads that have no heap of their own (yet, or any more),
  * counted here so I8 stays exact; likewise their glibc-path calls. */
@@ -516,7 +534,7 @@ static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_
 {
     size_t released = 0;
     *next_due_ms = UINT64_MAX;
-    pm_lock(&pm_fork_locks.heaps);
+    heaps_lock();
     /* Cleared first: a free that leaves a block after this sets it again. */
     atomic_store_explicit(&abandoned_waiting, false, memory_order_seq_cst);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
@@ -531,7 +549,7 @@ static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_
         released += heap_give_back_parked(heap, now_ms, all, next_due_ms);
         pm_unlock(heap->service_lock);
     }
-    pm_unlock(&pm_fork_locks.heaps);
+    heaps_unlock();
     return released;
 }
 
@@ -870,6 +888,12 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
         if (atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed) != NULL &&
             bin_unpark(heap, bin, class_index))
             continue;
+        /* A fork child's first pool from the arenas: the orphaned heaps'
+         * arenas first become everyone's (no lock held: the owner's). */
+        if (PM_UNLIKELY(heaps.orphans_pending) && heap_owned(heap)) {
+            heaps_lock();
+            heaps_unlock();
+        }
         pm_pool_t *pool =
             pm_arena_acquire_pool(class_index, heap, bin->pool_count >= PM_HEAP_COLOURED_POOLS);
         if (pool == NULL)
@@ -926,7 +950,7 @@ static pm_heap_t *heap_for_thread(void)
 {
     if (thread_heap_released || pm_options.debug)
         return NULL; /* I12: debug mode's checks are on the shared heap's path */
-    pm_lock(&pm_fork_locks.heaps);
+    heaps_lock();
     if (!heaps.exit_key_ready && !heaps.exit_key_failed) {
         /* Without a destructor, heaps of exited threads could never be
          * handed on; then every thread shares the locked heap instead. */
@@ -947,7 +971,7 @@ static pm_heap_t *heap_for_thread(void)
             heap = heap_create();
         }
     }
-    pm_unlock(&pm_fork_locks.heaps);
+    heaps_unlock();
     if (heap != NULL) {
         /* Set first: pthread_setspecific may allocate, and must find it. */
         pm_thread_heap = heap;
@@ -965,7 +989,7 @@ static void heap_abandon(pm_heap_t *heap)
 {
     pm_thread_heap = &pm_heap_empty;
     thread_heap_released = true;
-    pm_lock(&pm_fork_locks.heaps);
+    heaps_lock();
     atomic_store_explicit(&heap->state, PM_HEAP_ABANDONED, memory_order_seq_cst);
     pm_lock(heap->service_lock);
     heap_collect_remote(heap, true);
@@ -982,7 +1006,7 @@ static void heap_abandon(pm_heap_t *heap)
     pm_arena_home_close(&heap->arena_home);
     heap->next_abandoned = heaps.abandoned;
     heaps.abandoned = heap;
-    pm_unlock(&pm_fork_locks.heaps);
+    heaps_unlock();
 }
 
 static void heap_thread_exit(void *arg) { heap_abandon(arg); }
@@ -1052,7 +1076,7 @@ bool pm_heap_trim(void)
     uint64_t next_due_ms;
     /* The caller's too: its remote frees may park. */
     released |= heap_release_parked(0, true, &next_due_ms) != 0;
-    pm_lock(&pm_fork_locks.heaps);
+    heaps_lock();
     for (pm_heap_t *heap = heaps.abandoned; heap != NULL; heap = heap->next_abandoned) {
         pm_lock(heap->service_lock);
         released |= heap_trim_pools(heap);
@@ -1061,7 +1085,7 @@ bool pm_heap_trim(void)
     pm_lock(shared_heap.service_lock);
     released |= heap_trim_pools(&shared_heap);
     pm_unlock(shared_heap.service_lock);
-    pm_unlock(&pm_fork_locks.heaps);
+    heaps_unlock();
     return released;
 }
 
@@ -1133,11 +1157,11 @@ size_t pm_heap_block_size(void *block, pm_op_t op)
 
 void pm_heap_reset_sampling(void)
 {
-    pm_lock(&pm_fork_locks.heaps);
+    heaps_lock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         if (heap != &shared_heap)
             pm_profile_heap_init(heap);
-    pm_unlock(&pm_fork_locks.heaps);
+    heaps_unlock();
 }
 
 /* ---- counters and validation ----------------------------------------------- */
@@ -1160,7 +1184,7 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
     uint64_t pushed[PM_CLASS_COUNT], collected[PM_CLASS_COUNT] = {0};
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         pushed[c] = atomic_load_explicit(&heapless_remote_freed[c], memory_order_relaxed);
-    pm_lock(&pm_fork_locks.heaps);
+    heaps_lock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
             const pm_bin_t *bin = &heap->bins[c];
@@ -1178,7 +1202,7 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
             out->abandoned_heaps += state == PM_HEAP_ABANDONED;
         }
     }
-    pm_unlock(&pm_fork_locks.heaps);
+    heaps_unlock();
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         waiting[c] = pushed[c] > collected[c] ? pushed[c] - collected[c] : 0;
     out->system_allocated_total = sys.allocated_total;
@@ -1236,7 +1260,7 @@ static bool heap_visit_pool(const pm_pool_t *pool)
 
 bool pm_heap_validate(void)
 {
-    pm_lock(&pm_fork_locks.heaps);
+    heaps_lock();
     uint64_t allocated[PM_CLASS_COUNT] = {0}, pools[PM_CLASS_COUNT] = {0};
     uint64_t waiting_walked[PM_CLASS_COUNT] = {0}, waiting_counted[PM_CLASS_COUNT] = {0};
     uint64_t parked = 0;
@@ -1288,11 +1312,26 @@ bool pm_heap_validate(void)
         ok &= validate_used[c] - waiting_walked[c] <= allocated[c];
         ok &= validate_pools[c] == pools[c];
     }
-    pm_unlock(&pm_fork_locks.heaps);
+    heaps_unlock();
     return ok;
 }
 
 /* ---- fork ------------------------------------------------------------------ */
+
+/* Under the heap directory lock, taken for the first time in a fork child
+ * (heaps_lock): the parent's other threads' heaps, still OWNED, become
+ * ORPHANED, and their homes close, so their arenas serve the child's heaps. */
+static void heaps_orphan(void)
+{
+    heaps.orphans_pending = false;
+    for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
+        if (heap != heaps.fork_survivor &&
+            atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED) {
+            atomic_store_explicit(&heap->state, PM_HEAP_ORPHANED, memory_order_relaxed);
+            pm_arena_home_close(&heap->arena_home);
+        }
+    }
+}
 
 /* Every lock, in the documented order, so the child inherits the heap
  * directory, every abandoned heap, the arenas and the profile tables in a
@@ -1301,7 +1340,7 @@ void pm_fork_prepare(void)
 {
     pm_profile_unwind_lock();
     pm_stats_lock();
-    pm_lock(&pm_fork_locks.heaps);
+    heaps_lock();
     if (!heaps.fork_locks_asked) { /* a program that never forks keeps its mappings whole */
         heaps.fork_locks_asked = true;
         heaps.fork_locks_wiped = pm_os_wipe_on_fork(&pm_fork_locks, sizeof pm_fork_locks);
@@ -1318,7 +1357,7 @@ void pm_fork_parent(void)
     pm_arena_unlock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
         pm_unlock(heap->service_lock);
-    pm_unlock(&pm_fork_locks.heaps);
+    heaps_unlock();
     pm_stats_unlock();
     pm_profile_unwind_unlock();
 }
@@ -1327,9 +1366,13 @@ void pm_fork_parent(void)
  * mid-update by the fork (their owners take no lock), so they are ORPHANED:
  * never adopted, never collected; blocks freed into them in the child stay
  * where they are (their parked pools, whole, are given back:
- * heap_release_parked). A ring position another thread had claimed but not yet
- * written will never be written: it is marked to be passed over, or every
- * block freed after it would wait for ever. */
+ * heap_release_parked). That is left to heaps_orphan, when the child first
+ * takes the heap directory lock or needs a pool from the arenas: a child
+ * that execs or exits first never writes those heaps, each of which is a
+ * copy-on-write fault or two (pm_fork_locks_t). A ring position another
+ * thread had claimed but not yet written will never be written: it is
+ * marked to be passed over now, or every block freed after it would wait
+ * for ever. */
 void pm_fork_child(void)
 {
     /* The kernel zeroed the locks' pages, unless it would not: then every
@@ -1348,16 +1391,16 @@ void pm_fork_child(void)
         uint64_t tail = atomic_load_explicit(&heap->remote_tail, memory_order_relaxed);
         for (uint64_t pos = atomic_load_explicit(&heap->remote_head, memory_order_relaxed);
              pos != tail; pos++) {
+            _Atomic(pm_block_t *) *slot = &heap->remote_ring[pos % PM_REMOTE_RING];
             pm_block_t *expected = NULL;
-            atomic_compare_exchange_strong_explicit(&heap->remote_ring[pos % PM_REMOTE_RING],
-                                                    &expected, REMOTE_SLOT_SKIPPED,
-                                                    memory_order_relaxed, memory_order_relaxed);
-        }
-        if (heap != pm_thread_heap &&
-            atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED) {
-            atomic_store_explicit(&heap->state, PM_HEAP_ORPHANED, memory_order_relaxed);
-            pm_arena_home_close(&heap->arena_home);
+            /* Read first: a compare-and-swap that fails still writes. */
+            if (atomic_load_explicit(slot, memory_order_relaxed) == NULL)
+                atomic_compare_exchange_strong_explicit(slot, &expected, REMOTE_SLOT_SKIPPED,
+                                                        memory_order_relaxed,
+                                                        memory_order_relaxed);
         }
     }
+    heaps.orphans_pending = true;
+    heaps.fork_survivor = pm_thread_heap;
     pm_profile_unwind_reinit_lock();
 }

@@ -230,7 +230,8 @@
  *
  *      states of a heap          thread exits            new thread
  *      OWNED (lock-free) ───────────────────▶ ABANDONED ───────────▶ OWNED
- *         │ fork(): heaps of threads the child does not have
+ *         │ fork(): heaps of threads the child does not have (once
+ *         │ the child takes the heap directory lock or a pool)
  *         └──────────────────────────────────▶ ORPHANED (never touched
  *                                              again: the fork may have cut
  *                                              their owners mid-update; but
@@ -257,14 +258,17 @@
  *  does not know that thread, would let its mutexes skip their atomics in
  *  a program of one thread (dump.c).
  *
- *  fork(): pm_fork_prepare takes every lock in that order, pm_fork_parent
- *  releases them, and pm_fork_child orphans the heaps of the threads that
- *  do not exist in the child (closing their homes, so their arenas serve
- *  the child's heaps). The child finds the locks fork held free without
- *  writing them: they live on pages the kernel gives a fork child zeroed
+ *  fork(): pm_fork_prepare takes every lock in that order and
+ *  pm_fork_parent releases them. The child finds them free without writing
+ *  them: they live on pages the kernel gives a fork child zeroed
  *  (pm_fork_locks_t), where neither process's writes after the fork are
- *  copy-on-write faults; only where the kernel will not does the child
- *  free them itself.
+ *  copy-on-write faults; only where the kernel will not does the child free
+ *  them itself. The heaps of the threads that do not exist in the child
+ *  are orphaned (their homes closed, so their arenas serve the child's
+ *  heaps) when the child first takes the heap directory lock or first needs
+ *  a pool from the arenas: a child that execs or exits before never writes
+ *  them. No heap is made or adopted in the child before then, since that
+ *  takes the directory lock.
  *
  * ==========================================================================
  *  INVARIANTS (code that keeps one names it: "I3")

@@ -5,6 +5,7 @@
  * Children report by exit code, never through Check. */
 #include "support.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -199,8 +200,9 @@ END_TEST
 /* Blocks of a thread that does not exist in the child: freeing them there
  * pushes them onto an ORPHANED heap, which nobody collects, yet the counts
  * stay exact (I8) and the child allocates on. The arena they are in was the
- * thread's own; in the child it is nobody's (I5), for the child's heaps to
- * take pools from. */
+ * thread's own; in the child it leaves that heap's home (I5), for the
+ * child's heaps to take pools from, once the child first needs a pool from
+ * the arenas (a child that execs at once never writes the orphaned heap). */
 enum { PARKED_BLOCKS = 200, CHILD_HOME_KEPT = 16 };
 static void *parked[PARKED_BLOCKS];
 static atomic_int parked_ready, parked_release;
@@ -227,13 +229,19 @@ START_TEST(test_fork_orphaned_heap)
     pm_stats_t before;
     pm_test_stats(&before);
     ck_assert_uint_eq(before.small_live_blocks, PARKED_BLOCKS);
-    ck_assert_ptr_nonnull(pm_arena_of(parked[0])->home);
+    pm_arena_home_t *orphans_home = &pm_pool_heap(pm_pool_of(parked[0]))->arena_home;
+    ck_assert_ptr_eq(pm_arena_of(parked[0])->home, orphans_home);
+    pm_free(pm_malloc(16)); /* this thread's heap, which has no pool of 48 bytes */
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         child_setup();
-        if (pm_arena_of(parked[0])->home != NULL)
+        void *first = pm_malloc(48); /* a pool from the arenas */
+        if (first == NULL)
+            _exit(CHILD_ALLOC_FAILED);
+        if (pm_arena_of(parked[0])->home == orphans_home)
             _exit(CHILD_HOME_KEPT);
+        pm_free(first);
         for (size_t i = 0; i < PARKED_BLOCKS; i++) {
             if (!pm_test_pattern_ok(parked[i], 48, i))
                 _exit(CHILD_PATTERN);
@@ -339,7 +347,7 @@ END_TEST
  * and the parent's unlocks write no page it shares with the child, so they
  * take no copy-on-write fault. _Fork leaves the handlers to the test: no
  * other library's handler then adds faults of its own. */
-enum { CHILD_LOCK_HELD = 16 };
+enum { CHILD_LOCK_HELD = 17 };
 
 static long minor_faults(void)
 {
@@ -363,27 +371,34 @@ START_TEST(test_fork_locks_on_wiped_pages)
         return; /* before Linux 4.14: the child initializes the locks itself */
     pm_free(pm_malloc(64)); /* the thread's heap, carved from a slab */
     pm_heap_t *heap = pm_thread_heap;
-    pm_fork_prepare();
-    pid_t pid = _Fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        child_setup();
-        const pm_lock_t *locks[] = {&pm_fork_locks.heaps, &pm_fork_locks.shared_heap,
-                                    &pm_fork_locks.arenas, &pm_fork_locks.stats,
-                                    &pm_fork_locks.profile, heap->service_lock};
-        for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
-            if (atomic_load(&locks[i]->word) != 0)
-                _exit(CHILD_LOCK_HELD);
-        pm_fork_child();
-        _exit(child_work(7, 1));
+    /* A loaded machine sometimes adds a fault of its own: the best of three
+     * counts. Writes to shared pages would fault on every attempt. */
+    long fewest_faults = LONG_MAX;
+    for (int attempt = 0; attempt < 3 && fewest_faults != 0; attempt++) {
+        pm_fork_prepare();
+        pid_t pid = _Fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            child_setup();
+            const pm_lock_t *locks[] = {&pm_fork_locks.heaps, &pm_fork_locks.shared_heap,
+                                        &pm_fork_locks.arenas, &pm_fork_locks.stats,
+                                        &pm_fork_locks.profile, heap->service_lock};
+            for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
+                if (atomic_load(&locks[i]->word) != 0)
+                    _exit(CHILD_LOCK_HELD);
+            pm_fork_child();
+            _exit(child_work(7, 1));
+        }
+        stack_written();
+        long before = minor_faults();
+        pm_fork_parent();
+        long faults = minor_faults() - before;
+        wait_child_ok(pid, attempt);
+        if (faults < fewest_faults)
+            fewest_faults = faults;
     }
-    stack_written();
-    long before = minor_faults();
-    pm_fork_parent();
-    long faults = minor_faults() - before;
-    wait_child_ok(pid, 0);
     if (!PM_TEST_ASAN && !PM_TEST_TSAN) /* whose shadow memory every store writes */
-        ck_assert_int_eq(faults, 0);
+        ck_assert_int_eq(fewest_faults, 0);
 }
 END_TEST
 
