@@ -51,8 +51,9 @@ static struct { /* under pm_fork_locks.heaps, the heap directory lock */
     bool fork_locks_asked, fork_locks_wiped, slab_locks_kept;
     /* In a fork child until the directory lock is first taken there
      * (heaps_lock): the heaps of the parent's other threads are still
-     * OWNED, and fork_survivor is the forking thread's. */
-    bool orphans_pending;
+     * OWNED, and fork_survivor is the forking thread's. Read without the
+     * lock by an owner about to take a pool (heap_alloc_from). */
+    _Atomic bool orphans_pending;
     pm_heap_t *fork_survivor;
     pthread_key_t exit_key;
     bool exit_key_ready;
@@ -68,7 +69,7 @@ static void heaps_orphan(void);
 static void heaps_lock(void)
 {
     pm_lock(&pm_fork_locks.heaps);
-    if (PM_UNLIKELY(heaps.orphans_pending))
+    if (PM_UNLIKELY(atomic_load_explicit(&heaps.orphans_pending, memory_order_relaxed)))
         heaps_orphan();
 }
 
@@ -890,7 +891,8 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
             continue;
         /* A fork child's first pool from the arenas: the orphaned heaps'
          * arenas first become everyone's (no lock held: the owner's). */
-        if (PM_UNLIKELY(heaps.orphans_pending) && heap_owned(heap)) {
+        if (PM_UNLIKELY(atomic_load_explicit(&heaps.orphans_pending, memory_order_relaxed)) &&
+            heap_owned(heap)) {
             heaps_lock();
             heaps_unlock();
         }
@@ -1323,7 +1325,7 @@ bool pm_heap_validate(void)
  * ORPHANED, and their homes close, so their arenas serve the child's heaps. */
 static void heaps_orphan(void)
 {
-    heaps.orphans_pending = false;
+    atomic_store_explicit(&heaps.orphans_pending, false, memory_order_relaxed);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         if (heap != heaps.fork_survivor &&
             atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED) {
@@ -1400,7 +1402,7 @@ void pm_fork_child(void)
                                                         memory_order_relaxed);
         }
     }
-    heaps.orphans_pending = true;
+    atomic_store_explicit(&heaps.orphans_pending, true, memory_order_relaxed);
     heaps.fork_survivor = pm_thread_heap;
     pm_profile_unwind_reinit_lock();
 }
