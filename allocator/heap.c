@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("initial-exec"))) = &pm_heap_empty;
 /* Set once this thread's heap destructor ran: later allocations of the
@@ -1378,15 +1379,12 @@ void pm_fork_parent(void)
 void pm_fork_child(void)
 {
     /* The kernel zeroed the locks' pages, unless it would not: then every
-     * lock is freed here, at the price of a copy of each page. */
+     * lock is freed here, at the price of a copy of each page. The global
+     * page is zeroed whole, as the kernel would have (a free pm_lock_t is
+     * 0), so a lock added to pm_fork_locks_t needs no line here. */
     bool locks_free = heaps.fork_locks_wiped && !heaps.slab_locks_kept;
-    if (!locks_free) {
-        pm_lock_init(&pm_fork_locks.heaps);
-        pm_lock_init(&pm_fork_locks.shared_heap);
-        pm_lock_init(&pm_fork_locks.arenas);
-        pm_lock_init(&pm_fork_locks.stats);
-        pm_lock_init(&pm_fork_locks.profile);
-    }
+    if (!locks_free)
+        memset(&pm_fork_locks, 0, sizeof pm_fork_locks);
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         if (!locks_free)
             pm_lock_init(heap->service_lock);

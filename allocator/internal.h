@@ -576,7 +576,7 @@ static inline void pm_lock_init(pm_lock_t *lock)
  * 2-vCPU guest), and unlocking these in the parent and re-initializing them
  * in the child cost eleven such faults a fork, 0.45 ms. So the page is one
  * the kernel gives a fork child zeroed, every lock free (MADV_WIPEONFORK,
- * pm_lock_wipe_on_fork): the parent's unlocks write a page it alone has, and
+ * pm_os_wipe_on_fork): the parent's unlocks write a page it alone has, and
  * the child writes none. A heap's service lock lives on a page of the same
  * kind, the first of its heap slab (heap.c). pm_os_wipe_on_fork may fail:
  * pm_fork_child then initializes every lock itself. */
