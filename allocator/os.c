@@ -3,7 +3,8 @@
  * Never calls malloc or stdio, and never touches errno: every call goes
  * through pm_os_syscall, which returns -errno instead. The dump thread
  * may share the thread pointer, and so errno, with the program's main
- * thread (dump.c), and the allocator must leave a caller's errno alone. */
+ * thread (dump.c), and the allocator must leave a caller's errno alone.
+ * (A sanitizer build maps and unmaps through glibc instead: os_mmap.) */
 #include "internal.h"
 
 #include <errno.h>
@@ -54,10 +55,47 @@ long pm_os_syscall(long number, long a, long b, long c, long d, long e, long f)
 #endif
 }
 
+/* A sanitizer learns that a range was unmapped, or mapped afresh, only from
+ * its mmap and munmap interceptors, which the system call instruction passes
+ * by. TSan then keeps the shadow of a range given back (by us or by glibc,
+ * whose own calls it never sees either) and reports the first write into
+ * what is mapped there next as racing with the last access to what was
+ * there before, though the kernel ordered the two. In a sanitizer build,
+ * mappings made and removed go through glibc's wrappers, errno kept (there
+ * the dump thread is an ordinary thread, with an errno of its own). A
+ * mapping laid over a live range (pm_os_decommit) stays a system call: its
+ * racing readers are meant, and an interceptor would count the new
+ * mapping as a write. */
+#ifdef PM_SANITIZED
+static long os_mmap(void *addr, size_t size, int prot, int flags)
+{
+    if (flags & MAP_FIXED)
+        return PM_OS_CALL(SYS_mmap, addr, size, prot, flags, -1, 0);
+    int saved = errno;
+    void *p = mmap(addr, size, prot, flags, -1, 0);
+    long result = p == MAP_FAILED ? -errno : (long)p;
+    errno = saved;
+    return result;
+}
+
+void pm_os_unmap(void *addr, size_t size)
+{
+    int saved = errno;
+    munmap(addr, size);
+    errno = saved;
+}
+#else
+static long os_mmap(void *addr, size_t size, int prot, int flags)
+{
+    return PM_OS_CALL(SYS_mmap, addr, size, prot, flags, -1, 0);
+}
+
+void pm_os_unmap(void *addr, size_t size) { PM_OS_CALL(SYS_munmap, addr, size); }
+#endif
+
 static void *os_map(void *addr, size_t size, int prot, int flags)
 {
-    long p = PM_OS_CALL(SYS_mmap, addr, size, prot,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | flags, -1, 0);
+    long p = os_mmap(addr, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | flags);
     return p < 0 && p > -4096 ? NULL : (void *)p;
 }
 
@@ -136,8 +174,6 @@ void *pm_os_map_stack(size_t size)
     PM_OS_CALL(SYS_mprotect, p, PM_OS_PAGE_SIZE, PROT_NONE);
     return p + PM_OS_PAGE_SIZE;
 }
-
-void pm_os_unmap(void *addr, size_t size) { PM_OS_CALL(SYS_munmap, addr, size); }
 
 void pm_os_purge(void *addr, size_t size)
 {

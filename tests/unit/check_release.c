@@ -7,7 +7,8 @@
  * a heap whose pools have mostly drained gives back their free pages (not
  * one that drains them one after another), and RSS really falls; glibc's heap is trimmed once the
  * glibc path's live bytes have stayed halved for the purge delay, at once
- * when they collapse, never while they hold steady or cycle. */
+ * when they collapse, never while they hold steady or cycle; and a range
+ * given back and mapped again by another thread is new memory to TSan. */
 #include <check.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -1391,6 +1392,70 @@ START_TEST(test_release_glibc_heap_cycle_over)
 }
 END_TEST
 
+/* A range one thread gives back to the kernel and another maps again. The
+ * kernel orders the two, and a sanitizer must know it too: TSan once
+ * reported a new heap slab's first write as racing with a read of the freed
+ * block whose range the slab took (stress_pm in CI), because the core's
+ * raw system calls passed its mmap and munmap interceptors by. Loop 0
+ * gives the range back with pm_os_unmap (an empty arena), loop 1 through
+ * glibc (a large block, which glibc maps by itself; a fixed threshold
+ * keeps glibc from serving the next ones from its heap). In a build without
+ * TSan this checks only that the range comes back zeroed and writable.
+ * The thread that gives the range back makes no Check assertion: each one
+ * takes a lock of Check's, which would order the two threads for TSan. */
+enum { REUSED_BYTES = 1 << 20 };
+/* What glibc maps for a block of REUSED_BYTES: the same hole fits both. */
+#define REUSED_MAPPING (REUSED_BYTES + PM_OS_PAGE_SIZE)
+static char *_Atomic given_back;
+
+static void *give_range_back(void *arg)
+{
+    bool through_glibc = arg != NULL;
+    char *range = through_glibc ? pm_malloc(REUSED_BYTES) : pm_os_map(REUSED_MAPPING);
+    if (range == NULL)
+        return NULL;
+    memset(range, 0x5a, REUSED_BYTES);
+    bool written = range[REUSED_BYTES - 1] == 0x5a; /* a read for TSan to remember */
+    if (through_glibc)
+        pm_free(range);
+    else
+        pm_os_unmap(range, REUSED_MAPPING);
+    /* Relaxed: nothing but the kernel orders this thread before the next. */
+    atomic_store_explicit(&given_back, range, memory_order_relaxed);
+    return written ? range : NULL;
+}
+
+START_TEST(test_release_range_mapped_again)
+{
+    if (_i == 1)
+        ck_assert_int_eq(pm_mallopt(M_MMAP_THRESHOLD, 128 << 10), 1);
+    int same_address = 0;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        atomic_store_explicit(&given_back, NULL, memory_order_relaxed);
+        pthread_t thread;
+        ck_assert_int_eq(
+            pthread_create(&thread, NULL, give_range_back, _i == 1 ? (void *)1 : NULL), 0);
+        char *old;
+        while ((old = atomic_load_explicit(&given_back, memory_order_relaxed)) == NULL)
+            sched_yield();
+        char *range = pm_os_map(REUSED_MAPPING);
+        bool zeroed = range != NULL;
+        for (size_t i = 0; zeroed && i < REUSED_MAPPING; i += PM_OS_PAGE_SIZE) {
+            zeroed = range[i] == 0;
+            range[i] = 1;
+        }
+        void *thread_result;
+        ck_assert_int_eq(pthread_join(thread, &thread_result), 0);
+        ck_assert_ptr_eq(thread_result, old);
+        ck_assert(zeroed);
+        same_address += old < range + REUSED_MAPPING && range < old + REUSED_BYTES;
+        pm_os_unmap(range, REUSED_MAPPING);
+    }
+    /* The kernel hands the hole just made out again: else nothing was tested. */
+    ck_assert_int_gt(same_address, 0);
+}
+END_TEST
+
 Suite *make_release_suite(void)
 {
     Suite *s = suite_create("release");
@@ -1427,6 +1492,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_glibc_heap_steady);
     tcase_add_test(tc, test_release_glibc_heap_cycle_over);
     tcase_add_test(tc, test_release_glibc_heap_after_delay);
+    tcase_add_loop_test(tc, test_release_range_mapped_again, 0, 2);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     /* Tagged: under ThreadSanitizer its shadow pages stay resident. */
