@@ -18,7 +18,10 @@
  * threads, so the process ends, as before, when the program's last thread
  * does. glibc applies setuid() and its kin to every thread it knows, so
  * the program's calls come here too (pm_dump_follow_credentials): this
- * thread must never keep privileges the program gave up.
+ * thread must never keep privileges the program gave up. And the kernel
+ * refuses some calls to a process with a second thread (unshare() of the
+ * user namespace, setns() into a user or mount namespace): the shim makes
+ * them with this thread stopped (pm_dump_pause), which starts again after.
  *
  * Sanitizer builds (test binaries, never libpoolmalloc.so) make an
  * ordinary pthread instead: a sanitizer keeps its per-thread state behind
@@ -48,12 +51,15 @@
 static struct {
     _Atomic uint32_t wakeups; /* futex word: bumped by every wake-up call */
     _Atomic bool signalled;
-    _Atomic bool started; /* false again if the thread had to stop */
-    long process_id;      /* of the process the thread serves (not a vfork child) */
-    void *stack;          /* the hidden thread's, mapped once, reused after fork */
+    _Atomic bool started;    /* false again if the thread had to stop */
+    _Atomic bool stop_asked; /* by pm_dump_pause: the thread ends at its next wake-up */
+    _Atomic long thread_id;  /* the running thread's, once it has begun */
+    bool paused;             /* stopped by pm_dump_pause, to start again on resume */
+    long process_id;         /* of the process the thread serves (not a vfork child) */
+    void *stack;             /* the hidden thread's, mapped once, reused after fork */
 
-    /* The program changed its credentials (hidden thread only). */
-    pm_lock_t credentials_lock; /* one change at a time */
+    /* One change at a time: of credentials (hidden thread only), or a pause. */
+    pm_lock_t control_lock;
     _Atomic uint32_t credentials_asked, credentials_done; /* done: a futex word */
     uid_t uids[3];
     gid_t gids[3];
@@ -68,6 +74,17 @@ static void dump_wake(void)
     pm_os_futex_wake(&dump.wakeups, 1);
 }
 
+/* Ends the dump thread, and only it. */
+static PM_NORETURN void dump_thread_exit(void)
+{
+#if DUMP_HIDDEN
+    for (;;)
+        PM_OS_CALL(SYS_exit, 0); /* not exit_group */
+#else
+    pthread_exit(NULL);
+#endif
+}
+
 /* ---- credentials ---------------------------------------------------------- */
 
 /* Called by the shim after one of glibc's setuid() family succeeded: the
@@ -77,9 +94,9 @@ void pm_dump_follow_credentials(void)
 {
     if (!DUMP_HIDDEN || PM_OS_CALL(SYS_getpid, 0) != dump.process_id)
         return; /* glibc's thread follows by itself; a vfork child's are not ours */
-    pm_lock(&dump.credentials_lock);
+    pm_lock(&dump.control_lock);
     if (!dump.started) { /* never started, or stopped on the last change */
-        pm_unlock(&dump.credentials_lock);
+        pm_unlock(&dump.control_lock);
         return;
     }
     PM_OS_CALL(SYS_getresuid, &dump.uids[0], &dump.uids[1], &dump.uids[2]);
@@ -90,7 +107,7 @@ void pm_dump_follow_credentials(void)
     uint32_t done;
     while ((done = atomic_load_explicit(&dump.credentials_done, memory_order_acquire)) != ticket)
         pm_os_futex_wait(&dump.credentials_done, done, NULL);
-    pm_unlock(&dump.credentials_lock);
+    pm_unlock(&dump.control_lock);
 }
 
 /* Groups first, then group ids, then user ids: dropping the user id would
@@ -117,8 +134,7 @@ static void dump_take_credentials(void)
     atomic_store_explicit(&dump.credentials_done, asked, memory_order_release);
     pm_os_futex_wake(&dump.credentials_done, INT_MAX);
     if (!taken)
-        for (;;)
-            PM_OS_CALL(SYS_exit, 0); /* this thread only */
+        dump_thread_exit();
 }
 
 /* ---- the dump thread ------------------------------------------------------ */
@@ -180,6 +196,8 @@ static void dump_sleep_until(const struct timespec *deadline)
 {
     for (;;) {
         uint32_t seen = atomic_load_explicit(&dump.wakeups, memory_order_acquire);
+        if (atomic_load_explicit(&dump.stop_asked, memory_order_acquire))
+            dump_thread_exit();
         dump_take_credentials();
         if (atomic_exchange_explicit(&dump.signalled, false, memory_order_relaxed))
             pm_stats_write_snapshot(PM_SNAPSHOT_SIGNAL);
@@ -190,6 +208,7 @@ static void dump_sleep_until(const struct timespec *deadline)
 
 static void dump_loop(void)
 {
+    atomic_store_explicit(&dump.thread_id, PM_OS_CALL(SYS_gettid, 0), memory_order_release);
     PM_OS_CALL(SYS_prctl, PR_SET_NAME, "poolmalloc-stat");
     dump_private_descriptors();
     /* The decay tick comes at least every purge delay (10 ms at the least),
@@ -315,9 +334,67 @@ void pm_dump_restart_in_child(void)
     /* The thread that forked is the child's main thread; the parent's dump
      * thread is not in the child, and its stack is free for the new one. */
     atomic_store_explicit(&dump.wakeups, 0, memory_order_relaxed);
-    pm_lock_init(&dump.credentials_lock);
+    atomic_store_explicit(&dump.stop_asked, false, memory_order_relaxed);
+    atomic_store_explicit(&dump.thread_id, 0, memory_order_relaxed);
+    dump.paused = false;
+    pm_lock_init(&dump.control_lock);
     atomic_store_explicit(&dump.credentials_done,
                           atomic_load_explicit(&dump.credentials_asked, memory_order_relaxed),
                           memory_order_relaxed);
     dump_spawn();
+}
+
+/* ---- a pause for the calls the kernel makes for one thread only ------------- */
+
+/* Asks the thread to end and waits until the kernel no longer counts it
+ * among the process's threads: once tgkill() no longer finds it, it has
+ * left the thread group, after letting go of the shared filesystem
+ * context. Waits 2 s at most, as the thread may be blocked in a write (a
+ * stats pipe nobody reads): it then ends once unblocked, and is not
+ * started again. Caller holds the control lock. */
+static bool dump_stop(void)
+{
+    atomic_store_explicit(&dump.stop_asked, true, memory_order_release);
+    dump_wake();
+    struct timespec now, deadline;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    deadline = dump_after(now, 2000);
+    for (;;) {
+        long thread = atomic_load_explicit(&dump.thread_id, memory_order_acquire);
+        if (thread != 0 && PM_OS_CALL(SYS_tgkill, dump.process_id, thread, 0) == -ESRCH)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (dump_reached(&now, &deadline)) {
+            static const char warning[] =
+                "poolmalloc: the stats thread did not stop in time for the program's "
+                "unshare() or setns(); only the exit report will be written\n";
+            pm_os_write_all(STDERR_FILENO, warning, sizeof warning - 1);
+            dump.started = false;
+            return false;
+        }
+        pm_os_yield();
+    }
+    atomic_store_explicit(&dump.thread_id, 0, memory_order_relaxed);
+    atomic_store_explicit(&dump.stop_asked, false, memory_order_relaxed);
+    dump.started = false;
+    return true;
+}
+
+bool pm_dump_pause(void)
+{
+    if (pm_options.stats_path[0] == '\0' || PM_OS_CALL(SYS_getpid, 0) != dump.process_id)
+        return false; /* no thread, or the parent's of a vfork child */
+    pm_lock(&dump.control_lock);
+    dump.paused = dump.started && dump_stop();
+    return true;
+}
+
+void pm_dump_resume(bool paused)
+{
+    if (!paused)
+        return;
+    if (dump.paused)
+        dump_spawn();
+    dump.paused = false;
+    pm_unlock(&dump.control_lock);
 }

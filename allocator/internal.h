@@ -1591,5 +1591,11 @@ PM_HIDDEN void pm_dump_restart_in_child(void);
  * setuid() family: the dump thread, which glibc does not know of, takes
  * the same before this returns. */
 PM_HIDDEN void pm_dump_follow_credentials(void);
+/* Before a call the kernel refuses to a process of more than one thread:
+ * stops the dump thread, if it runs, until pm_dump_resume, which is given
+ * what this returned and starts it again. Pauses and credential changes
+ * wait for each other. errno untouched. */
+PM_HIDDEN bool pm_dump_pause(void);
+PM_HIDDEN void pm_dump_resume(bool paused);
 
 #endif /* POOLMALLOC_INTERNAL_H */

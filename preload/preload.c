@@ -2,8 +2,9 @@
  * exported malloc family and glibc's introspection calls, start-up, fork
  * handlers, the dump thread's wiring and the exit report. It holds no
  * allocator logic: every call forwards to the pm_* core, the setuid()
- * family to glibc's, then to the dump thread, and dl_iterate_phdr to
- * glibc's with sampling held off.
+ * family to glibc's, then to the dump thread, unshare() and setns() to
+ * glibc's with the dump thread paused, and dl_iterate_phdr to glibc's
+ * with sampling held off.
  * Never allocates itself, except malloc_info's stdio; keeps no invariant. */
 #include "internal.h"
 
@@ -13,6 +14,7 @@
 #include <link.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +112,35 @@ PM_FOLLOW_CREDENTIALS(setregid, (gid_t rgid, gid_t egid), (rgid, egid))
 PM_FOLLOW_CREDENTIALS(setresuid, (uid_t ruid, uid_t euid, uid_t suid), (ruid, euid, suid))
 PM_FOLLOW_CREDENTIALS(setresgid, (gid_t rgid, gid_t egid, gid_t sgid), (rgid, egid, sgid))
 PM_FOLLOW_CREDENTIALS(setgroups, (size_t count, const gid_t *groups), (count, groups))
+
+/* The kernel refuses unshare() of the user namespace, and setns() into a
+ * user or mount namespace, to a process with a second thread, or with
+ * another task sharing its filesystem context: with stats on, the dump
+ * thread would make each fail with EINVAL (`unshare -U`, sandboxes,
+ * container tools). So glibc's call is made with that thread stopped; it
+ * starts again after, in the namespaces the program is then in. unshare()
+ * takes CLONE_NEWUSER as CLONE_THREAD and CLONE_FS too, and refuses
+ * CLONE_THREAD, CLONE_SIGHAND and CLONE_VM to a process of threads; setns()
+ * with nstype 0 takes any namespace the descriptor names. */
+#define PM_SETNS_ALONE (CLONE_NEWUSER | CLONE_NEWNS)
+#define PM_UNSHARE_ALONE (CLONE_NEWUSER | CLONE_THREAD | CLONE_SIGHAND | CLONE_VM)
+#define PM_CALL_ALONE(name, parameters, arguments, alone)                       \
+    PM_EXPORT int name parameters                                               \
+    {                                                                           \
+        static void *_Atomic cache;                                             \
+        int(*call) parameters = (int(*) parameters)preload_next(&cache, #name); \
+        if (call == NULL) {                                                     \
+            errno = ENOSYS;                                                     \
+            return -1;                                                          \
+        }                                                                       \
+        bool paused = (alone) && pm_dump_pause();                               \
+        int result = call arguments;                                            \
+        pm_dump_resume(paused);                                                 \
+        return result;                                                          \
+    }
+PM_CALL_ALONE(unshare, (int flags), (flags), (flags & PM_UNSHARE_ALONE) != 0)
+PM_CALL_ALONE(setns, (int fd, int nstype), (fd, nstype),
+              nstype == 0 || (nstype & PM_SETNS_ALONE) != 0)
 
 /* glibc's, with no allocation sampled while the callback runs: it runs
  * under the loader's list lock (pm_profile_hold_samples says why). */

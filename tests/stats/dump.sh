@@ -208,7 +208,26 @@ else
   echo "dump: not root: the credentials check is skipped"
 fi
 
-# 7e. glibc's heap gives back what the program frees (probe.c, glibc_heap):
+# 7e. The kernel refuses setns() into a mount or user namespace, and
+# unshare() of the user namespace, to a process with a second thread: the
+# shim makes those calls with the dump thread stopped, and starts it again
+# after. The probe's calls must end as they do without poolmalloc (where
+# this machine allows them, they succeed), and snapshots go on after them.
+alone=$("$probe" namespaces 0)
+echo "dump: without poolmalloc: $alone"
+for kind in "${kinds[@]}"; do
+  out=$(probe_as "$kind" "$work/ns.jsonl" namespaces 300) ||
+    fail "$(kind_name $kind): the namespaces probe failed: $out"
+  [[ ${out% threads=*} == "${alone% threads=*}" ]] ||
+    fail "$(kind_name $kind): namespace calls ended otherwise than without poolmalloc: $out"
+  [[ $out == *" threads=2" ]] || fail "$(kind_name $kind): the dump thread was not started again: $out"
+  n=$(records "$work/ns.jsonl")
+  rm "$work/ns.jsonl"
+  ((n >= 10)) || fail "$(kind_name $kind): expected snapshots every 10 ms after the calls, got $n"
+  echo "dump: $(kind_name $kind): $out, as without poolmalloc, then $n snapshots"
+done
+
+# 7f. glibc's heap gives back what the program frees (probe.c, glibc_heap):
 # 64 MiB of 8000-byte blocks under one that stays live, which glibc alone
 # keeps resident after any free short of all of them. Freeing 99% is a
 # collapse (live bytes at an eighth or less): trimmed at once. Freeing 60%

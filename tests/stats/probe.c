@@ -244,12 +244,38 @@ int main(int argc, char **argv)
         printf("threads=%d differing=%d\n", threads, differ);
         return differ == 0 && threads >= 1 ? 0 : 1;
     }
+    if (strcmp(mode, "namespaces") == 0) {
+        /* The calls the kernel makes only for a process of one thread, by
+         * a program of one thread: setns() into its own mount namespace
+         * again, by type and by "any" (root only), then unshare() into a
+         * user namespace of its own; then MS ms with stats on. Prints each
+         * result (1, or -errno) and the threads at the end (dump.sh). */
+        free(malloc(32));
+        int fd = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return 3;
+        int by_type = setns(fd, CLONE_NEWNS) == 0 ? 1 : -errno;
+        int by_any = setns(fd, 0) == 0 ? 1 : -errno;
+        close(fd);
+        int user = unshare(CLONE_NEWUSER) == 0 ? 1 : -errno;
+        free(malloc(48));
+        sleep_ms(ms);
+        int threads = 0;
+        DIR *tasks = opendir("/proc/self/task");
+        for (struct dirent *e; tasks != NULL && (e = readdir(tasks)) != NULL;)
+            threads += e->d_name[0] != '.';
+        if (tasks != NULL)
+            closedir(tasks);
+        printf("setns_mnt=%d setns_any=%d unshare_user=%d threads=%d\n", by_type, by_any, user,
+               threads);
+        return 0;
+    }
     if (strcmp(mode, "glibc_heap") == 0)
         return glibc_heap(ms, argc > 3 ? atol(argv[3]) : 0);
     if (strcmp(mode, "can_unshare") == 0)
         return unshare(CLONE_FILES) == 0 ? 0 : 77; /* a seccomp filter may refuse it */
     fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds|pthread_exit|"
-                    "pthread_exit_idle|fdwatch|hidden|credentials|can_unshare [ms]\n"
+                    "pthread_exit_idle|fdwatch|hidden|credentials|namespaces|can_unshare [ms]\n"
                     "       probe glibc_heap PCT MS\n");
     return 2;
 }
