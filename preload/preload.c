@@ -114,15 +114,15 @@ PM_FOLLOW_CREDENTIALS(setresgid, (gid_t rgid, gid_t egid, gid_t sgid), (rgid, eg
 PM_FOLLOW_CREDENTIALS(setgroups, (size_t count, const gid_t *groups), (count, groups))
 
 /* The kernel refuses unshare() of the user namespace, and setns() into a
- * user or mount namespace, to a process with a second thread, or with
- * another task sharing its filesystem context: with stats on, the dump
- * thread would make each fail with EINVAL (`unshare -U`, sandboxes,
- * container tools). So glibc's call is made with that thread stopped; it
+ * user, mount or time namespace, to a process with a second thread, or
+ * with another task sharing its filesystem context or memory: with stats
+ * on, the dump thread would make each fail with EINVAL or EUSERS
+ * (`unshare -U`, `nsenter -m` or `-T`, sandboxes, container tools). So glibc's call is made with that thread stopped; it
  * starts again after, in the namespaces the program is then in. unshare()
  * takes CLONE_NEWUSER as CLONE_THREAD and CLONE_FS too, and refuses
  * CLONE_THREAD, CLONE_SIGHAND and CLONE_VM to a process of threads; setns()
  * with nstype 0 takes any namespace the descriptor names. */
-#define PM_SETNS_ALONE (CLONE_NEWUSER | CLONE_NEWNS)
+#define PM_SETNS_ALONE (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWTIME)
 #define PM_UNSHARE_ALONE (CLONE_NEWUSER | CLONE_THREAD | CLONE_SIGHAND | CLONE_VM)
 #define PM_CALL_ALONE(name, parameters, arguments, alone)                       \
     PM_EXPORT int name parameters                                               \

@@ -208,7 +208,7 @@ else
   echo "dump: not root: the credentials check is skipped"
 fi
 
-# 7e. The kernel refuses setns() into a mount or user namespace, and
+# 7e. The kernel refuses setns() into a mount, time or user namespace, and
 # unshare() of the user namespace, to a process with a second thread: the
 # shim makes those calls with the dump thread stopped, and starts it again
 # after. The probe's calls must end as they do without poolmalloc (where

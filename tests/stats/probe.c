@@ -247,9 +247,10 @@ int main(int argc, char **argv)
     if (strcmp(mode, "namespaces") == 0) {
         /* The calls the kernel makes only for a process of one thread, by
          * a program of one thread: setns() into its own mount namespace
-         * again, by type and by "any" (root only), then unshare() into a
-         * user namespace of its own; then MS ms with stats on. Prints each
-         * result (1, or -errno) and the threads at the end (dump.sh). */
+         * again, by type and by "any", and into its time namespace (root
+         * only), then unshare() into a user namespace of its own; then MS
+         * ms with stats on. Prints each result (1, or -errno; 0 for a
+         * namespace the kernel lacks) and the threads at the end (dump.sh). */
         free(malloc(32));
         int fd = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
         if (fd < 0)
@@ -257,6 +258,11 @@ int main(int argc, char **argv)
         int by_type = setns(fd, CLONE_NEWNS) == 0 ? 1 : -errno;
         int by_any = setns(fd, 0) == 0 ? 1 : -errno;
         close(fd);
+        int time_ns = 0;
+        if ((fd = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC)) >= 0) {
+            time_ns = setns(fd, CLONE_NEWTIME) == 0 ? 1 : -errno;
+            close(fd);
+        }
         int user = unshare(CLONE_NEWUSER) == 0 ? 1 : -errno;
         free(malloc(48));
         sleep_ms(ms);
@@ -266,8 +272,8 @@ int main(int argc, char **argv)
             threads += e->d_name[0] != '.';
         if (tasks != NULL)
             closedir(tasks);
-        printf("setns_mnt=%d setns_any=%d unshare_user=%d threads=%d\n", by_type, by_any, user,
-               threads);
+        printf("setns_mnt=%d setns_any=%d setns_time=%d unshare_user=%d threads=%d\n", by_type,
+               by_any, time_ns, user, threads);
         return 0;
     }
     if (strcmp(mode, "glibc_heap") == 0)
