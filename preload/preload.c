@@ -86,10 +86,9 @@ static void *preload_next(void *_Atomic *cache, const char *name)
     return next;
 }
 
-/* glibc's setuid() family changes the credentials of every thread it
- * knows; the dump thread is not one of them (allocator/dump.c), so each
- * call is passed on to glibc's and then followed there. */
-#define PM_FOLLOW_CREDENTIALS(name, parameters, arguments)                      \
+/* Defines `name`, which calls glibc's `name` with `before` done first and
+ * `after` done on its `result`. */
+#define PM_AROUND_GLIBC(name, parameters, arguments, before, after)             \
     PM_EXPORT int name parameters                                               \
     {                                                                           \
         static void *_Atomic cache;                                             \
@@ -98,11 +97,18 @@ static void *preload_next(void *_Atomic *cache, const char *name)
             errno = ENOSYS;                                                     \
             return -1;                                                          \
         }                                                                       \
+        before;                                                                 \
         int result = call arguments;                                            \
-        if (result == 0)                                                        \
-            pm_dump_follow_credentials();                                       \
+        after;                                                                  \
         return result;                                                          \
     }
+
+/* glibc's setuid() family changes the credentials of every thread it
+ * knows; the dump thread is not one of them (allocator/dump.c), so each
+ * call is passed on to glibc's and then followed there. */
+#define PM_FOLLOW_CREDENTIALS(name, parameters, arguments) \
+    PM_AROUND_GLIBC(name, parameters, arguments, (void)0,   \
+                    if (result == 0) pm_dump_follow_credentials())
 PM_FOLLOW_CREDENTIALS(setuid, (uid_t uid), (uid))
 PM_FOLLOW_CREDENTIALS(setgid, (gid_t gid), (gid))
 PM_FOLLOW_CREDENTIALS(seteuid, (uid_t euid), (euid))
@@ -117,27 +123,17 @@ PM_FOLLOW_CREDENTIALS(setgroups, (size_t count, const gid_t *groups), (count, gr
  * user, mount or time namespace, to a process with a second thread, or
  * with another task sharing its filesystem context or memory: with stats
  * on, the dump thread would make each fail with EINVAL or EUSERS
- * (`unshare -U`, `nsenter -m` or `-T`, sandboxes, container tools). So glibc's call is made with that thread stopped; it
- * starts again after, in the namespaces the program is then in. unshare()
- * takes CLONE_NEWUSER as CLONE_THREAD and CLONE_FS too, and refuses
- * CLONE_THREAD, CLONE_SIGHAND and CLONE_VM to a process of threads; setns()
- * with nstype 0 takes any namespace the descriptor names. */
+ * (`unshare -U`, `nsenter -m` or `-T`, sandboxes, container tools). So
+ * glibc's call is made with that thread stopped; it starts again after,
+ * in the namespaces the program is then in. unshare() takes CLONE_NEWUSER
+ * as CLONE_THREAD and CLONE_FS too, and refuses CLONE_THREAD, CLONE_SIGHAND
+ * and CLONE_VM to a process of threads; setns() with nstype 0 takes any
+ * namespace the descriptor names. */
 #define PM_SETNS_ALONE (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWTIME)
 #define PM_UNSHARE_ALONE (CLONE_NEWUSER | CLONE_THREAD | CLONE_SIGHAND | CLONE_VM)
-#define PM_CALL_ALONE(name, parameters, arguments, alone)                       \
-    PM_EXPORT int name parameters                                               \
-    {                                                                           \
-        static void *_Atomic cache;                                             \
-        int(*call) parameters = (int(*) parameters)preload_next(&cache, #name); \
-        if (call == NULL) {                                                     \
-            errno = ENOSYS;                                                     \
-            return -1;                                                          \
-        }                                                                       \
-        bool paused = (alone) && pm_dump_pause();                               \
-        int result = call arguments;                                            \
-        pm_dump_resume(paused);                                                 \
-        return result;                                                          \
-    }
+#define PM_CALL_ALONE(name, parameters, arguments, alone)                                  \
+    PM_AROUND_GLIBC(name, parameters, arguments, bool paused = (alone) && pm_dump_pause(), \
+                    pm_dump_resume(paused))
 PM_CALL_ALONE(unshare, (int flags), (flags), (flags & PM_UNSHARE_ALONE) != 0)
 PM_CALL_ALONE(setns, (int fd, int nstype), (fd, nstype),
               nstype == 0 || (nstype & PM_SETNS_ALONE) != 0)

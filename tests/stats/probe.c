@@ -89,6 +89,17 @@ static int glibc_heap(long pct, long ms)
     return 0;
 }
 
+/* The process's threads, the hidden dump thread among them. */
+static int thread_count(void)
+{
+    int threads = 0;
+    DIR *tasks = opendir("/proc/self/task");
+    for (struct dirent *e; tasks != NULL && (e = readdir(tasks)) != NULL;)
+        threads += e->d_name[0] != '.';
+    if (tasks != NULL)
+        closedir(tasks);
+    return threads;
+}
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -196,12 +207,7 @@ int main(int argc, char **argv)
                 return 1;
             }
         }
-        int threads = 0;
-        DIR *tasks = opendir("/proc/self/task");
-        for (struct dirent *e; tasks != NULL && (e = readdir(tasks)) != NULL;)
-            threads += e->d_name[0] != '.';
-        if (tasks != NULL)
-            closedir(tasks);
+        int threads = thread_count();
         printf("single_threaded=%d threads=%d errno_checks=%lu\n", __libc_single_threaded,
                threads, checks);
         return 0;
@@ -266,12 +272,7 @@ int main(int argc, char **argv)
         int user = unshare(CLONE_NEWUSER) == 0 ? 1 : -errno;
         free(malloc(48));
         sleep_ms(ms);
-        int threads = 0;
-        DIR *tasks = opendir("/proc/self/task");
-        for (struct dirent *e; tasks != NULL && (e = readdir(tasks)) != NULL;)
-            threads += e->d_name[0] != '.';
-        if (tasks != NULL)
-            closedir(tasks);
+        int threads = thread_count();
         printf("setns_mnt=%d setns_any=%d setns_time=%d unshare_user=%d threads=%d\n", by_type,
                by_any, time_ns, user, threads);
         return 0;
