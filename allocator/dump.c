@@ -55,6 +55,7 @@ static struct {
     _Atomic bool stop_asked; /* by pm_dump_pause: the thread ends at its next wake-up */
     _Atomic long thread_id;  /* the running thread's, once it has begun */
     bool paused;             /* stopped by pm_dump_pause, to start again on resume */
+    bool start_in_child;     /* it could not start again: a fork child starts its own */
     long process_id;         /* of the process the thread serves (not a vfork child) */
     void *stack;             /* the hidden thread's, mapped once, reused after fork */
 
@@ -252,17 +253,20 @@ static int dump_hidden_main(void *arg)
     return 0;
 }
 
-static bool dump_create(void)
+/* 0, or why the thread could not be made (an errno value). */
+static int dump_create(void)
 {
     if (dump.stack == NULL && (dump.stack = pm_os_map_stack(DUMP_STACK_SIZE)) == NULL)
-        return false;
+        return ENOMEM;
     int saved_errno = errno;
     /* The flags pthread_create uses, less the thread pointer and the
      * thread id bookkeeping that would make the thread glibc's. */
     int flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
-    bool started = clone(dump_hidden_main, (char *)dump.stack + DUMP_STACK_SIZE, flags, NULL) > 0;
+    int error = clone(dump_hidden_main, (char *)dump.stack + DUMP_STACK_SIZE, flags, NULL) > 0
+                    ? 0
+                    : errno;
     errno = saved_errno;
-    return started;
+    return error;
 }
 #else
 static void *dump_pthread_main(void *arg)
@@ -272,40 +276,44 @@ static void *dump_pthread_main(void *arg)
     return NULL;
 }
 
-static bool dump_create(void)
+static int dump_create(void)
 {
     pthread_attr_t attr;
     pthread_t thread;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, DUMP_STACK_SIZE);
-    bool started = pthread_create(&thread, &attr, dump_pthread_main, NULL) == 0;
+    int error = pthread_create(&thread, &attr, dump_pthread_main, NULL);
     pthread_attr_destroy(&attr);
-    return started;
+    return error;
 }
 #endif
 
 /* Made by a thread of the program, blocking every signal, which the new
  * thread inherits: the program's signals are its own. */
-static bool dump_start_thread(void)
+static int dump_start_thread(void)
 {
     sigset_t all, saved;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &saved);
-    bool started = dump_create();
+    int error = dump_create();
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
-    return started;
+    return error;
 }
 
-static void dump_spawn(void)
+/* Returns why the thread could not start (0 if it did), and says so on
+ * stderr but for EINVAL when `einval_expected`. */
+static int dump_spawn(bool einval_expected)
 {
     dump.process_id = PM_OS_CALL(SYS_getpid, 0);
-    dump.started = dump_start_thread();
-    if (!dump.started) {
+    int error = dump_start_thread();
+    dump.started = error == 0;
+    if (error != 0 && !(einval_expected && error == EINVAL)) {
         static const char warning[] =
             "poolmalloc: cannot start the stats thread; only the exit report will be written\n";
         pm_os_write_all(STDERR_FILENO, warning, sizeof warning - 1);
     }
+    return error;
 }
 
 void pm_dump_start(void)
@@ -321,15 +329,16 @@ void pm_dump_start(void)
         sigemptyset(&action.sa_mask);
         sigaction(pm_options.stats_signal, &action, NULL);
     }
-    dump_spawn();
+    dump_spawn(false);
 }
 
 void pm_dump_restart_in_child(void)
 {
     /* The options first: `dump`, untouched unless the thread ran, is a page
      * the child would fault in to read (pm_fork_locks_t). */
-    if (pm_options.stats_path[0] == '\0' || !dump.started)
+    if (pm_options.stats_path[0] == '\0' || !(dump.started || dump.start_in_child))
         return;
+    dump.start_in_child = false;
     pm_stats_note_start();
     /* The thread that forked is the child's main thread; the parent's dump
      * thread is not in the child, and its stack is free for the new one. */
@@ -341,7 +350,7 @@ void pm_dump_restart_in_child(void)
     atomic_store_explicit(&dump.credentials_done,
                           atomic_load_explicit(&dump.credentials_asked, memory_order_relaxed),
                           memory_order_relaxed);
-    dump_spawn();
+    dump_spawn(false);
 }
 
 /* ---- a pause for the calls the kernel makes for one thread only ------------- */
@@ -389,12 +398,17 @@ bool pm_dump_pause(void)
     return true;
 }
 
+/* After unshare(CLONE_NEWPID), or setns() into a PID namespace, the kernel
+ * makes no thread (EINVAL) until a fork has put a process in that
+ * namespace: this process then writes its exit report only, as said
+ * nowhere (glibc's pthread_create fails there too), and its fork children
+ * start their own thread. */
 void pm_dump_resume(bool paused)
 {
     if (!paused)
         return;
     if (dump.paused)
-        dump_spawn();
+        dump.start_in_child = dump_spawn(true) == EINVAL;
     dump.paused = false;
     pm_unlock(&dump.control_lock);
 }

@@ -227,6 +227,25 @@ for kind in "${kinds[@]}"; do
   echo "dump: $(kind_name $kind): $out, as without poolmalloc, then $n snapshots"
 done
 
+# A new PID namespace admits no thread until a fork has put a process in
+# it: the process that made it writes its exit report only, silently, and
+# its child has a dump thread of its own.
+alone=$("$probe" pid_namespace 0)
+echo "dump: without poolmalloc: $alone"
+if [[ $alone == "unshare_user_pid=1 "* ]]; then
+  for kind in "${kinds[@]}"; do
+    out=$(probe_as "$kind" "$work/pidns-%p.jsonl" pid_namespace 300 2>"$work/pidns.err") ||
+      fail "$(kind_name $kind): the PID namespace probe failed: $out"
+    [[ ! -s $work/pidns.err ]] || fail "$(kind_name $kind): stderr: $(cat "$work/pidns.err")"
+    [[ $out == "unshare_user_pid=1 child_pid=1 child_threads=2" ]] ||
+      fail "$(kind_name $kind): expected the child, pid 1, with its dump thread: $out"
+    n=$(records "$work/pidns-1.jsonl")
+    rm "$work"/pidns-*.jsonl
+    ((n >= 10)) || fail "$(kind_name $kind): expected the child's snapshots every 10 ms, got $n"
+    echo "dump: $(kind_name $kind): $out, $n snapshots from the child"
+  done
+fi
+
 # 7f. glibc's heap gives back what the program frees (probe.c, glibc_heap):
 # 64 MiB of 8000-byte blocks under one that stays live, which glibc alone
 # keeps resident after any free short of all of them. Freeing 99% is a

@@ -277,12 +277,34 @@ int main(int argc, char **argv)
                by_any, time_ns, user, threads);
         return 0;
     }
+    if (strcmp(mode, "pid_namespace") == 0) {
+        /* unshare() into new user and PID namespaces, where no thread can
+         * be made until a fork: the call ends as without poolmalloc, and
+         * the child, the new namespace's first process, has its own dump
+         * thread for MS ms. Prints the call's result, then the child's
+         * threads (dump.sh). */
+        free(malloc(32));
+        int user_pid = unshare(CLONE_NEWUSER | CLONE_NEWPID) == 0 ? 1 : -errno;
+        printf("unshare_user_pid=%d", user_pid);
+        fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) {
+            free(malloc(48));
+            sleep_ms(ms);
+            printf(" child_pid=%d child_threads=%d\n", (int)getpid(), thread_count());
+            exit(0);
+        }
+        int status = 0;
+        waitpid(child, &status, 0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    }
     if (strcmp(mode, "glibc_heap") == 0)
         return glibc_heap(ms, argc > 3 ? atol(argv[3]) : 0);
     if (strcmp(mode, "can_unshare") == 0)
         return unshare(CLONE_FILES) == 0 ? 0 : 77; /* a seccomp filter may refuse it */
     fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds|pthread_exit|"
-                    "pthread_exit_idle|fdwatch|hidden|credentials|namespaces|can_unshare [ms]\n"
+                    "pthread_exit_idle|fdwatch|hidden|credentials|namespaces|pid_namespace|\n"
+                    "       can_unshare [ms]\n"
                     "       probe glibc_heap PCT MS\n");
     return 2;
 }
