@@ -20,8 +20,9 @@
  * the program's calls come here too (pm_dump_follow_credentials): this
  * thread must never keep privileges the program gave up. And the kernel
  * refuses some calls to a process with a second thread (unshare() of the
- * user namespace, setns() into a user or mount namespace): the shim makes
- * them with this thread stopped (pm_dump_pause), which starts again after.
+ * user namespace, setns() into a user, mount or time namespace): the shim
+ * makes them with this thread stopped (pm_dump_pause), which starts again
+ * after.
  *
  * Sanitizer builds (test binaries, never libpoolmalloc.so) make an
  * ordinary pthread instead: a sanitizer keeps its per-thread state behind
