@@ -344,9 +344,10 @@ void pm_dump_restart_in_child(void)
     /* The thread that forked is the child's main thread; the parent's dump
      * thread is not in the child, and its stack is free for the new one. */
     atomic_store_explicit(&dump.wakeups, 0, memory_order_relaxed);
+    /* Another thread's pause may have been under way: the new thread must
+     * not find the stop asked, nor a pause here the old thread's id. */
     atomic_store_explicit(&dump.stop_asked, false, memory_order_relaxed);
     atomic_store_explicit(&dump.thread_id, 0, memory_order_relaxed);
-    dump.paused = false;
     pm_lock_init(&dump.control_lock);
     atomic_store_explicit(&dump.credentials_done,
                           atomic_load_explicit(&dump.credentials_asked, memory_order_relaxed),

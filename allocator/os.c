@@ -66,32 +66,30 @@ long pm_os_syscall(long number, long a, long b, long c, long d, long e, long f)
  * mapping laid over a live range (pm_os_decommit) stays a system call: its
  * racing readers are meant, and an interceptor would count the new
  * mapping as a write. */
-#ifdef PM_SANITIZED
 static long os_mmap(void *addr, size_t size, int prot, int flags)
 {
-    if (flags & MAP_FIXED)
-        return PM_OS_CALL(SYS_mmap, addr, size, prot, flags, -1, 0);
-    int saved = errno;
-    void *p = mmap(addr, size, prot, flags, -1, 0);
-    long result = p == MAP_FAILED ? -errno : (long)p;
-    errno = saved;
-    return result;
+#ifdef PM_SANITIZED
+    if (!(flags & MAP_FIXED)) {
+        int saved = errno;
+        void *p = mmap(addr, size, prot, flags, -1, 0);
+        long result = p == MAP_FAILED ? -errno : (long)p;
+        errno = saved;
+        return result;
+    }
+#endif
+    return PM_OS_CALL(SYS_mmap, addr, size, prot, flags, -1, 0);
 }
 
 void pm_os_unmap(void *addr, size_t size)
 {
+#ifdef PM_SANITIZED
     int saved = errno;
     munmap(addr, size);
     errno = saved;
-}
 #else
-static long os_mmap(void *addr, size_t size, int prot, int flags)
-{
-    return PM_OS_CALL(SYS_mmap, addr, size, prot, flags, -1, 0);
-}
-
-void pm_os_unmap(void *addr, size_t size) { PM_OS_CALL(SYS_munmap, addr, size); }
+    PM_OS_CALL(SYS_munmap, addr, size);
 #endif
+}
 
 static void *os_map(void *addr, size_t size, int prot, int flags)
 {
