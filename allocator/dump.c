@@ -2,9 +2,10 @@
  * every POOLMALLOC_STATS_INTERVAL and whenever POOLMALLOC_STATS_SIGNAL
  * arrives, and the decay tick of an idle process. Never allocates (the
  * snapshot is stats.c's, into a static buffer), never touches errno or
- * thread-local state; blocks every signal, is restarted in a fork child so
- * the child reports on itself, never keeps a process alive, and opens its
- * files in a descriptor table of its own, out of the program's sight.
+ * thread-local state; blocks every signal, is started again in a fork child
+ * (once it takes a pool) so the child reports on itself, never keeps a
+ * process alive, and opens its files in a descriptor table of its own, out
+ * of the program's sight.
  *
  * The thread is unknown to glibc. A process glibc believes single-threaded
  * runs lighter: malloc (the system path) and stdio skip their locks,
@@ -333,26 +334,51 @@ void pm_dump_start(void)
     dump_spawn(false);
 }
 
+/* Set in a fork child until it starts its own thread. */
+_Atomic bool pm_dump_start_pending;
+
+/* The parent's thread is not in the child, and its stack is free for the
+ * child's. That one starts later (pm_dump_start_if_pending): made here, it
+ * cost a child that exits at once 150 us, +20% on pm_bench_forks, mostly
+ * for the kernel to make it and end it again with the child
+ * (bench/results/fork-cost.md). A child that takes no pool writes its exit
+ * report alone. */
 void pm_dump_restart_in_child(void)
 {
     /* The options first: `dump`, untouched unless the thread ran, is a page
      * the child would fault in to read (pm_fork_locks_t). */
-    if (pm_options.stats_path[0] == '\0' || !(dump.started || dump.start_in_child))
+    if (pm_options.stats_path[0] == '\0' ||
+        !(dump.started || dump.start_in_child ||
+          atomic_load_explicit(&pm_dump_start_pending, memory_order_relaxed)))
         return;
-    dump.start_in_child = false;
     pm_stats_note_start();
-    /* The thread that forked is the child's main thread; the parent's dump
-     * thread is not in the child, and its stack is free for the new one. */
-    atomic_store_explicit(&dump.wakeups, 0, memory_order_relaxed);
-    /* Another thread's pause may have been under way: the new thread must
-     * not find the stop asked, nor a pause here the old thread's id. */
-    atomic_store_explicit(&dump.stop_asked, false, memory_order_relaxed);
-    atomic_store_explicit(&dump.thread_id, 0, memory_order_relaxed);
+    dump.started = false;
+    dump.start_in_child = false;
+    /* Another thread's pause may have held it. */
     pm_lock_init(&dump.control_lock);
-    atomic_store_explicit(&dump.credentials_done,
-                          atomic_load_explicit(&dump.credentials_asked, memory_order_relaxed),
-                          memory_order_relaxed);
-    dump_spawn(false);
+    atomic_store_explicit(&pm_dump_start_pending, true, memory_order_relaxed);
+}
+
+/* Under the control lock: a pause (pm_dump_pause) in another of the child's
+ * threads waits, and so does this. In a new PID namespace the child has
+ * not forked into yet, the thread cannot start (pm_dump_resume). */
+void pm_dump_start_pending_thread(void)
+{
+    pm_lock(&dump.control_lock);
+    if (atomic_load_explicit(&pm_dump_start_pending, memory_order_relaxed)) {
+        atomic_store_explicit(&pm_dump_start_pending, false, memory_order_relaxed);
+        atomic_store_explicit(&dump.wakeups, 0, memory_order_relaxed);
+        /* Another thread's pause may have been under way at the fork: the
+         * new thread must not find the stop asked, nor a pause here the
+         * old thread's id. */
+        atomic_store_explicit(&dump.stop_asked, false, memory_order_relaxed);
+        atomic_store_explicit(&dump.thread_id, 0, memory_order_relaxed);
+        atomic_store_explicit(&dump.credentials_done,
+                              atomic_load_explicit(&dump.credentials_asked, memory_order_relaxed),
+                              memory_order_relaxed);
+        dump.start_in_child = dump_spawn(true) == EINVAL;
+    }
+    pm_unlock(&dump.control_lock);
 }
 
 /* ---- a pause for the calls the kernel makes for one thread only ------------- */
@@ -393,8 +419,13 @@ static bool dump_stop(void)
 
 bool pm_dump_pause(void)
 {
-    if (pm_options.stats_path[0] == '\0' || PM_OS_CALL(SYS_getpid, 0) != dump.process_id)
-        return false; /* no thread, or the parent's of a vfork child */
+    /* No thread, or the parent's of a vfork child; a fork child that has
+     * not started its own takes the lock, so that it does not start one
+     * during the call. */
+    if (pm_options.stats_path[0] == '\0' ||
+        (PM_OS_CALL(SYS_getpid, 0) != dump.process_id &&
+         !atomic_load_explicit(&pm_dump_start_pending, memory_order_relaxed)))
+        return false;
     pm_lock(&dump.control_lock);
     dump.paused = dump.started && dump_stop();
     return true;

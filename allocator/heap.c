@@ -608,6 +608,7 @@ static void heap_housekeeping(pm_heap_t *heap)
 {
     if (!heap_owned(heap))
         return;
+    pm_dump_start_if_pending();
     pm_heap_release_parked_if_due();
     pm_system_trim_if_due();
 }

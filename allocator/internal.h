@@ -536,6 +536,9 @@ PM_HIDDEN void pm_os_futex_wake(_Atomic uint32_t *word, int waiters);
 PM_HIDDEN void pm_os_yield(void);
 /* Milliseconds of a monotonic clock, to the last scheduler tick. */
 PM_HIDDEN uint64_t pm_os_coarse_ms(void);
+/* CLOCK_MONOTONIC by the system call, for a fork child's handler (os.c
+ * says why). */
+PM_HIDDEN void pm_os_monotonic(struct timespec *now);
 PM_HIDDEN PM_NORETURN void pm_fatal(const char *what, const void *addr,
                                     int class_index);
 
@@ -1585,8 +1588,18 @@ PM_HIDDEN void pm_utc_date(int64_t days, int64_t *year, int *month, int *day);
 /* Starts the thread that writes a snapshot every POOLMALLOC_STATS_INTERVAL
  * and on POOLMALLOC_STATS_SIGNAL, if POOLMALLOC_STATS is set. Idempotent. */
 PM_HIDDEN void pm_dump_start(void);
-/* In a fork child: the thread did not survive the fork; start another. */
+/* In a fork child: the thread did not survive the fork. Another starts
+ * when the child first takes a pool or gives one back (heap.c), through
+ * pm_dump_start_if_pending: a child that execs or exits before that, as
+ * most do, never pays for one (dump.c). */
 PM_HIDDEN void pm_dump_restart_in_child(void);
+PM_HIDDEN extern _Atomic bool pm_dump_start_pending;
+PM_HIDDEN void pm_dump_start_pending_thread(void);
+static inline void pm_dump_start_if_pending(void)
+{
+    if (PM_UNLIKELY(__atomic_load_n(&pm_dump_start_pending, __ATOMIC_RELAXED)))
+        pm_dump_start_pending_thread();
+}
 /* The calling thread has just changed its credentials with one of glibc's
  * setuid() family: the dump thread, which glibc does not know of, takes
  * the same before this returns. */

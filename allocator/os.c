@@ -354,6 +354,16 @@ uint64_t pm_os_coarse_ms(void)
     return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 }
 
+/* Not the vDSO: fork does not copy the page table entries of its pages, so
+ * a fork child's first vDSO read takes two page faults, ~50 us on a
+ * hypervisor that traps each (bench/results/fork-cost.md), where the
+ * system call takes ~1 us: for the fork child's handler, which would
+ * otherwise pay them in every child, most of which exec or exit at once. */
+void pm_os_monotonic(struct timespec *now)
+{
+    PM_OS_CALL(SYS_clock_gettime, CLOCK_MONOTONIC, now);
+}
+
 /* "poolmalloc: <what> at <address> (size class <n> bytes)", then abort(),
  * as glibc does for misuse it detects in its own heap. */
 void pm_fatal(const char *what, const void *addr, int class_index)

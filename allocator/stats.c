@@ -97,7 +97,7 @@ static bool stats_exit_written;
 
 void pm_stats_note_start(void)
 {
-    clock_gettime(CLOCK_MONOTONIC, &stats_start);
+    pm_os_monotonic(&stats_start); /* in every fork child's handler */
     stats_exit_written = false;
 }
 

@@ -84,9 +84,12 @@ LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/signal.jsonl" POOLMALLOC_STATS_FORMAT=
 grep -q '"reason":"signal"' "$work/signal.jsonl" || fail "no snapshot on SIGUSR1"
 echo "dump: snapshot on POOLMALLOC_STATS_SIGNAL"
 
-# 4. A forked child writes its own file (%p), with its own thread.
-LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/fork.%p.jsonl" POOLMALLOC_STATS_FORMAT=json \
-  POOLMALLOC_STATS_INTERVAL=50ms "$probe" fork 300
+# 4. A forked child writes its own file (%p), with its own thread, which
+# starts when the child first takes a pool.
+out=$(LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/fork.%p.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=50ms "$probe" fork 300)
+[[ $out == "child_threads_before=1 child_threads_after=2" ]] ||
+  fail "expected the child's dump thread once it took pools, not before: $out"
 files=("$work"/fork.*.jsonl)
 ((${#files[@]} == 2)) || fail "expected a file for the parent and one for the child: ${files[*]}"
 for f in "${files[@]}"; do

@@ -100,6 +100,18 @@ static int thread_count(void)
         closedir(tasks);
     return threads;
 }
+/* Blocks enough to take pools from the arenas (a pool holds 341 of
+ * them): a fork child starts its dump thread when it first does. */
+static void take_pools(void)
+{
+    enum { BLOCKS = 2000 };
+    static void *blocks[BLOCKS];
+    for (int i = 0; i < BLOCKS; i++)
+        blocks[i] = malloc(40);
+    for (int i = 0; i < BLOCKS; i++)
+        free(blocks[i]);
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -127,7 +139,12 @@ int main(int argc, char **argv)
     if (strcmp(mode, "fork") == 0) {
         pid_t child = fork();
         if (child == 0) {
+            /* No thread until the child takes a pool (pm_dump_start_if_pending). */
             void *p = malloc(40);
+            int before = thread_count();
+            take_pools();
+            printf("child_threads_before=%d child_threads_after=%d\n", before, thread_count());
+            fflush(stdout);
             sleep_ms(ms);
             free(p);
             exit(0); /* atexit: the child's own final snapshot */
@@ -289,7 +306,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         pid_t child = fork();
         if (child == 0) {
-            free(malloc(48));
+            take_pools();
             sleep_ms(ms);
             printf(" child_pid=%d child_threads=%d\n", (int)getpid(), thread_count());
             exit(0);
