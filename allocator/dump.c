@@ -335,7 +335,7 @@ void pm_dump_start(void)
 }
 
 /* Set in a fork child until it starts its own thread. */
-_Atomic bool pm_dump_start_pending;
+bool pm_dump_start_pending; /* accessed atomically */
 
 /* The parent's thread is not in the child, and its stack is free for the
  * child's. That one starts later (pm_dump_start_if_pending): made here, it
@@ -349,14 +349,14 @@ void pm_dump_restart_in_child(void)
      * the child would fault in to read (pm_fork_locks_t). */
     if (pm_options.stats_path[0] == '\0' ||
         !(dump.started || dump.start_in_child ||
-          atomic_load_explicit(&pm_dump_start_pending, memory_order_relaxed)))
+          __atomic_load_n(&pm_dump_start_pending, __ATOMIC_RELAXED)))
         return;
     pm_stats_note_start();
     dump.started = false;
     dump.start_in_child = false;
     /* Another thread's pause may have held it. */
     pm_lock_init(&dump.control_lock);
-    atomic_store_explicit(&pm_dump_start_pending, true, memory_order_relaxed);
+    __atomic_store_n(&pm_dump_start_pending, true, __ATOMIC_RELAXED);
 }
 
 /* Under the control lock: a pause (pm_dump_pause) in another of the child's
@@ -365,8 +365,8 @@ void pm_dump_restart_in_child(void)
 void pm_dump_start_pending_thread(void)
 {
     pm_lock(&dump.control_lock);
-    if (atomic_load_explicit(&pm_dump_start_pending, memory_order_relaxed)) {
-        atomic_store_explicit(&pm_dump_start_pending, false, memory_order_relaxed);
+    if (__atomic_load_n(&pm_dump_start_pending, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&pm_dump_start_pending, false, __ATOMIC_RELAXED);
         atomic_store_explicit(&dump.wakeups, 0, memory_order_relaxed);
         /* Another thread's pause may have been under way at the fork: the
          * new thread must not find the stop asked, nor a pause here the
@@ -424,7 +424,7 @@ bool pm_dump_pause(void)
      * during the call. */
     if (pm_options.stats_path[0] == '\0' ||
         (PM_OS_CALL(SYS_getpid, 0) != dump.process_id &&
-         !atomic_load_explicit(&pm_dump_start_pending, memory_order_relaxed)))
+         !__atomic_load_n(&pm_dump_start_pending, __ATOMIC_RELAXED)))
         return false;
     pm_lock(&dump.control_lock);
     dump.paused = dump.started && dump_stop();

@@ -1593,7 +1593,7 @@ PM_HIDDEN void pm_dump_start(void);
  * pm_dump_start_if_pending: a child that execs or exits before that, as
  * most do, never pays for one (dump.c). */
 PM_HIDDEN void pm_dump_restart_in_child(void);
-PM_HIDDEN extern _Atomic bool pm_dump_start_pending;
+PM_HIDDEN extern bool pm_dump_start_pending; /* accessed atomically */
 PM_HIDDEN void pm_dump_start_pending_thread(void);
 static inline void pm_dump_start_if_pending(void)
 {
