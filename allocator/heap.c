@@ -1403,5 +1403,4 @@ void pm_fork_child(void)
     }
     atomic_store_explicit(&heaps.orphans_pending, true, memory_order_relaxed);
     heaps.fork_survivor = pm_thread_heap;
-    pm_profile_unwind_reinit_lock();
 }

@@ -252,11 +252,10 @@
  *  allocates).
  *  None is taken by the owner of a heap on the fast path; the arena lock is
  *  taken when a pool is acquired or released, and when a heap's home opens
- *  or closes (its thread starts or exits). All but the unwind lock (a
- *  pthread rwlock the dump thread never takes) are pm_lock_t (lock.c),
- *  never pthread_mutex_t: the dump thread takes them, and glibc, which
- *  does not know that thread, would let its mutexes skip their atomics in
- *  a program of one thread (dump.c).
+ *  or closes (its thread starts or exits). All are pm_lock_t (lock.c), or
+ *  for the unwind lock pm_rwlock_t, built on it, never glibc's: the dump
+ *  thread takes them, and glibc, which does not know that thread, would
+ *  let its mutexes skip their atomics in a program of one thread (dump.c).
  *
  *  fork(): pm_fork_prepare takes every lock in that order and
  *  pm_fork_parent releases them. The child finds them free without writing
@@ -572,6 +571,22 @@ static inline void pm_lock_init(pm_lock_t *lock)
     atomic_store_explicit(&lock->word, 0, memory_order_relaxed);
 }
 
+/* Readers and writers, writers first: once a writer waits, no reader comes
+ * in, so a stream of readers cannot hold it off. `state` counts the readers
+ * inside, plus PM_RWLOCK_WRITER while a writer waits or holds it; writers
+ * take turns on `writers`. All zero is free, as for pm_lock_t, so it can
+ * live on a page the kernel gives a fork child zeroed (pm_fork_locks_t),
+ * which glibc's writer-first rwlock (a kind set at init) cannot. */
+typedef struct pm_rwlock {
+    _Atomic uint32_t state;
+    pm_lock_t writers;
+} pm_rwlock_t;
+#define PM_RWLOCK_WRITER 0x80000000u
+PM_HIDDEN void pm_rwlock_read(pm_rwlock_t *lock);
+PM_HIDDEN void pm_rwlock_read_done(pm_rwlock_t *lock);
+PM_HIDDEN void pm_rwlock_write(pm_rwlock_t *lock);
+PM_HIDDEN void pm_rwlock_write_done(pm_rwlock_t *lock);
+
 /* The locks fork holds over the call (pm_fork_prepare) that are not a heap's,
  * each on a cache line of its own, alone on one page. After a fork, every
  * write to a page the parent and the child still share costs whichever of
@@ -590,6 +605,7 @@ typedef union pm_fork_locks {
         _Alignas(PM_CACHE_LINE) pm_lock_t arenas;      /* arena.c: the arena directory */
         _Alignas(PM_CACHE_LINE) pm_lock_t stats;       /* stats.c: a report's snapshot */
         _Alignas(PM_CACHE_LINE) pm_lock_t profile;     /* profile.c: its tables */
+        _Alignas(PM_CACHE_LINE) pm_rwlock_t unwinders; /* profile.c: its unwinds */
     };
     char page[PM_OS_PAGE_SIZE];
 } pm_fork_locks_t;
@@ -1325,7 +1341,6 @@ PM_HIDDEN void pm_profile_unlock(void);
  * libunwind when the child is made (see LOCKING). */
 PM_HIDDEN void pm_profile_unwind_lock(void);
 PM_HIDDEN void pm_profile_unwind_unlock(void);
-PM_HIDDEN void pm_profile_unwind_reinit_lock(void);
 /* Draws a sampling countdown for every heap made before profiling began. */
 PM_HIDDEN void pm_heap_reset_sampling(void);
 

@@ -103,14 +103,7 @@ static struct {
     size_t name_count;
     char *name_text; /* PROFILE_NAME_TEXT_BYTES */
     size_t name_text_used;
-    /* Held for reading while a thread unwinds, and for writing across fork
-     * (pm_fork_*): libunwind takes locks of its own (its caches, and
-     * glibc's behind dl_iterate_phdr), which a thread cut by fork in the
-     * middle of an unwind would leave held in the child, whose first
-     * sample would then wait forever. Writers first, so a stream of
-     * samples cannot hold a fork off. */
-    pthread_rwlock_t unwinders;
-} profile = {.unwinders = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP};
+} profile;
 
 __thread bool pm_profile_unwinding_now __attribute__((tls_model("initial-exec")));
 
@@ -595,7 +588,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     pm_heap_t *heap = pm_thread_heap;
     pm_thread_heap = &pm_heap_empty;
     void *frames[PM_PROFILE_DEPTH + 2];
-    pthread_rwlock_rdlock(&profile.unwinders);
+    pm_rwlock_read(&pm_fork_locks.unwinders);
     int depth = profile.backtrace(frames, PM_PROFILE_DEPTH + 2);
     /* The site starts at the program's call into the allocator. */
     int skip = 0;
@@ -607,7 +600,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
         skip = depth > 2 ? 2 : 0; /* record and the sampling entry */
     if (depth - skip > PM_PROFILE_DEPTH)
         depth = skip + PM_PROFILE_DEPTH;
-    pthread_rwlock_unlock(&profile.unwinders);
+    pm_rwlock_read_done(&pm_fork_locks.unwinders);
     double s = (double)size;
     double weight = 1.0 / (1.0 - profile.exp(-(double)counted / profile.rate));
     bool replaced = false;
@@ -622,9 +615,9 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
         pm_unlock(&pm_fork_locks.profile);
         /* Under the unwinders' lock: naming takes the loader's list lock,
          * which a fork meanwhile would leave held in the child. */
-        pthread_rwlock_rdlock(&profile.unwinders);
+        pm_rwlock_read(&pm_fork_locks.unwinders);
         profile_name_frames(frames + skip, depth - skip);
-        pthread_rwlock_unlock(&profile.unwinders);
+        pm_rwlock_read_done(&pm_fork_locks.unwinders);
         pm_lock(&pm_fork_locks.profile);
         site = profile_site_find(frames + skip, depth - skip, true);
     }
@@ -687,28 +680,26 @@ void pm_profile_sample_system(void *block, size_t usable)
 void pm_profile_lock(void) { pm_lock(&pm_fork_locks.profile); }
 void pm_profile_unlock(void) { pm_unlock(&pm_fork_locks.profile); }
 
-/* Nobody unwinds unless profiling is on, which is settled before the
- * preload registers its fork handlers: a fork that takes the lock only
- * then writes no page of profile.c's that fork shared (pm_fork_locks_t). */
+/* The unwinders' lock is held for reading while a thread unwinds or names
+ * frames, and for writing across fork (pm_fork_*): libunwind takes locks
+ * of its own (its caches, and glibc's behind dl_iterate_phdr), which a
+ * thread cut by fork in the middle of an unwind would leave held in the
+ * child, whose first sample would then wait forever. Writers first, so a
+ * stream of samples cannot hold a fork off. Nobody unwinds unless
+ * profiling is on, which is settled before the preload registers its fork
+ * handlers. On pm_fork_locks' page, the child finds it free, as it was
+ * glibc's rwlock, re-initialized there, cost a copy-on-write fault in each
+ * process a fork, and a lazy binding of four glibc functions in each child
+ * (bench/results/fork-cost.md). */
 void pm_profile_unwind_lock(void)
 {
     if (pm_profile_on)
-        pthread_rwlock_wrlock(&profile.unwinders);
+        pm_rwlock_write(&pm_fork_locks.unwinders);
 }
 void pm_profile_unwind_unlock(void)
 {
     if (pm_profile_on)
-        pthread_rwlock_unlock(&profile.unwinders);
-}
-void pm_profile_unwind_reinit_lock(void)
-{
-    if (!pm_profile_on)
-        return;
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&profile.unwinders, &attr);
-    pthread_rwlockattr_destroy(&attr);
+        pm_rwlock_write_done(&pm_fork_locks.unwinders);
 }
 
 /* Whether the block has a record, at *slot; else *slot is the empty slot

@@ -563,6 +563,60 @@ START_TEST(test_threads_large_only_thread_counts_in_own_heap)
 }
 END_TEST
 
+/* pm_rwlock_t (the profile's unwind lock): readers share it, a writer has
+ * it alone, and once a writer waits no reader comes in, so readers that
+ * take it back to back, as sampling threads may, cannot hold a fork off. */
+static pm_rwlock_t rwlock; /* zeroed: free */
+static atomic_int rwlock_readers_inside, rwlock_writer_inside, rwlock_overlaps;
+static atomic_int rwlock_stop, rwlock_readers_ready;
+
+static void *rwlock_reader(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&rwlock_readers_ready, 1);
+    while (!atomic_load(&rwlock_stop)) {
+        pm_rwlock_read(&rwlock);
+        atomic_fetch_add(&rwlock_readers_inside, 1);
+        if (atomic_load(&rwlock_writer_inside))
+            atomic_fetch_add(&rwlock_overlaps, 1);
+        for (volatile int spin = 0; spin < 200; spin++)
+            ;
+        atomic_fetch_sub(&rwlock_readers_inside, 1);
+        pm_rwlock_read_done(&rwlock);
+    }
+    return NULL;
+}
+
+START_TEST(test_threads_rwlock_writers_first)
+{
+    enum { READERS = 3, WRITES = 300 };
+    pthread_t readers[READERS];
+    for (int i = 0; i < READERS; i++)
+        ck_assert_int_eq(pthread_create(&readers[i], NULL, rwlock_reader, NULL), 0);
+    while (atomic_load(&rwlock_readers_ready) < READERS)
+        sched_yield();
+    int readers_seen_together = 0;
+    for (int i = 0; i < WRITES; i++) {
+        pm_rwlock_write(&rwlock); /* would wait for ever were readers first */
+        atomic_store(&rwlock_writer_inside, 1);
+        if (atomic_load(&rwlock_readers_inside) != 0)
+            atomic_fetch_add(&rwlock_overlaps, 1);
+        atomic_store(&rwlock_writer_inside, 0);
+        pm_rwlock_write_done(&rwlock);
+        pm_rwlock_read(&rwlock); /* readers share it */
+        readers_seen_together += atomic_load(&rwlock_readers_inside) > 0;
+        pm_rwlock_read_done(&rwlock);
+    }
+    atomic_store(&rwlock_stop, 1);
+    for (int i = 0; i < READERS; i++)
+        ck_assert_int_eq(pthread_join(readers[i], NULL), 0);
+    ck_assert_int_eq(atomic_load(&rwlock_overlaps), 0);
+    ck_assert_uint_eq(atomic_load(&rwlock.state), 0);
+    ck_assert_uint_eq(atomic_load(&rwlock.writers.word), 0);
+    ck_assert_int_gt(readers_seen_together, 0);
+}
+END_TEST
+
 Suite *make_threads_suite(void)
 {
     Suite *s = suite_create("threads");
@@ -578,6 +632,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_heaps_keep_to_their_arenas);
     tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);
     tcase_add_test(tc, test_threads_large_only_thread_counts_in_own_heap);
+    tcase_add_test(tc, test_threads_rwlock_writers_first);
     suite_add_tcase(s, tc);
     return s;
 }
