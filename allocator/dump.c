@@ -303,19 +303,20 @@ static int dump_start_thread(void)
     return error;
 }
 
-/* Returns why the thread could not start (0 if it did), and says so on
- * stderr but for EINVAL when `einval_expected`. */
-static int dump_spawn(bool einval_expected)
+/* Says on stderr if the thread could not start, but for EINVAL when
+ * `einval_expected`: the process is then in a PID namespace it has not
+ * forked into (pm_dump_resume), and its fork children start their own. */
+static void dump_spawn(bool einval_expected)
 {
     dump.process_id = PM_OS_CALL(SYS_getpid, 0);
     int error = dump_start_thread();
     dump.started = error == 0;
-    if (error != 0 && !(einval_expected && error == EINVAL)) {
+    dump.start_in_child = einval_expected && error == EINVAL;
+    if (error != 0 && !dump.start_in_child) {
         static const char warning[] =
             "poolmalloc: cannot start the stats thread; only the exit report will be written\n";
         pm_os_write_all(STDERR_FILENO, warning, sizeof warning - 1);
     }
-    return error;
 }
 
 void pm_dump_start(void)
@@ -352,8 +353,7 @@ void pm_dump_restart_in_child(void)
           __atomic_load_n(&pm_dump_start_pending, __ATOMIC_RELAXED)))
         return;
     pm_stats_note_start();
-    dump.started = false;
-    dump.start_in_child = false;
+    dump.started = false; /* start_in_child is settled when the thread starts */
     /* Another thread's pause may have held it. */
     pm_lock_init(&dump.control_lock);
     __atomic_store_n(&pm_dump_start_pending, true, __ATOMIC_RELAXED);
@@ -376,7 +376,7 @@ void pm_dump_start_pending_thread(void)
         atomic_store_explicit(&dump.credentials_done,
                               atomic_load_explicit(&dump.credentials_asked, memory_order_relaxed),
                               memory_order_relaxed);
-        dump.start_in_child = dump_spawn(true) == EINVAL;
+        dump_spawn(true);
     }
     pm_unlock(&dump.control_lock);
 }
@@ -441,7 +441,7 @@ void pm_dump_resume(bool paused)
     if (!paused)
         return;
     if (dump.paused)
-        dump.start_in_child = dump_spawn(true) == EINVAL;
+        dump_spawn(true);
     dump.paused = false;
     pm_unlock(&dump.control_lock);
 }
