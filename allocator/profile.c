@@ -687,9 +687,10 @@ void pm_profile_unlock(void) { pm_unlock(&pm_fork_locks.profile); }
  * child, whose first sample would then wait forever. Writers first, so a
  * stream of samples cannot hold a fork off. Nobody unwinds unless
  * profiling is on, which is settled before the preload registers its fork
- * handlers. On pm_fork_locks' page, the child finds it free, as it was
- * glibc's rwlock, re-initialized there, cost a copy-on-write fault in each
- * process a fork, and a lazy binding of four glibc functions in each child
+ * handlers. On pm_fork_locks' page, the child finds it free without
+ * writing it. glibc's rwlock, in this file's data, cost each fork a
+ * copy-on-write fault in both processes (the parent's unlock, the child's
+ * re-initialization) and the child a lazy binding of four glibc functions
  * (bench/results/fork-cost.md). */
 void pm_profile_unwind_lock(void)
 {

@@ -392,7 +392,7 @@ static void rseq_area_written(void)
  * itself, the rusage was in the test's frame, above that, on a page shared
  * with the child when it did not share one with the return address, and
  * the kernel's copy into it faulted after it had read the count, in about
- * one process in 30 (each of its attempts alike). */
+ * one process in 20 (each of its attempts alike). */
 static long __attribute__((noinline)) faults_in_fork_parent(void)
 {
     long before = minor_faults();
