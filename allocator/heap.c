@@ -446,6 +446,8 @@ static size_t heap_give_back_parked(pm_heap_t *heap, uint64_t now_ms, bool all,
 }
 
 static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed);
+static size_t heap_relieve_idle_owner(pm_heap_t *heap, uint64_t now_ms, bool all,
+                                      uint64_t *next_due_ms);
 
 /* Blocks freed into an ABANDONED heap wait in its ring until ABANDONED_BATCH
  * positions have been taken since the last batch: the freer that takes the
@@ -545,6 +547,8 @@ static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_
             released += heap_release_abandoned(heap, now_ms, all, next_due_ms);
             continue;
         }
+        if (heap_owned(heap) && heap != pm_thread_heap)
+            released += heap_relieve_idle_owner(heap, now_ms, all, next_due_ms);
         if (heap_parked_count(heap) == 0)
             continue;
         pm_lock(heap->service_lock);
@@ -690,8 +694,12 @@ static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
     pm_live_clear(block);
     if (pool->debug_fill)
         pm_pool_debug_freed(pool, block);
-    pm_link_set(block, pool->free_list);
-    pool->free_list = block;
+    /* A block starting in a page given back while it waited (IDLE OWNERS)
+     * is purged now (I3): on no list, its page left untouched. */
+    if (PM_LIKELY(pool->purged_pages == 0) || !pm_pool_page_purged(pool, block)) {
+        pm_link_set(block, pool->free_list);
+        pool->free_list = block;
+    }
     if (pm_pool_put_used(pool))
         pm_heap_pool_regained(heap, pool);
 }
@@ -718,8 +726,9 @@ static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *
 
 /* A block from the remote stack, linked through a freed block's memory,
  * which the program may have written since: checked whole (I6, I7). */
-static void heap_take_remote(pm_heap_t *heap, pm_block_t *b)
+static void heap_take_remote(pm_heap_t *heap, pm_block_t *b, void *unused)
 {
+    (void)unused;
     heap_take_remote_from(heap, pm_pool_checked(b, PM_OP_FREE, false), b);
 }
 
@@ -731,6 +740,16 @@ static void heap_take_remote(pm_heap_t *heap, pm_block_t *b)
 static void heap_take_pushed(pm_heap_t *heap, pm_block_t *b)
 {
     heap_take_remote_from(heap, pm_pool_of(b), b);
+}
+
+/* Onto the heap's overflow stack, linked through the block's first word. */
+static void remote_stack_push(pm_heap_t *owner, pm_block_t *block)
+{
+    pm_block_t *head = atomic_load_explicit(&owner->remote_free, memory_order_relaxed);
+    do
+        pm_link_set(block, head);
+    while (!atomic_compare_exchange_weak_explicit(&owner->remote_free, &head, block,
+                                                  memory_order_seq_cst, memory_order_relaxed));
 }
 
 /* The freer's half of the ring: false if it is full (the block then goes
@@ -755,17 +774,20 @@ static bool remote_ring_push(pm_heap_t *owner, pm_block_t *block, uint64_t *pos_
     return false;
 }
 
-/* The collector's half: takes the published slots from remote_head on, at
- * most a ring's worth. A slot claimed but not yet written ends the walk,
- * unless every claimed one must be taken (all_claimed): then its writer,
- * a few instructions from storing, is waited for. */
-static bool remote_ring_collect(pm_heap_t *heap, bool all_claimed)
+/* The collector's half: takes up to `max` published slots from
+ * remote_head on into out[] (passed-over positions included, as
+ * REMOTE_SLOT_SKIPPED), and returns how many. A slot claimed but not yet
+ * written ends the walk, unless every claimed one must be taken
+ * (all_claimed): then its writer, a few instructions from storing, is
+ * waited for. Under service_lock: the owner's collections, and another
+ * thread's of an idle owner's heap (IDLE OWNERS), take from one ring. */
+static size_t remote_ring_take(pm_heap_t *heap, pm_block_t **out, size_t max, bool all_claimed)
 {
     uint64_t head = atomic_load_explicit(&heap->remote_head, memory_order_relaxed);
     uint64_t end = all_claimed ? atomic_load_explicit(&heap->remote_tail, memory_order_seq_cst)
                                : head + PM_REMOTE_RING;
-    uint64_t start = head;
-    while (head != end) {
+    size_t taken = 0;
+    while (head != end && taken < max) {
         _Atomic(pm_block_t *) *slot = &heap->remote_ring[head % PM_REMOTE_RING];
         pm_block_t *b = atomic_load_explicit(slot, memory_order_acquire);
         if (b == NULL) {
@@ -776,18 +798,102 @@ static bool remote_ring_collect(pm_heap_t *heap, bool all_claimed)
         }
         atomic_store_explicit(slot, NULL, memory_order_relaxed);
         head++;
-        if (b != REMOTE_SLOT_SKIPPED)
-            heap_take_pushed(heap, b);
+        out[taken++] = b;
     }
-    if (head == start)
-        return false;
-    atomic_store_explicit(&heap->remote_head, head, memory_order_release);
-    return true;
+    if (taken != 0)
+        atomic_store_explicit(&heap->remote_head, head, memory_order_release);
+    return taken;
 }
 
-/* Takes every block other threads freed into this heap: the ring's, then
- * the overflow stack's. A stack link that names no block of ours, or one
- * not aligned to the granule, was written after the free (I12).
+/* Ring positions taken under the lock at a time: the blocks are taken back
+ * after it is let go, since taking back may park a pool (service_lock
+ * again) or walk the heaps (the directory lock, taken before it). */
+#define RING_BATCH 128
+
+/* Takes the ring's published slots, a ring's worth at most. The owner
+ * takes service_lock for each batch, only when the ring's next slot is
+ * published; an ABANDONED heap's collector holds it already. */
+static bool remote_ring_collect(pm_heap_t *heap, bool all_claimed)
+{
+    bool owner = heap_owned(heap);
+    bool taken = false;
+    pm_block_t *batch[RING_BATCH];
+    size_t count, batches = 0;
+    do {
+        if (owner) {
+            uint64_t head = atomic_load_explicit(&heap->remote_head, memory_order_relaxed);
+            if (atomic_load_explicit(&heap->remote_ring[head % PM_REMOTE_RING],
+                                     memory_order_relaxed) == NULL)
+                break;
+            pm_lock(heap->service_lock);
+        }
+        count = remote_ring_take(heap, batch, RING_BATCH, all_claimed);
+        if (owner)
+            pm_unlock(heap->service_lock);
+        for (size_t i = 0; i < count; i++)
+            if (batch[i] != REMOTE_SLOT_SKIPPED)
+                heap_take_pushed(heap, batch[i]);
+        taken |= count != 0;
+    } while (count == RING_BATCH && ++batches < PM_REMOTE_RING / RING_BATCH);
+    return taken;
+}
+
+/* The first block met twice walking a stack that loops from `top`, given the
+ * loop's length: a block freed twice, pushed twice. */
+static const pm_block_t *remote_stack_loop_start(const pm_block_t *top, size_t length)
+{
+    const pm_block_t *ahead = top;
+    while (length-- > 0)
+        ahead = pm_link_get(ahead);
+    while (ahead != top) {
+        ahead = pm_link_get(ahead);
+        top = pm_link_get(top);
+    }
+    return top;
+}
+
+/* Takes a stack of blocks freed from other threads, as exchanged off
+ * remote_free, passing each to take(heap, block) once its link is read and
+ * checked. A link that names no block of ours, or one not aligned to the
+ * granule, was written after the free (I12). A block pushed twice loops
+ * the stack: the owner's take clears its live bit at the first meeting and
+ * reports it at the second (I6), before the walk could see the loop; a
+ * thread taking the stack for an idle owner writes nothing, and the walk
+ * finds the loop (Brent's: a compare a block), with the links intact. */
+static void remote_stack_walk(pm_heap_t *heap, pm_block_t *b,
+                              void (*take)(pm_heap_t *heap, pm_block_t *b, void *ctx), void *ctx)
+{
+    const pm_block_t *top = b, *mark = NULL;
+    size_t since_mark = 0, span = 1;
+    while (b != NULL) {
+        pm_block_t *next = pm_link_get(b);
+        if (next != NULL && (((uintptr_t)next & (PM_CLASS_GRANULE - 1)) != 0 ||
+                             !pm_registry_contains(next)))
+            pm_fatal("corrupted remote free list (a freed block was written to)", b,
+                     pm_pool_of(b)->class_index);
+        take(heap, b, ctx);
+        if (b == mark) {
+            const pm_block_t *twice = remote_stack_loop_start(top, since_mark);
+            pm_fatal("double free", twice, pm_pool_of(twice)->class_index);
+        }
+        if (since_mark == span) {
+            mark = b;
+            since_mark = 0;
+            span *= 2;
+        }
+        since_mark++;
+        b = next;
+    }
+}
+
+static bool heap_collect_parcels(pm_heap_t *heap);
+static void heap_note_waiting(pm_heap_t *heap, uint64_t now_ms, bool restamp);
+/* A freer looks at its blocks' owner, and at the walk's due time, once in
+ * this many of its frees of a class's blocks into other threads' heaps. */
+#define IDLE_LOOK_FREES 256
+
+/* Takes every block other threads freed into this heap: the parcels
+ * another thread made of them, the ring's, then the overflow stack's.
  *
  * all_claimed is for heap_abandon, which publishes ABANDONED first: a
  * freer claims its position with a seq_cst compare-and-swap before it reads
@@ -796,18 +902,270 @@ static bool remote_ring_collect(pm_heap_t *heap, bool all_claimed)
  * waited for. */
 static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed)
 {
-    bool taken = remote_ring_collect(heap, all_claimed);
-    if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) == NULL)
-        return taken;
-    pm_block_t *b = atomic_exchange_explicit(&heap->remote_free, NULL, memory_order_seq_cst);
-    while (b != NULL) {
-        pm_block_t *next = pm_link_get(b);
-        if (next != NULL && (((uintptr_t)next & (PM_CLASS_GRANULE - 1)) != 0 ||
-                             !pm_registry_contains(next)))
-            pm_fatal("corrupted remote free list (a freed block was written to)", b,
-                     pm_pool_of(b)->class_index);
-        heap_take_remote(heap, b);
-        b = next;
+    bool taken = heap_collect_parcels(heap);
+    taken |= remote_ring_collect(heap, all_claimed);
+    if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) != NULL) {
+        remote_stack_walk(heap, atomic_exchange_explicit(&heap->remote_free, NULL,
+                                                         memory_order_seq_cst),
+                          heap_take_remote, NULL);
+        taken = true;
+    }
+    if (taken)
+        atomic_store_explicit(&heap->remote_collections,
+                              atomic_load_explicit(&heap->remote_collections,
+                                                   memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    return taken;
+}
+
+/* ---- IDLE OWNERS ------------------------------------------------------------
+ *
+ * An owner takes back the blocks other threads freed into its heap when it
+ * next runs dry. One that has gone idle (a worker waiting for its next job
+ * while another thread frees what it made) would leave them waiting, and
+ * the pages under them resident, for as long as it waits: nothing of an
+ * OWNED heap is another thread's to change, as its fast paths take no
+ * lock. The blocks waiting in its ring and stack are not yet the owner's,
+ * though: another thread may take them off (the ring under service_lock,
+ * which the owner's collections take too), put them in parcels (mapped
+ * lists of addresses, so that no link lives in freed memory) for the owner
+ * to take back, and give back every page of the heap's pools that only
+ * such blocks overlap. No byte of such a page is live or on a free list,
+ * so nothing the owner does can reach it meanwhile. The owner, when it
+ * next collects, marks those pages purged (I3) and takes the blocks back
+ * without writing to them.
+ *
+ * The walk of the heaps does it for an OWNED heap that has had blocks
+ * waiting and collected none for a purge delay, as unused pools are
+ * purged after one; malloc_trim does it at once. */
+
+/* A parcel: blocks another thread took off an OWNED heap's ring and stack,
+ * from the front of entry[]; and from its back, the pages it gave back
+ * under them. In 32 bits, since a parcel stays mapped until the owner
+ * wakes (2 million blocks, 8 MiB): a block as its granule in the arena
+ * space, a mark as its pool's first page there, shifted past a bit for
+ * each page of the pool. */
+typedef struct pm_heap_parcel {
+    struct pm_heap_parcel *next;
+    uint32_t blocks, marks;
+    uint32_t entry[];
+} pm_heap_parcel_t;
+#define PARCEL_BYTES ((size_t)256 * 1024)
+#define PARCEL_ENTRIES ((PARCEL_BYTES - sizeof(pm_heap_parcel_t)) / sizeof(uint32_t))
+#define MARK_PAGE_BITS 8
+_Static_assert(PM_POOL_SIZE / PM_OS_PAGE_SIZE <= MARK_PAGE_BITS, "a mark holds a pool's pages");
+_Static_assert(PM_ARENA_SPACE_SIZE / PM_CLASS_GRANULE <= UINT32_MAX &&
+                   (PM_ARENA_SPACE_SIZE / PM_OS_PAGE_SIZE) << MARK_PAGE_BITS <= UINT32_MAX,
+               "a parcel entry holds a granule or a page of the arena space");
+
+static uintptr_t arena_space_base(void)
+{
+    return atomic_load_explicit((_Atomic uintptr_t *)&pm_arena_space_base, memory_order_relaxed);
+}
+
+static uint32_t parcel_block_entry(const void *block)
+{
+    return (uint32_t)(((uintptr_t)block - arena_space_base()) / PM_CLASS_GRANULE);
+}
+
+static pm_block_t *parcel_block(uint32_t entry)
+{
+    return (pm_block_t *)(arena_space_base() + (uintptr_t)entry * PM_CLASS_GRANULE);
+}
+
+/* The taker's parcels, and its scratch map: a bit per granule of the arena
+ * space (up to the last block taken) for each block taken. */
+typedef struct idle_take {
+    pm_heap_parcel_t *parcels; /* the newest first */
+    uint64_t *taken_map;
+    size_t map_bytes;
+} idle_take_t;
+
+/* Adds a block (or a mark) to the parcels; false if no parcel could be mapped. */
+static bool idle_take_add(idle_take_t *take, uint32_t entry, bool mark)
+{
+    pm_heap_parcel_t *p = take->parcels;
+    if (p == NULL || p->blocks + p->marks == PARCEL_ENTRIES) {
+        p = pm_os_map(PARCEL_BYTES);
+        if (p == NULL)
+            return false;
+        p->next = take->parcels;
+        take->parcels = p;
+    }
+    if (mark)
+        p->entry[PARCEL_ENTRIES - 1 - p->marks++] = entry;
+    else
+        p->entry[p->blocks++] = entry;
+    return true;
+}
+
+/* A block taken off the ring or the stack; back on the stack if there is
+ * no room for it (it waits for the owner, as before). */
+static void idle_take_block(pm_heap_t *heap, pm_block_t *b, void *ctx)
+{
+    if (!idle_take_add(ctx, parcel_block_entry(b), false))
+        remote_stack_push(heap, b);
+}
+
+/* A block from the stack, linked through freed memory: checked whole, as
+ * the owner would (heap_take_remote), so that the parcel holds only what a
+ * freer checked (heap_take_pushed). */
+static void idle_take_from_stack(pm_heap_t *heap, pm_block_t *b, void *ctx)
+{
+    pm_pool_checked(b, PM_OP_FREE, false);
+    idle_take_block(heap, b, ctx);
+}
+
+static bool taken_map_test(const void *block, void *ctx)
+{
+    const idle_take_t *take = ctx;
+    size_t i = parcel_block_entry(block);
+    return i / 64 < take->map_bytes / 8 && (take->taken_map[i / 64] >> (i % 64)) & 1;
+}
+
+/* Gives back the pages of the parcels' pools that only their blocks
+ * overlap, each pool once (its first block met; the bits of a pool's
+ * blocks cleared as it is done), and notes them in the parcels. Returns
+ * the pages. */
+static size_t idle_take_purge(idle_take_t *take)
+{
+    size_t last = 0;
+    for (pm_heap_parcel_t *p = take->parcels; p != NULL; p = p->next)
+        for (uint32_t i = 0; i < p->blocks; i++)
+            if (p->entry[i] > last)
+                last = p->entry[i];
+    take->map_bytes = (last / 64 + 1) * sizeof(uint64_t);
+    take->taken_map = pm_os_map(take->map_bytes);
+    if (take->taken_map == NULL)
+        return 0; /* the blocks go to the owner all the same */
+    for (pm_heap_parcel_t *p = take->parcels; p != NULL; p = p->next)
+        for (uint32_t i = 0; i < p->blocks; i++)
+            take->taken_map[p->entry[i] / 64] |= (uint64_t)1 << (p->entry[i] % 64);
+    size_t purged = 0;
+    pm_heap_parcel_t *newest = take->parcels;
+    for (pm_heap_parcel_t *p = newest; p != NULL; p = p->next)
+        for (uint32_t i = 0; i < p->blocks; i++) {
+            pm_block_t *block = parcel_block(p->entry[i]);
+            if (!taken_map_test(block, take))
+                continue; /* its pool is done */
+            pm_pool_t *pool = pm_pool_of(block);
+            unsigned pages = pm_pool_purge_waiting_pages(pool, taken_map_test, take);
+            /* No mark for want of a parcel: the owner then takes the
+             * blocks back through their links, and the pages fault in. */
+            uint32_t first_page =
+                (uint32_t)(((uintptr_t)pm_pool_start(pool) - arena_space_base()) / PM_OS_PAGE_SIZE);
+            if (pages != 0 && idle_take_add(take, first_page << MARK_PAGE_BITS | pages, true))
+                purged += (size_t)__builtin_popcount(pages);
+            /* A pool's granules fill whole words: pools start on pages. */
+            size_t from = parcel_block_entry(pm_pool_start(pool)) / 64;
+            size_t to = from + pm_pool_bytes(pm_pool_index_of(pool)) / PM_CLASS_GRANULE / 64;
+            for (size_t w = from; w < to && w < take->map_bytes / 8; w++)
+                take->taken_map[w] = 0;
+        }
+    pm_os_unmap(take->taken_map, take->map_bytes);
+    return purged;
+}
+
+/* Takes the blocks waiting in an OWNED heap that is not the caller's, and
+ * gives back the pages only they overlap. Under the heap directory lock: a
+ * fork waits for it, and the heap stays OWNED. Returns the pages given
+ * back. */
+static size_t heap_take_for_idle_owner(pm_heap_t *heap)
+{
+    /* The parcels an earlier take left the owner go in again: a page whose
+     * blocks were freed some before it and some after is given back now. */
+    idle_take_t take = {
+        .parcels = atomic_exchange_explicit(&heap->parcels, NULL, memory_order_acquire)};
+    pm_block_t *batch[RING_BATCH];
+    size_t count, batches = 0;
+    pm_lock(heap->service_lock);
+    do {
+        count = remote_ring_take(heap, batch, RING_BATCH, false);
+        for (size_t i = 0; i < count; i++)
+            if (batch[i] != REMOTE_SLOT_SKIPPED)
+                idle_take_block(heap, batch[i], &take);
+    } while (count == RING_BATCH && ++batches < PM_REMOTE_RING / RING_BATCH);
+    pm_unlock(heap->service_lock);
+    if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) != NULL)
+        remote_stack_walk(heap,
+                          atomic_exchange_explicit(&heap->remote_free, NULL, memory_order_seq_cst),
+                          idle_take_from_stack, &take);
+    if (take.parcels == NULL)
+        return 0;
+    size_t purged = idle_take_purge(&take);
+    pm_heap_parcel_t *oldest = take.parcels;
+    while (oldest->next != NULL)
+        oldest = oldest->next;
+    pm_heap_parcel_t *head = atomic_load_explicit(&heap->parcels, memory_order_relaxed);
+    do
+        oldest->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&heap->parcels, &head, take.parcels,
+                                                  memory_order_release, memory_order_relaxed));
+    return purged;
+}
+
+/* Blocks wait in an OWNED heap: stamped with the time if it has no stamp,
+ * or if the owner has collected since (`restamp`, the walk's look). */
+static void heap_note_waiting(pm_heap_t *heap, uint64_t now_ms, bool restamp)
+{
+    uint64_t seen_ms = atomic_load_explicit(&heap->idle_seen_ms, memory_order_relaxed);
+    uint64_t collections = atomic_load_explicit(&heap->remote_collections, memory_order_relaxed);
+    if (seen_ms != 0 &&
+        (!restamp ||
+         collections == atomic_load_explicit(&heap->idle_seen_collections, memory_order_relaxed)))
+        return;
+    atomic_store_explicit(&heap->idle_seen_collections, collections, memory_order_relaxed);
+    atomic_store_explicit(&heap->idle_seen_ms, now_ms, memory_order_relaxed);
+}
+
+/* The walk's part for an OWNED heap (not the walker's): if blocks have
+ * waited in it with no collection for a purge delay (at once if `all`),
+ * they are taken and the pages under them given back. Tells *next_due_ms
+ * when it would be. */
+static size_t heap_relieve_idle_owner(pm_heap_t *heap, uint64_t now_ms, bool all,
+                                      uint64_t *next_due_ms)
+{
+    if (atomic_load_explicit(&heap->remote_head, memory_order_relaxed) ==
+            atomic_load_explicit(&heap->remote_tail, memory_order_relaxed) &&
+        atomic_load_explicit(&heap->remote_free, memory_order_relaxed) == NULL) {
+        atomic_store_explicit(&heap->idle_seen_ms, 0, memory_order_relaxed);
+        return 0;
+    }
+    if (!all) {
+        heap_note_waiting(heap, now_ms, true);
+        uint64_t due = atomic_load_explicit(&heap->idle_seen_ms, memory_order_relaxed) +
+                       pm_options.purge_delay_ms;
+        if (now_ms < due) {
+            if (due < *next_due_ms)
+                *next_due_ms = due;
+            return 0;
+        }
+    }
+    atomic_store_explicit(&heap->idle_seen_ms, 0, memory_order_relaxed);
+    return heap_take_for_idle_owner(heap);
+}
+
+/* The owner's (or an ABANDONED heap's collector's) half: the parcels'
+ * pages marked purged first, as every block starting in them is in one of
+ * these parcels; then their blocks taken back. */
+static bool heap_collect_parcels(pm_heap_t *heap)
+{
+    if (atomic_load_explicit(&heap->parcels, memory_order_relaxed) == NULL)
+        return false;
+    pm_heap_parcel_t *list = atomic_exchange_explicit(&heap->parcels, NULL, memory_order_acquire);
+    for (pm_heap_parcel_t *p = list; p != NULL; p = p->next)
+        for (uint32_t i = 0; i < p->marks; i++) {
+            uint32_t mark = p->entry[PARCEL_ENTRIES - 1 - i];
+            char *first = (char *)arena_space_base() +
+                          (uintptr_t)(mark >> MARK_PAGE_BITS) * PM_OS_PAGE_SIZE;
+            pm_pool_mark_purged(pm_pool_of(first), mark & ((1u << MARK_PAGE_BITS) - 1));
+        }
+    while (list != NULL) {
+        pm_heap_parcel_t *next = list->next;
+        for (uint32_t i = 0; i < list->blocks; i++)
+            heap_take_pushed(heap, parcel_block(list->entry[i]));
+        pm_os_unmap(list, PARCEL_BYTES);
+        list = next;
     }
     return true;
 }
@@ -1102,13 +1460,8 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
     unsigned class_index = pm_pool_class_shared(pool);
     uint64_t pos;
     bool in_ring = remote_ring_push(owner, block, &pos);
-    if (!in_ring) {
-        pm_block_t *head = atomic_load_explicit(&owner->remote_free, memory_order_relaxed);
-        do
-            pm_link_set(block, head);
-        while (!atomic_compare_exchange_weak_explicit(&owner->remote_free, &head, block,
-                                                      memory_order_seq_cst, memory_order_relaxed));
-    }
+    if (!in_ring)
+        remote_stack_push(owner, block);
     /* A thread that only frees (a consumer) takes a heap for its counters
      * here: counted in the shared heapless array, every one of its frees
      * was a locked add on a line all such threads write. Not while it
@@ -1116,11 +1469,21 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
     pm_heap_t *me = pm_thread_heap;
     if (me == &pm_heap_empty && !pm_profile_unwinding())
         me = heap_for_thread();
-    if (me != NULL && me != &pm_heap_empty)
+    if (me != NULL && me != &pm_heap_empty) {
         PM_COUNTER_ADD(me->bins[class_index].remote_freed_total, 1);
-    else
+        /* A thread that frees what others made takes no pool while it
+         * does, and so never walks the heaps: now and then it stamps the
+         * owner as having blocks waiting, and sees whether a walk is due
+         * (IDLE OWNERS). */
+        if ((me->bins[class_index].remote_freed_total & (IDLE_LOOK_FREES - 1)) == 0) {
+            if (heap_owned(owner))
+                heap_note_waiting(owner, pm_os_coarse_ms(), false);
+            heap_housekeeping(me);
+        }
+    } else {
         atomic_fetch_add_explicit(&heapless_remote_freed[class_index], 1,
                                   memory_order_relaxed);
+    }
     /* No owner will collect it (see heap_thread_exit): the freers do, a
      * batch at a time, or the walk of the heaps. */
     if (atomic_load_explicit(&owner->state, memory_order_seq_cst) == PM_HEAP_ABANDONED) {
@@ -1295,6 +1658,9 @@ bool pm_heap_validate(void)
             if (b != NULL && b != REMOTE_SLOT_SKIPPED)
                 waiting_walked[pm_pool_of(b)->class_index]++;
         }
+        for (const pm_heap_parcel_t *p = atomic_load(&heap->parcels); p != NULL; p = p->next)
+            for (uint32_t i = 0; i < p->blocks; i++)
+                waiting_walked[pm_pool_of(parcel_block(p->entry[i]))->class_index]++;
         uint64_t waiting = 0;
         for (const pm_block_t *b = atomic_load(&heap->remote_free); b != NULL; b = pm_link_get(b)) {
             waiting_walked[pm_pool_of(b)->class_index]++;

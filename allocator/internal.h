@@ -205,6 +205,14 @@
  *  compare-and-swap to push, one exchange to take it all). A block freed
  *  twice shows up twice, and its clear live bit at the second meeting
  *  reports the double free (I6), so a cycle can never be walked forever.
+ *  An owner that has gone idle with blocks waiting (it made them, another
+ *  thread freed them) does not collect: once they have waited a purge
+ *  delay with no collection, the walk of the heaps (or malloc_trim, at
+ *  once) takes them off its ring (under service_lock, which the owner's
+ *  collections take too) and stack, into parcels (mapped lists of their
+ *  addresses) for the owner, and gives back every page only they overlap
+ *  (heap.c, IDLE OWNERS); the owner marks those pages purged when it next
+ *  collects, and takes the blocks back without writing to them.
  *
  *  Heaps are never unmapped. A thread's TLS pointer starts at pm_heap_empty,
  *  a static heap with no pools, so the fast path needs no "initialized?"
@@ -286,8 +294,10 @@
  *      below used_count; free-list length + uncarved blocks (capacity -
  *      carve_index) + purged blocks = capacity - used_count. A purged
  *      block starts in a page of purged_pages, which malloc_trim or a
- *      sparse pool gave back: it is carved, not live, and on no free list;
- *      every block starting in such a page is one. A pool is sparse only
+ *      sparse pool gave back, or another thread under blocks waiting for
+ *      an idle owner (marked when the owner takes them back, all at
+ *      once): it is carved, not live, and on no free list; every block
+ *      starting in such a page is one. A pool is sparse only
  *      while on its bin list, and its heap's sparse_pools counts it.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
  *      for its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool
@@ -327,8 +337,8 @@
  *  I7  Every block address is pool start + i x block size for 0 <= i <
  *      capacity; any other address inside an arena is not a block and
  *      free() of it aborts.
- *  I8  stats: per class, the blocks waiting on remote rings and stacks number
- *      the remote frees pushed (remote_freed_total, over all heaps) minus
+ *  I8  stats: per class, the blocks waiting on remote rings, stacks and
+ *      parcels number the remote frees pushed (remote_freed_total, over all heaps) minus
  *      those collected (remote_collected_total); live blocks are the sum of
  *      used_count over the class's pools minus those waiting, and never
  *      more than allocated_total (checked by pm_heap_validate).
@@ -1023,6 +1033,20 @@ typedef enum pm_op { PM_OP_FREE, PM_OP_REALLOC, PM_OP_USABLE_SIZE } pm_op_t;
  * block's owner taking it back now: a sampled block's record is dropped in
  * the same look that finds it (I11), one trip to the profile's lock. */
 PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back);
+/* IDLE OWNERS (heap.c): another thread gives back the pages of a pool in use
+ * that only blocks taken off its heap's ring and stack overlap (waiting),
+ * and returns them (bit p: page p of the pool); the owner marks them purged
+ * before it takes those blocks back. */
+PM_HIDDEN unsigned pm_pool_purge_waiting_pages(const pm_pool_t *pool,
+                                               bool (*waiting)(const void *block, void *ctx),
+                                               void *ctx);
+PM_HIDDEN void pm_pool_mark_purged(pm_pool_t *pool, unsigned pages);
+/* Whether `addr` lies in a page of the pool given back while it is in use
+ * (purged_pages, I3). */
+static inline bool pm_pool_page_purged(const pm_pool_t *pool, const void *addr)
+{
+    return (pool->purged_pages >> (((const char *)addr - pm_pool_start(pool)) / PM_OS_PAGE_SIZE)) & 1;
+}
 PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 
 /* Giving memory back, the pools' (arena.c) and glibc's heap's (system.c)
@@ -1196,9 +1220,20 @@ typedef struct pm_heap {
     _Alignas(PM_CACHE_LINE) _Atomic(pm_block_t *) remote_free; /* the ring's overflow */
     _Atomic int state;                 /* pm_heap_state_t */
     _Atomic uint64_t remote_tail;      /* ring positions claimed by freers */
-    /* Written by whoever collects (the owner, or under service_lock), read
-     * by freers to see the room left. */
+    /* Blocks another thread took from the ring and the stack of this heap
+     * while it was OWNED, for its owner to take back (IDLE OWNERS, heap.c). */
+    _Atomic(struct pm_heap_parcel *) parcels;
+    /* OWNED, with blocks waiting: remote_collections as a freer or the walk
+     * of the heaps last saw it change, and when (0: none seen waiting).
+     * Blocks left waiting a purge delay past that, with no collection, have
+     * the pages under them given back (IDLE OWNERS, heap.c). */
+    _Atomic uint64_t idle_seen_collections, idle_seen_ms;
+    /* Written by whoever collects (under service_lock, the owner too),
+     * read by freers to see the room left. */
     _Alignas(PM_CACHE_LINE) _Atomic uint64_t remote_head; /* next position to take */
+    /* Collections that took something, counted by the collector: the walk
+     * of the heaps tells an owner that has stopped collecting by it. */
+    _Atomic uint64_t remote_collections;
     /* Position p's block, once published, in slot p % PM_REMOTE_RING; NULL
      * while unclaimed or not yet written. */
     _Alignas(PM_CACHE_LINE) _Atomic(pm_block_t *) remote_ring[PM_REMOTE_RING];

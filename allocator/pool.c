@@ -230,6 +230,50 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
     return pool_page_runs(pool, candidates, pm_arena_purge_pages);
 }
 
+/* For another thread than the owner's (IDLE OWNERS, heap.c): gives back
+ * the pages of a pool in use that only blocks for which waiting(block, ctx)
+ * holds overlap, and returns them (bit p: page p). Those are blocks freed
+ * from other threads and taken off the heap's ring and stack by the
+ * caller: no byte of such a page is live or on a free list, so nothing the
+ * owner does can reach it. Reads only what the pool's blocks pin (its class,
+ * from the arena header); sampled blocks (their bits clear) and debug mode's
+ * freed pattern keep their pools whole. */
+unsigned pm_pool_purge_waiting_pages(const pm_pool_t *pool,
+                                     bool (*waiting)(const void *block, void *ctx), void *ctx)
+{
+    unsigned class_index = pm_pool_class_shared(pool);
+    if (class_index == PM_CLASS_NONE || pm_pool_holds_sampled(pool) || pool->debug_fill)
+        return 0;
+    char *start = pm_pool_start(pool);
+    size_t size = pm_class_size(class_index);
+    size_t bytes = pm_pool_bytes(pm_pool_index_of(pool));
+    size_t capacity = bytes / size;
+    unsigned pages = 0;
+    for (unsigned page = 0; page < bytes / PM_OS_PAGE_SIZE; page++) {
+        /* The blocks overlapping the page: from the one holding its first
+         * byte to the last starting before its end. */
+        size_t from = (size_t)page * PM_OS_PAGE_SIZE / size;
+        size_t to = ((size_t)(page + 1) * PM_OS_PAGE_SIZE + size - 1) / size;
+        if (to > capacity)
+            to = capacity;
+        size_t i = from;
+        while (i < to && waiting(start + i * size, ctx))
+            i++;
+        if (i == to && from < to)
+            pages |= 1u << page;
+    }
+    pool_page_runs(pool, pages, pm_arena_purge_pages);
+    return pages;
+}
+
+/* By the owner, taking back the blocks of a parcel (heap.c): the pages
+ * another thread gave back under them, every block starting in which it is
+ * about to take back without a write (heap_take_back), as purged (I3). */
+void pm_pool_mark_purged(pm_pool_t *pool, unsigned pages)
+{
+    pool_set_purged_pages(pool, (uint8_t)(pool->purged_pages | pages));
+}
+
 /* The pages of the stretch carving is about to write, those below
  * `end_page` not yet touched, are made resident first, in one call, where
  * writing its links would take a page fault on each. A stretch's blocks

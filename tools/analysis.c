@@ -244,8 +244,11 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         "allocated them and wait for those threads to take them back, which "
                         "each does when it next needs a block of that size. A thread that "
                         "hands its objects to others and then waits (a producer, a main "
-                        "thread whose workers free what it built) holds them until it "
-                        "allocates again: have it call malloc_trim(0) before it waits.",
+                        "thread whose workers free what it built) leaves them there until "
+                        "it allocates again; once they have waited POOLMALLOC_PURGE_DELAY, "
+                        "the pages only they cover go back to the OS (done by the dump "
+                        "thread or the next thread to take or give back a pool; at once "
+                        "on malloc_trim(0) from any thread).",
                         pmt_bytes(a->waiting_bytes), pmt_count(s->small_waiting_blocks));
     if (a->empty_pool_bytes >= 1 * MIB)
         analysis_advise(a,

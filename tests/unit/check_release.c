@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "internal.h"
@@ -1180,6 +1181,98 @@ START_TEST(test_release_exited_thread_blocks)
 }
 END_TEST
 
+/* IDLE OWNERS (heap.c): a thread allocates, hands everything to another
+ * thread to free, and waits. The blocks wait for it in its ring and stack;
+ * malloc_trim (_i == 0), or the walk of the heaps once they have waited a
+ * purge delay with no collection (_i == 1: the frees stamp the owner as
+ * having blocks waiting, every IDLE_LOOK_FREES), takes them off and gives back
+ * the pages only they overlap: those of every pool but the last, still
+ * being carved. The owner, woken, takes them back without touching those
+ * pages, and allocates from its pools again. */
+enum { IDLE_OWNER_BLOCKS = 4000 };
+static void *idle_owner_blocks[IDLE_OWNER_BLOCKS];
+static pthread_barrier_t idle_owner_made, idle_owner_resume;
+
+static void *idle_owner(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++) {
+        idle_owner_blocks[i] = pm_malloc(BLOCK_SIZE);
+        memset(idle_owner_blocks[i], 0x5a, BLOCK_SIZE);
+    }
+    pthread_barrier_wait(&idle_owner_made);
+    pthread_barrier_wait(&idle_owner_resume); /* idle while the blocks are freed */
+    /* Its pools again: the first slow path collects the parcels. */
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++) {
+        idle_owner_blocks[i] = pm_malloc(BLOCK_SIZE);
+        memset(idle_owner_blocks[i], i & 0xff, BLOCK_SIZE);
+    }
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++) {
+        ck_assert_int_eq(((unsigned char *)idle_owner_blocks[i])[BLOCK_SIZE - 1], i & 0xff);
+        pm_free(idle_owner_blocks[i]);
+    }
+    return NULL;
+}
+
+/* How many of the blocks' pages are resident (mincore). */
+static int idle_owner_resident_pages(void)
+{
+    int resident = 0;
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++) {
+        unsigned char in_core;
+        void *page = (void *)((uintptr_t)idle_owner_blocks[i] & ~(uintptr_t)(PM_OS_PAGE_SIZE - 1));
+        ck_assert_int_eq(mincore(page, PM_OS_PAGE_SIZE, &in_core), 0);
+        resident += in_core & 1;
+    }
+    return resident;
+}
+
+START_TEST(test_release_idle_owner_blocks)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    const bool by_walk = _i == 1;
+    pm_options.purge_delay_ms = by_walk ? 200 : 60000;
+    pm_free(pm_malloc(BLOCK_SIZE)); /* a heap of its own, not the owner's */
+    pthread_t owner;
+    ck_assert_int_eq(pthread_barrier_init(&idle_owner_made, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&idle_owner_resume, NULL, 2), 0);
+    ck_assert_int_eq(pthread_create(&owner, NULL, idle_owner, NULL), 0);
+    pthread_barrier_wait(&idle_owner_made);
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
+        pm_free(idle_owner_blocks[i]);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
+    ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
+    if (by_walk) {
+        /* The frees stamped the owner as having blocks waiting: a walk
+         * within the delay leaves them, one past it takes them. */
+        sleep_ms(20);
+        pm_heap_release_parked_if_due();
+        ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
+        sleep_ms(250);
+        pm_heap_release_parked_if_due();
+    } else {
+        ck_assert_int_eq(pm_malloc_trim(0), 1);
+    }
+    /* 64 blocks a pool: all but the last pool's pages are given back. */
+    int resident = idle_owner_resident_pages();
+    ck_assert_msg(resident <= (int)(PM_POOL_SIZE / BLOCK_SIZE), "%d of %d blocks' pages resident",
+                  resident, IDLE_OWNER_BLOCKS);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
+    ck_assert(pm_heap_validate());
+    pthread_barrier_wait(&idle_owner_resume);
+    ck_assert_int_eq(pthread_join(owner, NULL), 0);
+    pthread_barrier_destroy(&idle_owner_made);
+    pthread_barrier_destroy(&idle_owner_resume);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* A thread that exits leaves its heap's kept pools (I4) with their pages
  * for a purge delay: the next thread adopts the heap and allocates from
  * them without a fault or a madvise (a program whose threads come and go,
@@ -1488,6 +1581,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_parked_when_due);
     tcase_add_test(tc, test_trim_takes_parked_pools);
     tcase_add_test(tc, test_release_exited_thread_blocks);
+    tcase_add_loop_test(tc, test_release_idle_owner_blocks, 0, 2);
     tcase_add_test(tc, test_release_exited_thread_keeps_pools);
     tcase_add_test(tc, test_release_glibc_heap_steady);
     tcase_add_test(tc, test_release_glibc_heap_cycle_over);

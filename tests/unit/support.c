@@ -201,7 +201,7 @@ static void *remote_owner(void *arg)
     return NULL;
 }
 
-void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full)
+void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full, bool idle_owner)
 {
     pthread_t t;
     ck_assert_int_eq(pthread_barrier_init(&remote_barrier, NULL, 2), 0);
@@ -210,6 +210,10 @@ void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full)
     for (size_t i = 0; ring_full && i < PM_REMOTE_RING; i++)
         pm_free(remote_ring_fill[i]);
     misuse(remote_block);
+    /* Taken off the ring and the stack by this thread, as for an idle owner
+     * (IDLE OWNERS, heap.c), before the owner collects. */
+    if (idle_owner)
+        pm_malloc_trim(0);
     pthread_barrier_wait(&remote_barrier);
     pthread_join(t, NULL);
 }

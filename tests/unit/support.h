@@ -126,7 +126,7 @@ void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap);
  * freed into its heap: for misuse that only that collection can see. With
  * ring_full, the calling thread first frees PM_REMOTE_RING other blocks of
  * the owner's, so that what misuse frees goes onto the overflow stack. */
-void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full);
+void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full, bool idle_owner);
 /* A thread's start routine that pm_frees `block`: a free by a thread that
  * does not own the block's pool. */
 void *pm_test_free_in_thread(void *block);
