@@ -319,6 +319,18 @@ static inline uint64_t bench_rss_later(uint64_t idle_ms, bench_rng_t *rng, size_
     return bench_rss_kib();
 }
 
+/* The readings of a workload whose threads free everything and stay idle:
+ * at the start, once everything is freed, and after bench_rss_later; with
+ * the last two over the first. */
+static inline void bench_report_idle(uint64_t rss_start, uint64_t rss_end, uint64_t rss_later)
+{
+    bench_report("rss_start_kib", rss_start);
+    bench_report("rss_end_kib", rss_end);
+    bench_report("rss_later_kib", rss_later);
+    bench_report_real("end_over_start", (double)rss_end / (double)rss_start);
+    bench_report_real("later_over_start", (double)rss_later / (double)rss_start);
+}
+
 static inline uint64_t bench_maxrss_kib(void)
 {
     struct rusage ru;

@@ -125,13 +125,8 @@ int main(int argc, char **argv)
 
     bench_report_begin("churn");
     bench_report("pairs", ops / threads * threads);
-    if (idle_ms > 0) {
-        bench_report("rss_start_kib", rss_start);
-        bench_report("rss_end_kib", rss_end);
-        bench_report("rss_later_kib", rss_later);
-        bench_report_real("end_over_start", (double)rss_end / (double)rss_start);
-        bench_report_real("later_over_start", (double)rss_later / (double)rss_start);
-    }
+    if (idle_ms > 0)
+        bench_report_idle(rss_start, rss_end, rss_later);
     bench_report_end();
     bench_unmap(t, threads, sizeof *t);
     return 0;

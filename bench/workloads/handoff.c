@@ -84,12 +84,8 @@ static void handoff_idle(handoff_thread_t *t, uint64_t threads, uint64_t blocks,
         pthread_join(t[k].thread, NULL);
     bench_report_begin("handoff");
     bench_report("pairs", threads * blocks);
-    bench_report("rss_start_kib", rss_start);
     bench_report("rss_made_kib", rss_made);
-    bench_report("rss_end_kib", rss_end);
-    bench_report("rss_later_kib", rss_later);
-    bench_report_real("end_over_start", (double)rss_end / (double)rss_start);
-    bench_report_real("later_over_start", (double)rss_later / (double)rss_start);
+    bench_report_idle(rss_start, rss_end, rss_later);
     bench_report_end();
 }
 
