@@ -973,6 +973,30 @@ static pm_block_t *parcel_block(uint32_t entry)
     return (pm_block_t *)(arena_space_base() + (uintptr_t)entry * PM_CLASS_GRANULE);
 }
 
+/* Per class, the pages given back under blocks waiting in parcels whose
+ * owner has not yet marked them purged: the stats count them with the
+ * pools' purged pages (trimmed_bytes). */
+static _Atomic uint64_t parcel_purged_pages[PM_CLASS_COUNT];
+
+/* A mark's pool, and its pages. */
+static pm_pool_t *parcel_mark_pool(uint32_t mark)
+{
+    return pm_pool_of((char *)arena_space_base() +
+                      (uintptr_t)(mark >> MARK_PAGE_BITS) * PM_OS_PAGE_SIZE);
+}
+
+static unsigned parcel_mark_pages(uint32_t mark) { return mark & ((1u << MARK_PAGE_BITS) - 1); }
+
+static void parcel_count_mark(uint32_t mark, bool added)
+{
+    unsigned pages = (unsigned)__builtin_popcount(parcel_mark_pages(mark));
+    _Atomic uint64_t *count = &parcel_purged_pages[pm_pool_class_shared(parcel_mark_pool(mark))];
+    if (added)
+        atomic_fetch_add_explicit(count, pages, memory_order_relaxed);
+    else
+        atomic_fetch_sub_explicit(count, pages, memory_order_relaxed);
+}
+
 /* The taker's parcels, and its scratch map: a bit per granule of the arena
  * space (up to the last block taken) for each block taken. */
 typedef struct idle_take {
@@ -1054,8 +1078,11 @@ static size_t idle_take_purge(idle_take_t *take)
              * blocks back through their links, and the pages fault in. */
             uint32_t first_page =
                 (uint32_t)(((uintptr_t)pm_pool_start(pool) - arena_space_base()) / PM_OS_PAGE_SIZE);
-            if (pages != 0 && idle_take_add(take, first_page << MARK_PAGE_BITS | pages, true))
+            uint32_t mark = first_page << MARK_PAGE_BITS | pages;
+            if (pages != 0 && idle_take_add(take, mark, true)) {
+                parcel_count_mark(mark, true);
                 purged += (size_t)__builtin_popcount(pages);
+            }
             /* A pool's granules fill whole words: pools start on pages. */
             size_t from = parcel_block_entry(pm_pool_start(pool)) / 64;
             size_t to = from + pm_pool_bytes(pm_pool_index_of(pool)) / PM_CLASS_GRANULE / 64;
@@ -1073,9 +1100,16 @@ static size_t idle_take_purge(idle_take_t *take)
 static size_t heap_take_for_idle_owner(pm_heap_t *heap)
 {
     /* The parcels an earlier take left the owner go in again: a page whose
-     * blocks were freed some before it and some after is given back now. */
+     * blocks were freed some before it and some after is given back now.
+     * Their marks are made afresh (their pages found again, as only their
+     * blocks still overlap them), so that no page is counted twice. */
     idle_take_t take = {
         .parcels = atomic_exchange_explicit(&heap->parcels, NULL, memory_order_acquire)};
+    for (pm_heap_parcel_t *p = take.parcels; p != NULL; p = p->next) {
+        for (uint32_t i = 0; i < p->marks; i++)
+            parcel_count_mark(p->entry[PARCEL_ENTRIES - 1 - i], false);
+        p->marks = 0;
+    }
     pm_block_t *batch[RING_BATCH];
     size_t count, batches = 0;
     pm_lock(heap->service_lock);
@@ -1156,9 +1190,8 @@ static bool heap_collect_parcels(pm_heap_t *heap)
     for (pm_heap_parcel_t *p = list; p != NULL; p = p->next)
         for (uint32_t i = 0; i < p->marks; i++) {
             uint32_t mark = p->entry[PARCEL_ENTRIES - 1 - i];
-            char *first = (char *)arena_space_base() +
-                          (uintptr_t)(mark >> MARK_PAGE_BITS) * PM_OS_PAGE_SIZE;
-            pm_pool_mark_purged(pm_pool_of(first), mark & ((1u << MARK_PAGE_BITS) - 1));
+            parcel_count_mark(mark, false);
+            pm_pool_mark_purged(parcel_mark_pool(mark), parcel_mark_pages(mark));
         }
     while (list != NULL) {
         pm_heap_parcel_t *next = list->next;
@@ -1570,8 +1603,11 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
         }
     }
     heaps_unlock();
-    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         waiting[c] = pushed[c] > collected[c] ? pushed[c] - collected[c] : 0;
+        out->classes[c].trimmed_bytes +=
+            atomic_load_explicit(&parcel_purged_pages[c], memory_order_relaxed) * PM_OS_PAGE_SIZE;
+    }
     out->system_allocated_total = sys.allocated_total;
     out->system_freed_total = sys.freed_total;
     out->system_allocated_bytes_total = sys.allocated_bytes_total;
@@ -1630,6 +1666,7 @@ bool pm_heap_validate(void)
     heaps_lock();
     uint64_t allocated[PM_CLASS_COUNT] = {0}, pools[PM_CLASS_COUNT] = {0};
     uint64_t waiting_walked[PM_CLASS_COUNT] = {0}, waiting_counted[PM_CLASS_COUNT] = {0};
+    uint64_t marked_pages[PM_CLASS_COUNT] = {0}; /* in parcels (IDLE OWNERS) */
     uint64_t parked = 0;
     bool ok = true, any_orphaned = false;
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
@@ -1658,9 +1695,15 @@ bool pm_heap_validate(void)
             if (b != NULL && b != REMOTE_SLOT_SKIPPED)
                 waiting_walked[pm_pool_of(b)->class_index]++;
         }
-        for (const pm_heap_parcel_t *p = atomic_load(&heap->parcels); p != NULL; p = p->next)
+        for (const pm_heap_parcel_t *p = atomic_load(&heap->parcels); p != NULL; p = p->next) {
             for (uint32_t i = 0; i < p->blocks; i++)
                 waiting_walked[pm_pool_of(parcel_block(p->entry[i]))->class_index]++;
+            for (uint32_t i = 0; i < p->marks; i++) {
+                uint32_t mark = p->entry[PARCEL_ENTRIES - 1 - i];
+                marked_pages[parcel_mark_pool(mark)->class_index] +=
+                    (unsigned)__builtin_popcount(parcel_mark_pages(mark));
+            }
+        }
         uint64_t waiting = 0;
         for (const pm_block_t *b = atomic_load(&heap->remote_free); b != NULL; b = pm_link_get(b)) {
             waiting_walked[pm_pool_of(b)->class_index]++;
@@ -1678,6 +1721,7 @@ bool pm_heap_validate(void)
     /* I8, unless an orphaned heap's counters may be cut mid-update too. */
     for (unsigned c = 0; c < PM_CLASS_COUNT && !any_orphaned; c++) {
         ok &= waiting_walked[c] == waiting_counted[c];
+        ok &= marked_pages[c] == atomic_load(&parcel_purged_pages[c]);
         ok &= validate_used[c] >= waiting_walked[c];
         ok &= validate_used[c] - waiting_walked[c] <= allocated[c];
         ok &= validate_pools[c] == pools[c];

@@ -80,7 +80,7 @@ PM_API size_t pm_class_block_size(int class_index);
     X(waiting_blocks, COUNT, "waiting")     /* freed elsewhere, not yet taken back */ \
     X(free_blocks, COUNT, "free")           /* room left in this class's pools */    \
     X(pool_bytes, BYTES, "pool bytes")      /* bytes of this class's pools */        \
-    X(trimmed_bytes, BYTES, "trimmed")      /* ... given back by malloc_trim */      \
+    X(trimmed_bytes, BYTES, "trimmed")      /* ... given back while in use */        \
     X(pools, COUNT, "pools")                /* pools carved for this class */        \
     X(pools_full, COUNT, "full")            /* ... with no free block */             \
     X(pools_empty, COUNT, "empty")          /* ... with no live block */             \
