@@ -159,7 +159,11 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
     for (int c = 0; c < PM_CLASS_COUNT; c++)
         a->empty_pool_bytes =
             analysis_add(a->empty_pool_bytes, analysis_mul(s->classes[c].pools_empty, PMT_POOL_BYTES));
-    a->waiting_bytes = s->small_waiting_bytes;
+    /* Their resident part: the pages that only blocks awaiting a thread
+     * that stopped taking them back cover are given back meanwhile, and
+     * counted as trimmed. */
+    a->waiting_bytes = s->small_waiting_bytes < a->free_in_pools ? s->small_waiting_bytes
+                                                                 : a->free_in_pools;
     a->retained_bytes = analysis_mul(s->retained_pools, PMT_POOL_BYTES);
     a->purged_bytes = analysis_mul(analysis_sub(s->unused_pools, s->retained_pools), PMT_POOL_BYTES);
     a->held_bytes = analysis_add(a->free_in_pools, a->retained_bytes);
@@ -240,9 +244,9 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         pmt_count(s->retained_pools), pmt_bytes(a->retained_bytes));
     if (a->waiting_bytes >= 1 * MIB)
         analysis_advise(a,
-                        "%s (%s blocks) were freed by threads other than the ones that "
-                        "allocated them and wait for those threads to take them back, which "
-                        "each does when it next needs a block of that size. A thread that "
+                        "%s stays resident for %s blocks freed by threads other than the "
+                        "ones that allocated them, which wait for those threads to take them "
+                        "back: each does when it next needs a block of that size. A thread that "
                         "hands its objects to others and then waits (a producer, a main "
                         "thread whose workers free what it built) leaves them there until "
                         "it allocates again; once they have waited POOLMALLOC_PURGE_DELAY, "

@@ -203,7 +203,7 @@ typedef struct pmt_analysis {
     uint64_t free_in_pools;   /* pool bytes not in live blocks nor given back (resident at most) */
     uint64_t trimmed_bytes;   /* pages of pools in use that malloc_trim gave back */
     uint64_t empty_pool_bytes; /* pools kept empty per class and thread */
-    uint64_t waiting_bytes;   /* freed by other threads, not yet taken back */
+    uint64_t waiting_bytes;   /* freed by other threads, not yet taken back, resident */
     uint64_t retained_bytes;  /* unused pools still resident: malloc_trim's share */
     uint64_t purged_bytes;    /* unused pools mapped but given back */
     uint64_t held_bytes;      /* free_in_pools + retained_bytes */
