@@ -462,16 +462,22 @@ static size_t heap_relieve_idle_owner(pm_heap_t *heap, uint64_t now_ms, bool all
 #define ABANDONED_BATCH 64
 static _Atomic bool abandoned_waiting; /* some ABANDONED heap's ring may hold blocks */
 
+/* Whether no block waits in the heap's ring or on its stack. seq_cst, as
+ * the freer's push, its read of abandoned_waiting and the walk's clearing
+ * of it: a freer that saw the flag still set (and so did not set it again)
+ * pushed before the clearing, and is seen here. */
+static bool heap_remote_empty(pm_heap_t *heap)
+{
+    return atomic_load_explicit(&heap->remote_tail, memory_order_seq_cst) ==
+               atomic_load_explicit(&heap->remote_head, memory_order_relaxed) &&
+           atomic_load_explicit(&heap->remote_free, memory_order_seq_cst) == NULL;
+}
+
 /* Collects an ABANDONED heap's ring and stack, if it has anything there.
  * Caller holds the heap directory lock, so the heap stays ABANDONED. */
 static void heap_collect_abandoned(pm_heap_t *heap)
 {
-    /* seq_cst, as the freer's push, its read of abandoned_waiting and the
-     * walk's clearing of it: a freer that saw the flag still set (and so
-     * did not set it again) pushed before the clearing, and is seen here. */
-    if (atomic_load_explicit(&heap->remote_tail, memory_order_seq_cst) ==
-            atomic_load_explicit(&heap->remote_head, memory_order_relaxed) &&
-        atomic_load_explicit(&heap->remote_free, memory_order_seq_cst) == NULL)
+    if (heap_remote_empty(heap))
         return;
     pm_lock(heap->service_lock);
     heap_collect_remote(heap, false);
@@ -737,8 +743,9 @@ static void heap_take_remote(pm_heap_t *heap, pm_block_t *b, void *unused)
  * since, held in use by the block's live bit (I3, I9); what is left to
  * catch is a second free meanwhile (its bit cleared by the first). Half
  * the instructions of a remote free went to checking it twice. */
-static void heap_take_pushed(pm_heap_t *heap, pm_block_t *b)
+static void heap_take_pushed(pm_heap_t *heap, pm_block_t *b, void *unused)
 {
+    (void)unused;
     heap_take_remote_from(heap, pm_pool_of(b), b);
 }
 
@@ -810,17 +817,20 @@ static size_t remote_ring_take(pm_heap_t *heap, pm_block_t **out, size_t max, bo
  * again) or walk the heaps (the directory lock, taken before it). */
 #define RING_BATCH 128
 
-/* Takes the ring's published slots, a ring's worth at most. The owner
- * takes service_lock for each batch, only when the ring's next slot is
- * published; an ABANDONED heap's collector holds it already. */
-static bool remote_ring_collect(pm_heap_t *heap, bool all_claimed)
+/* Takes the ring's published slots, a ring's worth at most, passing each
+ * block to take(heap, block, ctx) out of the lock. With `lock` (an OWNED
+ * heap's: its owner, or a thread taking them for it), service_lock is
+ * taken for each batch, only when the ring's next slot is published; an
+ * ABANDONED heap's collector holds it already. Returns whether any slot
+ * was taken. */
+static bool remote_ring_drain(pm_heap_t *heap, bool lock, bool all_claimed,
+                              void (*take)(pm_heap_t *heap, pm_block_t *b, void *ctx), void *ctx)
 {
-    bool owner = heap_owned(heap);
     bool taken = false;
     pm_block_t *batch[RING_BATCH];
     size_t count, batches = 0;
     do {
-        if (owner) {
+        if (lock) {
             uint64_t head = atomic_load_explicit(&heap->remote_head, memory_order_relaxed);
             if (atomic_load_explicit(&heap->remote_ring[head % PM_REMOTE_RING],
                                      memory_order_relaxed) == NULL)
@@ -828,11 +838,11 @@ static bool remote_ring_collect(pm_heap_t *heap, bool all_claimed)
             pm_lock(heap->service_lock);
         }
         count = remote_ring_take(heap, batch, RING_BATCH, all_claimed);
-        if (owner)
+        if (lock)
             pm_unlock(heap->service_lock);
         for (size_t i = 0; i < count; i++)
             if (batch[i] != REMOTE_SLOT_SKIPPED)
-                heap_take_pushed(heap, batch[i]);
+                take(heap, batch[i], ctx);
         taken |= count != 0;
     } while (count == RING_BATCH && ++batches < PM_REMOTE_RING / RING_BATCH);
     return taken;
@@ -852,17 +862,20 @@ static const pm_block_t *remote_stack_loop_start(const pm_block_t *top, size_t l
     return top;
 }
 
-/* Takes a stack of blocks freed from other threads, as exchanged off
- * remote_free, passing each to take(heap, block) once its link is read and
- * checked. A link that names no block of ours, or one not aligned to the
+/* Takes the heap's stack of blocks freed from other threads (remote_free,
+ * exchanged for NULL), passing each to take(heap, block, ctx) once its link
+ * is read and checked; returns whether it held any. A link that names no block of ours, or one not aligned to the
  * granule, was written after the free (I12). A block pushed twice loops
  * the stack: the owner's take clears its live bit at the first meeting and
  * reports it at the second (I6), before the walk could see the loop; a
  * thread taking the stack for an idle owner writes nothing, and the walk
  * finds the loop (Brent's: a compare a block), with the links intact. */
-static void remote_stack_walk(pm_heap_t *heap, pm_block_t *b,
-                              void (*take)(pm_heap_t *heap, pm_block_t *b, void *ctx), void *ctx)
+static bool remote_stack_drain(pm_heap_t *heap,
+                               void (*take)(pm_heap_t *heap, pm_block_t *b, void *ctx), void *ctx)
 {
+    if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) == NULL)
+        return false;
+    pm_block_t *b = atomic_exchange_explicit(&heap->remote_free, NULL, memory_order_seq_cst);
     const pm_block_t *top = b, *mark = NULL;
     size_t since_mark = 0, span = 1;
     while (b != NULL) {
@@ -884,6 +897,7 @@ static void remote_stack_walk(pm_heap_t *heap, pm_block_t *b,
         since_mark++;
         b = next;
     }
+    return true;
 }
 
 static bool heap_collect_parcels(pm_heap_t *heap);
@@ -903,13 +917,8 @@ static void heap_note_waiting(pm_heap_t *heap, uint64_t now_ms, bool restamp);
 static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed)
 {
     bool taken = heap_collect_parcels(heap);
-    taken |= remote_ring_collect(heap, all_claimed);
-    if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) != NULL) {
-        remote_stack_walk(heap, atomic_exchange_explicit(&heap->remote_free, NULL,
-                                                         memory_order_seq_cst),
-                          heap_take_remote, NULL);
-        taken = true;
-    }
+    taken |= remote_ring_drain(heap, heap_owned(heap), all_claimed, heap_take_pushed, NULL);
+    taken |= remote_stack_drain(heap, heap_take_remote, NULL);
     if (taken)
         atomic_store_explicit(&heap->remote_collections,
                               atomic_load_explicit(&heap->remote_collections,
@@ -986,6 +995,19 @@ static pm_pool_t *parcel_mark_pool(uint32_t mark)
 }
 
 static unsigned parcel_mark_pages(uint32_t mark) { return mark & ((1u << MARK_PAGE_BITS) - 1); }
+
+static uint32_t parcel_mark_of(const pm_pool_t *pool, unsigned pages)
+{
+    uint32_t first_page =
+        (uint32_t)(((uintptr_t)pm_pool_start(pool) - arena_space_base()) / PM_OS_PAGE_SIZE);
+    return first_page << MARK_PAGE_BITS | pages;
+}
+
+/* The parcel's i-th mark, from the back of entry[]. */
+static uint32_t parcel_mark(const pm_heap_parcel_t *p, uint32_t i)
+{
+    return p->entry[PARCEL_ENTRIES - 1 - i];
+}
 
 static void parcel_count_mark(uint32_t mark, bool added)
 {
@@ -1066,8 +1088,7 @@ static size_t idle_take_purge(idle_take_t *take)
         for (uint32_t i = 0; i < p->blocks; i++)
             take->taken_map[p->entry[i] / 64] |= (uint64_t)1 << (p->entry[i] % 64);
     size_t purged = 0;
-    pm_heap_parcel_t *newest = take->parcels;
-    for (pm_heap_parcel_t *p = newest; p != NULL; p = p->next)
+    for (pm_heap_parcel_t *p = take->parcels; p != NULL; p = p->next)
         for (uint32_t i = 0; i < p->blocks; i++) {
             pm_block_t *block = parcel_block(p->entry[i]);
             if (!taken_map_test(block, take))
@@ -1076,9 +1097,7 @@ static size_t idle_take_purge(idle_take_t *take)
             unsigned pages = pm_pool_purge_waiting_pages(pool, taken_map_test, take);
             /* No mark for want of a parcel: the owner then takes the
              * blocks back through their links, and the pages fault in. */
-            uint32_t first_page =
-                (uint32_t)(((uintptr_t)pm_pool_start(pool) - arena_space_base()) / PM_OS_PAGE_SIZE);
-            uint32_t mark = first_page << MARK_PAGE_BITS | pages;
+            uint32_t mark = parcel_mark_of(pool, pages);
             if (pages != 0 && idle_take_add(take, mark, true)) {
                 parcel_count_mark(mark, true);
                 purged += (size_t)__builtin_popcount(pages);
@@ -1107,23 +1126,11 @@ static size_t heap_take_for_idle_owner(pm_heap_t *heap)
         .parcels = atomic_exchange_explicit(&heap->parcels, NULL, memory_order_acquire)};
     for (pm_heap_parcel_t *p = take.parcels; p != NULL; p = p->next) {
         for (uint32_t i = 0; i < p->marks; i++)
-            parcel_count_mark(p->entry[PARCEL_ENTRIES - 1 - i], false);
+            parcel_count_mark(parcel_mark(p, i), false);
         p->marks = 0;
     }
-    pm_block_t *batch[RING_BATCH];
-    size_t count, batches = 0;
-    pm_lock(heap->service_lock);
-    do {
-        count = remote_ring_take(heap, batch, RING_BATCH, false);
-        for (size_t i = 0; i < count; i++)
-            if (batch[i] != REMOTE_SLOT_SKIPPED)
-                idle_take_block(heap, batch[i], &take);
-    } while (count == RING_BATCH && ++batches < PM_REMOTE_RING / RING_BATCH);
-    pm_unlock(heap->service_lock);
-    if (atomic_load_explicit(&heap->remote_free, memory_order_relaxed) != NULL)
-        remote_stack_walk(heap,
-                          atomic_exchange_explicit(&heap->remote_free, NULL, memory_order_seq_cst),
-                          idle_take_from_stack, &take);
+    remote_ring_drain(heap, true, false, idle_take_block, &take);
+    remote_stack_drain(heap, idle_take_from_stack, &take);
     if (take.parcels == NULL)
         return 0;
     size_t purged = idle_take_purge(&take);
@@ -1159,9 +1166,7 @@ static void heap_note_waiting(pm_heap_t *heap, uint64_t now_ms, bool restamp)
 static size_t heap_relieve_idle_owner(pm_heap_t *heap, uint64_t now_ms, bool all,
                                       uint64_t *next_due_ms)
 {
-    if (atomic_load_explicit(&heap->remote_head, memory_order_relaxed) ==
-            atomic_load_explicit(&heap->remote_tail, memory_order_relaxed) &&
-        atomic_load_explicit(&heap->remote_free, memory_order_relaxed) == NULL) {
+    if (heap_remote_empty(heap)) {
         atomic_store_explicit(&heap->idle_seen_ms, 0, memory_order_relaxed);
         return 0;
     }
@@ -1189,14 +1194,14 @@ static bool heap_collect_parcels(pm_heap_t *heap)
     pm_heap_parcel_t *list = atomic_exchange_explicit(&heap->parcels, NULL, memory_order_acquire);
     for (pm_heap_parcel_t *p = list; p != NULL; p = p->next)
         for (uint32_t i = 0; i < p->marks; i++) {
-            uint32_t mark = p->entry[PARCEL_ENTRIES - 1 - i];
+            uint32_t mark = parcel_mark(p, i);
             parcel_count_mark(mark, false);
             pm_pool_mark_purged(parcel_mark_pool(mark), parcel_mark_pages(mark));
         }
     while (list != NULL) {
         pm_heap_parcel_t *next = list->next;
         for (uint32_t i = 0; i < list->blocks; i++)
-            heap_take_pushed(heap, parcel_block(list->entry[i]));
+            heap_take_pushed(heap, parcel_block(list->entry[i]), NULL);
         pm_os_unmap(list, PARCEL_BYTES);
         list = next;
     }
@@ -1699,7 +1704,7 @@ bool pm_heap_validate(void)
             for (uint32_t i = 0; i < p->blocks; i++)
                 waiting_walked[pm_pool_of(parcel_block(p->entry[i]))->class_index]++;
             for (uint32_t i = 0; i < p->marks; i++) {
-                uint32_t mark = p->entry[PARCEL_ENTRIES - 1 - i];
+                uint32_t mark = parcel_mark(p, i);
                 marked_pages[parcel_mark_pool(mark)->class_index] +=
                     (unsigned)__builtin_popcount(parcel_mark_pages(mark));
             }
