@@ -864,8 +864,9 @@ static const pm_block_t *remote_stack_loop_start(const pm_block_t *top, size_t l
 
 /* Takes the heap's stack of blocks freed from other threads (remote_free,
  * exchanged for NULL), passing each to take(heap, block, ctx) once its link
- * is read and checked; returns whether it held any. A link that names no block of ours, or one not aligned to the
- * granule, was written after the free (I12). A block pushed twice loops
+ * is read and checked; returns whether it held any. A link that names no
+ * block of ours, or one not aligned to the granule, was written after the
+ * free (I12). A block pushed twice loops
  * the stack: the owner's take clears its live bit at the first meeting and
  * reports it at the second (I6), before the walk could see the loop; a
  * thread taking the stack for an idle owner writes nothing, and the walk

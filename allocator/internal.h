@@ -338,10 +338,11 @@
  *      capacity; any other address inside an arena is not a block and
  *      free() of it aborts.
  *  I8  stats: per class, the blocks waiting on remote rings, stacks and
- *      parcels number the remote frees pushed (remote_freed_total, over all heaps) minus
- *      those collected (remote_collected_total); live blocks are the sum of
- *      used_count over the class's pools minus those waiting, and never
- *      more than allocated_total (checked by pm_heap_validate).
+ *      parcels number the remote frees pushed (remote_freed_total, over
+ *      all heaps) minus those collected (remote_collected_total); live
+ *      blocks are the sum of used_count over the class's pools minus those
+ *      waiting, and never more than allocated_total (checked by
+ *      pm_heap_validate).
  *  I9  A pool's heap and class change only while it is UNUSED or by its
  *      owner (or by the thread that took it parked, I4); a thread that
  *      does not own a live block's pool may read them. They are kept in
@@ -1045,7 +1046,8 @@ PM_HIDDEN void pm_pool_mark_purged(pm_pool_t *pool, unsigned pages);
  * (purged_pages, I3). */
 static inline bool pm_pool_page_purged(const pm_pool_t *pool, const void *addr)
 {
-    return (pool->purged_pages >> (((const char *)addr - pm_pool_start(pool)) / PM_OS_PAGE_SIZE)) & 1;
+    size_t page = (size_t)((const char *)addr - pm_pool_start(pool)) / PM_OS_PAGE_SIZE;
+    return (pool->purged_pages >> page) & 1;
 }
 PM_HIDDEN bool pm_pool_is_valid(const pm_pool_t *pool);
 
