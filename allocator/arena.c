@@ -7,8 +7,9 @@
 
 /* The most retained pools one call of the allocator purges for the delay
  * or the cap (I10): a release adds at most one, so this keeps up, and no
- * malloc waits behind more than a few madvise calls. The dump thread's tick
- * works in batches of it too, dropping the lock between them. */
+ * malloc waits behind more than a few madvise calls (a thread's allocation
+ * tick purges one batch too). The dump thread's tick works in batches of it
+ * too, dropping the lock between them. */
 #define DECAY_BATCH 8
 /* The adaptive cap halves toward POOLMALLOC_RETAIN_POOLS once it has not
  * grown for this many purge delays: demand that came back within a few
@@ -53,6 +54,9 @@ static struct { /* under pm_fork_locks.arenas, the arena directory lock */
      * first) at the head, linked through retained_next/retained_prev. */
     pm_pool_t *retained_oldest, *retained_newest;
     uint64_t retained_count;
+    /* When the oldest was released (UINT64_MAX: none is retained), for
+     * pm_arena_decay_if_due's look without the lock. */
+    _Atomic uint64_t retained_oldest_ms;
     /* The adaptive cap on retained_count, in [min(RETAIN_POOLS,
      * RETAIN_POOLS_MAX), RETAIN_POOLS_MAX]; 0 until first used. */
     uint64_t retain_cap;
@@ -63,7 +67,8 @@ static struct { /* under pm_fork_locks.arenas, the arena directory lock */
      * how many of them were such pools (counted while pending lasts). */
     uint64_t cap_purged_pending, cap_purged_ms;
     uint64_t cap_bare_acquired, cap_refaulted;
-} directory = {.rebuilt_from = UINT64_MAX, .cycle_trough = UINT64_MAX};
+} directory = {
+    .rebuilt_from = UINT64_MAX, .cycle_trough = UINT64_MAX, .retained_oldest_ms = UINT64_MAX};
 
 /* I5: the list an arena with unused pools is on, its home's or the
  * directory's. */
@@ -143,16 +148,27 @@ static uint64_t *released_ms_of(pm_pool_t *pool)
     return &pm_arena_of(pool)->released_ms[pm_pool_index_of(pool)];
 }
 
+/* The list's oldest pool changed. Caller holds the lock. */
+static void retained_oldest_changed(void)
+{
+    pm_pool_t *oldest = directory.retained_oldest;
+    atomic_store_explicit(&directory.retained_oldest_ms,
+                          oldest != NULL ? *released_ms_of(oldest) : UINT64_MAX,
+                          memory_order_relaxed);
+}
+
 /* I10: the newest retained pool. Caller holds the lock. */
 static void retained_append(pm_pool_t *pool, uint64_t now_ms)
 {
     *released_ms_of(pool) = now_ms;
     pool->retained_next = NULL;
     pool->retained_prev = directory.retained_newest;
-    if (directory.retained_newest)
+    if (directory.retained_newest) {
         directory.retained_newest->retained_next = pool;
-    else
+    } else {
         directory.retained_oldest = pool;
+        retained_oldest_changed();
+    }
     directory.retained_newest = pool;
     directory.retained_count++;
 }
@@ -160,10 +176,12 @@ static void retained_append(pm_pool_t *pool, uint64_t now_ms)
 /* O(1): a retained pool leaves the list. Caller holds the lock. */
 static void retained_unlink(pm_pool_t *pool)
 {
-    if (pool->retained_prev)
+    if (pool->retained_prev) {
         pool->retained_prev->retained_next = pool->retained_next;
-    else
+    } else {
         directory.retained_oldest = pool->retained_next;
+        retained_oldest_changed();
+    }
     if (pool->retained_next)
         pool->retained_next->retained_prev = pool->retained_prev;
     else
@@ -742,6 +760,17 @@ void pm_arena_decay_tick(void)
         purged = decay_step(decay_now_ms(), DECAY_BATCH);
         pm_unlock(&pm_fork_locks.arenas);
     } while (purged == DECAY_BATCH);
+}
+
+void pm_arena_decay_if_due(void)
+{
+    uint64_t oldest_ms = atomic_load_explicit(&directory.retained_oldest_ms, memory_order_relaxed);
+    uint64_t now_ms = decay_now_ms();
+    if (oldest_ms == UINT64_MAX || now_ms - oldest_ms < pm_options.purge_delay_ms)
+        return;
+    pm_lock(&pm_fork_locks.arenas);
+    decay_step(now_ms, DECAY_BATCH);
+    pm_unlock(&pm_fork_locks.arenas);
 }
 
 size_t pm_arena_trim(void)

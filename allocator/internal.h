@@ -123,10 +123,11 @@
  *  by default), so a pool taken again soon costs no madvise and no page
  *  faults; then it is purged with madvise(MADV_DONTNEED). The purging is
  *  amortized: each later acquire or release purges at most a small batch
- *  of expired pools, and the dump thread's tick (every interval or purge
- *  delay, whichever is shorter) purges the rest, so a
+ *  of expired pools, and a thread's allocation tick (every 256 KiB it
+ *  allocates, heap.c's ALLOCATION TICKS) or the dump thread's tick (every
+ *  interval or purge delay, whichever is shorter) purges the rest, so a
  *  process that goes quiet gives memory back too (without a dump thread it
- *  does so at its next allocator call). A purge takes the retained pools
+ *  does so once a thread has allocated up to 256 KiB more). A purge takes the retained pools
  *  next to its pool in the arena along, the expired or those above the
  *  cap, in one madvise call for the run. The retained list is also capped:
  *  POOLMALLOC_RETAIN_POOLS (64) to start with, enforced in steps (once a
@@ -157,7 +158,7 @@
  *  pool per class (I4), for its next allocation; one carved past its first
  *  page is parked instead, and goes back to its arena, pages and all, once
  *  it has been parked for the purge delay (given back by the next owner
- *  to take or give back a pool, or the dump thread's tick), so an idle
+ *  to take or give back a pool or tick, or the dump thread's tick), so an idle
  *  thread pins at most a page per class; when its thread exits, its
  *  kept pools wait a purge delay for a thread to adopt the heap, and are
  *  then purged (threads that come and go find them ready).
@@ -221,8 +222,9 @@
  *  heap is ABANDONED with its pools; from then on the threads that free
  *  blocks into it also collect the heap's remote ring and stack, under the
  *  heap's service_lock, a batch of 64 frees at a time (the rest by the
- *  next walk of the heaps: when a thread next takes or gives back a pool,
- *  10 ms at least after the last walk, or at the dump thread's tick; or
+ *  next walk of the heaps: when a thread next takes or gives back a pool
+ *  or ticks, 10 ms at least after the last walk, or at the dump thread's
+ *  tick; or
  *  by malloc_trim, or the thread that adopts the heap), so blocks
  *  freed after their allocating thread is gone still come back, and pools
  *  that empty go back to their arenas. A
@@ -1105,6 +1107,11 @@ PM_HIDDEN bool pm_arena_note_parked(void);
  * the cap (I10), in batches; for the dump thread, so that a process that
  * has gone quiet still gives its memory back. */
 PM_HIDDEN void pm_arena_decay_tick(void);
+/* One batch of pm_arena_decay_tick's purges, if the oldest retained pool's
+ * delay has run out: without the lock, a relaxed load and a clock read
+ * when it has not. For the heaps' housekeeping, which comes often
+ * (ALLOCATION TICKS, heap.c). */
+PM_HIDDEN void pm_arena_decay_if_due(void);
 /* malloc_trim: purges every retained pool and unmaps every empty arena, the
  * reserve included. Returns the bytes given back. */
 PM_HIDDEN size_t pm_arena_trim(void);
@@ -1175,8 +1182,11 @@ typedef struct pm_heap {
     /* First: a bin's address is then the heap's plus class x 64, with no
      * offset to add on malloc's fast path. */
     pm_bin_t bins[PM_CLASS_COUNT]; /* the owner's, never written by others */
-    int64_t sample_countdown;      /* bytes until the next sample (profile.c) */
-    uint64_t sample_rng;
+    /* Bytes to allocate until the heap's next tick (ALLOCATION TICKS,
+     * heap.c): a sample is due then too, unless tick_only. */
+    int64_t tick_countdown;
+    bool tick_only;
+    uint64_t sample_rng; /* the sampler's draws (profile.c) */
     pm_system_counters_t system;   /* likewise */
     /* Net bytes of the glibc path not yet added to the process-wide figure
      * (pm_system_settle), which they join once past PM_SYSTEM_SETTLE_BYTES
@@ -1252,6 +1262,13 @@ PM_HIDDEN extern __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("in
 PM_HIDDEN extern pm_heap_t pm_heap_empty;
 
 PM_HIDDEN void *pm_heap_alloc_slow(unsigned class_index);
+/* The bytes a heap allocates between two ticks at most (ALLOCATION TICKS,
+ * heap.c). */
+#define PM_HEAP_TICK_BYTES ((int64_t)256 << 10)
+/* pm_heap_tick for a small block, from malloc's fast path, which tail-calls
+ * it: returns the block. */
+PM_HIDDEN __attribute__((returns_nonnull)) void *pm_heap_tick_small(pm_heap_t *heap, void *block,
+                                                                   size_t counted);
 /* After pm_options_init: under POOLMALLOC_DEBUG, the calling thread gives up
  * the heap it may have made before (I12). */
 PM_HIDDEN void pm_heap_apply_debug(void);
@@ -1307,16 +1324,17 @@ static inline bool pm_profile_unwinding(void)
 {
     return pm_profile_unwinding_now;
 }
-/* A sample is due for `block`, after `counted` bytes were taken from the
- * countdown for it (the bytes asked for, on malloc's fast path; the block
- * size on the slow path). Returns the block: non-null, so pm_malloc can
- * tail-call it. */
-PM_HIDDEN __attribute__((returns_nonnull)) void *pm_profile_sample_small(pm_heap_t *heap,
-                                                                        void *block, size_t counted);
-/* The glibc path's sampling, out of line: system.c checks the countdown of
- * a thread with a heap itself and calls this only when a sample may be due
- * or the thread has no heap (it then keeps a countdown of its own). */
-PM_HIDDEN void pm_profile_sample_system(void *block, size_t usable);
+/* A sample of `block`, of `size` bytes, is due: `counted` bytes were taken
+ * from the heap's countdown for it (the bytes asked for, on malloc's fast
+ * path). Records it and draws the next countdown into tick_countdown, for
+ * pm_heap_tick to end at a tick. */
+PM_HIDDEN void pm_profile_sample(pm_heap_t *heap, void *block, size_t size, size_t counted);
+/* The bytes until the heap's next sample, drawn afresh (INT64_MAX when
+ * profiling is off). */
+PM_HIDDEN int64_t pm_profile_draw(pm_heap_t *heap);
+/* The glibc path's sampling for a thread with no heap of its own, which
+ * keeps a countdown of its own. */
+PM_HIDDEN void pm_profile_sample_heapless(void *block, size_t usable);
 
 /* "Might this block have been sampled?", without the lock: one bit per
  * hash of the address in an 8 KiB filter (L1-sized), set while a sampled
@@ -1407,8 +1425,8 @@ static inline void *pm_heap_alloc_fast(size_t size)
         /* Sampled by the bytes asked for, which are at hand (the block's
          * size would cost two instructions more); the sample's weight is
          * figured on the same bytes (profile.c). */
-        if (PM_UNLIKELY((heap->sample_countdown -= (int64_t)size) < 0))
-            return pm_profile_sample_small(heap, block, size);
+        if (PM_UNLIKELY((heap->tick_countdown -= (int64_t)size) < 0))
+            return pm_heap_tick_small(heap, block, size);
         return block;
     }
     return NULL;
@@ -1520,9 +1538,17 @@ PM_HIDDEN bool pm_heap_trim(void);
  * ABANDONED heap's ring; at most every 10 ms): gives back the parked pools
  * (I4) that have waited POOLMALLOC_PURGE_DELAY, and collects what waits in
  * ABANDONED heaps. Three relaxed loads and a clock read when not due.
- * Called by an owner taking or giving back a pool, and by the dump
- * thread's tick; with no lock held. */
+ * Called by an owner taking or giving back a pool or at its tick, and by
+ * the dump thread's tick; with no lock held. */
 PM_HIDDEN void pm_heap_release_parked_if_due(void);
+/* A heap's tick (ALLOCATION TICKS, heap.c), its countdown just run out for
+ * `block`, of `size` bytes, after `counted` bytes were taken for it: the
+ * sample due, if one is, then the housekeeping that is due, and the next
+ * countdown. Returns the block. */
+PM_HIDDEN void *pm_heap_tick(pm_heap_t *heap, void *block, size_t size, size_t counted);
+/* Sets the heap's countdown to `sample_in` bytes (the sampler's draw;
+ * INT64_MAX for none), or to the next tick if that comes first. */
+PM_HIDDEN void pm_heap_set_countdown(pm_heap_t *heap, int64_t sample_in);
 /* Checks I2-I8 over every arena and heap. Only when quiescent. */
 PM_HIDDEN bool pm_heap_validate(void);
 

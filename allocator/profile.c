@@ -141,8 +141,12 @@ static int64_t profile_seed(uint64_t *rng, const void *salt)
 
 void pm_profile_heap_init(pm_heap_t *heap)
 {
-    heap->sample_countdown =
-        pm_profile_on ? profile_seed(&heap->sample_rng, heap) : INT64_MAX;
+    pm_heap_set_countdown(heap, pm_profile_on ? profile_seed(&heap->sample_rng, heap) : INT64_MAX);
+}
+
+int64_t pm_profile_draw(pm_heap_t *heap)
+{
+    return pm_profile_on ? profile_draw_countdown(&heap->sample_rng) : INT64_MAX;
 }
 
 /* The countdown of a thread without a heap of its own: at its first request
@@ -649,21 +653,13 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     pm_profile_unwinding_now = false;
 }
 
-void *pm_profile_sample_small(pm_heap_t *heap, void *block, size_t counted)
+void pm_profile_sample(pm_heap_t *heap, void *block, size_t size, size_t counted)
 {
-    profile_record(&heap->sample_countdown, &heap->sample_rng, block,
-                   pm_pool_of(block)->block_size, counted);
-    return block;
+    profile_record(&heap->tick_countdown, &heap->sample_rng, block, size, counted);
 }
 
-void pm_profile_sample_system(void *block, size_t usable)
+void pm_profile_sample_heapless(void *block, size_t usable)
 {
-    pm_heap_t *heap = pm_thread_heap;
-    if (heap != &pm_heap_empty) {
-        if ((heap->sample_countdown -= (int64_t)usable) < 0)
-            profile_record(&heap->sample_countdown, &heap->sample_rng, block, usable, usable);
-        return;
-    }
     /* While unwinding, the heap is the empty one and nothing is sampled. */
     if (!pm_profile_on || pm_profile_unwinding_now)
         return;

@@ -193,7 +193,11 @@ static __attribute__((noinline)) void *system_account_slow(void *block, size_t u
     if (fresh && pm_options.debug)
         memset(block, PM_DEBUG_FRESH_BYTE, usable);
     pm_count_system_alloc(usable);
-    pm_profile_sample_system(block, usable);
+    pm_heap_t *heap = pm_thread_heap;
+    if (heap == &pm_heap_empty)
+        pm_profile_sample_heapless(block, usable);
+    else if ((heap->tick_countdown -= (int64_t)usable) < 0)
+        pm_heap_tick(heap, block, usable, usable);
     system_settle_heap();
     return block;
 }
@@ -208,11 +212,11 @@ static inline void *system_account(void *block, bool fresh)
     /* No test of pm_heap_empty: its countdown is always below usable. Nor
      * of POOLMALLOC_DEBUG: no thread has a heap then (I12), and the slow
      * path fills the block. */
-    if (PM_UNLIKELY(heap->sample_countdown < (int64_t)usable ||
+    if (PM_UNLIKELY(heap->tick_countdown < (int64_t)usable ||
                     heap->system_unsettled + (int64_t)usable >= PM_SYSTEM_SETTLE_BYTES))
         return system_account_slow(block, usable, fresh);
     pm_heap_count_system_alloc(heap, usable);
-    heap->sample_countdown -= (int64_t)usable; /* pm_profile_sample_system's, no sample due */
+    heap->tick_countdown -= (int64_t)usable; /* no tick due (pm_heap_tick) */
     return block;
 }
 

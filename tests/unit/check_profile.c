@@ -114,7 +114,7 @@ START_TEST(test_sampled_block_bit)
     ck_assert_ptr_eq(pm_pool_of(b), pool);
     ck_assert_uint_eq(pool->sampled_count, 2);
     ck_assert(!pm_live_test(a) && !pm_live_test(b));
-    pm_thread_heap->sample_countdown = INT64_MAX; /* the next one unsampled */
+    pm_heap_set_countdown(pm_thread_heap, INT64_MAX); /* the next one unsampled */
     void *c = pm_malloc(256);
     ck_assert_ptr_eq(pm_pool_of(c), pool);
     ck_assert(pm_live_test(c));
@@ -170,7 +170,7 @@ START_TEST(test_trim_keeps_sampled_block)
     unsigned char *sampled = pm_malloc(256);
     ck_assert(!pm_live_test(sampled));
     memset(sampled, 0x5a, 256);
-    pm_thread_heap->sample_countdown = INT64_MAX; /* the rest unsampled */
+    pm_heap_set_countdown(pm_thread_heap, INT64_MAX); /* the rest unsampled (a tick away) */
     void *others[PM_POOL_SIZE / 256];
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         others[i] = pm_malloc(256);

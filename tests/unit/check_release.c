@@ -2,7 +2,8 @@
  * purged once unused for the purge delay or above the adaptive cap (which
  * grows for a cycle, not for growth), the dump thread purges an idle
  * process, empty arenas beyond the reserve are unmapped, an idle thread's
- * parked pools go back after the delay, blocks freed into an exited
+ * parked pools go back after the delay, at another thread's pool acquire
+ * or at its allocation tick (which purges the retained pools too), blocks freed into an exited
  * thread's heap are collected by the walk, malloc_trim gives back everything,
  * a heap whose pools have mostly drained gives back their free pages (not
  * one that drains them one after another), and RSS really falls; glibc's heap is trimmed once the
@@ -1089,6 +1090,73 @@ START_TEST(test_release_parked_when_due)
 }
 END_TEST
 
+/* `bytes` allocated one 64-byte block at a time, each freed before the
+ * next: no pool taken or given back. */
+static void allocate_reusing_one_block(int64_t bytes)
+{
+    for (int64_t done = 0; done < bytes; done += 64)
+        pm_free(pm_malloc(64));
+}
+
+/* ALLOCATION TICKS (heap.c): a thread that only reuses its block takes no
+ * pool and gives none back, and without the dump thread nothing else
+ * walks the heaps; its tick, once it has allocated PM_HEAP_TICK_BYTES,
+ * gives back an idle thread's parked pool past its delay. */
+START_TEST(test_release_parked_at_tick)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 60000;
+    pm_free(pm_malloc(64)); /* this thread's heap and pool */
+    pthread_t worker;
+    worker_start(&worker, 40);
+    pm_options.purge_delay_ms = 50;
+    sleep_ms(120);
+    pm_heap_set_countdown(pm_thread_heap, INT64_MAX); /* a whole tick to go */
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES - 64);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 1); /* due, but nobody looked */
+    allocate_reusing_one_block(128);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].pools, 0);
+    ck_assert(pm_heap_validate());
+    worker_finish(worker);
+}
+END_TEST
+
+/* And the retained pools past their delay are purged at its ticks too. */
+START_TEST(test_release_retained_at_tick)
+{
+    pm_options.purge_delay_ms = 60000;
+    pm_options.retain_pools = 4096; /* the cap out of the way */
+    pm_options.reserve_arenas = 4096;
+    pm_free(pm_malloc(64));
+    hold_ballast();
+    allocate_all();
+    free_all();
+    pm_stats_t freed, later;
+    pm_test_stats(&freed);
+    ck_assert_uint_ge(freed.retained_pools, (uint64_t)BLOCKS * BLOCK_SIZE / PM_POOL_SIZE - 1);
+    pm_options.purge_delay_ms = 50;
+    sleep_ms(120);
+    pm_heap_set_countdown(pm_thread_heap, INT64_MAX);
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES - 64);
+    pm_test_stats(&later);
+    ck_assert_uint_eq(later.retained_pools, freed.retained_pools);
+    /* A batch a tick, as a pool taken or given back purges. */
+    for (int ticks = 0; ticks < 200 && later.retained_pools > 0; ticks++) {
+        uint64_t before = later.retained_pools;
+        allocate_reusing_one_block(PM_HEAP_TICK_BYTES + 64); /* a tick at least */
+        pm_test_stats(&later);
+        ck_assert_uint_lt(later.retained_pools, before);
+    }
+    ck_assert_uint_eq(later.retained_pools, 0);
+    ck_assert_uint_gt(later.released_bytes_total, freed.released_bytes_total);
+    ck_assert(pm_heap_validate());
+    free_ballast();
+}
+END_TEST
+
 /* The owner takes its parked pool back, pages and all, before carving or
  * taking another; and within the delay nobody else takes it. */
 START_TEST(test_release_owner_unparks)
@@ -1583,6 +1651,8 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_idle_threads_collapse);
     tcase_add_test(tc, test_release_owner_unparks);
     tcase_add_test(tc, test_release_parked_when_due);
+    tcase_add_test(tc, test_release_parked_at_tick);
+    tcase_add_test(tc, test_release_retained_at_tick);
     tcase_add_test(tc, test_trim_takes_parked_pools);
     tcase_add_test(tc, test_release_exited_thread_blocks);
     tcase_add_loop_test(tc, test_release_idle_owner_blocks, 0, 2);
