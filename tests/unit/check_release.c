@@ -130,6 +130,15 @@ START_TEST(test_release_delay_zero)
 }
 END_TEST
 
+/* `bytes` allocated one REUSED_SIZE block at a time, each freed before
+ * the next: no pool taken or given back (once the first is taken). */
+enum { REUSED_SIZE = 128 };
+static void allocate_reusing_one_block(int64_t bytes)
+{
+    for (int64_t done = 0; done < bytes; done += REUSED_SIZE)
+        pm_free(pm_malloc(REUSED_SIZE));
+}
+
 static void sleep_ms(long ms)
 {
     struct timespec pause = {ms / 1000, (ms % 1000) * 1000000};
@@ -750,6 +759,30 @@ START_TEST(test_sparse_keeps_pages_in_a_cycle)
 }
 END_TEST
 
+/* A heap whose pools came to their marks while a quiet spell held purging
+ * back (its last turn came in vain, heap_note_sparse_ended) turns it at
+ * its first tick after the spell, though no pool comes to a mark again:
+ * a thread that drained its pools in phases, then goes on with light work
+ * (bench/results/allocation-ticks.md, probe h: 339 MiB, 150 with it). */
+START_TEST(test_sparse_purging_turns_at_tick)
+{
+    pm_options.purge_delay_ms = 60000;
+    pm_free(pm_malloc(REUSED_SIZE));
+    pm_thread_heap->sparse_quiet_until_ms = pm_os_coarse_ms() + 200;
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    unsigned pools = sparse_fill_keep_first(1);
+    ck_assert_uint_ge(pools, 2 * PM_SPARSE_MIN_POOLS);
+    pm_heap_set_countdown(pm_thread_heap, INT64_MAX);
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES + REUSED_SIZE); /* within the spell */
+    ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges);
+    sleep_ms(250);
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES + REUSED_SIZE);
+    ck_assert_uint_ge(pm_arena_in_use_purges() - in_use_purges, pools - 1);
+    sparse_check_kept();
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* A program letting go of everything in the order it built it: its pools
  * are all sparse, a block left in each page, and each page they give back
  * goes with its pool a moment later. Once most pools that gave back pages
@@ -1090,14 +1123,6 @@ START_TEST(test_release_parked_when_due)
 }
 END_TEST
 
-/* `bytes` allocated one 64-byte block at a time, each freed before the
- * next: no pool taken or given back. */
-static void allocate_reusing_one_block(int64_t bytes)
-{
-    for (int64_t done = 0; done < bytes; done += 64)
-        pm_free(pm_malloc(64));
-}
-
 /* ALLOCATION TICKS (heap.c): a thread that only reuses its block takes no
  * pool and gives none back, and without the dump thread nothing else
  * walks the heaps; its tick, once it has allocated PM_HEAP_TICK_BYTES,
@@ -1106,17 +1131,17 @@ START_TEST(test_release_parked_at_tick)
 {
     const unsigned c = pm_class_of(BLOCK_SIZE);
     pm_options.purge_delay_ms = 60000;
-    pm_free(pm_malloc(64)); /* this thread's heap and pool */
+    pm_free(pm_malloc(REUSED_SIZE)); /* this thread's heap and pool */
     pthread_t worker;
     worker_start(&worker, 40);
     pm_options.purge_delay_ms = 50;
     sleep_ms(120);
     pm_heap_set_countdown(pm_thread_heap, INT64_MAX); /* a whole tick to go */
-    allocate_reusing_one_block(PM_HEAP_TICK_BYTES - 64);
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES - REUSED_SIZE);
     pm_stats_t s;
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].pools, 1); /* due, but nobody looked */
-    allocate_reusing_one_block(128);
+    allocate_reusing_one_block(2 * REUSED_SIZE);
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].pools, 0);
     ck_assert(pm_heap_validate());
@@ -1130,7 +1155,7 @@ START_TEST(test_release_retained_at_tick)
     pm_options.purge_delay_ms = 60000;
     pm_options.retain_pools = 4096; /* the cap out of the way */
     pm_options.reserve_arenas = 4096;
-    pm_free(pm_malloc(64));
+    pm_free(pm_malloc(REUSED_SIZE));
     hold_ballast();
     allocate_all();
     free_all();
@@ -1140,13 +1165,13 @@ START_TEST(test_release_retained_at_tick)
     pm_options.purge_delay_ms = 50;
     sleep_ms(120);
     pm_heap_set_countdown(pm_thread_heap, INT64_MAX);
-    allocate_reusing_one_block(PM_HEAP_TICK_BYTES - 64);
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES - REUSED_SIZE);
     pm_test_stats(&later);
     ck_assert_uint_eq(later.retained_pools, freed.retained_pools);
     /* A batch a tick, as a pool taken or given back purges. */
     for (int ticks = 0; ticks < 200 && later.retained_pools > 0; ticks++) {
         uint64_t before = later.retained_pools;
-        allocate_reusing_one_block(PM_HEAP_TICK_BYTES + 64); /* a tick at least */
+        allocate_reusing_one_block(PM_HEAP_TICK_BYTES + REUSED_SIZE); /* a tick at least */
         pm_test_stats(&later);
         ck_assert_uint_lt(later.retained_pools, before);
     }
@@ -1643,6 +1668,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_sparse_waits_for_half);
     tcase_add_test(tc, test_sparse_survivors_give_back_pages);
     tcase_add_test(tc, test_sparse_keeps_pages_in_a_cycle);
+    tcase_add_test(tc, test_sparse_purging_turns_at_tick);
     tcase_add_test(tc, test_sparse_purging_stops_when_spent);
     tcase_add_test(tc, test_sparse_rounds_keep_pages);
     tcase_add_test(tc, test_sparse_window_drain_keeps_pages);
