@@ -1430,6 +1430,40 @@ START_TEST(test_release_exited_thread_keeps_pools)
 }
 END_TEST
 
+/* A thread that drained its pools at random, held back from giving their
+ * free pages back by itself (a quiet spell), and exited: once its heap has
+ * waited a purge delay for a thread to adopt it, those pages go back with
+ * its kept pools, and the blocks left keep their contents. */
+static void *drain_sparse_and_exit(void *arg)
+{
+    pm_free(pm_malloc(REUSED_SIZE)); /* its heap */
+    pm_thread_heap->sparse_quiet_until_ms = pm_os_coarse_ms() + 60000;
+    *(unsigned *)arg = sparse_fill_keep_first(1);
+    return NULL;
+}
+
+START_TEST(test_release_exited_thread_pages)
+{
+    pm_options.purge_delay_ms = 300;
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    unsigned pools = 0;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, drain_sparse_and_exit, &pools), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_uint_ge(pools, 2 * PM_SPARSE_MIN_POOLS);
+    pm_heap_release_parked_if_due(); /* within the delay: kept for an adopter */
+    ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges);
+    sleep_ms(350);
+    pm_heap_release_parked_if_due();
+    ck_assert_uint_ge(pm_arena_in_use_purges() - in_use_purges, pools - 1);
+    sparse_check_kept();
+    ck_assert(pm_heap_validate());
+    for (int i = 0; i < SPARSE_BLOCKS; i++)
+        pm_free(sparse[i]);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* The glibc path (allocator/system.c): glibc's malloc_trim is called once
  * the glibc path's live bytes have stayed halved for the purge delay, at
  * once when they collapse to an eighth, and not while they hold steady or
@@ -1683,6 +1717,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_exited_thread_blocks);
     tcase_add_loop_test(tc, test_release_idle_owner_blocks, 0, 2);
     tcase_add_test(tc, test_release_exited_thread_keeps_pools);
+    tcase_add_test(tc, test_release_exited_thread_pages);
     tcase_add_test(tc, test_release_glibc_heap_steady);
     tcase_add_test(tc, test_release_glibc_heap_cycle_over);
     tcase_add_test(tc, test_release_glibc_heap_after_delay);
