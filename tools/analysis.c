@@ -251,8 +251,9 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         "thread whose workers free what it built) leaves them there until "
                         "it allocates again; once they have waited POOLMALLOC_PURGE_DELAY, "
                         "the pages only they cover go back to the OS (done by the dump "
-                        "thread or the next thread to take or give back a pool; at once "
-                        "on malloc_trim(0) from any thread).",
+                        "thread, or by the next thread to take or give back a pool or to "
+                        "allocate another 256 KiB; at once on malloc_trim(0) from any "
+                        "thread).",
                         pmt_bytes(a->waiting_bytes), pmt_count(s->small_waiting_blocks));
     if (a->empty_pool_bytes >= 1 * MIB)
         analysis_advise(a,
