@@ -86,6 +86,23 @@ static long resident_kib(void)
     return total;
 }
 
+/* "Given back to the OS" counts the pages a pool made resident, not the
+ * whole pool: a pool that served one block gives back one page; and with
+ * an arena unmapped, its header page. */
+START_TEST(test_release_counts_resident_pages)
+{
+    pm_options.purge_delay_ms = 60000;
+    pm_free(pm_malloc(BLOCK_SIZE));
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    ck_assert_int_eq(pm_malloc_trim(0), 1);
+    pm_test_stats(&after);
+    ck_assert_uint_eq(after.released_bytes_total - before.released_bytes_total,
+                      PM_OS_PAGE_SIZE + (before.arenas_mapped - after.arenas_mapped) *
+                                            PM_ARENA_HEADER_SIZE);
+}
+END_TEST
+
 /* 40000 x 256 bytes is ~640 pools; freeing them all within the purge
  * delay keeps at most the cap resident, and everything beyond it is counted
  * as purged (arenas stay mapped here, so none of it is unmapped instead). */
@@ -1685,6 +1702,7 @@ Suite *make_release_suite(void)
     Suite *s = suite_create("release");
     TCase *tc = tcase_create("release");
     tcase_add_test(tc, test_release_purges_above_cap);
+    tcase_add_test(tc, test_release_counts_resident_pages);
     tcase_add_test(tc, test_release_delay_zero);
     tcase_add_test(tc, test_release_after_delay);
     tcase_add_test(tc, test_release_purges_in_runs);
