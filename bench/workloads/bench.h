@@ -297,6 +297,14 @@ static inline void bench_report_marks(const bench_mark_t *marks, int n)
     }
 }
 
+/* Sleeps `ms` milliseconds, whatever signals come meanwhile. */
+static inline void bench_sleep_ms(uint64_t ms)
+{
+    struct timespec pause = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    while (nanosleep(&pause, &pause) != 0)
+        continue;
+}
+
 /* Blocks of bench_rss_later's little work, in rounds: room its caller lends. */
 #define BENCH_LATER_BLOCKS 4096
 
@@ -307,9 +315,7 @@ static inline void bench_report_marks(const bench_mark_t *marks, int n)
 static inline uint64_t bench_rss_later(uint64_t idle_ms, bench_rng_t *rng, size_t min, size_t max,
                                        bench_block_t *blocks)
 {
-    struct timespec pause = {(time_t)(idle_ms / 1000), (long)(idle_ms % 1000) * 1000000};
-    while (nanosleep(&pause, &pause) != 0)
-        continue;
+    bench_sleep_ms(idle_ms);
     for (int round = 0; round < 4; round++) {
         for (uint64_t j = 0; j < BENCH_LATER_BLOCKS; j++)
             blocks[j] = bench_alloc(bench_rng_range(rng, min, max), bench_tag(j));

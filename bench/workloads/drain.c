@@ -24,7 +24,6 @@
  * what it can. */
 #include <pthread.h>
 #include <stdbool.h>
-#include <time.h>
 
 #include "bench.h"
 
@@ -87,13 +86,6 @@ static void *drain_run(void *arg)
     return NULL;
 }
 
-static void drain_sleep_ms(uint64_t ms)
-{
-    struct timespec pause = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-    while (nanosleep(&pause, &pause) != 0)
-        continue;
-}
-
 int main(int argc, char **argv)
 {
     bench_args_t args;
@@ -141,7 +133,7 @@ int main(int argc, char **argv)
         live_bytes += t[k].live_bytes;
         allocated += t[k].allocated;
     }
-    drain_sleep_ms(idle_ms);
+    bench_sleep_ms(idle_ms);
     uint64_t rss_later;
     if (exits) {
         drain_light_work(light);
