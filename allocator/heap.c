@@ -626,17 +626,26 @@ void pm_heap_release_parked_if_due(void)
 
 /* ---- the owner's side --------------------------------------------------- */
 
-/* After its owner took a pool from its arena or gave one back, or at its
- * tick, with no lock held: the parked pools of idle heaps, the retained
- * pools, and glibc's heap, if due. */
+/* After its owner took a pool from its arena or gave one back, with no lock
+ * held: the parked pools of idle heaps, and glibc's heap, if due. */
 static void heap_housekeeping(pm_heap_t *heap)
 {
     if (!heap_owned(heap))
         return;
     pm_dump_start_if_pending();
     pm_heap_release_parked_if_due();
-    pm_arena_decay_if_due();
     pm_system_trim_if_due();
+}
+
+/* The same for a heap that took no pool (at its tick, or as it frees other
+ * threads' blocks), and a batch of the retained pools if their delay has
+ * run out, which taking or giving back a pool purges under the arena
+ * lock. */
+static void heap_housekeeping_poolless(pm_heap_t *heap)
+{
+    heap_housekeeping(heap);
+    if (heap_owned(heap))
+        pm_arena_decay_if_due();
 }
 
 /* ---- ALLOCATION TICKS ----------------------------------------------------
@@ -676,7 +685,7 @@ void *pm_heap_tick(pm_heap_t *heap, void *block, size_t size, size_t counted)
         pm_profile_sample(heap, block, size, counted);
         pm_heap_set_countdown(heap, heap->tick_countdown);
     }
-    heap_housekeeping(heap);
+    heap_housekeeping_poolless(heap);
     /* A heap turns purging_sparse as a pool comes down to its mark (SPARSE
      * POOLS); one whose last pools did while a cycle or a quiet spell held
      * it back turns it at a tick once neither does. */
@@ -1584,7 +1593,7 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
         if ((me->bins[class_index].remote_freed_total & (IDLE_LOOK_FREES - 1)) == 0) {
             if (heap_owned(owner))
                 heap_note_waiting(owner, pm_os_coarse_ms(), false);
-            heap_housekeeping(me);
+            heap_housekeeping_poolless(me);
         }
     } else {
         atomic_fetch_add_explicit(&heapless_remote_freed[class_index], 1,

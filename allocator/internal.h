@@ -123,16 +123,17 @@
  *  by default), so a pool taken again soon costs no madvise and no page
  *  faults; then it is purged with madvise(MADV_DONTNEED). The purging is
  *  amortized: each later acquire or release purges at most a small batch
- *  of expired pools, and a thread's allocation tick (every 256 KiB it
- *  allocates, heap.c's ALLOCATION TICKS) or the dump thread's tick (every
- *  interval or purge delay, whichever is shorter) purges the rest, so a
- *  process that goes quiet gives memory back too (without a dump thread it
- *  does so once a thread has allocated up to 256 KiB more). A purge takes the retained pools
- *  next to its pool in the arena along, the expired or those above the
- *  cap, in one madvise call for the run. The retained list is also capped:
- *  POOLMALLOC_RETAIN_POOLS (64) to start with, enforced in steps (once a
- *  quarter of it, at most 16 pools, stands above it), so that pools freed
- *  one after another are purged in runs. When the cap is about to
+ *  of expired pools, and so does a thread's allocation tick (every 256
+ *  KiB it allocates, heap.c's ALLOCATION TICKS); the dump thread's tick
+ *  (every interval or purge delay, whichever is shorter) purges the rest,
+ *  so a process that goes quiet gives memory back too (without a dump
+ *  thread, a batch at a time as its threads go on). A purge takes the
+ *  retained pools next to its pool in the arena along, the expired or
+ *  those above the cap, in one madvise call for the run. The retained
+ *  list is also capped: POOLMALLOC_RETAIN_POOLS (64) to start with,
+ *  enforced in steps (once a quarter of it, at most 16 pools, stands
+ *  above it), so that pools freed one after another are purged in runs.
+ *  When the cap is about to
  *  purge early again and, since it last did, most pools handed out without
  *  pages stood for pools it had purged early (within a delay), the program
  *  is cycling over more pools than the cap keeps: the cap grows by that
