@@ -5,12 +5,17 @@
  * Never shares a block between threads: each thread churns its own window.
  *
  *   pm_bench_churn ops=N window=W threads=T large_pct=P large_max=M seed=S
- *                  idle_ms=I calloc_pct=C
+ *                  idle_ms=I calloc_pct=C random=R
  *
  * Each thread makes ops / T allocations. Allocation i of a thread goes into
  * slot i % W of its window after freeing the block allocated W steps
  * earlier, so W blocks stay live and every block lives exactly W steps
- * (a FIFO sliding window). Sizes are uniform in 1..512; with large_pct=P,
+ * (a FIFO sliding window). With random=1, once the window is full each
+ * allocation replaces a slot drawn at random instead, so blocks die at
+ * random ages and every free lands anywhere in the heap (a large cache or
+ * table in steady state: with a large W, what the allocator keeps beside
+ * each block, and where, decides how many cache misses a call takes).
+ * Sizes are uniform in 1..512; with large_pct=P,
  * P% of them are uniform in 513..M instead. With calloc_pct=C, C% of the
  * allocations are calloc(1, size) (the draw is made only when C > 0, so
  * C = 0 keeps the sequence of sizes). Every block is freed once: the
@@ -33,7 +38,7 @@
 typedef struct churn_thread {
     pthread_t thread;
     uint64_t ops, window, large_pct, large_max, calloc_pct, seed, index;
-    bool idle;
+    bool idle, random;
 } churn_thread_t;
 
 /* With idle_ms: every thread has emptied its window; the main thread has
@@ -48,7 +53,9 @@ static void *churn_run(void *arg)
     bench_block_t *window = bench_map(t->window, sizeof *window);
 
     for (uint64_t i = 0; i < t->ops; i++) {
-        bench_block_t *slot = &window[i % t->window];
+        uint64_t k = t->random && i >= t->window ? bench_rng_below(&rng, t->window)
+                                                 : i % t->window;
+        bench_block_t *slot = &window[k];
         if (slot->ptr != NULL)
             bench_free(*slot);
         size_t size = bench_rng_below(&rng, 100) < t->large_pct
@@ -94,11 +101,12 @@ int main(int argc, char **argv)
     uint64_t calloc_pct = bench_arg(&args, "calloc_pct", 0);
     uint64_t seed = bench_arg(&args, "seed", 1);
     uint64_t idle_ms = bench_arg(&args, "idle_ms", 0);
+    uint64_t random = bench_arg(&args, "random", 0);
     bench_args_done(&args);
     if (window == 0 || threads == 0 || threads > 1024 || large_pct > 100 ||
-        large_max < 513 || large_max > UINT32_MAX || calloc_pct > 100)
+        large_max < 513 || large_max > UINT32_MAX || calloc_pct > 100 || random > 1)
         bench_fail("need window >= 1, 1 <= threads <= 1024, large_pct <= 100, "
-                   "513 <= large_max < 2^32, calloc_pct <= 100");
+                   "513 <= large_max < 2^32, calloc_pct <= 100, random 0 or 1");
 
     uint64_t rss_start = bench_rss_kib(), rss_end = 0, rss_later = 0;
     churn_thread_t *t = bench_map(threads, sizeof *t);
@@ -106,7 +114,8 @@ int main(int argc, char **argv)
         t[k] = (churn_thread_t){.ops = ops / threads, .window = window,
                                 .large_pct = large_pct, .large_max = large_max,
                                 .calloc_pct = calloc_pct,
-                                .seed = seed, .index = k, .idle = idle_ms > 0};
+                                .seed = seed, .index = k, .idle = idle_ms > 0,
+                                .random = random == 1};
     }
     if (idle_ms > 0 && (pthread_barrier_init(&churn_emptied, NULL, (unsigned)threads + 1) != 0 ||
                         pthread_barrier_init(&churn_measured, NULL, (unsigned)threads + 1) != 0))
