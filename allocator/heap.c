@@ -1023,7 +1023,9 @@ static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed)
  *
  * The walk of the heaps does it for an OWNED heap that has had blocks
  * waiting and collected none for a purge delay, as unused pools are
- * purged after one; malloc_trim does it at once. */
+ * purged after one; malloc_trim does it at once. A parcel names a block by
+ * its place in the arena space: blocks of arenas mapped outside it
+ * (RLIMIT_AS, or the space full) stay on the stack, pages and all. */
 
 /* A parcel: blocks another thread took off an OWNED heap's ring and stack,
  * from the front of entry[]; and from its back, the pages it gave back
@@ -1122,11 +1124,14 @@ static bool idle_take_add(idle_take_t *take, uint32_t entry, bool mark)
     return true;
 }
 
-/* A block taken off the ring or the stack; back on the stack if there is
- * no room for it (it waits for the owner, as before). */
+/* A block taken off the ring or the stack; back on the stack, where it
+ * waits for the owner as before, if there is no room for it, or if a parcel
+ * cannot name it: a parcel entry is a place in the arena space, and under
+ * RLIMIT_AS, or with the space full, arenas are mapped outside it (a
+ * process under `ulimit -v` took back addresses that were never blocks). */
 static void idle_take_block(pm_heap_t *heap, pm_block_t *b, void *ctx)
 {
-    if (!idle_take_add(ctx, parcel_block_entry(b), false))
+    if (!pm_arena_space_contains(b) || !idle_take_add(ctx, parcel_block_entry(b), false))
         remote_stack_push(heap, b);
 }
 

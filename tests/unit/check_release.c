@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "internal.h"
@@ -1387,6 +1388,44 @@ START_TEST(test_release_idle_owner_blocks)
 }
 END_TEST
 
+/* The same under RLIMIT_AS, where no arena space is reserved and every
+ * arena is mapped on its own: a parcel names a block by its place in the
+ * space, so these blocks stay waiting for the owner, which takes them back
+ * intact. Before, malloc_trim and the walk made parcels of them anyway, and
+ * died reading pools at the addresses those entries named
+ * (pm_bench_handoff idle_ms=1500 under `ulimit -v`: a SIGSEGV). */
+START_TEST(test_release_idle_owner_outside_space)
+{
+    /* Finite, yet above any sanitizer's reservations. */
+    struct rlimit limit = {RLIM_INFINITY - 1, RLIM_INFINITY - 1};
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &limit), 0);
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 60000;
+    pm_free(pm_malloc(BLOCK_SIZE)); /* a heap of its own, not the owner's */
+    ck_assert(pm_arenas_outside_space);
+    pthread_t owner;
+    ck_assert_int_eq(pthread_barrier_init(&idle_owner_made, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&idle_owner_resume, NULL, 2), 0);
+    ck_assert_int_eq(pthread_create(&owner, NULL, idle_owner, NULL), 0);
+    pthread_barrier_wait(&idle_owner_made);
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
+        pm_free(idle_owner_blocks[i]);
+    pm_malloc_trim(0);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
+    ck_assert(pm_heap_validate());
+    pthread_barrier_wait(&idle_owner_resume);
+    ck_assert_int_eq(pthread_join(owner, NULL), 0);
+    pthread_barrier_destroy(&idle_owner_made);
+    pthread_barrier_destroy(&idle_owner_resume);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* A thread that exits leaves its heap's kept pools (I4) with their pages
  * for a purge delay: the next thread adopts the heap and allocates from
  * them without a fault or a madvise (a program whose threads come and go,
@@ -1734,6 +1773,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_trim_takes_parked_pools);
     tcase_add_test(tc, test_release_exited_thread_blocks);
     tcase_add_loop_test(tc, test_release_idle_owner_blocks, 0, 2);
+    tcase_add_test(tc, test_release_idle_owner_outside_space);
     tcase_add_test(tc, test_release_exited_thread_keeps_pools);
     tcase_add_test(tc, test_release_exited_thread_pages);
     tcase_add_test(tc, test_release_glibc_heap_steady);
