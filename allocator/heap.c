@@ -7,6 +7,7 @@
 
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/single_threaded.h>
 
 __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("initial-exec"))) = &pm_heap_empty;
 /* Set once this thread's heap destructor ran: later allocations of the
@@ -56,6 +57,14 @@ static struct { /* under pm_fork_locks.heaps, the heap directory lock */
      * lock by an owner about to take a pool (heap_alloc_from). */
     _Atomic bool orphans_pending;
     pm_heap_t *fork_survivor;
+    /* In a fork child of a process that had other threads: one of them may
+     * have been cut between a remote free's push and its count
+     * (heap_free_remote), leaving I8's counters short of the blocks
+     * waiting. Its heap, if it had one, is ORPHANED; a thread with none
+     * (every thread under POOLMALLOC_DEBUG, one whose heap is gone) counts
+     * in heapless_remote_freed, which this flag alone tells the validator
+     * to distrust. forking_threaded is the parent's note of it. */
+    bool forking_threaded, counters_cut;
     pthread_key_t exit_key;
     bool exit_key_ready;
     bool exit_key_failed;
@@ -1805,8 +1814,9 @@ bool pm_heap_validate(void)
         validate_used[c] = validate_pools[c] = 0;
     }
     ok &= pm_arena_validate(heap_visit_pool, parked);
-    /* I8, unless an orphaned heap's counters may be cut mid-update too. */
-    for (unsigned c = 0; c < PM_CLASS_COUNT && !any_orphaned; c++) {
+    /* I8, unless a fork may have cut a count mid-update (counters_cut;
+     * an orphaned heap's counters too). */
+    for (unsigned c = 0; c < PM_CLASS_COUNT && !any_orphaned && !heaps.counters_cut; c++) {
         ok &= waiting_walked[c] == waiting_counted[c];
         ok &= marked_pages[c] == atomic_load(&parcel_purged_pages[c]);
         ok &= validate_used[c] >= waiting_walked[c];
@@ -1850,6 +1860,7 @@ void pm_fork_prepare(void)
         pm_lock(heap->service_lock);
     pm_arena_lock();
     pm_profile_lock();
+    heaps.forking_threaded = !__libc_single_threaded;
 }
 
 void pm_fork_parent(void)
@@ -1900,4 +1911,5 @@ void pm_fork_child(void)
     }
     atomic_store_explicit(&heaps.orphans_pending, true, memory_order_relaxed);
     heaps.fork_survivor = pm_thread_heap;
+    heaps.counters_cut |= heaps.forking_threaded;
 }
