@@ -5,9 +5,11 @@
 #                          so the libFuzzer target builds there too): the
 #                          unit suites (unit_*, label unit), the fuzz corpus
 #                          (fuzz_*, both replays) and the short stress_pm
-#                          runs (stress_pm, stress_pm_small_ring)
-#   <build>/sanitize-tsan  clang -fsanitize=thread: unit_* and both stress_pm
-#                          runs, the second unmapping arenas all the time
+#                          runs (stress_pm, stress_pm_small_ring,
+#                          stress_pm_debug)
+#   <build>/sanitize-tsan  clang -fsanitize=thread: unit_* and the three
+#                          stress_pm runs, the second unmapping arenas all
+#                          the time, the third in debug mode
 # (Entries that need libpoolmalloc.so, or only check documents, are not
 # built or run there.)
 # ASan cannot see inside our pools (they are our mmap, not its heap); it sees
@@ -66,10 +68,10 @@ which=("$@")
 for kind in "${which[@]}"; do
   case "$kind" in
     asan) run asan address,undefined,fuzzer-no-link \
-              "pm_unit_tests pm_fuzz_replay pm_fuzz_core pm_stress" '^(unit_|fuzz_|stress_pm(_small_ring)?$)' "" ;;
+              "pm_unit_tests pm_fuzz_replay pm_fuzz_core pm_stress" '^(unit_|fuzz_|stress_pm(_small_ring|_debug)?$)' "" ;;
     # Test cases tagged "rss" measure resident memory, which TSan's shadow
     # of every page touched keeps high.
-    tsan) run tsan thread "pm_unit_tests pm_stress" '^(unit_|stress_pm(_small_ring)?$)' rss ;;
+    tsan) run tsan thread "pm_unit_tests pm_stress" '^(unit_|stress_pm(_small_ring|_debug)?$)' rss ;;
     *) echo "usage: tests/sanitize/run.sh [asan|tsan]..." >&2; exit 2 ;;
   esac
 done
