@@ -1257,6 +1257,10 @@ static void heap_note_waiting(pm_heap_t *heap, uint64_t now_ms, bool restamp)
 static size_t heap_relieve_idle_owner(pm_heap_t *heap, uint64_t now_ms, bool all,
                                       uint64_t *next_due_ms)
 {
+    /* No arena space (RLIMIT_AS): no block could go in a parcel, and each
+     * walk would only move them all off the stack and back. */
+    if (arena_space_base() == PM_ARENA_SPACE_NONE)
+        return 0;
     if (heap_remote_empty(heap)) {
         atomic_store_explicit(&heap->idle_seen_ms, 0, memory_order_relaxed);
         return 0;
