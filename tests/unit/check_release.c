@@ -1341,12 +1341,11 @@ static int idle_owner_resident_pages(void)
     return resident;
 }
 
-START_TEST(test_release_idle_owner_blocks)
+/* The calling thread takes a heap of its own, starts the owner, and frees
+ * every block the owner made: they wait for it. */
+static pthread_t idle_owner_start(void)
 {
-    const unsigned c = pm_class_of(BLOCK_SIZE);
-    const bool by_walk = _i == 1;
-    pm_options.purge_delay_ms = by_walk ? 200 : 60000;
-    pm_free(pm_malloc(BLOCK_SIZE)); /* a heap of its own, not the owner's */
+    pm_free(pm_malloc(BLOCK_SIZE));
     pthread_t owner;
     ck_assert_int_eq(pthread_barrier_init(&idle_owner_made, NULL, 2), 0);
     ck_assert_int_eq(pthread_barrier_init(&idle_owner_resume, NULL, 2), 0);
@@ -1354,6 +1353,29 @@ START_TEST(test_release_idle_owner_blocks)
     pthread_barrier_wait(&idle_owner_made);
     for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
         pm_free(idle_owner_blocks[i]);
+    return owner;
+}
+
+/* Wakes the owner, which takes its blocks back and frees them all. */
+static void idle_owner_finish(pthread_t owner, unsigned c)
+{
+    pthread_barrier_wait(&idle_owner_resume);
+    ck_assert_int_eq(pthread_join(owner, NULL), 0);
+    pthread_barrier_destroy(&idle_owner_made);
+    pthread_barrier_destroy(&idle_owner_resume);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
+    ck_assert(pm_heap_validate());
+}
+
+START_TEST(test_release_idle_owner_blocks)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    const bool by_walk = _i == 1;
+    pm_options.purge_delay_ms = by_walk ? 200 : 60000;
+    pthread_t owner = idle_owner_start();
     pm_stats_t s;
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
@@ -1380,14 +1402,7 @@ START_TEST(test_release_idle_owner_blocks)
                       (uint64_t)(IDLE_OWNER_BLOCKS / (PM_POOL_SIZE / BLOCK_SIZE) - 2) *
                           (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
     ck_assert(pm_heap_validate());
-    pthread_barrier_wait(&idle_owner_resume);
-    ck_assert_int_eq(pthread_join(owner, NULL), 0);
-    pthread_barrier_destroy(&idle_owner_made);
-    pthread_barrier_destroy(&idle_owner_resume);
-    pm_test_stats(&s);
-    ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
-    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
-    ck_assert(pm_heap_validate());
+    idle_owner_finish(owner, c);
 }
 END_TEST
 
@@ -1404,28 +1419,14 @@ START_TEST(test_release_idle_owner_outside_space)
     ck_assert_int_eq(setrlimit(RLIMIT_AS, &limit), 0);
     const unsigned c = pm_class_of(BLOCK_SIZE);
     pm_options.purge_delay_ms = 60000;
-    pm_free(pm_malloc(BLOCK_SIZE)); /* a heap of its own, not the owner's */
+    pthread_t owner = idle_owner_start();
     ck_assert(pm_arenas_outside_space);
-    pthread_t owner;
-    ck_assert_int_eq(pthread_barrier_init(&idle_owner_made, NULL, 2), 0);
-    ck_assert_int_eq(pthread_barrier_init(&idle_owner_resume, NULL, 2), 0);
-    ck_assert_int_eq(pthread_create(&owner, NULL, idle_owner, NULL), 0);
-    pthread_barrier_wait(&idle_owner_made);
-    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
-        pm_free(idle_owner_blocks[i]);
     pm_malloc_trim(0);
     pm_stats_t s;
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
     ck_assert(pm_heap_validate());
-    pthread_barrier_wait(&idle_owner_resume);
-    ck_assert_int_eq(pthread_join(owner, NULL), 0);
-    pthread_barrier_destroy(&idle_owner_made);
-    pthread_barrier_destroy(&idle_owner_resume);
-    pm_test_stats(&s);
-    ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
-    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
-    ck_assert(pm_heap_validate());
+    idle_owner_finish(owner, c);
 }
 END_TEST
 
