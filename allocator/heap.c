@@ -1036,19 +1036,13 @@ static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed)
  * its place in the arena space: blocks of arenas mapped outside it
  * (RLIMIT_AS, or the space full) stay on the stack, pages and all. */
 
-/* A parcel: blocks another thread took off an OWNED heap's ring and stack,
- * from the front of entry[]; and from its back, the pages it gave back
- * under them. In 32 bits, since a parcel stays mapped until the owner
- * wakes (2 million blocks, 8 MiB): a block as its granule in the arena
- * space, a mark as its pool's first page there, shifted past a bit for
- * each page of the pool. */
-typedef struct pm_heap_parcel {
-    struct pm_heap_parcel *next;
-    uint32_t blocks, marks;
-    uint32_t entry[];
-} pm_heap_parcel_t;
-#define PARCEL_BYTES ((size_t)256 * 1024)
-#define PARCEL_ENTRIES ((PARCEL_BYTES - sizeof(pm_heap_parcel_t)) / sizeof(uint32_t))
+/* A parcel (pm_heap_parcel_t): blocks another thread took off an OWNED
+ * heap's ring and stack, from the front of entry[]; and from its back, the
+ * pages it gave back under them. In 32 bits, since a parcel stays mapped
+ * until the owner wakes (2 million blocks, 8 MiB): a block as its granule
+ * in the arena space, a mark as its pool's first page there, shifted past
+ * a bit for each page of the pool. */
+#define PARCEL_ENTRIES ((PM_HEAP_PARCEL_BYTES - sizeof(pm_heap_parcel_t)) / sizeof(uint32_t))
 #define MARK_PAGE_BITS 8
 _Static_assert(PM_POOL_SIZE / PM_OS_PAGE_SIZE <= MARK_PAGE_BITS, "a mark holds a pool's pages");
 _Static_assert(PM_ARENA_SPACE_SIZE / PM_CLASS_GRANULE <= UINT32_MAX &&
@@ -1115,17 +1109,27 @@ typedef struct idle_take {
     size_t map_bytes;
 } idle_take_t;
 
+/* Makes sure the newest parcel has room, mapping one if need be; false if
+ * none could be mapped. */
+static bool idle_take_room(idle_take_t *take)
+{
+    pm_heap_parcel_t *p = take->parcels;
+    if (p != NULL && p->blocks + p->marks < PARCEL_ENTRIES)
+        return true;
+    p = pm_os_map(PM_HEAP_PARCEL_BYTES);
+    if (p == NULL)
+        return false;
+    p->next = take->parcels;
+    take->parcels = p;
+    return true;
+}
+
 /* Adds a block (or a mark) to the parcels; false if no parcel could be mapped. */
 static bool idle_take_add(idle_take_t *take, uint32_t entry, bool mark)
 {
+    if (!idle_take_room(take))
+        return false;
     pm_heap_parcel_t *p = take->parcels;
-    if (p == NULL || p->blocks + p->marks == PARCEL_ENTRIES) {
-        p = pm_os_map(PARCEL_BYTES);
-        if (p == NULL)
-            return false;
-        p->next = take->parcels;
-        take->parcels = p;
-    }
     if (mark)
         p->entry[PARCEL_ENTRIES - 1 - p->marks++] = entry;
     else
@@ -1203,6 +1207,19 @@ static size_t idle_take_purge(idle_take_t *take)
     return purged;
 }
 
+/* Puts a list of parcels, the newest first, ahead of the heap's. */
+static void parcels_publish(pm_heap_t *heap, pm_heap_parcel_t *list)
+{
+    pm_heap_parcel_t *oldest = list;
+    while (oldest->next != NULL)
+        oldest = oldest->next;
+    pm_heap_parcel_t *head = atomic_load_explicit(&heap->parcels, memory_order_relaxed);
+    do
+        oldest->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&heap->parcels, &head, list,
+                                                  memory_order_release, memory_order_relaxed));
+}
+
 /* Takes the blocks waiting in an OWNED heap that is not the caller's, and
  * gives back the pages only they overlap. Under the heap directory lock: a
  * fork waits for it, and the heap stays OWNED. Returns the pages given
@@ -1225,15 +1242,45 @@ static size_t heap_take_for_idle_owner(pm_heap_t *heap)
     if (take.parcels == NULL)
         return 0;
     size_t purged = idle_take_purge(&take);
-    pm_heap_parcel_t *oldest = take.parcels;
-    while (oldest->next != NULL)
-        oldest = oldest->next;
-    pm_heap_parcel_t *head = atomic_load_explicit(&heap->parcels, memory_order_relaxed);
-    do
-        oldest->next = head;
-    while (!atomic_compare_exchange_weak_explicit(&heap->parcels, &head, take.parcels,
-                                                  memory_order_release, memory_order_relaxed));
+    parcels_publish(heap, take.parcels);
     return purged;
+}
+
+/* A freer found the owner's ring full. Rather than overflow onto the stack,
+ * the ring's blocks go into the owner's newest parcel (a new one once it is
+ * full), and the ring has room again. With 4 threads on 2 CPUs an owner is
+ * off its CPU for whole time slices while the others free into its ring:
+ * an mstress-like probe sent 62% of its remote frees onto the stack, each
+ * a compare-and-swap on one contended head and, for the owner, a link read
+ * from a line another core wrote (bench/results/big-heap-random.md). A
+ * parcel holds addresses, 4 bytes a block, read from lines of their own.
+ *
+ * Under service_lock, which the ring's takers hold, and with it the
+ * parcels taken off the heap until they go back: their newest is written
+ * by no one else meanwhile. The owner's collection, or the walk's, finds
+ * them later instead. heap_abandon collects under the same lock, so a heap
+ * that turns ABANDONED meanwhile still finds them; a fork waits for it
+ * (pm_fork_prepare takes every service_lock). With no parcel to be had
+ * (none could be mapped), the ring stays as it is and the caller's block
+ * goes on the stack, as before. Returns whether the ring was emptied (or
+ * found emptied by its owner meanwhile). */
+static bool remote_ring_spill(pm_heap_t *owner)
+{
+    if (owner == &shared_heap || arena_space_base() == PM_ARENA_SPACE_NONE)
+        return false; /* collected under its lock / no block could go in a parcel */
+    bool spilled = false;
+    pm_lock(owner->service_lock);
+    if (heap_owned(owner)) {
+        idle_take_t take = {
+            .parcels = atomic_exchange_explicit(&owner->parcels, NULL, memory_order_acquire)};
+        spilled = idle_take_room(&take);
+        if (spilled)
+            remote_ring_drain(owner, false, false, idle_take_block, &take);
+        if (take.parcels != NULL)
+            parcels_publish(owner, take.parcels);
+    }
+    pm_unlock(owner->service_lock);
+    return spilled;
 }
 
 /* Blocks wait in an OWNED heap: stamped with the time if it has no stamp,
@@ -1297,7 +1344,7 @@ static bool heap_collect_parcels(pm_heap_t *heap)
         pm_heap_parcel_t *next = list->next;
         for (uint32_t i = 0; i < list->blocks; i++)
             heap_take_pushed(heap, parcel_block(list->entry[i]), NULL);
-        pm_os_unmap(list, PARCEL_BYTES);
+        pm_os_unmap(list, PM_HEAP_PARCEL_BYTES);
         list = next;
     }
     return true;
@@ -1593,6 +1640,8 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
     unsigned class_index = pm_pool_class_shared(pool);
     uint64_t pos;
     bool in_ring = remote_ring_push(owner, block, &pos);
+    if (!in_ring && remote_ring_spill(owner))
+        in_ring = remote_ring_push(owner, block, &pos);
     if (!in_ring)
         remote_stack_push(owner, block);
     /* A thread that only frees (a consumer) takes a heap for its counters

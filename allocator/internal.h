@@ -202,9 +202,13 @@
  *  order and frees those blocks as its own. The ring holds addresses, not
  *  links: the owner reads a few cache lines of them, where a linked list
  *  would cost it a cache miss per block, each on a line another core wrote
- *  (pm_bench_prodcons: 0.37 s -> 0.28 s). A full ring overflows onto the
- *  remote_free stack (blocks linked through their first word, one
- *  compare-and-swap to push, one exchange to take it all). A block freed
+ *  (pm_bench_prodcons: 0.37 s -> 0.28 s). A freer that finds the ring full
+ *  empties it, under service_lock, into the owner's newest parcel (a mapped
+ *  list of addresses, below, which the owner takes first) and pushes into
+ *  it again; only if that cannot be (no arena space, the heap no longer
+ *  OWNED, no parcel mapped) does the block overflow onto the remote_free
+ *  stack (blocks linked through their first word, one compare-and-swap to
+ *  push, one exchange to take it all). A block freed
  *  twice shows up twice, and its clear live bit at the second meeting
  *  reports the double free (I6), so a cycle can never be walked forever.
  *  An owner that has gone idle with blocks waiting (it made them, another
@@ -1163,7 +1167,8 @@ typedef enum pm_heap_state { PM_HEAP_OWNED, PM_HEAP_ABANDONED, PM_HEAP_ORPHANED 
 
 /* Slots of a heap's remote ring (8 KiB, its pages touched only as they
  * are used): a consumer thread frees that many blocks before the owner
- * collects, in the usual batches, before any overflows onto the stack.
+ * collects, in the usual batches, before a freer must spill the ring into
+ * a parcel (before 2026-12-03, overflow onto the stack).
  * The owner collects when a bin runs dry, and a producer's bins run dry
  * about as often as a few hundred frees come in: with 512 slots, most of
  * prodcons' frees overflowed onto the stack, whose links the owner reads
@@ -1178,6 +1183,15 @@ typedef struct pm_system_counters {
     uint64_t allocated_total, freed_total;
     uint64_t allocated_bytes_total, freed_bytes_total;
 } pm_system_counters_t;
+
+/* Blocks waiting for an OWNED heap's owner as addresses (heap.c, IDLE
+ * OWNERS). */
+typedef struct pm_heap_parcel {
+    struct pm_heap_parcel *next;
+    uint32_t blocks, marks;
+    uint32_t entry[];
+} pm_heap_parcel_t;
+#define PM_HEAP_PARCEL_BYTES ((size_t)256 * 1024) /* mapped, touched as filled */
 
 typedef struct pm_heap {
     /* First: a bin's address is then the heap's plus class x 64, with no
@@ -1234,8 +1248,9 @@ typedef struct pm_heap {
     _Atomic int state;                 /* pm_heap_state_t */
     _Atomic uint64_t remote_tail;      /* ring positions claimed by freers */
     /* Blocks another thread took from the ring and the stack of this heap
-     * while it was OWNED, for its owner to take back (IDLE OWNERS, heap.c). */
-    _Atomic(struct pm_heap_parcel *) parcels;
+     * while it was OWNED (IDLE OWNERS, heap.c), or from its full ring
+     * (remote_ring_spill), for its owner to take back. */
+    _Atomic(pm_heap_parcel_t *) parcels;
     /* OWNED, with blocks waiting: remote_collections as a freer or the walk
      * of the heaps last saw it change, and when (0: none seen waiting).
      * Blocks left waiting a purge delay past that, with no collection, have

@@ -1406,6 +1406,30 @@ START_TEST(test_release_idle_owner_blocks)
 }
 END_TEST
 
+/* A ring that fills while its owner is idle spills into the owner's
+ * newest parcel (remote_ring_spill): the blocks freed past its slots wait
+ * as addresses, none linked on the overflow stack, in as few parcels as
+ * hold them; and the owner, woken, takes them all back. */
+START_TEST(test_remote_ring_spills_into_parcels)
+{
+    _Static_assert(IDLE_OWNER_BLOCKS > 2 * PM_REMOTE_RING, "the ring fills more than twice");
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 60000; /* no walk takes them meanwhile */
+    pthread_t owner = idle_owner_start();
+    pm_heap_t *heap = pm_pool_heap(pm_pool_of(idle_owner_blocks[0]));
+    ck_assert_ptr_null(atomic_load(&heap->remote_free));
+    const pm_heap_parcel_t *parcel = atomic_load(&heap->parcels);
+    ck_assert_ptr_nonnull(parcel);
+    ck_assert_ptr_null(parcel->next);
+    ck_assert_uint_ge(parcel->blocks, IDLE_OWNER_BLOCKS - PM_REMOTE_RING);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
+    ck_assert(pm_heap_validate());
+    idle_owner_finish(owner, c);
+}
+END_TEST
+
 /* The same under RLIMIT_AS, where no arena space is reserved and every
  * arena is mapped on its own: a parcel names a block by its place in the
  * space, so these blocks stay waiting for the owner, which takes them back
@@ -1778,6 +1802,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_exited_thread_blocks);
     tcase_add_loop_test(tc, test_release_idle_owner_blocks, 0, 2);
     tcase_add_test(tc, test_release_idle_owner_outside_space);
+    tcase_add_test(tc, test_remote_ring_spills_into_parcels);
     tcase_add_test(tc, test_release_exited_thread_keeps_pools);
     tcase_add_test(tc, test_release_exited_thread_pages);
     tcase_add_test(tc, test_release_glibc_heap_steady);

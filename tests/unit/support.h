@@ -10,6 +10,7 @@
 #include <check.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 
 #include "internal.h"
 #include "poolmalloc.h"
@@ -125,8 +126,11 @@ void pm_test_capture_abort(void (*misuse)(void), char *buf, size_t cap);
  * allocates until its bin runs dry, which collects what other threads
  * freed into its heap: for misuse that only that collection can see. With
  * ring_full, the calling thread first frees PM_REMOTE_RING other blocks of
- * the owner's, so that what misuse frees goes onto the overflow stack. */
+ * the owner's, with the address space capped so that no parcel can take
+ * the full ring's blocks: what misuse frees goes onto the overflow stack. */
 void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full, bool idle_owner);
+/* The process's address space in use, in bytes (what RLIMIT_AS counts). */
+rlim_t pm_test_address_space_in_use(void);
 /* A thread's start routine that pm_frees `block`: a free by a thread that
  * does not own the block's pool. */
 void *pm_test_free_in_thread(void *block);
