@@ -1435,6 +1435,14 @@ static inline void *pm_heap_alloc_fast(size_t size)
         if (PM_UNLIKELY(!pm_link_next(block, &next)))
             pm_pool_corrupt_link(pool, block);
         pool->free_list = next;
+        /* The next malloc's link, read now, while the program works: a
+         * block another thread freed, or one a large heap has long left,
+         * is a cache miss, and its link is the fast path's only load that
+         * depends on the previous one (Linux's SLUB does the same,
+         * prefetch_freepointer). mstress-like probe: 0.38 -> 0.29 s
+         * (jemalloc 0.19); churn-random and server unchanged; one
+         * instruction a malloc (bench/results/big-heap-random.md). */
+        __builtin_prefetch(next);
         PM_COUNTER_ADD(pool->used_word, 1); /* I3: used_count + 1 */
         pm_live_set(block);
         PM_COUNTER_ADD(bin->allocated_total, 1);
