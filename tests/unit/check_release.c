@@ -1356,6 +1356,15 @@ static pthread_t idle_owner_start(void)
     return owner;
 }
 
+/* Every block the owner made waits for it, and the heaps are whole. */
+static void idle_owner_assert_waiting(unsigned c)
+{
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
+    ck_assert(pm_heap_validate());
+}
+
 /* Wakes the owner, which takes its blocks back and frees them all. */
 static void idle_owner_finish(pthread_t owner, unsigned c)
 {
@@ -1422,10 +1431,7 @@ START_TEST(test_remote_ring_spills_into_parcels)
     ck_assert_ptr_nonnull(parcel);
     ck_assert_ptr_null(parcel->next);
     ck_assert_uint_ge(parcel->blocks, IDLE_OWNER_BLOCKS - PM_REMOTE_RING);
-    pm_stats_t s;
-    pm_test_stats(&s);
-    ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
-    ck_assert(pm_heap_validate());
+    idle_owner_assert_waiting(c);
     idle_owner_finish(owner, c);
 }
 END_TEST
@@ -1446,10 +1452,7 @@ START_TEST(test_release_idle_owner_outside_space)
     pthread_t owner = idle_owner_start();
     ck_assert(pm_arenas_outside_space);
     pm_malloc_trim(0);
-    pm_stats_t s;
-    pm_test_stats(&s);
-    ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
-    ck_assert(pm_heap_validate());
+    idle_owner_assert_waiting(c);
     idle_owner_finish(owner, c);
 }
 END_TEST
