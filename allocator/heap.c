@@ -1032,13 +1032,16 @@ static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed)
  *
  * The walk of the heaps does it for an OWNED heap that has had blocks
  * waiting and collected none for a purge delay, as unused pools are
- * purged after one; malloc_trim does it at once. A parcel names a block by
- * its place in the arena space: blocks of arenas mapped outside it
- * (RLIMIT_AS, or the space full) stay on the stack, pages and all. */
+ * purged after one; malloc_trim does it at once. A freer that finds the
+ * ring full puts its blocks in the same parcels (remote_ring_spill), so an
+ * owner that stays off its CPU does not send every later free onto the
+ * stack. A parcel names a block by its place in the arena space: blocks of
+ * arenas mapped outside it (RLIMIT_AS, or the space full) stay on the
+ * stack, pages and all. */
 
 /* A parcel (pm_heap_parcel_t): blocks another thread took off an OWNED
- * heap's ring and stack, from the front of entry[]; and from its back, the
- * pages it gave back under them. In 32 bits, since a parcel stays mapped
+ * heap's ring and stack (or a freer off its full ring), from the front of
+ * entry[]; and from its back, the pages the walk gave back under them. In 32 bits, since a parcel stays mapped
  * until the owner wakes (2 million blocks, 8 MiB): a block as its granule
  * in the arena space, a mark as its pool's first page there, shifted past
  * a bit for each page of the pool. */
