@@ -1041,10 +1041,10 @@ static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed)
 
 /* A parcel (pm_heap_parcel_t): blocks another thread took off an OWNED
  * heap's ring and stack (or a freer off its full ring), from the front of
- * entry[]; and from its back, the pages the walk gave back under them. In 32 bits, since a parcel stays mapped
- * until the owner wakes (2 million blocks, 8 MiB): a block as its granule
- * in the arena space, a mark as its pool's first page there, shifted past
- * a bit for each page of the pool. */
+ * entry[]; and from its back, the pages the walk gave back under them. In
+ * 32 bits, since a parcel stays mapped until the owner wakes (2 million
+ * blocks, 8 MiB): a block as its granule in the arena space, a mark as its
+ * pool's first page there, shifted past a bit for each page of the pool. */
 #define PARCEL_ENTRIES ((PM_HEAP_PARCEL_BYTES - sizeof(pm_heap_parcel_t)) / sizeof(uint32_t))
 #define MARK_PAGE_BITS 8
 _Static_assert(PM_POOL_SIZE / PM_OS_PAGE_SIZE <= MARK_PAGE_BITS, "a mark holds a pool's pages");

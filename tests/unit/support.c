@@ -228,9 +228,9 @@ void pm_test_remote_misuse(void (*misuse)(void *block), bool ring_full, bool idl
                                  PM_OS_PAGE_SIZE,
                              limit.rlim_max};
         ck_assert_int_eq(setrlimit(RLIMIT_AS, &cap), 0);
+        for (size_t i = 0; i < PM_REMOTE_RING; i++)
+            pm_free(remote_ring_fill[i]);
     }
-    for (size_t i = 0; ring_full && i < PM_REMOTE_RING; i++)
-        pm_free(remote_ring_fill[i]);
     misuse(remote_block);
     ck_assert_int_eq(setrlimit(RLIMIT_AS, &limit), 0);
     if (ring_full)
