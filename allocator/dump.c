@@ -1,6 +1,11 @@
 /* dump.c — owns the dump thread: a snapshot to the POOLMALLOC_STATS sink
  * every POOLMALLOC_STATS_INTERVAL and whenever POOLMALLOC_STATS_SIGNAL
- * arrives, and the decay tick of an idle process. Never allocates (the
+ * arrives, and the decay tick of an idle process. With
+ * POOLMALLOC_PURGE_THREAD=1 and no POOLMALLOC_STATS it runs for the decay
+ * tick alone (the purge thread), as jemalloc's background_thread does, and
+ * like it not by default: the kernel counts it among the process's tasks,
+ * which some programs read (CPython 3.12 and later warn at each os.fork of
+ * a process with more than one). Never allocates (the
  * snapshot is stats.c's, into a static buffer), never touches errno or
  * thread-local state; blocks every signal, is started again in a fork child
  * (once it takes a pool) so the child reports on itself, never keeps a
@@ -70,6 +75,17 @@ static struct {
     gid_t groups[NGROUPS_MAX];
 } dump;
 
+/* Whether the thread runs at all, and whether it writes snapshots. */
+static bool dump_wanted(void)
+{
+    return pm_options.stats_path[0] != '\0' || pm_options.purge_thread != 0;
+}
+
+static bool dump_writes_snapshots(void)
+{
+    return pm_options.stats_path[0] != '\0';
+}
+
 /* Async-signal-safe, errno untouched. */
 static void dump_wake(void)
 {
@@ -129,8 +145,8 @@ static void dump_take_credentials(void)
                  PM_OS_CALL(SYS_setresgid, dump.gids[0], dump.gids[1], dump.gids[2]) == 0 &&
                  PM_OS_CALL(SYS_setresuid, dump.uids[0], dump.uids[1], dump.uids[2]) == 0;
     if (!taken) {
-        static const char warning[] = "poolmalloc: the stats thread cannot follow the "
-                                      "program's change of credentials; it stops\n";
+        static const char warning[] = "poolmalloc: the stats or purge thread cannot follow "
+                                      "the program's change of credentials; it stops\n";
         pm_os_write_all(STDERR_FILENO, warning, sizeof warning - 1);
         dump.started = false;
     }
@@ -212,7 +228,8 @@ static void dump_sleep_until(const struct timespec *deadline)
 static void dump_loop(void)
 {
     atomic_store_explicit(&dump.thread_id, PM_OS_CALL(SYS_gettid, 0), memory_order_release);
-    PM_OS_CALL(SYS_prctl, PR_SET_NAME, "poolmalloc-stat");
+    bool snapshots = dump_writes_snapshots();
+    PM_OS_CALL(SYS_prctl, PR_SET_NAME, snapshots ? "poolmalloc-stat" : "poolmalloc-bg");
     dump_private_descriptors();
     /* The decay tick comes at least every purge delay (10 ms at the least),
      * so that a process gone quiet gives its memory back in time whatever
@@ -236,7 +253,7 @@ static void dump_loop(void)
         pm_arena_decay_tick();
         pm_heap_release_parked_if_due();
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (dump_reached(&now, &snapshot_due)) {
+        if (snapshots && dump_reached(&now, &snapshot_due)) {
             pm_stats_write_snapshot(PM_SNAPSHOT_INTERVAL);
             /* Every interval from the start, without drift; one snapshot
              * for intervals missed while the machine was too busy. */
@@ -313,18 +330,23 @@ static void dump_spawn(bool einval_expected)
     dump.started = error == 0;
     dump.start_in_child = einval_expected && error == EINVAL;
     if (error != 0 && !dump.start_in_child) {
-        static const char warning[] =
+        static const char stats[] =
             "poolmalloc: cannot start the stats thread; only the exit report will be written\n";
-        pm_os_write_all(STDERR_FILENO, warning, sizeof warning - 1);
+        static const char purge[] = "poolmalloc: cannot start the purge thread; memory is given "
+                                    "back by the program's own calls only\n";
+        if (dump_writes_snapshots())
+            pm_os_write_all(STDERR_FILENO, stats, sizeof stats - 1);
+        else
+            pm_os_write_all(STDERR_FILENO, purge, sizeof purge - 1);
     }
 }
 
 void pm_dump_start(void)
 {
     pm_stats_note_start();
-    if (pm_options.stats_path[0] == '\0' || dump.started)
+    if (!dump_wanted() || dump.started)
         return;
-    if (pm_options.stats_signal != 0) {
+    if (dump_writes_snapshots() && pm_options.stats_signal != 0) {
         struct sigaction action;
         memset(&action, 0, sizeof action);
         action.sa_handler = dump_on_signal;
@@ -348,7 +370,7 @@ void pm_dump_restart_in_child(void)
 {
     /* The options first: `dump`, untouched unless the thread ran, is a page
      * the child would fault in to read (pm_fork_locks_t). */
-    if (pm_options.stats_path[0] == '\0' ||
+    if (!dump_wanted() ||
         !(dump.started || dump.start_in_child ||
           __atomic_load_n(&pm_dump_start_pending, __ATOMIC_RELAXED)))
         return;
@@ -403,8 +425,8 @@ static bool dump_stop(void)
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (dump_reached(&now, &deadline)) {
             static const char warning[] =
-                "poolmalloc: the stats thread did not stop in time for the program's "
-                "unshare() or setns(); only the exit report will be written\n";
+                "poolmalloc: the stats or purge thread did not stop in time for the program's "
+                "unshare() or setns(); it is not started again\n";
             pm_os_write_all(STDERR_FILENO, warning, sizeof warning - 1);
             dump.started = false;
             return false;
@@ -422,7 +444,7 @@ bool pm_dump_pause(void)
     /* No thread, or the parent's of a vfork child; a fork child that has
      * not started its own takes the lock, so that it does not start one
      * during the call. */
-    if (pm_options.stats_path[0] == '\0' ||
+    if (!dump_wanted() ||
         (PM_OS_CALL(SYS_getpid, 0) != dump.process_id &&
          !__atomic_load_n(&pm_dump_start_pending, __ATOMIC_RELAXED)))
         return false;

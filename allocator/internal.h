@@ -1688,7 +1688,9 @@ PM_HIDDEN void pm_utc_date(int64_t days, int64_t *year, int *month, int *day);
 
 /* ---- dump.c: the dump thread ------------------------------------------------- */
 /* Starts the thread that writes a snapshot every POOLMALLOC_STATS_INTERVAL
- * and on POOLMALLOC_STATS_SIGNAL, if POOLMALLOC_STATS is set. Idempotent. */
+ * and on POOLMALLOC_STATS_SIGNAL, if POOLMALLOC_STATS is set, and ticks the
+ * purges of an idle process; with POOLMALLOC_PURGE_THREAD=1 alone, the
+ * same thread ticks the purges only. Idempotent. */
 PM_HIDDEN void pm_dump_start(void);
 /* In a fork child: the thread did not survive the fork. Another starts
  * when the child first takes a pool or gives one back (heap.c), through

@@ -36,6 +36,9 @@
       "the most released pools the adaptive cap keeps resident")                           \
     X(reserve_arenas, "POOLMALLOC_RESERVE_ARENAS", COUNT, 1, 0, 4096,                        \
       "empty arenas kept mapped rather than unmapped, against mmap/munmap churn")          \
+    X(purge_thread, "POOLMALLOC_PURGE_THREAD", COUNT, 0, 0, 1,                               \
+      "1: a background thread gives back what has waited the purge delay, also in a "      \
+      "process that makes no more calls; 0: the program's own calls do (and the dump thread)") \
     X(purge_batch, "POOLMALLOC_PURGE_BATCH", COUNT, 1, 0, 1,                                 \
       "1: purges made together go to the kernel in one process_madvise call (Linux 6.15+, " \
       "once the process has had a second thread); 0: one madvise each")                    \

@@ -291,4 +291,33 @@ err=$(LD_PRELOAD="$lib" POOLMALLOC_STATS=/nonexistent/dir/stats "$probe" pattern
   || fail "an unwritable stats file stopped the program"
 grep -q "cannot open POOLMALLOC_STATS file '/nonexistent/dir/stats'" <<<"$err" || fail "$err"
 echo "dump: bad values and unwritable files are reported, the program runs on"
+
+# 9. POOLMALLOC_PURGE_THREAD=1 without stats: the same thread, for the
+# purging alone, named poolmalloc-bg. A process whose idle threads' blocks
+# were all freed by another, and which then makes no call at all, gives
+# them back after the purge delay; without the thread it keeps them.
+purge=(env LD_PRELOAD="$lib" POOLMALLOC_PURGE_THREAD=1 POOLMALLOC_PURGE_DELAY=100ms)
+out=$("${purge[@]}" "$probe" quiet 2000) || fail "purge thread: the quiet probe failed: $out"
+made=$(field made "$out") slept=$(field slept "$out")
+((slept * 4 < made)) || fail "purge thread: a quiet process kept its freed blocks' memory: $out"
+echo "dump: purge thread: RSS in KiB $out"
+out=$(env LD_PRELOAD="$lib" POOLMALLOC_PURGE_DELAY=100ms "$probe" quiet 500) ||
+  fail "the quiet probe failed: $out"
+(($(field slept "$out") * 2 > $(field made "$out"))) ||
+  fail "without the purge thread, a process that makes no call gave its memory back: $out"
+echo "dump: without it, RSS in KiB $out"
+# What the stats thread's checks (7, 7c, 7e) say of it holds for this one.
+rc=0
+"${purge[@]}" timeout -k 1 10 "$probe" pthread_exit || rc=$?
+((rc == 0)) || fail "purge thread: a program ending in pthread_exit did not end (status $rc)"
+out=$("${purge[@]}" "$probe" hidden 300) || fail "purge thread: the program's errno changed"
+[[ $out == "single_threaded=1 threads=2 "* ]] ||
+  fail "purge thread: expected a program single-threaded for glibc, with the thread beside it: $out"
+out=$("${purge[@]}" sh -c 'cat /proc/$$/task/*/comm')
+grep -qx poolmalloc-bg <<<"$out" || fail "purge thread: no task named poolmalloc-bg: $out"
+alone=$("$probe" namespaces 0)
+out=$("${purge[@]}" "$probe" namespaces 300) || fail "purge thread: the namespaces probe failed: $out"
+[[ ${out% threads=*} == "${alone% threads=*}" && $out == *" threads=2" ]] ||
+  fail "purge thread: namespace calls ended otherwise than without poolmalloc ($alone): $out"
+echo "dump: purge thread: ends with pthread_exit, stays hidden from glibc, named poolmalloc-bg, $out"
 echo "dump: ok"

@@ -40,14 +40,20 @@ static void *idle_thread(void *arg)
     return NULL;
 }
 
+/* Without a call to the allocator (fopen would make one), so that reading
+ * the resident set does not purge anything itself. */
 static long resident_kib(void)
 {
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == NULL || fscanf(f, "%ld %ld", &pages, &resident) != 2)
+    char text[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof text - 1);
+    if (fd >= 0)
+        close(fd);
+    char *resident = n > 0 ? memchr(text, ' ', (size_t)n) : NULL;
+    if (resident == NULL)
         abort();
-    fclose(f);
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+    text[n] = '\0';
+    return strtol(resident + 1, NULL, 10) * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 /* glibc_heap PCT MS: 64 MiB of 8000-byte blocks (the glibc path, in its
@@ -86,6 +92,48 @@ static int glibc_heap(long pct, long ms)
     printf("start=%ld peak=%ld freed=%ld slept=%ld later=%ld trim=%d\n", start, peak, freed, slept,
            later, trimmed);
     free(pin);
+    return 0;
+}
+
+/* quiet MS: two threads make 32 MiB of blocks of 64..512 bytes and wait;
+ * the main thread frees them all, then the process sleeps MS ms without a
+ * call to the allocator (the blocks wait for their idle threads to take
+ * them back). Prints the resident set once they are made, once they are
+ * freed, and after the sleep. */
+enum { QUIET_THREADS = 2, QUIET_BLOCKS = 56000 };
+static void *quiet_blocks[QUIET_THREADS][QUIET_BLOCKS];
+static pthread_barrier_t quiet_made, quiet_done;
+
+static void *quiet_maker(void *arg)
+{
+    void **blocks = arg;
+    for (int i = 0; i < QUIET_BLOCKS; i++)
+        memset(blocks[i] = malloc(64 + (size_t)i * 7 % 449), 5, 64);
+    pthread_barrier_wait(&quiet_made);
+    pthread_barrier_wait(&quiet_done);
+    return NULL;
+}
+
+static int quiet(long ms)
+{
+    pthread_t makers[QUIET_THREADS];
+    pthread_barrier_init(&quiet_made, NULL, QUIET_THREADS + 1);
+    pthread_barrier_init(&quiet_done, NULL, QUIET_THREADS + 1);
+    for (int k = 0; k < QUIET_THREADS; k++)
+        if (pthread_create(&makers[k], NULL, quiet_maker, quiet_blocks[k]) != 0)
+            return 3;
+    pthread_barrier_wait(&quiet_made);
+    long made = resident_kib();
+    for (int k = 0; k < QUIET_THREADS; k++)
+        for (int i = 0; i < QUIET_BLOCKS; i++)
+            free(quiet_blocks[k][i]);
+    long freed = resident_kib();
+    sleep_ms(ms);
+    long slept = resident_kib();
+    printf("made=%ld freed=%ld slept=%ld\n", made, freed, slept);
+    pthread_barrier_wait(&quiet_done);
+    for (int k = 0; k < QUIET_THREADS; k++)
+        pthread_join(makers[k], NULL);
     return 0;
 }
 
@@ -317,11 +365,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(mode, "glibc_heap") == 0)
         return glibc_heap(ms, argc > 3 ? atol(argv[3]) : 0);
+    if (strcmp(mode, "quiet") == 0)
+        return quiet(ms);
     if (strcmp(mode, "can_unshare") == 0)
         return unshare(CLONE_FILES) == 0 ? 0 : 77; /* a seccomp filter may refuse it */
     fprintf(stderr, "usage: probe pattern|signal|fork|loop|closefds|pthread_exit|"
                     "pthread_exit_idle|fdwatch|hidden|credentials|namespaces|pid_namespace|\n"
-                    "       can_unshare [ms]\n"
+                    "       quiet|can_unshare [ms]\n"
                     "       probe glibc_heap PCT MS\n");
     return 2;
 }

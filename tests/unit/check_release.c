@@ -437,11 +437,16 @@ END_TEST
 
 /* With POOLMALLOC_STATS set, the dump thread purges the pools of a process
  * that frees and then makes no call at all: after the purge delay, whether
- * the interval between snapshots is shorter (20 ms) or far longer (1 h). */
+ * the interval between snapshots is shorter (20 ms) or far longer (1 h);
+ * and so does the purge thread, with POOLMALLOC_PURGE_THREAD=1 alone. */
 START_TEST(test_release_idle_dump_thread)
 {
-    strcpy(pm_options.stats_path, "/dev/null");
-    pm_options.stats_interval_ms = _i == 0 ? 20 : 3600000;
+    if (_i < 2) {
+        strcpy(pm_options.stats_path, "/dev/null");
+        pm_options.stats_interval_ms = _i == 0 ? 20 : 3600000;
+    } else {
+        pm_options.purge_thread = 1;
+    }
     pm_options.purge_delay_ms = 60000; /* however slow the freeing */
     pm_options.retain_pools = 4096;
     pm_options.reserve_arenas = 4096;
@@ -1782,7 +1787,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_cap_shrinks);
     tcase_add_test(tc, test_release_collapse);
     tcase_add_test(tc, test_release_cycle_over);
-    tcase_add_loop_test(tc, test_release_idle_dump_thread, 0, 2);
+    tcase_add_loop_test(tc, test_release_idle_dump_thread, 0, 3);
     tcase_add_loop_test(tc, test_release_reserve, 0, 3);
     tcase_add_test(tc, test_trim_gives_everything_back);
     tcase_add_test(tc, test_trim_gives_back_free_pages);
