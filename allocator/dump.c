@@ -242,7 +242,9 @@ static void dump_loop(void)
     snapshot_due = dump_after(now, pm_options.stats_interval_ms);
     for (;;) {
         struct timespec wake = dump_after(now, tick_ms);
-        if (dump_reached(&wake, &snapshot_due))
+        /* The purge thread never reaches a snapshot: a wake-up set by
+         * snapshot_due would lie in the past, and it would spin. */
+        if (snapshots && dump_reached(&wake, &snapshot_due))
             wake = snapshot_due;
         dump_sleep_until(&wake);
         /* An idle process gives memory back too (I10), and its idle

@@ -306,6 +306,14 @@ out=$(env LD_PRELOAD="$lib" POOLMALLOC_PURGE_DELAY=100ms "$probe" quiet 500) ||
 (($(field slept "$out") * 2 > $(field made "$out"))) ||
   fail "without the purge thread, a process that makes no call gave its memory back: $out"
 echo "dump: without it, RSS in KiB $out"
+# Between its ticks, one every purge delay, it sleeps: a second beyond the
+# first tick (once spent spinning, until the overhead suite saw python's
+# system time grow sixfold) costs next to no CPU.
+cpu=$( (TIMEFORMAT='%3U %3S'; time env LD_PRELOAD="$lib" POOLMALLOC_PURGE_THREAD=1 \
+  POOLMALLOC_PURGE_DELAY=200ms sleep 1.5) 2>&1)
+"$python" -c 'import sys; sys.exit(float(sys.argv[1]) + float(sys.argv[2]) > 0.2)' $cpu ||
+  fail "purge thread: a sleeping program used $cpu s of CPU (user, system)"
+echo "dump: purge thread: a program asleep 1.5 s used $cpu s of CPU (user, system)"
 # What the stats thread's checks (7, 7c, 7e) say of it holds for this one.
 rc=0
 "${purge[@]}" timeout -k 1 10 "$probe" pthread_exit || rc=$?
