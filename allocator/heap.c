@@ -563,7 +563,8 @@ static size_t heap_release_abandoned(pm_heap_t *heap, uint64_t now_ms, bool all,
  * parking happens under service_lock, which pm_fork_prepare held, so a
  * fork child finds parked[] whole, though nothing else of such a heap.
  * *next_due_ms: when the first pool left becomes due (UINT64_MAX: none). */
-static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_ms)
+static size_t heap_release_parked(const pm_heap_t *walker, uint64_t now_ms, bool all,
+                                  uint64_t *next_due_ms)
 {
     size_t released = 0;
     *next_due_ms = UINT64_MAX;
@@ -576,7 +577,7 @@ static size_t heap_release_parked(uint64_t now_ms, bool all, uint64_t *next_due_
             released += heap_release_abandoned(heap, now_ms, all, next_due_ms);
             continue;
         }
-        if (heap_owned(heap) && heap != pm_thread_heap)
+        if (heap_owned(heap) && heap != walker)
             released += heap_relieve_idle_owner(heap, now_ms, all, next_due_ms);
         if (heap_parked_count(heap) == 0)
             continue;
@@ -603,7 +604,7 @@ static _Atomic uint64_t parked_next_due_ms; /* UINT64_MAX: the walk left none */
 /* Whether the heaps were walked since the pools last collapsed. */
 static _Atomic bool parked_walked_in_collapse;
 
-void pm_heap_release_parked_if_due(void)
+void pm_heap_release_parked_if_due(const pm_heap_t *walker)
 {
     uint64_t last = atomic_load_explicit(&parked_walk_ms, memory_order_relaxed);
     uint64_t now_ms = pm_os_coarse_ms();
@@ -629,7 +630,7 @@ void pm_heap_release_parked_if_due(void)
     if (collapsed)
         atomic_store_explicit(&parked_walked_in_collapse, true, memory_order_relaxed);
     uint64_t next_due_ms;
-    heap_release_parked(now_ms, collapsed, &next_due_ms);
+    heap_release_parked(walker, now_ms, collapsed, &next_due_ms);
     atomic_store_explicit(&parked_next_due_ms, next_due_ms, memory_order_relaxed);
 }
 
@@ -642,7 +643,7 @@ static void heap_housekeeping(pm_heap_t *heap)
     if (!heap_owned(heap))
         return;
     pm_dump_start_if_pending();
-    pm_heap_release_parked_if_due();
+    pm_heap_release_parked_if_due(heap);
     pm_system_trim_if_due();
 }
 
@@ -1620,7 +1621,7 @@ bool pm_heap_trim(void)
         released |= heap_trim_pools(pm_thread_heap);
     uint64_t next_due_ms;
     /* The caller's too: its remote frees may park. */
-    released |= heap_release_parked(0, true, &next_due_ms) != 0;
+    released |= heap_release_parked(pm_thread_heap, 0, true, &next_due_ms) != 0;
     heaps_lock();
     for (pm_heap_t *heap = heaps.abandoned; heap != NULL; heap = heap->next_abandoned) {
         pm_lock(heap->service_lock);

@@ -1561,10 +1561,13 @@ PM_HIDDEN bool pm_heap_trim(void);
  * the first pool it left parked becomes due, or while blocks wait in an
  * ABANDONED heap's ring; at most every 10 ms): gives back the parked pools
  * (I4) that have waited POOLMALLOC_PURGE_DELAY, and collects what waits in
- * ABANDONED heaps. Three relaxed loads and a clock read when not due.
- * Called by an owner taking or giving back a pool or at its tick, and by
- * the dump thread's tick; with no lock held. */
-PM_HIDDEN void pm_heap_release_parked_if_due(void);
+ * ABANDONED heaps, and relieves idle owners (IDLE OWNERS, heap.c) but the
+ * walker's own heap. Three relaxed loads and a clock read when not due.
+ * Called by an owner taking or giving back a pool or at its tick, with its
+ * heap, and by the dump thread's tick, with NULL (the thread shares the
+ * thread pointer, and so pm_thread_heap, of the thread that made it: the
+ * main thread's heap is not its own); with no lock held. */
+PM_HIDDEN void pm_heap_release_parked_if_due(const pm_heap_t *walker);
 /* A heap's tick (ALLOCATION TICKS, heap.c), its countdown just run out for
  * `block`, of `size` bytes, after `counted` bytes were taken for it: the
  * sample due, if one is, then the housekeeping that is due, and the next

@@ -1133,15 +1133,15 @@ START_TEST(test_release_parked_when_due)
     const unsigned c = pm_class_of(BLOCK_SIZE);
     pm_options.purge_delay_ms = 300;
     uint64_t start = now_ms();
-    pm_heap_release_parked_if_due(); /* the first walk: nothing parked */
+    pm_heap_release_parked_if_due(pm_thread_heap); /* the first walk: nothing parked */
     sleep_until_ms(start + 150);
     pthread_t worker;
     worker_start(&worker, 40);
     uint64_t parked = now_ms();
     sleep_until_ms(start + 320);
-    pm_heap_release_parked_if_due(); /* due again; the pool is not */
+    pm_heap_release_parked_if_due(pm_thread_heap); /* due again; the pool is not */
     sleep_until_ms(parked + 300 + 50);
-    pm_heap_release_parked_if_due();
+    pm_heap_release_parked_if_due(pm_thread_heap);
     pm_stats_t s;
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].pools, 0);
@@ -1224,7 +1224,7 @@ START_TEST(test_release_owner_unparks)
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].pools, 1);
     ck_assert(pm_heap_validate());
-    pm_heap_release_parked_if_due(); /* not due: parked within the delay */
+    pm_heap_release_parked_if_due(pm_thread_heap); /* not due: parked within the delay */
     void *again = pm_malloc(BLOCK_SIZE);
     ck_assert_uint_eq(pm_test_arena_base(again), pm_test_arena_base(first));
     ck_assert_uint_eq(pm_test_pool_index(again), pm_test_pool_index(first));
@@ -1290,7 +1290,7 @@ START_TEST(test_release_exited_thread_blocks)
     ck_assert_uint_gt(most_waiting, 0);
     ck_assert_uint_eq(s.classes[c].live_blocks, 0);
     sleep_ms(30);
-    pm_heap_release_parked_if_due();
+    pm_heap_release_parked_if_due(pm_thread_heap);
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
     /* This thread's heap keeps its one pool, and the abandoned heap one
@@ -1398,10 +1398,10 @@ START_TEST(test_release_idle_owner_blocks)
         /* The frees stamped the owner as having blocks waiting: a walk
          * within the delay leaves them, one past it takes them. */
         sleep_ms(20);
-        pm_heap_release_parked_if_due();
+        pm_heap_release_parked_if_due(pm_thread_heap);
         ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
         sleep_ms(250);
-        pm_heap_release_parked_if_due();
+        pm_heap_release_parked_if_due(pm_thread_heap);
     } else {
         ck_assert_int_eq(pm_malloc_trim(0), 1);
     }
@@ -1417,6 +1417,56 @@ START_TEST(test_release_idle_owner_blocks)
                           (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
     ck_assert(pm_heap_validate());
     idle_owner_finish(owner, c);
+}
+END_TEST
+
+/* The idle owner is the thread that started the dump thread (the main
+ * thread, as a rule): another thread frees everything it made, and it
+ * waits, making no call. The dump thread (the purge thread here), which
+ * shares its thread pointer and so its pm_thread_heap, must relieve that
+ * heap all the same: it took it for its own, and left the pages resident
+ * (main made 64 MiB that a worker freed: 77 MiB kept, 5 MiB now). */
+static void *free_idle_owner_blocks(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
+        pm_free(idle_owner_blocks[i]);
+    return NULL;
+}
+
+START_TEST(test_release_idle_owner_that_started_dump_thread)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 50;
+    pm_options.purge_thread = 1;
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++) {
+        idle_owner_blocks[i] = pm_malloc(BLOCK_SIZE);
+        memset(idle_owner_blocks[i], 0x5a, BLOCK_SIZE);
+    }
+    pthread_t freer;
+    ck_assert_int_eq(pthread_create(&freer, NULL, free_idle_owner_blocks, NULL), 0);
+    ck_assert_int_eq(pthread_join(freer, NULL), 0);
+    ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
+    pm_dump_start();
+    /* No allocator call meanwhile; 64 blocks a pool: all but the last
+     * pool's pages go. */
+    int resident = IDLE_OWNER_BLOCKS;
+    for (int waited_ms = 0; waited_ms < 10000 && resident > (int)(PM_POOL_SIZE / BLOCK_SIZE);
+         waited_ms += 50) {
+        sleep_ms(50);
+        resident = idle_owner_resident_pages();
+    }
+    ck_assert_msg(resident <= (int)(PM_POOL_SIZE / BLOCK_SIZE), "%d of %d blocks' pages resident",
+                  resident, IDLE_OWNER_BLOCKS);
+    /* Its pools again: it takes the blocks back from the parcels. */
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
+        idle_owner_blocks[i] = pm_malloc(BLOCK_SIZE);
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
+        pm_free(idle_owner_blocks[i]);
+    pm_stats_t s;
+    pm_stats_get(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 0);
 }
 END_TEST
 
@@ -1505,14 +1555,14 @@ START_TEST(test_release_exited_thread_keeps_pools)
     ck_assert_int_eq(pthread_create(&t, NULL, adopt_and_exit, &same_pool), 0);
     ck_assert_int_eq(pthread_join(t, NULL), 0);
     ck_assert_msg(same_pool, "the adopting thread should allocate from the parked pool");
-    pm_heap_release_parked_if_due(); /* within the delay: nothing due */
+    pm_heap_release_parked_if_due(pm_thread_heap); /* within the delay: nothing due */
     pm_test_stats(&kept);
     ck_assert_uint_eq(kept.released_bytes_total, before.released_bytes_total);
     ck_assert_uint_eq(kept.classes[c].pools, 1);
     ck_assert_uint_eq(kept.classes[pm_class_of(32)].pools, 1);
     ck_assert(pm_heap_validate());
     sleep_ms(350);
-    pm_heap_release_parked_if_due();
+    pm_heap_release_parked_if_due(pm_thread_heap);
     pm_test_stats(&later);
     ck_assert_uint_eq(later.classes[c].pools, 0);
     /* The parked pool's three pages and the kept one's page. */
@@ -1543,10 +1593,10 @@ START_TEST(test_release_exited_thread_pages)
     ck_assert_int_eq(pthread_create(&t, NULL, drain_sparse_and_exit, &pools), 0);
     ck_assert_int_eq(pthread_join(t, NULL), 0);
     ck_assert_uint_ge(pools, 2 * PM_SPARSE_MIN_POOLS);
-    pm_heap_release_parked_if_due(); /* within the delay: kept for an adopter */
+    pm_heap_release_parked_if_due(pm_thread_heap); /* within the delay: kept for an adopter */
     ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges);
     sleep_ms(350);
-    pm_heap_release_parked_if_due();
+    pm_heap_release_parked_if_due(pm_thread_heap);
     ck_assert_uint_ge(pm_arena_in_use_purges() - in_use_purges, pools - 1);
     sparse_check_kept();
     ck_assert(pm_heap_validate());
@@ -1809,6 +1859,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_trim_takes_parked_pools);
     tcase_add_test(tc, test_release_exited_thread_blocks);
     tcase_add_loop_test(tc, test_release_idle_owner_blocks, 0, 2);
+    tcase_add_test(tc, test_release_idle_owner_that_started_dump_thread);
     tcase_add_test(tc, test_release_idle_owner_outside_space);
     tcase_add_test(tc, test_remote_ring_spills_into_parcels);
     tcase_add_test(tc, test_release_exited_thread_keeps_pools);
