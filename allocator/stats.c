@@ -26,7 +26,7 @@ static uint64_t stats_rss_bytes(void)
     uint64_t pages = 0;
     for (p++; *p >= '0' && *p <= '9'; p++)
         pages = pages * 10 + (uint64_t)(*p - '0');
-    return pages * (uint64_t)sysconf(_SC_PAGESIZE);
+    return pages * PM_OS_PAGE_SIZE; /* not sysconf: no glibc call on the dump thread (dump.c) */
 }
 
 static double stats_ratio(uint64_t part, uint64_t whole)

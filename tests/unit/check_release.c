@@ -1470,6 +1470,55 @@ START_TEST(test_release_idle_owner_that_started_dump_thread)
 }
 END_TEST
 
+/* The dump thread shares the thread pointer of the thread that made it
+ * (clone, allocator/dump.c), and so must never touch thread-local state:
+ * here the thread that starts it has its stack, and in it its thread
+ * control block and TLS, unmapped once it has exited, so that any such
+ * access faults. Meanwhile the dump thread walks the heaps, relieves an
+ * idle owner, purges, and writes snapshots (_i == 0), or fails to open
+ * their file and says so (_i == 2). */
+static void *start_dump_thread(void *arg)
+{
+    (void)arg;
+    pm_dump_start();
+    return NULL;
+}
+
+START_TEST(test_dump_thread_outlives_its_maker)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 20;
+    if (_i == 1) {
+        pm_options.purge_thread = 1;
+    } else {
+        strcpy(pm_options.stats_path, _i == 0 ? "/dev/null" : "/nonexistent/dir/stats");
+        pm_options.stats_interval_ms = 20;
+    }
+    pthread_t owner = idle_owner_start();
+    const size_t stack_bytes = (size_t)1 << 20;
+    void *stack = mmap(NULL, stack_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(stack, MAP_FAILED);
+    pthread_attr_t attr;
+    pthread_t maker;
+    ck_assert_int_eq(pthread_attr_init(&attr), 0);
+    ck_assert_int_eq(pthread_attr_setstack(&attr, stack, stack_bytes), 0);
+    ck_assert_int_eq(pthread_create(&maker, &attr, start_dump_thread, NULL), 0);
+    ck_assert_int_eq(pthread_join(maker, NULL), 0);
+    pthread_attr_destroy(&attr);
+    ck_assert_int_eq(munmap(stack, stack_bytes), 0);
+    int resident = IDLE_OWNER_BLOCKS;
+    for (int waited_ms = 0; waited_ms < 10000 && resident > (int)(PM_POOL_SIZE / BLOCK_SIZE);
+         waited_ms += 50) {
+        sleep_ms(50);
+        resident = idle_owner_resident_pages();
+    }
+    ck_assert_msg(resident <= (int)(PM_POOL_SIZE / BLOCK_SIZE), "%d of %d blocks' pages resident",
+                  resident, IDLE_OWNER_BLOCKS);
+    sleep_ms(200); /* ten more ticks, and snapshots */
+    idle_owner_finish(owner, c);
+}
+END_TEST
+
 /* A ring that fills while its owner is idle spills into the owner's
  * newest parcel (remote_ring_spill): the blocks freed past its slots wait
  * as addresses, none linked on the overflow stack, in as few parcels as
@@ -1860,6 +1909,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_exited_thread_blocks);
     tcase_add_loop_test(tc, test_release_idle_owner_blocks, 0, 2);
     tcase_add_test(tc, test_release_idle_owner_that_started_dump_thread);
+    tcase_add_loop_test(tc, test_dump_thread_outlives_its_maker, 0, 3);
     tcase_add_test(tc, test_release_idle_owner_outside_space);
     tcase_add_test(tc, test_remote_ring_spills_into_parcels);
     tcase_add_test(tc, test_release_exited_thread_keeps_pools);
