@@ -18,11 +18,16 @@
  * good, and a program of one thread would pay for its stats 15% on a mix
  * of large requests (bench/README). So the thread is made with clone(): it
  * shares the thread pointer of the thread that made it, and with it errno
- * and every __thread variable, which it therefore never uses. It calls no
- * glibc function that locks or keeps per-thread state: system calls go
- * through pm_os_syscall, locks are pm_lock_t. glibc counts only its own
- * threads, so the process ends, as before, when the program's last thread
- * does. glibc applies setuid() and its kin to every thread it knows, so
+ * and every __thread variable, which it therefore never uses (that thread
+ * may since have exited, its TLS unmapped or another thread's). It calls
+ * no glibc function that locks, keeps per-thread state or reads the thread
+ * pointer (sysconf does, for its stack guard): system calls go through
+ * pm_os_syscall, locks are pm_lock_t; and the library binds its symbols at
+ * load (-z now), as a lazy binding marks the lookup in the calling
+ * thread's control block (check_release.c's
+ * test_dump_thread_outlives_its_maker holds it to all that). glibc counts
+ * only its own threads, so the process ends, as before, when the program's
+ * last thread does. glibc applies setuid() and its kin to every thread it knows, so
  * the program's calls come here too (pm_dump_follow_credentials): this
  * thread must never keep privileges the program gave up. And the kernel
  * refuses some calls to a process with a second thread (unshare() of the
