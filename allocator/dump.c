@@ -27,9 +27,9 @@
  * thread's control block (check_release.c's
  * test_dump_thread_outlives_its_maker holds it to all that). glibc counts
  * only its own threads, so the process ends, as before, when the program's
- * last thread does. glibc applies setuid() and its kin to every thread it knows, so
- * the program's calls come here too (pm_dump_follow_credentials): this
- * thread must never keep privileges the program gave up. And the kernel
+ * last thread does. glibc applies setuid() and its kin to every thread it
+ * knows, so the program's calls come here too (pm_dump_follow_credentials):
+ * this thread must never keep privileges the program gave up. And the kernel
  * refuses some calls to a process with a second thread (unshare() of the
  * user namespace, setns() into a user, mount or time namespace): the shim
  * makes them with this thread stopped (pm_dump_pause), which starts again
