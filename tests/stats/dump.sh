@@ -314,7 +314,7 @@ cpu=$( (TIMEFORMAT='%3U %3S'; time env LD_PRELOAD="$lib" POOLMALLOC_PURGE_THREAD
 "$python" -c 'import sys; sys.exit(float(sys.argv[1]) + float(sys.argv[2]) > 0.2)' $cpu ||
   fail "purge thread: a sleeping program used $cpu s of CPU (user, system)"
 echo "dump: purge thread: a program asleep 1.5 s used $cpu s of CPU (user, system)"
-# What the stats thread's checks (7, 7c, 7e) say of it holds for this one.
+# What the stats thread's checks (4, 7, 7c, 7e) say of it holds for this one.
 rc=0
 "${purge[@]}" timeout -k 1 10 "$probe" pthread_exit || rc=$?
 ((rc == 0)) || fail "purge thread: a program ending in pthread_exit did not end (status $rc)"
@@ -323,9 +323,13 @@ out=$("${purge[@]}" "$probe" hidden 300) || fail "purge thread: the program's er
   fail "purge thread: expected a program single-threaded for glibc, with the thread beside it: $out"
 out=$("${purge[@]}" sh -c 'cat /proc/$$/task/*/comm')
 grep -qx poolmalloc-bg <<<"$out" || fail "purge thread: no task named poolmalloc-bg: $out"
+out=$("${purge[@]}" "$probe" fork 100) || fail "purge thread: the fork probe failed: $out"
+[[ $out == "child_threads_before=1 child_threads_after=2" ]] ||
+  fail "purge thread: a fork child did not start its own once it took a pool: $out"
 alone=$("$probe" namespaces 0)
 out=$("${purge[@]}" "$probe" namespaces 300) || fail "purge thread: the namespaces probe failed: $out"
 [[ ${out% threads=*} == "${alone% threads=*}" && $out == *" threads=2" ]] ||
   fail "purge thread: namespace calls ended otherwise than without poolmalloc ($alone): $out"
-echo "dump: purge thread: ends with pthread_exit, stays hidden from glibc, named poolmalloc-bg, $out"
+echo "dump: purge thread: ends with pthread_exit, stays hidden from glibc, named poolmalloc-bg," \
+  "starts in a fork child, $out"
 echo "dump: ok"
