@@ -80,15 +80,15 @@ static struct {
     gid_t groups[NGROUPS_MAX];
 } dump;
 
-/* Whether the thread runs at all, and whether it writes snapshots. */
-static bool dump_wanted(void)
-{
-    return pm_options.stats_path[0] != '\0' || pm_options.purge_thread != 0;
-}
-
+/* Whether the thread writes snapshots, and whether it runs at all. */
 static bool dump_writes_snapshots(void)
 {
     return pm_options.stats_path[0] != '\0';
+}
+
+static bool dump_wanted(void)
+{
+    return dump_writes_snapshots() || pm_options.purge_thread != 0;
 }
 
 /* Async-signal-safe, errno untouched. */
