@@ -216,12 +216,12 @@ fi
 # shim makes those calls with the dump thread stopped, and starts it again
 # after. The probe's calls must end as they do without poolmalloc (where
 # this machine allows them, they succeed), and snapshots go on after them.
-alone=$("$probe" namespaces 0)
-echo "dump: without poolmalloc: $alone"
+namespaces_alone=$("$probe" namespaces 0)
+echo "dump: without poolmalloc: $namespaces_alone"
 for kind in "${kinds[@]}"; do
   out=$(probe_as "$kind" "$work/ns.jsonl" namespaces 300) ||
     fail "$(kind_name $kind): the namespaces probe failed: $out"
-  [[ ${out% threads=*} == "${alone% threads=*}" ]] ||
+  [[ ${out% threads=*} == "${namespaces_alone% threads=*}" ]] ||
     fail "$(kind_name $kind): namespace calls ended otherwise than without poolmalloc: $out"
   [[ $out == *" threads=2" ]] || fail "$(kind_name $kind): the dump thread was not started again: $out"
   n=$(records "$work/ns.jsonl")
@@ -326,10 +326,9 @@ grep -qx poolmalloc-bg <<<"$out" || fail "purge thread: no task named poolmalloc
 out=$("${purge[@]}" "$probe" fork 100) || fail "purge thread: the fork probe failed: $out"
 [[ $out == "child_threads_before=1 child_threads_after=2" ]] ||
   fail "purge thread: a fork child did not start its own once it took a pool: $out"
-alone=$("$probe" namespaces 0)
 out=$("${purge[@]}" "$probe" namespaces 300) || fail "purge thread: the namespaces probe failed: $out"
-[[ ${out% threads=*} == "${alone% threads=*}" && $out == *" threads=2" ]] ||
-  fail "purge thread: namespace calls ended otherwise than without poolmalloc ($alone): $out"
+[[ ${out% threads=*} == "${namespaces_alone% threads=*}" && $out == *" threads=2" ]] ||
+  fail "purge thread: namespace calls ended otherwise than without poolmalloc ($namespaces_alone): $out"
 echo "dump: purge thread: ends with pthread_exit, stays hidden from glibc, named poolmalloc-bg," \
   "starts in a fork child, $out"
 echo "dump: ok"

@@ -1312,13 +1312,28 @@ enum { IDLE_OWNER_BLOCKS = 4000 };
 static void *idle_owner_blocks[IDLE_OWNER_BLOCKS];
 static pthread_barrier_t idle_owner_made, idle_owner_resume;
 
-static void *idle_owner(void *arg)
+/* The calling thread makes the blocks, and so owns them. */
+static void idle_owner_make(void)
 {
-    (void)arg;
     for (int i = 0; i < IDLE_OWNER_BLOCKS; i++) {
         idle_owner_blocks[i] = pm_malloc(BLOCK_SIZE);
         memset(idle_owner_blocks[i], 0x5a, BLOCK_SIZE);
     }
+}
+
+/* The calling thread frees every block (a thread's start routine). */
+static void *idle_owner_free_all(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
+        pm_free(idle_owner_blocks[i]);
+    return NULL;
+}
+
+static void *idle_owner(void *arg)
+{
+    (void)arg;
+    idle_owner_make();
     pthread_barrier_wait(&idle_owner_made);
     pthread_barrier_wait(&idle_owner_resume); /* idle while the blocks are freed */
     /* Its pools again: the first slow path collects the parcels. */
@@ -1356,9 +1371,21 @@ static pthread_t idle_owner_start(void)
     ck_assert_int_eq(pthread_barrier_init(&idle_owner_resume, NULL, 2), 0);
     ck_assert_int_eq(pthread_create(&owner, NULL, idle_owner, NULL), 0);
     pthread_barrier_wait(&idle_owner_made);
-    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
-        pm_free(idle_owner_blocks[i]);
+    idle_owner_free_all(NULL);
     return owner;
+}
+
+/* Waits (10 s at most, making no allocator call) until at most `at_most`
+ * of the blocks' pages are resident, and asserts that they are. */
+static void idle_owner_await_resident(int at_most)
+{
+    int resident = idle_owner_resident_pages();
+    for (int waited_ms = 0; waited_ms < 10000 && resident > at_most; waited_ms += 50) {
+        sleep_ms(50);
+        resident = idle_owner_resident_pages();
+    }
+    ck_assert_msg(resident <= at_most, "%d of %d blocks' pages resident", resident,
+                  IDLE_OWNER_BLOCKS);
 }
 
 /* Every block the owner made waits for it, and the heaps are whole. */
@@ -1426,38 +1453,19 @@ END_TEST
  * shares its thread pointer and so its pm_thread_heap, must relieve that
  * heap all the same: it took it for its own, and left the pages resident
  * (main made 64 MiB that a worker freed: 77 MiB kept, 5 MiB now). */
-static void *free_idle_owner_blocks(void *arg)
-{
-    (void)arg;
-    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
-        pm_free(idle_owner_blocks[i]);
-    return NULL;
-}
-
 START_TEST(test_release_idle_owner_that_started_dump_thread)
 {
     const unsigned c = pm_class_of(BLOCK_SIZE);
     pm_options.purge_delay_ms = 50;
     pm_options.purge_thread = 1;
-    for (int i = 0; i < IDLE_OWNER_BLOCKS; i++) {
-        idle_owner_blocks[i] = pm_malloc(BLOCK_SIZE);
-        memset(idle_owner_blocks[i], 0x5a, BLOCK_SIZE);
-    }
+    idle_owner_make();
     pthread_t freer;
-    ck_assert_int_eq(pthread_create(&freer, NULL, free_idle_owner_blocks, NULL), 0);
+    ck_assert_int_eq(pthread_create(&freer, NULL, idle_owner_free_all, NULL), 0);
     ck_assert_int_eq(pthread_join(freer, NULL), 0);
     ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
     pm_dump_start();
-    /* No allocator call meanwhile; 64 blocks a pool: all but the last
-     * pool's pages go. */
-    int resident = IDLE_OWNER_BLOCKS;
-    for (int waited_ms = 0; waited_ms < 10000 && resident > (int)(PM_POOL_SIZE / BLOCK_SIZE);
-         waited_ms += 50) {
-        sleep_ms(50);
-        resident = idle_owner_resident_pages();
-    }
-    ck_assert_msg(resident <= (int)(PM_POOL_SIZE / BLOCK_SIZE), "%d of %d blocks' pages resident",
-                  resident, IDLE_OWNER_BLOCKS);
+    /* 64 blocks a pool: all but the last pool's pages go. */
+    idle_owner_await_resident((int)(PM_POOL_SIZE / BLOCK_SIZE));
     /* Its pools again: it takes the blocks back from the parcels. */
     for (int i = 0; i < IDLE_OWNER_BLOCKS; i++)
         idle_owner_blocks[i] = pm_malloc(BLOCK_SIZE);
@@ -1523,13 +1531,7 @@ START_TEST(test_dump_thread_outlives_its_maker)
     ck_assert_int_eq(pthread_join(maker, NULL), 0);
     pthread_attr_destroy(&attr);
     ck_assert_int_eq(munmap(stack, stack_bytes), 0);
-    int resident = IDLE_OWNER_BLOCKS;
-    for (int waited_ms = 0; waited_ms < 10000 && resident > resident_at_most; waited_ms += 50) {
-        sleep_ms(50);
-        resident = idle_owner_resident_pages();
-    }
-    ck_assert_msg(resident <= resident_at_most, "%d of %d blocks' pages resident", resident,
-                  IDLE_OWNER_BLOCKS);
+    idle_owner_await_resident(resident_at_most);
     sleep_ms(200); /* ten more ticks, and snapshots */
     idle_owner_finish(owner, c);
     for (int i = 0; i < 8; i++)
