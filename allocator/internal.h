@@ -224,17 +224,23 @@
  *  a static heap with no pools, so the fast path needs no "initialized?"
  *  test: its first allocation takes the slow path, which gives the thread a
  *  heap, adopting an abandoned one if there is one. When a thread exits its
- *  heap is ABANDONED with its pools; from then on the threads that free
- *  blocks into it also collect the heap's remote ring and stack, under the
- *  heap's service_lock, a batch of 64 frees at a time (the rest by the
+ *  heap is ABANDONED with its pools. A thread with a heap of its own that
+ *  then frees a block of one of those pools adopts the pool (heap.c,
+ *  ADOPTION): under the abandoned heap's service_lock the pool moves to
+ *  the freer's heap, which frees the block, and the pool's later ones, as
+ *  their owner. Other frees into it (by a thread with no heap yet, or of a
+ *  pool holding sampled blocks) go to its ring, and those threads also
+ *  collect the ring and stack, under the service_lock, a batch of 64 frees
+ *  at a time (the rest by the
  *  next walk of the heaps: when a thread next takes or gives back a pool
  *  or ticks, 10 ms at least after the last walk, or at the dump thread's
  *  tick; or
  *  by malloc_trim, or the thread that adopts the heap), so blocks
  *  freed after their allocating thread is gone still come back, and pools
  *  that empty go back to their arenas. A
- *  thread created later adopts the heap, pools and all: a program creating
- *  and joining threads by the thousand reuses the same few heaps.
+ *  thread created later adopts the heap, what pools are left and all: a
+ *  program creating and joining threads by the thousand reuses the same
+ *  few heaps.
  *
  *  The shared heap (heap.c) is permanently ABANDONED: it serves, under its lock, the
  *  rare allocations that cannot have a heap of their own (a thread whose
@@ -351,8 +357,11 @@
  *      waiting, and never more than allocated_total (checked by
  *      pm_heap_validate).
  *  I9  A pool's heap and class change only while it is UNUSED or by its
- *      owner (or by the thread that took it parked, I4); a thread that
- *      does not own a live block's pool may read them. They are kept in
+ *      owner (or by the thread that took it parked, I4); its heap also
+ *      when a thread adopts it from an ABANDONED heap, under that heap's
+ *      service_lock (ADOPTION, heap.c), after which a block of it met in
+ *      the old heap's ring or stack is passed on. A thread that does not
+ *      own a live block's pool may read them. They are kept in
  *      the arena header (pool_heap, pool_class: the class also in the
  *      descriptor, for the owner), not on the descriptor's line, which the
  *      owner writes on every call.
@@ -751,6 +760,12 @@ typedef struct pm_pool {
      * and has not emptied, filled or served since; counted in its heap's
      * sparse_pools. */
     bool sparse;
+    /* Taken from an ABANDONED heap while in use (ADOPTION, heap.c), since
+     * it was last acquired: a block of it met in another heap's ring or
+     * stack was freed there as the pool changed hands, and is passed on
+     * to its owner, not reported. Atomic: set under the old heap's
+     * service_lock, read by its collectors. */
+    bool adopted;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 _Static_assert(sizeof(pm_pool_t) == PM_CACHE_LINE, "a pool descriptor is one cache line");
 
@@ -892,12 +907,17 @@ static inline unsigned pm_pool_class_shared(const pm_pool_t *pool)
 }
 /* A pool changes hands (I9): its owner and class, in the descriptor and in
  * the arena header, the classes last, so that a reader that sees the class
- * sees the rest. */
+ * sees the rest; or, in use, its owner alone (ADOPTION, heap.c), with no
+ * write to the class, which the arena lock's holders read. */
+static inline void pm_pool_set_heap(pm_pool_t *pool, struct pm_heap *heap)
+{
+    __atomic_store_n(&pm_arena_of(pool)->pool_heap[pm_pool_index_of(pool)], heap, __ATOMIC_RELAXED);
+}
 static inline void pm_pool_set_owner(pm_pool_t *pool, struct pm_heap *heap, unsigned class_index)
 {
     pm_arena_t *arena = pm_arena_of(pool);
     unsigned index = pm_pool_index_of(pool);
-    __atomic_store_n(&arena->pool_heap[index], heap, __ATOMIC_RELAXED);
+    pm_pool_set_heap(pool, heap);
     __atomic_store_n(&arena->pool_class[index],
                      (uint8_t)(class_index == PM_CLASS_NONE ? 0 : class_index + 1), __ATOMIC_RELEASE);
     __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);

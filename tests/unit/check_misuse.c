@@ -5,6 +5,7 @@
  * die of SIGABRT (the runner turns core dumps off). */
 #include "support.h"
 
+#include <pthread.h>
 #include <signal.h>
 
 static const int misuse_classes[] = {0, 1, 15, 31};
@@ -210,6 +211,38 @@ START_TEST(test_message_interior)
 }
 END_TEST
 
+/* A block of an exited thread freed twice by a thread with a heap of its
+ * own: the first free adopts the block's pool (ADOPTION, heap.c), and the
+ * second finds the block freed, as the pool's owner now. */
+static void *exited_pair[2];
+static void *make_pair(void *arg)
+{
+    (void)arg;
+    exited_pair[0] = pm_malloc(48); /* keeps the pool IN USE */
+    exited_pair[1] = pm_malloc(48);
+    return NULL;
+}
+
+static void misuse_adopted_double_free(void)
+{
+    pm_free(pm_malloc(48)); /* a heap of its own, before the other thread's */
+    pthread_t t;
+    if (pthread_create(&t, NULL, make_pair, NULL) != 0 || pthread_join(t, NULL) != 0)
+        return;
+    pm_free(exited_pair[1]);
+    if (pm_pool_heap(pm_pool_of(exited_pair[1])) != pm_thread_heap)
+        return; /* not adopted: the parent sees a normal exit */
+    pm_free(exited_pair[1]);
+}
+
+START_TEST(test_message_adopted_double_free)
+{
+    char buf[4096];
+    pm_test_capture_abort(misuse_adopted_double_free, buf, sizeof buf);
+    pm_test_assert_message(buf, "double free");
+}
+END_TEST
+
 /* The message names the operation that was misused (pm_pool_checked). */
 START_TEST(test_message_realloc_freed)
 {
@@ -242,6 +275,7 @@ Suite *make_misuse_suite(void)
 
     tc = tcase_create("message");
     tcase_add_test(tc, test_message_double_free);
+    tcase_add_test(tc, test_message_adopted_double_free);
     tcase_add_test(tc, test_message_interior);
     tcase_add_test(tc, test_message_realloc_freed);
     suite_add_tcase(s, tc);

@@ -1,7 +1,8 @@
 /* check_threads.c — concurrent use of the core: threads allocating and
  * freeing small and large blocks at random, handing blocks to each other so
- * frees cross threads, contents checked with patterns, and the statistics
- * exact once every thread has joined (I8). */
+ * frees cross threads (exited threads' pools adopted as others free
+ * them), contents checked with patterns, and the statistics exact once
+ * every thread has joined (I8). */
 #include "support.h"
 
 #include <fcntl.h>
@@ -399,6 +400,81 @@ START_TEST(test_threads_free_after_owner_exit)
 }
 END_TEST
 
+/* ADOPTION (heap.c): threads make blocks and exit, then four threads free
+ * them at once, each every fourth block, so that a pool's blocks are freed
+ * from several threads as the first of them adopts it. A free that read
+ * the old owner pushes into the abandoned heap's ring after the hand-over,
+ * and whoever collects it there passes it on to the adopter. Two freers
+ * have a heap before they start, and adopt pools; two take one at their
+ * first free, and may adopt an exited thread's heap whole meanwhile.
+ * Nothing may be reported as misuse, no block handed out twice (the
+ * patterns of the next round), and everything must come back. */
+enum { ADOPT_MAKERS = 3, ADOPT_BLOCKS = 6000, ADOPT_FREERS = 4, ADOPT_ROUNDS = 8 };
+static void *adopt_blocks[ADOPT_MAKERS * ADOPT_BLOCKS];
+static size_t adopt_sizes[ADOPT_MAKERS * ADOPT_BLOCKS];
+static pthread_barrier_t adopt_barrier;
+
+static void *adopt_make(void *arg)
+{
+    size_t maker = (size_t)(uintptr_t)arg;
+    pm_test_rng_t rng;
+    pm_test_rng_seed(&rng, maker + 1);
+    for (size_t i = maker * ADOPT_BLOCKS; i < (maker + 1) * ADOPT_BLOCKS; i++) {
+        adopt_sizes[i] = pm_test_rng_range(&rng, 1, PM_SMALL_MAX);
+        adopt_blocks[i] = pm_malloc(adopt_sizes[i]);
+        if (adopt_blocks[i] == NULL)
+            return (void *)1;
+        pm_test_pattern_fill(adopt_blocks[i], adopt_sizes[i], i);
+    }
+    return NULL;
+}
+
+static void *adopt_free(void *arg)
+{
+    size_t freer = (size_t)(uintptr_t)arg;
+    uintptr_t failures = 0;
+    if (freer < 2)
+        pm_free(pm_malloc(16));
+    pthread_barrier_wait(&adopt_barrier);
+    for (size_t i = freer; i < ADOPT_MAKERS * ADOPT_BLOCKS; i += ADOPT_FREERS) {
+        failures += !pm_test_pattern_ok(adopt_blocks[i], adopt_sizes[i], i);
+        pm_free(adopt_blocks[i]);
+    }
+    return (void *)failures;
+}
+
+START_TEST(test_threads_adopt_while_others_free)
+{
+    for (int round = 0; round < ADOPT_ROUNDS; round++) {
+        pthread_t t[ADOPT_FREERS];
+        void *rc;
+        for (size_t k = 0; k < ADOPT_MAKERS; k++)
+            ck_assert_int_eq(pthread_create(&t[k], NULL, adopt_make, (void *)(uintptr_t)k), 0);
+        for (size_t k = 0; k < ADOPT_MAKERS; k++) {
+            ck_assert_int_eq(pthread_join(t[k], &rc), 0);
+            ck_assert_ptr_null(rc);
+        }
+        ck_assert_int_eq(pthread_barrier_init(&adopt_barrier, NULL, ADOPT_FREERS), 0);
+        for (size_t k = 0; k < ADOPT_FREERS; k++)
+            ck_assert_int_eq(pthread_create(&t[k], NULL, adopt_free, (void *)(uintptr_t)k), 0);
+        for (size_t k = 0; k < ADOPT_FREERS; k++) {
+            ck_assert_int_eq(pthread_join(t[k], &rc), 0);
+            ck_assert_ptr_null(rc);
+        }
+        pthread_barrier_destroy(&adopt_barrier);
+    }
+    pm_malloc_trim(0); /* collects what waits in the abandoned heaps */
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+    /* and the freers' own one block each, for a heap */
+    ck_assert_uint_eq(s.small_allocated_total, (uint64_t)ADOPT_ROUNDS * (ADOPT_MAKERS * ADOPT_BLOCKS + 2));
+    for (int c = 0; c < PM_CLASS_COUNT; c++)
+        ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* Threads created and joined one after another: the pools each one used go
  * back to their arena when it exits, and that arena, kept as the reserve
  * (I5), serves the next thread: no mmap per thread. Sizes stay within eight
@@ -664,6 +740,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_producer_consumer);
     tcase_add_test(tc, test_threads_waiting_for_owner);
     tcase_add_test(tc, test_threads_free_after_owner_exit);
+    tcase_add_test(tc, test_threads_adopt_while_others_free);
     tcase_add_test(tc, test_threads_heap_reuse);
     tcase_add_test(tc, test_threads_heaps_keep_to_their_arenas);
     tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);
