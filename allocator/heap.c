@@ -1655,8 +1655,11 @@ bool pm_heap_trim(void)
  * owner's fast path. A program whose threads make blocks and exit while
  * another frees them (a pool of short-lived workers, pm_bench_handoff)
  * took 1.1-1.3 s to free 12 million such blocks, 0.4-0.5 s to free as many
- * of its own, and tcmalloc and mimalloc 0.5-0.6 s. A pool with sampled
- * blocks (I11) is left where it is, as their records name its heap.
+ * of its own, and tcmalloc and mimalloc 0.5-0.6 s. A pool holding a
+ * sampled block stays where it is: that block's live bit is clear (I11),
+ * and the ring's collector, which tells it from a freed one by its record
+ * and drops the record as it takes the block back, deals with it as
+ * before (profiling samples one pool in many).
  *
  * The pool changes hands under the abandoned heap's service_lock, after
  * its ring and stack are collected. A freer that read the old owner just
