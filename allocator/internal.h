@@ -1528,11 +1528,14 @@ PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
  * realloc and malloc_usable_size are mostly of the caller's own blocks, and
  * the full check took 40 instructions a realloc more
  * (bench/results/calloc-realloc.md). */
+static inline bool pm_heap_owns_live(void *block)
+{
+    return pm_heap_holds_aligned(pm_thread_heap, block) && pm_live_test(block);
+}
 static inline size_t pm_heap_usable_size(void *block, pm_op_t op)
 {
-    pm_pool_t *pool = pm_pool_of(block);
-    if (PM_LIKELY(pm_heap_holds_aligned(pm_thread_heap, block) && pm_live_test(block)))
-        return pool->block_size;
+    if (PM_LIKELY(pm_heap_owns_live(block)))
+        return pm_pool_of(block)->block_size;
     return pm_heap_block_size(block, op);
 }
 /* Adds the heaps' counters: per class allocated_total, the system path,
