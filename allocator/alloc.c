@@ -65,7 +65,8 @@ void *pm_calloc(size_t count, size_t size)
          * malloc_usable_size promises all of it to the caller. memset
          * returns the block, so this is a jump, not a call and a return. */
         if (PM_LIKELY(block != NULL))
-            return pm_libc_memset(block, 0, (total + PM_CLASS_GRANULE - 1) & ~(size_t)(PM_CLASS_GRANULE - 1));
+            return pm_libc_memset(block, 0,
+                                  (total + PM_CLASS_GRANULE - 1) & ~(size_t)(PM_CLASS_GRANULE - 1));
     }
     return calloc_slow(count, size);
 }
@@ -145,7 +146,7 @@ void *pm_realloc(void *ptr, size_t size)
         return realloc_to_zero(ptr);
     if (!pm_pool_path(ptr))
         return realloc_system(ptr, size);
-    if (!PM_LIKELY(pm_heap_owns_live(ptr)))
+    if (PM_UNLIKELY(!pm_heap_owns_live(ptr)))
         return realloc_checked(ptr, size);
     return realloc_pool_block(ptr, pm_pool_of(ptr)->block_size, size);
 }
