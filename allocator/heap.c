@@ -128,9 +128,25 @@ static void bin_serve_head(pm_bin_t *bin)
     bin->serving = bin_head_or_dry(bin);
 }
 
+/* Out of line: rare, and tested for by the bin list's changes, which the
+ * slow paths inline. */
+static __attribute__((noinline)) void pool_unkeep(pm_pool_t *pool)
+{
+    pm_pool_set_kept(pool, false);
+}
+
+/* A pool joins the list: the one that was alone there is kept no longer
+ * (I4), so that its next emptying is decided again. */
+static void bin_unkeep_alone(pm_bin_t *bin)
+{
+    if (bin->pools != NULL && bin->pools->kept)
+        pool_unkeep(bin->pools);
+}
+
 /* A new pool goes first, to serve now. */
 static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
 {
+    bin_unkeep_alone(bin);
     pool->prev = NULL;
     pool->next = bin->pools;
     if (bin->pools)
@@ -147,6 +163,7 @@ static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
  * blocks, so the slow path runs once per many allocations, not per free. */
 static void bin_append(pm_bin_t *bin, pm_pool_t *pool)
 {
+    bin_unkeep_alone(bin);
     pool->next = NULL;
     pool->prev = bin->pools_tail;
     if (bin->pools_tail)
@@ -169,6 +186,8 @@ static void pool_leave_sparse(pm_pool_t *pool);
 static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
 {
     pool_leave_sparse(pool);
+    if (pool->kept)
+        pool_unkeep(pool);
     if (pool->prev)
         pool->prev->next = pool->next;
     else
@@ -755,6 +774,11 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
     } else if (!last || spans) {
         pool_retire(heap, bin, pool);
         heap_housekeeping(heap);
+    } else if (heap_owned(heap)) {
+        /* Stays, and will again: a thread that mallocs and frees a block
+         * or a few at a time empties its pool at nearly every free, and
+         * came here each time (59 instructions more a malloc+free pair). */
+        pm_pool_set_kept(pool, true);
     }
 }
 
@@ -1918,6 +1942,11 @@ static bool heap_visit_pool(const pm_pool_t *pool)
     bool listed = false;
     for (const pm_pool_t *p = heap->bins[pool->class_index].pools; p && !listed; p = p->next)
         listed = p == pool;
+    /* A kept pool is the only one on its list, with no mark, carved
+     * within its first page. */
+    if (pool->kept && !(listed && pool_alone_in_bin(pool) && pool->used_mark == 0 &&
+                        !pool_spans_pages(pool)))
+        return false;
     return listed == pm_pool_on_bin_list(pool) && (listed || pm_pool_used(pool) == pool->capacity);
 }
 

@@ -303,8 +303,8 @@
  *  I3  For an IN USE pool: used_count = the number of set bits of live_map
  *      + sampled_count (I11) = blocks handed out and not yet taken back by
  *      the owner (a block on its heap's remote ring or stack still
- *      counts) = used_word's count + used_mark, and used_mark is 0 or
- *      below used_count; free-list length + uncarved blocks (capacity -
+ *      counts) = used_word's count + used_mark - kept, and used_mark is
+ *      0 or below used_count; free-list length + uncarved blocks (capacity -
  *      carve_index) + purged blocks = capacity - used_count. A purged
  *      block starts in a page of purged_pages, which malloc_trim or a
  *      sparse pool gave back, or another thread under blocks waiting for
@@ -323,7 +323,12 @@
  *      no parked pool of the class, else released. One that is not the
  *      only pool, carved past its first page, is parked too if the heap
  *      has no parked pool of the class and fewer than 4 parked in all.
- *      With no purge delay, or while the pools have collapsed, it is
+ *      The only pool, emptied by its owner and not carved past its first
+ *      page, is kept: its next emptying does not reach the owner's slow
+ *      path (used_word counts one more, so free's subtract does not come
+ *      to 0), until it leaves the list, another pool joins it, or it
+ *      carves (then it is not kept, and its next emptying decides again);
+ *      a kept pool has no mark. With no purge delay, or while the pools have collapsed, it is
  *      released at once instead. A parked pool is off the bin list, so
  *      the fast paths never reach it (it has no live block), and the owner
  *      takes it back under service_lock on its next slow path of the class
@@ -732,11 +737,11 @@ typedef struct pm_pool {
     uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
     uint32_t block_size;      /* class size, cached for the free path */
     uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
-    /* I3's used_count less used_mark in the low 15 bits, and
-     * PM_POOL_OFF_LIST set while the pool is on no bin list (I4): one word,
-     * so that free's fast path learns "now empty, down to its mark, or off
-     * its list" from one subtract's flags (pm_pool_put_used). Read through
-     * pm_pool_used, pm_pool_on_bin_list. */
+    /* I3's used_count less used_mark, plus 1 while kept, in the low 15
+     * bits, and PM_POOL_OFF_LIST set while the pool is on no bin list
+     * (I4): one word, so that free's fast path learns "now empty, down to
+     * its mark, or off its list" from one subtract's flags
+     * (pm_pool_put_used). Read through pm_pool_used, pm_pool_on_bin_list. */
     uint16_t used_word;
     uint16_t capacity;        /* blocks that fit in this pool */
     uint8_t class_index;      /* PM_CLASS_NONE when UNUSED (I2) */
@@ -766,6 +771,10 @@ typedef struct pm_pool {
      * to its owner, not reported. Atomic: set under the old heap's
      * service_lock, read by its collectors. */
     bool adopted;
+    /* By the owner: its bin keeps it when it empties (I4), which used_word
+     * then counts one above used_count so that free's subtract does not
+     * come to 0 (pm_pool_set_kept). Atomic: read by pm_pool_used. */
+    bool kept;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 _Static_assert(sizeof(pm_pool_t) == PM_CACHE_LINE, "a pool descriptor is one cache line");
 
@@ -816,7 +825,15 @@ _Static_assert(PM_MAX_BLOCKS_PER_POOL < PM_POOL_OFF_LIST, "used_count fits below
 static inline unsigned pm_pool_used(const pm_pool_t *pool)
 {
     return (__atomic_load_n(&pool->used_word, __ATOMIC_RELAXED) & (PM_POOL_OFF_LIST - 1)) +
-           __atomic_load_n(&pool->used_mark, __ATOMIC_RELAXED);
+           __atomic_load_n(&pool->used_mark, __ATOMIC_RELAXED) -
+           __atomic_load_n(&pool->kept, __ATOMIC_RELAXED);
+}
+/* used_word from its parts, by the owner. */
+static inline void pm_pool_set_used_word(pm_pool_t *pool, unsigned used)
+{
+    uint16_t off_list = pool->used_word & PM_POOL_OFF_LIST;
+    __atomic_store_n(&pool->used_word, (uint16_t)((used - pool->used_mark + pool->kept) | off_list),
+                     __ATOMIC_RELAXED);
 }
 /* By the owner: pm_pool_put_used next says the pool needs its owner when
  * used_count comes down to `mark` (below used_count; 0: when it empties). A
@@ -825,9 +842,16 @@ static inline unsigned pm_pool_used(const pm_pool_t *pool)
 static inline void pm_pool_set_mark(pm_pool_t *pool, unsigned mark)
 {
     unsigned used = pm_pool_used(pool);
-    uint16_t off_list = pool->used_word & PM_POOL_OFF_LIST;
     __atomic_store_n(&pool->used_mark, (uint16_t)mark, __ATOMIC_RELAXED);
-    __atomic_store_n(&pool->used_word, (uint16_t)((used - mark) | off_list), __ATOMIC_RELAXED);
+    pm_pool_set_used_word(pool, used);
+}
+/* By the owner: pm_pool_put_used says nothing when a kept pool empties
+ * (I4), and does again once it is no longer kept. */
+static inline void pm_pool_set_kept(pm_pool_t *pool, bool kept)
+{
+    unsigned used = pm_pool_used(pool);
+    __atomic_store_n(&pool->kept, kept, __ATOMIC_RELAXED);
+    pm_pool_set_used_word(pool, used);
 }
 static inline bool pm_pool_on_bin_list(const pm_pool_t *pool)
 {
@@ -842,8 +866,8 @@ static inline void pm_pool_set_on_bin_list(pm_pool_t *pool, bool listed)
                      __ATOMIC_RELAXED);
 }
 /* By the owner, a block taken back: one less used, and true if the pool
- * needs its owner's attention, that is if it is now empty, down to its
- * mark, or off its bin list (full until now). As a signed 16-bit word,
+ * needs its owner's attention, that is if it is now empty (and not kept),
+ * down to its mark, or off its bin list (full until now). As a signed 16-bit word,
  * used_word - 1 is then <= 0: 0 when it emptied or came to its mark on its
  * list, negative with the flag (used_count was above the mark, so the
  * subtract never overflows). On x86-64 the

@@ -388,6 +388,82 @@ START_TEST(test_lone_block_cycle)
 }
 END_TEST
 
+/* I4, kept pools: the only pool of a class, emptied by its owner within its
+ * first page, stays, and is kept: its next emptyings do not reach the slow
+ * path (used_word counts one more). Kept no longer once it carves past its
+ * first page, or once another pool joins its list; then its next emptying
+ * is decided as any other's: released, with another pool beside it. */
+START_TEST(test_pool_kept_when_alone)
+{
+    const unsigned c = pm_class_of(48);
+    const size_t bs = pm_class_block_size(c);
+
+    /* B, filled; then A, which the next malloc takes, alone on the list. */
+    static void *in_b[PM_POOL_SIZE / 16];
+    in_b[0] = pm_malloc(bs);
+    pm_bin_t *bin = &pm_thread_heap->bins[c]; /* the heap is made now */
+    pm_pool_t *b = pm_pool_of(in_b[0]);
+    for (size_t i = 1; i < b->capacity; i++)
+        in_b[i] = pm_malloc(bs);
+    void *p = pm_malloc(bs);
+    pm_pool_t *a = pm_pool_of(p);
+    ck_assert(a != b);
+    ck_assert(!pm_pool_on_bin_list(b)); /* full, off the list */
+    ck_assert(!a->kept);
+    pm_free(p); /* A empties alone: kept */
+    ck_assert(a->kept);
+    ck_assert_ptr_eq(bin->pools, a);
+    ck_assert_uint_eq(pm_pool_used(a), 0);
+    for (int i = 0; i < 1000; i++) {
+        p = pm_malloc(bs);
+        ck_assert_ptr_eq(pm_pool_of(p), a);
+        ck_assert_uint_eq(pm_pool_used(a), 1);
+        pm_free(p);
+        ck_assert(a->kept);
+        ck_assert_uint_eq(pm_pool_used(a), 0);
+    }
+    ck_assert(pm_heap_validate());
+
+    /* B regains room and joins the list: A is not kept, and the next time
+     * it empties it goes back to its arena, B beside it. */
+    pm_free(in_b[0]);
+    ck_assert(!a->kept);
+    ck_assert(pm_heap_validate());
+    p = pm_malloc(bs);
+    ck_assert_ptr_eq(pm_pool_of(p), a); /* the head serves */
+    pm_free(p);
+    ck_assert_uint_eq(a->class_index, PM_CLASS_NONE);
+    ck_assert_ptr_eq(bin->pools, b);
+
+    /* B, emptied down to one block, then that one freed: B is alone but
+     * carved past its first page, so it parks rather than stay kept. */
+    for (size_t i = 1; i + 1 < b->capacity; i++)
+        pm_free(in_b[i]);
+    ck_assert(!b->kept);
+    pm_free(in_b[b->capacity - 1]);
+    ck_assert(!b->kept);
+    ck_assert_ptr_eq(atomic_load(&pm_thread_heap->parked[c]), b);
+
+    /* A pool of another class, kept, then carved past its first page:
+     * not kept, and when it empties again it parks. */
+    const unsigned c2 = pm_class_of(96);
+    const size_t bs2 = pm_class_block_size(c2);
+    p = pm_malloc(bs2);
+    pm_pool_t *d = pm_pool_of(p);
+    pm_free(p);
+    ck_assert(d->kept);
+    size_t past_first_page = PM_OS_PAGE_SIZE / bs2 + 2;
+    for (size_t i = 0; i < past_first_page; i++)
+        in_b[i] = pm_malloc(bs2);
+    ck_assert(!d->kept);
+    for (size_t i = 0; i < past_first_page; i++)
+        pm_free(in_b[i]);
+    ck_assert(!d->kept);
+    ck_assert_ptr_eq(atomic_load(&pm_thread_heap->parked[c2]), d);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* I5: of the arenas that drain completely, one is kept as the reserve and
  * reused by the next round, the others are unmapped. */
 START_TEST(test_reserve_arena)
@@ -755,6 +831,7 @@ Suite *make_pool_suite(void)
     tcase_add_loop_test(tc, test_pool_fill_arenas, 0,
                         (int)(sizeof fill_classes / sizeof fill_classes[0]));
     tcase_add_test(tc, test_lone_block_cycle);
+    tcase_add_test(tc, test_pool_kept_when_alone);
     tcase_add_test(tc, test_reserve_arena);
     tcase_add_test(tc, test_pool_random_mixed);
     tcase_add_test(tc, test_pool_colour_first_pools_only);
