@@ -128,31 +128,18 @@ static void bin_serve_head(pm_bin_t *bin)
     bin->serving = bin_head_or_dry(bin);
 }
 
-/* Out of line: rare, and tested for by the bin list's changes, which the
- * slow paths inline. */
-static __attribute__((noinline)) void pool_unkeep(pm_pool_t *pool)
-{
-    pm_pool_set_kept(pool, false);
-}
-
-/* A pool joins the list: the one that was alone there is kept no longer
- * (I4), so that its next emptying is decided again. */
-static void bin_unkeep_alone(pm_bin_t *bin)
-{
-    if (bin->pools != NULL && bin->pools->kept)
-        pool_unkeep(bin->pools);
-}
-
-/* A new pool goes first, to serve now. */
+/* A new pool goes first, to serve now. The one that was alone on the list
+ * is kept no longer (I4): its next emptying is decided again. */
 static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
 {
-    bin_unkeep_alone(bin);
     pool->prev = NULL;
     pool->next = bin->pools;
-    if (bin->pools)
+    if (bin->pools) {
         bin->pools->prev = pool;
-    else
+        pm_pool_set_kept(bin->pools, false);
+    } else {
         bin->pools_tail = pool;
+    }
     bin->pools = pool;
     bin_serve_head(bin);
     pm_pool_set_on_bin_list(pool, true);
@@ -163,13 +150,14 @@ static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
  * blocks, so the slow path runs once per many allocations, not per free. */
 static void bin_append(pm_bin_t *bin, pm_pool_t *pool)
 {
-    bin_unkeep_alone(bin);
     pool->next = NULL;
     pool->prev = bin->pools_tail;
-    if (bin->pools_tail)
+    if (bin->pools_tail) {
         bin->pools_tail->next = pool;
-    else
+        pm_pool_set_kept(bin->pools_tail, false); /* as in bin_push */
+    } else {
         bin->pools = pool;
+    }
     bin->pools_tail = pool;
     bin_serve_head(bin);
     pm_pool_set_on_bin_list(pool, true);
@@ -186,8 +174,6 @@ static void pool_leave_sparse(pm_pool_t *pool);
 static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
 {
     pool_leave_sparse(pool);
-    if (pool->kept)
-        pool_unkeep(pool);
     if (pool->prev)
         pool->prev->next = pool->next;
     else
@@ -1944,7 +1930,7 @@ static bool heap_visit_pool(const pm_pool_t *pool)
         listed = p == pool;
     /* A kept pool is the only one on its list, with no mark, carved
      * within its first page. */
-    if (pool->kept && !(listed && pool_alone_in_bin(pool) && pool->used_mark == 0 &&
+    if (pm_pool_kept(pool) && !(listed && pool_alone_in_bin(pool) && pool->used_mark == 0 &&
                         !pool_spans_pages(pool)))
         return false;
     return listed == pm_pool_on_bin_list(pool) && (listed || pm_pool_used(pool) == pool->capacity);

@@ -303,8 +303,8 @@
  *  I3  For an IN USE pool: used_count = the number of set bits of live_map
  *      + sampled_count (I11) = blocks handed out and not yet taken back by
  *      the owner (a block on its heap's remote ring or stack still
- *      counts) = used_word's count + used_mark - kept, and used_mark is
- *      0 or below used_count; free-list length + uncarved blocks (capacity -
+ *      counts) = used_word's count + used_mark, and used_mark is 0 or
+ *      below used_count; free-list length + uncarved blocks (capacity -
  *      carve_index) + purged blocks = capacity - used_count. A purged
  *      block starts in a page of purged_pages, which malloc_trim or a
  *      sparse pool gave back, or another thread under blocks waiting for
@@ -312,33 +312,32 @@
  *      once): it is carved, not live, and on no free list; every block
  *      starting in such a page is one. A pool is sparse only
  *      while on its bin list, and its heap's sparse_pools counts it.
- *  I4  An IN USE pool with used_count < capacity is on its heap's bin list
- *      for its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool
- *      of the class (heap->parked[class], then empty and on no list); a
- *      full pool may stay at the head of that list until the next slow
- *      path. A pool whose used_count drops to 0 is released to its arena
- *      unless it is the only pool on its bin list (also in an abandoned
- *      heap, for the thread that adopts it); then, if its owner emptied it
- *      and it was carved past its first page, it is parked if the heap has
- *      no parked pool of the class, else released. One that is not the
- *      only pool, carved past its first page, is parked too if the heap
- *      has no parked pool of the class and fewer than 4 parked in all.
- *      The only pool, emptied by its owner and not carved past its first
- *      page, is kept: its next emptying does not reach the owner's slow
- *      path (used_word counts one more, so free's subtract does not come
- *      to 0), until it leaves the list, another pool joins it, or it
- *      carves (then it is not kept, and its next emptying decides again);
- *      a kept pool has no mark. With no purge delay, or while the pools have collapsed, it is
- *      released at once instead. A parked pool is off the bin list, so
- *      the fast paths never reach it (it has no live block), and the owner
- *      takes it back under service_lock on its next slow path of the class
- *      that finds no room, or any thread, under the same lock, gives it
- *      back to its arena once it has been parked for the purge delay. A
- *      heap that is abandoned keeps its parked pools, and the empty ones
- *      on its bin lists their pages, for a purge delay (or none, with no
- *      delay or while the pools have collapsed): then the walk of the
- *      heaps gives them back, unless a thread adopted the heap first. An
- *      ORPHANED heap's are given back as an OWNED heap's.
+ *  I4  An IN USE pool with used_count < capacity is on its heap's bin list for
+ *      its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool of the
+ *      class (heap->parked[class], then empty and on no list); a full pool may
+ *      stay at the head of that list until the next slow path. A pool whose
+ *      used_count drops to 0 is released to its arena unless it is the only
+ *      pool on its bin list (also in an abandoned heap, for the thread that
+ *      adopts it); then, if its owner emptied it and it was carved past its
+ *      first page, it is parked if the heap has no parked pool of the class,
+ *      else released. One that is not the only pool, carved past its first
+ *      page, is parked too if the heap has no parked pool of the class and
+ *      fewer than 4 parked in all. With no purge delay, or while the pools have
+ *      collapsed, it is released at once instead. The only pool, emptied by its
+ *      owner and not carved past its first page, stays and is kept: its next
+ *      emptyings do not reach the owner's slow path (PM_POOL_KEPT, so free's
+ *      subtract does not come to 0), until it leaves the list, another pool
+ *      joins it, or it carves; then it is not kept, and its next emptying is
+ *      decided again. A kept pool has no mark. A parked pool is off the bin
+ *      list, so the fast paths never reach it (it has no live block), and the
+ *      owner takes it back under service_lock on its next slow path of the
+ *      class that finds no room, or any thread, under the same lock, gives it
+ *      back to its arena once it has been parked for the purge delay. A heap
+ *      that is abandoned keeps its parked pools, and the empty ones on its bin
+ *      lists their pages, for a purge delay (or none, with no delay or while
+ *      the pools have collapsed): then the walk of the heaps gives them back,
+ *      unless a thread adopted the heap first. An ORPHANED heap's are given
+ *      back as an OWNED heap's.
  *  I5  An arena with u >= 1 unused pools is on list u - 1 of its home (a
  *      heap's, which is open), or of the directory if it has no home; an
  *      arena with none is on no list. An arena whose pools are all unused
@@ -737,11 +736,12 @@ typedef struct pm_pool {
     uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
     uint32_t block_size;      /* class size, cached for the free path */
     uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
-    /* I3's used_count less used_mark, plus 1 while kept, in the low 15
-     * bits, and PM_POOL_OFF_LIST set while the pool is on no bin list
-     * (I4): one word, so that free's fast path learns "now empty, down to
-     * its mark, or off its list" from one subtract's flags
-     * (pm_pool_put_used). Read through pm_pool_used, pm_pool_on_bin_list. */
+    /* I3's used_count less used_mark in the low 14 bits, PM_POOL_KEPT set
+     * while its bin keeps it when it empties, and PM_POOL_OFF_LIST set
+     * while it is on no bin list (I4): one word, so that free's fast path
+     * learns "now empty (and not kept), down to its mark, or off its list"
+     * from one subtract's flags (pm_pool_put_used). Read through
+     * pm_pool_used, pm_pool_kept, pm_pool_on_bin_list. */
     uint16_t used_word;
     uint16_t capacity;        /* blocks that fit in this pool */
     uint8_t class_index;      /* PM_CLASS_NONE when UNUSED (I2) */
@@ -771,10 +771,6 @@ typedef struct pm_pool {
      * to its owner, not reported. Atomic: set under the old heap's
      * service_lock, read by its collectors. */
     bool adopted;
-    /* By the owner: its bin keeps it when it empties (I4), which used_word
-     * then counts one above used_count so that free's subtract does not
-     * come to 0 (pm_pool_set_kept). Atomic: read by pm_pool_used. */
-    bool kept;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 _Static_assert(sizeof(pm_pool_t) == PM_CACHE_LINE, "a pool descriptor is one cache line");
 
@@ -819,21 +815,17 @@ _Static_assert(offsetof(pm_arena_t, pools) == 0 && sizeof(pm_pool_t) == 8 * size
 _Static_assert(PM_ARENA_HEADER_SIZE % PM_POOL_ALIGN_MAX == 0, "pool 0 must stay 512-aligned");
 
 #define PM_POOL_OFF_LIST ((uint16_t)0x8000)
-_Static_assert(PM_MAX_BLOCKS_PER_POOL < PM_POOL_OFF_LIST, "used_count fits below the flag");
+/* Set, the word stays above 0 when the pool empties: free's subtract does
+ * not call the owner for a pool its bin keeps anyway (I4). */
+#define PM_POOL_KEPT ((uint16_t)0x4000)
+#define PM_POOL_USED_BITS ((uint16_t)(PM_POOL_KEPT - 1))
+_Static_assert(PM_MAX_BLOCKS_PER_POOL <= PM_POOL_USED_BITS, "used_count fits below the flags");
 
 /* Blocks handed out and not taken back (I3). Any thread may read it. */
 static inline unsigned pm_pool_used(const pm_pool_t *pool)
 {
-    return (__atomic_load_n(&pool->used_word, __ATOMIC_RELAXED) & (PM_POOL_OFF_LIST - 1)) +
-           __atomic_load_n(&pool->used_mark, __ATOMIC_RELAXED) -
-           __atomic_load_n(&pool->kept, __ATOMIC_RELAXED);
-}
-/* used_word from its parts, by the owner. */
-static inline void pm_pool_set_used_word(pm_pool_t *pool, unsigned used)
-{
-    uint16_t off_list = pool->used_word & PM_POOL_OFF_LIST;
-    __atomic_store_n(&pool->used_word, (uint16_t)((used - pool->used_mark + pool->kept) | off_list),
-                     __ATOMIC_RELAXED);
+    return (__atomic_load_n(&pool->used_word, __ATOMIC_RELAXED) & PM_POOL_USED_BITS) +
+           __atomic_load_n(&pool->used_mark, __ATOMIC_RELAXED);
 }
 /* By the owner: pm_pool_put_used next says the pool needs its owner when
  * used_count comes down to `mark` (below used_count; 0: when it empties). A
@@ -842,35 +834,44 @@ static inline void pm_pool_set_used_word(pm_pool_t *pool, unsigned used)
 static inline void pm_pool_set_mark(pm_pool_t *pool, unsigned mark)
 {
     unsigned used = pm_pool_used(pool);
+    uint16_t flags = pool->used_word & (uint16_t)~PM_POOL_USED_BITS;
     __atomic_store_n(&pool->used_mark, (uint16_t)mark, __ATOMIC_RELAXED);
-    pm_pool_set_used_word(pool, used);
+    __atomic_store_n(&pool->used_word, (uint16_t)((used - mark) | flags), __ATOMIC_RELAXED);
 }
-/* By the owner: pm_pool_put_used says nothing when a kept pool empties
- * (I4), and does again once it is no longer kept. */
+static inline bool pm_pool_kept(const pm_pool_t *pool)
+{
+    return (__atomic_load_n(&pool->used_word, __ATOMIC_RELAXED) & PM_POOL_KEPT) != 0;
+}
+/* By the owner: kept, pm_pool_put_used says nothing when the pool empties
+ * (I4). Cleared by the owner as another pool joins its list, as it leaves
+ * the list (pm_pool_set_on_bin_list), and as it carves. */
 static inline void pm_pool_set_kept(pm_pool_t *pool, bool kept)
 {
-    unsigned used = pm_pool_used(pool);
-    __atomic_store_n(&pool->kept, kept, __ATOMIC_RELAXED);
-    pm_pool_set_used_word(pool, used);
+    uint16_t word = pool->used_word;
+    __atomic_store_n(&pool->used_word,
+                     (uint16_t)(kept ? word | PM_POOL_KEPT : word & ~PM_POOL_KEPT),
+                     __ATOMIC_RELAXED);
 }
 static inline bool pm_pool_on_bin_list(const pm_pool_t *pool)
 {
     return (pool->used_word & PM_POOL_OFF_LIST) == 0;
 }
-/* By the owner, as the pool joins or leaves its bin list. */
+/* By the owner, as the pool joins or leaves its bin list: one that leaves
+ * it is not kept. */
 static inline void pm_pool_set_on_bin_list(pm_pool_t *pool, bool listed)
 {
     uint16_t word = pool->used_word;
     __atomic_store_n(&pool->used_word,
-                     (uint16_t)(listed ? word & ~PM_POOL_OFF_LIST : word | PM_POOL_OFF_LIST),
+                     (uint16_t)(listed ? word & ~PM_POOL_OFF_LIST
+                                       : (word | PM_POOL_OFF_LIST) & ~PM_POOL_KEPT),
                      __ATOMIC_RELAXED);
 }
 /* By the owner, a block taken back: one less used, and true if the pool
  * needs its owner's attention, that is if it is now empty (and not kept),
  * down to its mark, or off its bin list (full until now). As a signed 16-bit word,
  * used_word - 1 is then <= 0: 0 when it emptied or came to its mark on its
- * list, negative with the flag (used_count was above the mark, so the
- * subtract never overflows). On x86-64 the
+ * list (PM_POOL_KEPT keeps it above), negative with PM_POOL_OFF_LIST
+ * (used_count was above the mark, so the subtract never overflows). On x86-64 the
  * subtract's own flags answer: one instruction and a branch, where
  * testing the two fields took five. */
 static inline bool pm_pool_put_used(pm_pool_t *pool)

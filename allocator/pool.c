@@ -46,7 +46,6 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->used_mark = 0;
     pool->sparse = false;
     __atomic_store_n(&pool->adopted, false, __ATOMIC_RELAXED);
-    __atomic_store_n(&pool->kept, false, __ATOMIC_RELAXED);
     pool->capacity = (uint16_t)(pm_pool_bytes(pm_pool_index_of(pool)) / pool->block_size);
     pool->purged_pages = 0;
     pool->debug_fill = pm_options.debug != 0;
@@ -324,8 +323,7 @@ bool pm_pool_carve(pm_pool_t *pool, bool coloured)
 {
     /* Its pages may come to span more than the first: the next time it
      * empties, its owner decides again whether to keep it (I4). */
-    if (pool->kept)
-        pm_pool_set_kept(pool, false);
+    pm_pool_set_kept(pool, false);
     if (PM_UNLIKELY(pool->purged_pages != 0)) {
         pool_take_purged_pages(pool);
         return true;

@@ -390,7 +390,7 @@ END_TEST
 
 /* I4, kept pools: the only pool of a class, emptied by its owner within its
  * first page, stays, and is kept: its next emptyings do not reach the slow
- * path (used_word counts one more). Kept no longer once it carves past its
+ * path (PM_POOL_KEPT). Kept no longer once it carves past its
  * first page, or once another pool joins its list; then its next emptying
  * is decided as any other's: released, with another pool beside it. */
 START_TEST(test_pool_kept_when_alone)
@@ -409,9 +409,9 @@ START_TEST(test_pool_kept_when_alone)
     pm_pool_t *a = pm_pool_of(p);
     ck_assert(a != b);
     ck_assert(!pm_pool_on_bin_list(b)); /* full, off the list */
-    ck_assert(!a->kept);
+    ck_assert(!pm_pool_kept(a));
     pm_free(p); /* A empties alone: kept */
-    ck_assert(a->kept);
+    ck_assert(pm_pool_kept(a));
     ck_assert_ptr_eq(bin->pools, a);
     ck_assert_uint_eq(pm_pool_used(a), 0);
     for (int i = 0; i < 1000; i++) {
@@ -419,7 +419,7 @@ START_TEST(test_pool_kept_when_alone)
         ck_assert_ptr_eq(pm_pool_of(p), a);
         ck_assert_uint_eq(pm_pool_used(a), 1);
         pm_free(p);
-        ck_assert(a->kept);
+        ck_assert(pm_pool_kept(a));
         ck_assert_uint_eq(pm_pool_used(a), 0);
     }
     ck_assert(pm_heap_validate());
@@ -427,7 +427,7 @@ START_TEST(test_pool_kept_when_alone)
     /* B regains room and joins the list: A is not kept, and the next time
      * it empties it goes back to its arena, B beside it. */
     pm_free(in_b[0]);
-    ck_assert(!a->kept);
+    ck_assert(!pm_pool_kept(a));
     ck_assert(pm_heap_validate());
     p = pm_malloc(bs);
     ck_assert_ptr_eq(pm_pool_of(p), a); /* the head serves */
@@ -439,9 +439,9 @@ START_TEST(test_pool_kept_when_alone)
      * carved past its first page, so it parks rather than stay kept. */
     for (size_t i = 1; i + 1 < b->capacity; i++)
         pm_free(in_b[i]);
-    ck_assert(!b->kept);
+    ck_assert(!pm_pool_kept(b));
     pm_free(in_b[b->capacity - 1]);
-    ck_assert(!b->kept);
+    ck_assert(!pm_pool_kept(b));
     ck_assert_ptr_eq(atomic_load(&pm_thread_heap->parked[c]), b);
 
     /* A pool of another class, kept, then carved past its first page:
@@ -451,14 +451,14 @@ START_TEST(test_pool_kept_when_alone)
     p = pm_malloc(bs2);
     pm_pool_t *d = pm_pool_of(p);
     pm_free(p);
-    ck_assert(d->kept);
+    ck_assert(pm_pool_kept(d));
     size_t past_first_page = PM_OS_PAGE_SIZE / bs2 + 2;
     for (size_t i = 0; i < past_first_page; i++)
         in_b[i] = pm_malloc(bs2);
-    ck_assert(!d->kept);
+    ck_assert(!pm_pool_kept(d));
     for (size_t i = 0; i < past_first_page; i++)
         pm_free(in_b[i]);
-    ck_assert(!d->kept);
+    ck_assert(!pm_pool_kept(d));
     ck_assert_ptr_eq(atomic_load(&pm_thread_heap->parked[c2]), d);
     ck_assert(pm_heap_validate());
 }
