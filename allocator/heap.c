@@ -1019,6 +1019,13 @@ static void heap_note_waiting(pm_heap_t *heap, uint64_t now_ms, bool restamp);
  * waited for. */
 static bool heap_collect_remote(pm_heap_t *heap, bool all_claimed)
 {
+    /* Mostly nothing waits: every slow path that finds no free block asks
+     * first, and the three drains' setup took 72 instructions to say so
+     * (a sixth of a carve's cost). An empty ring has no position claimed,
+     * so all_claimed has none to wait for either. */
+    if (atomic_load_explicit(&heap->parcels, memory_order_relaxed) == NULL &&
+        heap_remote_empty(heap))
+        return false;
     bool taken = heap_collect_parcels(heap);
     taken |= remote_ring_drain(heap, heap_owned(heap), all_claimed, heap_take_pushed, NULL);
     taken |= remote_stack_drain(heap, heap_take_remote, NULL);
