@@ -98,6 +98,32 @@ static __attribute__((noinline)) void *realloc_move(void *ptr, size_t old_usable
     return moved;
 }
 
+/* The same for a live block of the caller's heap, which realloc has just
+ * checked: free's checks are not made again (a buffer grown a few bytes at
+ * a time moves at most calls, with 16-byte classes). The malloc cannot
+ * change the block's owner: only its owner releases a pool, and not one
+ * with a live block. */
+static __attribute__((noinline)) void *realloc_move_own(void *ptr, pm_pool_t *pool, size_t size)
+{
+    void *moved = pm_malloc(size);
+    if (moved == NULL)
+        return NULL;
+    size_t old_usable = pool->block_size;
+    pm_libc_memcpy(moved, ptr, old_usable < size ? old_usable : size);
+    pm_live_clear(ptr);
+    pm_heap_push_free(pm_thread_heap, pool, ptr);
+    return moved;
+}
+
+/* Whether a pool block of `block_size` bytes stays where it is when resized
+ * to `size`: shrinking keeps it unless it would waste more than a quarter
+ * of it (obmalloc's rule): copying costs more than slack. */
+static inline bool realloc_in_place(size_t block_size, size_t size)
+{
+    return size <= block_size &&
+           (pm_class_of(size) == pm_class_of(block_size) || 4 * size > 3 * block_size);
+}
+
 /* glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES). */
 static __attribute__((noinline)) void *realloc_to_zero(void *ptr)
 {
@@ -120,22 +146,12 @@ static __attribute__((noinline)) void *realloc_system(void *ptr, size_t size)
     return block;
 }
 
-/* A pool block of `block_size` bytes resized to `size`. Shrinking keeps
- * the block unless it would waste more than a quarter of it (obmalloc's
- * rule): copying costs more than slack. */
-static inline void *realloc_pool_block(void *ptr, size_t block_size, size_t size)
-{
-    if (size <= block_size &&
-        (pm_class_of(size) == pm_class_of(block_size) || 4 * size > 3 * block_size))
-        return ptr;
-    return realloc_move(ptr, block_size, size);
-}
-
 /* A pool block that is not a live one of the caller's heap: checked whole
  * (a misused pointer aborts there). */
 static __attribute__((noinline)) void *realloc_checked(void *ptr, size_t size)
 {
-    return realloc_pool_block(ptr, pm_heap_block_size(ptr, PM_OP_REALLOC), size);
+    size_t block_size = pm_heap_block_size(ptr, PM_OP_REALLOC);
+    return realloc_in_place(block_size, size) ? ptr : realloc_move(ptr, block_size, size);
 }
 
 void *pm_realloc(void *ptr, size_t size)
@@ -148,7 +164,8 @@ void *pm_realloc(void *ptr, size_t size)
         return realloc_system(ptr, size);
     if (PM_UNLIKELY(!pm_heap_owns_live(ptr)))
         return realloc_checked(ptr, size);
-    return realloc_pool_block(ptr, pm_pool_of(ptr)->block_size, size);
+    pm_pool_t *pool = pm_pool_of(ptr);
+    return realloc_in_place(pool->block_size, size) ? ptr : realloc_move_own(ptr, pool, size);
 }
 
 void *pm_reallocarray(void *ptr, size_t count, size_t size)

@@ -990,10 +990,11 @@ static inline bool pm_live_take(const void *block)
     __atomic_store_n(word, live, __ATOMIC_RELAXED);
     return was_set;
 }
+/* The same when the bit is known: btr takes 4 instructions fewer than
+ * the mask's shift, not and and. */
 static inline void pm_live_clear(const void *block)
 {
-    uint64_t *word = pm_live_word(block);
-    __atomic_store_n(word, *word & ~pm_live_mask(block), __ATOMIC_RELAXED);
+    (void)pm_live_take(block);
 }
 /* I11: whether the pool may hold a sampled block, whose live bit is clear:
  * only then is a clear bit worth a look in the profile's records. */
@@ -1527,19 +1528,25 @@ static inline bool pm_heap_holds_aligned(const pm_heap_t *heap, const void *bloc
            ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0;
 }
 
+/* A block of `heap`'s pool, its live bit cleared, back on the pool's free
+ * list: free's fast path once its checks pass. */
+static inline void pm_heap_push_free(pm_heap_t *heap, pm_pool_t *pool, void *block)
+{
+    pm_link_set(block, pool->free_list);
+    pool->free_list = block;
+    if (PM_UNLIKELY(pm_pool_put_used(pool)))
+        pm_heap_pool_regained(heap, pool);
+}
+
 /* The fast path of free: a live block of the calling thread's own heap goes
  * straight back to its pool's free list. */
 static inline void pm_heap_free_fast(void *block)
 {
-    pm_pool_t *pool = pm_pool_of(block);
     pm_heap_t *heap = pm_thread_heap;
     /* A clear bit is left clear (I6): the full path reports it, or finds
      * a sampled block (I11). */
     if (PM_LIKELY(pm_heap_holds_aligned(heap, block) && pm_live_take(block))) {
-        pm_link_set(block, pool->free_list);
-        pool->free_list = block;
-        if (PM_UNLIKELY(pm_pool_put_used(pool)))
-            pm_heap_pool_regained(heap, pool);
+        pm_heap_push_free(heap, pm_pool_of(block), block);
         return;
     }
     pm_heap_free(block, PM_OP_FREE);

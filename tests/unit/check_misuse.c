@@ -195,6 +195,37 @@ static void misuse_realloc_freed(void)
     pm_realloc(p, 64);
 }
 
+/* realloc moves a block of the caller's own heap without free's checks
+ * (alloc.c's realloc_move_own): the old block must read as freed all the
+ * same, to a later free and to a realloc. */
+static void misuse_free_after_moving_realloc(void)
+{
+    message_anchor();
+    void *p = pm_malloc(32);
+    void *moved = pm_realloc(p, 300);
+    ck_assert_ptr_ne(moved, p);
+    pm_free(p);
+}
+
+static void misuse_realloc_after_moving_realloc(void)
+{
+    message_anchor();
+    void *p = pm_malloc(32);
+    void *moved = pm_realloc(p, 300);
+    ck_assert_ptr_ne(moved, p);
+    pm_realloc(p, 400);
+}
+
+START_TEST(test_message_free_after_moving_realloc)
+{
+    char buf[4096];
+    pm_test_capture_abort(misuse_free_after_moving_realloc, buf, sizeof buf);
+    pm_test_assert_message(buf, "double free");
+    pm_test_capture_abort(misuse_realloc_after_moving_realloc, buf, sizeof buf);
+    pm_test_assert_message(buf, "realloc of a freed block");
+}
+END_TEST
+
 START_TEST(test_message_double_free)
 {
     char buf[4096];
@@ -278,6 +309,7 @@ Suite *make_misuse_suite(void)
     tcase_add_test(tc, test_message_adopted_double_free);
     tcase_add_test(tc, test_message_interior);
     tcase_add_test(tc, test_message_realloc_freed);
+    tcase_add_test(tc, test_message_free_after_moving_realloc);
     suite_add_tcase(s, tc);
     return s;
 }
