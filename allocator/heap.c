@@ -1714,7 +1714,12 @@ static void heap_pass_on(pm_pool_t *pool, pm_block_t *b)
 static bool heap_adopt_pool(pm_heap_t *me, pm_heap_t *owner, pm_pool_t *pool, pm_block_t *block)
 {
     pm_lock(owner->service_lock);
-    bool adopt = atomic_load_explicit(&owner->state, memory_order_relaxed) == PM_HEAP_ABANDONED;
+    /* Acquire: heap_abandon publishes the state before it takes the lock,
+     * so the lock alone does not order the abandoning thread's last writes
+     * to its pools before this thread's (ThreadSanitizer saw the race in
+     * test_threads_producer_consumer and test_threads_adopt_while_others_free:
+     * a maker's free list written as its owner, then read here). */
+    bool adopt = atomic_load_explicit(&owner->state, memory_order_acquire) == PM_HEAP_ABANDONED;
     if (adopt) {
         /* First, so that the ring holds none of the pool's blocks but those
          * pushed after the hand-over; the block is live, so its pool stays
