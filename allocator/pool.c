@@ -61,6 +61,16 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
  * (16 a block, and 21 with the loop that found the page's end: a fifth of
  * what a program that builds a structure and then frees it spent in the
  * allocator). */
+/* POOLMALLOC_DEBUG's pattern in blocks [first, end): out of line, so that
+ * carve_link saves no register for its call (six pushes and pops a call,
+ * a fifth of its cost on a page of 512-byte blocks). */
+static __attribute__((noinline)) void carve_debug_fill(const pm_pool_t *pool, char *first,
+                                                       char *end)
+{
+    for (char *b = first; b != end; b += pool->block_size)
+        pm_pool_debug_freed(pool, b);
+}
+
 static pm_block_t *carve_link(const pm_pool_t *pool, char *start, uint32_t from, uint32_t to,
                               pm_block_t *head)
 {
@@ -68,8 +78,7 @@ static pm_block_t *carve_link(const pm_pool_t *pool, char *start, uint32_t from,
     char *first = start + (size_t)from * size;
     char *end = start + (size_t)to * size;
     if (PM_UNLIKELY(pool->debug_fill))
-        for (char *b = first; b != end; b += size)
-            pm_pool_debug_freed(pool, b);
+        carve_debug_fill(pool, first, end);
     for (char *b = end; b != first;) {
         b -= size;
         pm_link_set((pm_block_t *)b, head);
