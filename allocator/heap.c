@@ -1942,8 +1942,8 @@ static bool heap_visit_pool(const pm_pool_t *pool)
         listed = p == pool;
     /* A kept pool is the only one on its list, with no mark, carved
      * within its first page. */
-    if (pm_pool_kept(pool) && !(listed && pool_alone_in_bin(pool) && pool->used_mark == 0 &&
-                        !pool_spans_pages(pool)))
+    if (pm_pool_kept(pool) &&
+        !(listed && pool_alone_in_bin(pool) && pool->used_mark == 0 && !pool_spans_pages(pool)))
         return false;
     return listed == pm_pool_on_bin_list(pool) && (listed || pm_pool_used(pool) == pool->capacity);
 }

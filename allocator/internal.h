@@ -868,12 +868,12 @@ static inline void pm_pool_set_on_bin_list(pm_pool_t *pool, bool listed)
 }
 /* By the owner, a block taken back: one less used, and true if the pool
  * needs its owner's attention, that is if it is now empty (and not kept),
- * down to its mark, or off its bin list (full until now). As a signed 16-bit word,
- * used_word - 1 is then <= 0: 0 when it emptied or came to its mark on its
- * list (PM_POOL_KEPT keeps it above), negative with PM_POOL_OFF_LIST
- * (used_count was above the mark, so the subtract never overflows). On x86-64 the
- * subtract's own flags answer: one instruction and a branch, where
- * testing the two fields took five. */
+ * down to its mark, or off its bin list (full until now). As a signed
+ * 16-bit word, used_word - 1 is then <= 0: 0 when it emptied or came to
+ * its mark on its list (PM_POOL_KEPT keeps it above), negative with
+ * PM_POOL_OFF_LIST (used_count was above the mark, so the subtract never
+ * overflows). On x86-64 the subtract's own flags answer: one instruction
+ * and a branch, where testing the two fields took five. */
 static inline bool pm_pool_put_used(pm_pool_t *pool)
 {
 #if defined(__x86_64__) && !defined(PM_SANITIZED)
@@ -990,8 +990,8 @@ static inline bool pm_live_take(const void *block)
     __atomic_store_n(word, live, __ATOMIC_RELAXED);
     return was_set;
 }
-/* The same when the bit is known: btr takes 4 instructions fewer than
- * the mask's shift, not and and. */
+/* The same when the bit is known to be set: btr takes 4 instructions
+ * fewer than shifting a mask, inverting it and and-ing it in. */
 static inline void pm_live_clear(const void *block)
 {
     (void)pm_live_take(block);

@@ -390,9 +390,9 @@ END_TEST
 
 /* I4, kept pools: the only pool of a class, emptied by its owner within its
  * first page, stays, and is kept: its next emptyings do not reach the slow
- * path (PM_POOL_KEPT). Kept no longer once it carves past its
- * first page, or once another pool joins its list; then its next emptying
- * is decided as any other's: released, with another pool beside it. */
+ * path (PM_POOL_KEPT). Kept no longer once it carves, or once another pool
+ * joins its list; then its next emptying is decided as any other's:
+ * released with another pool beside it, parked once past its first page. */
 START_TEST(test_pool_kept_when_alone)
 {
     const unsigned c = pm_class_of(48);
