@@ -1480,6 +1480,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
         bin_remove(bin, serving);
         bin_push(bin, serving);
     }
+    pm_pool_order_if_mostly_free(serving);
     return heap_pop(heap, bin, serving);
 }
 

@@ -82,7 +82,11 @@
  *  cache line into the page that varies from pool to pool, so their first
  *  blocks do not all share page offset 0 (see pm_pool_carve). A free block holds
  *  the link to the next one in its first 8 bytes, encoded and checked on
- *  every pop (I12).
+ *  every pop (I12). Freed blocks go on the list's head, so a pool freed in
+ *  another order than it was filled would hand them out scattered; one
+ *  that starts serving mostly free, with a list not in order, has it
+ *  linked again from the live map, lowest address first (pool.c, ADDRESS
+ *  ORDER), as a fresh carving would be.
  *
  *  The live map has one bit per 16-byte granule of the arena, in the arena
  *  header: a block's bit is (address % PM_ARENA_SIZE) / 16, so it is found
@@ -1069,6 +1073,25 @@ PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool, bool coloured);
  * the free blocks that start in them off the free list (I3) until
  * pm_pool_carve puts them back. Returns the bytes given back. */
 PM_HIDDEN size_t pm_pool_purge_free_pages(pm_pool_t *pool);
+/* Whether a pool with `used` blocks in use has at least three quarters of
+ * its carved blocks free, and 16 or more. */
+static inline bool pm_pool_mostly_free(const pm_pool_t *pool, uint32_t used)
+{
+    return pool->carve_index >= 4 * used + 16;
+}
+/* By the owner, as the pool starts serving: its free list linked again,
+ * lowest address first, if it is mostly free and its first steps are not
+ * from block to neighbour (pool.c, ADDRESS ORDER). */
+PM_HIDDEN void pm_pool_order_free_list(pm_pool_t *pool);
+static inline void pm_pool_order_if_mostly_free(pm_pool_t *pool)
+{
+    /* used_word's count, not pm_pool_used: the mark's load made the slow
+     * path keep both counts' addresses across its calls, 8 instructions a
+     * slow path more in churn-random (pm_pool_order_free_list counts
+     * again). */
+    if (PM_UNLIKELY(pm_pool_mostly_free(pool, pool->used_word & PM_POOL_USED_BITS)))
+        pm_pool_order_free_list(pool);
+}
 /* A pool is carved coloured while its bin holds no more than this many. */
 #define PM_HEAP_COLOURED_POOLS 4
 /* Purges the pages of `count` IN USE pools with no live block, together

@@ -137,6 +137,48 @@ static char *pool_live_block(const pm_pool_t *pool, uint32_t from, uint32_t to)
     return NULL;
 }
 
+/* Links the pool's free blocks, lowest address first, and returns the
+ * head: the carved blocks whose live bit is clear (I3), less those that
+ * start in a page of `skip`. A word of the live map at a time: the
+ * blocks' starts in it are one mask (every g-th bit, shifted to the
+ * first), so a live block costs nothing and a free one a bit scan and its
+ * link. The caller has made sure no sampled block is live (I11). */
+static pm_block_t *pool_link_free(const pm_pool_t *pool, unsigned skip)
+{
+    const uint64_t *map = pm_pool_live_map(pool);
+    char *map_base = (char *)pm_arena_of(pool) + (size_t)pm_pool_index_of(pool) * PM_POOL_SIZE;
+    size_t size = pool->block_size;
+    unsigned g = (unsigned)(size / PM_CLASS_GRANULE);
+    uint64_t every_g = 0;
+    for (unsigned bit = 0; bit < 64; bit += g)
+        every_g |= (uint64_t)1 << bit;
+    size_t first = (size_t)(pm_pool_start(pool) - map_base) / PM_CLASS_GRANULE;
+    size_t limit = first + (size_t)pool->carve_index * g; /* granule past the last carved start */
+    /* The list's head is linked from a stand-in, so that every block is
+     * linked from the one before it with no test for the first. */
+    pm_block_t before, *last = &before;
+    for (size_t w = first / 64; w * 64 < limit; w++) {
+        size_t offset = (w * 64 - first) * PM_CLASS_GRANULE; /* bytes from the pool's start */
+        if (skip & (1u << (offset / PM_OS_PAGE_SIZE)))
+            continue;
+        /* The first block starting at or after the word: ceil(offset /
+         * size), exact through the reciprocal for a pool offset. */
+        size_t k = (size_t)(((offset + size - 1) * pool->reciprocal) >> 32);
+        uint64_t starts = every_g << ((k * size - offset) / PM_CLASS_GRANULE);
+        if (limit < w * 64 + 64)
+            starts &= ((uint64_t)1 << (limit - w * 64)) - 1;
+        char *word_base = map_base + w * 64 * PM_CLASS_GRANULE;
+        for (uint64_t bits = ~__atomic_load_n(&map[w], __ATOMIC_RELAXED) & starts; bits != 0;
+             bits &= bits - 1) {
+            pm_block_t *b = (pm_block_t *)(word_base + (size_t)__builtin_ctzll(bits) * PM_CLASS_GRANULE);
+            pm_link_set(last, b);
+            last = b;
+        }
+    }
+    pm_link_set(last, NULL);
+    return pm_link_get(&before);
+}
+
 /* Calls act(address, bytes) on each run of consecutive pages of the pool
  * in `pages` (bit p: page p); returns their bytes. */
 static size_t pool_page_runs(const pm_pool_t *pool, unsigned pages, void (*act)(void *, size_t))
@@ -215,30 +257,68 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
     }
     if (candidates == 0)
         return 0;
-    /* The free list without the blocks that start in those pages: the
-     * carved blocks of the pages kept whose bits are clear (I3), linked
-     * afresh, lowest address first. Walking the list instead read every
-     * free block in turn, a cache miss each once the pool has gone cold:
+    /* The free list without the blocks that start in those pages, linked
+     * afresh from the live map. Walking the list instead read every free
+     * block in turn, a cache miss each once the pool has gone cold:
      * pm_bench_phases' random free of 2 million blocks took 3.1 s that
      * way, against 2.3 with nothing given back. */
     unsigned purged = pool->purged_pages | candidates;
-    pm_block_t *head = NULL;
-    for (unsigned page = POOL_PAGES; page-- > 0;) {
-        if (purged & (1u << page))
-            continue;
-        uint32_t from, to;
-        pool_page_blocks(pool, page, &from, &to);
-        for (uint32_t i = to; i-- > from;) {
-            pm_block_t *b = (pm_block_t *)(start + (size_t)i * size);
-            if (!pm_live_test(b)) {
-                pm_link_set(b, head);
-                head = b;
-            }
-        }
-    }
-    pool->free_list = head;
+    pool->free_list = pool_link_free(pool, purged);
     pool_set_purged_pages(pool, (uint8_t)purged);
     return pool_page_runs(pool, candidates, pm_arena_purge_pages);
+}
+
+/* ---- address order ----------------------------------------------------
+ * A free list is last freed, first served, so a pool that was filled,
+ * then freed in another order than it was filled (a hash set's entries,
+ * a graph's nodes), hands its blocks out in that order the next time it
+ * fills: the program's next structure is laid out scattered over the
+ * pool, where the first one was in the order it was built. Programs that
+ * walk their objects in the order they made them then miss the cache on
+ * every step that lands elsewhere. Python's collector does, over every
+ * tracked object at each collection: in bench/workloads/python_objects.py,
+ * 12% of the dicts made one after another in its second round were not
+ * neighbours (3% in the first), and each round after the first took 0.27
+ * s, against 0.19 for the first and jemalloc's 0.24 (whose slabs hand out
+ * their lowest free region first). So a pool that starts serving with
+ * most of its blocks free, and whose list does not go from block to
+ * neighbour, has its free list linked again from the live map, lowest
+ * address first (bench/results/address-order.md). Mostly free, so that
+ * the relinking (a few instructions a free block, paid once) goes to
+ * blocks the pool is about to hand out in a row, not to the few a busy
+ * pool's frees put back; a pool just carved is in order already. */
+
+/* Whether the free list's first steps go from block to neighbour, either
+ * way: a carved stretch goes up (wrapping once if coloured), a run freed
+ * in the order it was made goes down. */
+#define ORDER_PROBE_STEPS 4
+static bool free_list_in_order(const pm_pool_t *pool)
+{
+    const pm_block_t *b = pool->free_list;
+    for (unsigned i = 0; i < ORDER_PROBE_STEPS; i++) {
+        pm_block_t *next;
+        if (!pm_link_next(b, &next))
+            pm_pool_corrupt_link(pool, b);
+        if (next == NULL)
+            return true;
+        uintptr_t apart = (uintptr_t)next > (uintptr_t)b ? (uintptr_t)next - (uintptr_t)b
+                                                        : (uintptr_t)b - (uintptr_t)next;
+        if (apart != pool->block_size)
+            return false;
+        b = next;
+    }
+    return true;
+}
+
+void pm_pool_order_free_list(pm_pool_t *pool)
+{
+    /* The caller's test read used_word alone (below the pool's count while
+     * it has a mark): the count itself here. A purged page's blocks are on
+     * no list, and a sampled block's bit is clear (I3, I11). */
+    if (!pm_pool_mostly_free(pool, pm_pool_used(pool)) || pool->debug_fill ||
+        pool->purged_pages != 0 || pm_pool_holds_sampled(pool) || free_list_in_order(pool))
+        return;
+    pool->free_list = pool_link_free(pool, 0);
 }
 
 /* For another thread than the owner's (IDLE OWNERS, heap.c): gives back

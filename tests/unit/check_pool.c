@@ -288,6 +288,67 @@ START_TEST(test_pool_fuller_serves_first)
 }
 END_TEST
 
+/* ADDRESS ORDER (pool.c): a full pool freed in a scattered order, all but
+ * a few blocks, serves next time from its lowest free block up, as it was
+ * carved; without the relinking it would hand them out in the reverse of
+ * that scattered order. */
+START_TEST(test_pool_serves_in_address_order)
+{
+    enum { SIZE = 48, KEEP = 8 };
+    static char *in_b[PM_POOL_SIZE / SIZE];
+    in_b[0] = pm_malloc(SIZE);
+    pm_pool_t *b = pm_pool_of(in_b[0]);
+    size_t capacity = b->capacity;
+    for (size_t i = 1; i < capacity; i++) {
+        in_b[i] = pm_malloc(SIZE);
+        ck_assert_ptr_eq(pm_pool_of(in_b[i]), b);
+    }
+    /* The next malloc finds B full: another pool serves. */
+    char *in_a = pm_malloc(SIZE);
+    pm_pool_t *a = pm_pool_of(in_a);
+    ck_assert(a != b);
+    /* B's blocks freed by a stride prime to its capacity, but the first
+     * KEEP made. */
+    static char *freed[PM_POOL_SIZE / SIZE];
+    size_t n_freed = 0;
+    size_t stride = capacity % 7 != 0 ? 7 : 11;
+    ck_assert_uint_ne(capacity % stride, 0);
+    for (size_t j = 0; j < capacity; j++) {
+        size_t i = j * stride % capacity;
+        if (i >= KEEP) {
+            pm_free(in_b[i]);
+            freed[n_freed++] = in_b[i];
+        }
+    }
+    ck_assert_uint_eq(pm_pool_used(b), KEEP);
+    ck_assert(pm_heap_validate());
+    sort_ptrs((void **)freed, n_freed);
+    /* A serves until its carved stretch runs out; then B, from its lowest
+     * free block up, every one of them. */
+    static char *from_a[PM_POOL_SIZE / SIZE];
+    size_t n_a = 0;
+    char *p;
+    while (pm_pool_of(p = pm_malloc(SIZE)) == a) {
+        ck_assert_uint_lt(n_a, capacity);
+        from_a[n_a++] = p;
+    }
+    for (size_t i = 0; i < n_freed; i++) {
+        if (i > 0)
+            p = pm_malloc(SIZE);
+        ck_assert_ptr_eq(p, freed[i]);
+        in_b[KEEP + i] = p;
+    }
+    ck_assert_uint_eq(pm_pool_used(b), capacity);
+    ck_assert(pm_heap_validate());
+    for (size_t i = 0; i < capacity; i++)
+        pm_free(in_b[i]);
+    for (size_t i = 0; i < n_a; i++)
+        pm_free(from_a[i]);
+    pm_free(in_a);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* Fill several arenas with one class: pools are used up one by one (at most
  * one of the class is partial), each holds its capacity, the stats count
  * exactly the pools and arenas seen; then drain them all. */
@@ -839,6 +900,7 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_pool_carve_populates_pages);
     tcase_add_test(tc, test_pool_populate_ahead);
     tcase_add_test(tc, test_pool_fuller_serves_first);
+    tcase_add_test(tc, test_pool_serves_in_address_order);
     tcase_add_test(tc, test_pool_parks_beside_others_up_to_four);
     tcase_add_test(tc, test_pool_carve_without_populate);
     suite_add_tcase(s, tc);
