@@ -1405,7 +1405,9 @@ static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  * untouched blocks of a pool being carved, a pool from an arena. Collecting
  * before carving keeps a producer whose consumer frees everything from
  * faulting in a page per class while its blocks wait to be collected. The
- * pool that serves moves to the head, where the fast path looks.
+ * pool that serves moves to the head, where the fast path looks; if it is
+ * mostly free and its free list out of order, the list is linked again in
+ * address order first (pool.c, ADDRESS ORDER).
  *
  * Of the first two pools on the bin list with free blocks, the one with
  * more blocks in use serves: a pool the program is emptying is left to

@@ -269,24 +269,24 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
 }
 
 /* ---- address order ----------------------------------------------------
- * A free list is last freed, first served, so a pool that was filled,
- * then freed in another order than it was filled (a hash set's entries,
- * a graph's nodes), hands its blocks out in that order the next time it
- * fills: the program's next structure is laid out scattered over the
- * pool, where the first one was in the order it was built. Programs that
- * walk their objects in the order they made them then miss the cache on
- * every step that lands elsewhere. Python's collector does, over every
- * tracked object at each collection: in bench/workloads/python_objects.py,
- * 12% of the dicts made one after another in its second round were not
- * neighbours (3% in the first), and each round after the first took 0.27
- * s, against 0.19 for the first and jemalloc's 0.24 (whose slabs hand out
- * their lowest free region first). So a pool that starts serving with
+ * A free list is last freed, first served, so a pool that was filled, then
+ * freed in another order than it was filled (a hash set's entries, a
+ * graph's nodes), hands its blocks out in that order the next time it
+ * fills: the program's next structure is laid out scattered over the pool,
+ * where the first one was in the order it was built. Programs that walk
+ * their objects in the order they made them then miss the cache on every
+ * step that lands elsewhere. Python's collector does, over every tracked
+ * object at each collection: in bench/workloads/python_objects.py, up to
+ * 14% of the dicts made one after another in a round after the first were
+ * not neighbours (3% in the first), and each such round took 24% longer
+ * than the first, where under jemalloc (whose slabs hand out their lowest
+ * free region first) they took as long. So a pool that starts serving with
  * most of its blocks free, and whose list does not go from block to
  * neighbour, has its free list linked again from the live map, lowest
- * address first (bench/results/address-order.md). Mostly free, so that
- * the relinking (a few instructions a free block, paid once) goes to
- * blocks the pool is about to hand out in a row, not to the few a busy
- * pool's frees put back; a pool just carved is in order already. */
+ * address first (bench/results/address-order.md). Mostly free, so that the
+ * relinking (a few instructions a free block, paid once) goes to blocks the
+ * pool is about to hand out in a row, not to the few a busy pool's frees
+ * put back; a pool just carved is in order already. */
 
 /* Whether the free list's first steps go from block to neighbour, either
  * way: a carved stretch goes up (wrapping once if coloured), a run freed
