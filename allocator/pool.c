@@ -137,6 +137,13 @@ static char *pool_live_block(const pm_pool_t *pool, uint32_t from, uint32_t to)
     return NULL;
 }
 
+/* The address of the granule of the pool's first live-map bit (I6): its
+ * 16 KiB of the arena, of which pool 0's first 4 KiB are the header. */
+static char *pool_map_base(const pm_pool_t *pool)
+{
+    return (char *)pm_arena_of(pool) + (size_t)pm_pool_index_of(pool) * PM_POOL_SIZE;
+}
+
 /* Links the pool's free blocks, lowest address first, and returns the
  * head: the carved blocks whose live bit is clear (I3), less those that
  * start in a page of `skip`. A word of the live map at a time: the
@@ -146,7 +153,7 @@ static char *pool_live_block(const pm_pool_t *pool, uint32_t from, uint32_t to)
 static pm_block_t *pool_link_free(const pm_pool_t *pool, unsigned skip)
 {
     const uint64_t *map = pm_pool_live_map(pool);
-    char *map_base = (char *)pm_arena_of(pool) + (size_t)pm_pool_index_of(pool) * PM_POOL_SIZE;
+    char *map_base = pool_map_base(pool);
     size_t size = pool->block_size;
     unsigned g = (unsigned)(size / PM_CLASS_GRANULE);
     uint64_t every_g = 0;
@@ -244,7 +251,7 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
     /* Less the pages a live block overlaps: the map's set bits, a word at a
      * time (a pool given back in part has few). */
     const uint64_t *map = pm_pool_live_map(pool);
-    char *map_base = (char *)pm_arena_of(pool) + (size_t)pm_pool_index_of(pool) * PM_POOL_SIZE;
+    char *map_base = pool_map_base(pool);
     for (unsigned w = 0; w < PM_LIVE_MAP_WORDS && candidates != 0; w++) {
         for (uint64_t bits = __atomic_load_n(&map[w], __ATOMIC_RELAXED); bits != 0;
              bits &= bits - 1) {
