@@ -216,7 +216,8 @@ static void pool_retire(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  * blocks at 10% live. Those pages go back (pm_pool_purge_free_pages, as
  * malloc_trim does) once the heap has drained most of its pools:
  *
- *   - A pool that fills arms its first mark, a quarter of its blocks, at
+ *   - A pool that fills arms its first mark (in an OWNED heap, once it
+ *     has regained its batch: REGAINING), a quarter of its blocks, at
  *     most PM_SPARSE_MARK_MAX (pages empty only when few live blocks are left,
  *     whatever the class). When its used_count comes down to the mark, the
  *     subtract that free's fast path does anyway says so
@@ -283,16 +284,23 @@ static void pool_leave_sparse(pm_pool_t *pool)
     pm_pool_set_mark(pool, 0);
 }
 
-/* Arms a pool that just filled, unless it is still armed: a pool that
+/* A pool's first mark, which it takes when it fills: a quarter of its
+ * blocks, at most PM_SPARSE_MARK_MAX. */
+static unsigned pool_first_mark(const pm_pool_t *pool)
+{
+    unsigned mark = pool->capacity / 4u;
+    return mark < PM_SPARSE_MARK_MAX ? mark : PM_SPARSE_MARK_MAX;
+}
+
+/* Arms a pool that just filled, in a heap that is not OWNED (an OWNED
+ * heap's regains first, REGAINING), unless it is still armed: a pool that
  * serves fills again and again with a few frees between (churn: 30 times
  * a pool on average; figuring its first mark each time cost 0.25
  * instructions a malloc and free). */
 static void pool_arm_mark(pm_pool_t *pool)
 {
-    if (pool->used_mark != 0)
-        return;
-    unsigned mark = pool->capacity / 4u;
-    pm_pool_set_mark(pool, mark < PM_SPARSE_MARK_MAX ? mark : PM_SPARSE_MARK_MAX);
+    if (pool->used_mark == 0)
+        pm_pool_set_mark(pool, pool_first_mark(pool));
 }
 
 /* A sparse pool gives back its free pages and takes the next mark below
@@ -724,7 +732,7 @@ void *pm_heap_tick_small(pm_heap_t *heap, void *block, size_t counted)
  * 3%, parked pools being per class. */
 #define PARKED_BESIDE_OTHERS 4
 
-/* Out of line: the common caller is a full pool regaining room. */
+/* Out of line: the common caller is a pool that regained room. */
 static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t *bin,
                                                        pm_pool_t *pool)
 {
@@ -768,13 +776,61 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
     }
 }
 
-/* A pool that just got a block back and was full (off its bin list), or is
+/* ---- REGAINING (I4) -------------------------------------------------------
+ * A full pool that its heap's slow path takes off the bin list regains
+ * room off it: it joins the list again once pm_pool_regain_batch blocks
+ * came back (a sixteenth of its capacity, 2 at least), not at its first
+ * free. A program that frees and allocates at random over a heap larger
+ * than its serving pools (a cache, a table of objects replaced one by one)
+ * frees into full pools, nearly all of them: each joined the list with one
+ * block free and served that one block when its turn came, so that a
+ * quarter of the mallocs took the slow path, each moving pools about the
+ * list, and a free into a full pool went to the list's tail. Regaining, a
+ * pool serves a batch when its turn comes.
+ *
+ * The batch is counted by free's subtract, as a sparse pool's mark is
+ * (pm_pool_put_used): the pool's used_mark is capacity - batch, and with
+ * PM_POOL_OFF_LIST clear the first frees call nobody; the owner hears of
+ * the pool once, when the batch is in, as it heard of its first free
+ * before. The cost is in memory: a regaining pool's free blocks, one
+ * fewer than its batch at most, wait unseen by the slow path, which may
+ * take a new pool meanwhile: a sixteenth of the full pools' blocks at
+ * most. Only an OWNED heap's pools regain: an abandoned heap's (or the
+ * shared heap's) join their list at their first free, for the thread
+ * that adopts it to find. */
+static void pool_start_regaining(pm_pool_t *pool)
+{
+    unsigned used = pm_pool_used(pool);
+    unsigned mark = pool->capacity - pm_pool_regain_batch(pool);
+    pool->regaining = true;
+    /* pm_pool_set_mark's two stores, with no flag: not PM_POOL_OFF_LIST,
+     * which made every free call the owner (off the list still, as
+     * regaining tells pm_pool_on_bin_list), nor PM_POOL_KEPT, which a pool
+     * loses as it leaves its list. */
+    __atomic_store_n(&pool->used_mark, (uint16_t)mark, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->used_word, (uint16_t)(used - mark), __ATOMIC_RELAXED);
+}
+
+/* The batch is in: the pool joins its list and, full until lately, takes
+ * its first sparse mark, as a pool that fills does. */
+static void pool_end_regaining(pm_bin_t *bin, pm_pool_t *pool)
+{
+    pool->regaining = false;
+    pm_pool_set_mark(pool, pool_first_mark(pool));
+    bin_append(bin, pool);
+}
+
+/* A pool that just got a block back and was full (off its bin list), or
+ * regaining and has its batch back, or has come to its sparse mark, or is
  * now empty. */
 void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
 {
     pm_bin_t *bin = &heap->bins[pool->class_index];
     if (!pm_pool_on_bin_list(pool)) {
-        bin_append(bin, pool); /* I4: it has room again */
+        if (pool->regaining)
+            pool_end_regaining(bin, pool);
+        else
+            bin_append(bin, pool); /* I4: it has room again */
         return;
     }
     if (pool->used_mark != 0) {
@@ -1437,7 +1493,10 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
                             carvable = pool;
                     } else {
                         bin_remove(bin, pool); /* full, or its frees are on the stack (I4) */
-                        pool_arm_mark(pool);
+                        if (heap_owned(heap))
+                            pool_start_regaining(pool);
+                        else
+                            pool_arm_mark(pool);
                     }
                     continue;
                 }
@@ -1948,6 +2007,9 @@ static bool heap_visit_pool(const pm_pool_t *pool)
     if (pm_pool_kept(pool) &&
         !(listed && pool_alone_in_bin(pool) && pool->used_mark == 0 && !pool_spans_pages(pool)))
         return false;
+    if (pool->regaining)
+        return !listed && (pool->used_word & PM_POOL_OFF_LIST) == 0 &&
+               pool->used_mark == pool->capacity - pm_pool_regain_batch(pool);
     return listed == pm_pool_on_bin_list(pool) && (listed || pm_pool_used(pool) == pool->capacity);
 }
 

@@ -318,7 +318,11 @@
  *      while on its bin list, and its heap's sparse_pools counts it.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list for
  *      its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool of the
- *      class (heap->parked[class], then empty and on no list); a full pool may
+ *      class (heap->parked[class], then empty and on no list), or is
+ *      regaining: full when its OWNED heap's slow path took it off the list,
+ *      on no list since, PM_POOL_OFF_LIST clear and used_mark at capacity -
+ *      pm_pool_regain_batch, to which used_count has not come down (it
+ *      joins the list when it does); a full pool may
  *      stay at the head of that list until the next slow path. A pool whose
  *      used_count drops to 0 is released to its arena unless it is the only
  *      pool on its bin list (also in an abandoned heap, for the thread that
@@ -775,6 +779,11 @@ typedef struct pm_pool {
      * to its owner, not reported. Atomic: set under the old heap's
      * service_lock, read by its collectors. */
     bool adopted;
+    /* By the owner: taken off its bin list full, the pool regains room
+     * off it, PM_POOL_OFF_LIST clear and used_mark at its regain mark,
+     * which free's subtract reaches after pm_pool_regain_batch blocks came
+     * back (I4; heap.c, REGAINING). */
+    bool regaining;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_pool_t;
 _Static_assert(sizeof(pm_pool_t) == PM_CACHE_LINE, "a pool descriptor is one cache line");
 
@@ -858,7 +867,16 @@ static inline void pm_pool_set_kept(pm_pool_t *pool, bool kept)
 }
 static inline bool pm_pool_on_bin_list(const pm_pool_t *pool)
 {
-    return (pool->used_word & PM_POOL_OFF_LIST) == 0;
+    return (pool->used_word & PM_POOL_OFF_LIST) == 0 && !pool->regaining;
+}
+/* How many blocks a regaining pool takes back before it joins its bin list
+ * (I4; heap.c, REGAINING): a sixteenth of its capacity, 2 at least. One
+ * less is the most of its free blocks the slow path cannot see. */
+#define PM_POOL_REGAIN_DIVISOR 16
+static inline unsigned pm_pool_regain_batch(const pm_pool_t *pool)
+{
+    unsigned batch = pool->capacity / PM_POOL_REGAIN_DIVISOR;
+    return batch > 2 ? batch : 2;
 }
 /* By the owner, as the pool joins or leaves its bin list: one that leaves
  * it is not kept. */

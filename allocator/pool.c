@@ -45,6 +45,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->used_word = PM_POOL_OFF_LIST; /* none used, on no list yet */
     pool->used_mark = 0;
     pool->sparse = false;
+    pool->regaining = false;
     __atomic_store_n(&pool->adopted, false, __ATOMIC_RELAXED);
     pool->capacity = (uint16_t)(pm_pool_bytes(pm_pool_index_of(pool)) / pool->block_size);
     pool->purged_pages = 0;

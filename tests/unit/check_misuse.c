@@ -25,22 +25,23 @@ START_TEST(test_double_free)
 END_TEST
 
 /* A double free after the block's pool went back to its arena (UNUSED):
- * fill pool P, put one block in a second pool Q, give P room again so the
- * bin lists both, then free Q's block: Q empties with another pool on the
- * bin list and is released (I4). */
+ * fill pool P, put one block in a second pool Q, give P room again (a
+ * regaining batch, I4) so the bin lists both, then free Q's block: Q
+ * empties with another pool on the bin list and is released (I4). */
 START_TEST(test_double_free_released_pool)
 {
     const size_t bs = 64;
-    void *first = pm_malloc(bs);
-    ck_assert_ptr_nonnull(first);
-    size_t cap = pm_test_pool_capacity(pm_test_pool_index(first), bs);
-    void *last = first;
+    static void *in_p[PM_POOL_SIZE / 64];
+    in_p[0] = pm_malloc(bs);
+    ck_assert_ptr_nonnull(in_p[0]);
+    size_t cap = pm_test_pool_capacity(pm_test_pool_index(in_p[0]), bs);
     for (size_t i = 1; i < cap; i++)
-        last = pm_malloc(bs);
+        in_p[i] = pm_malloc(bs);
     void *lone = pm_malloc(bs); /* P is full: a second pool */
     ck_assert_ptr_nonnull(lone);
-    ck_assert_uint_ne((uintptr_t)lone / PM_POOL_SIZE, (uintptr_t)first / PM_POOL_SIZE);
-    pm_free(last);
+    ck_assert_uint_ne((uintptr_t)lone / PM_POOL_SIZE, (uintptr_t)in_p[0] / PM_POOL_SIZE);
+    for (size_t i = 0; i < pm_pool_regain_batch(pm_pool_of(in_p[0])); i++)
+        pm_free(in_p[i]);
     pm_free(lone);
     pm_stats_t s;
     pm_stats_get(&s);

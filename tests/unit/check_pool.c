@@ -245,9 +245,10 @@ END_TEST
 /* When the pool serving runs out, the fuller of the first two pools with
  * free blocks serves next, whichever came back to the bin list first: the
  * other, which the program is emptying, is left to drain. Pools A, B and C
- * of 512-byte blocks are filled, D serves; A gets a block back first (so
- * it is first on the list), then B; A goes on being emptied. The next
- * blocks not from D come from B, and from A only once B is full again. */
+ * of 512-byte blocks are filled, D serves; A gets its regaining batch back
+ * first (so it is first on the list), then B; A goes on being emptied. The
+ * next blocks not from D come from B, and from A only once B is full
+ * again. */
 START_TEST(test_pool_fuller_serves_first)
 {
     enum { SIZE = 512, MAX = 8 * PM_POOL_SIZE / SIZE };
@@ -264,26 +265,92 @@ START_TEST(test_pool_fuller_serves_first)
         }
     }
     pm_pool_t *a = pools[0], *b = pools[1], *d = pools[3];
-    size_t freed[10] = {first_of[0], first_of[1]};
-    for (size_t i = 2; i < 10; i++)
-        freed[i] = first_of[0] + i - 1;
-    for (size_t i = 0; i < 10; i++) {
+    const size_t a_batch = pm_pool_regain_batch(a), b_batch = pm_pool_regain_batch(b);
+    enum { A_FREED = 9 };
+    ck_assert_uint_lt(a_batch, A_FREED);
+    size_t freed[2 * A_FREED], n_freed = 0;
+    for (size_t i = 0; i < a_batch; i++)
+        freed[n_freed++] = first_of[0] + i;
+    for (size_t i = 0; i < b_batch; i++)
+        freed[n_freed++] = first_of[1] + i;
+    for (size_t i = a_batch; i < A_FREED; i++)
+        freed[n_freed++] = first_of[0] + i;
+    for (size_t i = 0; i < n_freed; i++) {
         pm_free(blocks[freed[i]]);
         blocks[freed[i]] = NULL;
     }
-    ck_assert_uint_eq(pm_pool_used(b), b->capacity - 1);
-    ck_assert_uint_eq(pm_pool_used(a), a->capacity - 9);
+    ck_assert(pm_pool_on_bin_list(a) && pm_pool_on_bin_list(b));
+    ck_assert_uint_eq(pm_pool_used(b), b->capacity - b_batch);
+    ck_assert_uint_eq(pm_pool_used(a), a->capacity - A_FREED);
     char *p;
     do {
         ck_assert_uint_lt(n, MAX);
         p = blocks[n++] = pm_malloc(SIZE);
     } while (pm_pool_of(p) == d);
     ck_assert_ptr_eq(pm_pool_of(p), b);
+    for (size_t i = 1; i < b_batch; i++) {
+        p = blocks[n++] = pm_malloc(SIZE);
+        ck_assert_ptr_eq(pm_pool_of(p), b);
+    }
     p = blocks[n++] = pm_malloc(SIZE);
     ck_assert_ptr_eq(pm_pool_of(p), a);
     ck_assert(pm_heap_validate());
     for (size_t i = 0; i < n; i++)
         pm_free(blocks[i]);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
+/* REGAINING (heap.c): a full pool off its bin list that gets blocks back
+ * stays off it, its free blocks unseen by malloc, until a batch of them
+ * came back (I4); then it joins the list, and serves them when the pool
+ * serving runs out. */
+START_TEST(test_pool_regains_in_batches)
+{
+    enum { SIZE = 64 };
+    static void *in_b[PM_POOL_SIZE / SIZE], *from_a[PM_POOL_SIZE / SIZE];
+    in_b[0] = pm_malloc(SIZE);
+    pm_pool_t *b = pm_pool_of(in_b[0]);
+    for (size_t i = 1; i < b->capacity; i++) {
+        in_b[i] = pm_malloc(SIZE);
+        ck_assert_ptr_eq(pm_pool_of(in_b[i]), b);
+    }
+    size_t n_a = 0;
+    from_a[n_a++] = pm_malloc(SIZE); /* B is full: A serves */
+    pm_pool_t *a = pm_pool_of(from_a[0]);
+    ck_assert(a != b && !pm_pool_on_bin_list(b));
+    const size_t batch = pm_pool_regain_batch(b);
+    ck_assert_uint_ge(batch, 2);
+    ck_assert_uint_le(batch, b->capacity / 8);
+    for (size_t i = 0; i + 1 < batch; i++) {
+        pm_free(in_b[i]);
+        ck_assert(b->regaining && !pm_pool_on_bin_list(b));
+        ck_assert_uint_eq(pm_pool_used(b), b->capacity - 1 - i);
+        ck_assert(pm_heap_validate());
+        from_a[n_a] = pm_malloc(SIZE);
+        ck_assert_ptr_eq(pm_pool_of(from_a[n_a++]), a);
+    }
+    pm_free(in_b[batch - 1]);
+    ck_assert(!b->regaining && pm_pool_on_bin_list(b));
+    ck_assert(pm_heap_validate());
+    /* A serves on until its carved blocks run out; then B, its batch. */
+    char *p;
+    while (pm_pool_of(p = pm_malloc(SIZE)) == a) {
+        ck_assert_uint_lt(n_a, PM_POOL_SIZE / SIZE);
+        from_a[n_a++] = p;
+    }
+    for (size_t i = 0; i < batch; i++) {
+        if (i > 0)
+            p = pm_malloc(SIZE);
+        ck_assert_ptr_eq(pm_pool_of(p), b);
+        in_b[i] = p;
+    }
+    ck_assert_uint_eq(pm_pool_used(b), b->capacity);
+    ck_assert(pm_heap_validate());
+    for (size_t i = 0; i < b->capacity; i++)
+        pm_free(in_b[i]);
+    for (size_t i = 0; i < n_a; i++)
+        pm_free(from_a[i]);
     ck_assert(pm_heap_validate());
 }
 END_TEST
@@ -485,9 +552,17 @@ START_TEST(test_pool_kept_when_alone)
     }
     ck_assert(pm_heap_validate());
 
-    /* B regains room and joins the list: A is not kept, and the next time
-     * it empties it goes back to its arena, B beside it. */
-    pm_free(in_b[0]);
+    /* B regains room, a batch of blocks (REGAINING, heap.c), and joins the
+     * list: A is not kept, and the next time it empties it goes back to
+     * its arena, B beside it. */
+    const size_t batch = pm_pool_regain_batch(b);
+    for (size_t i = 0; i + 1 < batch; i++) {
+        pm_free(in_b[i]);
+        ck_assert(b->regaining && !pm_pool_on_bin_list(b));
+        ck_assert(pm_pool_kept(a));
+    }
+    pm_free(in_b[batch - 1]);
+    ck_assert(!b->regaining && pm_pool_on_bin_list(b));
     ck_assert(!pm_pool_kept(a));
     ck_assert(pm_heap_validate());
     p = pm_malloc(bs);
@@ -498,7 +573,7 @@ START_TEST(test_pool_kept_when_alone)
 
     /* B, emptied down to one block, then that one freed: B is alone but
      * carved past its first page, so it parks rather than stay kept. */
-    for (size_t i = 1; i + 1 < b->capacity; i++)
+    for (size_t i = batch; i + 1 < b->capacity; i++)
         pm_free(in_b[i]);
     ck_assert(!pm_pool_kept(b));
     pm_free(in_b[b->capacity - 1]);
@@ -901,6 +976,7 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_pool_populate_ahead);
     tcase_add_test(tc, test_pool_fuller_serves_first);
     tcase_add_test(tc, test_pool_serves_in_address_order);
+    tcase_add_test(tc, test_pool_regains_in_batches);
     tcase_add_test(tc, test_pool_parks_beside_others_up_to_four);
     tcase_add_test(tc, test_pool_carve_without_populate);
     suite_add_tcase(s, tc);
