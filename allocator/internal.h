@@ -101,7 +101,9 @@
  *   (on its arena's free-pool     (class and owning  bin has another pool
  *    list)                         heap set; on the
  *                                  heap's bin list
- *                                  while not full: I4)
+ *                                  while not full, or
+ *                                  once full, until a
+ *                                  batch came back: I4)
  *
  *  Arenas with at least one unused pool are filed by how many unused pools
  *  they hold (the directory in arena.c). A pool is taken from the arena with the
@@ -119,7 +121,10 @@
  *  Within a heap, when the pool serving a class runs dry, the fuller of the
  *  first two pools of the bin list with free blocks serves next, so a pool
  *  the program is emptying drains and goes back to its arena too (see
- *  heap_alloc_from).
+ *  heap_alloc_from). A full pool taken off the list comes back to it once
+ *  a sixteenth of its blocks are free (heap.c, REGAINING), so that it then
+ *  serves a batch, not the one block a program replacing objects at random
+ *  has just freed into it.
  *
  *  Giving memory back (I5, I10), as jemalloc's decay and mimalloc's purge
  *  delay do it: a pool released to its arena keeps its pages, on the
