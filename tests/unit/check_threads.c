@@ -400,6 +400,59 @@ START_TEST(test_threads_free_after_owner_exit)
 }
 END_TEST
 
+/* REGAINING and ADOPTION (heap.c): a thread fills a pool and takes a block
+ * of a second, so that its slow path sets the full one aside, regaining
+ * (I4); then it exits. This thread, with a heap of its own, frees the full
+ * pool's blocks: it adopts the pool at the first, and the pool joins its
+ * bin list once the batch is back, and serves its next block of the
+ * class. */
+enum { REGAIN_SIZE = 96 };
+static void *regain_blocks[PM_POOL_SIZE / REGAIN_SIZE + 1];
+static size_t regain_count;
+
+static void *fill_pool_and_exit(void *arg)
+{
+    (void)arg;
+    regain_blocks[0] = pm_malloc(REGAIN_SIZE);
+    pm_pool_t *pool = pm_pool_of(regain_blocks[0]);
+    size_t n = 1;
+    while (n < pool->capacity) {
+        regain_blocks[n] = pm_malloc(REGAIN_SIZE);
+        if (pm_pool_of(regain_blocks[n++]) != pool)
+            return (void *)1;
+    }
+    regain_blocks[n++] = pm_malloc(REGAIN_SIZE); /* the second pool's */
+    regain_count = n;
+    return pool->regaining && pm_pool_of(regain_blocks[n - 1]) != pool ? NULL : (void *)2;
+}
+
+START_TEST(test_threads_adopt_regaining_pool)
+{
+    pm_free(pm_malloc(16)); /* this thread's own heap, made before the other exits */
+    pthread_t t;
+    void *rc = (void *)1;
+    ck_assert_int_eq(pthread_create(&t, NULL, fill_pool_and_exit, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, &rc), 0);
+    ck_assert_ptr_null(rc);
+    pm_pool_t *pool = pm_pool_of(regain_blocks[0]);
+    const size_t batch = pm_pool_regain_batch(pool);
+    pm_free(regain_blocks[0]);
+    ck_assert_ptr_eq(pm_pool_heap(pool), pm_thread_heap); /* adopted */
+    ck_assert(pool->regaining && !pm_pool_on_bin_list(pool));
+    ck_assert(pm_heap_validate());
+    for (size_t i = 1; i < batch; i++)
+        pm_free(regain_blocks[i]);
+    ck_assert(!pool->regaining && pm_pool_on_bin_list(pool));
+    ck_assert(pm_heap_validate());
+    void *p = pm_malloc(REGAIN_SIZE);
+    ck_assert_ptr_eq(pm_pool_of(p), pool);
+    pm_free(p);
+    for (size_t i = batch; i < regain_count; i++)
+        pm_free(regain_blocks[i]);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* ADOPTION (heap.c): threads make blocks and exit, then four threads free
  * them at once, each every fourth block, so that a pool's blocks are freed
  * from several threads as the first of them adopts it. A free that read
@@ -742,6 +795,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_waiting_for_owner);
     tcase_add_test(tc, test_threads_free_after_owner_exit);
     tcase_add_test(tc, test_threads_adopt_while_others_free);
+    tcase_add_test(tc, test_threads_adopt_regaining_pool);
     tcase_add_test(tc, test_threads_heap_reuse);
     tcase_add_test(tc, test_threads_heaps_keep_to_their_arenas);
     tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);
