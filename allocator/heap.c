@@ -800,15 +800,12 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
  * that adopts it to find. */
 static void pool_start_regaining(pm_pool_t *pool)
 {
-    unsigned used = pm_pool_used(pool);
-    unsigned mark = pool->capacity - pm_pool_regain_batch(pool);
     pool->regaining = true;
-    /* pm_pool_set_mark's two stores, with no flag: not PM_POOL_OFF_LIST,
-     * which made every free call the owner (off the list still, as
-     * regaining tells pm_pool_on_bin_list), nor PM_POOL_KEPT, which a pool
-     * loses as it leaves its list. */
-    __atomic_store_n(&pool->used_mark, (uint16_t)mark, __ATOMIC_RELAXED);
-    __atomic_store_n(&pool->used_word, (uint16_t)(used - mark), __ATOMIC_RELAXED);
+    pm_pool_set_mark(pool, pool->capacity - pm_pool_regain_batch(pool));
+    /* Off the list still, as regaining tells pm_pool_on_bin_list, but
+     * without PM_POOL_OFF_LIST, which made every free call the owner. */
+    __atomic_store_n(&pool->used_word, (uint16_t)(pool->used_word & ~PM_POOL_OFF_LIST),
+                     __ATOMIC_RELAXED);
 }
 
 /* The batch is in: the pool joins its list and, full until lately, takes
