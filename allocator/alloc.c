@@ -110,7 +110,6 @@ static __attribute__((noinline)) void *realloc_move_own(void *ptr, pm_pool_t *po
         return NULL;
     size_t old_usable = pool->block_size;
     pm_libc_memcpy(moved, ptr, old_usable < size ? old_usable : size);
-    pm_live_clear(ptr);
     pm_heap_push_free(pm_thread_heap, pool, ptr);
     return moved;
 }
@@ -162,9 +161,9 @@ void *pm_realloc(void *ptr, size_t size)
         return realloc_to_zero(ptr);
     if (!pm_pool_path(ptr))
         return realloc_system(ptr, size);
-    if (PM_UNLIKELY(!pm_heap_owns_live(ptr)))
-        return realloc_checked(ptr, size);
     pm_pool_t *pool = pm_pool_of(ptr);
+    if (PM_UNLIKELY(!pm_heap_owns_live(pm_thread_heap, pool, ptr)))
+        return realloc_checked(ptr, size);
     return realloc_in_place(pool->block_size, size) ? ptr : realloc_move_own(ptr, pool, size);
 }
 

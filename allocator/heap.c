@@ -846,13 +846,18 @@ void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
  * service_lock of its abandoned heap. Counting is the caller's business. */
 static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
 {
-    pm_live_clear(block);
+    /* A sampled block's record goes as its owner takes it back (I11); the
+     * pool's last one gone, free's fast path takes its blocks again. */
+    if (PM_UNLIKELY(pm_pool_holds_sampled(pool)) && pm_profile_maybe_sampled(block) &&
+        pm_profile_drop(block))
+        pm_pool_refresh_fast_free(pool);
     if (pool->debug_fill)
         pm_pool_debug_freed(pool, block);
     /* A block starting in a page given back while it waited (IDLE OWNERS)
      * is purged now (I3): on no list, its page left untouched. */
     if (PM_LIKELY(pool->purged_pages == 0) || !pm_pool_page_purged(pool, block)) {
         pm_link_set(block, pool->free_list);
+        pm_block_set_tag(block); /* I6: free */
         pool->free_list = block;
     }
     if (pm_pool_put_used(pool))
@@ -868,17 +873,19 @@ static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
 static void heap_pass_on(pm_pool_t *pool, pm_block_t *b);
 
 /* Takes back a block another thread freed into this heap, in `pool`. A
- * block freed twice is met twice, and its live bit, cleared at the first
- * meeting, reports the double free at the second (I6). */
-static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *b)
+ * block freed twice is met twice, and the first meeting put it on the
+ * free list (or a page given back since took it), where the second finds
+ * it (I6): the freer read only its tag, the owner checks exactly. A
+ * parcelled block may start in a page given back under it (IDLE OWNERS),
+ * which does not make it free: the taker met each block once
+ * (idle_take_purge). */
+static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *b, bool parcelled)
 {
     if (PM_UNLIKELY(pm_pool_heap(pool) != heap)) {
         heap_pass_on(pool, b);
         return;
     }
-    /* Freed here when it was not live; a clear bit is a sampled block's
-     * once, at the meeting that drops its record (I11). */
-    if (!pm_live_test(b) && !(pm_pool_holds_sampled(pool) && pm_profile_drop(b)))
+    if (!(parcelled && pm_pool_page_purged(pool, b)) && pm_pool_block_free(pool, b))
         pm_fatal("double free", b, pool->class_index);
     PM_COUNTER_ADD(heap->bins[pool->class_index].remote_collected_total, 1);
     heap_take_back(heap, pool, b);
@@ -889,19 +896,19 @@ static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *
 static void heap_take_remote(pm_heap_t *heap, pm_block_t *b, void *unused)
 {
     (void)unused;
-    heap_take_remote_from(heap, pm_pool_checked(b, PM_OP_FREE, false), b);
+    heap_take_remote_from(heap, pm_pool_checked(b, PM_OP_FREE, false), b, false);
 }
 
 /* A block from the ring, which only freers write: its freer checked it
- * whole before the push (pm_heap_free), and its pool is still in use,
- * held by the block's live bit (I3), though maybe adopted since (I9);
- * what is left to catch is a second free meanwhile (its bit cleared by
- * the first). Half the instructions of a remote free went to checking it
- * twice. */
+ * before the push (pm_heap_free: I7 and its tag), and its pool is still
+ * in use, held by the block's count (I3), though maybe adopted since (I9);
+ * what is left to catch is a block that was not live, which only the
+ * owner can tell exactly (heap_take_remote_from). Half the instructions
+ * of a remote free went to checking it twice. */
 static void heap_take_pushed(pm_heap_t *heap, pm_block_t *b, void *unused)
 {
     (void)unused;
-    heap_take_remote_from(heap, pm_pool_of(b), b);
+    heap_take_remote_from(heap, pm_pool_of(b), b, false);
 }
 
 /* Onto the heap's overflow stack, linked through the block's first word. */
@@ -1022,8 +1029,9 @@ static const pm_block_t *remote_stack_loop_start(const pm_block_t *top, size_t l
  * is read and checked; returns whether it held any. A link that names no
  * block of ours, or one not aligned to the granule, was written after the
  * free (I12). A block pushed twice loops
- * the stack: the owner's take clears its live bit at the first meeting and
- * reports it at the second (I6), before the walk could see the loop; a
+ * the stack: the owner's take puts it on its free list at the first
+ * meeting and finds it there at the second (I6), before the walk could see
+ * the loop; a
  * thread taking the stack for an idle owner writes nothing, and the walk
  * finds the loop (Brent's: a compare a block), with the links intact. */
 static bool remote_stack_drain(pm_heap_t *heap,
@@ -1264,9 +1272,16 @@ static size_t idle_take_purge(idle_take_t *take)
     take->taken_map = pm_os_map(take->map_bytes);
     if (take->taken_map == NULL)
         return 0; /* the blocks go to the owner all the same */
+    /* A block met twice was freed twice: the owner, which takes the blocks
+     * of a page given back without reading them, could not tell. */
     for (pm_heap_parcel_t *p = take->parcels; p != NULL; p = p->next)
-        for (uint32_t i = 0; i < p->blocks; i++)
-            take->taken_map[p->entry[i] / 64] |= (uint64_t)1 << (p->entry[i] % 64);
+        for (uint32_t i = 0; i < p->blocks; i++) {
+            uint64_t *word = &take->taken_map[p->entry[i] / 64];
+            uint64_t bit = (uint64_t)1 << (p->entry[i] % 64);
+            if (*word & bit)
+                pm_fatal("double free", parcel_block(p->entry[i]), -1);
+            *word |= bit;
+        }
     size_t purged = 0;
     for (pm_heap_parcel_t *p = take->parcels; p != NULL; p = p->next)
         for (uint32_t i = 0; i < p->blocks; i++) {
@@ -1428,7 +1443,8 @@ static bool heap_collect_parcels(pm_heap_t *heap)
     while (list != NULL) {
         pm_heap_parcel_t *next = list->next;
         for (uint32_t i = 0; i < list->blocks; i++)
-            heap_take_pushed(heap, parcel_block(list->entry[i]), NULL);
+            heap_take_remote_from(heap, pm_pool_of(parcel_block(list->entry[i])),
+                                  parcel_block(list->entry[i]), true);
         pm_os_unmap(list, PM_HEAP_PARCEL_BYTES);
         list = next;
     }
@@ -1443,10 +1459,10 @@ static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
     if (!pm_link_next(block, &next))
         pm_pool_corrupt_link(pool, block);
     pool->free_list = next;
+    pm_block_clear_tag(block); /* I6: live */
     if (pool->debug_fill)
-        pm_pool_debug_reuse(pool, block);
+        pm_pool_debug_reuse(pool, block); /* the fresh pattern over all of it */
     PM_COUNTER_ADD(pool->used_word, 1); /* I3: used_count + 1 */
-    pm_live_set(block);
     PM_COUNTER_ADD(bin->allocated_total, 1);
     if ((heap->tick_countdown -= (int64_t)pool->block_size) < 0 && heap != &shared_heap)
         return pm_heap_tick(heap, block, pool->block_size, pool->block_size);
@@ -1732,10 +1748,9 @@ bool pm_heap_trim(void)
  * another frees them (a pool of short-lived workers, pm_bench_handoff)
  * took 1.1-1.3 s to free 12 million such blocks, 0.4-0.5 s to free as many
  * of its own, and tcmalloc and mimalloc 0.5-0.6 s. A pool holding a
- * sampled block stays where it is: that block's live bit is clear (I11),
- * and the ring's collector, which tells it from a freed one by its record
- * and drops the record as it takes the block back, deals with it as
- * before (profiling samples one pool in many).
+ * sampled block stays where it is: its frees take the full path anyway
+ * (I11), and the ring's collector drops the record as it takes the block
+ * back, as before (profiling samples one pool in many).
  *
  * The pool changes hands under the abandoned heap's service_lock, after
  * its ring and stack are collected. A freer that read the old owner just
@@ -1789,9 +1804,10 @@ static bool heap_adopt_pool(pm_heap_t *me, pm_heap_t *owner, pm_pool_t *pool, pm
     unsigned class_index = pool->class_index;
     bool listed = false;
     if (adopt) {
-        /* Under the lock the bit is stable: only the lock's holders take
-         * the heap's blocks back. Cleared, another free came first. */
-        if (!pm_live_test(block))
+        /* Under the lock the pool is the holder's to read: only the
+         * lock's holders take the heap's blocks back. Not live, another
+         * free came first (I6). */
+        if (pm_pool_block_free(pool, block))
             pm_fatal("double free", block, class_index);
         pm_bin_t *bin = &owner->bins[class_index];
         listed = pm_pool_on_bin_list(pool);
@@ -1893,7 +1909,8 @@ void pm_heap_free(void *block, pm_op_t op)
 
 size_t pm_heap_block_size(void *block, pm_op_t op)
 {
-    return pm_pool_checked(block, op, false)->block_size;
+    bool by_owner = pm_pool_heap(pm_pool_of(block)) == pm_thread_heap;
+    return pm_pool_checked(block, op, by_owner)->block_size;
 }
 
 void pm_heap_reset_sampling(void)

@@ -59,8 +59,7 @@
  *   │ pm_arena_t:   │ (12 KiB:    │ 16 KiB       │     │ 16 KiB       │
  *   │ 16 pool       │ shortened   │ blocks of    │     │              │
  *   │ descriptors,  │ by the      │ one class    │     │              │
- *   │ live map,     │ header)     │              │     │              │
- *   │ pool owners,  │             │              │     │              │
+ *   │ pool owners,  │ header)     │              │     │              │
  *   │ lists         │             │              │     │              │
  *   └───────────────┴─────────────┴──────────────┴─────┴──────────────┘
  *   0               4 KiB         16 KiB         32 KiB               256 KiB
@@ -82,17 +81,13 @@
  *  cache line into the page that varies from pool to pool, so their first
  *  blocks do not all share page offset 0 (see pm_pool_carve). A free block holds
  *  the link to the next one in its first 8 bytes, encoded and checked on
- *  every pop (I12). Freed blocks go on the list's head, so a pool freed in
- *  another order than it was filled would hand them out scattered; one
- *  that starts serving mostly free, with a list not in order, has it
- *  linked again from the live map, lowest address first (pool.c, ADDRESS
- *  ORDER), as a fresh carving would be.
- *
- *  The live map has one bit per 16-byte granule of the arena, in the arena
- *  header: a block's bit is (address % PM_ARENA_SIZE) / 16, so it is found
- *  from the address alone, without the pool's descriptor, and each pool owns
- *  PM_LIVE_MAP_WORDS words of it. Only the granule where a live block starts
- *  has its bit set.
+ *  every pop (I12), and the free tag in its next 8 (I6): a random word
+ *  that a live block does not hold (malloc writes 0 there), so free tells
+ *  a freed block from a live one in the block's own line. Freed blocks go
+ *  on the list's head, so a pool freed in another order than it was filled
+ *  would hand them out scattered; one that starts serving mostly free,
+ *  with a list not in order, has it linked again, lowest address first
+ *  (pool.c, ADDRESS ORDER), as a fresh carving would be.
  *
  *  Life of a pool:
  *
@@ -218,8 +213,9 @@
  *  OWNED, no parcel mapped) does the block overflow onto the remote_free
  *  stack (blocks linked through their first word, one compare-and-swap to
  *  push, one exchange to take it all). A block freed
- *  twice shows up twice, and its clear live bit at the second meeting
- *  reports the double free (I6), so a cycle can never be walked forever.
+ *  twice shows up twice: the first meeting puts it on its pool's free list,
+ *  where the second finds it and reports the double free (I6), so a cycle
+ *  can never be walked forever.
  *  An owner that has gone idle with blocks waiting (it made them, another
  *  thread freed them) does not collect: once they have waited a purge
  *  delay with no collection, the walk of the heaps (or malloc_trim, at
@@ -309,10 +305,10 @@
  *      lookup never touches memory that may be unmapped.
  *  I2  A pool is UNUSED iff it is on its arena's free-pool list; then its
  *      class is PM_CLASS_NONE and its used_count is 0.
- *  I3  For an IN USE pool: used_count = the number of set bits of live_map
- *      + sampled_count (I11) = blocks handed out and not yet taken back by
- *      the owner (a block on its heap's remote ring or stack still
- *      counts) = used_word's count + used_mark, and used_mark is 0 or
+ *  I3  For an IN USE pool: used_count = blocks handed out and not yet
+ *      taken back by the owner (a block on its heap's remote ring or
+ *      stack still counts, as does a sampled one) = used_word's count +
+ *      used_mark, and used_mark is 0 or
  *      below used_count; free-list length + uncarved blocks (capacity -
  *      carve_index) + purged blocks = capacity - used_count. A purged
  *      block starts in a page of purged_pages, which malloc_trim or a
@@ -360,10 +356,17 @@
  *      is empty beyond the reserve is unmapped as soon as it holds no pages
  *      (at once), or as soon as one of its retained pools is purged (I10):
  *      all of them then go with it, in one munmap.
- *  I6  A block is live iff its bit in its arena's live_map is set, or it
- *      is sampled (I11: its bit is clear while it has a record). free() of
- *      a block whose bit is clear and which has no record is a double free
- *      and aborts.
+ *  I6  A carved block is free iff it is on its pool's free list or
+ *      purged (I3); every block on a free list holds pm_free_tag in its
+ *      second word, and a block handed out holds 0 there until the program
+ *      writes it. free() of a block that is not live (never carved,
+ *      purged, or on the list) is a double free and aborts. free's fast
+ *      path takes a block that does not hold the tag, below the pool's
+ *      fast_free_end, which is 0 while the pool has a purged page or a
+ *      sampled block (I11); the full path decides exactly, by the owner
+ *      (a walk of the free list when the block holds the tag), or, by
+ *      another thread, by the tag alone, and the owner checks exactly as
+ *      it takes the block back.
  *  I7  Every block address is pool start + i x block size for 0 <= i <
  *      capacity; any other address inside an arena is not a block and
  *      free() of it aborts.
@@ -472,7 +475,7 @@ static inline void pm_owned_or_u64(uint64_t *word, uint64_t bits)
 #define PM_ARENA_HEADER_SIZE ((size_t)4096)               /* >= sizeof(pm_arena_t) */
 #define PM_OS_PAGE_SIZE ((size_t)4096)
 #define PM_MAX_BLOCKS_PER_POOL (PM_POOL_SIZE / PM_CLASS_GRANULE) /* 1024 */
-#define PM_LIVE_MAP_WORDS (PM_MAX_BLOCKS_PER_POOL / 64)          /* 16 */
+#define PM_POOL_MAP_WORDS (PM_MAX_BLOCKS_PER_POOL / 64)          /* 16: a bit a block */
 #define PM_CLASS_NONE 0xff
 #define PM_CACHE_LINE 64
 /* Largest alignment a pool can honour (see BLOCK, POOL, ARENA above). */
@@ -723,9 +726,11 @@ PM_HIDDEN void pm_registry_unmap_arena(void *arena);
 
 /* ---- pools and arenas ------------------------------------------------------ */
 /* A free block: its first 8 bytes hold the link to the next one, encoded
- * (see pm_link_set below). */
+ * (see pm_link_set below), and its next 8 the free tag (I6): every block
+ * is 16 bytes or more. */
 typedef struct pm_block {
     struct pm_block *next_encoded;
+    uintptr_t tag;
 } pm_block_t;
 
 struct pm_heap;
@@ -749,6 +754,13 @@ typedef struct pm_pool {
     uint32_t carve_index;     /* blocks [carve_index, capacity) never carved */
     uint32_t block_size;      /* class size, cached for the free path */
     uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
+    uint32_t start_low;       /* the low 32 bits of pm_pool_start: free's offset */
+    /* By the owner: carve_index x block_size while the pool has no purged
+     * page and no sampled block, else 0. free's fast path takes a block
+     * whose offset in the pool is below it (pm_pool_fast_block), so one
+     * compare refuses a block never carved, one in a page given back and
+     * a sampled one, all of which the full path tells apart (I6, I7, I11). */
+    uint16_t fast_free_end;
     /* I3's used_count less used_mark in the low 14 bits, PM_POOL_KEPT set
      * while its bin keeps it when it empties, and PM_POOL_OFF_LIST set
      * while it is on no bin list (I4): one word, so that free's fast path
@@ -805,9 +817,6 @@ typedef struct pm_arena_home {
 
 typedef struct pm_arena {
     pm_pool_t pools[PM_POOLS_PER_ARENA];
-    /* I6: one bit per 16-byte granule of the arena; pool k's blocks have
-     * theirs in words [k * PM_LIVE_MAP_WORDS, (k + 1) * PM_LIVE_MAP_WORDS). */
-    uint64_t live_map[PM_POOLS_PER_ARENA * PM_LIVE_MAP_WORDS];
     /* Each pool's owner (NULL when UNUSED) and class (I9): what a thread
      * freeing a block reads to tell its owner and check it (I7), on lines
      * written only when a pool changes hands. In the descriptor, every
@@ -974,65 +983,24 @@ static inline void pm_pool_set_owner(pm_pool_t *pool, struct pm_heap *heap, unsi
                      (uint8_t)(class_index == PM_CLASS_NONE ? 0 : class_index + 1), __ATOMIC_RELEASE);
     __atomic_store_n(&pool->class_index, (uint8_t)class_index, __ATOMIC_RELEASE);
 }
-/* I6: a block's bit in its arena's live map: granule (address % 256 KiB)
- * / 16, in word granule / 64 at bit granule % 64. */
-static inline uint64_t *pm_live_word(const void *block)
-{
-    return &pm_arena_of(block)->live_map[((uintptr_t)block & (PM_ARENA_SIZE - 1)) >> 10];
-}
-static inline unsigned pm_live_bit(const void *block)
-{
-    return (unsigned)((uintptr_t)block >> 4) & 63;
-}
-static inline uint64_t pm_live_mask(const void *block)
-{
-    return (uint64_t)1 << pm_live_bit(block);
-}
-/* Only the owner writes the map; other threads may read it (usable size,
- * the double-free check of a remote free), so words move as relaxed atomics:
- * plain loads and stores on x86-64, visible as such to ThreadSanitizer. */
-static inline bool pm_live_test(const void *block)
-{
-    return (__atomic_load_n(pm_live_word(block), __ATOMIC_RELAXED) & pm_live_mask(block)) != 0;
-}
-static inline void pm_live_set(const void *block)
-{
-    PM_OWNED_OR(*pm_live_word(block), pm_live_mask(block));
-}
-/* By the owner: clears the block's bit and says whether it was set. On
- * x86-64, one btr on the loaded word does both (by the bit's index, which
- * btr takes modulo 64); a btr on the map in memory would too, but it is
- * microcoded: churn took 5-8% longer with it (and 12 fewer instructions). */
-static inline bool pm_live_take(const void *block)
-{
-    uint64_t *word = pm_live_word(block);
-    uint64_t live = __atomic_load_n(word, __ATOMIC_RELAXED);
-    bool was_set;
-#if defined(__x86_64__) && !defined(PM_SANITIZED)
-    __asm__("btrq %2, %0" : "+r"(live), "=@ccc"(was_set) : "r"((uintptr_t)block >> 4));
-#else
-    was_set = (live & pm_live_mask(block)) != 0;
-    live &= ~pm_live_mask(block);
-#endif
-    __atomic_store_n(word, live, __ATOMIC_RELAXED);
-    return was_set;
-}
-/* The same when the bit is known to be set: btr takes 4 instructions
- * fewer than shifting a mask, inverting it and and-ing it in. */
-static inline void pm_live_clear(const void *block)
-{
-    (void)pm_live_take(block);
-}
-/* I11: whether the pool may hold a sampled block, whose live bit is clear:
- * only then is a clear bit worth a look in the profile's records. */
+/* I11: whether the pool may hold a sampled block. */
 static inline bool pm_pool_holds_sampled(const pm_pool_t *pool)
 {
     return __atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0;
 }
-/* The live map words of a pool's blocks. */
-static inline uint64_t *pm_pool_live_map(const pm_pool_t *pool)
+/* What fast_free_end should be: the carved blocks' end, or 0 while the
+ * pool has a purged page or a sampled block. */
+static inline uint16_t pm_pool_fast_free_end(const pm_pool_t *pool)
 {
-    return &pm_arena_of(pool)->live_map[(size_t)pm_pool_index_of(pool) * PM_LIVE_MAP_WORDS];
+    return pool->purged_pages != 0 || pm_pool_holds_sampled(pool)
+               ? 0
+               : (uint16_t)(pool->carve_index * pool->block_size);
+}
+/* By the owner, after carving, purging pages or taking them back, and as
+ * its sampled blocks come and go. */
+static inline void pm_pool_refresh_fast_free(pm_pool_t *pool)
+{
+    pool->fast_free_end = pm_pool_fast_free_end(pool);
 }
 static inline size_t pm_pool_bytes(unsigned pool_index)
 {
@@ -1077,6 +1045,44 @@ static inline bool pm_link_next(const pm_block_t *block, pm_block_t **next)
 }
 /* Aborts: a free block's link failed pm_link_next's check. */
 PM_HIDDEN PM_NORETURN void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_block_t *block);
+
+/* ---- the free tag (I6) ------------------------------------------------------
+ * A free block of a pool holds pm_free_tag in its second word, written by
+ * free and by carving; malloc writes 0 there as it hands the block out.
+ * So free tells a live block from a freed one in the block's own line,
+ * which it writes anyway, as glibc's tcache does with its key: a block
+ * whose word is not the tag is live (once I7's tests have passed), and one
+ * whose word is the tag is free, unless the program put that very value
+ * there, which only a read of freed memory could give it: the owner then
+ * walks the pool's free list to know (pm_pool_block_free). A live map,
+ * a bit per granule in the arena header, did the same on lines of their
+ * own, which a program replacing blocks at random missed on every call
+ * (bench/results/free-tag.md). A random value of its own, not the link
+ * key: a program that reads a freed block learns the tag, not the key. */
+PM_HIDDEN extern uintptr_t pm_free_tag;
+static inline bool pm_block_tagged(const void *block)
+{
+    return ((const pm_block_t *)block)->tag == pm_free_tag;
+}
+static inline void pm_block_set_tag(void *block)
+{
+    ((pm_block_t *)block)->tag = pm_free_tag;
+}
+static inline void pm_block_clear_tag(void *block)
+{
+    ((pm_block_t *)block)->tag = 0;
+}
+/* I7 on free's fast path: whether `block`, an address in the pool's 16 KiB
+ * of its arena, starts one of its blocks below fast_free_end. The offset
+ * times ceil(2^32 / block size), modulo 2^32, is below that reciprocal iff
+ * the offset is a multiple of the size (Lemire's divisibility test, exact
+ * for offsets below 2^23 with blocks of at most 512 bytes); an address in
+ * the arena header before pool 0 wraps to an offset past any end. */
+static inline bool pm_pool_fast_block(const pm_pool_t *pool, const void *block)
+{
+    uint32_t offset = (uint32_t)(uintptr_t)block - pool->start_low;
+    return offset < pool->fast_free_end && offset * pool->reciprocal < pool->reciprocal;
+}
 
 /* POOLMALLOC_DEBUG patterns (I12): the bytes of a block just handed out,
  * and of a free block past its link. */
@@ -1129,10 +1135,13 @@ PM_HIDDEN void pm_pool_debug_freed(const pm_pool_t *pool, void *block);
 typedef enum pm_op { PM_OP_FREE, PM_OP_REALLOC, PM_OP_USABLE_SIZE } pm_op_t;
 /* Returns the pool of a block inside one of our arenas, after checking I6
  * and I7; on misuse prints what `op` was given and aborts. Safe from any
- * thread for a live block (I9). With taking_back, the caller is the
- * block's owner taking it back now: a sampled block's record is dropped in
- * the same look that finds it (I11), one trip to the profile's lock. */
-PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back);
+ * thread for a live block (I9). by_owner: the caller owns the pool (or
+ * holds its ABANDONED heap's service_lock), and the check is exact
+ * (pm_pool_block_free); another thread's trusts the block's tag. */
+PM_HIDDEN pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool by_owner);
+/* I6, exact, by the owner: whether a block start of the pool is not live:
+ * never carved, in a purged page, or on the free list. */
+PM_HIDDEN bool pm_pool_block_free(const pm_pool_t *pool, const void *block);
 /* IDLE OWNERS (heap.c): another thread gives back the pages of a pool in use
  * that only blocks taken off its heap's ring and stack overlap (waiting),
  * and returns them (bit p: page p of the pool); the owner marks them purged
@@ -1405,15 +1414,15 @@ typedef struct pm_profile_summary {
 /* I11 (profile.c): a sampled block has a record until it is freed, and its
  * bit in pm_profile_filter is set, so a free (of a glibc block too) finds
  * the record without the lock for nearly every other block. A sampled
- * block of a pool also has its live bit clear (I6) and is counted by its
- * pool's sampled_count: free's fast path passes it on to the full path,
- * whose checks find its record, and its owner drops the record when it
- * takes the block back: at the free, in the same look
- * (pm_pool_checked's taking_back), or when it collects it from its remote
- * ring or stack, where another thread's free only looked
- * (pm_profile_is_sampled); so a second free finds neither bit nor record. The pool's other blocks keep the fast path: when
- * a sampled block sent every free of its pool to the slow path (2% of
- * churn's frees), profiling cost churn 2.1% more instructions; now 0.9%.
+ * block of a pool is counted by its pool's sampled_count, and while that
+ * is not 0, free's fast path passes the pool's blocks on to the full path
+ * (fast_free_end, I6); the owner drops the record when it takes the block
+ * back (heap_take_back), at the free or when it collects it from its
+ * remote ring or stack; so a second free finds the block free and no
+ * record. With a live bit per block, which a sampled block had clear, the
+ * pool's other blocks kept the fast path; now they do not (a sampled
+ * block sent 2% of churn's frees to the slow path, 2.1% more
+ * instructions, with profiling on).
  * While a thread unwinds for a sample, its heap is the empty one and its
  * allocations go to glibc unsampled. */
 PM_HIDDEN void pm_profile_init(void);
@@ -1470,9 +1479,6 @@ PM_HIDDEN bool pm_profile_validate(void);
 /* Drops the block's record, if it has one, and says whether it had one
  * (I11). Takes the lock. */
 PM_HIDDEN bool pm_profile_drop(void *block);
-/* Whether the block has a record (I11), without dropping it. Takes the
- * lock. */
-PM_HIDDEN bool pm_profile_is_sampled(const void *block);
 /* A glibc block leaving the program's hands, before glibc can hand its
  * address out again: the filter, then the record only if the bit is set.
  * (A pool block's record goes when its owner takes it back, I11.) */
@@ -1536,7 +1542,7 @@ static inline void *pm_heap_alloc_fast(size_t size)
          * instruction a malloc (bench/results/big-heap-random.md). */
         __builtin_prefetch(next);
         PM_COUNTER_ADD(pool->used_word, 1); /* I3: used_count + 1 */
-        pm_live_set(block);
+        pm_block_clear_tag(block); /* I6: live */
         PM_COUNTER_ADD(bin->allocated_total, 1);
         /* Sampled by the bytes asked for, which are at hand (the block's
          * size would cost two instructions more); the sample's weight is
@@ -1557,28 +1563,28 @@ static inline void *pm_heap_alloc(size_t size)
     return PM_LIKELY(block != NULL) ? block : pm_heap_alloc_slow(pm_class_of(size));
 }
 
-/* The first two of the fast paths' test for a live block of `heap`: its
- * pool is the heap's, and it is 16-byte aligned. Live bits are set only at
- * block starts, so with "and its bit set" this is I6 and I7 at once: an
- * interior pointer, a pointer past the last block and a freed block all
- * have a clear bit. Whatever fails takes the full check, which tells them
- * apart. */
-static inline bool pm_heap_holds_aligned(const pm_heap_t *heap, const void *block)
+/* The fast paths' test for a live block of `heap`: its pool is the heap's
+ * (read from the arena header, I9), it starts a block free may take fast
+ * (I7, pm_pool_fast_block) and it does not hold the free tag (I6).
+ * Whatever fails takes the full check, which tells misuse from a sampled
+ * block (I11), or from a live block that happens to hold the tag. */
+static inline bool pm_heap_owns_live(const pm_heap_t *heap, pm_pool_t *pool, const void *block)
 {
-    /* pm_pool_heap(pm_pool_of(block)), from the block's slot: through the
-     * descriptor's address GCC 12 did not see the slot again, and free's
-     * fast path took 5 instructions more. */
+    /* pm_pool_heap(pool), from the block's slot: through the descriptor's
+     * address GCC 12 did not see the slot again, and free's fast path took
+     * 5 instructions more. */
     pm_heap_t *const *owner = (pm_heap_t *const *)((const char *)pm_arena_of(block)->pool_heap +
                                                     pm_pool_slot_of(block));
-    return __atomic_load_n(owner, __ATOMIC_RELAXED) == heap &&
-           ((uintptr_t)block & (PM_CLASS_GRANULE - 1)) == 0;
+    return __atomic_load_n(owner, __ATOMIC_RELAXED) == heap && pm_pool_fast_block(pool, block) &&
+           !pm_block_tagged(block);
 }
 
-/* A block of `heap`'s pool, its live bit cleared, back on the pool's free
- * list: free's fast path once its checks pass. */
+/* A live block of `heap`'s pool back on the pool's free list, tagged:
+ * free's fast path once its checks pass. */
 static inline void pm_heap_push_free(pm_heap_t *heap, pm_pool_t *pool, void *block)
 {
     pm_link_set(block, pool->free_list);
+    pm_block_set_tag(block);
     pool->free_list = block;
     if (PM_UNLIKELY(pm_pool_put_used(pool)))
         pm_heap_pool_regained(heap, pool);
@@ -1589,10 +1595,9 @@ static inline void pm_heap_push_free(pm_heap_t *heap, pm_pool_t *pool, void *blo
 static inline void pm_heap_free_fast(void *block)
 {
     pm_heap_t *heap = pm_thread_heap;
-    /* A clear bit is left clear (I6): the full path reports it, or finds
-     * a sampled block (I11). */
-    if (PM_LIKELY(pm_heap_holds_aligned(heap, block) && pm_live_take(block))) {
-        pm_heap_push_free(heap, pm_pool_of(block), block);
+    pm_pool_t *pool = pm_pool_of(block);
+    if (PM_LIKELY(pm_heap_owns_live(heap, pool, block))) {
+        pm_heap_push_free(heap, pool, block);
         return;
     }
     pm_heap_free(block, PM_OP_FREE);
@@ -1601,19 +1606,15 @@ static inline void pm_heap_free_fast(void *block)
 /* The block size of a live block of ours; misuse is diagnosed as `op`. */
 PM_HIDDEN size_t pm_heap_block_size(void *block, pm_op_t op);
 /* The same, by free's fast test for a live block of the calling thread's
- * heap (pm_heap_holds_aligned and its live bit), or by pm_heap_block_size
- * for anything else:
+ * heap (pm_heap_owns_live), or by pm_heap_block_size for anything else:
  * realloc and malloc_usable_size are mostly of the caller's own blocks, and
  * the full check took 40 instructions a realloc more
  * (bench/results/calloc-realloc.md). */
-static inline bool pm_heap_owns_live(void *block)
-{
-    return pm_heap_holds_aligned(pm_thread_heap, block) && pm_live_test(block);
-}
 static inline size_t pm_heap_usable_size(void *block, pm_op_t op)
 {
-    if (PM_LIKELY(pm_heap_owns_live(block)))
-        return pm_pool_of(block)->block_size;
+    pm_pool_t *pool = pm_pool_of(block);
+    if (PM_LIKELY(pm_heap_owns_live(pm_thread_heap, pool, block)))
+        return pool->block_size;
     return pm_heap_block_size(block, op);
 }
 /* Adds the heaps' counters: per class allocated_total, the system path,

@@ -1,7 +1,8 @@
-/* pool.c — owns the blocks inside one pool: carving, the live map, and the
- * checks that tell a block from any other address. Never locks and never
- * calls malloc; only the pool's owner (or the holder of its ABANDONED heap's
- * service_lock) changes a pool, others only read it. Keeps I3, I6, I7. */
+/* pool.c — owns the blocks inside one pool: carving, the free tag, and the
+ * checks that tell a live block from a freed one and from any other
+ * address. Never locks and never calls malloc; only the pool's owner (or
+ * the holder of its ABANDONED heap's service_lock) changes a pool, others
+ * only read it. Keeps I3, I6, I7. */
 #include "internal.h"
 
 #include <string.h>
@@ -10,25 +11,30 @@
 #include <time.h>
 
 uintptr_t pm_link_key;
+uintptr_t pm_free_tag;
 
-/* The key is drawn before the first pool is made (under the arena lock), so
+/* The key and the free tag are drawn before the first pool is made (under the arena lock), so
  * every link ever written uses it; a fork child keeps it, as it keeps the
  * links. getrandom never blocks here: GRND_NONBLOCK, and early in boot (or
  * under a seccomp filter) the kernel's AT_RANDOM bytes, mixed with the
  * clock, stand in. */
 static void link_key_init(void)
 {
-    uint64_t key = 0;
-    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != (ssize_t)sizeof key) {
+    uint64_t drawn[2] = {0, 0};
+    if (getrandom(drawn, sizeof drawn, GRND_NONBLOCK) != (ssize_t)sizeof drawn) {
         const uint64_t *at_random = (const uint64_t *)getauxval(AT_RANDOM);
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        key = (at_random != NULL ? at_random[0] ^ at_random[1] : (uint64_t)(uintptr_t)&now) ^
-              ((uint64_t)now.tv_nsec * 0x9e3779b97f4a7c15ull);
+        uint64_t seed = at_random != NULL ? at_random[0] ^ at_random[1] : (uint64_t)(uintptr_t)&now;
+        seed ^= (uint64_t)now.tv_nsec * 0x9e3779b97f4a7c15ull;
+        drawn[0] = seed;
+        drawn[1] = (seed ^ (uint64_t)now.tv_sec) * 0xbf58476d1ce4e5b9ull;
     }
+    /* Odd, so never 0: malloc writes 0 where a free block's tag was (I6). */
+    pm_free_tag = (uintptr_t)(drawn[1] | 1);
     /* Odd: a zeroed link decodes to block ^ key, never NULL for a 16-byte
      * aligned block (and the key is never 0, which marks it undrawn). */
-    pm_link_key = (uintptr_t)(key | 1);
+    pm_link_key = (uintptr_t)(drawn[0] | 1);
 }
 
 pm_pool_t pm_pool_dry = {.class_index = PM_CLASS_NONE};
@@ -42,6 +48,8 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->carve_index = 0;
     pool->block_size = (uint32_t)pm_class_size(class_index);
     pool->reciprocal = pm_class_reciprocal[class_index];
+    pool->start_low = (uint32_t)(uintptr_t)pm_pool_start(pool);
+    pool->fast_free_end = 0; /* nothing carved */
     pool->used_word = PM_POOL_OFF_LIST; /* none used, on no list yet */
     pool->used_mark = 0;
     pool->sparse = false;
@@ -50,7 +58,6 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->capacity = (uint16_t)(pm_pool_bytes(pm_pool_index_of(pool)) / pool->block_size);
     pool->purged_pages = 0;
     pool->debug_fill = pm_options.debug != 0;
-    pm_libc_memset(pm_pool_live_map(pool), 0, PM_LIVE_MAP_WORDS * sizeof(uint64_t));
     /* Published last: a reader that sees the class sees the rest (I9). */
     pm_pool_set_owner(pool, heap, class_index);
 }
@@ -66,8 +73,8 @@ static __attribute__((noinline)) void carve_debug_fill(const pm_pool_t *pool, ch
         pm_pool_debug_freed(pool, b);
 }
 
-/* Pushes blocks [from, to) onto `head`, lowest address first in the list.
- * The block size and the bounds are locals, so the loop is seven
+/* Pushes blocks [from, to) onto `head`, lowest address first in the list,
+ * each tagged free (I6). The block size and the bounds are locals, so the loop is seven
  * instructions a block: read through the descriptor, they were reloaded
  * after every store, which the compiler could not prove does not write it
  * (16 a block, and 21 with the loop that found the page's end: a fifth of
@@ -84,6 +91,7 @@ static pm_block_t *carve_link(const pm_pool_t *pool, char *start, uint32_t from,
     for (char *b = end; b != first;) {
         b -= size;
         pm_link_set((pm_block_t *)b, head);
+        pm_block_set_tag(b);
         head = (pm_block_t *)b;
     }
     return head;
@@ -107,10 +115,14 @@ static pm_block_t *carve_link(const pm_pool_t *pool, char *start, uint32_t from,
 #define POOL_PAGES (PM_POOL_SIZE / PM_OS_PAGE_SIZE)
 _Static_assert(POOL_PAGES <= 8, "purged_pages has a bit per page of a pool");
 
-/* By the owner; the stats read it from any thread. */
+/* By the owner; the stats read it from any thread. free's fast path
+ * refuses every block of a pool with a purged page (fast_free_end): a
+ * purged block reads as zeros, with no tag, and its free, a double free,
+ * is for the full path to find (I6). */
 static void pool_set_purged_pages(pm_pool_t *pool, uint8_t pages)
 {
     __atomic_store_n(&pool->purged_pages, pages, __ATOMIC_RELAXED);
+    pm_pool_refresh_fast_free(pool);
 }
 
 /* The OS page of the pool, counted from its start, that holds `addr`. */
@@ -128,59 +140,87 @@ static void pool_page_blocks(const pm_pool_t *pool, unsigned page, uint32_t *fro
     *to = end < pool->carve_index ? end : pool->carve_index;
 }
 
-/* The first live block among blocks [from, to) of the pool, or NULL. */
-static char *pool_live_block(const pm_pool_t *pool, uint32_t from, uint32_t to)
+/* The pool's free blocks, a bit each by block index, into map[], from its
+ * free list: each link checked (I12), a block met twice or more blocks
+ * than the pool holds being a cycle. */
+static void pool_walk_free_list(const pm_pool_t *pool, uint64_t map[PM_POOL_MAP_WORDS])
+{
+    const char *start = pm_pool_start(pool);
+    for (pm_block_t *b = pool->free_list, *next; b != NULL; b = next) {
+        if (!pm_link_next(b, &next))
+            pm_pool_corrupt_link(pool, b);
+        uint32_t i = (uint32_t)((((const char *)b - start) * (uint64_t)pool->reciprocal) >> 32);
+        uint64_t bit = (uint64_t)1 << (i % 64);
+        if (i >= pool->capacity || (map[i / 64] & bit))
+            pm_pool_corrupt_link(pool, b);
+        map[i / 64] |= bit;
+    }
+}
+
+/* The same from the tags: the carved blocks outside purged pages that hold
+ * the free tag, read in address order. Every free block holds it (I6), so
+ * when as many hold it as I3 says are free, those are the free ones;
+ * otherwise (a live block holding the tag too) false. The walk reads the
+ * free blocks in list order, each a cache miss once the pool has gone
+ * cold, one after the other: pm_bench_phases, which purges the pools its
+ * random free left sparse, took 1.8 times as long with the walk alone
+ * (bench/results/free-tag.md). Not under the sanitizers, which would see
+ * the reads of live blocks, written by the program meanwhile on other
+ * threads for all they know, as races. */
+static bool pool_scan_tags(const pm_pool_t *pool, uint64_t map[PM_POOL_MAP_WORDS])
+{
+#ifdef PM_SANITIZED
+    (void)pool, (void)map;
+    return false;
+#else
+    const char *start = pm_pool_start(pool);
+    size_t size = pool->block_size;
+    unsigned tagged = 0, purged_blocks = 0;
+    for (uint32_t i = 0; i < pool->carve_index; i++) {
+        const char *b = start + (size_t)i * size;
+        if (pool->purged_pages & (1u << pool_page_of(start, b))) {
+            purged_blocks++;
+            continue;
+        }
+        if (pm_block_tagged(b)) {
+            map[i / 64] |= (uint64_t)1 << (i % 64);
+            tagged++;
+        }
+    }
+    return tagged + purged_blocks + pm_pool_used(pool) == pool->carve_index;
+#endif
+}
+
+/* The pool's free blocks, a bit each by block index, into map[]. By the
+ * owner. */
+static void pool_free_map(const pm_pool_t *pool, uint64_t map[PM_POOL_MAP_WORDS])
+{
+    pm_libc_memset(map, 0, PM_POOL_MAP_WORDS * sizeof(uint64_t));
+    if (pool_scan_tags(pool, map))
+        return;
+    pm_libc_memset(map, 0, PM_POOL_MAP_WORDS * sizeof(uint64_t));
+    pool_walk_free_list(pool, map);
+}
+
+/* Links the pool's free blocks (in `free_map`, pool_free_map's), lowest
+ * address first, less those that start in a page of `skip`, and returns
+ * the head. A word of the map at a time, a bit scan a free block. Their
+ * tags stay as they are. */
+static pm_block_t *pool_link_free(const pm_pool_t *pool, const uint64_t free_map[PM_POOL_MAP_WORDS],
+                                  unsigned skip)
 {
     char *start = pm_pool_start(pool);
-    for (uint32_t i = from; i < to; i++)
-        if (pm_live_test(start + (size_t)i * pool->block_size))
-            return start + (size_t)i * pool->block_size;
-    return NULL;
-}
-
-/* The address of the granule of the pool's first live-map bit (I6): its
- * 16 KiB of the arena, of which pool 0's first 4 KiB are the header. */
-static char *pool_map_base(const pm_pool_t *pool)
-{
-    return (char *)pm_arena_of(pool) + (size_t)pm_pool_index_of(pool) * PM_POOL_SIZE;
-}
-
-/* Links the pool's free blocks, lowest address first, and returns the
- * head: the carved blocks whose live bit is clear (I3), less those that
- * start in a page of `skip`. A word of the live map at a time: the
- * blocks' starts in it are one mask (every g-th bit, shifted to the
- * first), so a live block costs nothing and a free one a bit scan and its
- * link. The caller has made sure no sampled block is live (I11). */
-static pm_block_t *pool_link_free(const pm_pool_t *pool, unsigned skip)
-{
-    const uint64_t *map = pm_pool_live_map(pool);
-    char *map_base = pool_map_base(pool);
     size_t size = pool->block_size;
-    unsigned g = (unsigned)(size / PM_CLASS_GRANULE);
-    uint64_t every_g = 0;
-    for (unsigned bit = 0; bit < 64; bit += g)
-        every_g |= (uint64_t)1 << bit;
-    size_t first = (size_t)(pm_pool_start(pool) - map_base) / PM_CLASS_GRANULE;
-    size_t limit = first + (size_t)pool->carve_index * g; /* granule past the last carved start */
     /* The list's head is linked from a stand-in, so that every block is
      * linked from the one before it with no test for the first. */
     pm_block_t before, *last = &before;
-    for (size_t w = first / 64; w * 64 < limit; w++) {
-        size_t offset = (w * 64 - first) * PM_CLASS_GRANULE; /* bytes from the pool's start */
-        if (skip & (1u << (offset / PM_OS_PAGE_SIZE)))
-            continue;
-        /* The first block starting at or after the word: ceil(offset /
-         * size), exact through the reciprocal for a pool offset. */
-        size_t k = (size_t)(((offset + size - 1) * pool->reciprocal) >> 32);
-        uint64_t starts = every_g << ((k * size - offset) / PM_CLASS_GRANULE);
-        if (limit < w * 64 + 64)
-            starts &= ((uint64_t)1 << (limit - w * 64)) - 1;
-        char *word_base = map_base + w * 64 * PM_CLASS_GRANULE;
-        for (uint64_t bits = ~__atomic_load_n(&map[w], __ATOMIC_RELAXED) & starts; bits != 0;
-             bits &= bits - 1) {
-            pm_block_t *b = (pm_block_t *)(word_base + (size_t)__builtin_ctzll(bits) * PM_CLASS_GRANULE);
-            pm_link_set(last, b);
-            last = b;
+    for (unsigned w = 0; w < PM_POOL_MAP_WORDS; w++) {
+        for (uint64_t bits = free_map[w]; bits != 0; bits &= bits - 1) {
+            char *b = start + ((size_t)w * 64 + (size_t)__builtin_ctzll(bits)) * size;
+            if (skip & (1u << pool_page_of(start, b)))
+                continue;
+            pm_link_set(last, (pm_block_t *)b);
+            last = (pm_block_t *)b;
         }
     }
     pm_link_set(last, NULL);
@@ -214,8 +254,7 @@ static void pool_populate(void *addr, size_t bytes) { (void)pm_os_populate(addr,
  * made resident in one call, as carving does: a page at a time, refilling
  * the pools pm_bench_phases' random free had left took a call and a slow
  * path for every page. They are free: a purged block is never handed out,
- * and freeing one is a double free (I6), so a live bit here means the map
- * was corrupted. */
+ * and freeing one is a double free (I6). */
 static void pool_take_purged_pages(pm_pool_t *pool)
 {
     char *start = pm_pool_start(pool);
@@ -226,10 +265,6 @@ static void pool_take_purged_pages(pm_pool_t *pool)
             continue;
         uint32_t from, to;
         pool_page_blocks(pool, page, &from, &to);
-        const char *live = pool_live_block(pool, from, to);
-        if (live != NULL)
-            pm_fatal("live block in a purged page (the live map was written to)", live,
-                     pool->class_index);
         pool->free_list = carve_link(pool, start, from, to, pool->free_list);
     }
     pool_set_purged_pages(pool, 0);
@@ -237,9 +272,7 @@ static void pool_take_purged_pages(pm_pool_t *pool)
 
 size_t pm_pool_purge_free_pages(pm_pool_t *pool)
 {
-    /* A sampled block's bit is clear (I11): the map alone would not keep
-     * its page. Pools holding one wait for the next trim. */
-    if (pool->debug_fill || pool->carve_index == 0 || pm_pool_holds_sampled(pool))
+    if (pool->debug_fill || pool->carve_index == 0)
         return 0;
     char *start = pm_pool_start(pool);
     size_t size = pool->block_size;
@@ -249,16 +282,22 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
                                                              : pm_pool_bytes(pm_pool_index_of(pool));
     unsigned carved_pages = (unsigned)(carved_bytes / PM_OS_PAGE_SIZE);
     unsigned candidates = ((1u << carved_pages) - 1) & ~(unsigned)pool->purged_pages;
-    /* Less the pages a live block overlaps: the map's set bits, a word at a
-     * time (a pool given back in part has few). */
-    const uint64_t *map = pm_pool_live_map(pool);
-    char *map_base = pool_map_base(pool);
-    for (unsigned w = 0; w < PM_LIVE_MAP_WORDS && candidates != 0; w++) {
-        for (uint64_t bits = __atomic_load_n(&map[w], __ATOMIC_RELAXED); bits != 0;
-             bits &= bits - 1) {
-            size_t granule = (size_t)w * 64 + (size_t)__builtin_ctzll(bits);
-            char *block = map_base + granule * PM_CLASS_GRANULE;
+    if (candidates == 0)
+        return 0;
+    /* Less the pages a live block overlaps: the carved blocks that are
+     * neither free nor purged, a word of the map at a time (a pool given
+     * back in part has few). A sampled block is live like any other. */
+    uint64_t free_map[PM_POOL_MAP_WORDS];
+    pool_free_map(pool, free_map);
+    for (unsigned w = 0; w * 64 < pool->carve_index && candidates != 0; w++) {
+        uint64_t carved = pool->carve_index - w * 64 >= 64
+                              ? ~(uint64_t)0
+                              : ((uint64_t)1 << (pool->carve_index - w * 64)) - 1;
+        for (uint64_t bits = carved & ~free_map[w]; bits != 0; bits &= bits - 1) {
+            char *block = start + ((size_t)w * 64 + (size_t)__builtin_ctzll(bits)) * size;
             unsigned first = pool_page_of(start, block);
+            if (pool->purged_pages & (1u << first))
+                continue; /* a purged block (I3) */
             unsigned last = pool_page_of(start, block + size - 1);
             candidates &= ~(((2u << last) - 1) & ~((1u << first) - 1));
         }
@@ -266,12 +305,9 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
     if (candidates == 0)
         return 0;
     /* The free list without the blocks that start in those pages, linked
-     * afresh from the live map. Walking the list instead read every free
-     * block in turn, a cache miss each once the pool has gone cold:
-     * pm_bench_phases' random free of 2 million blocks took 3.1 s that
-     * way, against 2.3 with nothing given back. */
+     * afresh in address order. */
     unsigned purged = pool->purged_pages | candidates;
-    pool->free_list = pool_link_free(pool, purged);
+    pool->free_list = pool_link_free(pool, free_map, purged);
     pool_set_purged_pages(pool, (uint8_t)purged);
     return pool_page_runs(pool, candidates, pm_arena_purge_pages);
 }
@@ -290,11 +326,12 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
  * than the first, where under jemalloc (whose slabs hand out their lowest
  * free region first) they took as long. So a pool that starts serving with
  * most of its blocks free, and whose list does not go from block to
- * neighbour, has its free list linked again from the live map, lowest
- * address first (bench/results/address-order.md). Mostly free, so that the
- * relinking (a few instructions a free block, paid once) goes to blocks the
- * pool is about to hand out in a row, not to the few a busy pool's frees
- * put back; a pool just carved is in order already. */
+ * neighbour, has its free list linked again, lowest address first
+ * (bench/results/address-order.md): walked into a bitmap of its free
+ * blocks, then linked from it. Mostly free, so that the relinking (a read
+ * and a write a free block, paid once) goes to blocks the pool is about to
+ * hand out in a row, not to the few a busy pool's frees put back; a pool
+ * just carved is in order already. */
 
 /* Whether the free list's first steps go from block to neighbour, either
  * way: a carved stretch goes up (wrapping once if coloured), a run freed
@@ -321,12 +358,13 @@ static bool free_list_in_order(const pm_pool_t *pool)
 void pm_pool_order_free_list(pm_pool_t *pool)
 {
     /* The caller's test read used_word alone (below the pool's count while
-     * it has a mark): the count itself here. A purged page's blocks are on
-     * no list, and a sampled block's bit is clear (I3, I11). */
+     * it has a mark): the count itself here. */
     if (!pm_pool_mostly_free(pool, pm_pool_used(pool)) || pool->debug_fill ||
-        pool->purged_pages != 0 || pm_pool_holds_sampled(pool) || free_list_in_order(pool))
+        free_list_in_order(pool))
         return;
-    pool->free_list = pool_link_free(pool, 0);
+    uint64_t free_map[PM_POOL_MAP_WORDS];
+    pool_free_map(pool, free_map);
+    pool->free_list = pool_link_free(pool, free_map, 0);
 }
 
 /* For another thread than the owner's (IDLE OWNERS, heap.c): gives back
@@ -335,13 +373,13 @@ void pm_pool_order_free_list(pm_pool_t *pool)
  * from other threads and taken off the heap's ring and stack by the
  * caller: no byte of such a page is live or on a free list, so nothing the
  * owner does can reach it. Reads only what the pool's blocks pin (its class,
- * from the arena header); sampled blocks (their bits clear) and debug mode's
- * freed pattern keep their pools whole. */
+ * from the arena header); debug mode's freed pattern keeps its pools
+ * whole. */
 unsigned pm_pool_purge_waiting_pages(const pm_pool_t *pool,
                                      bool (*waiting)(const void *block, void *ctx), void *ctx)
 {
     unsigned class_index = pm_pool_class_shared(pool);
-    if (class_index == PM_CLASS_NONE || pm_pool_holds_sampled(pool) || pool->debug_fill)
+    if (class_index == PM_CLASS_NONE || pool->debug_fill)
         return 0;
     char *start = pm_pool_start(pool);
     size_t size = pm_class_size(class_index);
@@ -447,6 +485,7 @@ bool pm_pool_carve(pm_pool_t *pool, bool coloured)
     pm_block_t *head = carve_link(pool, start, pool->carve_index, colour, pool->free_list);
     pool->free_list = carve_link(pool, start, colour, stop, head);
     pool->carve_index = stop;
+    pm_pool_refresh_fast_free(pool);
     return true;
 }
 
@@ -519,16 +558,41 @@ static PM_NORETURN void pool_misuse(const void *block, pm_op_t op, enum pool_mis
     pm_fatal(pool_misuse_message[op][kind], block, class_index);
 }
 
+/* I6, exact: a block start of the pool that is not live. The pool's
+ * free list is walked only for a block holding the tag, which a live one
+ * holds only if the program copied it from a freed block. */
+bool pm_pool_block_free(const pm_pool_t *pool, const void *block)
+{
+    uint32_t index = (uint32_t)((((uintptr_t)block - (uintptr_t)pm_pool_start(pool)) *
+                                 (uint64_t)pool->reciprocal) >> 32);
+    if (index >= pool->carve_index || pm_pool_page_purged(pool, block))
+        return true;
+    if (!pm_block_tagged(block))
+        return false;
+    const pm_block_t *b = pool->free_list;
+    for (unsigned steps = 0; b != NULL && steps <= pool->capacity; steps++) {
+        if (b == block)
+            return true;
+        pm_block_t *next;
+        if (!pm_link_next(b, &next))
+            pm_pool_corrupt_link(pool, b);
+        b = next;
+    }
+    if (b != NULL)
+        pm_fatal("corrupted free list (a cycle)", b, pool->class_index);
+    return false;
+}
+
 /* Reads only the arena of the block, which is mapped or, in the arena
  * space, reads as zeros: a pool there is unused (pm_pool_class_shared), so
  * the first test fails for every address of it. */
-pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back)
+pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool by_owner)
 {
     if (((uintptr_t)block & (PM_ARENA_SIZE - 1)) < PM_ARENA_HEADER_SIZE)
         pool_misuse(block, op, MISUSE_ARENA_HEADER, -1);
     pm_pool_t *pool = pm_pool_of(block);
     /* From the arena header's copies, not the descriptor: another thread's
-     * free reads nothing its owner writes on every call but the live map. */
+     * free reads nothing its owner writes on every call. */
     unsigned class_index = pm_pool_class_shared(pool);
     if (class_index == PM_CLASS_NONE)
         pool_misuse(block, op, MISUSE_UNUSED_POOL, -1);
@@ -540,11 +604,12 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool taking_back)
     uint64_t index = (offset * pm_class_reciprocal[class_index]) >> 32;
     if (index * size != offset || offset + size > pm_pool_bytes(pm_pool_index_of(pool)))
         pool_misuse(block, op, MISUSE_NOT_BLOCK_START, (int)class_index);
-    /* I6: the live bit tells a block in use from a freed one, or else
-     * the block's record tells a sampled one (I11). */
-    if (!pm_live_test(block) &&
-        !(pm_pool_holds_sampled(pool) &&
-          (taking_back ? pm_profile_drop(block) : pm_profile_is_sampled(block))))
+    /* I6: exact for the owner. Another thread reads the block's tag
+     * alone, not the descriptor's line, which the owner writes on every
+     * call: a block never carved or given back in a purged page, freed
+     * from there, is caught by the owner as it takes the block back
+     * (pm_heap_free's remote path, heap.c). */
+    if (by_owner ? pm_pool_block_free(pool, block) : pm_block_tagged(block))
         pool_misuse(block, op, MISUSE_FREED, (int)class_index);
     return pool;
 }
@@ -557,14 +622,14 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
                pm_pool_class_shared(pool) == PM_CLASS_NONE && pool->sampled_count == 0; /* I2 */
     if (pm_pool_class_shared(pool) != pool->class_index || pm_pool_heap(pool) == NULL)
         return false; /* I9: the arena header's copy is the descriptor's */
-    unsigned live = pool->sampled_count; /* I11: their bits are clear */
-    const uint64_t *live_map = pm_pool_live_map(pool);
-    for (unsigned w = 0; w < PM_LIVE_MAP_WORDS; w++)
-        live += (unsigned)__builtin_popcountll(live_map[w]);
-    if (live != pm_pool_used(pool) || pool->carve_index > pool->capacity)
+    unsigned used = pm_pool_used(pool);
+    if (pool->carve_index > pool->capacity || pool->sampled_count > used)
         return false;
     /* A mark is below used_count, so free's subtract reaches it first. */
-    if (pool->used_mark != 0 && live <= pool->used_mark)
+    if (pool->used_mark != 0 && used <= pool->used_mark)
+        return false;
+    /* free's fast path takes what it may (I6, I7, I11). */
+    if (pool->fast_free_end != pm_pool_fast_free_end(pool))
         return false;
     const char *start = pm_pool_start(pool);
     unsigned free_blocks = 0;
@@ -573,6 +638,8 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
             return false; /* a cycle, or a link out of the pool (I12) */
         if (pool->purged_pages & (1u << pool_page_of(start, b)))
             return false; /* a purged block on the list (I3) */
+        if (!pm_block_tagged(b))
+            return false; /* a free block holds the tag (I6) */
     }
     unsigned purged_blocks = 0;
     for (unsigned page = 0; page < POOL_PAGES; page++) {
@@ -580,10 +647,8 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
             continue;
         uint32_t from, to;
         pool_page_blocks(pool, page, &from, &to);
-        if (pool_live_block(pool, from, to) != NULL)
-            return false; /* a purged block is not live (I3) */
         purged_blocks += to - from;
     }
-    return free_blocks + (pool->capacity - pool->carve_index) + purged_blocks + pm_pool_used(pool) ==
+    return free_blocks + (pool->capacity - pool->carve_index) + purged_blocks + used ==
            pool->capacity;
 }

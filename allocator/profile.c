@@ -644,10 +644,13 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     pm_unlock(&pm_fork_locks.profile);
     if (sample != NULL && pm_registry_contains(block)) {
         /* By the pool's owner: a small block is sampled as its own heap
-         * hands it out, so its live bit is the owner's to clear. */
-        pm_live_clear(block);
+         * hands it out, so the pool's fast_free_end is the owner's to
+         * write: free's fast path sends its frees to the full path, which
+         * finds the record, while it holds a sampled block (I11). */
+        pm_pool_t *pool = pm_pool_of(block);
         if (!replaced)
-            __atomic_fetch_add(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&pool->sampled_count, 1, __ATOMIC_RELAXED);
+        pm_pool_refresh_fast_free(pool);
     }
     pm_thread_heap = heap;
     pm_profile_unwinding_now = false;
@@ -719,15 +722,6 @@ bool pm_profile_drop(void *block)
     pm_unlock(&pm_fork_locks.profile);
     if (found && pm_registry_contains(block))
         __atomic_fetch_sub(&pm_pool_of(block)->sampled_count, 1, __ATOMIC_RELAXED);
-    return found;
-}
-
-bool pm_profile_is_sampled(const void *block)
-{
-    pm_lock(&pm_fork_locks.profile);
-    size_t slot;
-    bool found = profile_sample_find(block, &slot);
-    pm_unlock(&pm_fork_locks.profile);
     return found;
 }
 

@@ -11,7 +11,8 @@
 static const int misuse_classes[] = {0, 1, 15, 31};
 #define MISUSE_CLASS_COUNT ((int)(sizeof misuse_classes / sizeof misuse_classes[0]))
 
-/* I6: the block's bit is clear; an anchor keeps its pool IN USE. */
+/* I6: the block is on its pool's free list; an anchor keeps its pool IN
+ * USE. */
 START_TEST(test_double_free)
 {
     size_t bs = pm_class_block_size(misuse_classes[_i]);
@@ -51,8 +52,8 @@ START_TEST(test_double_free_released_pool)
 END_TEST
 
 /* A double free of a block that is not at the head of its pool's free list
- * (freed 1, 3, 5, 7; then 3 again): caught by its live bit, not by
- * comparing with the list head. */
+ * (freed 1, 3, 5, 7; then 3 again): caught by its tag and the walk of the
+ * list, not by comparing with the list head. */
 START_TEST(test_double_free_busy_free_list)
 {
     void *b[8];
@@ -61,6 +62,36 @@ START_TEST(test_double_free_busy_free_list)
     for (int i = 1; i < 8; i += 2)
         pm_free(b[i]);
     pm_free(b[3]);
+}
+END_TEST
+
+/* I6: a block start its pool never carved was never handed out. */
+START_TEST(test_free_uncarved)
+{
+    void *p = pm_malloc(48);
+    ck_assert_ptr_nonnull(p);
+    pm_pool_t *pool = pm_pool_of(p);
+    ck_assert_uint_lt(pool->carve_index, pool->capacity);
+    pm_free(pm_pool_start(pool) + (size_t)pool->carve_index * 48);
+}
+END_TEST
+
+/* I6: malloc_trim gives back the pages of a pool in use that no live block
+ * overlaps; a block there was free, and though its page now reads as
+ * zeros, with no tag, freeing it again is a double free. */
+START_TEST(test_double_free_purged_page)
+{
+    static void *b[PM_POOL_SIZE / 64];
+    b[0] = pm_malloc(64);
+    ck_assert_ptr_nonnull(b[0]);
+    size_t cap = pm_test_pool_capacity(pm_test_pool_index(b[0]), 64);
+    for (size_t i = 1; i < cap; i++)
+        b[i] = pm_malloc(64);
+    for (size_t i = 0; i + 1 < cap; i++) /* the last one keeps the pool in use */
+        pm_free(b[i]);
+    pm_malloc_trim(0);
+    ck_assert(pm_pool_of(b[0])->purged_pages & 1);
+    pm_free(b[0]);
 }
 END_TEST
 
@@ -291,6 +322,8 @@ Suite *make_misuse_suite(void)
     tcase_add_loop_test_raise_signal(tc, test_double_free, SIGABRT, 0, MISUSE_CLASS_COUNT);
     tcase_add_test_raise_signal(tc, test_double_free_released_pool, SIGABRT);
     tcase_add_test_raise_signal(tc, test_double_free_busy_free_list, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_free_uncarved, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_double_free_purged_page, SIGABRT);
     tcase_add_loop_test_raise_signal(
         tc, test_free_interior, SIGABRT, 0,
         (int)(sizeof interior_offsets / sizeof interior_offsets[0]));

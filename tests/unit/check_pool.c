@@ -953,6 +953,73 @@ START_TEST(test_pool_random_mixed)
 }
 END_TEST
 
+/* I7 on free's fast path: Lemire's divisibility test by the class's
+ * reciprocal takes exactly the block starts of a pool, at every offset of
+ * it, for every class. */
+START_TEST(test_pool_fast_block_exact)
+{
+    size_t size = pm_class_block_size(_i);
+    pm_pool_t pool = {.block_size = (uint32_t)size, .reciprocal = pm_class_reciprocal[_i],
+                      .start_low = 0, .fast_free_end = (uint16_t)PM_POOL_SIZE};
+    for (uintptr_t offset = 0; offset < PM_POOL_SIZE; offset++)
+        ck_assert_msg(pm_pool_fast_block(&pool, (void *)offset) == (offset % size == 0),
+                      "offset %zu, blocks of %zu", (size_t)offset, size);
+    pool.start_low = 4096; /* pool 0, after the arena header */
+    for (uintptr_t addr = 0; addr < 4096; addr += 16)
+        ck_assert(!pm_pool_fast_block(&pool, (void *)addr));
+}
+END_TEST
+
+/* I6: a live block that holds the free tag (as a program that copied it
+ * out of a freed block would have it) is looked for on its pool's free
+ * list, not found there, and so is live: freed and sized, not reported. */
+START_TEST(test_live_block_holding_tag)
+{
+    void *anchor = pm_malloc(32);
+    uintptr_t *p = pm_malloc(32);
+    ck_assert_ptr_nonnull(anchor);
+    ck_assert_ptr_nonnull(p);
+    p[1] = pm_free_tag;
+    ck_assert_uint_eq(pm_malloc_usable_size(p), 32);
+    ck_assert_ptr_eq(pm_realloc(p, 20), p);
+    pm_free(p);
+    ck_assert(pm_heap_validate());
+    ck_assert_ptr_eq(pm_malloc(32), p);
+    pm_free(p);
+    pm_free(anchor);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
+/* I6 when giving pages back: the pool's free blocks are found from their
+ * tags, and a live block holding the tag too makes too many: they are then
+ * found from the free list, so the live block's page stays. */
+START_TEST(test_trim_keeps_live_block_holding_tag)
+{
+    static uintptr_t *b[PM_POOL_SIZE / 64];
+    b[0] = pm_malloc(64);
+    ck_assert_ptr_nonnull(b[0]);
+    size_t cap = pm_test_pool_capacity(pm_test_pool_index(b[0]), 64);
+    for (size_t i = 1; i < cap; i++)
+        b[i] = pm_malloc(64);
+    b[0][1] = pm_free_tag;
+    b[0][2] = 42;
+    for (size_t i = 1; i + 1 < cap; i++) /* b[0] and the last block stay live */
+        pm_free(b[i]);
+    pm_malloc_trim(0);
+    pm_pool_t *pool = pm_pool_of(b[0]);
+    unsigned last_page = (unsigned)(((uintptr_t)b[cap - 1] - (uintptr_t)pm_pool_start(pool)) /
+                                    PM_OS_PAGE_SIZE);
+    ck_assert_uint_eq(pool->purged_pages, ((1u << last_page) - 1) & ~1u);
+    ck_assert_uint_eq(b[0][1], pm_free_tag);
+    ck_assert_uint_eq(b[0][2], 42);
+    ck_assert(pm_heap_validate());
+    pm_free(b[0]);
+    pm_free(b[cap - 1]);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 Suite *make_pool_suite(void)
 {
     Suite *s = suite_create("pool");
@@ -979,6 +1046,9 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_pool_regains_in_batches);
     tcase_add_test(tc, test_pool_parks_beside_others_up_to_four);
     tcase_add_test(tc, test_pool_carve_without_populate);
+    tcase_add_loop_test(tc, test_pool_fast_block_exact, 0, PM_CLASS_COUNT);
+    tcase_add_test(tc, test_live_block_holding_tag);
+    tcase_add_test(tc, test_trim_keeps_live_block_holding_tag);
     suite_add_tcase(s, tc);
     return s;
 }

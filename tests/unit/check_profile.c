@@ -1,6 +1,6 @@
 /* check_profile.c — allocation-site profiling through pm_*: a sampled free
- * takes its bytes off its site's live bytes, a sampled pool block has its
- * live bit clear and is still caught when freed twice (by its owner, or by
+ * takes its bytes off its site's live bytes, a sampled pool block sends its
+ * pool's frees to the full path and is still caught when freed twice (by its owner, or by
  * its owner and another thread), identical stacks share a site,
  * the sample table grows and forgets freed blocks, the site table's limit
  * drops samples and counts them, threads without a heap (large requests
@@ -102,22 +102,22 @@ START_TEST(test_estimate_counts_bytes_asked)
 }
 END_TEST
 
-/* I11: a sampled block's live bit is clear and its pool counts it, so
- * free's fast path passes it on; the full path's checks find its record
- * (usable size, free), and a block of the same pool that was not sampled
- * keeps its bit, and with it the fast path. */
-START_TEST(test_sampled_block_bit)
+/* I11: a pool holding a sampled block counts it, and free's fast path
+ * passes its blocks on (fast_free_end 0); the full path's checks find the
+ * record (usable size, free), and once the pool's last sampled block is
+ * freed its blocks take the fast path again. */
+START_TEST(test_sampled_block_pool)
 {
     profile_on(1);
     void *a = pm_malloc(256), *b = pm_malloc(256);
     pm_pool_t *pool = pm_pool_of(a);
     ck_assert_ptr_eq(pm_pool_of(b), pool);
     ck_assert_uint_eq(pool->sampled_count, 2);
-    ck_assert(!pm_live_test(a) && !pm_live_test(b));
+    ck_assert(!pm_pool_fast_block(pool, a) && !pm_pool_fast_block(pool, b));
     pm_heap_set_countdown(pm_thread_heap, INT64_MAX); /* the next one unsampled */
     void *c = pm_malloc(256);
     ck_assert_ptr_eq(pm_pool_of(c), pool);
-    ck_assert(pm_live_test(c));
+    ck_assert(!pm_block_tagged(c) && !pm_pool_fast_block(pool, c));
     ck_assert_uint_eq(pool->sampled_count, 2);
     ck_assert(pm_heap_validate());
     ck_assert_uint_eq(pm_malloc_usable_size(a), 256);
@@ -127,6 +127,9 @@ START_TEST(test_sampled_block_bit)
     pm_free(c);
     pm_free(b);
     ck_assert_uint_eq(pool->sampled_count, 0);
+    void *d = pm_malloc(256);
+    ck_assert(pm_pool_fast_block(pool, d));
+    pm_free(d);
     ck_assert(pm_heap_validate());
     ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
 }
@@ -141,7 +144,7 @@ static void sampled_victim_make(void)
     profile_on(1);
     void *anchor = pm_malloc(256);
     sampled_victim = pm_malloc(256);
-    ck_assert(anchor != NULL && !pm_live_test(sampled_victim));
+    ck_assert(anchor != NULL && pm_pool_holds_sampled(pm_pool_of(sampled_victim)));
 }
 
 static void free_sampled_twice(void)
@@ -150,8 +153,8 @@ static void free_sampled_twice(void)
     pm_free(sampled_victim);
 }
 
-/* I6 with I11: the first free of a sampled block drops its record, so the
- * second finds neither bit nor record. */
+/* I6 with I11: the first free of a sampled block drops its record and
+ * tags it, so the second finds it on the free list. */
 START_TEST(test_sampled_double_free)
 {
     sampled_victim_make();
@@ -162,13 +165,13 @@ START_TEST(test_sampled_double_free)
 END_TEST
 
 /* malloc_trim gives back the pages of a pool in use that no live block
- * overlaps, by the live map; a sampled block's bit is clear (I11), so its
- * pool keeps its pages (a purged page would read back as zeros). */
+ * overlaps; a sampled block is live like any other (I11), so its page
+ * stays (a purged page would read back as zeros). */
 START_TEST(test_trim_keeps_sampled_block)
 {
     profile_on(1);
     unsigned char *sampled = pm_malloc(256);
-    ck_assert(!pm_live_test(sampled));
+    ck_assert_uint_eq(pm_pool_of(sampled)->sampled_count, 1);
     memset(sampled, 0x5a, 256);
     pm_heap_set_countdown(pm_thread_heap, INT64_MAX); /* the rest unsampled (a tick away) */
     void *others[PM_POOL_SIZE / 256];
@@ -559,7 +562,7 @@ Suite *make_profile_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_free_subtracts_live);
     tcase_add_test(tc, test_estimate_counts_bytes_asked);
-    tcase_add_test(tc, test_sampled_block_bit);
+    tcase_add_test(tc, test_sampled_block_pool);
     tcase_add_test(tc, test_trim_keeps_sampled_block);
     tcase_add_test(tc, test_sampled_double_free);
     tcase_add_test(tc, test_sampled_double_free_remote);
