@@ -140,11 +140,97 @@ static void pool_page_blocks(const pm_pool_t *pool, unsigned page, uint32_t *fro
     *to = end < pool->carve_index ? end : pool->carve_index;
 }
 
+/* Whether every block overlapping page `page` of the pool holds the tag,
+ * but those starting in a purged page (on no list, and not live). */
+static bool pool_page_tagged(const pm_pool_t *pool, const char *start, unsigned page)
+{
+    size_t size = pool->block_size;
+    uint32_t from = (uint32_t)((size_t)page * PM_OS_PAGE_SIZE / size);
+    uint32_t to, unused;
+    pool_page_blocks(pool, page, &unused, &to);
+    for (uint32_t i = from; i < to; i++) {
+        const char *b = start + (size_t)i * size;
+        if (!pm_block_tagged(b) && !(pool->purged_pages & (1u << pool_page_of(start, b))))
+            return false;
+    }
+    return true;
+}
+
+/* Whether the owner reads the tags of blocks that may be live, in
+ * address order, to spare a walk of the free list, which reads the free
+ * blocks in list order, each a cache miss once the pool has gone cold, one
+ * after the other: pm_bench_phases, which purges the pools its random free
+ * left sparse, took 1.8 times as long with the walk alone
+ * (bench/results/free-tag.md). Not under the sanitizers, which would see
+ * those reads of blocks the program may be writing on other threads, for
+ * all they know, as races. */
+#ifdef PM_SANITIZED
+#define POOL_READS_LIVE_TAGS 0
+#else
+#define POOL_READS_LIVE_TAGS 1
+#endif
+
+/* Whether the pool's tags tell its free blocks: as many carved blocks
+ * outside purged pages hold the free tag as I3 says are free. Every free
+ * block holds it (I6), so they are then the free ones; else a live block
+ * holds it too. */
+static bool pool_tags_exact(const pm_pool_t *pool)
+{
+    if (!POOL_READS_LIVE_TAGS)
+        return false;
+    const char *start = pm_pool_start(pool);
+    size_t size = pool->block_size;
+    uintptr_t tag = pm_free_tag;
+    unsigned tagged = 0, purged_blocks = 0;
+    for (unsigned page = 0; page < POOL_PAGES; page++) {
+        uint32_t from, to;
+        pool_page_blocks(pool, page, &from, &to);
+        if (pool->purged_pages & (1u << page)) {
+            purged_blocks += to > from ? to - from : 0;
+            continue;
+        }
+        for (const char *b = start + (size_t)from * size, *end = start + (size_t)to * size;
+             b < end; b += size)
+            tagged += ((const pm_block_t *)b)->tag == tag;
+    }
+    return tagged + purged_blocks + pm_pool_used(pool) == pool->carve_index;
+}
+
+/* Links the pool's free blocks, when pool_tags_exact, lowest address
+ * first, less those that start in a page of `skip`, and returns the head:
+ * the blocks with the tag, in one pass. */
+static pm_block_t *pool_link_tagged(const pm_pool_t *pool, unsigned skip)
+{
+    char *start = pm_pool_start(pool);
+    size_t size = pool->block_size;
+    uintptr_t tag = pm_free_tag;
+    /* The list's head is linked from a stand-in, so that every block is
+     * linked from the one before it with no test for the first. */
+    pm_block_t before, *last = &before;
+    for (unsigned page = 0; page < POOL_PAGES; page++) {
+        if ((pool->purged_pages | skip) & (1u << page))
+            continue;
+        uint32_t from, to;
+        pool_page_blocks(pool, page, &from, &to);
+        for (char *b = start + (size_t)from * size, *end = start + (size_t)to * size; b < end;
+             b += size) {
+            if (((pm_block_t *)b)->tag == tag) {
+                pm_link_set(last, (pm_block_t *)b);
+                last = (pm_block_t *)b;
+            }
+        }
+    }
+    pm_link_set(last, NULL);
+    return pm_link_get(&before);
+}
+
 /* The pool's free blocks, a bit each by block index, into map[], from its
  * free list: each link checked (I12), a block met twice or more blocks
- * than the pool holds being a cycle. */
-static void pool_walk_free_list(const pm_pool_t *pool, uint64_t map[PM_POOL_MAP_WORDS])
+ * than the pool holds being a cycle. By the owner, when its tags cannot
+ * tell (pool_link_tagged). */
+static void pool_free_map(const pm_pool_t *pool, uint64_t map[PM_POOL_MAP_WORDS])
 {
+    pm_libc_memset(map, 0, PM_POOL_MAP_WORDS * sizeof(uint64_t));
     const char *start = pm_pool_start(pool);
     for (pm_block_t *b = pool->free_list, *next; b != NULL; b = next) {
         if (!pm_link_next(b, &next))
@@ -157,51 +243,6 @@ static void pool_walk_free_list(const pm_pool_t *pool, uint64_t map[PM_POOL_MAP_
     }
 }
 
-/* The same from the tags: the carved blocks outside purged pages that hold
- * the free tag, read in address order. Every free block holds it (I6), so
- * when as many hold it as I3 says are free, those are the free ones;
- * otherwise (a live block holding the tag too) false. The walk reads the
- * free blocks in list order, each a cache miss once the pool has gone
- * cold, one after the other: pm_bench_phases, which purges the pools its
- * random free left sparse, took 1.8 times as long with the walk alone
- * (bench/results/free-tag.md). Not under the sanitizers, which would see
- * the reads of live blocks, written by the program meanwhile on other
- * threads for all they know, as races. */
-static bool pool_scan_tags(const pm_pool_t *pool, uint64_t map[PM_POOL_MAP_WORDS])
-{
-#ifdef PM_SANITIZED
-    (void)pool, (void)map;
-    return false;
-#else
-    const char *start = pm_pool_start(pool);
-    size_t size = pool->block_size;
-    unsigned tagged = 0, purged_blocks = 0;
-    for (uint32_t i = 0; i < pool->carve_index; i++) {
-        const char *b = start + (size_t)i * size;
-        if (pool->purged_pages & (1u << pool_page_of(start, b))) {
-            purged_blocks++;
-            continue;
-        }
-        if (pm_block_tagged(b)) {
-            map[i / 64] |= (uint64_t)1 << (i % 64);
-            tagged++;
-        }
-    }
-    return tagged + purged_blocks + pm_pool_used(pool) == pool->carve_index;
-#endif
-}
-
-/* The pool's free blocks, a bit each by block index, into map[]. By the
- * owner. */
-static void pool_free_map(const pm_pool_t *pool, uint64_t map[PM_POOL_MAP_WORDS])
-{
-    pm_libc_memset(map, 0, PM_POOL_MAP_WORDS * sizeof(uint64_t));
-    if (pool_scan_tags(pool, map))
-        return;
-    pm_libc_memset(map, 0, PM_POOL_MAP_WORDS * sizeof(uint64_t));
-    pool_walk_free_list(pool, map);
-}
-
 /* Links the pool's free blocks (in `free_map`, pool_free_map's), lowest
  * address first, less those that start in a page of `skip`, and returns
  * the head. A word of the map at a time, a bit scan a free block. Their
@@ -211,8 +252,6 @@ static pm_block_t *pool_link_free(const pm_pool_t *pool, const uint64_t free_map
 {
     char *start = pm_pool_start(pool);
     size_t size = pool->block_size;
-    /* The list's head is linked from a stand-in, so that every block is
-     * linked from the one before it with no test for the first. */
     pm_block_t before, *last = &before;
     for (unsigned w = 0; w < PM_POOL_MAP_WORDS; w++) {
         for (uint64_t bits = free_map[w]; bits != 0; bits &= bits - 1) {
@@ -270,6 +309,15 @@ static void pool_take_purged_pages(pm_pool_t *pool)
     pool_set_purged_pages(pool, 0);
 }
 
+/* Gives back `pages` of the pool, whose free list without their blocks is
+ * `head`; returns the bytes. */
+static size_t pool_purge_pages(pm_pool_t *pool, unsigned pages, pm_block_t *head)
+{
+    pool->free_list = head;
+    pool_set_purged_pages(pool, (uint8_t)(pool->purged_pages | pages));
+    return pool_page_runs(pool, pages, pm_arena_purge_pages);
+}
+
 size_t pm_pool_purge_free_pages(pm_pool_t *pool)
 {
     if (pool->debug_fill || pool->carve_index == 0)
@@ -282,11 +330,22 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
                                                              : pm_pool_bytes(pm_pool_index_of(pool));
     unsigned carved_pages = (unsigned)(carved_bytes / PM_OS_PAGE_SIZE);
     unsigned candidates = ((1u << carved_pages) - 1) & ~(unsigned)pool->purged_pages;
+    /* A sparse pool tries at each of its marks, most of them with a live
+     * block on every page left: those pages are known by the first block
+     * on them without the tag, before all the free ones are found. */
+    for (unsigned page = 0; POOL_READS_LIVE_TAGS && page < carved_pages; page++)
+        if ((candidates & (1u << page)) && !pool_page_tagged(pool, start, page))
+            candidates &= ~(1u << page);
     if (candidates == 0)
         return 0;
-    /* Less the pages a live block overlaps: the carved blocks that are
-     * neither free nor purged, a word of the map at a time (a pool given
-     * back in part has few). A sampled block is live like any other. */
+    /* What is left are the pages with no block on them but free ones, if
+     * the tags tell the free blocks (then the free list is linked again
+     * without theirs in the same pass). */
+    if (pool_tags_exact(pool))
+        return pool_purge_pages(pool, candidates, pool_link_tagged(pool, candidates));
+    /* Else, from the free list: less the pages a live block overlaps, the
+     * carved blocks that are neither free nor purged. A sampled block is
+     * live like any other. */
     uint64_t free_map[PM_POOL_MAP_WORDS];
     pool_free_map(pool, free_map);
     for (unsigned w = 0; w * 64 < pool->carve_index && candidates != 0; w++) {
@@ -306,10 +365,8 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
         return 0;
     /* The free list without the blocks that start in those pages, linked
      * afresh in address order. */
-    unsigned purged = pool->purged_pages | candidates;
-    pool->free_list = pool_link_free(pool, free_map, purged);
-    pool_set_purged_pages(pool, (uint8_t)purged);
-    return pool_page_runs(pool, candidates, pm_arena_purge_pages);
+    return pool_purge_pages(pool, candidates,
+                            pool_link_free(pool, free_map, pool->purged_pages | candidates));
 }
 
 /* ---- address order ----------------------------------------------------
@@ -362,6 +419,10 @@ void pm_pool_order_free_list(pm_pool_t *pool)
     if (!pm_pool_mostly_free(pool, pm_pool_used(pool)) || pool->debug_fill ||
         free_list_in_order(pool))
         return;
+    if (pool_tags_exact(pool)) {
+        pool->free_list = pool_link_tagged(pool, 0);
+        return;
+    }
     uint64_t free_map[PM_POOL_MAP_WORDS];
     pool_free_map(pool, free_map);
     pool->free_list = pool_link_free(pool, free_map, 0);
