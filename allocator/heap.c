@@ -1916,8 +1916,20 @@ void pm_heap_free(void *block, pm_op_t op)
      * (heap_take_remote_from), so a second free meanwhile still finds it
      * live, and the owner tells the two apart. */
     pm_heap_t *me = pm_thread_heap;
-    pm_heap_t *owner = pm_pool_heap(pm_pool_of(block));
-    pm_pool_t *pool = pm_pool_checked(block, op, owner == me);
+    pm_pool_t *pool = pm_pool_of(block);
+    pm_heap_t *owner = pm_pool_heap(pool);
+    /* A pool holding a sampled block sends all its frees here (I11): a
+     * live block of the caller's that free's fast path would have taken
+     * but for that goes back with its tests made again, the carved end in
+     * place of fast_free_end, not the full check's (profiling cost churn
+     * with 10% of glibc's sizes 5.2% more instructions, 4.6% with this). */
+    if (owner == me && pm_pool_holds_sampled(pool) && pool->purged_pages == 0 &&
+        pm_pool_block_below(pool, block, pool->carve_index * pool->block_size) &&
+        !pm_block_tagged(block)) {
+        heap_take_back(me, pool, block);
+        return;
+    }
+    pool = pm_pool_checked(block, op, owner == me);
     if (PM_LIKELY(owner == me))
         heap_take_back(me, pool, block);
     else

@@ -1073,15 +1073,20 @@ static inline void pm_block_clear_tag(void *block)
     ((pm_block_t *)block)->tag = 0;
 }
 /* I7 on free's fast path: whether `block`, an address in the pool's 16 KiB
- * of its arena, starts one of its blocks below fast_free_end. The offset
+ * of its arena, starts one of its blocks below `end` (bytes from the
+ * pool's start; fast_free_end for pm_pool_fast_block). The offset
  * times ceil(2^32 / block size), modulo 2^32, is below that reciprocal iff
  * the offset is a multiple of the size (Lemire's divisibility test, exact
  * for offsets below 2^23 with blocks of at most 512 bytes); an address in
  * the arena header before pool 0 wraps to an offset past any end. */
-static inline bool pm_pool_fast_block(const pm_pool_t *pool, const void *block)
+static inline bool pm_pool_block_below(const pm_pool_t *pool, const void *block, uint32_t end)
 {
     uint32_t offset = (uint32_t)(uintptr_t)block - pool->start_low;
-    return offset < pool->fast_free_end && offset * pool->reciprocal < pool->reciprocal;
+    return offset < end && offset * pool->reciprocal < pool->reciprocal;
+}
+static inline bool pm_pool_fast_block(const pm_pool_t *pool, const void *block)
+{
+    return pm_pool_block_below(pool, block, pool->fast_free_end);
 }
 
 /* POOLMALLOC_DEBUG patterns (I12): the bytes of a block just handed out,

@@ -164,6 +164,29 @@ START_TEST(test_sampled_double_free)
 }
 END_TEST
 
+/* A block not sampled, of a pool holding a sampled one, freed twice: the
+ * pool's frees all leave the fast path, and the second finds the block
+ * tagged, and on the free list. */
+static void free_unsampled_twice(void)
+{
+    profile_on(1);
+    void *sampled = pm_malloc(256);
+    pm_heap_set_countdown(pm_thread_heap, INT64_MAX); /* the next one unsampled */
+    void *plain = pm_malloc(256);
+    ck_assert(pm_pool_of(plain) == pm_pool_of(sampled) &&
+              pm_pool_holds_sampled(pm_pool_of(plain)));
+    pm_free(plain);
+    pm_free(plain);
+}
+
+START_TEST(test_unsampled_double_free_in_sampled_pool)
+{
+    char buf[4096];
+    pm_test_capture_abort(free_unsampled_twice, buf, sizeof buf);
+    pm_test_assert_message(buf, "double free");
+}
+END_TEST
+
 /* malloc_trim gives back the pages of a pool in use that no live block
  * overlaps; a sampled block is live like any other (I11), so its page
  * stays (a purged page would read back as zeros). */
@@ -565,6 +588,7 @@ Suite *make_profile_suite(void)
     tcase_add_test(tc, test_sampled_block_pool);
     tcase_add_test(tc, test_trim_keeps_sampled_block);
     tcase_add_test(tc, test_sampled_double_free);
+    tcase_add_test(tc, test_unsampled_double_free_in_sampled_pool);
     tcase_add_test(tc, test_sampled_double_free_remote);
     tcase_add_test(tc, test_realloc_moves_record);
     tcase_add_test(tc, test_heapless_thread_sampled);
