@@ -33,11 +33,7 @@ START_TEST(test_double_free_released_pool)
 {
     const size_t bs = 64;
     static void *in_p[PM_POOL_SIZE / 64];
-    in_p[0] = pm_malloc(bs);
-    ck_assert_ptr_nonnull(in_p[0]);
-    size_t cap = pm_test_pool_capacity(pm_test_pool_index(in_p[0]), bs);
-    for (size_t i = 1; i < cap; i++)
-        in_p[i] = pm_malloc(bs);
+    pm_test_fill_pool(in_p, bs);
     void *lone = pm_malloc(bs); /* P is full: a second pool */
     ck_assert_ptr_nonnull(lone);
     ck_assert_uint_ne((uintptr_t)lone / PM_POOL_SIZE, (uintptr_t)in_p[0] / PM_POOL_SIZE);
@@ -82,11 +78,7 @@ END_TEST
 START_TEST(test_double_free_purged_page)
 {
     static void *b[PM_POOL_SIZE / 64];
-    b[0] = pm_malloc(64);
-    ck_assert_ptr_nonnull(b[0]);
-    size_t cap = pm_test_pool_capacity(pm_test_pool_index(b[0]), 64);
-    for (size_t i = 1; i < cap; i++)
-        b[i] = pm_malloc(64);
+    size_t cap = pm_test_fill_pool(b, 64);
     for (size_t i = 0; i + 1 < cap; i++) /* the last one keeps the pool in use */
         pm_free(b[i]);
     pm_malloc_trim(0);

@@ -997,11 +997,7 @@ END_TEST
 START_TEST(test_trim_keeps_live_block_holding_tag)
 {
     static uintptr_t *b[PM_POOL_SIZE / 64];
-    b[0] = pm_malloc(64);
-    ck_assert_ptr_nonnull(b[0]);
-    size_t cap = pm_test_pool_capacity(pm_test_pool_index(b[0]), 64);
-    for (size_t i = 1; i < cap; i++)
-        b[i] = pm_malloc(64);
+    size_t cap = pm_test_fill_pool((void **)b, 64);
     b[0][1] = pm_free_tag;
     b[0][2] = 42;
     for (size_t i = 1; i + 1 < cap; i++) /* b[0] and the last block stay live */

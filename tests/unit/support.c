@@ -249,6 +249,18 @@ void pm_test_assert_message(const char *buf, const char *what)
     ck_assert_msg(strstr(buf, what) != NULL, "expected '%s'; stderr: %s", what, buf);
 }
 
+size_t pm_test_fill_pool(void **blocks, size_t block_size)
+{
+    blocks[0] = pm_malloc(block_size);
+    ck_assert_ptr_nonnull(blocks[0]);
+    size_t capacity = pm_test_pool_capacity(pm_test_pool_index(blocks[0]), block_size);
+    for (size_t i = 1; i < capacity; i++) {
+        blocks[i] = pm_malloc(block_size);
+        ck_assert_ptr_nonnull(blocks[i]);
+    }
+    return capacity;
+}
+
 int pm_test_ptr_cmp(const void *a, const void *b)
 {
     uintptr_t x = (uintptr_t) * (void *const *)a;

@@ -115,6 +115,11 @@ static inline size_t pm_test_pool_capacity(unsigned pool_index, size_t block_siz
 
 int pm_test_ptr_cmp(const void *a, const void *b); /* qsort on void * */
 
+/* Fills the pool that serves the next block of `block_size` bytes, from a
+ * fresh heap (its first pool of the class), into blocks[] (room for
+ * PM_POOL_SIZE / block_size); returns how many it holds. */
+size_t pm_test_fill_pool(void **blocks, size_t block_size);
+
 /* Whether the kernel takes madvise's `advice` on a page of anonymous
  * memory (tests of what a newer kernel offers skip without it). */
 bool pm_test_kernel_takes_advice(int advice);
