@@ -1425,9 +1425,10 @@ typedef struct pm_profile_summary {
  * back (heap_take_back), at the free or when it collects it from its
  * remote ring or stack; so a second free finds the block free and no
  * record. With a live bit per block, which a sampled block had clear, the
- * pool's other blocks kept the fast path; now they do not (a sampled
- * block sent 2% of churn's frees to the slow path, 2.1% more
- * instructions, with profiling on).
+ * pool's other blocks kept the fast path; now they take a shortcut at the
+ * top of pm_heap_free (heap.c): profiling costs churn 1.6% more
+ * instructions, where it cost 0.6% with the bit
+ * (bench/results/free-tag.md).
  * While a thread unwinds for a sample, its heap is the empty one and its
  * allocations go to glibc unsampled. */
 PM_HIDDEN void pm_profile_init(void);
