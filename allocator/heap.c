@@ -885,8 +885,12 @@ static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *
         heap_pass_on(pool, b);
         return;
     }
-    if (!(parcelled && pm_pool_page_purged(pool, b)) && pm_pool_block_free(pool, b))
-        pm_fatal("double free", b, pool->class_index);
+    /* Free's own test first: a block it would take is live; the exact
+     * check for the rest. */
+    if (!pm_pool_fast_block(pool, b) || pm_block_tagged(b)) {
+        if (!(parcelled && pm_pool_page_purged(pool, b)) && pm_pool_block_free(pool, b))
+            pm_fatal("double free", b, pool->class_index);
+    }
     PM_COUNTER_ADD(heap->bins[pool->class_index].remote_collected_total, 1);
     heap_take_back(heap, pool, b);
 }
