@@ -885,12 +885,9 @@ static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *
         heap_pass_on(pool, b);
         return;
     }
-    /* Free's own test first: a block it would take is live; the exact
-     * check for the rest. */
-    if (!pm_pool_fast_block(pool, b) || pm_block_tagged(b)) {
-        if (!(parcelled && pm_pool_page_purged(pool, b)) && pm_pool_block_free(pool, b))
-            pm_fatal("double free", b, pool->class_index);
-    }
+    if (!pm_pool_block_surely_live(pool, b) && !(parcelled && pm_pool_page_purged(pool, b)) &&
+        pm_pool_block_free(pool, b))
+        pm_fatal("double free", b, pool->class_index);
     PM_COUNTER_ADD(heap->bins[pool->class_index].remote_collected_total, 1);
     heap_take_back(heap, pool, b);
 }
@@ -1463,9 +1460,10 @@ static bool heap_collect_parcels(pm_heap_t *heap)
         }
     while (list != NULL) {
         pm_heap_parcel_t *next = list->next;
-        for (uint32_t i = 0; i < list->blocks; i++)
-            heap_take_remote_from(heap, pm_pool_of(parcel_block(list->entry[i])),
-                                  parcel_block(list->entry[i]), true);
+        for (uint32_t i = 0; i < list->blocks; i++) {
+            pm_block_t *b = parcel_block(list->entry[i]);
+            heap_take_remote_from(heap, pm_pool_of(b), b, true);
+        }
         pm_os_unmap(list, PM_HEAP_PARCEL_BYTES);
         list = next;
     }
@@ -1924,12 +1922,10 @@ void pm_heap_free(void *block, pm_op_t op)
     pm_heap_t *owner = pm_pool_heap(pool);
     /* A pool holding a sampled block sends all its frees here (I11): a
      * live block of the caller's that free's fast path would have taken
-     * but for that goes back with its tests made again, the carved end in
-     * place of fast_free_end, not the full check's (profiling cost churn
-     * with 10% of glibc's sizes 5.2% more instructions, 4.6% with this). */
-    if (owner == me && pm_pool_holds_sampled(pool) && pool->purged_pages == 0 &&
-        pm_pool_block_below(pool, block, pool->carve_index * pool->block_size) &&
-        !pm_block_tagged(block)) {
+     * but for that goes back after its tests, not the full check's
+     * (profiling cost churn with 10% of glibc's sizes 5.2% more
+     * instructions, 4.6% with this). */
+    if (owner == me && pm_pool_block_surely_live(pool, block)) {
         heap_take_back(me, pool, block);
         return;
     }

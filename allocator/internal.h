@@ -988,13 +988,18 @@ static inline bool pm_pool_holds_sampled(const pm_pool_t *pool)
 {
     return __atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0;
 }
+/* The carved blocks' end, in bytes from the pool's start. */
+static inline uint32_t pm_pool_carved_end(const pm_pool_t *pool)
+{
+    return pool->carve_index * pool->block_size;
+}
 /* What fast_free_end should be: the carved blocks' end, or 0 while the
  * pool has a purged page or a sampled block. */
 static inline uint16_t pm_pool_fast_free_end(const pm_pool_t *pool)
 {
     return pool->purged_pages != 0 || pm_pool_holds_sampled(pool)
                ? 0
-               : (uint16_t)(pool->carve_index * pool->block_size);
+               : (uint16_t)pm_pool_carved_end(pool);
 }
 /* By the owner, after carving, purging pages or taking them back, and as
  * its sampled blocks come and go. */
@@ -1087,6 +1092,15 @@ static inline bool pm_pool_block_below(const pm_pool_t *pool, const void *block,
 static inline bool pm_pool_fast_block(const pm_pool_t *pool, const void *block)
 {
     return pm_pool_block_below(pool, block, pool->fast_free_end);
+}
+/* By the owner: free's fast tests with the carved end in place of
+ * fast_free_end. A block of the pool that passes them is live (I6),
+ * sampled or not; one that fails takes the exact check
+ * (pm_pool_block_free). */
+static inline bool pm_pool_block_surely_live(const pm_pool_t *pool, const void *block)
+{
+    return pool->purged_pages == 0 && pm_pool_block_below(pool, block, pm_pool_carved_end(pool)) &&
+           !pm_block_tagged(block);
 }
 
 /* POOLMALLOC_DEBUG patterns (I12): the bytes of a block just handed out,

@@ -140,6 +140,28 @@ static void pool_page_blocks(const pm_pool_t *pool, unsigned page, uint32_t *fro
     *to = end < pool->carve_index ? end : pool->carve_index;
 }
 
+/* The index of a block start of the pool: exact through the reciprocal
+ * for a pool offset (pm_class_reciprocal). */
+static uint32_t pool_block_index(const pm_pool_t *pool, const void *block)
+{
+    return (uint32_t)((((uintptr_t)block - (uintptr_t)pm_pool_start(pool)) *
+                       (uint64_t)pool->reciprocal) >> 32);
+}
+
+/* The blocks starting in the pool's purged pages (I3). */
+static unsigned pool_purged_blocks(const pm_pool_t *pool)
+{
+    unsigned blocks = 0;
+    for (unsigned page = 0; page < POOL_PAGES; page++) {
+        if (!(pool->purged_pages & (1u << page)))
+            continue;
+        uint32_t from, to;
+        pool_page_blocks(pool, page, &from, &to);
+        blocks += to - from;
+    }
+    return blocks;
+}
+
 /* Whether every block overlapping page `page` of the pool holds the tag,
  * but those starting in a purged page (on no list, and not live). */
 static bool pool_page_tagged(const pm_pool_t *pool, const char *start, unsigned page)
@@ -181,19 +203,17 @@ static bool pool_tags_exact(const pm_pool_t *pool)
     const char *start = pm_pool_start(pool);
     size_t size = pool->block_size;
     uintptr_t tag = pm_free_tag;
-    unsigned tagged = 0, purged_blocks = 0;
+    unsigned tagged = 0;
     for (unsigned page = 0; page < POOL_PAGES; page++) {
+        if (pool->purged_pages & (1u << page))
+            continue;
         uint32_t from, to;
         pool_page_blocks(pool, page, &from, &to);
-        if (pool->purged_pages & (1u << page)) {
-            purged_blocks += to > from ? to - from : 0;
-            continue;
-        }
         for (const char *b = start + (size_t)from * size, *end = start + (size_t)to * size;
              b < end; b += size)
             tagged += ((const pm_block_t *)b)->tag == tag;
     }
-    return tagged + purged_blocks + pm_pool_used(pool) == pool->carve_index;
+    return tagged + pool_purged_blocks(pool) + pm_pool_used(pool) == pool->carve_index;
 }
 
 /* Links the pool's free blocks, when pool_tags_exact, lowest address
@@ -231,11 +251,10 @@ static pm_block_t *pool_link_tagged(const pm_pool_t *pool, unsigned skip)
 static void pool_free_map(const pm_pool_t *pool, uint64_t map[PM_POOL_MAP_WORDS])
 {
     pm_libc_memset(map, 0, PM_POOL_MAP_WORDS * sizeof(uint64_t));
-    const char *start = pm_pool_start(pool);
     for (pm_block_t *b = pool->free_list, *next; b != NULL; b = next) {
         if (!pm_link_next(b, &next))
             pm_pool_corrupt_link(pool, b);
-        uint32_t i = (uint32_t)((((const char *)b - start) * (uint64_t)pool->reciprocal) >> 32);
+        uint32_t i = pool_block_index(pool, b);
         uint64_t bit = (uint64_t)1 << (i % 64);
         if (i >= pool->capacity || (map[i / 64] & bit))
             pm_pool_corrupt_link(pool, b);
@@ -624,9 +643,7 @@ static PM_NORETURN void pool_misuse(const void *block, pm_op_t op, enum pool_mis
  * holds only if the program copied it from a freed block. */
 bool pm_pool_block_free(const pm_pool_t *pool, const void *block)
 {
-    uint32_t index = (uint32_t)((((uintptr_t)block - (uintptr_t)pm_pool_start(pool)) *
-                                 (uint64_t)pool->reciprocal) >> 32);
-    if (index >= pool->carve_index || pm_pool_page_purged(pool, block))
+    if (pool_block_index(pool, block) >= pool->carve_index || pm_pool_page_purged(pool, block))
         return true;
     if (!pm_block_tagged(block))
         return false;
@@ -702,14 +719,6 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
         if (!pm_block_tagged(b))
             return false; /* a free block holds the tag (I6) */
     }
-    unsigned purged_blocks = 0;
-    for (unsigned page = 0; page < POOL_PAGES; page++) {
-        if (!(pool->purged_pages & (1u << page)))
-            continue;
-        uint32_t from, to;
-        pool_page_blocks(pool, page, &from, &to);
-        purged_blocks += to - from;
-    }
-    return free_blocks + (pool->capacity - pool->carve_index) + purged_blocks + used ==
+    return free_blocks + (pool->capacity - pool->carve_index) + pool_purged_blocks(pool) + used ==
            pool->capacity;
 }
