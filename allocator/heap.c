@@ -187,6 +187,26 @@ static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
     pm_pool_set_on_bin_list(pool, false);
 }
 
+/* A pool on the list behind its head goes first, to serve now: what
+ * bin_remove then bin_push would do, less the flags they set and clear
+ * again (it stays listed; a list of two or more keeps no pool, I4). A
+ * slow path of random replacement moved the pool it chose nearly every
+ * time, and the pair cost 40 instructions of its 200. */
+static void bin_move_to_front(pm_bin_t *bin, pm_pool_t *pool)
+{
+    pool_leave_sparse(pool);
+    pool->prev->next = pool->next;
+    if (pool->next)
+        pool->next->prev = pool->prev;
+    else
+        bin->pools_tail = pool->prev;
+    pool->prev = NULL;
+    pool->next = bin->pools;
+    bin->pools->prev = pool;
+    bin->pools = pool;
+    bin_serve_head(bin);
+}
+
 /* The pools in use a bin holds, and its heap's sum of them and their
  * peak (SPARSE POOLS), stamped each time it is reached. */
 static void bin_count_pools(pm_heap_t *heap, pm_bin_t *bin, int delta)
@@ -1569,10 +1589,8 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
         bin_count_pools(heap, bin, 1);
         heap_housekeeping(heap);
     }
-    if (serving != bin->pools) {
-        bin_remove(bin, serving);
-        bin_push(bin, serving);
-    }
+    if (serving != bin->pools)
+        bin_move_to_front(bin, serving);
     pm_pool_order_if_mostly_free(serving);
     return heap_pop(heap, bin, serving);
 }
