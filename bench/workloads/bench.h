@@ -297,6 +297,14 @@ static inline void bench_report_marks(const bench_mark_t *marks, int n)
     }
 }
 
+/* CLOCK_MONOTONIC, in nanoseconds. */
+static inline uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Sleeps `ms` milliseconds, whatever signals come meanwhile. */
 static inline void bench_sleep_ms(uint64_t ms)
 {
