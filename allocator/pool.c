@@ -661,6 +661,17 @@ bool pm_pool_block_free(const pm_pool_t *pool, const void *block)
     return false;
 }
 
+/* pm_pool_checked's last test for the owner, out of line: its walk of the
+ * free list is a call whose registers the other thread's path, a leaf
+ * with no frame otherwise, would save and restore on every remote free. */
+static __attribute__((noinline)) pm_pool_t *pool_checked_by_owner(pm_pool_t *pool, void *block,
+                                                                  pm_op_t op, unsigned class_index)
+{
+    if (pm_pool_block_free(pool, block))
+        pool_misuse(block, op, MISUSE_FREED, (int)class_index);
+    return pool;
+}
+
 /* Reads only the arena of the block, which is mapped or, in the arena
  * space, reads as zeros: a pool there is unused (pm_pool_class_shared), so
  * the first test fails for every address of it. */
@@ -687,7 +698,9 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool by_owner)
      * call: a block never carved or given back in a purged page, freed
      * from there, is caught by the owner as it takes the block back
      * (pm_heap_free's remote path, heap.c). */
-    if (by_owner ? pm_pool_block_free(pool, block) : pm_block_tagged(block))
+    if (by_owner)
+        return pool_checked_by_owner(pool, block, op, class_index);
+    if (pm_block_tagged(block))
         pool_misuse(block, op, MISUSE_FREED, (int)class_index);
     return pool;
 }
