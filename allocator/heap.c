@@ -1882,9 +1882,8 @@ static __attribute__((noinline)) bool heap_free_adopting(pm_heap_t *me, pm_heap_
            heap_adopt_pool(me, owner, pool, block);
 }
 
-static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *block)
+static void heap_free_remote(pm_heap_t *me, pm_heap_t *owner, pm_pool_t *pool, pm_block_t *block)
 {
-    pm_heap_t *me = pm_thread_heap;
     if (PM_UNLIKELY(atomic_load_explicit(&owner->state, memory_order_relaxed) ==
                     PM_HEAP_ABANDONED) &&
         heap_free_adopting(me, owner, pool, block))
@@ -1939,7 +1938,7 @@ static void heap_free_remote(pm_heap_t *owner, pm_pool_t *pool, pm_block_t *bloc
     }
 }
 
-void pm_heap_free(void *block, pm_op_t op)
+void pm_heap_free(void *block, pm_heap_t *me, pm_pool_t *pool)
 {
     /* The owner read before the checks, as they read it: from the block's
      * arena header, mapped or reading as zeros (pm_pool_checked); once
@@ -1948,8 +1947,6 @@ void pm_heap_free(void *block, pm_op_t op)
      * thread's free leaves it until the owner takes the block back
      * (heap_take_remote_from), so a second free meanwhile still finds it
      * live, and the owner tells the two apart. */
-    pm_heap_t *me = pm_thread_heap;
-    pm_pool_t *pool = pm_pool_of(block);
     pm_heap_t *owner = pm_pool_heap(pool);
     /* A pool holding a sampled block sends all its frees here (I11): a
      * live block of the caller's that free's fast path would have taken
@@ -1960,11 +1957,11 @@ void pm_heap_free(void *block, pm_op_t op)
         heap_take_back(me, pool, block);
         return;
     }
-    pool = pm_pool_checked(block, op, owner == me);
+    pool = pm_pool_checked(block, PM_OP_FREE, owner == me);
     if (PM_LIKELY(owner == me))
         heap_take_back(me, pool, block);
     else
-        heap_free_remote(owner, pool, block);
+        heap_free_remote(me, owner, pool, block);
 }
 
 size_t pm_heap_block_size(void *block, pm_op_t op)

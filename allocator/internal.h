@@ -1409,8 +1409,9 @@ PM_HIDDEN __attribute__((returns_nonnull)) void *pm_heap_tick_small(pm_heap_t *h
  * the heap it may have made before (I12). */
 PM_HIDDEN void pm_heap_apply_debug(void);
 /* Frees a block of ours (pm_registry_contains) as its owner or as a remote
- * free, with every check; misuse is diagnosed as `op`. */
-PM_HIDDEN void pm_heap_free(void *block, pm_op_t op);
+ * free, with every check: free's path once its fast test failed, given the
+ * caller's heap and the block's pool, which that test read. */
+PM_HIDDEN void pm_heap_free(void *block, pm_heap_t *me, pm_pool_t *pool);
 /* After the fast path freed into a pool that was full or is now empty. */
 PM_HIDDEN void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool);
 
@@ -1620,7 +1621,7 @@ static inline void pm_heap_free_fast(void *block)
         pm_heap_push_free(heap, pool, block);
         return;
     }
-    pm_heap_free(block, PM_OP_FREE);
+    pm_heap_free(block, heap, pool);
 }
 
 /* The block size of a live block of ours; misuse is diagnosed as `op`. */
