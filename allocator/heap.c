@@ -863,8 +863,12 @@ void pm_heap_pool_regained(pm_heap_t *heap, pm_pool_t *pool)
 }
 
 /* Takes a block back into its pool, by the pool's owner or under the
- * service_lock of its abandoned heap. Counting is the caller's business. */
-static void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
+ * service_lock of its abandoned heap. Counting is the caller's business.
+ * Inlined, with heap_take_remote_from and remote_ring_drain, into the
+ * owner's collection: a call each per block, and the drain's indirect one,
+ * cost pm_bench_prodcons's producer 27 of its 185 instructions a block,
+ * its malloc and loop included (bench/results/remote-free-path.md). */
+static PM_ALWAYS_INLINE void heap_take_back(pm_heap_t *heap, pm_pool_t *pool, void *block)
 {
     /* A sampled block's record goes as its owner takes it back (I11); the
      * pool's last one gone, free's fast path takes its blocks again. */
@@ -899,7 +903,8 @@ static void heap_pass_on(pm_pool_t *pool, pm_block_t *b);
  * parcelled block may start in a page given back under it (IDLE OWNERS),
  * which does not make it free: the taker met each block once
  * (idle_take_purge). */
-static void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *b, bool parcelled)
+static PM_ALWAYS_INLINE void heap_take_remote_from(pm_heap_t *heap, pm_pool_t *pool,
+                                                   pm_block_t *b, bool parcelled)
 {
     if (PM_UNLIKELY(pm_pool_heap(pool) != heap)) {
         heap_pass_on(pool, b);
@@ -948,9 +953,8 @@ static void remote_stack_push(pm_heap_t *owner, pm_block_t *block)
  * remote_head, so its last block is already taken and the slot cleared
  * (the collector stores remote_head after clearing). Inlined into every
  * remote free, which the call cost 7 instructions. */
-static inline __attribute__((always_inline)) bool remote_ring_push(pm_heap_t *owner,
-                                                                   pm_block_t *block,
-                                                                   uint64_t *pos_out)
+static PM_ALWAYS_INLINE bool remote_ring_push(pm_heap_t *owner, pm_block_t *block,
+                                              uint64_t *pos_out)
 {
     uint64_t pos = atomic_load_explicit(&owner->remote_tail, memory_order_relaxed);
     while ((int64_t)(pos - atomic_load_explicit(&owner->remote_head, memory_order_acquire)) <
@@ -1019,7 +1023,8 @@ static size_t remote_ring_take(pm_heap_t *heap, pm_block_t **out, size_t max, bo
  * ABANDONED heap's collector holds it already. With `reads_blocks`, take
  * reads and writes each block, and the blocks are prefetched. Returns
  * whether any slot was taken. */
-static bool remote_ring_drain(pm_heap_t *heap, bool lock, bool all_claimed, bool reads_blocks,
+static PM_ALWAYS_INLINE bool remote_ring_drain(pm_heap_t *heap, bool lock, bool all_claimed,
+                                               bool reads_blocks,
                               void (*take)(pm_heap_t *heap, pm_block_t *b, void *ctx), void *ctx)
 {
     bool taken = false;

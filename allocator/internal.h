@@ -437,6 +437,8 @@
 #define PM_LIKELY(x) __builtin_expect(!!(x), 1)
 #define PM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define PM_NORETURN __attribute__((noreturn))
+/* Where GCC would not inline on its own and a call per block costs. */
+#define PM_ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* A counter written by one thread (its heap's owner) and read by any (the
  * stats): a relaxed load and store, not a read-modify-write, so it costs a
