@@ -171,9 +171,9 @@ static bool pool_alone_in_bin(const pm_pool_t *pool)
 
 static void pool_leave_sparse(pm_pool_t *pool);
 
-static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
+/* Takes the pool out of its bin's list, leaving its own links as they were. */
+static void bin_unlink(pm_bin_t *bin, pm_pool_t *pool)
 {
-    pool_leave_sparse(pool);
     if (pool->prev)
         pool->prev->next = pool->next;
     else
@@ -182,6 +182,12 @@ static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
         pool->next->prev = pool->prev;
     else
         bin->pools_tail = pool->prev;
+}
+
+static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
+{
+    pool_leave_sparse(pool);
+    bin_unlink(bin, pool);
     pool->next = pool->prev = NULL;
     bin_serve_head(bin);
     pm_pool_set_on_bin_list(pool, false);
@@ -195,11 +201,7 @@ static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
 static void bin_move_to_front(pm_bin_t *bin, pm_pool_t *pool)
 {
     pool_leave_sparse(pool);
-    pool->prev->next = pool->next;
-    if (pool->next)
-        pool->next->prev = pool->prev;
-    else
-        bin->pools_tail = pool->prev;
+    bin_unlink(bin, pool);
     pool->prev = NULL;
     pool->next = bin->pools;
     bin->pools->prev = pool;
