@@ -1964,7 +1964,7 @@ void pm_heap_free(void *block, pm_heap_t *me, pm_pool_t *pool)
         heap_take_back(me, pool, block);
         return;
     }
-    pool = pm_pool_checked(block, PM_OP_FREE, owner == me);
+    pm_pool_checked(block, PM_OP_FREE, owner == me); /* aborts on misuse; else returns `pool` */
     if (PM_LIKELY(owner == me))
         heap_take_back(me, pool, block);
     else
