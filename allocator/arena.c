@@ -40,16 +40,20 @@ static struct { /* under pm_fork_locks.arenas, the arena directory lock */
      * collapse (where the round rebuilt from), and the fewest of those over
      * the cycle's rounds (UINT64_MAX: none yet).
      * While `collapsed`, nothing is retained; written under the lock, read
-     * without it too (pm_arena_collapsed). */
-    uint64_t in_use_peak, collapse_ms, cycle_until_ms;
+     * without it too (pm_arena_collapsed, and pm_arena_cycling, which
+     * frees ask: taking the lock for it made them wait behind pool
+     * acquires). */
+    uint64_t in_use_peak, collapse_ms;
+    _Atomic uint64_t cycle_until_ms;
     uint64_t rebuilt_from, cycle_trough;
     _Atomic bool collapsed;
     /* Pools occupied above this cannot set off collapse_note, whatever it
      * finds (collapse_gate_update); read without the lock. */
     _Atomic uint64_t collapse_gate;
-    uint64_t released_bytes_total;
-    uint64_t retained_purges_total; /* retained_purge's runs and arenas */
-    uint64_t in_use_purges_total;   /* pm_arena_purge_pages's */
+    /* Counted under the lock but by pm_arena_purge_pages, read without it. */
+    _Atomic uint64_t released_bytes_total;
+    _Atomic uint64_t retained_purges_total; /* retained_purge's runs and arenas */
+    _Atomic uint64_t in_use_purges_total;   /* pm_arena_purge_pages's */
     /* The retained list (I10): UNUSED resident pools, oldest (released
      * first) at the head, linked through retained_next/retained_prev. */
     pm_pool_t *retained_oldest, *retained_newest;
@@ -67,8 +71,41 @@ static struct { /* under pm_fork_locks.arenas, the arena directory lock */
      * how many of them were such pools (counted while pending lasts). */
     uint64_t cap_purged_pending, cap_purged_ms;
     uint64_t cap_bare_acquired, cap_refaulted;
+    /* Arenas out of the directory, to be unmapped once the lock is
+     * dropped (directory_unlock), linked through all_next. */
+    pm_arena_t *doomed;
 } directory = {
     .rebuilt_from = UINT64_MAX, .cycle_trough = UINT64_MAX, .retained_oldest_ms = UINT64_MAX};
+
+/* The directory lock. Mapping, committing and unmapping an arena are
+ * system calls that take the kernel's lock on the address space for
+ * writing, and so wait for every page fault and madvise of the process's
+ * other threads: made under this lock, they held up every other thread's
+ * pool acquires and releases behind those (pm_bench_drain, 8 threads:
+ * bench/results/arena-lock.md). So the directory lock is dropped first:
+ * arenas are mapped before it is taken (arena_map) and unmapped after it
+ * is dropped, by the thread that dropped it. */
+static void directory_lock(void) { pm_lock(&pm_fork_locks.arenas); }
+
+static void directory_unlock(void)
+{
+    pm_arena_t *doomed = directory.doomed;
+    if (doomed != NULL) /* not written else: after a fork, a copy-on-write fault */
+        directory.doomed = NULL;
+    pm_unlock(&pm_fork_locks.arenas);
+    while (doomed != NULL) {
+        pm_arena_t *next = doomed->all_next;
+        pm_registry_unmap_arena(doomed);
+        doomed = next;
+    }
+}
+
+/* An arena out of the directory is unmapped once the lock is dropped. */
+static void arena_doom(pm_arena_t *arena)
+{
+    arena->all_next = directory.doomed;
+    directory.doomed = arena;
+}
 
 /* I5: the list an arena with unused pools is on, its home's or the
  * directory's. */
@@ -78,14 +115,14 @@ static pm_arena_t **directory_list(pm_arena_t *arena)
     return &by_unused[arena->free_pool_count - 1];
 }
 
-/* One field of the directory, read under its lock by a thread that does
- * not hold it. */
-static uint64_t directory_read(const uint64_t *field)
+/* One of the directory's counters that are read without the lock. */
+static void directory_count(_Atomic uint64_t *counter, uint64_t n)
 {
-    pm_lock(&pm_fork_locks.arenas);
-    uint64_t value = *field;
-    pm_unlock(&pm_fork_locks.arenas);
-    return value;
+    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+}
+static uint64_t directory_read(const _Atomic uint64_t *field)
+{
+    return atomic_load_explicit(field, memory_order_relaxed);
 }
 
 static void directory_link(pm_arena_t *arena)
@@ -113,7 +150,9 @@ static void directory_unlink(pm_arena_t *arena)
     arena->next = arena->prev = NULL;
 }
 
-static pm_arena_t *arena_create(void)
+/* A new arena, every pool of it free, not yet in the directory: without
+ * the directory lock (directory_lock says why). */
+static pm_arena_t *arena_map(void)
 {
     /* I1: registered before any block of it can be handed out. */
     pm_arena_t *arena = pm_registry_map_arena();
@@ -127,6 +166,12 @@ static pm_arena_t *arena_create(void)
         arena->free_pools = pool;
     }
     arena->free_pool_count = PM_POOLS_PER_ARENA;
+    return arena;
+}
+
+/* arena_map's arena joins the directory, nobody's. Caller holds the lock. */
+static void arena_enlist(pm_arena_t *arena)
+{
     arena->all_next = directory.all;
     if (directory.all)
         directory.all->all_prev = arena;
@@ -136,7 +181,6 @@ static pm_arena_t *arena_create(void)
     if (++directory.mapped > directory.peak)
         directory.peak = directory.mapped;
     directory_link(arena);
-    return arena;
 }
 
 /* Read under the directory lock, so the stamps of the retained list never
@@ -191,7 +235,10 @@ static void retained_unlink(pm_pool_t *pool)
 }
 
 /* Every caller has made sure no pool of the arena holds pages (I10): none
- * is on the retained list, and unmapping gives back only the header. */
+ * is on the retained list, and unmapping gives back only the header. The
+ * arena leaves the directory now and is unmapped when the lock is dropped
+ * (I1: its registry entry goes then, before its memory). Caller holds the
+ * lock. */
 static void arena_destroy(pm_arena_t *arena)
 {
     if (arena->all_prev)
@@ -203,8 +250,8 @@ static void arena_destroy(pm_arena_t *arena)
     directory.mapped--;
     directory.empty_count--;
     directory.destroyed_total++;
-    directory.released_bytes_total += PM_ARENA_HEADER_SIZE;
-    pm_registry_unmap_arena(arena);
+    directory_count(&directory.released_bytes_total, PM_ARENA_HEADER_SIZE);
+    arena_doom(arena);
 }
 
 /* True if any pool of the arena still holds pages. */
@@ -241,7 +288,8 @@ static size_t pool_disown_pages(pm_pool_t *pool)
     unsigned touched = pool->touched_pages;
     unsigned purged = (unsigned)__builtin_popcount(pool->purged_pages & ((1u << touched) - 1));
     pool->touched_pages = 0;
-    directory.released_bytes_total += (uint64_t)(touched - purged) * PM_OS_PAGE_SIZE;
+    directory_count(&directory.released_bytes_total,
+                    (uint64_t)(touched - purged) * PM_OS_PAGE_SIZE);
     return pm_pool_bytes(pm_pool_index_of(pool));
 }
 
@@ -319,7 +367,7 @@ static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach,
 {
     pm_arena_t *arena = pm_arena_of(pool);
     purge_result_t out = {0, 0};
-    directory.retained_purges_total++;
+    directory_count(&directory.retained_purges_total, 1);
     if (arena_beyond_reserve(arena)) {
         /* The batch's ranges first: unmapped, the arena's part of the
          * space may be mapped again by anyone before a later flush. */
@@ -489,7 +537,7 @@ static void collapse_note(uint64_t now_ms)
 {
     if (pm_arena_collapsed())
         return;
-    bool in_cycle = now_ms < directory.cycle_until_ms;
+    bool in_cycle = now_ms < directory_read(&directory.cycle_until_ms);
     uint64_t trough = rounds_trough();
     uint64_t occupied = pools_occupied();
     uint64_t scaled = occupied * PM_COLLAPSE_DIVISOR;
@@ -500,7 +548,9 @@ static void collapse_note(uint64_t now_ms)
         if (!in_cycle)
             trough = directory.rebuilt_from; /* a cycle that starts here: its first round */
         if (now_ms - directory.collapse_ms < pm_options.purge_delay_ms) {
-            directory.cycle_until_ms = now_ms + PM_CYCLE_DELAYS * pm_options.purge_delay_ms;
+            atomic_store_explicit(&directory.cycle_until_ms,
+                                  now_ms + PM_CYCLE_DELAYS * pm_options.purge_delay_ms,
+                                  memory_order_relaxed);
             in_cycle = true;
         }
         if (in_cycle) { /* a round */
@@ -513,7 +563,7 @@ static void collapse_note(uint64_t now_ms)
         }
     }
     directory.collapse_ms = now_ms;
-    directory.cycle_until_ms = 0;
+    atomic_store_explicit(&directory.cycle_until_ms, 0, memory_order_relaxed);
     directory.cycle_trough = directory.rebuilt_from = UINT64_MAX;
     atomic_store_explicit(&directory.collapsed, true, memory_order_relaxed);
 }
@@ -539,9 +589,9 @@ bool pm_arena_note_parked(void)
 {
     if (pools_occupied() > atomic_load_explicit(&directory.collapse_gate, memory_order_relaxed))
         return pm_arena_collapsed();
-    pm_lock(&pm_fork_locks.arenas);
+    directory_lock();
     collapse_note(decay_now_ms());
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
     return pm_arena_collapsed();
 }
 
@@ -576,9 +626,20 @@ static unsigned release_budget(void)
  * more at a time, 0.7 + 3.5 us. A program that builds a large structure,
  * or builds it again after giving the last one back, takes pools by the
  * thousand. One that stops growing leaves the look-ahead retained, purged
- * after the delay like any other. Caller holds the lock. */
-static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_pools,
-                         uint64_t now_ms)
+ * after the delay like any other.
+ *
+ * The pages are populated by the caller, after it drops the lock: faulting
+ * in up to 256 KiB held the lock a third of pm_bench_drain's time, and
+ * every other thread's pool acquire and release waited on it
+ * (bench/results/arena-lock.md). Until then the run is counted resident
+ * already. Nothing else writes the look-ahead: it stays in this heap's home
+ * arena (I5), and a purge of it, which would take the newest retained pools
+ * last, only leaves pages resident that count as given back; populating
+ * does not change what a page holds. Should the kernel refuse, once, the
+ * run counts pages it does not hold until it is purged. Returns the bytes
+ * to populate from the pool's start, 0 for none. Caller holds the lock. */
+static size_t populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_pools,
+                           uint64_t now_ms)
 {
     unsigned first = pm_pool_index_of(pool), end = first + 1;
     /* Retained pools, within the cap and its slack: none is purged early
@@ -591,11 +652,10 @@ static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_pools
     while (end < PM_POOLS_PER_ARENA && end - first <= ahead &&
            arena->pools[end].class_index == PM_CLASS_NONE && !pm_pool_resident(&arena->pools[end]))
         end++;
-    if (end == first + 1)
-        return; /* carving populates a page at a time, as it needs them */
-    char *start = pm_pool_start(pool);
-    if (!pm_os_populate(start, (size_t)((char *)arena + (size_t)end * PM_POOL_SIZE - start)))
-        return; /* the kernel refuses: carving's writes fault the pages in */
+    /* One pool alone: carving populates a page at a time, as it needs them.
+     * The kernel refuses: carving's writes fault the pages in. */
+    if (end == first + 1 || !pm_os_can_populate())
+        return 0;
     pool->touched_pages = (uint8_t)(pm_pool_bytes(first) / PM_OS_PAGE_SIZE);
     /* The free list without the run, in its order... */
     pm_pool_t *rest = NULL, **tail = &rest;
@@ -618,6 +678,7 @@ static void populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_pools
         rest = ahead_pool;
     }
     arena->free_pools = rest;
+    return (size_t)((char *)arena + (size_t)end * PM_POOL_SIZE - pm_pool_start(pool));
 }
 
 /* The first arena of the lists by_unused[0..count), the fullest. */
@@ -629,22 +690,39 @@ static pm_arena_t *fullest_arena(pm_arena_t *const *by_unused, unsigned count)
     return NULL;
 }
 
+/* The arena to take a pool from, or NULL if none has one: the fullest, so
+ * sparse ones drain (see internal.h), of the heap's own, then of nobody's,
+ * which it makes its own (I5). */
+static pm_arena_t *arena_to_take(pm_arena_home_t *home)
+{
+    pm_arena_t *arena = fullest_arena(home->by_unused, PM_POOLS_PER_ARENA - 1);
+    return arena != NULL ? arena : fullest_arena(directory.by_unused, PM_POOLS_PER_ARENA);
+}
+
 pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, bool growing)
 {
-    pm_lock(&pm_fork_locks.arenas);
-    uint64_t now_ms = decay_now_ms();
-    /* The fullest arena first, so sparse ones drain (see internal.h): of
-     * the heap's own, then of nobody's, which it makes its own (I5). */
+    directory_lock();
     pm_arena_home_t *home = &heap->arena_home;
-    pm_arena_t *arena = fullest_arena(home->by_unused, PM_POOLS_PER_ARENA - 1);
-    if (arena == NULL)
-        arena = fullest_arena(directory.by_unused, PM_POOLS_PER_ARENA);
-    if (arena == NULL)
-        arena = arena_create();
+    pm_arena_t *arena = arena_to_take(home);
     if (arena == NULL) {
-        pm_unlock(&pm_fork_locks.arenas);
-        return NULL;
+        /* A new arena is mapped without the lock. Should another thread
+         * free a pool or map an arena meanwhile, that one is taken and the
+         * new one unmapped again: kept, it would stand beyond the reserve
+         * (I5). */
+        directory_unlock();
+        pm_arena_t *fresh = arena_map();
+        if (fresh == NULL)
+            return NULL;
+        directory_lock();
+        arena = arena_to_take(home);
+        if (arena == NULL) {
+            arena_enlist(fresh);
+            arena = fresh;
+        } else {
+            arena_doom(fresh);
+        }
     }
+    uint64_t now_ms = decay_now_ms();
     directory_unlink(arena);
     arena->home = home;
     if (arena->free_pool_count == PM_POOLS_PER_ARENA)
@@ -670,18 +748,21 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
     if (occupied > directory.in_use_peak)
         directory.in_use_peak = occupied;
     collapse_gate_update();
+    size_t populate_bytes = 0;
     if (pm_pool_resident(pool))
         retained_unlink(pool);
     else {
         retain_cap_note_bare(now_ms);
         if (growing)
-            populate_run(arena, pool, heap->pool_total, now_ms);
+            populate_bytes = populate_run(arena, pool, heap->pool_total, now_ms);
     }
     /* I2: owned before the lock drops, so no other thread (the decay, a
      * fork child's validator) ever sees it off the free list yet UNUSED. */
     pm_pool_init(pool, class_index, heap);
     decay_step(now_ms, DECAY_BATCH);
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
+    if (populate_bytes > 0)
+        pm_os_populate(pm_pool_start(pool), populate_bytes);
     return pool;
 }
 
@@ -689,7 +770,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
 void pm_arena_release_pool(pm_pool_t *pool)
 {
     pm_arena_t *arena = pm_arena_of(pool);
-    pm_lock(&pm_fork_locks.arenas);
+    directory_lock();
     uint64_t now_ms = decay_now_ms();
     /* I2: UNUSED and back on the free list in one step, under the lock. */
     pm_pool_set_owner(pool, NULL, PM_CLASS_NONE);
@@ -708,25 +789,25 @@ void pm_arena_release_pool(pm_pool_t *pool)
          * retained pool is purged. */
         if (arena_disposable(arena)) {
             arena_destroy(arena);
-            pm_unlock(&pm_fork_locks.arenas);
+            directory_unlock();
             return;
         }
     }
     directory_link(arena);
     decay_step(now_ms, release_budget());
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
 }
 
 void pm_arena_home_open(pm_arena_home_t *home)
 {
-    pm_lock(&pm_fork_locks.arenas);
+    directory_lock();
     home->open = true;
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
 }
 
 void pm_arena_home_close(pm_arena_home_t *home)
 {
-    pm_lock(&pm_fork_locks.arenas);
+    directory_lock();
     home->open = false;
     for (unsigned u = 0; u < PM_POOLS_PER_ARENA - 1; u++) {
         pm_arena_t *arena;
@@ -735,36 +816,34 @@ void pm_arena_home_close(pm_arena_home_t *home)
             directory_link(arena); /* the directory's now */
         }
     }
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
 }
 
 void pm_arena_purge_pools(pm_pool_t *const *pools, unsigned count)
 {
     pm_os_purge_batch_t batch = {.count = 0};
-    pm_lock(&pm_fork_locks.arenas);
+    directory_lock();
     for (unsigned i = 0; i < count; i++)
         if (pm_pool_resident(pools[i]))
             pm_os_purge_add(&batch, pm_pool_start(pools[i]), pool_disown_pages(pools[i]));
     pm_os_purge_flush(&batch);
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
 }
 
 void pm_arena_purge_pages(void *addr, size_t bytes)
 {
     pm_os_purge(addr, bytes);
-    pm_lock(&pm_fork_locks.arenas);
-    directory.released_bytes_total += bytes;
-    directory.in_use_purges_total++;
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_count(&directory.released_bytes_total, bytes);
+    directory_count(&directory.in_use_purges_total, 1);
 }
 
 void pm_arena_decay_tick(void)
 {
     unsigned purged;
     do {
-        pm_lock(&pm_fork_locks.arenas);
+        directory_lock();
         purged = decay_step(decay_now_ms(), DECAY_BATCH);
-        pm_unlock(&pm_fork_locks.arenas);
+        directory_unlock();
     } while (purged == DECAY_BATCH);
 }
 
@@ -774,15 +853,15 @@ void pm_arena_decay_if_due(void)
     uint64_t now_ms = decay_now_ms();
     if (oldest_ms == UINT64_MAX || now_ms - oldest_ms < pm_options.purge_delay_ms)
         return;
-    pm_lock(&pm_fork_locks.arenas);
+    directory_lock();
     decay_step(now_ms, DECAY_BATCH);
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
 }
 
 size_t pm_arena_trim(void)
 {
     size_t released = 0;
-    pm_lock(&pm_fork_locks.arenas);
+    directory_lock();
     uint64_t now_ms = decay_now_ms();
     pm_os_purge_batch_t batch = {.count = 0};
     while (directory.retained_oldest != NULL)
@@ -795,19 +874,19 @@ size_t pm_arena_trim(void)
         arena_destroy(empty);
         released += PM_ARENA_SIZE;
     }
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
     return released;
 }
 
 void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
 {
-    pm_lock(&pm_fork_locks.arenas);
+    directory_lock();
     out->arenas_mapped = directory.mapped;
     out->arenas_peak = directory.peak;
     out->arenas_created_total = directory.created_total;
     out->arenas_destroyed_total = directory.destroyed_total;
     out->arena_bytes = directory.mapped * PM_ARENA_SIZE;
-    out->released_bytes_total = directory.released_bytes_total;
+    out->released_bytes_total = directory_read(&directory.released_bytes_total);
     /* Pools in use change under their owners' hands: each field is read
      * once, atomically, and the figures are exact when the program is
      * quiescent. */
@@ -837,7 +916,7 @@ void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
         uint64_t bucket = used_bytes * PM_OCCUPANCY_BUCKETS / (PM_ARENA_SIZE - PM_ARENA_HEADER_SIZE);
         out->arena_occupancy[bucket < PM_OCCUPANCY_BUCKETS ? bucket : PM_OCCUPANCY_BUCKETS - 1]++;
     }
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
 }
 
 bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
@@ -846,7 +925,7 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
     uint64_t count = 0, in_use = 0;
     unsigned empty_arenas = 0, bare_empty_arenas = 0;
     uint64_t retained = 0;
-    pm_lock(&pm_fork_locks.arenas);
+    directory_lock();
     for (pm_arena_t *arena = directory.all; arena != NULL; arena = arena->all_next) {
         count++;
         unsigned unused = 0;
@@ -892,12 +971,21 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
         listed++;
     }
     ok &= listed == retained && retained == directory.retained_count;
-    pm_unlock(&pm_fork_locks.arenas);
+    directory_unlock();
     return ok;
 }
 
 uint64_t pm_arena_retained_purges(void) { return directory_read(&directory.retained_purges_total); }
 uint64_t pm_arena_in_use_purges(void) { return directory_read(&directory.in_use_purges_total); }
 
-void pm_arena_lock(void) { pm_lock(&pm_fork_locks.arenas); }
-void pm_arena_unlock(void) { pm_unlock(&pm_fork_locks.arenas); }
+void pm_arena_lock(void)
+{
+    directory_lock();
+    pm_lock(&pm_fork_locks.registry);
+}
+
+void pm_arena_unlock(void)
+{
+    pm_unlock(&pm_fork_locks.registry);
+    directory_unlock();
+}

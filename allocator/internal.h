@@ -273,9 +273,10 @@
  *  may take any, to free); the heap directory lock (the list of all
  *  heaps, the abandoned list); a heap's service_lock (ABANDONED heaps are
  *  worked on under it, and parked pools change hands under it, I4); the
- *  arena directory lock; the registry lock; the profile lock (profile.c's
- *  tables: a leaf, under which nothing else is locked and nothing
- *  allocates).
+ *  arena directory lock; the registry lock (taken alone but by fork: an
+ *  arena is mapped before the directory lock is taken and unmapped after
+ *  it is dropped); the profile lock (profile.c's tables: a leaf, under
+ *  which nothing else is locked and nothing allocates).
  *  None is taken by the owner of a heap on the fast path; the arena lock is
  *  taken when a pool is acquired or released, and when a heap's home opens
  *  or closes (its thread starts or exits). All are pm_lock_t (lock.c), or
@@ -555,6 +556,8 @@ PM_HIDDEN void pm_os_purge_flush(pm_os_purge_batch_t *batch);
  * (before Linux 5.14, a seccomp filter, a cgroup at its limit), it does
  * nothing again. Returns true if the pages are resident now. */
 PM_HIDDEN bool pm_os_populate(void *addr, size_t size);
+/* False once the kernel has refused pm_os_populate. */
+PM_HIDDEN bool pm_os_can_populate(void);
 /* Has the kernel hand fork children [page, page + size) zeroed; false if it
  * will not (Linux before 4.14, memory that is not private and anonymous, or
  * pages larger than PM_OS_PAGE_SIZE, when the advice would take in more). */
@@ -652,6 +655,7 @@ typedef union pm_fork_locks {
         _Alignas(PM_CACHE_LINE) pm_lock_t heaps;       /* heap.c: the heap directory */
         _Alignas(PM_CACHE_LINE) pm_lock_t shared_heap; /* heap.c: its service lock */
         _Alignas(PM_CACHE_LINE) pm_lock_t arenas;      /* arena.c: the arena directory */
+        _Alignas(PM_CACHE_LINE) pm_lock_t registry;    /* registry.c: the registry, the space */
         _Alignas(PM_CACHE_LINE) pm_lock_t stats;       /* stats.c: a report's snapshot */
         _Alignas(PM_CACHE_LINE) pm_lock_t profile;     /* profile.c: its tables */
         _Alignas(PM_CACHE_LINE) pm_rwlock_t unwinders; /* profile.c: its unwinds */
@@ -1262,6 +1266,7 @@ PM_HIDDEN void pm_arena_stats(pm_stats_t *out, uint64_t used[PM_CLASS_COUNT]);
  * validity is the visitor's call); `parked`: how many the heaps hold
  * parked, against pm_arena_parked_add's count. Only when quiescent. */
 PM_HIDDEN bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked);
+/* fork's hold on the arenas: the directory lock, then the registry lock. */
 PM_HIDDEN void pm_arena_lock(void);
 PM_HIDDEN void pm_arena_unlock(void);
 

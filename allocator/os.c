@@ -280,6 +280,8 @@ bool pm_os_populate(void *addr, size_t size)
     return true;
 }
 
+bool pm_os_can_populate(void) { return !__atomic_load_n(&populate_off, __ATOMIC_RELAXED); }
+
 bool pm_os_wipe_on_fork(void *page, size_t size)
 {
     if (getauxval(AT_PAGESZ) != PM_OS_PAGE_SIZE)

@@ -29,15 +29,16 @@
  * nor does one where the reservation fails. Free then asks the registry
  * for every pointer outside the space (pm_arenas_outside_space).
  *
- * Everything here but the lookups runs under registry_lock, which is only
- * taken under the arena directory lock: fork holds that one. */
+ * Everything here but the lookups runs under the registry lock
+ * (pm_fork_locks.registry), never under the arena directory lock, which
+ * waited on these system calls when it was (arena.c, directory_lock); fork
+ * holds both. */
 #include "internal.h"
 
 pm_registry_leaf_t *pm_registry_root[(size_t)1 << PM_REGISTRY_ROOT_BITS];
 uintptr_t pm_arena_space_base = PM_ARENA_SPACE_NONE;
 bool pm_arenas_outside_space;
 
-static pm_lock_t registry_lock = PM_LOCK_INITIALIZER;
 #define SPACE_SLOTS (PM_ARENA_SPACE_SIZE / PM_ARENA_SIZE)
 static struct {
     bool reservation_tried;
@@ -123,7 +124,7 @@ static void release_memory(void *arena)
 
 void *pm_registry_map_arena(void)
 {
-    pm_lock(&registry_lock);
+    pm_lock(&pm_fork_locks.registry);
     char *arena = space_take_slot();
     if (arena == NULL) {
         arena = pm_os_map_aligned(PM_ARENA_SIZE, PM_ARENA_SIZE);
@@ -136,14 +137,14 @@ void *pm_registry_map_arena(void)
         release_memory(arena);
         arena = NULL;
     }
-    pm_unlock(&registry_lock);
+    pm_unlock(&pm_fork_locks.registry);
     return arena;
 }
 
 void pm_registry_unmap_arena(void *arena)
 {
-    pm_lock(&registry_lock);
+    pm_lock(&pm_fork_locks.registry);
     registry_set(arena, 0); /* I1: before the memory goes */
     release_memory(arena);
-    pm_unlock(&registry_lock);
+    pm_unlock(&pm_fork_locks.registry);
 }

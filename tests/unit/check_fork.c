@@ -416,8 +416,9 @@ START_TEST(test_fork_locks_on_wiped_pages)
         if (pid == 0) {
             child_setup();
             const pm_lock_t *locks[] = {&pm_fork_locks.heaps, &pm_fork_locks.shared_heap,
-                                        &pm_fork_locks.arenas, &pm_fork_locks.stats,
-                                        &pm_fork_locks.profile, heap->service_lock};
+                                        &pm_fork_locks.arenas, &pm_fork_locks.registry,
+                                        &pm_fork_locks.stats, &pm_fork_locks.profile,
+                                        heap->service_lock};
             for (size_t i = 0; i < sizeof locks / sizeof locks[0]; i++)
                 if (atomic_load(&locks[i]->word) != 0)
                     _exit(CHILD_LOCK_HELD);
