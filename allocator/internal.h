@@ -156,10 +156,11 @@
  *  drops come within a delay of each other (rounds of a cycle, which the
  *  cap serves), and none falls to an eighth of where the rounds rebuilt
  *  from (which ends the cycle). An arena whose pools are all
- *  unused is unmapped (in the arena space: its slot mapped read-only again,
- *  I13) once none of them holds pages, except for a reserve (one by
- *  default) so a program freeing and allocating around an arena boundary
- *  does not map and unmap on every cycle. A heap keeps one empty
+ *  unused is unmapped (in the arena space: its slot's pages given back,
+ *  the slot kept for the next arena, I13) once none of them holds pages,
+ *  except for a reserve (one by default) so a program freeing and
+ *  allocating around an arena boundary does not map and unmap on every
+ *  cycle. A heap keeps one empty
  *  pool per class (I4), for its next allocation; one carved past its first
  *  page is parked instead, and goes back to its arena, pages and all, once
  *  it has been parked for the purge delay (given back by the next owner
@@ -412,12 +413,12 @@
  *      past its link, checked when the block is handed out again.
  *  I13 The arena space, once reserved, stays mapped and readable to its
  *      last byte for the life of the process: a slot with no arena reads
- *      as zeros (never written, or mapped read-only again when its arena
- *      went). So free reads the descriptor of any pointer in the space
- *      without asking the registry; a slot with no arena has a pool with no
- *      heap there, and the pointer goes to pm_pool_checked, whose tests it
- *      fails (an unused pool: pool_class 0), and which asks the registry
- *      before it reports.
+ *      as zeros (never written, or its pages given back when its arena
+ *      went, registry.c). So free reads the descriptor of any pointer in
+ *      the space without asking the registry; a slot with no arena has a
+ *      pool with no heap there, and the pointer goes to pm_pool_checked,
+ *      whose tests it fails (an unused pool: pool_class 0), and which asks
+ *      the registry before it reports.
  */
 #ifndef POOLMALLOC_INTERNAL_H
 #define POOLMALLOC_INTERNAL_H
@@ -536,8 +537,9 @@ PM_HIDDEN void pm_os_decommit(void *addr, size_t size);
 PM_HIDDEN bool pm_os_address_space_limited(void);
 /* A thread stack of `size` bytes (its lowest address) with a guard page below. */
 PM_HIDDEN void *pm_os_map_stack(size_t size);
-/* Gives the pages back to the OS; the range stays mapped and reads as zeros. */
-PM_HIDDEN void pm_os_purge(void *addr, size_t size);
+/* Gives the pages back to the OS; the range stays mapped and reads as zeros.
+ * False if the kernel refused (pages locked by mlock): they stay as they were. */
+PM_HIDDEN bool pm_os_purge(void *addr, size_t size);
 /* Ranges given back together, as pm_os_purge would one by one, in one
  * vectored call where the kernel has it (see os.c). The caller adds ranges
  * and flushes before anything else may use them: until the flush, their

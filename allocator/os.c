@@ -173,9 +173,9 @@ void *pm_os_map_stack(size_t size)
     return p + PM_OS_PAGE_SIZE;
 }
 
-void pm_os_purge(void *addr, size_t size)
+bool pm_os_purge(void *addr, size_t size)
 {
-    PM_OS_CALL(SYS_madvise, addr, size, MADV_DONTNEED);
+    return PM_OS_CALL(SYS_madvise, addr, size, MADV_DONTNEED) == 0;
 }
 
 #ifndef SYS_process_madvise

@@ -6,9 +6,20 @@
  * Two answers, a fast one and an exact one:
  *
  *  - The arena space: one range of PM_ARENA_SPACE_SIZE bytes reserved at
- *    the first arena, read-only and unbacked, from which arenas are
- *    committed one slot at a time (the lowest free slot first, so the space
- *    used stays compact). Whether an address lies in it is a subtract and a
+ *    the first arena, read-only and unbacked, whose slots arenas are
+ *    mapped in (the lowest free slot first, so the space used stays
+ *    compact). A slot is committed (made writable) when first taken, with
+ *    the free slots after it, COMMIT_AHEAD_SLOTS in all, and stays
+ *    committed: its arena unmapped, its pages are given back (MADV_DONTNEED,
+ *    so it reads as zeros again) and the slot waits for the next arena.
+ *    mprotect and mmap take the kernel's lock on the address space for
+ *    writing, which waits for every page fault and madvise of the process
+ *    in progress and holds off the next: one for each arena mapped and one
+ *    for each unmapped left pm_bench_drain's 8 threads waiting on one
+ *    another (bench/results/arena-lock.md). What this gives up: a write to
+ *    an unmapped arena's slot no longer faults, and the commit charge
+ *    (counted only under vm.overcommit_memory=2) stays at the most the
+ *    process mapped. Whether an address lies in it is a subtract and a
  *    shift (pm_arena_space_contains), which is what free asks first. The
  *    whole space stays readable (I13), so free may read the descriptor of
  *    any address in it: a slot with no arena reads as zeros, a pool with no
@@ -43,7 +54,21 @@ bool pm_arenas_outside_space;
 static struct {
     bool reservation_tried;
     size_t lowest_free; /* no slot below this one is free */
+    /* A bit for each slot that is committed; .bss: a page of it is backed
+     * once it is written, for 8 GiB of space. */
+    uint64_t committed[SPACE_SLOTS / 64];
 } space;
+/* Slots committed in one call: 2 MiB, one mprotect for 8 arenas. */
+#define COMMIT_AHEAD_SLOTS 8
+
+static bool slot_committed(size_t slot) { return (space.committed[slot / 64] >> (slot % 64)) & 1; }
+
+static void slot_mark_committed(size_t slot, bool committed)
+{
+    uint64_t bit = (uint64_t)1 << (slot % 64);
+    space.committed[slot / 64] = committed ? space.committed[slot / 64] | bit
+                                           : space.committed[slot / 64] & ~bit;
+}
 
 static void registry_set(void *arena_base, uint8_t value)
 {
@@ -88,6 +113,21 @@ static void space_reserve(void)
     __atomic_store_n(&pm_arena_space_base, (uintptr_t)base, __ATOMIC_RELEASE);
 }
 
+/* Commits free slot `first` of the space, with the uncommitted free slots
+ * after it, COMMIT_AHEAD_SLOTS in all at most. */
+static bool space_commit(uintptr_t base, size_t first)
+{
+    size_t end = first + 1;
+    while (end < SPACE_SLOTS && end - first < COMMIT_AHEAD_SLOTS && !slot_committed(end) &&
+           !pm_registry_contains((char *)base + end * PM_ARENA_SIZE))
+        end++;
+    if (!pm_os_commit((char *)base + first * PM_ARENA_SIZE, (end - first) * PM_ARENA_SIZE))
+        return false;
+    for (size_t slot = first; slot < end; slot++)
+        slot_mark_committed(slot, true);
+    return true;
+}
+
 /* The lowest free slot of the space, committed; NULL if there is none. */
 static void *space_take_slot(void)
 {
@@ -101,7 +141,7 @@ static void *space_take_slot(void)
         if (pm_registry_contains(slot))
             continue;
         space.lowest_free = i;
-        if (!pm_os_commit(slot, PM_ARENA_SIZE))
+        if (!slot_committed(i) && !space_commit(base, i))
             return NULL;
         space.lowest_free = i + 1;
         return slot;
@@ -109,17 +149,19 @@ static void *space_take_slot(void)
     return NULL;
 }
 
-/* An arena's memory goes back: to the space, or to the OS. */
-static void release_memory(void *arena)
+/* A slot of the space is free again, its pages given back if `purged`.
+ * It stays committed, unless its pages would not go (MADV_DONTNEED fails
+ * on pages a program has locked with mlockall): the next arena in it must
+ * find zeros (I13). Under the registry lock. */
+static void space_free_slot(void *arena, bool purged)
 {
-    if (pm_arena_space_contains(arena)) {
-        pm_os_decommit(arena, PM_ARENA_SIZE); /* I13 */
-        size_t slot = ((uintptr_t)arena - pm_arena_space_base) / PM_ARENA_SIZE;
-        if (slot < space.lowest_free)
-            space.lowest_free = slot;
-    } else {
-        pm_os_unmap(arena, PM_ARENA_SIZE);
+    size_t slot = ((uintptr_t)arena - pm_arena_space_base) / PM_ARENA_SIZE;
+    if (!purged) {
+        pm_os_decommit(arena, PM_ARENA_SIZE);
+        slot_mark_committed(slot, false);
     }
+    if (slot < space.lowest_free)
+        space.lowest_free = slot;
 }
 
 void *pm_registry_map_arena(void)
@@ -134,17 +176,28 @@ void *pm_registry_map_arena(void)
             __atomic_store_n(&pm_arenas_outside_space, true, __ATOMIC_RELAXED);
     }
     if (arena != NULL && !registry_add(arena)) {
-        release_memory(arena);
+        if (pm_arena_space_contains(arena))
+            space_free_slot(arena, false);
+        else
+            pm_os_unmap(arena, PM_ARENA_SIZE);
         arena = NULL;
     }
     pm_unlock(&pm_fork_locks.registry);
     return arena;
 }
 
+/* The system calls are made without the lock, which arenas being mapped
+ * wait for: a slot's pages go before the slot is free for another arena,
+ * an arena outside the space once the registry no longer has it (I1). */
 void pm_registry_unmap_arena(void *arena)
 {
+    bool in_space = pm_arena_space_contains(arena);
+    bool purged = in_space && pm_os_purge(arena, PM_ARENA_SIZE);
     pm_lock(&pm_fork_locks.registry);
-    registry_set(arena, 0); /* I1: before the memory goes */
-    release_memory(arena);
+    registry_set(arena, 0);
+    if (in_space)
+        space_free_slot(arena, purged);
     pm_unlock(&pm_fork_locks.registry);
+    if (!in_space)
+        pm_os_unmap(arena, PM_ARENA_SIZE);
 }

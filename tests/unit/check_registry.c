@@ -6,7 +6,9 @@
 #include "support.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 static int static_data[16] = {1, 2, 3};
@@ -241,14 +243,46 @@ START_TEST(test_arenas_from_space)
 }
 END_TEST
 
+/* Whether the mapping holding `addr` is writable, from /proc/self/maps. */
+static bool writable_at(uintptr_t addr)
+{
+    FILE *maps = fopen("/proc/self/maps", "r");
+    ck_assert_ptr_nonnull(maps);
+    char line[512], perms[5] = "";
+    unsigned long start, end;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, maps) != NULL)
+        found = sscanf(line, "%lx-%lx %4s", &start, &end, perms) == 3 && start <= addr &&
+                addr < end;
+    fclose(maps);
+    ck_assert(found);
+    return perms[1] == 'w';
+}
+
+/* A slot is made writable with the ones after it, 2 MiB at a time: one
+ * mprotect for eight arenas (registry.c says why); the rest stays
+ * read-only. */
+START_TEST(test_space_committed_ahead)
+{
+    void *p = pm_malloc(64);
+    ck_assert_uint_eq(pm_test_arena_base(p), space_base());
+    for (unsigned slot = 0; slot < 8; slot++)
+        ck_assert(writable_at(space_base() + slot * PM_ARENA_SIZE));
+    ck_assert(!writable_at(space_base() + 8 * PM_ARENA_SIZE));
+    ck_assert(!writable_at(space_base() + PM_ARENA_SPACE_SIZE - 1));
+    pm_free(p);
+}
+END_TEST
+
 static void *stale_block;
 static void misuse_free_stale(void)
 {
     pm_free(stale_block);
 }
 
-/* An arena that goes leaves its slot readable and zero (I13), not owned;
- * a block of it freed again is reported as such; and the next arena takes
+/* An arena that goes leaves its slot readable and zero (I13), not owned,
+ * its pages given back and the slot still writable for the next arena; a
+ * block of it freed again is reported as such; and the next arena takes
  * the lowest free slot again. */
 START_TEST(test_space_slot_reused)
 {
@@ -267,6 +301,14 @@ START_TEST(test_space_slot_reused)
     ck_assert_uint_eq(s.arenas_mapped, 0);
     for (uintptr_t a = space_base(); a <= last; a += PM_ARENA_SIZE) {
         ck_assert(!pm_owns((void *)a));
+        /* Before the reads below, which map the zero page. */
+        unsigned char in_core[PM_ARENA_SIZE / PM_OS_PAGE_SIZE];
+        ck_assert_int_eq(mincore((void *)a, PM_ARENA_SIZE, in_core), 0);
+        unsigned resident = 0;
+        for (size_t page = 0; page < sizeof in_core; page++)
+            resident += in_core[page] & 1;
+        ck_assert_uint_eq(resident, 0);
+        ck_assert(writable_at(a));
         ck_assert_uint_eq(*(volatile uint64_t *)(a + PM_ARENA_HEADER_SIZE + 4096), 0);
         ck_assert_uint_eq(*(volatile uint64_t *)a, 0); /* the descriptors, zero */
     }
@@ -357,6 +399,7 @@ Suite *make_registry_suite(void)
 
     tc = tcase_create("space");
     tcase_add_test(tc, test_arenas_from_space);
+    tcase_add_test(tc, test_space_committed_ahead);
     tcase_add_test(tc, test_space_slot_reused);
     tcase_add_test(tc, test_misuse_in_space_without_arena);
     tcase_add_test_raise_signal(tc, test_no_space_under_address_limit, SIGABRT);
