@@ -74,6 +74,10 @@ static struct { /* under pm_fork_locks.arenas, the arena directory lock */
     /* Arenas out of the directory, to be unmapped once the lock is
      * dropped (directory_unlock), linked through all_next. */
     pm_arena_t *doomed;
+    /* Purges made without the lock, in progress (purge_work_t); fork waits
+     * for none (pm_arena_lock), and says so in fork_waiting. */
+    _Atomic uint32_t purges_in_flight;
+    bool fork_waiting;
 } directory = {
     .rebuilt_from = UINT64_MAX, .cycle_trough = UINT64_MAX, .retained_oldest_ms = UINT64_MAX};
 
@@ -270,10 +274,11 @@ static bool arena_beyond_reserve(const pm_arena_t *arena)
            directory.empty_count > pm_options.reserve_arenas;
 }
 
-/* I5: an empty arena beyond the reserve that holds no pages is unmapped. */
+/* I5: an empty arena beyond the reserve that holds no pages is unmapped,
+ * once no purge of it is in progress. */
 static bool arena_disposable(const pm_arena_t *arena)
 {
-    return arena_beyond_reserve(arena) && !arena_resident(arena);
+    return arena_beyond_reserve(arena) && arena->purges_pending == 0 && !arena_resident(arena);
 }
 
 /* The pool's pages count as given back to the OS, which the caller does
@@ -349,29 +354,82 @@ static unsigned run_reach(pm_arena_t *arena, unsigned from, int step, purge_reac
     return edge;
 }
 
+/* Purges chosen under the directory lock, to be made (`deferred`) after it
+ * is dropped: a retained pool's madvise held the lock, and every other
+ * thread's pool acquire and release waited on it and on the kernel's lock
+ * on the address space behind it (bench/results/arena-lock.md). Until the
+ * ranges are purged, their pools must not be handed out, nor their arena
+ * unmapped: the arenas they lie in are taken off the directory's lists
+ * (purges_pending), and go back on them, or are unmapped if they may be,
+ * once the purges are made (purge_work_finish). malloc_trim's work is not
+ * deferred: it is purged before the lock is dropped. */
+typedef struct {
+    pm_os_purge_batch_t batch;
+    bool deferred;
+    unsigned arena_count;
+    pm_arena_t *arenas[PM_OS_PURGE_BATCH];
+} purge_work_t;
+
+/* Whether another range might not fit: decay_step stops there. */
+static bool purge_work_full(const purge_work_t *work)
+{
+    return work->batch.count == PM_OS_PURGE_BATCH || work->arena_count == PM_OS_PURGE_BATCH;
+}
+
+static void purge_work_add(purge_work_t *work, pm_arena_t *arena, void *start, size_t bytes)
+{
+    if (work->deferred) {
+        unsigned i = 0;
+        while (i < work->arena_count && work->arenas[i] != arena)
+            i++;
+        if (i == work->arena_count) {
+            work->arenas[work->arena_count++] = arena;
+            /* It has a retained pool, so it is on a list, unless another
+             * purge in progress took it off. */
+            if (arena->purges_pending++ == 0)
+                directory_unlink(arena);
+        }
+    }
+    pm_os_purge_add(&work->batch, start, bytes);
+}
+
+/* The work's ranges are purged: its arenas go back on their lists, or are
+ * unmapped (I5). Caller holds the lock. */
+static void purge_work_finish(purge_work_t *work)
+{
+    for (unsigned i = 0; i < work->arena_count; i++) {
+        pm_arena_t *arena = work->arenas[i];
+        if (--arena->purges_pending > 0)
+            continue;
+        if (arena_disposable(arena))
+            arena_destroy(arena);
+        else
+            directory_link(arena);
+    }
+}
+
 /* I10: a retained pool's pages go back to the OS. If every pool of its
  * arena is unused and the arena is not in the reserve, the arena goes
  * whole (I5): its resident pools, all of them retained, leave the list
  * together, and one munmap takes their pages; the pools purged with it may
  * be younger than the delay and the cap asks (at most an arena's worth).
- * Else the retained pools next to it in its arena that the purge reaches go
- * in the same range, added to `batch` (pm_os_purge_add), which the caller
- * flushes before it drops the lock. Pools a program frees one after another
+ * Else (and while a purge of the arena is in progress) the retained pools
+ * next to it in its arena that the purge reaches go in the same range,
+ * added to `work`. Pools a program frees one after another
  * are often neighbours: one range for the run, where one for each pool made
  * churn-2t's end 397 calls (212 now, with the cap's slack), and above 33
  * pages Linux flushes the TLB once for the range, not page by page
  * (bench/pagecost.c on this project's PVM guests: 1.0 us a page 256 KiB at a
  * time, 4.5 a pool at a time). Caller holds the lock. */
-static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach,
-                                     pm_os_purge_batch_t *batch)
+static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach, purge_work_t *work)
 {
     pm_arena_t *arena = pm_arena_of(pool);
     purge_result_t out = {0, 0};
     directory_count(&directory.retained_purges_total, 1);
-    if (arena_beyond_reserve(arena)) {
+    if (arena_beyond_reserve(arena) && arena->purges_pending == 0) {
         /* The batch's ranges first: unmapped, the arena's part of the
          * space may be mapped again by anyone before a later flush. */
-        pm_os_purge_flush(batch);
+        pm_os_purge_flush(&work->batch);
         out.bytes = PM_ARENA_HEADER_SIZE;
         for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++)
             if (pm_pool_resident(&arena->pools[k]))
@@ -385,7 +443,7 @@ static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach,
     unsigned last = run_reach(arena, pm_pool_index_of(pool), +1, reach, &out);
     char *start = pm_pool_start(&arena->pools[first]);
     size_t bytes = (size_t)((char *)arena + (size_t)(last + 1) * PM_POOL_SIZE - start);
-    pm_os_purge_add(batch, start, bytes);
+    purge_work_add(work, arena, start, bytes);
     return out;
 }
 
@@ -453,36 +511,66 @@ static uint64_t retain_cap_grow(uint64_t now_ms)
     return directory.retain_cap;
 }
 
-/* I10, the amortized part: purges retained pools, oldest first, that have
- * been unused for POOLMALLOC_PURGE_DELAY or stand above the cap, in at most
- * `budget` purges (a run or an arena purged whole counts once). The cap
- * purges once the list stands its slack (pm_retain_slack) above it, and
- * then down to it. The list is in release order, so the first pool that is
- * young enough and within the cap ends the walk. Returns how many purges
- * it made. Caller holds the lock. */
-static unsigned decay_step(uint64_t now_ms, unsigned budget)
+/* I10, the amortized part: chooses retained pools to purge into `work`,
+ * oldest first, that have been unused for POOLMALLOC_PURGE_DELAY or stand
+ * above the cap, in at most `budget` purges (a run or an arena purged
+ * whole counts once), or until the work is full. The cap purges once the
+ * list stands its slack (pm_retain_slack) above it, and then down to it
+ * (*over: it has begun to, in an earlier step). The list is in release
+ * order, so the first pool that is young enough and within the cap ends
+ * the walk. Returns how many purges it chose. Caller holds the lock. */
+static unsigned decay_step(uint64_t now_ms, unsigned budget, purge_work_t *work, bool *over)
 {
     uint64_t cap = retain_cap(now_ms);
-    uint64_t slack = pm_retain_slack(cap);
+    uint64_t slack = *over ? 0 : pm_retain_slack(cap);
     unsigned purged = 0;
-    pm_os_purge_batch_t batch = {.count = 0};
     pm_pool_t *pool;
-    while (purged < budget && (pool = directory.retained_oldest) != NULL) {
+    while (purged < budget && !purge_work_full(work) &&
+           (pool = directory.retained_oldest) != NULL) {
         if (!retained_expired(pool, now_ms) &&
             (directory.retained_count <= cap + slack ||
              (!pm_arena_collapsed() &&
               directory.retained_count <= (cap = retain_cap_grow(now_ms)) + slack)))
             break;
         slack = 0; /* over: back down to the cap */
-        purge_result_t gone = retained_purge(pool, (purge_reach_t){now_ms, cap}, &batch);
+        *over = true;
+        purge_result_t gone = retained_purge(pool, (purge_reach_t){now_ms, cap}, work);
         if (gone.early > 0) {
             directory.cap_purged_pending += gone.early;
             directory.cap_purged_ms = now_ms;
         }
         purged++;
     }
-    pm_os_purge_flush(&batch);
     return purged;
+}
+
+/* decay_step's purges, up to `budget`, made after the lock is dropped, in
+ * rounds of one work each. Called with the lock held; returns with it
+ * dropped, and how many purges were made. */
+static unsigned decay_and_unlock(uint64_t now_ms, unsigned budget)
+{
+    unsigned total = 0;
+    bool over = false;
+    for (;;) {
+        purge_work_t work = {.batch.count = 0, .deferred = true, .arena_count = 0};
+        total += decay_step(now_ms, budget - total, &work, &over);
+        bool more = total < budget && purge_work_full(&work);
+        if (work.arena_count > 0) {
+            atomic_fetch_add_explicit(&directory.purges_in_flight, 1, memory_order_relaxed);
+            directory_unlock();
+            pm_os_purge_flush(&work.batch);
+            directory_lock();
+            purge_work_finish(&work);
+            if (atomic_fetch_sub_explicit(&directory.purges_in_flight, 1,
+                                          memory_order_relaxed) == 1 &&
+                directory.fork_waiting)
+                pm_os_futex_wake(&directory.purges_in_flight, 1);
+        }
+        if (!more)
+            break;
+    }
+    directory_unlock();
+    return total;
 }
 
 /* Pools in use less the parked, which are empty. Both counts are atomic:
@@ -759,8 +847,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
     /* I2: owned before the lock drops, so no other thread (the decay, a
      * fork child's validator) ever sees it off the free list yet UNUSED. */
     pm_pool_init(pool, class_index, heap);
-    decay_step(now_ms, DECAY_BATCH);
-    directory_unlock();
+    decay_and_unlock(now_ms, DECAY_BATCH);
     if (populate_bytes > 0)
         pm_os_populate(pm_pool_start(pool), populate_bytes);
     return pool;
@@ -774,7 +861,9 @@ void pm_arena_release_pool(pm_pool_t *pool)
     uint64_t now_ms = decay_now_ms();
     /* I2: UNUSED and back on the free list in one step, under the lock. */
     pm_pool_set_owner(pool, NULL, PM_CLASS_NONE);
-    if (arena->free_pool_count > 0)
+    /* Off the lists while a purge of it is in progress (purge_work_t). */
+    bool listed = arena->purges_pending == 0;
+    if (listed && arena->free_pool_count > 0)
         directory_unlink(arena);
     pool->next = arena->free_pools;
     arena->free_pools = pool;
@@ -793,9 +882,9 @@ void pm_arena_release_pool(pm_pool_t *pool)
             return;
         }
     }
-    directory_link(arena);
-    decay_step(now_ms, release_budget());
-    directory_unlock();
+    if (listed)
+        directory_link(arena);
+    decay_and_unlock(now_ms, release_budget());
 }
 
 void pm_arena_home_open(pm_arena_home_t *home)
@@ -819,6 +908,8 @@ void pm_arena_home_close(pm_arena_home_t *home)
     directory_unlock();
 }
 
+/* The pools are the caller's, so nobody else may hand them out or unmap
+ * their arenas meanwhile: the purge is made without the lock. */
 void pm_arena_purge_pools(pm_pool_t *const *pools, unsigned count)
 {
     pm_os_purge_batch_t batch = {.count = 0};
@@ -826,8 +917,8 @@ void pm_arena_purge_pools(pm_pool_t *const *pools, unsigned count)
     for (unsigned i = 0; i < count; i++)
         if (pm_pool_resident(pools[i]))
             pm_os_purge_add(&batch, pm_pool_start(pools[i]), pool_disown_pages(pools[i]));
-    pm_os_purge_flush(&batch);
     directory_unlock();
+    pm_os_purge_flush(&batch);
 }
 
 void pm_arena_purge_pages(void *addr, size_t bytes)
@@ -842,8 +933,7 @@ void pm_arena_decay_tick(void)
     unsigned purged;
     do {
         directory_lock();
-        purged = decay_step(decay_now_ms(), DECAY_BATCH);
-        directory_unlock();
+        purged = decay_and_unlock(decay_now_ms(), DECAY_BATCH);
     } while (purged == DECAY_BATCH);
 }
 
@@ -854,8 +944,7 @@ void pm_arena_decay_if_due(void)
     if (oldest_ms == UINT64_MAX || now_ms - oldest_ms < pm_options.purge_delay_ms)
         return;
     directory_lock();
-    decay_step(now_ms, DECAY_BATCH);
-    directory_unlock();
+    decay_and_unlock(now_ms, DECAY_BATCH);
 }
 
 size_t pm_arena_trim(void)
@@ -863,11 +952,11 @@ size_t pm_arena_trim(void)
     size_t released = 0;
     directory_lock();
     uint64_t now_ms = decay_now_ms();
-    pm_os_purge_batch_t batch = {.count = 0};
+    purge_work_t work = {.batch.count = 0, .deferred = false, .arena_count = 0};
     while (directory.retained_oldest != NULL)
         released +=
-            retained_purge(directory.retained_oldest, (purge_reach_t){now_ms, 0}, &batch).bytes;
-    pm_os_purge_flush(&batch);
+            retained_purge(directory.retained_oldest, (purge_reach_t){now_ms, 0}, &work).bytes;
+    pm_os_purge_flush(&work.batch);
     pm_arena_t *empty;
     while ((empty = directory.by_unused[PM_POOLS_PER_ARENA - 1]) != NULL) {
         directory_unlink(empty);
@@ -944,7 +1033,7 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked)
             ok &= filed && (arena->prev == NULL) == (*directory_list(arena) == arena);
         }
         in_use += PM_POOLS_PER_ARENA - unused;
-        ok &= pm_registry_contains(arena); /* I1 */
+        ok &= pm_registry_contains(arena) && arena->purges_pending == 0; /* I1, I5 */
         empty_arenas += unused == PM_POOLS_PER_ARENA;
         bare_empty_arenas += unused == PM_POOLS_PER_ARENA && !arena_resident(arena);
         for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
@@ -981,6 +1070,17 @@ uint64_t pm_arena_in_use_purges(void) { return directory_read(&directory.in_use_
 void pm_arena_lock(void)
 {
     directory_lock();
+    /* No purge in progress without the lock: in the child, none would end. */
+    uint32_t in_flight;
+    while ((in_flight = atomic_load_explicit(&directory.purges_in_flight, memory_order_relaxed)) >
+           0) {
+        directory.fork_waiting = true;
+        directory_unlock();
+        pm_os_futex_wait(&directory.purges_in_flight, in_flight, NULL);
+        directory_lock();
+    }
+    if (directory.fork_waiting)
+        directory.fork_waiting = false;
     pm_lock(&pm_fork_locks.registry);
 }
 

@@ -350,7 +350,8 @@
  *      unless a thread adopted the heap first. An ORPHANED heap's are given
  *      back as an OWNED heap's.
  *  I5  An arena with u >= 1 unused pools is on list u - 1 of its home (a
- *      heap's, which is open), or of the directory if it has no home; an
+ *      heap's, which is open), or of the directory if it has no home,
+ *      unless purges of its pools are in progress (purges_pending); an
  *      arena with none is on no list. An arena whose pools are all unused
  *      has no home. List PM_POOLS_PER_ARENA - 1 of the directory (every
  *      pool unused) holds at most POOLMALLOC_RESERVE_ARENAS arenas (the
@@ -399,9 +400,12 @@
  *      while the pools have collapsed. A purged
  *      pool is carved afresh, so nothing reads its zeroed pages as a free
  *      list. Purges made together (pm_os_purge_batch_t) reach the kernel
- *      before the directory lock is dropped, before any of their pools is
- *      back in an arena, and before an arena is unmapped: a range purged
- *      late would zero blocks another heap has carved since.
+ *      before any of their pools can be handed out and before their arena
+ *      is unmapped: a range purged late would zero blocks another heap has
+ *      carved since. The decay's are made after the directory lock is
+ *      dropped, while their arenas are off the lists (purges_pending, I5);
+ *      malloc_trim's before it is dropped; an owner's, of its own pools,
+ *      before it releases them.
  *  I12 Every link of a free list or a remote_free stack is stored encoded
  *      (pm_link_set) and decoded only through pm_link_get; a pool's link is
  *      checked (pm_link_next) before it becomes the list's head, and a
@@ -843,6 +847,10 @@ typedef struct pm_arena {
     pm_arena_home_t *home;                /* the heap's that took it, or NULL (I5) */
     struct pm_arena *all_next, *all_prev; /* every mapped arena */
     uint32_t free_pool_count;
+    /* Purges of its pools in progress without the directory lock: while
+     * any is, the arena is on no list (I5) and not unmapped (arena.c,
+     * purge_work_t). */
+    uint32_t purges_pending;
 } pm_arena_t;
 _Static_assert(sizeof(pm_arena_t) <= PM_ARENA_HEADER_SIZE, "arena header overflows pool 0");
 _Static_assert(offsetof(pm_arena_t, pools) == 0 && sizeof(pm_pool_t) == 8 * sizeof(void *),
@@ -1255,8 +1263,8 @@ PM_HIDDEN uint64_t pm_arena_retained_purges(void);
 /* How many calls to the kernel have given back pages of pools in use
  * (pm_arena_purge_pages). */
 PM_HIDDEN uint64_t pm_arena_in_use_purges(void);
-/* Purges the pages of `count` pools (I10) in one batch (pm_os_purge_add)
- * and counts them. */
+/* Purges the pages of `count` IN USE pools of the caller's (I10) in one
+ * batch (pm_os_purge_add), without the directory lock, and counts them. */
 PM_HIDDEN void pm_arena_purge_pools(pm_pool_t *const *pools, unsigned count);
 /* Purges `bytes` of an IN USE pool at `addr` (page aligned) and counts them. */
 PM_HIDDEN void pm_arena_purge_pages(void *addr, size_t bytes);
