@@ -9,9 +9,10 @@
  *    the first arena, read-only and unbacked, whose slots arenas are
  *    mapped in (the lowest free slot first, so the space used stays
  *    compact). A slot is committed (made writable) when first taken, with
- *    the free slots after it, COMMIT_AHEAD_SLOTS in all, and stays
- *    committed: its arena unmapped, its pages are given back (MADV_DONTNEED,
- *    so it reads as zeros again) and the slot waits for the next arena.
+ *    free slots after it (an eighth as many as are below it,
+ *    COMMIT_AHEAD_*), and stays committed: its arena unmapped, its pages
+ *    are given back (MADV_DONTNEED, so it reads as zeros again) and the
+ *    slot waits for the next arena.
  *    mprotect and mmap take the kernel's lock on the address space for
  *    writing, which waits for every page fault and madvise of the process
  *    in progress and holds off the next: one for each arena mapped and one
@@ -58,8 +59,11 @@ static struct {
      * once it is written, for 8 GiB of space. */
     uint64_t committed[SPACE_SLOTS / 64];
 } space;
-/* Slots committed in one call: 2 MiB, one mprotect for 8 arenas. */
-#define COMMIT_AHEAD_SLOTS 8
+/* Slots committed in one call: an eighth of the slots below (the space is
+ * used from its bottom up, so about an eighth of the arenas mapped), 2 MiB
+ * at least and 64 MiB at most. */
+#define COMMIT_AHEAD_MIN 8
+#define COMMIT_AHEAD_MAX 256
 
 static bool slot_committed(size_t slot) { return (space.committed[slot / 64] >> (slot % 64)) & 1; }
 
@@ -114,11 +118,14 @@ static void space_reserve(void)
 }
 
 /* Commits free slot `first` of the space, with the uncommitted free slots
- * after it, COMMIT_AHEAD_SLOTS in all at most. */
+ * after it, as many as COMMIT_AHEAD_* allow in all. */
 static bool space_commit(uintptr_t base, size_t first)
 {
+    size_t ahead = first / 8;
+    ahead = ahead < COMMIT_AHEAD_MIN ? COMMIT_AHEAD_MIN
+                                     : ahead > COMMIT_AHEAD_MAX ? COMMIT_AHEAD_MAX : ahead;
     size_t end = first + 1;
-    while (end < SPACE_SLOTS && end - first < COMMIT_AHEAD_SLOTS && !slot_committed(end) &&
+    while (end < SPACE_SLOTS && end - first < ahead && !slot_committed(end) &&
            !pm_registry_contains((char *)base + end * PM_ARENA_SIZE))
         end++;
     if (!pm_os_commit((char *)base + first * PM_ARENA_SIZE, (end - first) * PM_ARENA_SIZE))
