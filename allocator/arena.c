@@ -975,6 +975,7 @@ void pm_arena_stats(pm_stats_t *out, uint64_t used_blocks[PM_CLASS_COUNT])
     out->arenas_created_total = directory.created_total;
     out->arenas_destroyed_total = directory.destroyed_total;
     out->arena_bytes = directory.mapped * PM_ARENA_SIZE;
+    out->metadata_bytes += directory.mapped * PM_ARENA_HEADER_SIZE;
     out->released_bytes_total = directory_read(&directory.released_bytes_total);
     /* Pools in use change under their owners' hands: each field is read
      * once, atomically, and the figures are exact when the program is

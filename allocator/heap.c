@@ -46,6 +46,9 @@ static struct { /* under pm_fork_locks.heaps, the heap directory lock */
     pm_heap_t *abandoned; /* ABANDONED heaps waiting for a thread */
     char *slab_next, *slab_end;
     pm_lock_t *slab_locks; /* the current slab's next free service lock */
+    /* The slabs' lock pages and the heaps carved, for the stats' metadata
+     * (the part of a slab not yet carved is mapped, never touched). */
+    size_t bytes;
     /* Whether fork children get every lock zeroed: pm_fork_locks' page and
      * every slab's first. Asked of the kernel at the first fork and at each
      * new slab; until then, or should it refuse, pm_fork_child initializes
@@ -1241,9 +1244,60 @@ static void parcel_count_mark(uint32_t mark, bool added)
  * space (up to the last block taken) for each block taken. */
 typedef struct idle_take {
     pm_heap_parcel_t *parcels; /* the newest first */
+    uint64_t parcel_bytes;     /* theirs when taken, in parcel_bytes_in_use */
     uint64_t *taken_map;
     size_t map_bytes;
 } idle_take_t;
+
+/* What the parcels published to heaps hold, for the stats' metadata: a
+ * page for each one's header, and 4 bytes an entry (a parcel is touched as
+ * it fills). Counted before a list is published and taken off after it is
+ * taken back, so it never falls below what is in the heaps. */
+static _Atomic uint64_t parcel_bytes_in_use;
+
+static uint64_t parcels_bytes(const pm_heap_parcel_t *list)
+{
+    uint64_t bytes = 0;
+    for (const pm_heap_parcel_t *p = list; p != NULL; p = p->next)
+        bytes += PM_OS_PAGE_SIZE + (uint64_t)(p->blocks + p->marks) * sizeof(uint32_t);
+    return bytes;
+}
+
+/* The heap's parcels, taken off it to be added to (under its service_lock
+ * or the heap directory lock, as the callers say). */
+static idle_take_t idle_take_begin(pm_heap_t *heap)
+{
+    idle_take_t take = {
+        .parcels = atomic_exchange_explicit(&heap->parcels, NULL, memory_order_acquire)};
+    take.parcel_bytes = parcels_bytes(take.parcels);
+    return take;
+}
+
+/* Puts a list of parcels, the newest first, ahead of the heap's. */
+static void parcels_publish(pm_heap_t *heap, pm_heap_parcel_t *list)
+{
+    pm_heap_parcel_t *oldest = list;
+    while (oldest->next != NULL)
+        oldest = oldest->next;
+    pm_heap_parcel_t *head = atomic_load_explicit(&heap->parcels, memory_order_relaxed);
+    do
+        oldest->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&heap->parcels, &head, list,
+                                                  memory_order_release, memory_order_relaxed));
+}
+
+/* Ends a take: its parcels go back to the heap, ahead of any published
+ * meanwhile, and what was added to them counts. */
+static void idle_take_end(pm_heap_t *heap, idle_take_t *take)
+{
+    if (take->parcels == NULL)
+        return;
+    /* Modular: the marks made afresh may be fewer than those dropped. */
+    atomic_fetch_add_explicit(&parcel_bytes_in_use,
+                              parcels_bytes(take->parcels) - take->parcel_bytes,
+                              memory_order_relaxed);
+    parcels_publish(heap, take->parcels);
+}
 
 /* Makes sure the newest parcel has room, mapping one if need be; false if
  * none could be mapped. */
@@ -1355,19 +1409,6 @@ static size_t idle_take_purge(idle_take_t *take)
     return purged;
 }
 
-/* Puts a list of parcels, the newest first, ahead of the heap's. */
-static void parcels_publish(pm_heap_t *heap, pm_heap_parcel_t *list)
-{
-    pm_heap_parcel_t *oldest = list;
-    while (oldest->next != NULL)
-        oldest = oldest->next;
-    pm_heap_parcel_t *head = atomic_load_explicit(&heap->parcels, memory_order_relaxed);
-    do
-        oldest->next = head;
-    while (!atomic_compare_exchange_weak_explicit(&heap->parcels, &head, list,
-                                                  memory_order_release, memory_order_relaxed));
-}
-
 /* Takes the blocks waiting in an OWNED heap that is not the caller's, and
  * gives back the pages only they overlap. Under the heap directory lock: a
  * fork waits for it, and the heap stays OWNED. Returns the pages given
@@ -1378,8 +1419,7 @@ static size_t heap_take_for_idle_owner(pm_heap_t *heap)
      * blocks were freed some before it and some after is given back now.
      * Their marks are made afresh (their pages found again, as only their
      * blocks still overlap them), so that no page is counted twice. */
-    idle_take_t take = {
-        .parcels = atomic_exchange_explicit(&heap->parcels, NULL, memory_order_acquire)};
+    idle_take_t take = idle_take_begin(heap);
     for (pm_heap_parcel_t *p = take.parcels; p != NULL; p = p->next) {
         for (uint32_t i = 0; i < p->marks; i++)
             parcel_count_mark(parcel_mark(p, i), false);
@@ -1390,7 +1430,7 @@ static size_t heap_take_for_idle_owner(pm_heap_t *heap)
     if (take.parcels == NULL)
         return 0;
     size_t purged = idle_take_purge(&take);
-    parcels_publish(heap, take.parcels);
+    idle_take_end(heap, &take);
     return purged;
 }
 
@@ -1419,13 +1459,11 @@ static bool remote_ring_spill(pm_heap_t *owner)
     bool spilled = false;
     pm_lock(owner->service_lock);
     if (heap_owned(owner)) {
-        idle_take_t take = {
-            .parcels = atomic_exchange_explicit(&owner->parcels, NULL, memory_order_acquire)};
+        idle_take_t take = idle_take_begin(owner);
         spilled = idle_take_room(&take);
         if (spilled)
             remote_ring_drain(owner, false, false, false, idle_take_block, &take);
-        if (take.parcels != NULL)
-            parcels_publish(owner, take.parcels);
+        idle_take_end(owner, &take);
     }
     pm_unlock(owner->service_lock);
     return spilled;
@@ -1482,6 +1520,7 @@ static bool heap_collect_parcels(pm_heap_t *heap)
     if (atomic_load_explicit(&heap->parcels, memory_order_relaxed) == NULL)
         return false;
     pm_heap_parcel_t *list = atomic_exchange_explicit(&heap->parcels, NULL, memory_order_acquire);
+    atomic_fetch_sub_explicit(&parcel_bytes_in_use, parcels_bytes(list), memory_order_relaxed);
     for (pm_heap_parcel_t *p = list; p != NULL; p = p->next)
         for (uint32_t i = 0; i < p->marks; i++) {
             uint32_t mark = parcel_mark(p, i);
@@ -1624,9 +1663,11 @@ static pm_heap_t *heap_create(void)
         heaps.slab_locks = (pm_lock_t *)slab;
         heaps.slab_next = slab + PM_OS_PAGE_SIZE;
         heaps.slab_end = slab + HEAP_SLAB_BYTES;
+        heaps.bytes += PM_OS_PAGE_SIZE;
     }
     pm_heap_t *heap = (pm_heap_t *)heaps.slab_next;
     heaps.slab_next += size;
+    heaps.bytes += size;
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         bin_serve_head(&heap->bins[c]);
     heap->service_lock = heaps.slab_locks;
@@ -2024,7 +2065,9 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
             out->abandoned_heaps += state == PM_HEAP_ABANDONED;
         }
     }
+    out->metadata_bytes += heaps.bytes;
     heaps_unlock();
+    out->metadata_bytes += atomic_load_explicit(&parcel_bytes_in_use, memory_order_relaxed);
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         waiting[c] = pushed[c] > collected[c] ? pushed[c] - collected[c] : 0;
         out->classes[c].trimmed_bytes +=
@@ -2097,7 +2140,7 @@ bool pm_heap_validate(void)
     uint64_t allocated[PM_CLASS_COUNT] = {0}, pools[PM_CLASS_COUNT] = {0};
     uint64_t waiting_walked[PM_CLASS_COUNT] = {0}, waiting_counted[PM_CLASS_COUNT] = {0};
     uint64_t marked_pages[PM_CLASS_COUNT] = {0}; /* in parcels (IDLE OWNERS) */
-    uint64_t parked = 0;
+    uint64_t parked = 0, parcel_bytes = 0;
     bool ok = true, any_orphaned = false;
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         any_orphaned |= heap_is_orphaned(heap);
@@ -2125,6 +2168,7 @@ bool pm_heap_validate(void)
             if (b != NULL && b != REMOTE_SLOT_SKIPPED)
                 waiting_walked[pm_pool_of(b)->class_index]++;
         }
+        parcel_bytes += parcels_bytes(atomic_load(&heap->parcels));
         for (const pm_heap_parcel_t *p = atomic_load(&heap->parcels); p != NULL; p = p->next) {
             for (uint32_t i = 0; i < p->blocks; i++)
                 waiting_walked[pm_pool_of(parcel_block(p->entry[i]))->class_index]++;
@@ -2148,6 +2192,9 @@ bool pm_heap_validate(void)
         validate_used[c] = validate_pools[c] = 0;
     }
     ok &= pm_arena_validate(heap_visit_pool, parked);
+    /* The stats' metadata counts every parcel once, as it is; unless a fork
+     * cut an owner between taking its parcels and uncounting them. */
+    ok &= any_orphaned || parcel_bytes == atomic_load(&parcel_bytes_in_use);
     /* I8, unless a fork may have cut a count mid-update (counters_cut;
      * an orphaned heap's counters too). */
     for (unsigned c = 0; c < PM_CLASS_COUNT && !any_orphaned && !heaps.counters_cut; c++) {

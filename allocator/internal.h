@@ -735,6 +735,9 @@ static inline bool pm_pool_path(const void *addr)
 PM_HIDDEN void *pm_registry_map_arena(void);
 /* Unregisters an arena, then gives its memory back. */
 PM_HIDDEN void pm_registry_unmap_arena(void *arena);
+/* The registry's resident part, for the stats' metadata: its leaves' pages
+ * written, a page for each 1 GiB of address space that has held an arena. */
+PM_HIDDEN size_t pm_registry_metadata_bytes(void);
 
 /* ---- pools and arenas ------------------------------------------------------ */
 /* A free block: its first 8 bytes hold the link to the next one, encoded

@@ -115,7 +115,8 @@ PM_API size_t pm_class_block_size(int class_index);
     X(rss_bytes, BYTES, "resident set (RSS)")                                        \
     X(rss_peak_bytes, BYTES, "peak RSS")                                             \
     X(thread_heaps, COUNT, "thread heaps in use")                                    \
-    X(abandoned_heaps, COUNT, "heaps waiting for a thread")
+    X(abandoned_heaps, COUNT, "heaps waiting for a thread")                          \
+    X(metadata_bytes, BYTES, "allocator metadata") /* arena headers, heaps, parcels */
 
 #define PM_STATS_FIELD_COUNT(name) uint64_t name;
 #define PM_STATS_FIELD_BYTES(name) uint64_t name;

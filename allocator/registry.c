@@ -83,6 +83,19 @@ static void registry_set(void *arena_base, uint8_t value)
                      __ATOMIC_RELEASE);
 }
 
+/* The leaves' pages ever written (a leaf is never unmapped, and a page of
+ * it stays resident once an arena's byte in it was set), for the stats'
+ * metadata: a bit each, and their count. */
+#define LEAF_PAGE_ARENAS PM_OS_PAGE_SIZE
+static uint64_t leaf_pages_written[((size_t)1 << (PM_REGISTRY_ADDRESS_BITS - PM_ARENA_SHIFT)) /
+                                   LEAF_PAGE_ARENAS / 64];
+static size_t leaf_pages_count;
+
+size_t pm_registry_metadata_bytes(void)
+{
+    return __atomic_load_n(&leaf_pages_count, __ATOMIC_RELAXED) * PM_OS_PAGE_SIZE;
+}
+
 /* Returns false if a leaf was needed and could not be mapped. */
 static bool registry_add(void *arena_base)
 {
@@ -97,6 +110,12 @@ static bool registry_add(void *arena_base)
         __atomic_store_n(slot, leaf, __ATOMIC_RELEASE);
     }
     registry_set(arena_base, 1);
+    uintptr_t page = arena_number / LEAF_PAGE_ARENAS;
+    uint64_t bit = (uint64_t)1 << (page % 64);
+    if (!(leaf_pages_written[page / 64] & bit)) {
+        leaf_pages_written[page / 64] |= bit;
+        __atomic_store_n(&leaf_pages_count, leaf_pages_count + 1, __ATOMIC_RELAXED);
+    }
     return true;
 }
 

@@ -42,6 +42,7 @@ void pm_stats_get(pm_stats_t *out)
     uint64_t used[PM_CLASS_COUNT] = {0}, waiting[PM_CLASS_COUNT];
     pm_arena_stats(out, used);
     pm_heap_stats(out, waiting);
+    out->metadata_bytes += pm_registry_metadata_bytes();
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_class_stats_t *cs = &out->classes[c];
         cs->block_size = pm_class_size(c);

@@ -43,6 +43,7 @@ enum {
  * POOLMALLOC_RETAIN_POOLS' default (64) x PMT_POOL_BYTES. */
 #define PMT_RETAIN_EXPECTED_BYTES ((uint64_t)64 * PMT_POOL_BYTES)
 #define PMT_ARENA_BYTES 262144      /* PM_ARENA_SIZE */
+#define PMT_ARENA_HEADER_BYTES 4096 /* PM_ARENA_HEADER_SIZE */
 #define PMT_LINE_MAX (1u << 20)     /* a longer line is not a record (~10 KiB) */
 #define PMT_SPARSE_BUCKETS 3        /* arenas under 30% used are "mostly empty" */
 #define PMT_PROBLEMS_SHOWN 10       /* bad lines printed per file; the rest counted */
@@ -209,11 +210,12 @@ typedef struct pmt_analysis {
     uint64_t held_bytes;      /* free_in_pools + retained_bytes */
     uint64_t sparse_arenas, sparse_bytes; /* arenas under 30% used */
     uint64_t outside_bytes;   /* RSS beyond poolmalloc's pools and retained pools */
+    uint64_t metadata_bytes;  /* of which poolmalloc's own bookkeeping (0 in older records) */
     pmt_pin_t pin[PM_CLASS_COUNT]; /* most held first */
     size_t pins;
     int severity; /* 0 nothing to worry about, 1 worth a look, 2 a lot held */
     char verdict[320];
-    char advice[PMT_ADVICE_MAX][480];
+    char advice[PMT_ADVICE_MAX][1024];
     size_t advices;
     /* allocation sites (profiling) */
     int profiled;                 /* some snapshot of the run has a profile */

@@ -142,7 +142,7 @@ static void reader_bad(reader_record_t *r, const char *format, ...)
  * before one was may lack it, and reads as 0 there. */
 static const char *const reader_added_fields[] = {
     "small_waiting_blocks", "small_waiting_bytes", "waiting_blocks", "small_trimmed_bytes",
-    "trimmed_bytes",
+    "trimmed_bytes", "metadata_bytes",
 };
 
 static bool reader_field_added(const char *name)

@@ -640,6 +640,9 @@ static void html_diagnosis(FILE *out, const pmt_analysis_t *a)
     fprintf(out, "<tr><th>arenas under %d%% used</th><td>%s (%s arenas)</td></tr>\n",
             PMT_SPARSE_BUCKETS * 10, pmt_bytes(a->sparse_bytes), pmt_count(a->sparse_arenas));
     fprintf(out, "<tr><th>RSS outside pools</th><td>%s</td></tr>\n", pmt_bytes(a->outside_bytes));
+    fprintf(out, "<tr><th>&#8195;of which poolmalloc's metadata (arena headers, heaps, parcels)</th>"
+                 "<td>%s</td></tr>\n",
+            pmt_bytes(a->metadata_bytes));
     fputs("</tbody></table>\n", out);
     if (a->pins > 0) {
         fputs("<h3>Size classes holding the most room</h3>\n<table class=\"pins\"><thead><tr>"

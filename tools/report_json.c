@@ -108,6 +108,7 @@ static json_t *json_diagnosis(const pmt_analysis_t *a)
     json_set(o, "sparse_arena_bytes", json_u64(a->sparse_bytes));
     json_set(o, "sparse_threshold", json_real(PMT_SPARSE_BUCKETS / 10.0));
     json_set(o, "rss_outside_pools_bytes", json_u64(a->outside_bytes));
+    json_set(o, "metadata_bytes", json_u64(a->metadata_bytes));
     json_t *pins = json_array();
     for (size_t i = 0; i < a->pins; i++) {
         const pmt_pin_t *p = &a->pin[i];

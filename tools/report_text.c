@@ -154,6 +154,7 @@ static void text_diagnosis(const pmt_analysis_t *a, FILE *out)
     fprintf(out, "    %-34s %s (arenas: %s)\n", "arenas under 30% used", pmt_bytes(a->sparse_bytes),
             pmt_count(a->sparse_arenas));
     fprintf(out, "    %-34s %s\n", "RSS outside pools", pmt_bytes(a->outside_bytes));
+    fprintf(out, "    %-34s %s\n", "  of which poolmalloc's metadata", pmt_bytes(a->metadata_bytes));
     if (a->pins > 0) {
         fprintf(out, "  Size classes holding the most room:\n");
         fprintf(out, "    %7s %12s %12s %12s %10s %10s %8s\n", "block", "held", "live bytes",

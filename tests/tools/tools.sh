@@ -118,9 +118,12 @@ assert d["free_in_pools_bytes"] == max(0, at["small_pool_bytes"] - at["small_liv
 assert d["trimmed_pool_bytes"] == at["small_trimmed_bytes"]
 assert d["retained_pool_bytes"] == at["retained_pools"] * 16384
 assert d["sparse_arenas"] == sum(at["arena_occupancy"][:3])
-held = sorted((max(0, c["pool_bytes"] - c["live_bytes"] - c["trimmed_bytes"]), c["class"]) for c in at["classes"])
+# Blocks waiting for their thread are not room between live blocks.
+held = sorted((max(0, c["pool_bytes"] - c["live_bytes"] - c["trimmed_bytes"]
+                   - c.get("waiting_blocks", 0) * c["block_size"]), c["class"]) for c in at["classes"])
 held = [c for h, c in sorted(held, key=lambda x: (-x[0], x[1])) if h > 0]
 assert [p["class"] for p in d["classes"]] == held, (d["classes"], held)
+assert d["metadata_bytes"] == min(at.get("metadata_bytes", 0), d["rss_outside_pools_bytes"])
 assert d["advice"], "no advice"
 PY
 }
@@ -165,6 +168,27 @@ status 2 "$tool" report "$work/scattered.jsonl@soon" 2>/dev/null
 "$tool" report - <"$work/scattered.jsonl" >"$work/stdin.txt" || fail "report - exited $?"
 has "^poolmalloc report: -, pid" "$work/stdin.txt" "report -"
 echo "tools: report text and --json agree with the file; @peak @first @SEQ; stdin"
+
+# Blocks freed for a thread that waits: the report counts the parcels they
+# wait in as poolmalloc's metadata, and says what it is.
+"$tool" run --stats "$work/handoff.jsonl" --interval 50ms -- "$frag" handoff 400 >/dev/null 2>&1 \
+  || fail "run handoff exited $?"
+seq=$("$python" -c "
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+print(next(x['seq'] for x in r if x['small_waiting_blocks'] >= 1000000))" "$work/handoff.jsonl")
+"$tool" report "$work/handoff.jsonl@$seq" >"$work/handoff.txt"
+has "^      of which poolmalloc's metadata +[4-9][0-9.]* MiB" "$work/handoff.txt" "metadata figure"
+"$tool" report --json "$work/handoff.jsonl@$seq" >"$work/handoff.json"
+check_json "$work/handoff.json" "$work/handoff.jsonl" "$seq" || fail "report of handoff"
+"$python" - "$work/handoff.json" <<'PY' || fail "metadata advice"
+import json, sys
+d = json.load(open(sys.argv[1]))["diagnosis"]
+assert d["metadata_bytes"] >= 1200000 * 4, d["metadata_bytes"]
+said = [a for a in d["advice"] if "is poolmalloc's own bookkeeping" in a]
+assert said and "1,200,000 blocks awaiting their thread" in said[0], d["advice"]
+PY
+echo "tools: blocks waiting for an idle thread show as metadata, and are explained"
 
 # Two processes in one file (no %p): the one with more snapshots, or --pid.
 LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/both.jsonl" POOLMALLOC_STATS_FORMAT=json \

@@ -1419,6 +1419,13 @@ static void idle_owner_assert_waiting(unsigned c)
     ck_assert(pm_heap_validate());
 }
 
+/* The stats' metadata but the arena headers, which come and go with the
+ * arenas: here, the heaps, the registry and the parcels. */
+static uint64_t idle_owner_metadata(const pm_stats_t *s)
+{
+    return s->metadata_bytes - s->arenas_mapped * PM_ARENA_HEADER_SIZE;
+}
+
 /* Wakes the owner, which takes its blocks back and frees them all. */
 static void idle_owner_finish(pthread_t owner, unsigned c)
 {
@@ -1439,9 +1446,9 @@ START_TEST(test_release_idle_owner_blocks)
     const bool by_walk = _i == 1;
     pm_options.purge_delay_ms = by_walk ? 200 : 60000;
     pthread_t owner = idle_owner_start();
-    pm_stats_t s;
-    pm_test_stats(&s);
-    ck_assert_uint_eq(s.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
+    pm_stats_t s, waiting;
+    pm_test_stats(&waiting);
+    ck_assert_uint_eq(waiting.classes[c].waiting_blocks, IDLE_OWNER_BLOCKS);
     ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
     if (by_walk) {
         /* The frees stamped the owner as having blocks waiting: a walk
@@ -1466,6 +1473,17 @@ START_TEST(test_release_idle_owner_blocks)
                           (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
     ck_assert(pm_heap_validate());
     idle_owner_finish(owner, c);
+    /* The stats' metadata counted the parcel the blocks were in (the frees
+     * that found the ring full began it): a page for its header, 4 bytes
+     * for each block and for each pool's mark of its pages given back; and
+     * counts nothing of it once the owner has taken its blocks back. */
+    pm_stats_t after;
+    pm_test_stats(&after);
+    ck_assert_uint_le(idle_owner_metadata(&after), idle_owner_metadata(&waiting));
+    uint64_t parcel = idle_owner_metadata(&s) - idle_owner_metadata(&after);
+    const uint64_t pools = IDLE_OWNER_BLOCKS / (PM_POOL_SIZE / BLOCK_SIZE) + 2;
+    ck_assert_uint_ge(parcel, PM_OS_PAGE_SIZE + IDLE_OWNER_BLOCKS * sizeof(uint32_t));
+    ck_assert_uint_le(parcel, PM_OS_PAGE_SIZE + (IDLE_OWNER_BLOCKS + pools) * sizeof(uint32_t));
 }
 END_TEST
 

@@ -114,6 +114,7 @@ const char *pm_test_stats_problem(const pm_stats_t *s, int heaps_consistent)
     STATS_REQUIRE(s->small_trimmed_bytes % PM_OS_PAGE_SIZE == 0);
     STATS_REQUIRE(s->small_trimmed_bytes + s->small_live_bytes <= s->small_pool_bytes);
     STATS_REQUIRE(s->arena_bytes == s->arenas_mapped * PM_ARENA_SIZE);
+    STATS_REQUIRE(s->metadata_bytes >= s->arenas_mapped * PM_ARENA_HEADER_SIZE);
     STATS_REQUIRE(s->arenas_created_total >= s->arenas_destroyed_total);
     STATS_REQUIRE(s->arenas_mapped == s->arenas_created_total - s->arenas_destroyed_total);
     STATS_REQUIRE(s->arenas_peak >= s->arenas_mapped);
