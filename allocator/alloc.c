@@ -86,11 +86,35 @@ size_t pm_malloc_usable_size(void *ptr)
  * the calls below made every realloc push and pop six (17 instructions,
  * of 94 a realloc in pm_bench_grow). */
 
-/* Moves a block to a new one of `size` bytes, copying what both hold. The
- * old block stays intact if no new one can be had, as realloc requires. */
+/* The size a pool block moves to: what was asked for when it shrinks; when
+ * it grows, the room pm_realloc_grown_size gives, so that a buffer grown a
+ * few bytes at a time (a string appended to) moves once per quarter of its
+ * growth rather than at every class (bench/results/realloc-growth.md). The
+ * room stops where a realloc to `size` would no longer keep the block (the
+ * quarter-waste rule of realloc_in_place: else growing from 81 to 82 bytes
+ * moved back from a 112-byte block to a 96-byte one), and at the largest
+ * class while the request fits in one. */
+static inline size_t realloc_move_size(size_t old_usable, size_t size)
+{
+    if (size <= old_usable)
+        return size;
+    size_t ahead = pm_realloc_grown_size(old_usable, size);
+    if (ahead == size)
+        return size;
+    size_t kept = ((4 * size - 1) / 3) & ~(size_t)(PM_CLASS_GRANULE - 1);
+    if (ahead > kept)
+        ahead = kept;
+    if (size <= PM_SMALL_MAX && ahead > PM_SMALL_MAX)
+        ahead = PM_SMALL_MAX;
+    return size > ahead ? size : ahead;
+}
+
+/* Moves a block to a new one of `size` bytes (and headroom), copying what
+ * both hold. The old block stays intact if no new one can be had, as
+ * realloc requires. */
 static __attribute__((noinline)) void *realloc_move(void *ptr, size_t old_usable, size_t size)
 {
-    void *moved = pm_malloc(size);
+    void *moved = pm_malloc(realloc_move_size(old_usable, size));
     if (moved == NULL)
         return NULL;
     pm_libc_memcpy(moved, ptr, old_usable < size ? old_usable : size);
@@ -105,10 +129,10 @@ static __attribute__((noinline)) void *realloc_move(void *ptr, size_t old_usable
  * with a live block. */
 static __attribute__((noinline)) void *realloc_move_own(void *ptr, pm_pool_t *pool, size_t size)
 {
-    void *moved = pm_malloc(size);
+    size_t old_usable = pool->block_size;
+    void *moved = pm_malloc(realloc_move_size(old_usable, size));
     if (moved == NULL)
         return NULL;
-    size_t old_usable = pool->block_size;
     pm_libc_memcpy(moved, ptr, old_usable < size ? old_usable : size);
     pm_heap_push_free(pm_thread_heap, pool, ptr);
     return moved;
@@ -130,8 +154,8 @@ static __attribute__((noinline)) void *realloc_to_zero(void *ptr)
     return NULL;
 }
 
-/* A block of glibc's: grown or shrunk by glibc, unless it shrinks into a
- * class, when it moves into a pool. */
+/* A block of glibc's: grown or shrunk on the glibc path, unless it shrinks
+ * into a class, when it moves into a pool. */
 static __attribute__((noinline)) void *realloc_system(void *ptr, size_t size)
 {
     if (size > PM_SMALL_MAX)

@@ -1726,6 +1726,17 @@ PM_HIDDEN bool pm_heap_validate(void);
 PM_HIDDEN void *pm_system_malloc(size_t size);
 PM_HIDDEN void *pm_system_calloc(size_t count, size_t size);
 PM_HIDDEN void *pm_system_realloc(void *ptr, size_t size);
+/* realloc's room to grow, on both paths (alloc.c, system.c): a block that
+ * grows past its usable size by less than an eighth takes a quarter more
+ * than it held, as under tcmalloc; one that grows by more what was asked:
+ * a program that grows its buffers geometrically (CPython's lists by an
+ * eighth, C++ vectors double) has made its own room, and a quarter more on
+ * top took a list-building script 7% more peak RSS. Precondition: size >
+ * old_usable. */
+static inline size_t pm_realloc_grown_size(size_t old_usable, size_t size)
+{
+    return size - old_usable < old_usable / 8 ? old_usable + old_usable / 4 : size;
+}
 PM_HIDDEN void *pm_system_memalign(size_t alignment, size_t size);
 PM_HIDDEN void *pm_system_valloc(size_t size);
 PM_HIDDEN void *pm_system_pvalloc(size_t size);

@@ -12,7 +12,9 @@
  *   - a block's contents stay intact (filled with a byte of its own over its
  *     whole usable size, checked before every free / realloc and by CHECK);
  *   - usable size >= the size asked for, and equal to the block size of the
- *     class for pool blocks; it never changes while the block lives;
+ *     class for pool blocks (a pool block that realloc grows and moves gets
+ *     a quarter more than it had, README); it never changes while the block
+ *     lives;
  *   - calloc memory is zero (a pool block's whole block, README);
  *   - realloc keeps min(old usable size, new size) bytes;
  *   - alignment (16 always; memalign & co. what was asked for, rounded up to
@@ -186,20 +188,22 @@ static void check_slot(const shadow_t *s)
     REQUIRE(all_bytes(s->p, s->usable, s->fill), s->p, s->usable, s->fill);
 }
 
-/* A new block in slot `i` (now empty): checks alignment, routing, usable
- * size and overlap, then fills it. `kept_usable`: nonzero when realloc kept
- * the block in place, whose usable size then stays what it was (README: a
- * block shrinking by at most a quarter is kept). */
-static void adopt_block(unsigned i, void *p, size_t size, size_t alignment, bool zeroed,
-                        size_t kept_usable)
+/* A new block in slot `i` (now empty) for `size` bytes: checks alignment,
+ * routing, usable size and overlap, then fills it. `served`: the size the
+ * allocator was to take for it (size, or more for a growing realloc).
+ * `kept_usable`: nonzero when realloc kept the block in place, whose usable
+ * size then stays what it was (README: a block shrinking by at most a
+ * quarter is kept). */
+static void adopt_block(unsigned i, void *p, size_t size, size_t served, size_t alignment,
+                        bool zeroed, size_t kept_usable)
 {
-    TRACE("  -> %p (size %zu, alignment %zu)\n", p, size, alignment);
+    TRACE("  -> %p (size %zu, served %zu, alignment %zu)\n", p, size, served, alignment);
     REQUIRE(p != NULL, p, size, alignment);
     unsigned char *b = p;
     size_t align = effective_alignment(alignment);
     REQUIRE((uintptr_t)b % align == 0, p, size, align);
     bool pooled = pm_owns(b) != 0;
-    REQUIRE(pooled == expect_pool(alignment, size), p, size, alignment);
+    REQUIRE(pooled == expect_pool(alignment, served), p, served, alignment);
     size_t usable = pm_malloc_usable_size(b);
     REQUIRE(usable >= size, p, usable, size);
     if (pooled && kept_usable) {
@@ -207,9 +211,9 @@ static void adopt_block(unsigned i, void *p, size_t size, size_t alignment, bool
     } else if (pooled) {
         /* A pool block's usable size is its block size: its class's, or for
          * an aligned request the class of the size rounded up. */
-        size_t rounded = size;
+        size_t rounded = served;
         if (alignment > 16)
-            rounded = size == 0 ? align : (size + align - 1) & ~(align - 1);
+            rounded = served == 0 ? align : (served + align - 1) & ~(align - 1);
         REQUIRE(usable == pm_class_block_size(pm_size_class(rounded)), p, usable, rounded);
     }
     if (zeroed)
@@ -231,7 +235,7 @@ static void adopt_block(unsigned i, void *p, size_t size, size_t alignment, bool
 
 static void adopt(unsigned i, void *p, size_t size, size_t alignment, bool zeroed)
 {
-    adopt_block(i, p, size, alignment, zeroed, 0);
+    adopt_block(i, p, size, size, alignment, zeroed, 0);
 }
 
 static void release(unsigned i)
@@ -251,6 +255,7 @@ static void resize(unsigned i, size_t count, size_t unit, bool array)
     size_t size;
     bool overflow = __builtin_mul_overflow(count, unit, &size);
     TRACE("  %s(%p, %zu x %zu)\n", array ? "reallocarray" : "realloc", (void *)s->p, count, unit);
+    bool old_pooled = s->p != NULL && pm_owns(s->p); /* before realloc may unmap its arena */
     errno = 0;
     void *q = array ? pm_reallocarray(s->p, count, unit) : pm_realloc(s->p, size);
     if (overflow) {
@@ -268,8 +273,23 @@ static void resize(unsigned i, size_t count, size_t unit, bool array)
         size_t keep = old.usable < size ? old.usable : size;
         REQUIRE(all_bytes(q, keep, old.fill), q, keep, old.fill);
     }
+    /* A pool block that grows by less than an eighth moves to a quarter
+     * more than it had, as long as a realloc of the same size would keep
+     * that block (no more than 4/3 of it, in whole granules), within the
+     * pools while the size fits in them (README). */
+    size_t served = size;
+    if (old_pooled && size > old.usable && size - old.usable < old.usable / 8) {
+        size_t ahead = old.usable + old.usable / 4;
+        size_t kept = ((4 * size - 1) / 3) & ~(size_t)15;
+        if (ahead > kept)
+            ahead = kept;
+        if (size <= PM_SMALL_MAX && ahead > PM_SMALL_MAX)
+            ahead = PM_SMALL_MAX;
+        if (ahead > size)
+            served = ahead;
+    }
     s->p = NULL; /* the old block is gone either way */
-    adopt_block(i, q, size, 0, false, q == old.p ? old.usable : 0);
+    adopt_block(i, q, size, served, 0, false, q == old.p ? old.usable : 0);
 }
 
 /* ---- another thread ----------------------------------------------------------------- */

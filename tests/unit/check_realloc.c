@@ -146,6 +146,91 @@ START_TEST(test_realloc_grow_chain)
 }
 END_TEST
 
+/* A pool block that grows out of its class by less than an eighth moves to
+ * a quarter more than it held (README), no more than a realloc of that
+ * size would keep, and within the pools while the size fits in them; one
+ * that grows by more, or shrinks out of its class, moves to the size asked
+ * for. A buffer grown 1 byte at a time from 1 to 512 bytes so moves 12
+ * times, not 31, and never back down. */
+START_TEST(test_realloc_grow_headroom)
+{
+    static const struct {
+        size_t from, to, usable;
+    } cases[] = {
+        {100, 113, 144}, /* 112 + 28 = 140: the 144-byte class */
+        {16, 17, 32},    /* 16 + 4 = 20, but a 32-byte block is what 17 keeps */
+        {80, 81, 96},    /* 100, but realloc(96 + 16, 82) would move: 96 */
+        {256, 257, 320}, /* 256 + 64 */
+        {256, 400, 400}, /* past the quarter: what was asked */
+        {256, 300, 304}, /* an eighth or more (a geometric grower): what was asked */
+        {480, 481, 512}, /* 600, but the pools stop at 512 */
+        {512, 513, 640}, /* to glibc, with the quarter */
+        {512, 100, 112}, /* shrinking: exact */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unsigned char *p = pm_malloc(cases[i].from);
+        ck_assert_ptr_nonnull(p);
+        pm_test_pattern_fill(p, cases[i].from, i + 3);
+        unsigned char *q = pm_realloc(p, cases[i].to);
+        ck_assert_ptr_nonnull(q);
+        ck_assert(pm_test_pattern_ok(q, min_size(cases[i].from, cases[i].to), i + 3));
+        if (cases[i].to > PM_SMALL_MAX)
+            ck_assert_uint_ge(pm_malloc_usable_size(q), cases[i].usable); /* glibc's */
+        else
+            ck_assert_msg(pm_malloc_usable_size(q) == cases[i].usable,
+                          "realloc(%zu -> %zu): usable %zu, want %zu", cases[i].from, cases[i].to,
+                          pm_malloc_usable_size(q), cases[i].usable);
+        pm_free(q);
+    }
+    unsigned char *p = pm_malloc(1);
+    unsigned moves = 0;
+    size_t usable = pm_malloc_usable_size(p);
+    for (size_t n = 2; n <= PM_SMALL_MAX; n++) {
+        unsigned char *q = pm_realloc(p, n);
+        ck_assert_ptr_nonnull(q);
+        ck_assert_uint_ge(pm_malloc_usable_size(q), usable); /* never back down */
+        usable = pm_malloc_usable_size(q);
+        moves += q != p;
+        p = q;
+    }
+    pm_free(p);
+    /* 16, 32, 48, 64, 80, 96, 128, 160, 208, 272, 352, 448, 512 */
+    ck_assert_uint_eq(moves, 12);
+}
+END_TEST
+
+/* The same on the glibc path: a block that grows takes a quarter more, one
+ * resized within its usable size stays unless that wastes more than a
+ * quarter of it; but an mmap'd chunk shrinks, its spare pages given back. */
+START_TEST(test_realloc_glibc_headroom)
+{
+    unsigned char *p = pm_malloc(1000);
+    ck_assert_ptr_nonnull(p);
+    ck_assert(!pm_owns(p));
+    size_t usable = pm_malloc_usable_size(p);
+    pm_test_pattern_fill(p, usable, 7);
+    unsigned char *q = pm_realloc(p, usable + 1);
+    ck_assert_ptr_nonnull(q);
+    ck_assert(pm_test_pattern_ok(q, usable, 7));
+    size_t grown = pm_malloc_usable_size(q);
+    ck_assert_uint_ge(grown, usable + usable / 4);
+    ck_assert_ptr_eq(pm_realloc(q, grown - grown / 5), q); /* kept: wastes a fifth */
+    ck_assert_uint_eq(pm_malloc_usable_size(q), grown);
+    unsigned char *r = pm_realloc(q, grown / 2); /* half of it: glibc shrinks it */
+    ck_assert_uint_lt(pm_malloc_usable_size(r), grown);
+    pm_free(r);
+
+    size_t big = (size_t)8 << 20; /* past glibc's mmap threshold */
+    unsigned char *m = pm_malloc(big);
+    ck_assert_ptr_nonnull(m);
+    memset(m, 1, big);
+    unsigned char *n = pm_realloc(m, big - big / 8);
+    ck_assert_ptr_nonnull(n);
+    ck_assert_uint_lt(pm_malloc_usable_size(n), big); /* mremap gave the tail back */
+    pm_free(n);
+}
+END_TEST
+
 /* A pointer glibc handed out (not through pm_*) can be resized by pm_realloc
  * in any direction and the result released with pm_free. */
 START_TEST(test_realloc_glibc_pointer)
@@ -248,6 +333,8 @@ Suite *make_realloc_suite(void)
     tc = tcase_create("transitions");
     tcase_add_loop_test(tc, test_realloc_transitions, 0, REALLOC_SIZE_COUNT);
     tcase_add_test(tc, test_realloc_grow_chain);
+    tcase_add_test(tc, test_realloc_grow_headroom);
+    tcase_add_test(tc, test_realloc_glibc_headroom);
     tcase_add_test(tc, test_realloc_glibc_pointer);
     tcase_add_test(tc, test_realloc_foreign_block);
     suite_add_tcase(s, tc);
