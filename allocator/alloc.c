@@ -90,8 +90,8 @@ size_t pm_malloc_usable_size(void *ptr)
  * it grows, the room pm_realloc_grown_size gives, so that a buffer grown a
  * few bytes at a time (a string appended to) moves once per quarter of its
  * growth rather than at every class (bench/results/realloc-growth.md). The
- * room stops where a realloc to `size` would no longer keep the block (the
- * quarter-waste rule of realloc_in_place: else growing from 81 to 82 bytes
+ * room stops at `kept`, the largest block a realloc to `size` would keep
+ * (pm_realloc_keeps, in whole granules: else growing from 81 to 82 bytes
  * moved back from a 112-byte block to a 96-byte one), and at the largest
  * class while the request fits in one. */
 static inline size_t realloc_move_size(size_t old_usable, size_t size)
@@ -139,12 +139,12 @@ static __attribute__((noinline)) void *realloc_move_own(void *ptr, pm_pool_t *po
 }
 
 /* Whether a pool block of `block_size` bytes stays where it is when resized
- * to `size`: shrinking keeps it unless it would waste more than a quarter
- * of it (obmalloc's rule): copying costs more than slack. */
+ * to `size`: within its class, or shrinking by no more than a quarter
+ * (pm_realloc_keeps). */
 static inline bool realloc_in_place(size_t block_size, size_t size)
 {
     return size <= block_size &&
-           (pm_class_of(size) == pm_class_of(block_size) || 4 * size > 3 * block_size);
+           (pm_class_of(size) == pm_class_of(block_size) || pm_realloc_keeps(block_size, size));
 }
 
 /* glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES). */

@@ -1726,6 +1726,20 @@ PM_HIDDEN bool pm_heap_validate(void);
 PM_HIDDEN void *pm_system_malloc(size_t size);
 PM_HIDDEN void *pm_system_calloc(size_t count, size_t size);
 PM_HIDDEN void *pm_system_realloc(void *ptr, size_t size);
+PM_HIDDEN void *pm_system_memalign(size_t alignment, size_t size);
+PM_HIDDEN void *pm_system_valloc(size_t size);
+PM_HIDDEN void *pm_system_pvalloc(size_t size);
+PM_HIDDEN void pm_system_free(void *ptr);
+PM_HIDDEN size_t pm_system_usable_size(void *ptr);
+PM_HIDDEN int pm_system_mallopt(int param, int value);
+/* realloc's rule for a block resized within its usable size, on both
+ * paths (alloc.c, system.c): it stays where it is unless that would leave
+ * more than a quarter of it unused (obmalloc's rule: copying costs more
+ * than slack). */
+static inline bool pm_realloc_keeps(size_t usable, size_t size)
+{
+    return 4 * size > 3 * usable;
+}
 /* realloc's room to grow, on both paths (alloc.c, system.c): a block that
  * grows past its usable size by less than an eighth takes a quarter more
  * than it held, as under tcmalloc; one that grows by more what was asked:
@@ -1737,12 +1751,6 @@ static inline size_t pm_realloc_grown_size(size_t old_usable, size_t size)
 {
     return size - old_usable < old_usable / 8 ? old_usable + old_usable / 4 : size;
 }
-PM_HIDDEN void *pm_system_memalign(size_t alignment, size_t size);
-PM_HIDDEN void *pm_system_valloc(size_t size);
-PM_HIDDEN void *pm_system_pvalloc(size_t size);
-PM_HIDDEN void pm_system_free(void *ptr);
-PM_HIDDEN size_t pm_system_usable_size(void *ptr);
-PM_HIDDEN int pm_system_mallopt(int param, int value);
 /* Once poolmalloc trims glibc's heap itself (pm_system_set_trim): glibc's
  * own trim of its heap's top waits for 1 MiB free there, and its dynamic
  * mmap threshold is kept in its stead, unless the program tunes glibc

@@ -8,23 +8,23 @@
  *  - The arena space: one range of PM_ARENA_SPACE_SIZE bytes reserved at
  *    the first arena, read-only and unbacked, whose slots arenas are
  *    mapped in (the lowest free slot first, so the space used stays
- *    compact). A slot is committed (made writable) when first taken, with
- *    free slots after it (an eighth as many as are below it,
- *    COMMIT_AHEAD_*), and stays committed: its arena unmapped, its pages
- *    are given back (MADV_DONTNEED, so it reads as zeros again) and the
- *    slot waits for the next arena.
- *    mprotect and mmap take the kernel's lock on the address space for
- *    writing, which waits for every page fault and madvise of the process
- *    in progress and holds off the next: one for each arena mapped and one
- *    for each unmapped left pm_bench_drain's 8 threads waiting on one
- *    another (bench/results/arena-lock.md). What this gives up: a write to
- *    an unmapped arena's slot no longer faults, and the commit charge
- *    (counted only under vm.overcommit_memory=2) stays at the most the
- *    process mapped. Whether an address lies in it is a subtract and a
- *    shift (pm_arena_space_contains), which is what free asks first. The
- *    whole space stays readable (I13), so free may read the descriptor of
- *    any address in it: a slot with no arena reads as zeros, a pool with no
+ *    compact). Whether an address lies in it is a subtract and a shift
+ *    (pm_arena_space_contains), which is what free asks first. The whole
+ *    space stays readable (I13), so free may read the descriptor of any
+ *    address in it: a slot with no arena reads as zeros, a pool with no
  *    heap, which sends the pointer to the checked path and the exact answer.
+ *    A slot is committed (made writable) when first taken, with free slots
+ *    after it (an eighth as many as are below it, COMMIT_AHEAD_*), and
+ *    stays committed: its arena unmapped, its pages are given back
+ *    (MADV_DONTNEED, so it reads as zeros again) and the slot waits for the
+ *    next arena. mprotect and mmap take the kernel's lock on the address
+ *    space for writing, which waits for every page fault and madvise of the
+ *    process in progress and holds off the next: one for each arena mapped
+ *    and one for each unmapped left pm_bench_drain's 8 threads waiting on
+ *    one another (bench/results/arena-lock.md). What this gives up: a write
+ *    to an unmapped arena's slot no longer faults, and the commit charge
+ *    (counted only under vm.overcommit_memory=2) stays at the most the
+ *    process mapped.
  *
  *  - The registry: a two-level radix table over arena numbers (address >>
  *    18), one byte per arena, set while it is mapped, in the space or not.

@@ -319,43 +319,6 @@ int pm_system_mallopt(int param, int value)
     return __libc_mallopt(param, value);
 }
 
-static bool glibc_chunk_mmapped(const void *ptr);
-
-/* Precondition: size > 0 (pm_realloc frees for size 0 itself). As with
- * pool blocks (alloc.c), a block that grows by less than an eighth takes a
- * quarter more than it held, and one resized within its usable size stays
- * where it is, unless
- * that wastes more than a quarter of it or glibc would give the spare
- * pages back (an mmap'd chunk, which mremap shrinks): glibc splits the
- * spare tail off a chunk at every realloc that fits, so a buffer grown a
- * few bytes at a time past 512 bytes was moved at nearly every step
- * (pm_bench_grow max=2048: 0.54 s, tcmalloc 0.20; now 0.24). */
-void *pm_system_realloc(void *ptr, size_t size)
-{
-    size_t old_usable = 0;
-    if (ptr != NULL) {
-        old_usable = pm_system_usable_size(ptr);
-        if (size <= old_usable) {
-            if (4 * size > 3 * old_usable && !glibc_chunk_mmapped(ptr))
-                return ptr;
-        } else {
-            size = pm_realloc_grown_size(old_usable, size);
-        }
-        /* Before glibc can free the block: from then on another thread may
-         * be handed the same address and sample it, and a record dropped
-         * after that would be the new block's. If the realloc fails, the
-         * block lives on without its record: its site's live bytes are
-         * short of one sample, a cost paid only when memory runs out. */
-        pm_profile_free(ptr);
-    }
-    void *moved = __libc_realloc(ptr, size);
-    if (moved != NULL && ptr != NULL)
-        pm_count_system_free(old_usable);
-    moved = system_account(moved, false);
-    system_settle_heap();
-    return moved;
-}
-
 /* glibc exports malloc_usable_size only under that name, which the preload
  * shim interposes, so the answer is read where glibc itself reads it: the
  * chunk's size word just below the pointer (malloc/malloc.c, musable() in
@@ -385,6 +348,40 @@ size_t pm_system_usable_size(void *ptr)
     return chunk_size - GLIBC_SIZE_WORD;
 }
 
+/* Precondition: size > 0 (pm_realloc frees for size 0 itself). As with
+ * pool blocks (alloc.c), a block that grows by less than an eighth takes a
+ * quarter more than it held (pm_realloc_grown_size), and one resized within
+ * its usable size stays where it is (pm_realloc_keeps), unless glibc would
+ * give the spare pages back (an mmap'd chunk, which mremap shrinks): glibc
+ * splits the spare tail off a chunk at every realloc that fits, so a
+ * buffer grown a few bytes at a time past 512 bytes was moved at nearly
+ * every step (pm_bench_grow max=2048: 0.54 s, tcmalloc 0.20; now 0.24). */
+void *pm_system_realloc(void *ptr, size_t size)
+{
+    size_t old_usable = 0;
+    if (ptr != NULL) {
+        old_usable = pm_system_usable_size(ptr);
+        if (size <= old_usable) {
+            if (pm_realloc_keeps(old_usable, size) && !glibc_chunk_mmapped(ptr))
+                return ptr;
+        } else {
+            size = pm_realloc_grown_size(old_usable, size);
+        }
+        /* Before glibc can free the block: from then on another thread may
+         * be handed the same address and sample it, and a record dropped
+         * after that would be the new block's. If the realloc fails, the
+         * block lives on without its record: its site's live bytes are
+         * short of one sample, a cost paid only when memory runs out. */
+        pm_profile_free(ptr);
+    }
+    void *moved = __libc_realloc(ptr, size);
+    if (moved != NULL && ptr != NULL)
+        pm_count_system_free(old_usable);
+    moved = system_account(moved, false);
+    system_settle_heap();
+    return moved;
+}
+
 static __attribute__((noinline)) void system_free_slow(void *ptr, size_t usable)
 {
     size_t size_word = glibc_size_word(ptr);
@@ -408,7 +405,7 @@ void pm_system_free(void *ptr)
      * the last test. */
     if (PM_UNLIKELY(pm_profile_on ||
                     heap->system_unsettled - (int64_t)usable <= -PM_SYSTEM_SETTLE_BYTES ||
-                    (glibc_size_word(ptr) & GLIBC_CHUNK_IS_MMAPPED))) {
+                    glibc_chunk_mmapped(ptr))) {
         system_free_slow(ptr, usable);
         return;
     }
