@@ -6,7 +6,7 @@
  * glibc's with the dump thread paused, and dl_iterate_phdr to glibc's
  * with sampling held off.
  * Never allocates itself, except malloc_info's stdio; keeps no invariant. */
-#include "internal.h"
+#include "preload.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -18,8 +18,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#define PM_EXPORT __attribute__((visibility("default")))
 
 /* The core's front doors themselves, inlined (see internal.h), not a jump. */
 PM_EXPORT void *malloc(size_t size) { return pm_malloc_inline(size); }
@@ -76,9 +74,7 @@ PM_EXPORT int malloc_info(int options, FILE *out)
     return result;
 }
 
-/* glibc's definition of a function this library wraps, looked up on first
- * use (a program that never calls it pays nothing) and kept in *cache. */
-static void *preload_next(void *_Atomic *cache, const char *name)
+void *preload_next(void *_Atomic *cache, const char *name)
 {
     void *next = atomic_load_explicit(cache, memory_order_relaxed);
     if (next == NULL && (next = dlsym(RTLD_NEXT, name)) != NULL)

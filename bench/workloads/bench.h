@@ -1,5 +1,6 @@
-/* bench.h — what every C workload shares: key=value arguments, a seeded
- * PRNG, touching and checking blocks, bookkeeping memory, the report line.
+/* bench.h — what every workload shares (cxx.cpp includes it too): key=value
+ * arguments, a seeded PRNG, touching and checking blocks, bookkeeping memory,
+ * the report line.
  * Everything is static inline, so a workload pays only for what it uses.
  * Never calls malloc itself: bookkeeping arrays come from mmap, so every
  * malloc/free a workload makes is one of the pairs it reports (callgrind's
@@ -174,7 +175,7 @@ static inline bench_block_t bench_block_tagged(unsigned char *ptr, size_t size, 
 /* malloc, then tag (bench_block_tagged). */
 static inline bench_block_t bench_alloc(size_t size, uint8_t tag)
 {
-    unsigned char *ptr = malloc(size);
+    unsigned char *ptr = (unsigned char *)malloc(size);
     if (ptr == NULL)
         bench_fail("malloc(%zu) returned NULL", size);
     return bench_block_tagged(ptr, size, tag);
@@ -184,7 +185,7 @@ static inline bench_block_t bench_alloc(size_t size, uint8_t tag)
  * first, middle and last bytes: a cheap check, the same for every allocator). */
 static inline bench_block_t bench_calloc(size_t size, uint8_t tag)
 {
-    unsigned char *ptr = calloc(1, size);
+    unsigned char *ptr = (unsigned char *)calloc(1, size);
     if (ptr == NULL)
         bench_fail("calloc(1, %zu) returned NULL", size);
     if (ptr[0] != 0 || ptr[size / 2] != 0 || ptr[size - 1] != 0)
