@@ -101,7 +101,7 @@ static inline size_t realloc_move_size(size_t old_usable, size_t size)
     size_t ahead = pm_realloc_grown_size(old_usable, size);
     if (ahead == size)
         return size;
-    size_t kept = ((4 * size - 1) / 3) & ~(size_t)(PM_CLASS_GRANULE - 1);
+    size_t kept = pm_realloc_kept_max(size) & ~(size_t)(PM_CLASS_GRANULE - 1);
     if (ahead > kept)
         ahead = kept;
     if (size <= PM_SMALL_MAX && ahead > PM_SMALL_MAX)
@@ -201,11 +201,6 @@ void *pm_reallocarray(void *ptr, size_t count, size_t size)
     return pm_realloc(ptr, total);
 }
 
-static inline bool is_power_of_two(size_t x)
-{
-    return x != 0 && (x & (x - 1)) == 0;
-}
-
 /* alignment: a power of two. Pools serve it when a class's blocks are all
  * aligned to it (see BLOCK, POOL, ARENA in internal.h). */
 static void *alloc_aligned(size_t alignment, size_t size)
@@ -225,7 +220,7 @@ static void *alloc_aligned(size_t alignment, size_t size)
 
 int pm_posix_memalign(void **out, size_t alignment, size_t size)
 {
-    if (!is_power_of_two(alignment) || alignment % sizeof(void *) != 0)
+    if (!pm_is_power_of_two(alignment) || alignment % sizeof(void *) != 0)
         return EINVAL;
     int saved_errno = errno; /* reports through its result, not errno */
     void *p = alloc_aligned(alignment, size);
@@ -245,7 +240,7 @@ void *pm_memalign(size_t alignment, size_t size)
         return pm_malloc(size);
     if (alignment > PM_POOL_ALIGN_MAX)
         return pm_system_memalign(alignment, size);
-    if (!is_power_of_two(alignment))
+    if (!pm_is_power_of_two(alignment))
         alignment = (size_t)1 << (64 - __builtin_clzll(alignment));
     return alloc_aligned(alignment, size);
 }

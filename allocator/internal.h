@@ -446,6 +446,11 @@
 /* Where GCC would not inline on its own and a call per block costs. */
 #define PM_ALWAYS_INLINE inline __attribute__((always_inline))
 
+static inline bool pm_is_power_of_two(size_t x)
+{
+    return x != 0 && (x & (x - 1)) == 0;
+}
+
 /* A counter written by one thread (its heap's owner) and read by any (the
  * stats): a relaxed load and store, not a read-modify-write, so it costs a
  * plain add on x86-64 and is no data race to ThreadSanitizer. The width is
@@ -1739,6 +1744,11 @@ PM_HIDDEN int pm_system_mallopt(int param, int value);
 static inline bool pm_realloc_keeps(size_t usable, size_t size)
 {
     return 4 * size > 3 * usable;
+}
+/* The largest usable size pm_realloc_keeps for `size` (its inverse). */
+static inline size_t pm_realloc_kept_max(size_t size)
+{
+    return (4 * size - 1) / 3;
 }
 /* realloc's room to grow, on both paths (alloc.c, system.c): a block that
  * grows past its usable size by less than an eighth takes a quarter more

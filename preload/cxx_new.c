@@ -100,7 +100,7 @@ static void *cxx_next(void *_Atomic *cache, const char *name)
  * not a power of two, so such a call goes to it. */
 static inline void *cxx_aligned(size_t size, size_t alignment)
 {
-    if (PM_UNLIKELY(alignment == 0 || (alignment & (alignment - 1)) != 0))
+    if (PM_UNLIKELY(!pm_is_power_of_two(alignment)))
         return NULL;
     return pm_memalign(alignment, size);
 }
@@ -133,7 +133,7 @@ static inline void *cxx_aligned(size_t size, size_t alignment)
 
 /* A derived form of delete: free while the chain is ours, else
  * libstdc++'s. */
-#define CXX_DELETE(name, params, args)                            \
+#define CXX_DELETE(name, params, args)                                     \
     PM_EXPORT void name params;                                            \
     static __attribute__((noinline)) void name##_slow params               \
     {                                                                      \
