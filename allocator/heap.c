@@ -427,11 +427,107 @@ static bool pool_spans_pages(const pm_pool_t *pool)
            (size_t)(pool->carve_index - 1) * pool->block_size >= PM_OS_PAGE_SIZE;
 }
 
-/* The owner sets its bin's last pool aside, empty: the bin serves
- * pm_pool_dry, so the fast paths cannot reach the pool (malloc's looks at
- * the bin, free's only at live blocks, and it has none), and another thread
- * may take it under service_lock. Stamped in its arena's released_ms, as a
- * retained pool is (I10). */
+/* A pool that empties beside others of its class parks too (I4) while
+ * its heap has fewer than this many parked. A program that churns a
+ * window of objects empties a pool while its class has others, and takes
+ * a pool again a little later: released and taken, it went through the
+ * arena directory's lock and lines, which every thread writes (churn,
+ * 18,000 times in 20M calls). Parked, it comes back without them:
+ * churn-2t 6% faster, churn 3%; with 8, churn-4t gained 8% but peak RSS
+ * 3%, parked pools being per class. */
+#define PARKED_BESIDE_OTHERS 4
+
+/* PARKING IN A ROW. A class that has a pool parked already parks the next
+ * one it empties too while its heap has no more parked than it has learnt
+ * to allow (park_allowance, at most PARKED_IN_A_ROW and
+ * POOLMALLOC_RETAIN_POOLS_MAX). A program that makes a batch of blocks and
+ * frees it whole, again and again (glibc's bench-malloc-simple; a
+ * request's, a frame's or a parse's objects), empties its pools one after
+ * another: each went back to its arena, through the directory's lock, to
+ * be taken, initialized and carved again by the next batch (1000 blocks
+ * of 256 bytes made and freed on 2 threads took 4.7 times as long as
+ * under mimalloc, most of it on that lock). The allowance learns it:
+ * - a class that sends pools back for want of room to park them and then
+ *   has none left in use was let go of whole (heap_note_class_emptied);
+ * - for each pool the heap then takes from its arenas within a purge
+ *   delay, the allowance grows by one (heap_note_pool_taken);
+ * - for each parked pool that waited its delay unused it falls by one
+ *   (heap_give_back_parked), and to 0 when they all go at once.
+ * A class that needs a pool and has none parked takes another class's
+ * extra one (heap_take_parked), and the extra ones count against the cap
+ * on retained pools (arena.c's retain_cap_left), as what they are: empty
+ * pools kept resident for the program's next need. A program that frees a
+ * structure once parks no more than before, and one that churns a window
+ * of objects, which empties pools while its classes have others, learns
+ * nothing. */
+#define PARKED_IN_A_ROW 256
+/* The most a heap may have parked: one per class, and the rest. */
+#define PARKED_MOST (PM_CLASS_COUNT + PARKED_BESIDE_OTHERS + PARKED_IN_A_ROW)
+
+/* How many pools the heap has parked: exact under its service_lock, a
+ * glance without it (the owner's choice to park, the walk's skip). */
+static unsigned heap_parked_count(pm_heap_t *heap)
+{
+    return atomic_load_explicit(&heap->parked_count, memory_order_relaxed);
+}
+
+/* Whether an empty pool of the class, carved past its first page, parks
+ * (I4) rather than go back to its arena; `last`: it was all its bin had. */
+static bool heap_may_park(pm_heap_t *heap, unsigned class_index, bool last)
+{
+    unsigned parked = heap_parked_count(heap);
+    unsigned allowance = atomic_load_explicit(&heap->park_allowance, memory_order_relaxed);
+    if (atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed) == NULL)
+        return last || parked < PARKED_BESIDE_OTHERS + allowance;
+    return parked <= allowance; /* the class's first parked beyond it */
+}
+
+/* No pool of the bin's class holds a live block: it has none, or only the
+ * one it keeps, empty (I4). */
+static bool bin_holds_no_block(const pm_bin_t *bin)
+{
+    return bin->pool_count == 0 ||
+           (bin->pool_count == 1 && bin->pools != NULL && pm_pool_used(bin->pools) == 0);
+}
+
+/* The class holds no block any more: the pools it sent back to their
+ * arenas for want of room to park them since it last took one were a
+ * batch's, which the program let go of whole, and may well make again.
+ * (A class that takes pools while it has others, as a program churning a
+ * window of objects does, never gets here: parking its pools in a row too
+ * cost churn 3% in peak RSS and relay 16%.) */
+static void heap_note_class_emptied(pm_heap_t *heap, pm_bin_t *bin)
+{
+    uint32_t refused = heap->park_refused + bin->park_refused;
+    heap->park_refused = refused < PARKED_IN_A_ROW ? refused : PARKED_IN_A_ROW;
+    heap->park_refused_ms = pm_os_coarse_ms();
+    bin->park_refused = 0;
+}
+
+/* The owner took a pool of the bin's class from its arenas: if the heap
+ * refused to park a batch's pools less than a delay ago, it pays the
+ * directory for want of parking, and the allowance grows. */
+static void heap_note_pool_taken(pm_heap_t *heap, pm_bin_t *bin)
+{
+    bin->park_refused = 0;
+    if (heap->park_refused == 0)
+        return;
+    heap->park_refused--;
+    if (pm_os_coarse_ms() - heap->park_refused_ms >= pm_options.purge_delay_ms) {
+        heap->park_refused = 0;
+        return;
+    }
+    unsigned allowance = atomic_load_explicit(&heap->park_allowance, memory_order_relaxed);
+    if (allowance < PARKED_IN_A_ROW && allowance < pm_options.retain_pools_max)
+        atomic_fetch_add_explicit(&heap->park_allowance, 1, memory_order_relaxed);
+}
+
+/* The owner sets an empty pool of its bin aside, newest first on its
+ * class's parked list: the bin serves pm_pool_dry if that was its last
+ * pool, so the fast paths cannot reach the pool (malloc's looks at the
+ * bin, free's only at live blocks, and it has none), and another thread
+ * may take it under service_lock. Its bin link links the parked list. Stamped
+ * in its arena's released_ms, as a retained pool is (I10). */
 static void bin_park(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
 {
     uint64_t now_ms = pm_os_coarse_ms();
@@ -439,27 +535,74 @@ static void bin_park(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
     bin_count_pools(heap, bin, -1);
     pm_lock(heap->service_lock);
     pm_arena_of(pool)->released_ms[pm_pool_index_of(pool)] = now_ms;
+    pool->next = atomic_load_explicit(&heap->parked[pool->class_index], memory_order_relaxed);
     atomic_store_explicit(&heap->parked[pool->class_index], pool, memory_order_relaxed);
-    pm_arena_parked_add(1);
+    atomic_store_explicit(&heap->parked_count,
+                          atomic_load_explicit(&heap->parked_count, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    pm_arena_parked_add(1, pool->next != NULL);
     pm_unlock(heap->service_lock);
 }
 
-/* The owner's slow path takes its parked pool of the class back, if it is
- * still there. Out of line, as its caller's loop is hot. */
-static __attribute__((noinline)) bool bin_unpark(pm_heap_t *heap, pm_bin_t *bin,
-                                                 unsigned class_index)
+/* Takes `pool` off its class's parked list, where it follows `before`
+ * (NULL: it is the head). Caller holds service_lock. */
+static void heap_unpark(pm_heap_t *heap, pm_pool_t *before, pm_pool_t *pool)
+{
+    pm_arena_parked_add(-1, before != NULL || pool->next != NULL);
+    if (before == NULL)
+        atomic_store_explicit(&heap->parked[pool->class_index], pool->next, memory_order_relaxed);
+    else
+        before->next = pool->next;
+    pool->next = NULL;
+    atomic_store_explicit(&heap->parked_count,
+                          atomic_load_explicit(&heap->parked_count, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+}
+
+/* Takes the newest parked pool of the class off its list, if one is still
+ * there. */
+static pm_pool_t *heap_unpark_newest(pm_heap_t *heap, unsigned class_index)
 {
     pm_lock(heap->service_lock);
     pm_pool_t *pool = atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed);
-    atomic_store_explicit(&heap->parked[class_index], NULL, memory_order_relaxed);
     if (pool != NULL)
-        pm_arena_parked_add(-1);
+        heap_unpark(heap, NULL, pool);
     pm_unlock(heap->service_lock);
-    if (pool == NULL)
-        return false; /* given back meanwhile */
-    bin_push(bin, pool);
-    bin_count_pools(heap, bin, 1);
-    return true;
+    return pool;
+}
+
+/* The owner's slow path, once its bin's pools have no room left, takes a
+ * parked pool: the class's newest, else the newest of another class's run
+ * (PARKING IN A ROW; a class's only parked pool stays its own), made a
+ * pool of this class (pm_pool_reuse). Unless it is of this class with a
+ * free list from block to neighbour, it is carved afresh, in address
+ * order, over the pages it had reached: it is empty, and its free list, in
+ * the order the program freed its blocks, would be put in order at a cost
+ * above a carve's (pm_pool_order_if_mostly_free: binary trees took 3% more
+ * instructions).
+ * Taking another class's run keeps the classes from each holding pools
+ * another needs: a batch of random sizes needs a few pools more in some
+ * classes and fewer in others from one round to the next, and with runs
+ * kept per class, each kept its own while the others took fresh ones
+ * (pm_bench_batch blocks=10000 min=1 max=512 threads=2: peak RSS 8.7 MiB,
+ * against 8.0 with no parking in a row, and 8.0 with this). Out of line,
+ * as its caller's loop is hot. */
+static __attribute__((noinline)) pm_pool_t *heap_take_parked(pm_heap_t *heap,
+                                                             unsigned class_index)
+{
+    pm_lock(heap->service_lock);
+    pm_pool_t *pool = atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed);
+    for (unsigned c = 0; c < PM_CLASS_COUNT && pool == NULL; c++) {
+        pm_pool_t *head = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
+        if (head != NULL && head->next != NULL)
+            pool = head;
+    }
+    if (pool != NULL)
+        heap_unpark(heap, NULL, pool);
+    pm_unlock(heap->service_lock);
+    if (pool != NULL)
+        pm_pool_reuse(pool, class_index, heap);
+    return pool;
 }
 
 /* Gives a heap's parked pools that were parked at least a delay before
@@ -473,23 +616,32 @@ static __attribute__((noinline)) bool bin_unpark(pm_heap_t *heap, pm_bin_t *bin,
 static size_t heap_give_back_parked(pm_heap_t *heap, uint64_t now_ms, bool all,
                                     uint64_t *next_due_ms)
 {
-    pm_pool_t *going[PM_CLASS_COUNT];
+    pm_pool_t *going[PARKED_MOST];
     unsigned count = 0;
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
-        pm_pool_t *pool = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
-        if (pool == NULL)
-            continue;
-        uint64_t due_ms = pm_arena_of(pool)->released_ms[pm_pool_index_of(pool)] +
-                          pm_options.purge_delay_ms;
-        if (!all && now_ms < due_ms) {
-            if (due_ms < *next_due_ms)
-                *next_due_ms = due_ms;
-            continue;
+        pm_pool_t *before = NULL, *after;
+        for (pm_pool_t *pool = atomic_load_explicit(&heap->parked[c], memory_order_relaxed);
+             pool != NULL; pool = after) {
+            after = pool->next;
+            uint64_t due_ms = pm_arena_of(pool)->released_ms[pm_pool_index_of(pool)] +
+                              pm_options.purge_delay_ms;
+            if (!all && now_ms < due_ms) {
+                if (due_ms < *next_due_ms)
+                    *next_due_ms = due_ms;
+                before = pool;
+                continue;
+            }
+            heap_unpark(heap, before, pool);
+            going[count++] = pool;
         }
-        atomic_store_explicit(&heap->parked[c], NULL, memory_order_relaxed);
-        pm_arena_parked_add(-1);
-        going[count++] = pool;
     }
+    /* Each that waited its delay unused was one the allowance need not
+     * have let park (PARKING IN A ROW); given back all at once, it starts
+     * again. */
+    unsigned allowance = atomic_load_explicit(&heap->park_allowance, memory_order_relaxed);
+    unsigned lower = all || count > allowance ? allowance : count;
+    if (lower != 0)
+        atomic_fetch_sub_explicit(&heap->park_allowance, lower, memory_order_relaxed);
     /* Purged together, before any is back in its arena for another heap
      * to take and carve. */
     pm_pool_purge_empty(going, count);
@@ -535,16 +687,6 @@ static void heap_collect_abandoned(pm_heap_t *heap)
     pm_lock(heap->service_lock);
     heap_collect_remote(heap, false);
     pm_unlock(heap->service_lock);
-}
-
-/* How many pools the heap has parked: exact under its service_lock, a
- * glance without it (the owner's choice to park, the walk's skip). */
-static unsigned heap_parked_count(pm_heap_t *heap)
-{
-    unsigned count = 0;
-    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
-        count += atomic_load_explicit(&heap->parked[c], memory_order_relaxed) != NULL;
-    return count;
 }
 
 /* An ABANDONED heap's kept pools (I4: its bins' empty ones, and the parked
@@ -747,16 +889,6 @@ void *pm_heap_tick_small(pm_heap_t *heap, void *block, size_t counted)
     return pm_heap_tick(heap, block, pm_pool_of(block)->block_size, counted);
 }
 
-/* A pool that empties beside others of its class parks too (I4) while
- * its heap has fewer than this many parked. A program that churns a
- * window of objects empties a pool while its class has others, and takes
- * a pool again a little later: released and taken, it went through the
- * arena directory's lock and lines, which every thread writes (churn,
- * 18,000 times in 20M calls). Parked, it comes back without them:
- * churn-2t 6% faster, churn 3%; with 8, churn-4t gained 8% but peak RSS
- * 3%, parked pools being per class. */
-#define PARKED_BESIDE_OTHERS 4
-
 /* Out of line: the common caller is a pool that regained room. */
 static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t *bin,
                                                        pm_pool_t *pool)
@@ -773,25 +905,28 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
      * lived: a thread that frees its blocks newest first empties the pool
      * it was carving, which parks, then the full one before it). One
      * beside others of the class, carved past its first page, parks too
-     * while the heap has fewer than PARKED_BESIDE_OTHERS parked. */
+     * while the heap has fewer than PARKED_BESIDE_OTHERS parked; and a
+     * class's second and later as the heap has learnt (PARKING IN A ROW),
+     * which counts those sent back for want of it. */
     bool last = pool_alone_in_bin(pool);
     bool spans = heap_owned(heap) && pool_spans_pages(pool);
-    bool parkable = spans &&
-                    atomic_load_explicit(&heap->parked[pool->class_index],
-                                         memory_order_relaxed) == NULL &&
-                    (last || heap_parked_count(heap) < PARKED_BESIDE_OTHERS);
+    bool parkable = spans && heap_may_park(heap, pool->class_index, last);
     if (parkable && pm_options.purge_delay_ms != 0 && !pm_arena_collapsed()) {
         bin_park(heap, bin, pool);
         if (pm_arena_note_parked()) {
             /* Collapsed, by this pool or meanwhile: nothing stays parked,
              * this pool included, whose parking may have come after the
              * walk that gave the other heaps' back. */
-            if (bin_unpark(heap, bin, pool->class_index))
-                pool_retire(heap, bin, pool);
+            pm_pool_t *again = heap_unpark_newest(heap, pool->class_index);
+            if (again != NULL)
+                pm_arena_release_pool(again);
             heap_housekeeping(heap);
         }
     } else if (!last || spans) {
+        bin->park_refused += spans && pm_options.purge_delay_ms != 0;
         pool_retire(heap, bin, pool);
+        if (bin->park_refused != 0 && bin_holds_no_block(bin))
+            heap_note_class_emptied(heap, bin);
         heap_housekeeping(heap);
     } else if (heap_owned(heap)) {
         /* Stays, and will again: a thread that mallocs and frees a block
@@ -1619,10 +1754,12 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
             serving = carvable;
             continue;
         }
-        /* The parked pool, once the bin's others have no room left. */
-        if (atomic_load_explicit(&heap->parked[class_index], memory_order_relaxed) != NULL &&
-            bin_unpark(heap, bin, class_index))
+        pm_pool_t *parked;
+        if (heap_parked_count(heap) != 0 && (parked = heap_take_parked(heap, class_index)) != NULL) {
+            bin_push(bin, parked);
+            bin_count_pools(heap, bin, 1);
             continue;
+        }
         /* A fork child's first pool from the arenas: the orphaned heaps'
          * arenas first become everyone's (no lock held: the owner's). */
         if (PM_UNLIKELY(atomic_load_explicit(&heaps.orphans_pending, memory_order_relaxed)) &&
@@ -1636,6 +1773,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
             return NULL;
         bin_push(bin, pool);
         bin_count_pools(heap, bin, 1);
+        heap_note_pool_taken(heap, bin);
         heap_housekeeping(heap);
     }
     if (serving != bin->pools)
@@ -2118,8 +2256,9 @@ static bool heap_visit_pool(const pm_pool_t *pool)
         return false;
     /* I4: a pool with room is on its bin list, and PM_POOL_OFF_LIST says so;
      * or it is parked, empty. */
-    if (atomic_load(&heap->parked[pool->class_index]) == pool)
-        return !pm_pool_on_bin_list(pool) && pm_pool_used(pool) == 0;
+    for (const pm_pool_t *p = atomic_load(&heap->parked[pool->class_index]); p; p = p->next)
+        if (p == pool)
+            return !pm_pool_on_bin_list(pool) && pm_pool_used(pool) == 0;
     bool listed = false;
     for (const pm_pool_t *p = heap->bins[pool->class_index].pools; p && !listed; p = p->next)
         listed = p == pool;
@@ -2140,11 +2279,11 @@ bool pm_heap_validate(void)
     uint64_t allocated[PM_CLASS_COUNT] = {0}, pools[PM_CLASS_COUNT] = {0};
     uint64_t waiting_walked[PM_CLASS_COUNT] = {0}, waiting_counted[PM_CLASS_COUNT] = {0};
     uint64_t marked_pages[PM_CLASS_COUNT] = {0}; /* in parcels (IDLE OWNERS) */
-    uint64_t parked = 0, parcel_bytes = 0;
+    uint64_t parked = 0, parked_in_a_row = 0, parcel_bytes = 0;
     bool ok = true, any_orphaned = false;
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap) {
         any_orphaned |= heap_is_orphaned(heap);
-        uint64_t pool_total = 0, sparse_pools = 0;
+        uint64_t pool_total = 0, sparse_pools = 0, heap_parked = 0;
         for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
             const pm_bin_t *bin = &heap->bins[c];
             pool_total += bin->pool_count;
@@ -2155,13 +2294,18 @@ bool pm_heap_validate(void)
              * two (see heap_visit_pool). */
             ok &= heap_is_orphaned(heap) || bin->serving == bin_head_or_dry(bin);
             allocated[c] += bin->allocated_total;
-            bool has_parked = atomic_load(&heap->parked[c]) != NULL;
-            parked += has_parked;
-            pools[c] += bin->pool_count + has_parked;
+            uint64_t class_parked = 0;
+            for (const pm_pool_t *p = atomic_load(&heap->parked[c]); p != NULL; p = p->next)
+                class_parked++;
+            heap_parked += class_parked;
+            parked_in_a_row += class_parked > 1 ? class_parked - 1 : 0;
+            pools[c] += bin->pool_count + class_parked;
             waiting_counted[c] += bin->remote_freed_total - bin->remote_collected_total;
         }
         ok &= heap_is_orphaned(heap) ||
               (pool_total == heap->pool_total && sparse_pools == heap->sparse_pools);
+        ok &= heap_parked == atomic_load(&heap->parked_count) && heap_parked <= PARKED_MOST;
+        parked += heap_parked;
         for (uint64_t pos = atomic_load(&heap->remote_head); pos != atomic_load(&heap->remote_tail);
              pos++) {
             const pm_block_t *b = atomic_load(&heap->remote_ring[pos % PM_REMOTE_RING]);
@@ -2191,7 +2335,7 @@ bool pm_heap_validate(void)
         waiting_counted[c] += atomic_load(&heapless_remote_freed[c]);
         validate_used[c] = validate_pools[c] = 0;
     }
-    ok &= pm_arena_validate(heap_visit_pool, parked);
+    ok &= pm_arena_validate(heap_visit_pool, parked, parked_in_a_row);
     /* The stats' metadata counts every parcel once, as it is; unless a fork
      * cut an owner between taking its parcels and uncounting them. */
     ok &= any_orphaned || parcel_bytes == atomic_load(&parcel_bytes_in_use);

@@ -165,7 +165,10 @@
  *  page is parked instead, and goes back to its arena, pages and all, once
  *  it has been parked for the purge delay (given back by the next owner
  *  to take or give back a pool or tick, or the dump thread's tick), so an idle
- *  thread pins at most a page per class; when its thread exits, its
+ *  thread pins at most a page per class, and its parked pools until the
+ *  delay has run out (a heap that makes and frees batches of blocks
+ *  parks a run of pools, as many as it has learnt to need, up to 256:
+ *  heap.c, PARKING IN A ROW); when its thread exits, its
  *  kept pools wait a purge delay for a thread to adopt the heap, and are
  *  then purged (threads that come and go find them ready).
  *  A heap that frees most of its blocks in no order empties none of its
@@ -320,8 +323,9 @@
  *      starting in such a page is one. A pool is sparse only
  *      while on its bin list, and its heap's sparse_pools counts it.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list for
- *      its class (PM_POOL_OFF_LIST clear), or is its heap's parked pool of the
- *      class (heap->parked[class], then empty and on no list), or is
+ *      its class (PM_POOL_OFF_LIST clear), or is one of its heap's parked pools
+ *      of the class (on the list from heap->parked[class], newest first,
+ *      linked by `next`: empty and on no bin list), or is
  *      regaining: full when its OWNED heap's slow path took it off the list,
  *      on no list since, PM_POOL_OFF_LIST clear and used_mark at capacity -
  *      pm_pool_regain_batch, to which used_count has not come down (it
@@ -333,8 +337,12 @@
  *      first page, it is parked if the heap has no parked pool of the class,
  *      else released. One that is not the only pool, carved past its first
  *      page, is parked too if the heap has no parked pool of the class and
- *      fewer than 4 parked in all. With no purge delay, or while the pools have
- *      collapsed, it is released at once instead. The only pool, emptied by its
+ *      fewer than 4 parked in all. Beyond these, a class parks more while its
+ *      heap has no more parked than its learnt park_allowance (heap.c,
+ *      PARKING IN A ROW; 0 until the heap has taken pools from its arenas
+ *      within a delay of sending some back for want of it, at most 256 and
+ *      POOLMALLOC_RETAIN_POOLS_MAX). With no purge delay, or while the pools
+ *      have collapsed, it is released at once instead. The only pool, emptied by its
  *      owner and not carved past its first page, stays and is kept: its next
  *      emptyings do not reach the owner's slow path (PM_POOL_KEPT, so free's
  *      subtract does not come to 0), until it leaves the list, another pool
@@ -342,8 +350,10 @@
  *      decided again. A kept pool has no mark. A parked pool is off the bin
  *      list, so the fast paths never reach it (it has no live block), and the
  *      owner takes it back under service_lock on its next slow path of the
- *      class that finds no room, or any thread, under the same lock, gives it
- *      back to its arena once it has been parked for the purge delay. A heap
+ *      class that finds no room (or of another class, if this class has more
+ *      than one parked: pm_pool_reuse makes it one of that class), or any
+ *      thread, under the same lock, gives it back to its arena once it has
+ *      been parked for the purge delay. A heap
  *      that is abandoned keeps its parked pools, and the empty ones on its bin
  *      lists their pages, for a purge delay (or none, with no delay or while
  *      the pools have collapsed): then the walk of the heaps gives them back,
@@ -1140,6 +1150,13 @@ PM_HIDDEN void pm_pool_init(pm_pool_t *pool, unsigned class_index,
  * (pm_pool_purge_free_pages), else the next stretch of untouched blocks;
  * false if the pool has neither. */
 PM_HIDDEN bool pm_pool_carve(pm_pool_t *pool, bool coloured);
+/* An empty pool its owner had parked, made a pool of `class_index` (its
+ * own class or another). Unless it is of that class already with a free
+ * list from block to neighbour, its free list is carved afresh, in
+ * address order, over the pages its blocks reached before: those are
+ * resident, and so it spans them as before (I4) and is not kept for a lone
+ * block while holding more than a page. */
+PM_HIDDEN void pm_pool_reuse(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap);
 /* malloc_trim, and a sparse pool (heap.c), for an IN USE pool: gives back
  * the OS pages that hold no live block and only carved blocks, and takes
  * the free blocks that start in them off the free list (I3) until
@@ -1247,8 +1264,10 @@ PM_HIDDEN bool pm_arena_collapsed(void);
 PM_HIDDEN bool pm_arena_cycling(uint64_t now_ms);
 /* Parked pools (I4) are in use but empty, so the collapse leaves them out
  * of its count: heap.c adds each one parked and subtracts each one leaving
- * parked[], under the heap's service_lock. Lock-free. */
-PM_HIDDEN void pm_arena_parked_add(int64_t delta);
+ * parked[], under the heap's service_lock. Those `in_a_row` (beyond the
+ * first of their class in their heap, or leaving a class that keeps one)
+ * count against the cap on retained pools (I10). Lock-free. */
+PM_HIDDEN void pm_arena_parked_add(int64_t delta, bool in_a_row);
 /* A pool was parked: returns whether the pools in use, less the parked,
  * have collapsed (collapse_note), which makes every parked pool due. */
 PM_HIDDEN bool pm_arena_note_parked(void);
@@ -1283,7 +1302,8 @@ PM_HIDDEN void pm_arena_stats(pm_stats_t *out, uint64_t used[PM_CLASS_COUNT]);
 /* Checks I1, I2 and I5, and calls visit(pool) for every IN USE pool (whose
  * validity is the visitor's call); `parked`: how many the heaps hold
  * parked, against pm_arena_parked_add's count. Only when quiescent. */
-PM_HIDDEN bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked);
+PM_HIDDEN bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked,
+                                 uint64_t parked_in_a_row);
 /* fork's hold on the arenas: the directory lock, then the registry lock. */
 PM_HIDDEN void pm_arena_lock(void);
 PM_HIDDEN void pm_arena_unlock(void);
@@ -1302,6 +1322,10 @@ typedef struct pm_bin {
     /* pools, or pm_pool_dry when there is none: never NULL, so malloc's
      * fast path tests only the free list. */
     pm_pool_t *serving;
+    /* Pools of the class sent back to their arenas for want of room to
+     * park them since the class last took one from them (heap.c, PARKING
+     * IN A ROW). */
+    uint32_t park_refused;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_bin_t;
 /* A pool with no free block and no owner, never written: what a bin with
  * no pool serves. */
@@ -1378,12 +1402,23 @@ typedef struct pm_heap {
      * first page of the heap's slab, or in pm_fork_locks for the shared
      * heap: pages a fork child gets zeroed (pm_fork_locks_t says why). */
     pm_lock_t *service_lock;
-    /* Per class, the bin's last pool, empty and carved past its first page,
-     * set aside while the class is idle (I4): the owner takes it back on
-     * its next slow path, or any thread gives it back to its arena once it
-     * has waited POOLMALLOC_PURGE_DELAY (heap_release_parked). Changed
-     * only under service_lock; the owner reads it without. */
+    /* Per class, the newest of the empty pools carved past their first
+     * page that the bin set aside (I4), linked by their `next`: the owner
+     * takes them back on its slow path, newest first, or any thread gives
+     * one back to its arena once it has waited POOLMALLOC_PURGE_DELAY
+     * (heap_release_parked). Changed only under service_lock, as is
+     * parked_count, how many there are in all; the owner glances at both
+     * without it. */
     _Atomic(pm_pool_t *) parked[PM_CLASS_COUNT];
+    _Atomic unsigned parked_count;
+    /* Parked pools beyond a class's first that the heap may keep (heap.c,
+     * PARKING IN A ROW): raised by the owner, lowered by whoever gives
+     * back its parked pools. */
+    _Atomic unsigned park_allowance;
+    /* By the owner: pools it sent back to their arenas for want of
+     * parking, and when it last did. */
+    unsigned park_refused;
+    uint64_t park_refused_ms;
     /* The arenas its pools come from first (arena.c, under the directory
      * lock): on lines of their own, which a thread releasing a pool into
      * one of them writes. */

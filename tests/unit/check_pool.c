@@ -242,6 +242,124 @@ START_TEST(test_pool_parks_beside_others_up_to_four)
 }
 END_TEST
 
+/* PARKING IN A ROW (heap.c): a batch of blocks filling several pools of a
+ * class, made and freed whole again and again. The first time, the class
+ * parks one pool and sends the rest back to their arenas; the next batch
+ * takes as many from the arenas within the delay, and so teaches the heap
+ * to park them all, so that the third batch takes none from the arenas.
+ * Once parked pools wait out the delay unused, they go back, and the
+ * allowance falls with them. */
+enum { ROW_POOLS = 6 };
+static void *row[ROW_POOLS * (PM_POOL_SIZE / 256)];
+
+static size_t row_batch(size_t size)
+{
+    size_t count = ROW_POOLS * (PM_POOL_SIZE / size) - 1;
+    for (size_t i = 0; i < count; i++) {
+        row[i] = pm_malloc(size);
+        ck_assert_ptr_nonnull(row[i]);
+    }
+    return count;
+}
+
+static unsigned parked_in_class(unsigned c)
+{
+    unsigned count = 0;
+    for (pm_pool_t *p = atomic_load(&pm_thread_heap->parked[c]); p != NULL; p = p->next)
+        count++;
+    return count;
+}
+
+START_TEST(test_pool_parks_in_a_row)
+{
+    pm_options.purge_delay_ms = 60000;
+    const unsigned c = pm_class_of(256);
+    pm_stats_t before, after;
+    for (int round = 0; round < 3; round++) {
+        pm_test_stats(&before);
+        size_t count = row_batch(256);
+        pm_test_stats(&after);
+        if (round == 2) /* every pool of the batch came back from parked */
+            ck_assert_uint_eq(after.unused_pools, before.unused_pools);
+        for (size_t i = count; i-- > 0;) /* newest first */
+            pm_free(row[i]);
+        ck_assert(pm_heap_validate());
+        if (round == 0)
+            ck_assert_uint_eq(parked_in_class(c), 1);
+        else
+            ck_assert_uint_ge(parked_in_class(c), ROW_POOLS - 1);
+    }
+    ck_assert_uint_ge(atomic_load(&pm_thread_heap->park_allowance), ROW_POOLS - 2);
+    pm_options.purge_delay_ms = 20;
+    pm_test_sleep_ms(40);
+    pm_heap_release_parked_if_due(NULL);
+    ck_assert_uint_eq(parked_in_class(c), 0);
+    ck_assert_uint_eq(atomic_load(&pm_thread_heap->parked_count), 0);
+    ck_assert_uint_eq(atomic_load(&pm_thread_heap->park_allowance), 0);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
+/* POOLMALLOC_RETAIN_POOLS_MAX bounds the allowance: a class parks at most
+ * that many pools beyond its first. */
+START_TEST(test_pool_parks_in_a_row_within_retain_max)
+{
+    pm_options.purge_delay_ms = 60000;
+    pm_options.retain_pools_max = 2;
+    const unsigned c = pm_class_of(256);
+    for (int round = 0; round < 3; round++) {
+        size_t count = row_batch(256);
+        for (size_t i = count; i-- > 0;)
+            pm_free(row[i]);
+    }
+    ck_assert_uint_eq(atomic_load(&pm_thread_heap->park_allowance), 2);
+    ck_assert_uint_eq(parked_in_class(c), 3);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
+/* A class with none parked takes the newest pool of another class's run
+ * of parked pools, made a pool of its own class, with its pages; never a
+ * class's only parked pool. */
+START_TEST(test_pool_takes_parked_of_other_class)
+{
+    pm_options.purge_delay_ms = 60000;
+    const unsigned c = pm_class_of(256), other = pm_class_of(64);
+    for (int round = 0; round < 2; round++) {
+        size_t count = row_batch(256);
+        for (size_t i = count; i-- > 0;)
+            pm_free(row[i]);
+    }
+    unsigned run = parked_in_class(c);
+    ck_assert_uint_ge(run, 2);
+    pm_pool_t *newest = atomic_load(&pm_thread_heap->parked[c]);
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    void *p = pm_malloc(64);
+    pm_test_stats(&after);
+    ck_assert_ptr_eq(pm_pool_of(p), newest);
+    ck_assert_uint_eq(newest->class_index, other);
+    ck_assert_uint_eq(newest->block_size, 64);
+    ck_assert_uint_eq(parked_in_class(c), run - 1);
+    ck_assert_uint_eq(after.unused_pools, before.unused_pools);
+    ck_assert_uint_eq(after.classes[other].pools, before.classes[other].pools + 1);
+    ck_assert_uint_eq(after.classes[c].pools, before.classes[c].pools - 1);
+    ck_assert(pm_heap_validate());
+    pm_free(p);
+    /* Down to one parked pool of the class: that one stays the class's. */
+    for (unsigned k = 0; k + 2 < run; k++)
+        pm_free(pm_malloc(64 + 16 * (k + 1)));
+    ck_assert_uint_eq(parked_in_class(c), 1);
+    pm_test_stats(&before);
+    void *q = pm_malloc(400);
+    pm_test_stats(&after);
+    ck_assert_uint_eq(parked_in_class(c), 1);
+    ck_assert_uint_eq(after.unused_pools + 1, before.unused_pools);
+    pm_free(q);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* When the pool serving runs out, the fuller of the first two pools with
  * free blocks serves next, whichever came back to the bin list first: the
  * other, which the program is emptying, is left to drain. Pools A, B and C
@@ -1041,6 +1159,9 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_pool_serves_in_address_order);
     tcase_add_test(tc, test_pool_regains_in_batches);
     tcase_add_test(tc, test_pool_parks_beside_others_up_to_four);
+    tcase_add_test(tc, test_pool_parks_in_a_row);
+    tcase_add_test(tc, test_pool_parks_in_a_row_within_retain_max);
+    tcase_add_test(tc, test_pool_takes_parked_of_other_class);
     tcase_add_test(tc, test_pool_carve_without_populate);
     tcase_add_loop_test(tc, test_pool_fast_block_exact, 0, PM_CLASS_COUNT);
     tcase_add_test(tc, test_live_block_holding_tag);

@@ -1,5 +1,5 @@
 /* support.c — helpers shared by the unit suites: a deterministic PRNG,
- * byte patterns, the consistency checks of pm_stats_t, and the capture of a
+ * byte patterns, a sleep, the consistency checks of pm_stats_t, and the capture of a
  * misuse's abort message. Never allocates; the checks use ck_assert so a
  * failure names the relation. */
 #include "support.h"
@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 void pm_test_rng_seed(pm_test_rng_t *rng, uint64_t seed)
@@ -43,6 +44,13 @@ static unsigned char pattern_byte(size_t i, uint64_t seed)
     /* Depends on the position so a block shifted by a granule is caught. */
     uint64_t x = seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull);
     return (unsigned char)(x ^ (x >> 29) ^ (x >> 47));
+}
+
+void pm_test_sleep_ms(long ms)
+{
+    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&pause, &pause) != 0)
+        continue;
 }
 
 void pm_test_pattern_fill(void *p, size_t n, uint64_t seed)

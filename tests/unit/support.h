@@ -71,6 +71,9 @@ uint64_t pm_test_rng_next(pm_test_rng_t *rng);
 /* Uniform in [lo, hi]. */
 size_t pm_test_rng_range(pm_test_rng_t *rng, size_t lo, size_t hi);
 
+/* Sleeps ms milliseconds, through signals. */
+void pm_test_sleep_ms(long ms);
+
 /* Fill n bytes at p with a pattern determined by seed, and verify it.
  * pm_test_pattern_ok returns 1 when intact. */
 void pm_test_pattern_fill(void *p, size_t n, uint64_t seed);
