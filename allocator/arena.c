@@ -450,20 +450,19 @@ static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach, purge
     return out;
 }
 
-/* The cap on retained pools (I10), kept in [min(RETAIN_POOLS,
- * RETAIN_POOLS_MAX), RETAIN_POOLS_MAX]; once it has not grown for
- * CAP_SHRINK_DELAYS delays it halves, so a burst of demand long past does
- * not keep memory resident for ever. Caller holds the lock. */
-/* The cap less the pools parked in a row, which are resident empty pools
- * too: without this, a program churning a window of objects, which parks
- * pools in a row as it empties and takes pools, kept the retained list's
- * cap on top of them (churn's peak RSS +3%, relay's +16%). */
+/* The cap less the pools parked in a row (heap.c, PARKING IN A ROW): empty
+ * pools kept resident for a program's next batch, as the retained ones are
+ * for its next need, so the one cap bounds both. */
 static uint64_t retain_cap_left(uint64_t cap)
 {
     uint64_t in_a_row = atomic_load_explicit(&directory.pools_parked_in_a_row, memory_order_relaxed);
     return cap > in_a_row ? cap - in_a_row : 0;
 }
 
+/* The cap on retained pools (I10), kept in [min(RETAIN_POOLS,
+ * RETAIN_POOLS_MAX), RETAIN_POOLS_MAX]; once it has not grown for
+ * CAP_SHRINK_DELAYS delays it halves, so a burst of demand long past does
+ * not keep memory resident for ever. Caller holds the lock. */
 static uint64_t retain_cap(uint64_t now_ms)
 {
     uint64_t max = pm_options.retain_pools_max;

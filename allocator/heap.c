@@ -522,6 +522,18 @@ static void heap_note_pool_taken(pm_heap_t *heap, pm_bin_t *bin)
         atomic_fetch_add_explicit(&heap->park_allowance, 1, memory_order_relaxed);
 }
 
+/* A pool joins (+1) or leaves (-1) the heap's parked lists, `in_a_row` if
+ * its class has another parked: the heap's count and the arenas' (which
+ * the collapse and the retained cap read). Caller holds service_lock. */
+static void heap_count_parked(pm_heap_t *heap, int delta, bool in_a_row)
+{
+    atomic_store_explicit(&heap->parked_count,
+                          atomic_load_explicit(&heap->parked_count, memory_order_relaxed) +
+                              (unsigned)delta,
+                          memory_order_relaxed);
+    pm_arena_parked_add(delta, in_a_row);
+}
+
 /* The owner sets an empty pool of its bin aside, newest first on its
  * class's parked list: the bin serves pm_pool_dry if that was its last
  * pool, so the fast paths cannot reach the pool (malloc's looks at the
@@ -537,10 +549,7 @@ static void bin_park(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
     pm_arena_of(pool)->released_ms[pm_pool_index_of(pool)] = now_ms;
     pool->next = atomic_load_explicit(&heap->parked[pool->class_index], memory_order_relaxed);
     atomic_store_explicit(&heap->parked[pool->class_index], pool, memory_order_relaxed);
-    atomic_store_explicit(&heap->parked_count,
-                          atomic_load_explicit(&heap->parked_count, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    pm_arena_parked_add(1, pool->next != NULL);
+    heap_count_parked(heap, 1, pool->next != NULL);
     pm_unlock(heap->service_lock);
 }
 
@@ -548,15 +557,12 @@ static void bin_park(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  * (NULL: it is the head). Caller holds service_lock. */
 static void heap_unpark(pm_heap_t *heap, pm_pool_t *before, pm_pool_t *pool)
 {
-    pm_arena_parked_add(-1, before != NULL || pool->next != NULL);
+    heap_count_parked(heap, -1, before != NULL || pool->next != NULL);
     if (before == NULL)
         atomic_store_explicit(&heap->parked[pool->class_index], pool->next, memory_order_relaxed);
     else
         before->next = pool->next;
     pool->next = NULL;
-    atomic_store_explicit(&heap->parked_count,
-                          atomic_load_explicit(&heap->parked_count, memory_order_relaxed) - 1,
-                          memory_order_relaxed);
 }
 
 /* Takes the newest parked pool of the class off its list, if one is still
@@ -584,9 +590,10 @@ static pm_pool_t *heap_unpark_newest(pm_heap_t *heap, unsigned class_index)
  * another needs: a batch of random sizes needs a few pools more in some
  * classes and fewer in others from one round to the next, and with runs
  * kept per class, each kept its own while the others took fresh ones
- * (pm_bench_batch blocks=10000 min=1 max=512 threads=2: peak RSS 8.7 MiB,
- * against 8.0 with no parking in a row, and 8.0 with this). Out of line,
- * as its caller's loop is hot. */
+ * (pm_bench_batch blocks=10000 min=1 max=512 threads=2, an early version
+ * of the allowance: peak RSS 8.7 MiB, against 8.0 with no parking in a
+ * row, and 8.0 once classes took each other's runs). Out of line, as its
+ * caller's loop is hot. */
 static __attribute__((noinline)) pm_pool_t *heap_take_parked(pm_heap_t *heap,
                                                              unsigned class_index)
 {

@@ -511,6 +511,15 @@ static void pool_touch_pages(pm_pool_t *pool, char *start, unsigned end_page)
     pool->touched_pages = (uint8_t)end_page;
 }
 
+/* The blocks that end within the pool's first `bytes`, a page boundary:
+ * bytes / size, exact through the reciprocal for a pool offset
+ * (pm_class_reciprocal); the pool's end is a page boundary, so never past
+ * its capacity. */
+static uint32_t pool_blocks_within(const pm_pool_t *pool, size_t bytes)
+{
+    return (uint32_t)((bytes * pool->reciprocal) >> 32);
+}
+
 /* Carves the blocks that end in the OS page where the next uncarved block
  * ends, so a pool's pages are touched one at a time, in order, and only
  * when a block is about to need them: a block that runs from one page into
@@ -556,10 +565,7 @@ bool pm_pool_carve(pm_pool_t *pool, bool coloured)
     size_t size = pool->block_size;
     uintptr_t first_end = (uintptr_t)start + ((size_t)pool->carve_index + 1) * size;
     uintptr_t page_end = (first_end + PM_OS_PAGE_SIZE - 1) & ~(uintptr_t)(PM_OS_PAGE_SIZE - 1);
-    /* The blocks ending at or before page_end: (page_end - start) / size,
-     * exact through the reciprocal for a pool offset (pm_class_reciprocal);
-     * the pool's end is a page boundary, so never past its capacity. */
-    uint32_t stop = (uint32_t)(((page_end - (uintptr_t)start) * pool->reciprocal) >> 32);
+    uint32_t stop = pool_blocks_within(pool, page_end - (uintptr_t)start);
     pool_touch_pages(pool, start, (unsigned)((page_end - (uintptr_t)start) / PM_OS_PAGE_SIZE));
     uint32_t colour = pool->carve_index;
     if (colour == 0 && coloured) {
@@ -594,8 +600,7 @@ void pm_pool_reuse(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     if (reached == 0)
         return;
     char *start = pm_pool_start(pool);
-    /* The blocks ending at or before it, as pm_pool_carve counts them. */
-    uint32_t stop = (uint32_t)((reached * pool->reciprocal) >> 32);
+    uint32_t stop = pool_blocks_within(pool, reached);
     pool_touch_pages(pool, start, (unsigned)(reached / PM_OS_PAGE_SIZE));
     pool->free_list = carve_link(pool, start, 0, stop, NULL);
     pool->carve_index = stop;
