@@ -321,10 +321,18 @@ typedef struct {
     unsigned early;
 } purge_result_t;
 
+/* Whether a pool is UNUSED, read under the directory lock: a pool becomes
+ * or stops being UNUSED only under it, but an owner changes its IN USE
+ * pool's class without it (pm_pool_reuse), so the read is atomic. */
+static bool pool_unused(const pm_pool_t *pool)
+{
+    return __atomic_load_n(&pool->class_index, __ATOMIC_RELAXED) == PM_CLASS_NONE;
+}
+
 /* A retained pool (I10: UNUSED and resident, under the lock) in reach. */
 static bool purge_takes(pm_pool_t *pool, purge_reach_t reach)
 {
-    return pool->class_index == PM_CLASS_NONE && pm_pool_resident(pool) &&
+    return pool_unused(pool) && pm_pool_resident(pool) &&
            (retained_expired(pool, reach.now_ms) || directory.retained_count > reach.cap);
 }
 
@@ -345,7 +353,7 @@ static unsigned run_reach(pm_arena_t *arena, unsigned from, int step, purge_reac
     unsigned edge = from;
     for (int k = (int)from + step; k >= 0 && k < (int)PM_POOLS_PER_ARENA; k += step) {
         pm_pool_t *next = &arena->pools[k];
-        if (next->class_index != PM_CLASS_NONE)
+        if (!pool_unused(next))
             break;
         if (pm_pool_resident(next)) {
             if (!purge_takes(next, reach))
@@ -753,7 +761,7 @@ static size_t populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_poo
     uint64_t ahead = heap_pools / POPULATE_AHEAD_RATIO;
     ahead = ahead < room ? ahead : room;
     while (end < PM_POOLS_PER_ARENA && end - first <= ahead &&
-           arena->pools[end].class_index == PM_CLASS_NONE && !pm_pool_resident(&arena->pools[end]))
+           pool_unused(&arena->pools[end]) && !pm_pool_resident(&arena->pools[end]))
         end++;
     /* One pool alone: carving populates a page at a time, as it needs them.
      * The kernel refuses: carving's writes fault the pages in. */
