@@ -1502,13 +1502,18 @@ END_TEST
 START_TEST(test_release_idle_owner_that_started_dump_thread)
 {
     const unsigned c = pm_class_of(BLOCK_SIZE);
-    pm_options.purge_delay_ms = 50;
+    /* Long while the worker frees (a walk of its, past a short delay, would
+     * relieve the owner before the dump thread starts: under
+     * ThreadSanitizer the frees took longer than 50 ms), short once the
+     * dump thread ticks. */
+    pm_options.purge_delay_ms = 60000;
     pm_options.purge_thread = 1;
     idle_owner_make();
     pthread_t freer;
     ck_assert_int_eq(pthread_create(&freer, NULL, idle_owner_free_all, NULL), 0);
     ck_assert_int_eq(pthread_join(freer, NULL), 0);
     ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
+    pm_options.purge_delay_ms = 50;
     pm_dump_start();
     /* 64 blocks a pool: all but the last pool's pages go. */
     idle_owner_await_resident((int)(PM_POOL_SIZE / BLOCK_SIZE));
