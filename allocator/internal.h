@@ -375,7 +375,7 @@
  *      writes it. free() of a block that is not live (never carved,
  *      purged, or on the list) is a double free and aborts. free's fast
  *      path takes a block that does not hold the tag, below the pool's
- *      fast_free_end, which is 0 while the pool has a purged page or a
+ *      fast_free_bound, which is 0 while the pool has a purged page or a
  *      sampled block (I11); the full path decides exactly, by the owner
  *      (a walk of the free list when the block holds the tag), or, by
  *      another thread, by the tag alone, and the owner checks exactly as
@@ -513,9 +513,18 @@ static inline size_t pm_class_size(size_t class_index)
 {
     return (class_index + 1) * PM_CLASS_GRANULE;
 }
-/* Exact division of a pool offset by a block size, without a divide:
- * offset <= 2^14 (a pool's size) and size <= 512, so (offset * ceil(2^32 / size)) >> 32 is
- * exact (the error term offset * size / 2^32 stays below 1 / size). */
+/* A class's multiplier r: ceil(2^32 / size), or 2^32 / size + 1 for a
+ * power of two. Two uses, for a pool offset o, -4096 <= o < 2^14 (pool 0's
+ * arena header before its start, a pool's size), and size <= 512:
+ * - Exact division without a divide: (o * r) >> 32 is o / size for o >= 0
+ *   (the error term o / 2^32 stays below 1 / size).
+ * - Free's test of a block start (pm_pool_block_below): with the step
+ *   e = size * r mod 2^32 (0 < e <= size), block k's offset k * size
+ *   gives (o * r) mod 2^32 = k * e exactly, and every other offset, the
+ *   header's included, gives 2^23 or more, past any pool's blocks' k * e
+ *   (under 2^14). So "below n * e" is "one of the first n block starts", in
+ *   one compare. Checked offset by offset, class by class, in
+ *   test_pool_fast_block_exact. */
 PM_HIDDEN extern const uint32_t pm_class_reciprocal[PM_CLASS_COUNT];
 
 /* ---- zeroing and copying blocks ------------------------------------------ */
@@ -785,12 +794,13 @@ typedef struct pm_pool {
     uint32_t block_size;      /* class size, cached for the free path */
     uint32_t reciprocal;      /* pm_class_reciprocal[class], likewise */
     uint32_t start_low;       /* the low 32 bits of pm_pool_start: free's offset */
-    /* By the owner: carve_index x block_size while the pool has no purged
-     * page and no sampled block, else 0. free's fast path takes a block
-     * whose offset in the pool is below it (pm_pool_fast_block), so one
-     * compare refuses a block never carved, one in a page given back and
-     * a sampled one, all of which the full path tells apart (I6, I7, I11). */
-    uint16_t fast_free_end;
+    /* By the owner: pm_pool_block_bound of the carved blocks while the
+     * pool has no purged page and no sampled block, else 0. free's fast
+     * path takes a block start below it (pm_pool_fast_block), so one
+     * compare refuses an address that starts no block, a block never
+     * carved, one in a page given back and a sampled one, all of which the
+     * full path tells apart (I6, I7, I11). Under 2^14. */
+    uint16_t fast_free_bound;
     /* I3's used_count less used_mark in the low 14 bits, PM_POOL_KEPT set
      * while its bin keeps it when it empties, and PM_POOL_OFF_LIST set
      * while it is on no bin list (I4): one word, so that free's fast path
@@ -1022,24 +1032,26 @@ static inline bool pm_pool_holds_sampled(const pm_pool_t *pool)
 {
     return __atomic_load_n(&pool->sampled_count, __ATOMIC_RELAXED) != 0;
 }
-/* The carved blocks' end, in bytes from the pool's start. */
-static inline uint32_t pm_pool_carved_end(const pm_pool_t *pool)
+/* The bound below which pm_pool_block_below finds the pool's first
+ * `blocks` block starts, and nothing else: blocks x the class's step
+ * (pm_class_reciprocal). */
+static inline uint32_t pm_pool_block_bound(const pm_pool_t *pool, uint32_t blocks)
 {
-    return pool->carve_index * pool->block_size;
+    return blocks * (pool->block_size * pool->reciprocal);
 }
-/* What fast_free_end should be: the carved blocks' end, or 0 while the
+/* What fast_free_bound should be: the carved blocks' bound, or 0 while the
  * pool has a purged page or a sampled block. */
-static inline uint16_t pm_pool_fast_free_end(const pm_pool_t *pool)
+static inline uint16_t pm_pool_fast_free_bound(const pm_pool_t *pool)
 {
     return pool->purged_pages != 0 || pm_pool_holds_sampled(pool)
                ? 0
-               : (uint16_t)pm_pool_carved_end(pool);
+               : (uint16_t)pm_pool_block_bound(pool, pool->carve_index);
 }
 /* By the owner, after carving, purging pages or taking them back, and as
  * its sampled blocks come and go. */
 static inline void pm_pool_refresh_fast_free(pm_pool_t *pool)
 {
-    pool->fast_free_end = pm_pool_fast_free_end(pool);
+    pool->fast_free_bound = pm_pool_fast_free_bound(pool);
 }
 static inline size_t pm_pool_bytes(unsigned pool_index)
 {
@@ -1112,28 +1124,29 @@ static inline void pm_block_clear_tag(void *block)
     ((pm_block_t *)block)->tag = 0;
 }
 /* I7 on free's fast path: whether `block`, an address in the pool's 16 KiB
- * of its arena, starts one of its blocks below `end` (bytes from the
- * pool's start; fast_free_end for pm_pool_fast_block). The offset
- * times ceil(2^32 / block size), modulo 2^32, is below that reciprocal iff
- * the offset is a multiple of the size (Lemire's divisibility test, exact
- * for offsets below 2^23 with blocks of at most 512 bytes); an address in
- * the arena header before pool 0 wraps to an offset past any end. */
-static inline bool pm_pool_block_below(const pm_pool_t *pool, const void *block, uint32_t end)
+ * of its arena, starts one of the pool's first n blocks, for `bound` =
+ * pm_pool_block_bound(pool, n) (fast_free_bound for pm_pool_fast_block):
+ * its offset times the class's multiplier, modulo 2^32, is below it
+ * (pm_class_reciprocal says why nothing else is). One multiply and one
+ * compare: a compare with the carved end, then Lemire's divisibility test,
+ * took three instructions more a free. */
+static inline bool pm_pool_block_below(const pm_pool_t *pool, const void *block, uint32_t bound)
 {
     uint32_t offset = (uint32_t)(uintptr_t)block - pool->start_low;
-    return offset < end && offset * pool->reciprocal < pool->reciprocal;
+    return offset * pool->reciprocal < bound;
 }
 static inline bool pm_pool_fast_block(const pm_pool_t *pool, const void *block)
 {
-    return pm_pool_block_below(pool, block, pool->fast_free_end);
+    return pm_pool_block_below(pool, block, pool->fast_free_bound);
 }
-/* By the owner: free's fast tests with the carved end in place of
- * fast_free_end. A block of the pool that passes them is live (I6),
+/* By the owner: free's fast tests with the carved blocks' bound in place
+ * of fast_free_bound. A block of the pool that passes them is live (I6),
  * sampled or not; one that fails takes the exact check
  * (pm_pool_block_free). */
 static inline bool pm_pool_block_surely_live(const pm_pool_t *pool, const void *block)
 {
-    return pool->purged_pages == 0 && pm_pool_block_below(pool, block, pm_pool_carved_end(pool)) &&
+    return pool->purged_pages == 0 &&
+           pm_pool_block_below(pool, block, pm_pool_block_bound(pool, pool->carve_index)) &&
            !pm_block_tagged(block);
 }
 
@@ -1496,7 +1509,7 @@ typedef struct pm_profile_summary {
  * the record without the lock for nearly every other block. A sampled
  * block of a pool is counted by its pool's sampled_count, and while that
  * is not 0, free's fast path passes the pool's blocks on to the full path
- * (fast_free_end, I6); the owner drops the record when it takes the block
+ * (fast_free_bound, I6); the owner drops the record when it takes the block
  * back (heap_take_back), at the free or when it collects it from its
  * remote ring or stack; so a second free finds the block free and no
  * record. With a live bit per block, which a sampled block had clear, the

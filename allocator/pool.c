@@ -52,7 +52,7 @@ void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
     __atomic_store_n(&pool->block_size, (uint32_t)pm_class_size(class_index), __ATOMIC_RELAXED);
     pool->reciprocal = pm_class_reciprocal[class_index];
     pool->start_low = (uint32_t)(uintptr_t)pm_pool_start(pool);
-    pool->fast_free_end = 0; /* nothing carved */
+    pool->fast_free_bound = 0; /* nothing carved */
     /* None used, on no list yet. */
     __atomic_store_n(&pool->used_word, PM_POOL_OFF_LIST, __ATOMIC_RELAXED);
     __atomic_store_n(&pool->used_mark, 0, __ATOMIC_RELAXED);
@@ -122,7 +122,7 @@ static pm_block_t *carve_link(const pm_pool_t *pool, char *start, uint32_t from,
 _Static_assert(POOL_PAGES <= 8, "purged_pages has a bit per page of a pool");
 
 /* By the owner; the stats read it from any thread. free's fast path
- * refuses every block of a pool with a purged page (fast_free_end): a
+ * refuses every block of a pool with a purged page (fast_free_bound): a
  * purged block reads as zeros, with no tag, and its free, a double free,
  * is for the full path to find (I6). */
 static void pool_set_purged_pages(pm_pool_t *pool, uint8_t pages)
@@ -758,7 +758,7 @@ bool pm_pool_is_valid(const pm_pool_t *pool)
     if (pool->used_mark != 0 && used <= pool->used_mark)
         return false;
     /* free's fast path takes what it may (I6, I7, I11). */
-    if (pool->fast_free_end != pm_pool_fast_free_end(pool))
+    if (pool->fast_free_bound != pm_pool_fast_free_bound(pool))
         return false;
     const char *start = pm_pool_start(pool);
     unsigned free_blocks = 0;

@@ -644,7 +644,7 @@ static void profile_record(int64_t *countdown, uint64_t *rng, void *block, size_
     pm_unlock(&pm_fork_locks.profile);
     if (sample != NULL && pm_registry_contains(block)) {
         /* By the pool's owner: a small block is sampled as its own heap
-         * hands it out, so the pool's fast_free_end is the owner's to
+         * hands it out, so the pool's fast_free_bound is the owner's to
          * write: free's fast path sends its frees to the full path, which
          * finds the record, while it holds a sampled block (I11). */
         pm_pool_t *pool = pm_pool_of(block);

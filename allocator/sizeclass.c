@@ -4,10 +4,16 @@
 #include "internal.h"
 
 #define CLASS_SIZE(k) (((uint64_t)(k) + 1) * PM_CLASS_GRANULE)
-#define PM_RECIPROCAL(k) (uint32_t)((((uint64_t)1 << 32) + CLASS_SIZE(k) - 1) / CLASS_SIZE(k))
+/* ceil(2^32 / size), or 2^32 / size + 1 for a power of two, which would
+ * divide exactly and so leave free's test no step (pm_class_reciprocal). */
+#define PM_RECIPROCAL(k)                                                                      \
+    (uint32_t)((((uint64_t)1 << 32) + ((CLASS_SIZE(k) & (CLASS_SIZE(k) - 1)) == 0             \
+                                           ? CLASS_SIZE(k)                                    \
+                                           : CLASS_SIZE(k) - 1)) /                            \
+               CLASS_SIZE(k))
 
-/* ceil(2^32 / block size) for every class: see pm_class_reciprocal in
- * internal.h for why the product is exact for offsets inside a pool. */
+/* For every class: see pm_class_reciprocal in internal.h for why the
+ * product divides exactly, and tests free's block starts, inside a pool. */
 const uint32_t pm_class_reciprocal[PM_CLASS_COUNT] = {
     PM_RECIPROCAL(0),  PM_RECIPROCAL(1),  PM_RECIPROCAL(2),  PM_RECIPROCAL(3),
     PM_RECIPROCAL(4),  PM_RECIPROCAL(5),  PM_RECIPROCAL(6),  PM_RECIPROCAL(7),

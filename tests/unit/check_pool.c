@@ -1071,19 +1071,29 @@ START_TEST(test_pool_random_mixed)
 }
 END_TEST
 
-/* I7 on free's fast path: Lemire's divisibility test by the class's
- * reciprocal takes exactly the block starts of a pool, at every offset of
- * it, for every class. */
+/* I7 on free's fast path: the product with the class's multiplier, below
+ * the bound for n blocks, takes exactly the first n block starts of a
+ * pool, at every offset of its 16 KiB, for every class and n from none
+ * carved to all (the bound grows by one step a block, so these stand for
+ * every n between); and none of pool 0's arena header. */
 START_TEST(test_pool_fast_block_exact)
 {
     size_t size = pm_class_block_size(_i);
     pm_pool_t pool = {.block_size = (uint32_t)size, .reciprocal = pm_class_reciprocal[_i],
-                      .start_low = 0, .fast_free_end = (uint16_t)PM_POOL_SIZE};
-    for (uintptr_t offset = 0; offset < PM_POOL_SIZE; offset++)
-        ck_assert_msg(pm_pool_fast_block(&pool, (void *)offset) == (offset % size == 0),
-                      "offset %zu, blocks of %zu", (size_t)offset, size);
-    pool.start_low = 4096; /* pool 0, after the arena header */
-    for (uintptr_t addr = 0; addr < 4096; addr += 16)
+                      .start_low = 0};
+    const uint32_t capacity = (uint32_t)(PM_POOL_SIZE / size);
+    const uint32_t carved[] = {0, 1, 2, capacity / 3, capacity - 1, capacity};
+    for (size_t i = 0; i < sizeof carved / sizeof carved[0]; i++) {
+        uint32_t n = carved[i];
+        pool.fast_free_bound = (uint16_t)pm_pool_block_bound(&pool, n);
+        ck_assert_uint_eq(pool.fast_free_bound, pm_pool_block_bound(&pool, n));
+        for (uintptr_t offset = 0; offset < PM_POOL_SIZE; offset++)
+            ck_assert_msg(pm_pool_fast_block(&pool, (void *)offset) ==
+                              (offset % size == 0 && offset / size < n),
+                          "offset %zu, blocks of %zu, %u carved", (size_t)offset, size, n);
+    }
+    pool.start_low = (uint32_t)PM_ARENA_HEADER_SIZE; /* pool 0, after the arena header */
+    for (uintptr_t addr = 0; addr < PM_ARENA_HEADER_SIZE; addr++)
         ck_assert(!pm_pool_fast_block(&pool, (void *)addr));
 }
 END_TEST

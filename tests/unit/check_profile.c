@@ -103,7 +103,7 @@ START_TEST(test_estimate_counts_bytes_asked)
 END_TEST
 
 /* I11: a pool holding a sampled block counts it, and free's fast path
- * passes its blocks on (fast_free_end 0); the full path's checks find the
+ * passes its blocks on (fast_free_bound 0); the full path's checks find the
  * record (usable size, free), and once the pool's last sampled block is
  * freed its blocks take the fast path again. */
 START_TEST(test_sampled_block_pool)
