@@ -521,10 +521,10 @@ static inline size_t pm_class_size(size_t class_index)
  * - Free's test of a block start (pm_pool_block_below): with the step
  *   e = size * r mod 2^32 (0 < e <= size), block k's offset k * size
  *   gives (o * r) mod 2^32 = k * e exactly, and every other offset, the
- *   header's included, gives 2^23 or more, past any pool's blocks' k * e
- *   (under 2^14). So "below n * e" is "one of the first n block starts", in
- *   one compare. Checked offset by offset, class by class, in
- *   test_pool_fast_block_exact. */
+ *   header's included, gives 8,384,513 or more (just under 2^23), far
+ *   past any pool's blocks' k * e (2^14 at the most). So "below n * e"
+ *   is "one of the first n block starts", in one compare. Checked offset
+ *   by offset, class by class, in test_pool_fast_block_exact. */
 PM_HIDDEN extern const uint32_t pm_class_reciprocal[PM_CLASS_COUNT];
 
 /* ---- zeroing and copying blocks ------------------------------------------ */
@@ -799,7 +799,7 @@ typedef struct pm_pool {
      * path takes a block start below it (pm_pool_fast_block), so one
      * compare refuses an address that starts no block, a block never
      * carved, one in a page given back and a sampled one, all of which the
-     * full path tells apart (I6, I7, I11). Under 2^14. */
+     * full path tells apart (I6, I7, I11). At most 2^14. */
     uint16_t fast_free_bound;
     /* I3's used_count less used_mark in the low 14 bits, PM_POOL_KEPT set
      * while its bin keeps it when it empties, and PM_POOL_OFF_LIST set
