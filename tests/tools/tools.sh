@@ -173,10 +173,13 @@ echo "tools: report text and --json agree with the file; @peak @first @SEQ; stdi
 # wait in as poolmalloc's metadata, and says what it is.
 "$tool" run --stats "$work/handoff.jsonl" --interval 50ms -- "$frag" handoff 400 >/dev/null 2>&1 \
   || fail "run handoff exited $?"
+# The first snapshot with all 1.2 million waiting: one taken while the main
+# thread was still freeing them (a loaded CI host) counts fewer, and less
+# metadata than the advice below is about.
 seq=$("$python" -c "
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
-print(next(x['seq'] for x in r if x['small_waiting_blocks'] >= 1000000))" "$work/handoff.jsonl")
+print(next(x['seq'] for x in r if x['small_waiting_blocks'] >= 1200000))" "$work/handoff.jsonl")
 "$tool" report "$work/handoff.jsonl@$seq" >"$work/handoff.txt"
 has "^      of which poolmalloc's metadata +[4-9][0-9.]* MiB" "$work/handoff.txt" "metadata figure"
 "$tool" report --json "$work/handoff.jsonl@$seq" >"$work/handoff.json"
