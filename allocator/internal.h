@@ -799,8 +799,10 @@ typedef struct pm_pool {
      * path takes a block start below it (pm_pool_fast_block), so one
      * compare refuses an address that starts no block, a block never
      * carved, one in a page given back and a sampled one, all of which the
-     * full path tells apart (I6, I7, I11). At most 2^14. */
-    uint16_t fast_free_bound;
+     * full path tells apart (I6, I7, I11). At most 2^14, but 32 bits wide:
+     * free compares it with its product straight from memory, where a
+     * 16-bit field took a load of its own (one instruction a free). */
+    uint32_t fast_free_bound;
     /* I3's used_count less used_mark in the low 14 bits, PM_POOL_KEPT set
      * while its bin keeps it when it empties, and PM_POOL_OFF_LIST set
      * while it is on no bin list (I4): one word, so that free's fast path
@@ -1041,11 +1043,11 @@ static inline uint32_t pm_pool_block_bound(const pm_pool_t *pool, uint32_t block
 }
 /* What fast_free_bound should be: the carved blocks' bound, or 0 while the
  * pool has a purged page or a sampled block. */
-static inline uint16_t pm_pool_fast_free_bound(const pm_pool_t *pool)
+static inline uint32_t pm_pool_fast_free_bound(const pm_pool_t *pool)
 {
     return pool->purged_pages != 0 || pm_pool_holds_sampled(pool)
                ? 0
-               : (uint16_t)pm_pool_block_bound(pool, pool->carve_index);
+               : pm_pool_block_bound(pool, pool->carve_index);
 }
 /* By the owner, after carving, purging pages or taking them back, and as
  * its sampled blocks come and go. */
