@@ -146,12 +146,18 @@ static void pool_page_blocks(const pm_pool_t *pool, unsigned page, uint32_t *fro
     *to = end < pool->carve_index ? end : pool->carve_index;
 }
 
-/* The index of a block start of the pool: exact through the reciprocal
- * for a pool offset (pm_class_reciprocal). */
+/* The blocks that fit whole in the pool's first `bytes` (at most the
+ * pool's size): bytes / size, exact through the reciprocal for a pool
+ * offset (pm_class_reciprocal). */
+static uint32_t pool_blocks_within(const pm_pool_t *pool, size_t bytes)
+{
+    return (uint32_t)((bytes * pool->reciprocal) >> 32);
+}
+
+/* The index of a block start of the pool. */
 static uint32_t pool_block_index(const pm_pool_t *pool, const void *block)
 {
-    return (uint32_t)((((uintptr_t)block - (uintptr_t)pm_pool_start(pool)) *
-                       (uint64_t)pool->reciprocal) >> 32);
+    return pool_blocks_within(pool, (size_t)((const char *)block - pm_pool_start(pool)));
 }
 
 /* The blocks starting in the pool's purged pages (I3). */
@@ -509,15 +515,6 @@ static void pool_touch_pages(pm_pool_t *pool, char *start, unsigned end_page)
     pm_os_populate(start + (size_t)pool->touched_pages * PM_OS_PAGE_SIZE,
                    (size_t)(end_page - pool->touched_pages) * PM_OS_PAGE_SIZE);
     pool->touched_pages = (uint8_t)end_page;
-}
-
-/* The blocks that end within the pool's first `bytes`, a page boundary:
- * bytes / size, exact through the reciprocal for a pool offset
- * (pm_class_reciprocal); the pool's end is a page boundary, so never past
- * its capacity. */
-static uint32_t pool_blocks_within(const pm_pool_t *pool, size_t bytes)
-{
-    return (uint32_t)((bytes * pool->reciprocal) >> 32);
 }
 
 /* Carves the blocks that end in the OS page where the next uncarved block
