@@ -212,6 +212,12 @@ void pm_profile_init(void)
         return;
     }
     dl_iterate_phdr(profile_find_own_text, (void *)(uintptr_t)&pm_profile_init);
+    /* libunwind sets up its globals at its first unwind, and two threads'
+     * first unwinds race there (ThreadSanitizer caught two sampling threads
+     * at it; libunwind's issue 1029): one unwind now, before any sample,
+     * while profiling is off, so nothing it allocates is sampled. */
+    void *frame[1];
+    (void)profile.backtrace(frame, 1);
     profile.rate = (double)pm_options.profile_rate;
     pm_profile_on = true;
 }
