@@ -38,12 +38,12 @@ static void assert_block_geometry(const void *p, size_t block_size)
     uintptr_t start = base + ((size_t)k * PM_POOL_SIZE < PM_ARENA_HEADER_SIZE
                                   ? PM_ARENA_HEADER_SIZE
                                   : (size_t)k * PM_POOL_SIZE);
-    ck_assert_msg((uintptr_t)p >= start, "block %p before its pool", p);
-    ck_assert_msg(((uintptr_t)p - start) % block_size == 0,
+    PM_CHECK_EACH((uintptr_t)p >= start, "block %p before its pool", p);
+    PM_CHECK_EACH(((uintptr_t)p - start) % block_size == 0,
                   "block %p is not pool start + i x %zu", p, block_size);
-    ck_assert_msg((uintptr_t)p + block_size <= base + (size_t)(k + 1) * PM_POOL_SIZE,
+    PM_CHECK_EACH((uintptr_t)p + block_size <= base + (size_t)(k + 1) * PM_POOL_SIZE,
                   "block %p crosses its pool's end", p);
-    ck_assert_uint_eq((uintptr_t)p % PM_CLASS_GRANULE, 0);
+    PM_CHECK_EACH((uintptr_t)p % PM_CLASS_GRANULE == 0, "block %p", p);
 }
 
 /* Sorted copies of block lists, for set comparisons and overlap checks. */
@@ -55,7 +55,7 @@ static void sort_ptrs(void **v, size_t n)
 static void assert_disjoint(void **sorted, size_t n, size_t block_size)
 {
     for (size_t i = 1; i < n; i++)
-        ck_assert_msg((uintptr_t)sorted[i] - (uintptr_t)sorted[i - 1] >= block_size,
+        PM_CHECK_EACH((uintptr_t)sorted[i] - (uintptr_t)sorted[i - 1] >= block_size,
                       "blocks %p and %p overlap (%zu bytes)", sorted[i - 1],
                       sorted[i], block_size);
 }
@@ -558,7 +558,7 @@ START_TEST(test_pool_fill_arenas)
 
     for (size_t i = 0; i < n; i++) {
         blocks[i] = pm_malloc(bs);
-        ck_assert_ptr_nonnull(blocks[i]);
+        PM_CHECK_EACH(blocks[i] != NULL, "block %zu", i);
         *(uint64_t *)blocks[i] = (uint64_t)i;
         ((unsigned char *)blocks[i])[bs - 1] = (unsigned char)i;
     }
@@ -1035,15 +1035,14 @@ START_TEST(test_pool_random_mixed)
     for (int op = 0; op < OPS; op++) {
         size_t i = pm_test_rng_range(&rng, 0, SLOTS - 1);
         if (slot_ptr[i]) {
-            ck_assert(pm_test_pattern_ok(slot_ptr[i], slot_size[i], i));
+            PM_CHECK_EACH(pm_test_pattern_ok(slot_ptr[i], slot_size[i], i), "slot %zu", i);
             live[pm_size_class(slot_size[i])]--;
             pm_free(slot_ptr[i]);
             slot_ptr[i] = NULL;
         } else {
             size_t n = pm_test_rng_range(&rng, 0, PM_SMALL_MAX);
             slot_ptr[i] = pm_malloc(n);
-            ck_assert_ptr_nonnull(slot_ptr[i]);
-            ck_assert(pm_owns(slot_ptr[i]));
+            PM_CHECK_EACH(slot_ptr[i] != NULL && pm_owns(slot_ptr[i]), "slot %zu", i);
             slot_size[i] = n;
             pm_test_pattern_fill(slot_ptr[i], n, i);
             live[pm_size_class(n)]++;
@@ -1087,13 +1086,13 @@ START_TEST(test_pool_fast_block_exact)
         uint32_t n = carved[i];
         pool.fast_free_bound = pm_pool_block_bound(&pool, n);
         for (uintptr_t offset = 0; offset < PM_POOL_SIZE; offset++)
-            ck_assert_msg(pm_pool_fast_block(&pool, (void *)offset) ==
+            PM_CHECK_EACH(pm_pool_fast_block(&pool, (void *)offset) ==
                               (offset % size == 0 && offset / size < n),
                           "offset %zu, blocks of %zu, %u carved", (size_t)offset, size, n);
     }
     pool.start_low = (uint32_t)PM_ARENA_HEADER_SIZE; /* pool 0, after the arena header */
     for (uintptr_t addr = 0; addr < PM_ARENA_HEADER_SIZE; addr++)
-        ck_assert(!pm_pool_fast_block(&pool, (void *)addr));
+        PM_CHECK_EACH(!pm_pool_fast_block(&pool, (void *)addr), "header byte %zu", (size_t)addr);
 }
 END_TEST
 

@@ -359,7 +359,7 @@ START_TEST(test_sample_table_grows)
     for (size_t i = 0; i < N; i++) {
         size_t n = i % 8 == 0 ? 600 + i % 3000 : 64 + i % 449;
         p[i] = pm_malloc(n);
-        ck_assert_ptr_nonnull(p[i]);
+        PM_CHECK_EACH(p[i] != NULL, "block %zu", i);
         live += (double)pm_malloc_usable_size(p[i]);
     }
     totals_t t = profile_totals();
@@ -381,7 +381,7 @@ START_TEST(test_sample_table_grows)
     }
     ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 1.0);
     for (size_t i = 0; i < N; i++)
-        ck_assert(!pm_profile_maybe_sampled(p[i]));
+        PM_CHECK_EACH(!pm_profile_maybe_sampled(p[i]), "block %zu", i);
     __libc_free(p);
 }
 END_TEST

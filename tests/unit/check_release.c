@@ -889,7 +889,7 @@ START_TEST(test_sparse_window_drain_keeps_pages)
         void **slot = &window[i % WINDOW];
         pm_free(*slot);
         *slot = pm_malloc(1 + (size_t)(rng >> 33) % PM_SMALL_MAX);
-        ck_assert_ptr_nonnull(*slot);
+        PM_CHECK_EACH(*slot != NULL, "step %llu", (unsigned long long)i);
     }
     uint64_t in_use_purges = pm_arena_in_use_purges();
     for (uint64_t i = WINDOW_STEPS; i < WINDOW_STEPS + WINDOW; i++)

@@ -151,11 +151,11 @@ START_TEST(test_stats_utc_date)
     for (int64_t days = -25567; days <= 193530; days++) {
         time_t seconds = (time_t)(days * 86400);
         struct tm tm;
-        ck_assert_ptr_nonnull(gmtime_r(&seconds, &tm));
+        PM_CHECK_EACH(gmtime_r(&seconds, &tm) != NULL, "day %lld", (long long)days);
         int64_t year;
         int month, day;
         pm_utc_date(days, &year, &month, &day);
-        ck_assert_msg(year == tm.tm_year + 1900 && month == tm.tm_mon + 1 && day == tm.tm_mday,
+        PM_CHECK_EACH(year == tm.tm_year + 1900 && month == tm.tm_mon + 1 && day == tm.tm_mday,
                       "day %lld: %lld-%d-%d, gmtime_r says %d-%d-%d", (long long)days,
                       (long long)year, month, day, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
     }
