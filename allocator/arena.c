@@ -74,6 +74,12 @@ static struct { /* under pm_fork_locks.arenas, the arena directory lock */
      * how many of them were such pools (counted while pending lasts). */
     uint64_t cap_purged_pending, cap_purged_ms;
     uint64_t cap_bare_acquired, cap_refaulted;
+    /* When a heap last took a released pool back off the retained list
+     * (0: never), for the cap's grace (cap_waits); and whether the cap
+     * waited at the last decay step, for pm_arena_decay_if_due's look
+     * without the lock. */
+    uint64_t taken_back_ms;
+    _Atomic bool cap_waiting;
     /* Arenas out of the directory, to be unmapped once the lock is
      * dropped (directory_unlock), linked through all_next. */
     pm_arena_t *doomed;
@@ -227,6 +233,7 @@ static void retained_append(pm_pool_t *pool, uint64_t now_ms)
 /* O(1): a retained pool leaves the list. Caller holds the lock. */
 static void retained_unlink(pm_pool_t *pool)
 {
+    pm_arena_of(pool)->populated_ahead &= (uint16_t)~(1u << pm_pool_index_of(pool));
     if (pool->retained_prev) {
         pool->retained_prev->retained_next = pool->retained_next;
     } else {
@@ -507,6 +514,24 @@ static void retain_cap_note_bare(uint64_t now_ms)
     }
 }
 
+/* The cap's grace: a pool above the cap is purged early only once it has
+ * been retained for POOLMALLOC_PURGE_GRACE and no released pool has been
+ * taken back for as long. A program that frees a structure and builds it
+ * again at once (the first turn of a cycle the cap has not learnt yet:
+ * each round of python_objects.py frees ~3,700 pools in 60 ms and takes
+ * them back over the next 200) then pays no madvise and no page faults
+ * for it; one that does not rebuild has it given back a grace later, and
+ * at most a delay later (pm_arena_decay_if_due). Pools populated ahead of
+ * a growing heap are no take-back, and a collapse waits for nothing.
+ * `oldest` is the oldest retained pool. Caller holds the lock. */
+static bool cap_waits(pm_pool_t *oldest, uint64_t now_ms)
+{
+    uint64_t grace = pm_options.purge_grace_ms;
+    return !pm_arena_collapsed() &&
+           (now_ms - *released_ms_of(oldest) < grace ||
+            (directory.taken_back_ms != 0 && now_ms - directory.taken_back_ms < grace));
+}
+
 /* The cap is about to purge a pool before its delay has run out. If, since
  * it last did so (less than a delay ago), most of the pools handed out
  * without pages stood for pools it had purged early, the program cycles
@@ -547,11 +572,14 @@ static unsigned decay_step(uint64_t now_ms, unsigned budget, purge_work_t *work,
     pm_pool_t *pool;
     while (purged < budget && !purge_work_full(work) &&
            (pool = directory.retained_oldest) != NULL) {
+        bool waits = false;
         if (!retained_expired(pool, now_ms) &&
-            (directory.retained_count <= cap + slack ||
+            (directory.retained_count <= cap + slack || (waits = cap_waits(pool, now_ms)) ||
              (!pm_arena_collapsed() &&
-              directory.retained_count <= (cap = retain_cap_grow(now_ms)) + slack)))
+              directory.retained_count <= (cap = retain_cap_grow(now_ms)) + slack))) {
+            atomic_store_explicit(&directory.cap_waiting, waits, memory_order_relaxed);
             break;
+        }
         slack = 0; /* over: back down to the cap */
         *over = true;
         purge_result_t gone = retained_purge(pool, (purge_reach_t){now_ms, cap}, work);
@@ -784,6 +812,7 @@ static size_t populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_poo
         pm_pool_t *ahead_pool = &arena->pools[k];
         ahead_pool->touched_pages = (uint8_t)(pm_pool_bytes(k) / PM_OS_PAGE_SIZE);
         retained_append(ahead_pool, now_ms);
+        arena->populated_ahead |= (uint16_t)(1u << k);
         retain_cap_note_bare(now_ms);
         ahead_pool->next = rest;
         rest = ahead_pool;
@@ -860,9 +889,11 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
         directory.in_use_peak = occupied;
     collapse_gate_update();
     size_t populate_bytes = 0;
-    if (pm_pool_resident(pool))
+    if (pm_pool_resident(pool)) {
+        if (!(arena->populated_ahead & (1u << pm_pool_index_of(pool))))
+            directory.taken_back_ms = now_ms;
         retained_unlink(pool);
-    else {
+    } else {
         retain_cap_note_bare(now_ms);
         if (growing)
             populate_bytes = populate_run(arena, pool, heap->pool_total, now_ms);
@@ -964,7 +995,10 @@ void pm_arena_decay_if_due(void)
 {
     uint64_t oldest_ms = atomic_load_explicit(&directory.retained_oldest_ms, memory_order_relaxed);
     uint64_t now_ms = decay_now_ms();
-    if (oldest_ms == UINT64_MAX || now_ms - oldest_ms < pm_options.purge_delay_ms)
+    uint64_t wait = atomic_load_explicit(&directory.cap_waiting, memory_order_relaxed)
+                        ? pm_options.purge_grace_ms
+                        : pm_options.purge_delay_ms;
+    if (oldest_ms == UINT64_MAX || now_ms - oldest_ms < wait)
         return;
     directory_lock();
     decay_and_unlock(now_ms, DECAY_BATCH);

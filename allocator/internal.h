@@ -136,7 +136,11 @@
  *  those above the cap, in one madvise call for the run. The retained
  *  list is also capped: POOLMALLOC_RETAIN_POOLS (64) to start with,
  *  enforced in steps (once a quarter of it, at most 16 pools, stands
- *  above it), so that pools freed one after another are purged in runs.
+ *  above it), so that pools freed one after another are purged in runs,
+ *  and after a grace: a pool above the cap goes once it has been retained
+ *  for POOLMALLOC_PURGE_GRACE (100 ms) and no released pool has been
+ *  taken back for as long (arena.c, cap_waits), so a program that frees
+ *  a structure and at once builds it again takes its pages back.
  *  When the cap is about to
  *  purge early again and, since it last did, most pools handed out without
  *  pages stood for pools it had purged early (within a delay), the program
@@ -405,9 +409,10 @@
  *      being acquired leaves it before its new owner carves a block. A
  *      retained pool is purged (madvise) once it has been unused for
  *      POOLMALLOC_PURGE_DELAY, by a later acquire or release or the dump
- *      thread's tick, or at once when the list grows past its adaptive cap
+ *      thread's tick, or early when the list grows past its adaptive cap
  *      by pm_retain_slack (then down to the cap, oldest first), which is 0
- *      while the pools have collapsed. A purged
+ *      while the pools have collapsed: at once then, else after the cap's
+ *      grace (cap_waits). A purged
  *      pool is carved afresh, so nothing reads its zeroed pages as a free
  *      list. Purges made together (pm_os_purge_batch_t) reach the kernel
  *      before any of their pools can be handed out and before their arena
@@ -877,6 +882,11 @@ typedef struct pm_arena {
     pm_arena_home_t *home;                /* the heap's that took it, or NULL (I5) */
     struct pm_arena *all_next, *all_prev; /* every mapped arena */
     uint32_t free_pool_count;
+    /* Bit k: pool k was populated ahead of a growing heap (arena.c,
+     * populate_run) and is retained still. Taking it is growth, not the
+     * program taking back pools it freed (arena.c, cap_waits). Under the
+     * directory lock. */
+    uint16_t populated_ahead;
     /* Purges of its pools in progress without the directory lock: while
      * any is, the arena is on no list (I5) and not unmapped (arena.c,
      * purge_work_t). */

@@ -272,6 +272,7 @@ END_TEST
 START_TEST(test_release_cap_purges_in_runs)
 {
     pm_options.purge_delay_ms = 60000;
+    pm_options.purge_grace_ms = 0; /* the cap at once: its grace has a test of its own */
     pm_options.retain_pools = 64;
     pm_options.reserve_arenas = 4096;
     hold_ballast();
@@ -291,6 +292,66 @@ START_TEST(test_release_cap_purges_in_runs)
 }
 END_TEST
 
+/* I10, the cap's grace: a program taking back the pools it released is
+ * rebuilding what it freed, so when it frees again the pools above the cap
+ * wait, and go once none has been taken back for the grace, though their
+ * delay has not run out; with no grace (loop 1) they go at once. The first
+ * round is kept whole by a large cap, which then shrinks to 4. */
+START_TEST(test_release_cap_waits_while_taken_back)
+{
+    pm_options.purge_delay_ms = 60000; /* only the cap purges here */
+    pm_options.purge_grace_ms = _i == 0 ? 60000 : 0;
+    pm_options.retain_pools = pm_options.retain_pools_max = 4096;
+    pm_options.reserve_arenas = 4096;
+    hold_ballast();
+    allocate_all();
+    free_all();
+    pm_stats_t before, after;
+    pm_test_stats(&before);
+    uint64_t pools = (uint64_t)BLOCKS * BLOCK_SIZE / PM_POOL_SIZE;
+    ck_assert_uint_ge(before.retained_pools + atomic_load(&pm_thread_heap->parked_count),
+                      pools - 1);
+    pm_options.retain_pools = pm_options.retain_pools_max = 4;
+    allocate_all(); /* takes back the pools the first round released */
+    free_all();
+    pm_test_stats(&after);
+    uint64_t kept = 4 + pm_retain_slack(4);
+    uint64_t released = after.released_bytes_total - before.released_bytes_total;
+    if (_i == 1) {
+        ck_assert_uint_ge(released, (pools - 1 - kept) * (PM_POOL_SIZE - PM_ARENA_HEADER_SIZE));
+        ck_assert_uint_le(after.retained_pools, kept);
+        return;
+    }
+    ck_assert_uint_eq(released, 0);
+    ck_assert_uint_gt(after.retained_pools, kept);
+    /* The pools have now waited the grace, but a quarter of them are taken
+     * back: the rest wait a grace from then. */
+    pm_options.purge_grace_ms = 200;
+    pm_test_sleep_ms(300);
+    for (int i = 0; i < BLOCKS / 4; i++) {
+        blocks[i] = pm_malloc(BLOCK_SIZE);
+        ck_assert_ptr_nonnull(blocks[i]);
+    }
+    pm_stats_t rebuilt;
+    pm_test_stats(&rebuilt);
+    pm_arena_decay_tick();
+    pm_test_stats(&after);
+    ck_assert_uint_eq(after.released_bytes_total, rebuilt.released_bytes_total);
+    ck_assert_uint_gt(after.retained_pools, kept);
+    /* None taken back for the grace: a thread's allocation ticks, a batch
+     * at a time, take the list down to the cap, well within the delay. */
+    pm_test_sleep_ms(300);
+    for (int tick = 0; tick < 200 && after.retained_pools > kept; tick++) {
+        pm_arena_decay_if_due();
+        pm_test_stats(&after);
+    }
+    ck_assert_uint_le(after.retained_pools, kept);
+    for (int i = 0; i < BLOCKS / 4; i++)
+        pm_free(blocks[i]);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* I10: a program cycling over more pools than the cap keeps makes the cap
  * grow (the second round's pools come back from purged ones soon after the
  * cap purged them), so the third release purges nothing; up to the most
@@ -298,6 +359,7 @@ END_TEST
 START_TEST(test_release_cap_adapts)
 {
     pm_options.purge_delay_ms = 60000; /* only the cap purges here */
+    pm_options.purge_grace_ms = 0; /* the cap at once: its grace has a test of its own */
     pm_options.retain_pools = 4;
     pm_options.retain_pools_max = _i == 0 ? 4096 : 16;
     pm_options.reserve_arenas = 4096;
@@ -327,6 +389,7 @@ START_TEST(test_release_cap_shrinks)
     /* A long delay while the cap grows and is tested, however slow the
      * machine (a sanitizer, other load); a short one while it waits. */
     pm_options.purge_delay_ms = 60000;
+    pm_options.purge_grace_ms = 0; /* the cap at once: its grace has a test of its own */
     pm_options.retain_pools = 4;
     pm_options.reserve_arenas = 4096;
     pm_stats_t s;
@@ -360,6 +423,7 @@ START_TEST(test_release_cap_ignores_growth)
 {
     static void *more[4 * BLOCKS];
     pm_options.purge_delay_ms = 60000;
+    pm_options.purge_grace_ms = 0; /* the cap at once: its grace has a test of its own */
     pm_options.retain_pools = 4;
     pm_options.reserve_arenas = 4096;
     allocate_all();
@@ -1968,6 +2032,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_after_delay);
     tcase_add_test(tc, test_release_purges_in_runs);
     tcase_add_test(tc, test_release_cap_purges_in_runs);
+    tcase_add_loop_test(tc, test_release_cap_waits_while_taken_back, 0, 2);
     tcase_add_loop_test(tc, test_release_cap_adapts, 0, 2);
     tcase_add_test(tc, test_release_cap_ignores_growth);
     tcase_add_test(tc, test_release_cap_shrinks);
