@@ -230,10 +230,16 @@ static void retained_append(pm_pool_t *pool, uint64_t now_ms)
     directory.retained_count++;
 }
 
+/* The pool's bit in its arena's populated_ahead. */
+static uint16_t populated_ahead_bit(const pm_pool_t *pool)
+{
+    return (uint16_t)(1u << pm_pool_index_of(pool));
+}
+
 /* O(1): a retained pool leaves the list. Caller holds the lock. */
 static void retained_unlink(pm_pool_t *pool)
 {
-    pm_arena_of(pool)->populated_ahead &= (uint16_t)~(1u << pm_pool_index_of(pool));
+    pm_arena_of(pool)->populated_ahead &= (uint16_t)~populated_ahead_bit(pool);
     if (pool->retained_prev) {
         pool->retained_prev->retained_next = pool->retained_next;
     } else {
@@ -812,7 +818,7 @@ static size_t populate_run(pm_arena_t *arena, pm_pool_t *pool, uint64_t heap_poo
         pm_pool_t *ahead_pool = &arena->pools[k];
         ahead_pool->touched_pages = (uint8_t)(pm_pool_bytes(k) / PM_OS_PAGE_SIZE);
         retained_append(ahead_pool, now_ms);
-        arena->populated_ahead |= (uint16_t)(1u << k);
+        arena->populated_ahead |= populated_ahead_bit(ahead_pool);
         retain_cap_note_bare(now_ms);
         ahead_pool->next = rest;
         rest = ahead_pool;
@@ -890,7 +896,7 @@ pm_pool_t *pm_arena_acquire_pool(unsigned class_index, struct pm_heap *heap, boo
     collapse_gate_update();
     size_t populate_bytes = 0;
     if (pm_pool_resident(pool)) {
-        if (!(arena->populated_ahead & (1u << pm_pool_index_of(pool))))
+        if (!(arena->populated_ahead & populated_ahead_bit(pool)))
             directory.taken_back_ms = now_ms;
         retained_unlink(pool);
     } else {
