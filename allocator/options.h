@@ -31,8 +31,9 @@
       "how long a released pool keeps its pages before they go back to the OS (madvise); " \
       "0: at once")                                                                         \
     X(purge_grace_ms, "POOLMALLOC_PURGE_GRACE", DURATION, 100, 0, 86400000,                  \
-      "how long after a heap last took back a retained pool the cap still waits to give "   \
-      "back the pools above it (at most the purge delay); 0: at once")                      \
+      "how long released pools above the retained cap keep their pages, both since their " \
+      "release and since the program last took one back (at most the purge delay); "        \
+      "0: at once")                                                                         \
     X(retain_pools, "POOLMALLOC_RETAIN_POOLS", COUNT, 64, 0, 65536,                          \
       "released pools kept resident at most, to start with; the cap grows with demand")    \
     X(retain_pools_max, "POOLMALLOC_RETAIN_POOLS_MAX", COUNT, 16384, 0, 65536,               \
