@@ -79,13 +79,12 @@ static void option_reject(const char *env, const char *value, const char *why, u
 }
 
 static void option_reject_number(const char *env, const char *value, const char *why,
-                                 uint64_t min, uint64_t max, uint64_t fallback, const char *unit)
+                                 uint64_t min, uint64_t max, uint64_t fallback)
 {
     char text[32];
     pm_buf_t b;
     pm_buf_init(&b, text, sizeof text - 1);
     pm_buf_uint(&b, fallback, 0);
-    pm_buf_str(&b, unit);
     *b.at = '\0';
     option_reject(env, value, why, min, max, text);
 }
@@ -98,38 +97,70 @@ static void option_parse_COUNT(const char *env, uint64_t *field, uint64_t min, u
     const char *end;
     uint64_t n;
     if (!option_digits(value, &end, &n) || *end != '\0')
-        option_reject_number(env, value, "not a whole number", min, max, *field, "");
+        option_reject_number(env, value, "not a whole number", min, max, *field);
     else if (n < min || n > max)
-        option_reject_number(env, value, "out of range", min, max, *field, "");
+        option_reject_number(env, value, "out of range", min, max, *field);
     else
         *field = n;
 }
 
+/* Duration units, the largest first; a bare number is seconds. */
+static const struct {
+    const char *suffix;
+    uint64_t ms;
+} duration_units[] = {{"h", 3600000}, {"m", 60000}, {"s", 1000}, {"", 1000}, {"ms", 1}};
+
+/* A duration as it would be written: in the largest unit it is a whole
+ * number of (24h, 1s, 250ms; 0 bare). */
+static void option_buf_duration(pm_buf_t *b, uint64_t ms)
+{
+    if (ms == 0) {
+        pm_buf_str(b, "0");
+        return;
+    }
+    size_t u = 0;
+    while (duration_units[u].suffix[0] == '\0' || ms % duration_units[u].ms != 0)
+        u++;
+    pm_buf_uint(b, ms / duration_units[u].ms, 0);
+    pm_buf_str(b, duration_units[u].suffix);
+}
+
+/* The range is written in durations, and says what a bare number means:
+ * in milliseconds, 86400000 (24h) read as seconds looked like a value
+ * within it. */
 static void option_parse_DURATION(const char *env, uint64_t *field, uint64_t min, uint64_t max)
 {
     const char *value = getenv(env);
     if (value == NULL || value[0] == '\0')
         return;
-    static const struct {
-        const char *suffix;
-        uint64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"", 1000}, {"m", 60000}, {"h", 3600000}};
+    char why[96], fallback[32];
+    pm_buf_t b;
+    pm_buf_init(&b, fallback, sizeof fallback - 1);
+    option_buf_duration(&b, *field);
+    *b.at = '\0';
     const char *end;
     uint64_t n;
     if (option_digits(value, &end, &n)) {
-        for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
-            if (strcmp(end, units[u].suffix) != 0)
+        for (size_t u = 0; u < sizeof duration_units / sizeof duration_units[0]; u++) {
+            if (strcmp(end, duration_units[u].suffix) != 0)
                 continue;
-            if (n > UINT64_MAX / units[u].ms || n * units[u].ms < min || n * units[u].ms > max) {
-                option_reject_number(env, value, "out of range (milliseconds)", min, max,
-                                     *field, "ms");
+            uint64_t ms = duration_units[u].ms;
+            if (n <= UINT64_MAX / ms && n * ms >= min && n * ms <= max) {
+                *field = n * ms;
                 return;
             }
-            *field = n * units[u].ms;
+            pm_buf_init(&b, why, sizeof why - 1);
+            pm_buf_str(&b, "out of range (");
+            option_buf_duration(&b, min);
+            pm_buf_str(&b, "..");
+            option_buf_duration(&b, max);
+            pm_buf_str(&b, "; a bare number is seconds)");
+            *b.at = '\0';
+            option_reject(env, value, why, 0, 0, fallback);
             return;
         }
     }
-    option_reject_number(env, value, "not a duration like 250ms, 2s or 1m", 0, 0, *field, "ms");
+    option_reject(env, value, "not a duration like 250ms, 2s or 1m", 0, 0, fallback);
 }
 
 static void option_parse_FORMAT(const char *env, pm_stats_format_t *field, uint64_t min,

@@ -287,6 +287,11 @@ grep -q "POOLMALLOC_STATS_INTERVAL='soon'" <<<"$err" || fail "no warning for the
 grep -q "POOLMALLOC_STATS_FORMAT='yaml'" <<<"$err" || fail "no warning for the format: $err"
 (($(wc -l <<<"$err") == 2)) || fail "expected exactly two warning lines: $err"
 grep -q "^poolmalloc .* stats" "$work/bad.jsonl" || fail "the defaults (text) were not used"
+# A duration's range is written in durations: 86400000 is seconds, not the
+# 86400000 ms of 24h.
+err=$(LD_PRELOAD="$lib" POOLMALLOC_PURGE_DELAY=86400000 "$probe" pattern 0 2>&1 >/dev/null)
+grep -qF "POOLMALLOC_PURGE_DELAY='86400000': out of range (0..24h; a bare number is seconds); using the default 1s" <<<"$err" ||
+  fail "no clear warning for a delay out of range: $err"
 err=$(LD_PRELOAD="$lib" POOLMALLOC_STATS=/nonexistent/dir/stats "$probe" pattern 0 2>&1) \
   || fail "an unwritable stats file stopped the program"
 grep -q "cannot open POOLMALLOC_STATS file '/nonexistent/dir/stats'" <<<"$err" || fail "$err"
