@@ -216,8 +216,8 @@
  *  would cost it a cache miss per block, each on a line another core wrote
  *  (pm_bench_prodcons: 0.37 s -> 0.28 s). A freer that finds the ring full
  *  empties it, under service_lock, into the owner's newest parcel (a mapped
- *  list of addresses, below, which the owner takes first) and pushes into
- *  it again; only if that cannot be (no arena space, the heap no longer
+ *  list of addresses, below, which the owner takes first, and keeps, once
+ *  emptied, for the next spill) and pushes into it again; only if that cannot be (no arena space, the heap no longer
  *  OWNED, no parcel mapped) does the block overflow onto the remote_free
  *  stack (blocks linked through their first word, one compare-and-swap to
  *  push, one exchange to take it all). A block freed
@@ -1383,6 +1383,7 @@ typedef struct pm_system_counters {
 typedef struct pm_heap_parcel {
     struct pm_heap_parcel *next;
     uint32_t blocks, marks;
+    bool marked; /* marks were written (from the back: its last page) */
     uint32_t entry[];
 } pm_heap_parcel_t;
 #define PM_HEAP_PARCEL_BYTES ((size_t)256 * 1024) /* mapped, touched as filled */
@@ -1454,8 +1455,10 @@ typedef struct pm_heap {
     _Atomic uint64_t remote_tail;      /* ring positions claimed by freers */
     /* Blocks another thread took from the ring and the stack of this heap
      * while it was OWNED (IDLE OWNERS, heap.c), or from its full ring
-     * (remote_ring_spill), for its owner to take back. */
+     * (remote_ring_spill), for its owner to take back; and one its owner
+     * emptied, kept for the next (heap.c, parcel_keep_spare). */
     _Atomic(pm_heap_parcel_t *) parcels;
+    _Atomic(pm_heap_parcel_t *) spare_parcel;
     /* OWNED, with blocks waiting: remote_collections as a freer or the walk
      * of the heaps last saw it change, and when (0: none seen waiting).
      * Blocks left waiting a purge delay past that, with no collection, have

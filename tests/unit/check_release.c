@@ -1672,6 +1672,71 @@ START_TEST(test_remote_ring_spills_into_parcels)
 }
 END_TEST
 
+/* SPARE PARCELS (heap.c): an owner that takes back a spilled ring keeps
+ * the parcel, and the next spill fills it again rather than mapping one
+ * (on more threads than CPUs, a mmap and a munmap each). A parcel that
+ * held more than its first 8 pages, 8 rings here, is not kept; nor is a
+ * spare once its thread exits. */
+enum { SPILL_ROUNDS = 4, SPILL_MOST = 8 * PM_REMOTE_RING + 1 };
+static const int spill_frees[SPILL_ROUNDS] = {PM_REMOTE_RING + 1, PM_REMOTE_RING + 1, SPILL_MOST,
+                                              PM_REMOTE_RING + 1};
+static void *spill_blocks[SPILL_MOST];
+static pthread_barrier_t spill_step;
+
+static void *spill_owner(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < SPILL_ROUNDS; round++) {
+        for (int i = 0; i < spill_frees[round]; i++)
+            spill_blocks[i] = pm_malloc(BLOCK_SIZE);
+        pthread_barrier_wait(&spill_step); /* made */
+        pthread_barrier_wait(&spill_step); /* freed by the other thread */
+        pm_malloc_trim(0);                 /* takes them back, parcel and all */
+        pthread_barrier_wait(&spill_step); /* taken back */
+        pthread_barrier_wait(&spill_step); /* seen: the other thread reads its heap */
+    }
+    return NULL;
+}
+
+START_TEST(test_remote_spill_reuses_spare_parcel)
+{
+    pm_options.purge_delay_ms = 60000; /* no walk takes them meanwhile */
+    pm_free(pm_malloc(BLOCK_SIZE));
+    pthread_t owner;
+    ck_assert_int_eq(pthread_barrier_init(&spill_step, NULL, 2), 0);
+    ck_assert_int_eq(pthread_create(&owner, NULL, spill_owner, NULL), 0);
+    pm_heap_parcel_t *spare = NULL;
+    pm_heap_t *heap = NULL; /* the owner's */
+    for (int round = 0; round < SPILL_ROUNDS; round++) {
+        pthread_barrier_wait(&spill_step);
+        if (round == 0)
+            heap = pm_pool_heap(pm_pool_of(spill_blocks[0]));
+        for (int i = 0; i < spill_frees[round]; i++)
+            pm_free(spill_blocks[i]); /* a spill a full ring, the last block in the ring */
+        pm_heap_parcel_t *parcel = atomic_load(&heap->parcels);
+        ck_assert_ptr_nonnull(parcel);
+        ck_assert_ptr_null(parcel->next);
+        ck_assert_uint_eq(parcel->blocks, (unsigned)(spill_frees[round] - 1));
+        if (round == 1 || round == 2) /* the spare, filled again */
+            ck_assert_ptr_eq(parcel, spare);
+        ck_assert_ptr_null(atomic_load(&heap->spare_parcel));
+        ck_assert(pm_heap_validate());
+        pthread_barrier_wait(&spill_step);
+        pthread_barrier_wait(&spill_step);
+        ck_assert_ptr_null(atomic_load(&heap->parcels));
+        spare = atomic_load(&heap->spare_parcel);
+        ck_assert_msg(spare == (round != 2 ? parcel : NULL), "round %d: spare %p, parcel %p", round,
+                      (void *)spare, (void *)parcel);
+        ck_assert(pm_heap_validate());
+        pthread_barrier_wait(&spill_step);
+    }
+    ck_assert_int_eq(pthread_join(owner, NULL), 0);
+    ck_assert_ptr_null(atomic_load(&heap->spare_parcel));
+    ck_assert(pm_heap_validate());
+    pthread_barrier_destroy(&spill_step);
+}
+END_TEST
+
 /* The same under RLIMIT_AS, where no arena space is reserved and every
  * arena is mapped on its own: a parcel names a block by its place in the
  * space, so these blocks stay waiting for the owner, which takes them back
@@ -2064,6 +2129,7 @@ Suite *make_release_suite(void)
     tcase_add_loop_test(tc, test_dump_thread_outlives_its_maker, 0, 4);
     tcase_add_test(tc, test_release_idle_owner_outside_space);
     tcase_add_test(tc, test_remote_ring_spills_into_parcels);
+    tcase_add_test(tc, test_remote_spill_reuses_spare_parcel);
     tcase_add_test(tc, test_release_exited_thread_keeps_pools);
     tcase_add_test(tc, test_release_exited_thread_pages);
     tcase_add_test(tc, test_release_glibc_heap_steady);
