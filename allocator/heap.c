@@ -1457,8 +1457,8 @@ static void idle_take_end(pm_heap_t *heap, idle_take_t *take)
  * allocator's metadata, until its thread exits. 8 threads replacing each
  * other's blocks at random (bench/results/sparse-steady.md): 5,200
  * mmap/munmap pairs in a run, and 33,000 futex calls; with a spare of 2
- * pages 1,800 and 15,500, of 8 pages 290 and 6,400; wall time 0.86 of
- * what it was (0.88 on 4 threads). */
+ * pages 1,800 and 15,500, of 8 pages 290 and 6,400; wall time 0.92 of
+ * what it was (0.87 on 4 threads). */
 #define PARCEL_SPARE_BYTES ((size_t)8 * PM_OS_PAGE_SIZE)
 #define PARCEL_SPARE_ENTRIES ((PARCEL_SPARE_BYTES - sizeof(pm_heap_parcel_t)) / sizeof(uint32_t))
 _Static_assert(PARCEL_SPARE_ENTRIES >= PM_REMOTE_RING, "a spare parcel holds a spilled ring");
