@@ -1453,8 +1453,8 @@ static void idle_take_end(pm_heap_t *heap, idle_take_t *take)
  * marked and held no more than PARCEL_SPARE_ENTRIES (its first pages; a
  * spill holds a ring, and an owner off its CPU for long meets several),
  * for the next spill or idle take to fill again. A spare's pages stay
- * resident, PARCEL_SPARE_BYTES a heap at most, counted with the
- * allocator's metadata, until its thread exits. 8 threads replacing each
+ * resident until its thread exits, PARCEL_SPARE_BYTES a heap at most (one
+ * spill touches 2 pages), and the stats' metadata counts that bound. 8 threads replacing each
  * other's blocks at random (bench/results/sparse-steady.md): 5,200
  * mmap/munmap pairs in a run, and 33,000 futex calls; with a spare of 2
  * pages 1,800 and 15,500, of 8 pages 290 and 6,400; wall time 0.92 of

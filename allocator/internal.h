@@ -217,11 +217,11 @@
  *  (pm_bench_prodcons: 0.37 s -> 0.28 s). A freer that finds the ring full
  *  empties it, under service_lock, into the owner's newest parcel (a mapped
  *  list of addresses, below, which the owner takes first, and keeps, once
- *  emptied, for the next spill) and pushes into it again; only if that cannot be (no arena space, the heap no longer
- *  OWNED, no parcel mapped) does the block overflow onto the remote_free
- *  stack (blocks linked through their first word, one compare-and-swap to
- *  push, one exchange to take it all). A block freed
- *  twice shows up twice: the first meeting puts it on its pool's free list,
+ *  emptied, for the next spill) and pushes into it again; only if that
+ *  cannot be (no arena space, the heap no longer OWNED, no parcel mapped)
+ *  does the block overflow onto the remote_free stack (blocks linked
+ *  through their first word, one compare-and-swap to push, one exchange to
+ *  take it all). A block freed twice shows up twice: the first meeting puts it on its pool's free list,
  *  where the second finds it and reports the double free (I6), so a cycle
  *  can never be walked forever.
  *  An owner that has gone idle with blocks waiting (it made them, another
