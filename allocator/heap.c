@@ -1454,11 +1454,11 @@ static void idle_take_end(pm_heap_t *heap, idle_take_t *take)
  * spill holds a ring, and an owner off its CPU for long meets several),
  * for the next spill or idle take to fill again. A spare's pages stay
  * resident until its thread exits, PARCEL_SPARE_BYTES a heap at most (one
- * spill touches 2 pages), and the stats' metadata counts that bound. 8 threads replacing each
- * other's blocks at random (bench/results/sparse-steady.md): 5,200
- * mmap/munmap pairs in a run, and 33,000 futex calls; with a spare of 2
- * pages 1,800 and 15,500, of 8 pages 290 and 6,400; wall time 0.92 of
- * what it was (0.87 on 4 threads). */
+ * spill touches 2 pages), and the stats' metadata counts that bound.
+ * 8 threads replacing each other's blocks at random
+ * (bench/results/sparse-steady.md): 5,200 mmap/munmap pairs in a run, and
+ * 33,000 futex calls; with a spare of 2 pages 1,800 and 15,500, of 8 pages
+ * 290 and 6,400; wall time 0.92 of what it was (0.87 on 4 threads). */
 #define PARCEL_SPARE_BYTES ((size_t)8 * PM_OS_PAGE_SIZE)
 #define PARCEL_SPARE_ENTRIES ((PARCEL_SPARE_BYTES - sizeof(pm_heap_parcel_t)) / sizeof(uint32_t))
 _Static_assert(PARCEL_SPARE_ENTRIES >= PM_REMOTE_RING, "a spare parcel holds a spilled ring");
@@ -1480,26 +1480,31 @@ static bool parcel_keep_spare(pm_heap_t *heap, pm_heap_parcel_t *p)
     return true;
 }
 
+/* The heap's spare, taken off it (NULL if it has none). */
+static pm_heap_parcel_t *parcel_take_spare(pm_heap_t *heap)
+{
+    pm_heap_parcel_t *p =
+        atomic_exchange_explicit(&heap->spare_parcel, NULL, memory_order_acquire);
+    if (p != NULL)
+        atomic_fetch_sub_explicit(&parcel_spares, 1, memory_order_relaxed);
+    return p;
+}
+
 /* A heap whose thread exits gives its spare back: only an OWNED heap's
  * ring spills, and the spare would wait unused until a thread adopts it. */
 static void parcel_drop_spare(pm_heap_t *heap)
 {
-    pm_heap_parcel_t *p =
-        atomic_exchange_explicit(&heap->spare_parcel, NULL, memory_order_acquire);
-    if (p == NULL)
-        return;
-    atomic_fetch_sub_explicit(&parcel_spares, 1, memory_order_relaxed);
-    pm_os_unmap(p, PM_HEAP_PARCEL_BYTES);
+    pm_heap_parcel_t *p = parcel_take_spare(heap);
+    if (p != NULL)
+        pm_os_unmap(p, PM_HEAP_PARCEL_BYTES);
 }
 
 /* A new parcel for a take: the heap's spare, emptied, or one mapped. */
 static pm_heap_parcel_t *parcel_new(pm_heap_t *heap)
 {
-    pm_heap_parcel_t *p =
-        atomic_exchange_explicit(&heap->spare_parcel, NULL, memory_order_acquire);
+    pm_heap_parcel_t *p = parcel_take_spare(heap);
     if (p == NULL)
         return pm_os_map(PM_HEAP_PARCEL_BYTES);
-    atomic_fetch_sub_explicit(&parcel_spares, 1, memory_order_relaxed);
     p->blocks = p->marks = 0;
     return p;
 }

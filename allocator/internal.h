@@ -221,9 +221,9 @@
  *  cannot be (no arena space, the heap no longer OWNED, no parcel mapped)
  *  does the block overflow onto the remote_free stack (blocks linked
  *  through their first word, one compare-and-swap to push, one exchange to
- *  take it all). A block freed twice shows up twice: the first meeting puts it on its pool's free list,
- *  where the second finds it and reports the double free (I6), so a cycle
- *  can never be walked forever.
+ *  take it all). A block freed twice shows up twice: the first meeting
+ *  puts it on its pool's free list, where the second finds it and reports
+ *  the double free (I6), so a cycle can never be walked forever.
  *  An owner that has gone idle with blocks waiting (it made them, another
  *  thread freed them) does not collect: once they have waited a purge
  *  delay with no collection, the walk of the heaps (or malloc_trim, at
