@@ -125,6 +125,17 @@ static void option_buf_duration(pm_buf_t *b, uint64_t ms)
     pm_buf_str(b, duration_units[u].suffix);
 }
 
+static void option_reject_duration(const char *env, const char *value, const char *why,
+                                   uint64_t fallback_ms)
+{
+    char text[32];
+    pm_buf_t b;
+    pm_buf_init(&b, text, sizeof text - 1);
+    option_buf_duration(&b, fallback_ms);
+    *b.at = '\0';
+    option_reject(env, value, why, 0, 0, text);
+}
+
 /* The range is written in durations, and says what a bare number means:
  * in milliseconds, 86400000 (24h) read as seconds looked like a value
  * within it. */
@@ -133,11 +144,6 @@ static void option_parse_DURATION(const char *env, uint64_t *field, uint64_t min
     const char *value = getenv(env);
     if (value == NULL || value[0] == '\0')
         return;
-    char why[96], fallback[32];
-    pm_buf_t b;
-    pm_buf_init(&b, fallback, sizeof fallback - 1);
-    option_buf_duration(&b, *field);
-    *b.at = '\0';
     const char *end;
     uint64_t n;
     if (option_digits(value, &end, &n)) {
@@ -149,6 +155,8 @@ static void option_parse_DURATION(const char *env, uint64_t *field, uint64_t min
                 *field = n * ms;
                 return;
             }
+            char why[96];
+            pm_buf_t b;
             pm_buf_init(&b, why, sizeof why - 1);
             pm_buf_str(&b, "out of range (");
             option_buf_duration(&b, min);
@@ -156,11 +164,11 @@ static void option_parse_DURATION(const char *env, uint64_t *field, uint64_t min
             option_buf_duration(&b, max);
             pm_buf_str(&b, "; a bare number is seconds)");
             *b.at = '\0';
-            option_reject(env, value, why, 0, 0, fallback);
+            option_reject_duration(env, value, why, *field);
             return;
         }
     }
-    option_reject(env, value, "not a duration like 250ms, 2s or 1m", 0, 0, fallback);
+    option_reject_duration(env, value, "not a duration like 250ms, 2s or 1m", *field);
 }
 
 static void option_parse_FORMAT(const char *env, pm_stats_format_t *field, uint64_t min,
