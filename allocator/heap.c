@@ -251,20 +251,31 @@ static void pool_retire(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  *     until it empties, fills, or is picked to serve (bin_remove); unless
  *     it is alone in its bin, as the last pool of a class a program is
  *     letting go of is.
- *   - At least half of the heap's pools (PM_SPARSE_MIN_POOLS or more) are
- *     sparse, and either half of the most it held within a purge delay or
- *     7 in 8 of those left are, and the pools are not in a cycle
- *     (pm_arena_cycling, whose rounds the retained cap serves): the heap
- *     turns purging_sparse, and its sparse pools are walked and give back
- *     their free pages at once. While it stays so, a pool gives back its
- *     free pages at each mark it reaches, and its next mark is a quarter
- *     lower (1 at least), down to 0 (empty).
+ *   - 7 in 8 of the heap's pools (PM_SPARSE_MIN_POOLS or more) are
+ *     sparse, and the pools are not in a cycle (pm_arena_cycling, whose
+ *     rounds the retained cap serves): the heap turns purging_sparse, and
+ *     its sparse pools are walked and give back their free pages at once.
+ *     While it stays so, a pool gives back its free pages at each mark it
+ *     reaches, and its next mark is a quarter lower (1 at least), down to
+ *     0 (empty).
+ *   - Half of its pools are sparse, and half of the most it held within a
+ *     purge delay, but not 7 in 8: the heap waits POOLMALLOC_PURGE_GRACE,
+ *     then sweeps (heap_sweep_sparse): the pools sparse since before the
+ *     wait began give back their free pages, and it waits again. Blocks
+ *     that die at random ages keep about half of a heap's pools sparse
+ *     for as long as the program runs, and never 7 in 8 (at most 69% in
+ *     bench/results/sparse-steady.md), while the same pools fill again a
+ *     few milliseconds later: purged at their marks, 8 threads replacing
+ *     each other's blocks at random gave back and faulted in 50,000 pages
+ *     in 3 s (1.15 s of system time; 0.38 s swept). A pool sparse for a
+ *     whole grace is one the program is not coming back to.
  *   - A heap whose last pools came to their marks while a cycle or a
  *     quiet spell (below) held it back turns it at its first tick after
  *     (ALLOCATION TICKS), though no pool comes to a mark again: a thread
  *     that drained its pools in phases of other classes and went on with
  *     light work kept every page (bench/results/allocation-ticks.md,
  *     probe h: 339 MiB on 8 threads, 150 MiB with the tick; jemalloc 271).
+ *     A waiting heap sweeps at its ticks too.
  *   - It stops when fewer than a quarter of its pools are sparse, or, until
  *     then (SPARSE_SPENT), once most of the pools that gave back pages (16
  *     or more) have gone on to empty or to take their pages back
@@ -275,8 +286,9 @@ static void pool_retire(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  *   - If that came within a purge delay of the turn, the program is
  *     cycling: it makes a batch of blocks, frees most of them, and makes
  *     the next, and each round would give back the same pages and fault
- *     them in again. The heap then does not turn purging_sparse again
- *     until a purge delay after the last pool ended so. pm_bench_rounds
+ *     them in again. The heap then does not turn purging_sparse again, nor
+ *     sweep, until a purge delay after the last pool ended so (a sweep's
+ *     pools are counted as a turn's). pm_bench_rounds
  *     (20,000 blocks of mostly 8-128 bytes a round, 7 in 8 freed and the
  *     rest handed to other threads) made 88,200 madvise calls on 4 threads
  *     and took 3.9 s; with the pause, 2,000 calls and 0.31 s (mimalloc
@@ -337,44 +349,84 @@ static void pool_purge_sparse(pm_heap_t *heap, pm_pool_t *pool, unsigned used)
     pm_pool_set_mark(pool, used - (used / 4 > 1 ? used / 4 : 1));
 }
 
-/* Whether half of the heap's pools are sparse, and half of its peak
- * (forgotten a purge delay after it was last reached) or nearly all of
- * those left, outside a cycle. */
-static bool heap_half_sparse(pm_heap_t *heap)
+/* What a heap's sparse pools call for (heap_sparse_call): nothing; a turn
+ * at once (7 in 8 of its pools sparse); or, half of its peak sparse, a
+ * sweep of those that stayed sparse for a grace. */
+enum { SPARSE_CALL_NONE, SPARSE_CALL_TURN, SPARSE_CALL_SWEEP };
+
+/* What the heap's sparse pools call for: half of them sparse, outside a
+ * cycle and a quiet spell, and either 7 in 8 of those left (a turn) or
+ * half of its peak, forgotten a purge delay after it was last reached (a
+ * sweep). */
+static int heap_sparse_call(pm_heap_t *heap, uint64_t now_ms)
 {
     if (heap->pool_total < PM_SPARSE_MIN_POOLS || heap->sparse_pools * 2 < heap->pool_total)
-        return false;
-    uint64_t now_ms = pm_os_coarse_ms();
+        return SPARSE_CALL_NONE;
     if (now_ms - heap->pool_peak_ms >= pm_options.purge_delay_ms) {
         heap->pool_peak = heap->pool_total;
         heap->pool_peak_ms = now_ms;
     }
-    return (heap->sparse_pools * 2 >= heap->pool_peak ||
-            heap->sparse_pools * 8 >= heap->pool_total * 7) &&
-           !pm_arena_cycling(now_ms) && now_ms >= heap->sparse_quiet_until_ms;
+    if (pm_arena_cycling(now_ms) || now_ms < heap->sparse_quiet_until_ms)
+        return SPARSE_CALL_NONE;
+    if (heap->sparse_pools * 8 >= heap->pool_total * 7)
+        return SPARSE_CALL_TURN;
+    return heap->sparse_pools * 2 >= heap->pool_peak ? SPARSE_CALL_SWEEP : SPARSE_CALL_NONE;
 }
 
-/* Whether the heap is purging_sparse, turning it on or off: on when half
- * its pools are sparse, off once fewer than a quarter are, or once most
- * of the pools that gave back pages went on to empty (SPARSE_SPENT until
- * then): the program was letting go of everything, and the pages would
- * have gone with their pools a moment later. */
+/* Gives back the free pages of the heap's sparse pools that came to their
+ * marks before and were left at 0: all of them, or (`all` false) those
+ * sparse since before the heap's wait began. The count of those that end
+ * starts again (heap_note_sparse_ended). */
+static void heap_purge_sparse_pools(pm_heap_t *heap, uint64_t now_ms, bool all)
+{
+    heap->sparse_purged = heap->sparse_purged_ended = 0;
+    heap->sparse_on_ms = now_ms;
+    for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
+        for (pm_pool_t *pool = heap->bins[c].pools; pool != NULL; pool = pool->next)
+            if (pool->sparse && pool->used_mark == 0 && pm_pool_used(pool) != 0 &&
+                (all || pool->sparse_epoch != heap->sparse_epoch))
+                pool_purge_sparse(heap, pool, pm_pool_used(pool));
+}
+
+/* Half of its peak sparse, the heap waits a grace (POOLMALLOC_PURGE_GRACE)
+ * and then sweeps the pools sparse all along; then it waits again. */
+static void heap_sweep_sparse(pm_heap_t *heap, uint64_t now_ms)
+{
+    if (heap->sparse_wait_ms != 0 && now_ms - heap->sparse_wait_ms < pm_options.purge_grace_ms)
+        return;
+    if (heap->sparse_wait_ms != 0)
+        heap_purge_sparse_pools(heap, now_ms, false);
+    heap->sparse_wait_ms = now_ms;
+    heap->sparse_epoch++;
+}
+
+/* Whether the heap is purging_sparse, turning it on or off: on when 7 in
+ * 8 of its pools are sparse (heap_sparse_call), off once fewer than a
+ * quarter are, or once most of the pools that gave back pages went on to
+ * empty (SPARSE_SPENT until then): the program was letting go of
+ * everything, and the pages would have gone with their pools a moment
+ * later. Half of its peak sparse, it sweeps instead (heap_sweep_sparse). */
 static bool heap_purging_sparse(pm_heap_t *heap)
 {
     if (heap->purging_sparse != SPARSE_OFF) {
         if (heap->sparse_pools * 4 < heap->pool_total)
             heap->purging_sparse = SPARSE_OFF;
-    } else if (heap_half_sparse(heap)) {
-        heap->purging_sparse = SPARSE_ON;
-        heap->sparse_purged = heap->sparse_purged_ended = 0;
-        heap->sparse_on_ms = pm_os_coarse_ms();
-        /* The sparse pools that came to their marks before, left at 0. */
-        for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
-            for (pm_pool_t *pool = heap->bins[c].pools; pool != NULL; pool = pool->next)
-                if (pool->sparse && pool->used_mark == 0 && pm_pool_used(pool) != 0)
-                    pool_purge_sparse(heap, pool, pm_pool_used(pool));
+        return heap->purging_sparse == SPARSE_ON;
     }
-    return heap->purging_sparse == SPARSE_ON;
+    uint64_t now_ms = pm_os_coarse_ms();
+    switch (heap_sparse_call(heap, now_ms)) {
+    case SPARSE_CALL_TURN:
+        heap->purging_sparse = SPARSE_ON;
+        heap->sparse_wait_ms = 0;
+        heap_purge_sparse_pools(heap, now_ms, true);
+        return true;
+    case SPARSE_CALL_SWEEP:
+        heap_sweep_sparse(heap, now_ms);
+        return false;
+    default:
+        heap->sparse_wait_ms = 0;
+        return false;
+    }
 }
 
 /* A pool that gave back pages has emptied, or is taking them back. Once
@@ -400,6 +452,7 @@ static __attribute__((noinline)) void pool_reached_mark(pm_heap_t *heap, pm_pool
 {
     if (!pool->sparse && !pool_alone_in_bin(pool)) {
         pool->sparse = true;
+        pool->sparse_epoch = heap->sparse_epoch;
         heap->sparse_pools++;
     }
     if (heap_purging_sparse(heap))
@@ -867,7 +920,8 @@ static void heap_housekeeping_poolless(pm_heap_t *heap)
  * about every thousand of churn's mallocs, 0.2 instructions a pair. What is
  * due it does as taking a pool would: the walk of the heaps, and a batch of
  * the retained pools (no more: a malloc that gave back 117 MB at once took
- * 17 ms). */
+ * 17 ms), a larger one once they are a delay behind (arena.c,
+ * DECAY_BATCH_BEHIND). */
 void pm_heap_set_countdown(pm_heap_t *heap, int64_t sample_in)
 {
     heap->tick_only = sample_in > PM_HEAP_TICK_BYTES;

@@ -835,8 +835,9 @@ typedef struct pm_pool {
     uint16_t used_mark;
     /* By the owner: the pool came down to its mark, not alone in its bin,
      * and has not emptied, filled or served since; counted in its heap's
-     * sparse_pools. */
+     * sparse_pools; the heap's sparse_epoch when it came down to it. */
     bool sparse;
+    uint8_t sparse_epoch;
     /* Taken from an ABANDONED heap while in use (ADOPTION, heap.c), since
      * it was last acquired: a block of it met in another heap's ring or
      * stack was freed there as the pool changed hands, and is passed on
@@ -1417,6 +1418,11 @@ typedef struct pm_heap {
      * purging_sparse: its last turn was in vain (a cycle, heap.c). */
     uint32_t sparse_purged, sparse_purged_ended;
     uint64_t sparse_on_ms, sparse_quiet_until_ms;
+    /* Since when half of its peak has been sparse, waiting for a sweep (0:
+     * not waiting), and the wait's number, which a pool's sparse_epoch
+     * other than it dates from before the wait (heap_sweep_sparse). */
+    uint64_t sparse_wait_ms;
+    uint8_t sparse_epoch;
     uint8_t purging_sparse; /* SPARSE_OFF, SPARSE_ON, SPARSE_SPENT (heap.c) */
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;

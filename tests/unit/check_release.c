@@ -805,6 +805,64 @@ START_TEST(test_sparse_waits_for_half)
 }
 END_TEST
 
+/* Half of the heap's pools sparse, but not 7 in 8: pools draining as
+ * blocks die at random ages, which the program fills again a moment later
+ * (threads replacing each other's blocks at random: 50,000 purges in 3 s,
+ * faulted back in; bench/results/sparse-steady.md). Nothing is given back
+ * until a grace has passed; then a tick sweeps the pools sparse since
+ * before the wait began, and the next sweep those that came to their
+ * marks during it. Two pools in 3 are drained to a block. */
+static bool sparse_two_in_third(unsigned index, uintptr_t pool_number, unsigned arg)
+{
+    (void)arg;
+    return index < (pool_number % 3 == 0 ? SPARSE_KEEP_UNMARKED : 1u);
+}
+
+/* The pools drained to a block, and of those, the ones that gave back pages. */
+static void sparse_count_drained(unsigned *drained, unsigned *purged)
+{
+    *drained = *purged = 0;
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+        if (sparse[i] == NULL)
+            continue;
+        pm_pool_t *pool = pm_pool_of(sparse[i]);
+        if (sparse[i] != pm_pool_start(pool) || pm_pool_used(pool) != 1)
+            continue;
+        (*drained)++;
+        *purged += pool->purged_pages != 0;
+    }
+}
+
+START_TEST(test_sparse_half_waits_for_grace)
+{
+    pm_options.purge_delay_ms = 60000;
+    pm_options.purge_grace_ms = 60000;
+    sparse_fill();
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    unsigned pools = sparse_keep_where(sparse_two_in_third, 0);
+    unsigned drained, purged;
+    sparse_count_drained(&drained, &purged);
+    ck_assert_uint_ge(drained * 2, pools);
+    ck_assert_uint_lt(drained * 8, pools * 7);
+    pm_heap_set_countdown(pm_thread_heap, INT64_MAX);
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES + REUSED_SIZE); /* within the grace */
+    ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges);
+    pm_options.purge_grace_ms = 0; /* the grace is over */
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES + REUSED_SIZE);
+    unsigned first_drained, first_purged;
+    sparse_count_drained(&first_drained, &first_purged);
+    /* The heap began to wait once half its pools were sparse, about 3 in
+     * 4 of the way: the pools drained after that wait for the next sweep. */
+    ck_assert_uint_ge(first_purged, drained / 2);
+    ck_assert_uint_lt(first_purged, drained);
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES + REUSED_SIZE);
+    sparse_count_drained(&drained, &purged);
+    ck_assert_uint_eq(purged, drained);
+    sparse_check_kept();
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* A program that frees nearly everything empties most of its pools; the
  * few left, each holding a survivor or two, are nearly all sparse, though
  * far fewer than half of the most the heap held: they give back their
@@ -2109,6 +2167,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_trim_gives_back_free_pages);
     tcase_add_test(tc, test_sparse_pools_give_back_pages);
     tcase_add_test(tc, test_sparse_waits_for_half);
+    tcase_add_test(tc, test_sparse_half_waits_for_grace);
     tcase_add_test(tc, test_sparse_survivors_give_back_pages);
     tcase_add_test(tc, test_sparse_keeps_pages_in_a_cycle);
     tcase_add_test(tc, test_sparse_purging_turns_at_tick);
