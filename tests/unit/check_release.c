@@ -818,7 +818,9 @@ static bool sparse_two_in_third(unsigned index, uintptr_t pool_number, unsigned 
     return index < (pool_number % 3 == 0 ? SPARSE_KEEP_UNMARKED : 1u);
 }
 
-/* The pools drained to a block, and of those, the ones that gave back pages. */
+/* The pools drained to a block and sparse (the last one, carved only in
+ * part, never filled and is not), and of those, the ones that gave back
+ * pages. */
 static void sparse_count_drained(unsigned *drained, unsigned *purged)
 {
     *drained = *purged = 0;
@@ -826,7 +828,7 @@ static void sparse_count_drained(unsigned *drained, unsigned *purged)
         if (sparse[i] == NULL)
             continue;
         pm_pool_t *pool = pm_pool_of(sparse[i]);
-        if (sparse[i] != pm_pool_start(pool) || pm_pool_used(pool) != 1)
+        if (sparse[i] != pm_pool_start(pool) || pm_pool_used(pool) != 1 || !pool->sparse)
             continue;
         (*drained)++;
         *purged += pool->purged_pages != 0;
