@@ -357,11 +357,13 @@ enum { SPARSE_CALL_NONE, SPARSE_CALL_TURN, SPARSE_CALL_SWEEP };
 /* What the heap's sparse pools call for: half of them sparse, outside a
  * cycle and a quiet spell, and either 7 in 8 of those left (a turn) or
  * half of its peak, forgotten a purge delay after it was last reached (a
- * sweep). */
-static int heap_sparse_call(pm_heap_t *heap, uint64_t now_ms)
+ * sweep). The clock is read into *now only once half are sparse: a
+ * churning program's pools come to their marks all the time. */
+static int heap_sparse_call(pm_heap_t *heap, uint64_t *now)
 {
     if (heap->pool_total < PM_SPARSE_MIN_POOLS || heap->sparse_pools * 2 < heap->pool_total)
         return SPARSE_CALL_NONE;
+    uint64_t now_ms = *now = pm_os_coarse_ms();
     if (now_ms - heap->pool_peak_ms >= pm_options.purge_delay_ms) {
         heap->pool_peak = heap->pool_total;
         heap->pool_peak_ms = now_ms;
@@ -413,8 +415,8 @@ static bool heap_purging_sparse(pm_heap_t *heap)
             heap->purging_sparse = SPARSE_OFF;
         return heap->purging_sparse == SPARSE_ON;
     }
-    uint64_t now_ms = pm_os_coarse_ms();
-    switch (heap_sparse_call(heap, now_ms)) {
+    uint64_t now_ms = 0;
+    switch (heap_sparse_call(heap, &now_ms)) {
     case SPARSE_CALL_TURN:
         heap->purging_sparse = SPARSE_ON;
         heap->sparse_wait_ms = 0;
