@@ -988,9 +988,12 @@ void pm_arena_purge_pools(pm_pool_t *const *pools, unsigned count)
     pm_os_purge_flush(&batch);
 }
 
-void pm_arena_purge_pages(void *addr, size_t bytes)
+void pm_arena_purge_pages(pm_os_purge_batch_t *batch, void *addr, size_t bytes)
 {
-    pm_os_purge(addr, bytes);
+    if (batch != NULL)
+        pm_os_purge_add(batch, addr, bytes);
+    else
+        pm_os_purge(addr, bytes);
     directory_count(&directory.released_bytes_total, bytes);
     directory_count(&directory.in_use_purges_total, 1);
 }

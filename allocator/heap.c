@@ -340,12 +340,13 @@ static void pool_arm_mark(pm_pool_t *pool)
         pm_pool_set_mark(pool, pool_first_mark(pool));
 }
 
-/* A sparse pool gives back its free pages and takes the next mark below
- * `used`. */
-static void pool_purge_sparse(pm_heap_t *heap, pm_pool_t *pool, unsigned used)
+/* A sparse pool gives back its free pages (now, or into `batch`) and
+ * takes the next mark below `used`. */
+static void pool_purge_sparse(pm_heap_t *heap, pm_pool_t *pool, unsigned used,
+                              pm_os_purge_batch_t *batch)
 {
     bool first = pool->purged_pages == 0;
-    heap->sparse_purged += pm_pool_purge_free_pages(pool) != 0 && first;
+    heap->sparse_purged += pm_pool_purge_free_pages(pool, batch) != 0 && first;
     pm_pool_set_mark(pool, used - (used / 4 > 1 ? used / 4 : 1));
 }
 
@@ -378,16 +379,20 @@ static int heap_sparse_call(pm_heap_t *heap, uint64_t *now)
 /* Gives back the free pages of the heap's sparse pools that came to their
  * marks before and were left at 0: all of them, or (`all` false) those
  * sparse since before the heap's wait began. The count of those that end
- * starts again (heap_note_sparse_ended). */
+ * starts again (heap_note_sparse_ended). In batches: each pool's pages are
+ * a page or two apart from the next's, and with threads, a call each
+ * interrupted every other CPU (pm_os_purge_flush). */
 static void heap_purge_sparse_pools(pm_heap_t *heap, uint64_t now_ms, bool all)
 {
     heap->sparse_purged = heap->sparse_purged_ended = 0;
     heap->sparse_on_ms = now_ms;
+    pm_os_purge_batch_t batch = {.count = 0};
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         for (pm_pool_t *pool = heap->bins[c].pools; pool != NULL; pool = pool->next)
             if (pool->sparse && pool->used_mark == 0 && pm_pool_used(pool) != 0 &&
                 (all || pool->sparse_epoch != heap->sparse_epoch))
-                pool_purge_sparse(heap, pool, pm_pool_used(pool));
+                pool_purge_sparse(heap, pool, pm_pool_used(pool), &batch);
+    pm_os_purge_flush(&batch);
 }
 
 /* Half of its peak sparse, the heap waits a grace (POOLMALLOC_PURGE_GRACE)
@@ -458,7 +463,7 @@ static __attribute__((noinline)) void pool_reached_mark(pm_heap_t *heap, pm_pool
         heap->sparse_pools++;
     }
     if (heap_purging_sparse(heap))
-        pool_purge_sparse(heap, pool, pool->used_mark);
+        pool_purge_sparse(heap, pool, pool->used_mark, NULL);
     else
         pm_pool_set_mark(pool, 0);
 }
@@ -764,14 +769,16 @@ static size_t heap_give_back_kept(pm_heap_t *heap)
 {
     pm_pool_t *kept[PM_CLASS_COUNT];
     unsigned count = 0;
+    pm_os_purge_batch_t batch = {.count = 0};
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_pool_t *pool = heap->bins[c].pools;
         if (pool != NULL && pm_pool_used(pool) == 0 && pm_pool_resident(pool))
             kept[count++] = pool;
         for (; pool != NULL; pool = pool->next)
             if (pm_pool_used(pool) != 0)
-                pm_pool_purge_free_pages(pool);
+                pm_pool_purge_free_pages(pool, &batch);
     }
+    pm_os_purge_flush(&batch);
     pm_pool_purge_empty(kept, count);
     size_t released = count;
     uint64_t next_due_ms = UINT64_MAX;
@@ -2063,6 +2070,7 @@ static bool heap_trim_pools(pm_heap_t *heap)
 {
     bool released = false;
     heap_collect_remote(heap, false);
+    pm_os_purge_batch_t batch = {.count = 0};
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_bin_t *bin = &heap->bins[c];
         for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
@@ -2070,11 +2078,12 @@ static bool heap_trim_pools(pm_heap_t *heap)
             if (pm_pool_used(pool) == 0) {
                 pool_retire(heap, bin, pool);
                 released = true;
-            } else if (pm_pool_purge_free_pages(pool) != 0) {
+            } else if (pm_pool_purge_free_pages(pool, &batch) != 0) {
                 released = true;
             }
         }
     }
+    pm_os_purge_flush(&batch);
     return released;
 }
 

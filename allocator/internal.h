@@ -1186,8 +1186,10 @@ PM_HIDDEN void pm_pool_reuse(pm_pool_t *pool, unsigned class_index, struct pm_he
 /* malloc_trim, and a sparse pool (heap.c), for an IN USE pool: gives back
  * the OS pages that hold no live block and only carved blocks, and takes
  * the free blocks that start in them off the free list (I3) until
- * pm_pool_carve puts them back. Returns the bytes given back. */
-PM_HIDDEN size_t pm_pool_purge_free_pages(pm_pool_t *pool);
+ * pm_pool_carve puts them back. Returns the bytes given back: now, or
+ * (batch not NULL) once the caller flushes the batch, which it does before
+ * it allocates again. */
+PM_HIDDEN size_t pm_pool_purge_free_pages(pm_pool_t *pool, pm_os_purge_batch_t *batch);
 /* Whether a pool with `used` blocks in use has at least three quarters of
  * its carved blocks free, and 16 or more. */
 static inline bool pm_pool_mostly_free(const pm_pool_t *pool, uint32_t used)
@@ -1319,8 +1321,9 @@ PM_HIDDEN uint64_t pm_arena_in_use_purges(void);
 /* Purges the pages of `count` IN USE pools of the caller's (I10) in one
  * batch (pm_os_purge_add), without the directory lock, and counts them. */
 PM_HIDDEN void pm_arena_purge_pools(pm_pool_t *const *pools, unsigned count);
-/* Purges `bytes` of an IN USE pool at `addr` (page aligned) and counts them. */
-PM_HIDDEN void pm_arena_purge_pages(void *addr, size_t bytes);
+/* Purges `bytes` of an IN USE pool at `addr` (page aligned), now or
+ * (batch not NULL) into the batch, and counts them. */
+PM_HIDDEN void pm_arena_purge_pages(pm_os_purge_batch_t *batch, void *addr, size_t bytes);
 /* Adds the arena figures, and walks every pool for the per-class pool
  * counts, free blocks, pool bytes, the arena occupancy histogram, and the
  * blocks in use per class (used_count summed). */

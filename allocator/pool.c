@@ -297,9 +297,10 @@ static pm_block_t *pool_link_free(const pm_pool_t *pool, const uint64_t free_map
     return pm_link_get(&before);
 }
 
-/* Calls act(address, bytes) on each run of consecutive pages of the pool
- * in `pages` (bit p: page p); returns their bytes. */
-static size_t pool_page_runs(const pm_pool_t *pool, unsigned pages, void (*act)(void *, size_t))
+/* Calls act(ctx, address, bytes) on each run of consecutive pages of the
+ * pool in `pages` (bit p: page p); returns their bytes. */
+typedef void pool_run_fn(void *ctx, void *addr, size_t bytes);
+static size_t pool_page_runs(const pm_pool_t *pool, unsigned pages, pool_run_fn *act, void *ctx)
 {
     char *start = pm_pool_start(pool);
     size_t bytes = 0;
@@ -309,7 +310,7 @@ static size_t pool_page_runs(const pm_pool_t *pool, unsigned pages, void (*act)(
         unsigned run = 1;
         while (pages & (1u << (page + run)))
             run++;
-        act(start + (size_t)page * PM_OS_PAGE_SIZE, run * PM_OS_PAGE_SIZE);
+        act(ctx, start + (size_t)page * PM_OS_PAGE_SIZE, run * PM_OS_PAGE_SIZE);
         bytes += run * PM_OS_PAGE_SIZE;
         page += run - 1;
     }
@@ -317,7 +318,17 @@ static size_t pool_page_runs(const pm_pool_t *pool, unsigned pages, void (*act)(
 }
 
 /* Refused by the kernel, carving's writes fault the pages in. */
-static void pool_populate(void *addr, size_t bytes) { (void)pm_os_populate(addr, bytes); }
+static void pool_populate(void *ctx, void *addr, size_t bytes)
+{
+    (void)ctx;
+    (void)pm_os_populate(addr, bytes);
+}
+
+/* ctx: the caller's purge batch, or NULL for now. */
+static void pool_purge_run(void *ctx, void *addr, size_t bytes)
+{
+    pm_arena_purge_pages(ctx, addr, bytes);
+}
 
 /* The purged pages' blocks go back on the free list (which is empty: the
  * caller found no block there), lowest address first, each run of pages
@@ -329,7 +340,7 @@ static void pool_take_purged_pages(pm_pool_t *pool)
 {
     char *start = pm_pool_start(pool);
     unsigned pages = pool->purged_pages;
-    pool_page_runs(pool, pages, pool_populate);
+    pool_page_runs(pool, pages, pool_populate, NULL);
     for (unsigned page = POOL_PAGES; page-- > 0;) {
         if (!(pages & (1u << page)))
             continue;
@@ -341,15 +352,16 @@ static void pool_take_purged_pages(pm_pool_t *pool)
 }
 
 /* Gives back `pages` of the pool, whose free list without their blocks is
- * `head`; returns the bytes. */
-static size_t pool_purge_pages(pm_pool_t *pool, unsigned pages, pm_block_t *head)
+ * `head`, now or into `batch`; returns the bytes. */
+static size_t pool_purge_pages(pm_pool_t *pool, unsigned pages, pm_block_t *head,
+                               pm_os_purge_batch_t *batch)
 {
     pool->free_list = head;
     pool_set_purged_pages(pool, (uint8_t)(pool->purged_pages | pages));
-    return pool_page_runs(pool, pages, pm_arena_purge_pages);
+    return pool_page_runs(pool, pages, pool_purge_run, batch);
 }
 
-size_t pm_pool_purge_free_pages(pm_pool_t *pool)
+size_t pm_pool_purge_free_pages(pm_pool_t *pool, pm_os_purge_batch_t *batch)
 {
     if (pool->debug_fill || pool->carve_index == 0)
         return 0;
@@ -373,7 +385,7 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
      * the tags tell the free blocks (then the free list is linked again
      * without theirs in the same pass). */
     if (pool_tags_exact(pool))
-        return pool_purge_pages(pool, candidates, pool_link_tagged(pool, candidates));
+        return pool_purge_pages(pool, candidates, pool_link_tagged(pool, candidates), batch);
     /* Else, from the free list: less the pages a live block overlaps, the
      * carved blocks that are neither free nor purged. A sampled block is
      * live like any other. */
@@ -397,7 +409,7 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool)
     /* The free list without the blocks that start in those pages, linked
      * afresh in address order. */
     return pool_purge_pages(pool, candidates,
-                            pool_link_free(pool, free_map, pool->purged_pages | candidates));
+                            pool_link_free(pool, free_map, pool->purged_pages | candidates), batch);
 }
 
 /* ---- address order ----------------------------------------------------
@@ -491,7 +503,7 @@ unsigned pm_pool_purge_waiting_pages(const pm_pool_t *pool,
         if (i == to && from < to)
             pages |= 1u << page;
     }
-    pool_page_runs(pool, pages, pm_arena_purge_pages);
+    pool_page_runs(pool, pages, pool_purge_run, NULL);
     return pages;
 }
 
