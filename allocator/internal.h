@@ -176,13 +176,13 @@
  *  kept pools wait a purge delay for a thread to adopt the heap, and are
  *  then purged (threads that come and go find them ready).
  *  A heap that frees most of its blocks in no order empties none of its
- *  pools: once at least half of its pools (and of the most it held within
- *  a delay, or nearly all of those left) have come down to a few live
- *  blocks (sparse, heap.c's SPARSE POOLS: seen through used_mark, with no
- *  test on free's fast path), outside a cycle, they give back their pages
- *  that no live block overlaps (purged_pages, I3), which such a pool takes
+ *  pools: once 7 in 8 of its pools have come down to a few live blocks
+ *  (sparse, heap.c's SPARSE POOLS: seen through used_mark, with no test
+ *  on free's fast path), outside a cycle, they give back their pages that
+ *  no live block overlaps (purged_pages, I3), which such a pool takes
  *  back, all at once, when it is met with its free list dry, before it
- *  carves. malloc_trim purges and unmaps everything it can, at once, down
+ *  carves; once half of them (and of the most it held within a delay)
+ *  have, those that stay sparse for POOLMALLOC_PURGE_GRACE do. malloc_trim purges and unmaps everything it can, at once, down
  *  to those pages of every pool in use. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
  *  once the glibc path's live bytes have stayed halved for the purge delay,
