@@ -12,11 +12,12 @@
  * too, dropping the lock between them. */
 #define DECAY_BATCH 8
 /* What pm_arena_decay_if_due purges a call once the oldest retained pool
- * has waited a delay past its due: a batch a call was not keeping up. 8
- * threads that each drained 100,000 blocks in phases, leaving pools that
- * empty a phase later with all their pages, ticked 96 times in their light
- * work afterwards, and 8 batches a tick left 8,100 retained pools resident
- * (127 MiB). 64 purges of up to an arena each stay within a few ms. */
+ * has waited a delay past its due: a batch a call was not keeping up. The
+ * fragmentation suite's drain (8 threads that drain 100,000 blocks each in
+ * phases, leaving pools that empty a phase later with all their pages, then
+ * tick about 96 times in all in their light work) held 292 MiB after it at
+ * a batch a tick, 157 MiB at this. 64 purges of up to an arena each stay
+ * within a few ms. */
 #define DECAY_BATCH_BEHIND 64
 /* The adaptive cap halves toward POOLMALLOC_RETAIN_POOLS once it has not
  * grown for this many purge delays: demand that came back within a few
