@@ -399,10 +399,11 @@ static void heap_purge_sparse_pools(pm_heap_t *heap, uint64_t now_ms, bool all)
  * and then sweeps the pools sparse all along; then it waits again. */
 static void heap_sweep_sparse(pm_heap_t *heap, uint64_t now_ms)
 {
-    if (heap->sparse_wait_ms != 0 && now_ms - heap->sparse_wait_ms < pm_options.purge_grace_ms)
-        return;
-    if (heap->sparse_wait_ms != 0)
+    if (heap->sparse_wait_ms != 0) {
+        if (now_ms - heap->sparse_wait_ms < pm_options.purge_grace_ms)
+            return;
         heap_purge_sparse_pools(heap, now_ms, false);
+    }
     heap->sparse_wait_ms = now_ms;
     heap->sparse_epoch++;
 }
