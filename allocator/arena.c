@@ -1097,21 +1097,21 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked,
         count++;
         unsigned unused = 0;
         for (const pm_pool_t *p = arena->free_pools; p != NULL; p = p->next) {
-            ok &= p->class_index == PM_CLASS_NONE; /* I2 */
+            ok &= PM_VALID(p->class_index == PM_CLASS_NONE); /* I2 */
             if (++unused > PM_POOLS_PER_ARENA)
                 break;
         }
-        ok &= unused == arena->free_pool_count;
+        ok &= PM_VALID(unused == arena->free_pool_count);
         /* I5: nobody's when empty, never filed in a closed home, and on
          * its list, at the head if first (looked up only once it has one:
          * a home has no list for an empty arena). */
         if (unused > 0 && unused == arena->free_pool_count) {
             bool filed = arena->home == NULL ||
                          (unused < PM_POOLS_PER_ARENA && arena->home->open);
-            ok &= filed && (arena->prev == NULL) == (*directory_list(arena) == arena);
+            ok &= PM_VALID(filed && (arena->prev == NULL) == (*directory_list(arena) == arena));
         }
         in_use += PM_POOLS_PER_ARENA - unused;
-        ok &= pm_registry_contains(arena) && arena->purges_pending == 0; /* I1, I5 */
+        ok &= PM_VALID(pm_registry_contains(arena) && arena->purges_pending == 0); /* I1, I5 */
         empty_arenas += unused == PM_POOLS_PER_ARENA;
         bare_empty_arenas += unused == PM_POOLS_PER_ARENA && !arena_resident(arena);
         for (unsigned k = 0; k < PM_POOLS_PER_ARENA; k++) {
@@ -1123,23 +1123,24 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked,
                 ok &= visit(pool);
         }
     }
-    ok &= count == directory.mapped && empty_arenas == directory.empty_count; /* I5 */
-    ok &= in_use == directory.pools_in_use;
-    ok &= parked == atomic_load_explicit(&directory.pools_parked, memory_order_relaxed);
-    ok &= parked_in_a_row ==
-          atomic_load_explicit(&directory.pools_parked_in_a_row, memory_order_relaxed);
-    ok &= bare_empty_arenas <= pm_options.reserve_arenas;
+    ok &= PM_VALID(count == directory.mapped && empty_arenas == directory.empty_count); /* I5 */
+    ok &= PM_VALID(in_use == directory.pools_in_use);
+    ok &= PM_VALID(parked == atomic_load_explicit(&directory.pools_parked, memory_order_relaxed));
+    ok &= PM_VALID(parked_in_a_row ==
+                   atomic_load_explicit(&directory.pools_parked_in_a_row, memory_order_relaxed));
+    ok &= PM_VALID(bare_empty_arenas <= pm_options.reserve_arenas);
     /* I10: the retained list holds exactly the UNUSED resident pools, in
      * release order. */
     uint64_t listed = 0, last_ms = 0;
     for (pm_pool_t *p = directory.retained_oldest; p != NULL && listed <= retained;
          p = p->retained_next) {
-        ok &= p->class_index == PM_CLASS_NONE && pm_pool_resident(p) && *released_ms_of(p) >= last_ms;
-        ok &= p->retained_next != NULL || p == directory.retained_newest;
+        ok &= PM_VALID(p->class_index == PM_CLASS_NONE && pm_pool_resident(p) &&
+                       *released_ms_of(p) >= last_ms);
+        ok &= PM_VALID(p->retained_next != NULL || p == directory.retained_newest);
         last_ms = *released_ms_of(p);
         listed++;
     }
-    ok &= listed == retained && retained == directory.retained_count;
+    ok &= PM_VALID(listed == retained && retained == directory.retained_count);
     directory_unlock();
     return ok;
 }

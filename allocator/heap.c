@@ -2391,7 +2391,7 @@ static bool heap_is_orphaned(const pm_heap_t *heap)
 static bool heap_visit_pool(const pm_pool_t *pool)
 {
     pm_heap_t *heap = pm_pool_heap(pool);
-    if (!heap_is_known(heap) || pool->class_index >= PM_CLASS_COUNT)
+    if (!PM_VALID(heap_is_known(heap) && pool->class_index < PM_CLASS_COUNT))
         return false;
     validate_used[pool->class_index] += pm_pool_used(pool);
     validate_pools[pool->class_index]++;
@@ -2400,24 +2400,26 @@ static bool heap_visit_pool(const pm_pool_t *pool)
     if (heap_is_orphaned(heap))
         return true;
     if (!pm_pool_is_valid(pool))
-        return false;
+        return false; /* said by pm_pool_is_valid */
     /* I4: a pool with room is on its bin list, and PM_POOL_OFF_LIST says so;
      * or it is parked, empty. */
     for (const pm_pool_t *p = atomic_load(&heap->parked[pool->class_index]); p; p = p->next)
         if (p == pool)
-            return !pm_pool_on_bin_list(pool) && pm_pool_used(pool) == 0;
+            return PM_VALID(!pm_pool_on_bin_list(pool) && pm_pool_used(pool) == 0);
     bool listed = false;
     for (const pm_pool_t *p = heap->bins[pool->class_index].pools; p && !listed; p = p->next)
         listed = p == pool;
     /* A kept pool is the only one on its list, with no mark, carved
      * within its first page. */
     if (pm_pool_kept(pool) &&
-        !(listed && pool_alone_in_bin(pool) && pool->used_mark == 0 && !pool_spans_pages(pool)))
+        !PM_VALID(listed && pool_alone_in_bin(pool) && pool->used_mark == 0 &&
+                  !pool_spans_pages(pool)))
         return false;
     if (pool->regaining)
-        return !listed && (pool->used_word & PM_POOL_OFF_LIST) == 0 &&
-               pool->used_mark == pool->capacity - pm_pool_regain_batch(pool);
-    return listed == pm_pool_on_bin_list(pool) && (listed || pm_pool_used(pool) == pool->capacity);
+        return PM_VALID(!listed && (pool->used_word & PM_POOL_OFF_LIST) == 0 &&
+                        pool->used_mark == pool->capacity - pm_pool_regain_batch(pool));
+    return PM_VALID(listed == pm_pool_on_bin_list(pool) &&
+                    (listed || pm_pool_used(pool) == pool->capacity));
 }
 
 bool pm_heap_validate(void)
@@ -2439,7 +2441,7 @@ bool pm_heap_validate(void)
                 sparse_pools += p->sparse;
             /* A fork may have cut an orphaned heap's owner between the
              * two (see heap_visit_pool). */
-            ok &= heap_is_orphaned(heap) || bin->serving == bin_head_or_dry(bin);
+            ok &= PM_VALID(heap_is_orphaned(heap) || bin->serving == bin_head_or_dry(bin));
             allocated[c] += bin->allocated_total;
             uint64_t class_parked = 0;
             for (const pm_pool_t *p = atomic_load(&heap->parked[c]); p != NULL; p = p->next)
@@ -2449,9 +2451,10 @@ bool pm_heap_validate(void)
             pools[c] += bin->pool_count + class_parked;
             waiting_counted[c] += bin->remote_freed_total - bin->remote_collected_total;
         }
-        ok &= heap_is_orphaned(heap) ||
-              (pool_total == heap->pool_total && sparse_pools == heap->sparse_pools);
-        ok &= heap_parked == atomic_load(&heap->parked_count) && heap_parked <= PARKED_MOST;
+        ok &= PM_VALID(heap_is_orphaned(heap) ||
+                       (pool_total == heap->pool_total && sparse_pools == heap->sparse_pools));
+        ok &= PM_VALID(heap_parked == atomic_load(&heap->parked_count) &&
+                       heap_parked <= PARKED_MOST);
         parked += heap_parked;
         for (uint64_t pos = atomic_load(&heap->remote_head); pos != atomic_load(&heap->remote_tail);
              pos++) {
@@ -2473,7 +2476,7 @@ bool pm_heap_validate(void)
         uint64_t waiting = 0;
         for (const pm_block_t *b = atomic_load(&heap->remote_free); b != NULL; b = pm_link_get(b)) {
             waiting_walked[pm_pool_of(b)->class_index]++;
-            if (++waiting > ((uint64_t)1 << 32)) {
+            if (!PM_VALID(++waiting <= ((uint64_t)1 << 32))) {
                 ok = false; /* a cycle */
                 break;
             }
@@ -2484,18 +2487,20 @@ bool pm_heap_validate(void)
         validate_used[c] = validate_pools[c] = 0;
     }
     ok &= pm_arena_validate(heap_visit_pool, parked, parked_in_a_row);
-    /* The stats' metadata counts every parcel once, as it is; unless a fork
-     * cut an owner between taking its parcels and uncounting them. */
-    ok &= any_orphaned || parcel_bytes == atomic_load(&parcel_bytes_in_use);
-    ok &= spares == atomic_load(&parcel_spares);
+    /* The stats' metadata counts every parcel once, as it is, and every
+     * spare; unless a fork cut an owner between taking its parcels and
+     * uncounting them, or between keeping or taking its spare and counting
+     * it (pm_stress --seed 13 met that in a fork child, once in 10 minutes). */
+    ok &= PM_VALID(any_orphaned || parcel_bytes == atomic_load(&parcel_bytes_in_use));
+    ok &= PM_VALID(any_orphaned || spares == atomic_load(&parcel_spares));
     /* I8, unless a fork may have cut a count mid-update (counters_cut;
      * an orphaned heap's counters too). */
     for (unsigned c = 0; c < PM_CLASS_COUNT && !any_orphaned && !heaps.counters_cut; c++) {
-        ok &= waiting_walked[c] == waiting_counted[c];
-        ok &= marked_pages[c] == atomic_load(&parcel_purged_pages[c]);
-        ok &= validate_used[c] >= waiting_walked[c];
-        ok &= validate_used[c] - waiting_walked[c] <= allocated[c];
-        ok &= validate_pools[c] == pools[c];
+        ok &= PM_VALID(waiting_walked[c] == waiting_counted[c]);
+        ok &= PM_VALID(marked_pages[c] == atomic_load(&parcel_purged_pages[c]));
+        ok &= PM_VALID(validate_used[c] >= waiting_walked[c]);
+        ok &= PM_VALID(validate_used[c] - waiting_walked[c] <= allocated[c]);
+        ok &= PM_VALID(validate_pools[c] == pools[c]);
     }
     heaps_unlock();
     return ok;

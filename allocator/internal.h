@@ -627,6 +627,14 @@ PM_HIDDEN uint64_t pm_os_coarse_ms(void);
 PM_HIDDEN void pm_os_monotonic(struct timespec *now);
 PM_HIDDEN PM_NORETURN void pm_fatal(const char *what, const void *addr,
                                     int class_index);
+/* A validator's failed check, said on stderr ("poolmalloc: invalid:
+ * file:line: the check"); returns false. PM_VALID(cond) is cond, or that:
+ * a stress run's "validate failed" then names the invariant that broke. */
+PM_HIDDEN bool pm_validate_failed(const char *where, const char *check);
+#define PM_VALID(cond)                                                                             \
+    ((cond) || pm_validate_failed(__FILE_NAME__ ":" PM_VALID_LINE(__LINE__), #cond))
+#define PM_VALID_LINE(line) PM_VALID_STR(line)
+#define PM_VALID_STR(line) #line
 
 /* ---- lock.c: the allocator's mutex ----------------------------------------- */
 /* Not pthread_mutex_t: in a process glibc believes single-threaded, glibc's

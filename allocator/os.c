@@ -366,6 +366,20 @@ void pm_os_monotonic(struct timespec *now)
     PM_OS_CALL(SYS_clock_gettime, CLOCK_MONOTONIC, now);
 }
 
+bool pm_validate_failed(const char *where, const char *check)
+{
+    char storage[512];
+    pm_buf_t msg;
+    pm_buf_init(&msg, storage, sizeof storage - 1);
+    pm_buf_str(&msg, "poolmalloc: invalid: ");
+    pm_buf_str(&msg, where);
+    pm_buf_str(&msg, ": ");
+    pm_buf_str(&msg, check);
+    *msg.at++ = '\n'; /* room kept by the capacity above */
+    pm_os_write_all(STDERR_FILENO, msg.start, (size_t)(msg.at - msg.start));
+    return false;
+}
+
 /* "poolmalloc: <what> at <address> (size class <n> bytes)", then abort(),
  * as glibc does for misuse it detects in its own heap. */
 void pm_fatal(const char *what, const void *addr, int class_index)

@@ -756,29 +756,35 @@ pm_pool_t *pm_pool_checked(void *block, pm_op_t op, bool by_owner)
 bool pm_pool_is_valid(const pm_pool_t *pool)
 {
     if (pool->class_index == PM_CLASS_NONE)
-        return pm_pool_used(pool) == 0 && pm_pool_heap(pool) == NULL &&
-               pm_pool_class_shared(pool) == PM_CLASS_NONE && pool->sampled_count == 0; /* I2 */
-    if (pm_pool_class_shared(pool) != pool->class_index || pm_pool_heap(pool) == NULL)
-        return false; /* I9: the arena header's copy is the descriptor's */
+        return PM_VALID(pm_pool_used(pool) == 0 && pm_pool_heap(pool) == NULL &&
+                        pm_pool_class_shared(pool) == PM_CLASS_NONE &&
+                        pool->sampled_count == 0); /* I2 */
+    /* I9: the arena header's copy is the descriptor's */
+    if (!PM_VALID(pm_pool_class_shared(pool) == pool->class_index && pm_pool_heap(pool) != NULL))
+        return false;
     unsigned used = pm_pool_used(pool);
-    if (pool->carve_index > pool->capacity || pool->sampled_count > used)
+    if (!PM_VALID(pool->carve_index <= pool->capacity && pool->sampled_count <= used))
         return false;
     /* A mark is below used_count, so free's subtract reaches it first. */
-    if (pool->used_mark != 0 && used <= pool->used_mark)
+    if (!PM_VALID(pool->used_mark == 0 || used > pool->used_mark))
         return false;
     /* free's fast path takes what it may (I6, I7, I11). */
-    if (pool->fast_free_bound != pm_pool_fast_free_bound(pool))
+    if (!PM_VALID(pool->fast_free_bound == pm_pool_fast_free_bound(pool)))
         return false;
     const char *start = pm_pool_start(pool);
     unsigned free_blocks = 0;
     for (pm_block_t *b = pool->free_list, *next; b != NULL; b = next) {
-        if (++free_blocks > pool->capacity || !pm_link_next(b, &next))
-            return false; /* a cycle, or a link out of the pool (I12) */
-        if (pool->purged_pages & (1u << pool_page_of(start, b)))
-            return false; /* a purged block on the list (I3) */
-        if (!pm_block_tagged(b))
-            return false; /* a free block holds the tag (I6) */
+        /* a cycle, or a link out of the pool (I12) */
+        if (!PM_VALID(++free_blocks <= pool->capacity) || !PM_VALID(pm_link_next(b, &next)))
+            return false;
+        /* a purged block on the list (I3) */
+        if (!PM_VALID(!(pool->purged_pages & (1u << pool_page_of(start, b)))))
+            return false;
+        /* a free block holds the tag (I6) */
+        if (!PM_VALID(pm_block_tagged(b)))
+            return false;
     }
-    return free_blocks + (pool->capacity - pool->carve_index) + pool_purged_blocks(pool) + used ==
-           pool->capacity;
+    return PM_VALID(free_blocks + (pool->capacity - pool->carve_index) + pool_purged_blocks(pool) +
+                        used ==
+                    pool->capacity);
 }
