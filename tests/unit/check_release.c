@@ -994,6 +994,31 @@ START_TEST(test_sparse_rounds_keep_pages)
 }
 END_TEST
 
+/* A program that drains its pools in phases (pm_bench_drain): the pools
+ * whose pages the first phase's turn gave back empty in the next, within a
+ * purge delay, and their pages go with them. The heap keeps quiet for a
+ * delay: the next phase's sparse pools keep their pages, which the phase
+ * after it fills again (drain-8t took 3.3 s with each phase giving back,
+ * 0.93 s so). The kept blocks keep their contents. */
+START_TEST(test_sparse_emptied_pools_keep_next_phase_quiet)
+{
+    pm_options.purge_delay_ms = 60000;
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    ck_assert_uint_ge(sparse_fill_keep_first(1), 4 * PM_SPARSE_MIN_POOLS);
+    ck_assert_uint_gt(pm_arena_in_use_purges(), in_use_purges);
+    sparse_check_kept();
+    for (int i = 0; i < SPARSE_BLOCKS; i++) {
+        pm_free(sparse[i]); /* the survivors: every pool empties */
+        sparse[i] = NULL;
+    }
+    in_use_purges = pm_arena_in_use_purges();
+    sparse_fill_keep_first(1); /* the next phase */
+    ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges);
+    sparse_check_kept();
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* A program that churns a window of objects and then frees it in the order
  * it allocated them drains its pools side by side, each holding blocks of
  * many ages: at the end, the pools draining are half of those left, but
@@ -2176,6 +2201,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_sparse_purging_turns_at_tick);
     tcase_add_test(tc, test_sparse_purging_stops_when_spent);
     tcase_add_test(tc, test_sparse_rounds_keep_pages);
+    tcase_add_test(tc, test_sparse_emptied_pools_keep_next_phase_quiet);
     tcase_add_test(tc, test_sparse_window_drain_keeps_pages);
     tcase_add_loop_test(tc, test_release_idle_thread, 0, 2);
     tcase_add_test(tc, test_release_one_empty_pool_per_class);
