@@ -292,7 +292,11 @@ static void pool_retire(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  *     (20,000 blocks of mostly 8-128 bytes a round, 7 in 8 freed and the
  *     rest handed to other threads) made 88,200 madvise calls on 4 threads
  *     and took 3.9 s; with the pause, 2,000 calls and 0.31 s (mimalloc
- *     0.28, jemalloc 0.34).
+ *     0.28, jemalloc 0.34). A pool that empties counts as much as one
+ *     that takes its pages back: a program that drains its pools in
+ *     phases frees a phase's survivors in the next, and the phase after
+ *     fills the pages again (drain-8t: 3.3 s with emptied pools left out,
+ *     0.93 s; bench/results/sparse-policy-probes.md).
  *   - Otherwise a pool's mark goes to 0. A program that churns a window of
  *     objects drains pools one after another, and each would give back
  *     pages that the same pool, refilled, takes back a moment later (a
