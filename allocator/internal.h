@@ -627,6 +627,9 @@ PM_HIDDEN uint64_t pm_os_coarse_ms(void);
 PM_HIDDEN void pm_os_monotonic(struct timespec *now);
 PM_HIDDEN PM_NORETURN void pm_fatal(const char *what, const void *addr,
                                     int class_index);
+/* A line on stderr: the strings up to NULL, then a newline (the first
+ * 510 bytes of them). */
+PM_HIDDEN void pm_os_say(const char *first, ...) __attribute__((sentinel));
 /* A validator's failed check, said on stderr ("poolmalloc: invalid:
  * file:line: the check"); returns false. PM_VALID(cond) is cond, or that:
  * a stress run's "validate failed" then names the invariant that broke. */

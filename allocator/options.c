@@ -15,17 +15,7 @@ pm_options_t pm_options = {PM_OPTIONS(OPTION_DEFAULT)};
 
 static void options_warn(const char *name, const char *value, const char *why)
 {
-    char storage[512];
-    pm_buf_t msg;
-    pm_buf_init(&msg, storage, sizeof storage - 1);
-    pm_buf_str(&msg, "poolmalloc: ignoring ");
-    pm_buf_str(&msg, name);
-    pm_buf_str(&msg, "='");
-    pm_buf_str(&msg, value);
-    pm_buf_str(&msg, "': ");
-    pm_buf_str(&msg, why);
-    *msg.at++ = '\n';
-    pm_os_write_all(STDERR_FILENO, msg.start, (size_t)(msg.at - msg.start));
+    pm_os_say("poolmalloc: ignoring ", name, "='", value, "': ", why, NULL);
 }
 
 /* A file name: secure_getenv, so a setuid program cannot be made to write

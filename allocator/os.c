@@ -8,6 +8,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <stdlib.h>
@@ -366,17 +367,23 @@ void pm_os_monotonic(struct timespec *now)
     PM_OS_CALL(SYS_clock_gettime, CLOCK_MONOTONIC, now);
 }
 
-bool pm_validate_failed(const char *where, const char *check)
+void pm_os_say(const char *first, ...)
 {
     char storage[512];
-    pm_buf_t msg;
-    pm_buf_init(&msg, storage, sizeof storage - 1);
-    pm_buf_str(&msg, "poolmalloc: invalid: ");
-    pm_buf_str(&msg, where);
-    pm_buf_str(&msg, ": ");
-    pm_buf_str(&msg, check);
-    *msg.at++ = '\n'; /* room kept by the capacity above */
-    pm_os_write_all(STDERR_FILENO, msg.start, (size_t)(msg.at - msg.start));
+    pm_buf_t line;
+    pm_buf_init(&line, storage, sizeof storage - 1);
+    va_list parts;
+    va_start(parts, first);
+    for (const char *part = first; part != NULL; part = va_arg(parts, const char *))
+        pm_buf_str(&line, part);
+    va_end(parts);
+    *line.at++ = '\n'; /* room kept by the capacity above */
+    pm_os_write_all(STDERR_FILENO, line.start, (size_t)(line.at - line.start));
+}
+
+bool pm_validate_failed(const char *where, const char *check)
+{
+    pm_os_say("poolmalloc: invalid: ", where, ": ", check, NULL);
     return false;
 }
 

@@ -519,18 +519,11 @@ static void stats_warn(enum stats_failure failure, const char *path, int error)
     if (warned[failure])
         return;
     warned[failure] = true;
-    char storage[512];
-    pm_buf_t msg;
-    pm_buf_init(&msg, storage, sizeof storage - 1);
-    pm_buf_str(&msg, failure == STATS_CANNOT_OPEN ? "poolmalloc: cannot open POOLMALLOC_STATS file '"
-                                                  : "poolmalloc: cannot write POOLMALLOC_STATS file '");
-    pm_buf_str(&msg, path);
-    pm_buf_str(&msg, "': ");
     /* strerrorname_np never allocates; strerror may (translations). */
     const char *name = strerrorname_np(error);
-    pm_buf_str(&msg, name ? name : "unknown error");
-    pm_buf_str(&msg, "; the program runs on without it\n");
-    pm_os_write_all(STDERR_FILENO, msg.start, (size_t)(msg.at - msg.start));
+    pm_os_say(failure == STATS_CANNOT_OPEN ? "poolmalloc: cannot open POOLMALLOC_STATS file '"
+                                           : "poolmalloc: cannot write POOLMALLOC_STATS file '",
+              path, "': ", name ? name : "unknown error", "; the program runs on without it", NULL);
 }
 
 int pm_stats_write_snapshot(pm_snapshot_reason_t reason)
