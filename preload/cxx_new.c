@@ -26,8 +26,6 @@
 #include <dlfcn.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 enum { CXX_CHAIN_UNKNOWN, CXX_CHAIN_OURS, CXX_CHAIN_REPLACED };
 static _Atomic int cxx_chain;
@@ -87,10 +85,7 @@ static void *cxx_next(void *_Atomic *cache, const char *name)
 {
     void *next = preload_next(cache, name);
     if (PM_UNLIKELY(next == NULL)) {
-        static const char text[] = "poolmalloc: no C++ runtime defines ";
-        pm_os_write_all(STDERR_FILENO, text, sizeof text - 1);
-        pm_os_write_all(STDERR_FILENO, name, strlen(name));
-        pm_os_write_all(STDERR_FILENO, "\n", 1);
+        pm_os_say("poolmalloc: no C++ runtime defines ", name, NULL);
         abort();
     }
     return next;
