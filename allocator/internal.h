@@ -182,8 +182,9 @@
  *  no live block overlaps (purged_pages, I3), which such a pool takes
  *  back, all at once, when it is met with its free list dry, before it
  *  carves; once half of them (and of the most it held within a delay)
- *  have, those that stay sparse for POOLMALLOC_PURGE_GRACE do. malloc_trim purges and unmaps everything it can, at once, down
- *  to those pages of every pool in use. glibc's heap,
+ *  have, those that stay sparse for POOLMALLOC_PURGE_GRACE do.
+ *  malloc_trim purges and unmaps everything it can, at once, down to
+ *  those pages of every pool in use. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
  *  once the glibc path's live bytes have stayed halved for the purge delay,
  *  or at once when they collapse to an eighth outside a cycle (system.c).
