@@ -890,26 +890,35 @@ void pm_heap_release_parked_if_due(const pm_heap_t *walker)
 
 /* ---- the owner's side --------------------------------------------------- */
 
-/* After its owner took a pool from its arena or gave one back, with no lock
- * held: the parked pools of idle heaps, and glibc's heap, if due. */
+/* The parked pools of idle heaps, and glibc's heap, if due; with no lock
+ * held. */
+static void heap_give_back_due(pm_heap_t *heap)
+{
+    pm_heap_release_parked_if_due(heap);
+    pm_system_trim_if_due();
+}
+
+/* After its owner took a pool from its arena or gave one back: a fork
+ * child's dump thread starts then, if it is to (not at a tick, which a
+ * child that execs soon may come to: ALLOCATION TICKS), and what is due. */
 static void heap_housekeeping(pm_heap_t *heap)
 {
     if (!heap_owned(heap))
         return;
     pm_dump_start_if_pending();
-    pm_heap_release_parked_if_due(heap);
-    pm_system_trim_if_due();
+    heap_give_back_due(heap);
 }
 
-/* The same for a heap that took no pool (at its tick, or as it frees other
- * threads' blocks), and a batch of the retained pools if their delay has
- * run out, which taking or giving back a pool purges under the arena
+/* What is due for a heap that took no pool (at its tick, or as it frees
+ * other threads' blocks), and a batch of the retained pools if their delay
+ * has run out, which taking or giving back a pool purges under the arena
  * lock. */
 static void heap_housekeeping_poolless(pm_heap_t *heap)
 {
-    heap_housekeeping(heap);
-    if (heap_owned(heap))
-        pm_arena_decay_if_due();
+    if (!heap_owned(heap))
+        return;
+    heap_give_back_due(heap);
+    pm_arena_decay_if_due();
 }
 
 /* ---- ALLOCATION TICKS ----------------------------------------------------
@@ -917,7 +926,8 @@ static void heap_housekeeping_poolless(pm_heap_t *heap)
  * waiting for an idle owner, glibc's heap) is given back by whichever
  * thread next takes or gives back a pool, frees a few hundred blocks of
  * other threads, or ticks, or by the dump thread. A thread ticks each time
- * it has allocated PM_HEAP_TICK_BYTES: a program whose idle threads parked
+ * it has allocated a tick's bytes (PM_HEAP_TICK_BYTES, or fewer for a thread
+ * that allocates slowly: below): a program whose idle threads parked
  * their pools, and whose one busy thread reuses its own blocks, takes no
  * pool and frees nothing of the others', and without POOLMALLOC_STATS no
  * dump thread runs: without ticks its idle threads' pools would stay until
@@ -935,15 +945,50 @@ static void heap_housekeeping_poolless(pm_heap_t *heap)
  * due it does as taking a pool would: the walk of the heaps, and a batch of
  * the retained pools (no more: a malloc that gave back 117 MB at once took
  * 17 ms), a larger one once they are a delay behind (arena.c,
- * DECAY_BATCH_BEHIND). */
+ * DECAY_BATCH_BEHIND).
+ *
+ * A tick comes after PM_HEAP_TICK_BYTES only while the thread allocates
+ * that much within HEAP_TICK_INTERVAL_MS: a thread that allocates slowly
+ * ticks after fewer bytes (PM_HEAP_TICK_MIN_BYTES at least), about that
+ * often. A program whose busy threads went idle, or freed each other's
+ * blocks and went idle, goes on in a main loop that makes a small block a
+ * millisecond: 256 KiB took it 8 s at 32 bytes a call, and until then no
+ * tick gave anything back (a producer's million blocks, all freed by a
+ * consumer: 279 MiB kept for 8 s). Paced, it ticks every 100 ms or so, and
+ * the walk past the delay gives them back within a second
+ * (bench/results/paced-ticks.md). The pace is known at a tick: a thread
+ * that allocated fast until then waits out one whole tick first. A new
+ * heap starts at the least and doubles from tick to tick while they come
+ * fast: 6 ticks more, once, for a thread that allocates at full speed. */
+#define HEAP_TICK_INTERVAL_MS 100
+
 void pm_heap_set_countdown(pm_heap_t *heap, int64_t sample_in)
 {
-    heap->tick_only = sample_in > PM_HEAP_TICK_BYTES;
-    heap->tick_countdown = heap->tick_only ? PM_HEAP_TICK_BYTES : sample_in;
+    heap->tick_only = sample_in > heap->tick_bytes;
+    heap->tick_countdown = heap->tick_only ? heap->tick_bytes : sample_in;
+}
+
+/* The next tick's length, from the time since the last: cut in proportion
+ * when that was HEAP_TICK_INTERVAL_MS or more, doubled when it was less
+ * than half of it. */
+static void heap_pace_ticks(pm_heap_t *heap)
+{
+    uint64_t now_ms = pm_os_coarse_ms();
+    uint64_t since_ms = now_ms - heap->tick_ms;
+    heap->tick_ms = now_ms;
+    uint64_t bytes = (uint64_t)heap->tick_bytes;
+    if (since_ms >= HEAP_TICK_INTERVAL_MS)
+        bytes = bytes * HEAP_TICK_INTERVAL_MS / since_ms;
+    else if (since_ms * 2 < HEAP_TICK_INTERVAL_MS)
+        bytes *= 2;
+    heap->tick_bytes = bytes < (uint64_t)PM_HEAP_TICK_MIN_BYTES ? PM_HEAP_TICK_MIN_BYTES
+                       : bytes > (uint64_t)PM_HEAP_TICK_BYTES   ? PM_HEAP_TICK_BYTES
+                                                                : (int64_t)bytes;
 }
 
 void *pm_heap_tick(pm_heap_t *heap, void *block, size_t size, size_t counted)
 {
+    heap_pace_ticks(heap);
     if (heap->tick_only) {
         pm_heap_set_countdown(heap, pm_profile_draw(heap));
     } else {
@@ -1959,6 +2004,8 @@ static pm_heap_t *heap_create(void)
     pm_lock_init(heap->service_lock);
     atomic_store_explicit(&heap->state, PM_HEAP_OWNED, memory_order_relaxed);
     pm_arena_home_open(&heap->arena_home);
+    heap->tick_bytes = PM_HEAP_TICK_MIN_BYTES;
+    heap->tick_ms = pm_os_coarse_ms();
     pm_profile_heap_init(heap);
     heap->next_heap = heaps.all;
     heaps.all = heap;

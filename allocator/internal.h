@@ -1412,6 +1412,11 @@ typedef struct pm_heap {
      * heap.c): a sample is due then too, unless tick_only. */
     int64_t tick_countdown;
     bool tick_only;
+    /* The owner's: the bytes from one tick to the next, from
+     * PM_HEAP_TICK_MIN_BYTES to PM_HEAP_TICK_BYTES, and when the last tick
+     * was (pm_os_coarse_ms). */
+    int64_t tick_bytes;
+    uint64_t tick_ms;
     uint64_t sample_rng; /* the sampler's draws (profile.c) */
     pm_system_counters_t system;   /* likewise */
     /* Net bytes of the glibc path not yet added to the process-wide figure
@@ -1507,9 +1512,10 @@ PM_HIDDEN extern __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("in
 PM_HIDDEN extern pm_heap_t pm_heap_empty;
 
 PM_HIDDEN void *pm_heap_alloc_slow(unsigned class_index);
-/* The bytes a heap allocates between two ticks at most (ALLOCATION TICKS,
- * heap.c). */
+/* The bytes a heap allocates between two ticks: at most, and at least
+ * (ALLOCATION TICKS, heap.c). */
 #define PM_HEAP_TICK_BYTES ((int64_t)256 << 10)
+#define PM_HEAP_TICK_MIN_BYTES ((int64_t)4 << 10)
 /* pm_heap_tick for a small block, from malloc's fast path, which tail-calls
  * it: returns the block. */
 PM_HIDDEN __attribute__((returns_nonnull)) void *pm_heap_tick_small(pm_heap_t *heap, void *block,

@@ -1304,7 +1304,7 @@ END_TEST
 
 /* ALLOCATION TICKS (heap.c): a thread that only reuses its block takes no
  * pool and gives none back, and without the dump thread nothing else
- * walks the heaps; its tick, once it has allocated PM_HEAP_TICK_BYTES,
+ * walks the heaps; its tick, once it has allocated its tick's bytes,
  * gives back an idle thread's parked pool past its delay. */
 START_TEST(test_release_parked_at_tick)
 {
@@ -1316,7 +1316,7 @@ START_TEST(test_release_parked_at_tick)
     pm_options.purge_delay_ms = 50;
     pm_test_sleep_ms(120);
     pm_heap_set_countdown(pm_thread_heap, INT64_MAX); /* a whole tick to go */
-    allocate_reusing_one_block(PM_HEAP_TICK_BYTES - REUSED_SIZE);
+    allocate_reusing_one_block(pm_thread_heap->tick_bytes - REUSED_SIZE);
     pm_stats_t s;
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].pools, 1); /* due, but nobody looked */
@@ -1344,7 +1344,7 @@ START_TEST(test_release_retained_at_tick)
     pm_options.purge_delay_ms = 50;
     pm_test_sleep_ms(120);
     pm_heap_set_countdown(pm_thread_heap, INT64_MAX);
-    allocate_reusing_one_block(PM_HEAP_TICK_BYTES - REUSED_SIZE);
+    allocate_reusing_one_block(pm_thread_heap->tick_bytes - REUSED_SIZE);
     pm_test_stats(&later);
     ck_assert_uint_eq(later.retained_pools, freed.retained_pools);
     /* A batch a tick, as a pool taken or given back purges. */
@@ -1640,6 +1640,41 @@ START_TEST(test_release_idle_owner_blocks)
     const uint64_t pools = IDLE_OWNER_BLOCKS / (PM_POOL_SIZE / BLOCK_SIZE) + 2;
     ck_assert_uint_ge(parcel, PM_OS_PAGE_SIZE + IDLE_OWNER_BLOCKS * sizeof(uint32_t));
     ck_assert_uint_le(parcel, PM_OS_PAGE_SIZE + (IDLE_OWNER_BLOCKS + pools) * sizeof(uint32_t));
+}
+END_TEST
+
+/* Paced ticks (ALLOCATION TICKS, heap.c): a thread whose last tick came 8 s
+ * after the one before ticks after far fewer bytes from then on. It freed
+ * an idle owner's blocks and goes on making a 16-byte block a millisecond,
+ * which would take 16 s to a whole tick: its ticks come all the same, and
+ * the walk at one past the delay gives back the pages only the waiting
+ * blocks overlap. Allocating fast again, the ticks grow back to the most. */
+START_TEST(test_release_idle_owner_at_paced_ticks)
+{
+    const unsigned c = pm_class_of(BLOCK_SIZE);
+    pm_options.purge_delay_ms = 60000;
+    pm_free(pm_malloc(REUSED_SIZE));
+    pm_heap_t *heap = pm_thread_heap;
+    heap->tick_bytes = PM_HEAP_TICK_BYTES;
+    heap->tick_ms = pm_os_coarse_ms() - 8000;
+    pm_heap_set_countdown(heap, INT64_MAX);
+    allocate_reusing_one_block(PM_HEAP_TICK_BYTES + REUSED_SIZE);
+    ck_assert_int_le(heap->tick_bytes, PM_HEAP_TICK_BYTES / 64);
+    pthread_t owner = idle_owner_start();
+    ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
+    pm_options.purge_delay_ms = 50;
+    int resident = IDLE_OWNER_BLOCKS;
+    for (int ms = 0; ms < 5000 && resident > (int)(PM_POOL_SIZE / BLOCK_SIZE); ms++) {
+        pm_free(pm_malloc(16));
+        pm_test_sleep_ms(1);
+        if (ms % 50 == 49)
+            resident = idle_owner_resident_pages();
+    }
+    ck_assert_msg(resident <= (int)(PM_POOL_SIZE / BLOCK_SIZE), "%d of %d blocks' pages resident",
+                  resident, IDLE_OWNER_BLOCKS);
+    allocate_reusing_one_block((int64_t)4 << 20);
+    ck_assert_int_eq(heap->tick_bytes, PM_HEAP_TICK_BYTES);
+    idle_owner_finish(owner, c);
 }
 END_TEST
 
@@ -2213,6 +2248,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_trim_takes_parked_pools);
     tcase_add_loop_test(tc, test_release_exited_thread_blocks, 0, 2);
     tcase_add_loop_test(tc, test_release_idle_owner_blocks, 0, 2);
+    tcase_add_test(tc, test_release_idle_owner_at_paced_ticks);
     tcase_add_test(tc, test_release_idle_owner_that_started_dump_thread);
     tcase_add_loop_test(tc, test_dump_thread_outlives_its_maker, 0, 4);
     tcase_add_test(tc, test_release_idle_owner_outside_space);
