@@ -1659,7 +1659,7 @@ START_TEST(test_release_idle_owner_at_paced_ticks)
     heap->tick_ms = pm_os_coarse_ms() - 8000;
     pm_heap_set_countdown(heap, INT64_MAX);
     allocate_reusing_one_block(PM_HEAP_TICK_BYTES + REUSED_SIZE);
-    ck_assert_int_le(heap->tick_bytes, PM_HEAP_TICK_BYTES / 64);
+    ck_assert_int_le(heap->tick_bytes, PM_HEAP_TICK_MIN_BYTES);
     pthread_t owner = idle_owner_start();
     ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
     pm_options.purge_delay_ms = 50;
