@@ -1273,7 +1273,12 @@ static size_t remote_ring_take(pm_heap_t *heap, pm_block_t **out, size_t max, bo
  * kept the owner's collection waiting: perf put 87% of the exact check's
  * samples on its load of the tag. With the prefetch, an xmalloc-test-like
  * probe (4 threads freeing each other's batches) took 0.925 of the time
- * and pm_bench_prodcons 0.933 (paired, bench/results/free-tag.md). */
+ * and pm_bench_prodcons 0.933 (paired, bench/results/free-tag.md). The
+ * parcels' blocks are taken back the same way (heap_collect_parcels): a
+ * consumer that frees a producer's 4,096 blocks at a time fills the ring
+ * and spills most of them into parcels, and with the prefetch there too
+ * its producer/consumer pair freed 6-10% more blocks a second
+ * (bench/results/outside-probes.md, xmalloc). 16 ahead was no better. */
 #define RING_PREFETCH_AHEAD 8
 
 /* Takes the ring's published slots, a ring's worth at most, passing each
@@ -1854,7 +1859,11 @@ static bool heap_collect_parcels(pm_heap_t *heap)
         }
     while (list != NULL) {
         pm_heap_parcel_t *next = list->next;
+        for (uint32_t i = 0; i < list->blocks && i < RING_PREFETCH_AHEAD; i++)
+            __builtin_prefetch(parcel_block(list->entry[i]), 1);
         for (uint32_t i = 0; i < list->blocks; i++) {
+            if (i + RING_PREFETCH_AHEAD < list->blocks)
+                __builtin_prefetch(parcel_block(list->entry[i + RING_PREFETCH_AHEAD]), 1);
             pm_block_t *b = parcel_block(list->entry[i]);
             heap_take_remote_from(heap, pm_pool_of(b), b, true);
         }
