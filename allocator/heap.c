@@ -1278,7 +1278,8 @@ static size_t remote_ring_take(pm_heap_t *heap, pm_block_t **out, size_t max, bo
  * consumer that frees a producer's 4,096 blocks at a time fills the ring
  * and spills most of them into parcels, and with the prefetch there too
  * its producer/consumer pair freed 6-10% more blocks a second
- * (bench/results/outside-probes.md, xmalloc). 16 ahead was no better. */
+ * (bench/results/outside-probes-larson-xmalloc.md, section 2). 16 ahead
+ * was no better. */
 #define RING_PREFETCH_AHEAD 8
 
 /* Takes the ring's published slots, a ring's worth at most, passing each
