@@ -375,16 +375,16 @@
  *      (at once), or as soon as one of its retained pools is purged (I10):
  *      all of them then go with it, in one munmap.
  *  I6  A carved block is free iff it is on its pool's free list or
- *      purged (I3); every block on a free list holds pm_free_tag in its
- *      second word, and a block handed out holds 0 there until the program
- *      writes it. free() of a block that is not live (never carved,
- *      purged, or on the list) is a double free and aborts. free's fast
- *      path takes a block that does not hold the tag, below the pool's
- *      fast_free_bound, which is 0 while the pool has a purged page or a
- *      sampled block (I11); the full path decides exactly, by the owner
- *      (a walk of the free list when the block holds the tag), or, by
- *      another thread, by the tag alone, and the owner checks exactly as
- *      it takes the block back.
+ *      purged (I3); every block on a free list holds the free tag
+ *      (pm_block_keys.free_tag) in its second word, and a block handed out
+ *      holds 0 there until the program writes it. free() of a block that
+ *      is not live (never carved, purged, or on the list) is a double
+ *      free and aborts. free's fast path takes a block that does not
+ *      hold the tag, below the pool's fast_free_bound, which is 0 while
+ *      the pool has a purged page or a sampled block (I11); the full
+ *      path decides exactly, by the owner (a walk of the free list when
+ *      the block holds the tag), or, by another thread, by the tag alone,
+ *      and the owner checks exactly as it takes the block back.
  *  I7  Every block address is pool start + i x block size for 0 <= i <
  *      capacity; any other address inside an arena is not a block and
  *      free() of it aborts.
@@ -1098,14 +1098,23 @@ static inline bool pm_pool_resident(const pm_pool_t *pool)
  * same address. The address is free on malloc's side: its check is on
  * next ^ block, which is the stored word ^ the key alone (pm_link_next),
  * two instructions fewer than decoding first; free pays one more. */
-PM_HIDDEN extern uintptr_t pm_link_key;
+/* The per-process words every malloc and free reads, drawn once (pool.c):
+ * the link key, and the free tag (below). On a cache line of their own,
+ * which no variable another thread writes shares. */
+typedef struct pm_block_keys {
+    uintptr_t link_key;
+    uintptr_t free_tag;
+} __attribute__((aligned(PM_CACHE_LINE))) pm_block_keys_t;
+PM_HIDDEN extern pm_block_keys_t pm_block_keys;
 static inline void pm_link_set(pm_block_t *block, const pm_block_t *next)
 {
-    block->next_encoded = (pm_block_t *)((uintptr_t)next ^ (uintptr_t)block ^ pm_link_key);
+    block->next_encoded =
+        (pm_block_t *)((uintptr_t)next ^ (uintptr_t)block ^ pm_block_keys.link_key);
 }
 static inline pm_block_t *pm_link_get(const pm_block_t *block)
 {
-    return (pm_block_t *)((uintptr_t)block->next_encoded ^ (uintptr_t)block ^ pm_link_key);
+    return (pm_block_t *)((uintptr_t)block->next_encoded ^ (uintptr_t)block ^
+                          pm_block_keys.link_key);
 }
 /* A pool free list's link, in *next, and whether it passes the check: NULL
  * or a 16-byte aligned address in the same pool. Blocks of a pool share
@@ -1114,7 +1123,7 @@ static inline pm_block_t *pm_link_get(const pm_block_t *block)
  * when it fails. */
 static inline bool pm_link_next(const pm_block_t *block, pm_block_t **next)
 {
-    uintptr_t apart = (uintptr_t)block->next_encoded ^ pm_link_key;
+    uintptr_t apart = (uintptr_t)block->next_encoded ^ pm_block_keys.link_key;
     *next = (pm_block_t *)(apart ^ (uintptr_t)block);
     return PM_LIKELY((apart & ~(uintptr_t)(PM_POOL_SIZE - PM_CLASS_GRANULE)) == 0) ||
            apart == (uintptr_t)block;
@@ -1123,8 +1132,9 @@ static inline bool pm_link_next(const pm_block_t *block, pm_block_t **next)
 PM_HIDDEN PM_NORETURN void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_block_t *block);
 
 /* ---- the free tag (I6) ------------------------------------------------------
- * A free block of a pool holds pm_free_tag in its second word, written by
- * free and by carving; malloc writes 0 there as it hands the block out.
+ * A free block of a pool holds pm_block_keys.free_tag in its second word,
+ * written by free and by carving; malloc writes 0 there as it hands the
+ * block out.
  * So free tells a live block from a freed one in the block's own line,
  * which it writes anyway, as glibc's tcache does with its key: a block
  * whose word is not the tag is live (once I7's tests have passed), and one
@@ -1135,14 +1145,13 @@ PM_HIDDEN PM_NORETURN void pm_pool_corrupt_link(const pm_pool_t *pool, const pm_
  * own, which a program replacing blocks at random missed on every call
  * (bench/results/free-tag.md). A random value of its own, not the link
  * key: a program that reads a freed block learns the tag, not the key. */
-PM_HIDDEN extern uintptr_t pm_free_tag;
 static inline bool pm_block_tagged(const void *block)
 {
-    return ((const pm_block_t *)block)->tag == pm_free_tag;
+    return ((const pm_block_t *)block)->tag == pm_block_keys.free_tag;
 }
 static inline void pm_block_set_tag(void *block)
 {
-    ((pm_block_t *)block)->tag = pm_free_tag;
+    ((pm_block_t *)block)->tag = pm_block_keys.free_tag;
 }
 static inline void pm_block_clear_tag(void *block)
 {

@@ -10,8 +10,9 @@
 #include <sys/random.h>
 #include <time.h>
 
-uintptr_t pm_link_key;
-uintptr_t pm_free_tag;
+/* In .data, resident from the start, rather than alone on a page of .bss
+ * that nothing else touches (sorted by alignment, CMakeLists.txt). */
+__attribute__((section(".data.pm_block_keys"))) pm_block_keys_t pm_block_keys;
 
 /* The key and the free tag are drawn before the first pool is made (under the arena lock), so
  * every link ever written uses it; a fork child keeps it, as it keeps the
@@ -31,17 +32,17 @@ static void link_key_init(void)
         drawn[1] = (seed ^ (uint64_t)now.tv_sec) * 0xbf58476d1ce4e5b9ull;
     }
     /* Odd, so never 0: malloc writes 0 where a free block's tag was (I6). */
-    pm_free_tag = (uintptr_t)(drawn[1] | 1);
+    pm_block_keys.free_tag = (uintptr_t)(drawn[1] | 1);
     /* Odd: a zeroed link decodes to block ^ key, never NULL for a 16-byte
      * aligned block (and the key is never 0, which marks it undrawn). */
-    pm_link_key = (uintptr_t)(drawn[0] | 1);
+    pm_block_keys.link_key = (uintptr_t)(drawn[0] | 1);
 }
 
 pm_pool_t pm_pool_dry = {.class_index = PM_CLASS_NONE};
 
 void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
 {
-    if (PM_UNLIKELY(pm_link_key == 0))
+    if (PM_UNLIKELY(pm_block_keys.link_key == 0))
         link_key_init();
     pool->free_list = NULL;
     pool->next = pool->prev = NULL;
@@ -214,7 +215,7 @@ static bool pool_tags_exact(const pm_pool_t *pool)
         return false;
     const char *start = pm_pool_start(pool);
     size_t size = pool->block_size;
-    uintptr_t tag = pm_free_tag;
+    uintptr_t tag = pm_block_keys.free_tag;
     unsigned tagged = 0;
     for (unsigned page = 0; page < POOL_PAGES; page++) {
         if (pool->purged_pages & (1u << page))
@@ -235,7 +236,7 @@ static pm_block_t *pool_link_tagged(const pm_pool_t *pool, unsigned skip)
 {
     char *start = pm_pool_start(pool);
     size_t size = pool->block_size;
-    uintptr_t tag = pm_free_tag;
+    uintptr_t tag = pm_block_keys.free_tag;
     /* The list's head is linked from a stand-in, so that every block is
      * linked from the one before it with no test for the first. */
     pm_block_t before, *last = &before;

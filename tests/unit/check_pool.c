@@ -1105,7 +1105,7 @@ START_TEST(test_live_block_holding_tag)
     uintptr_t *p = pm_malloc(32);
     ck_assert_ptr_nonnull(anchor);
     ck_assert_ptr_nonnull(p);
-    p[1] = pm_free_tag;
+    p[1] = pm_block_keys.free_tag;
     ck_assert_uint_eq(pm_malloc_usable_size(p), 32);
     ck_assert_ptr_eq(pm_realloc(p, 20), p);
     pm_free(p);
@@ -1124,7 +1124,7 @@ START_TEST(test_trim_keeps_live_block_holding_tag)
 {
     static uintptr_t *b[PM_POOL_SIZE / 64];
     size_t cap = pm_test_fill_pool((void **)b, 64);
-    b[0][1] = pm_free_tag;
+    b[0][1] = pm_block_keys.free_tag;
     b[0][2] = 42;
     for (size_t i = 1; i + 1 < cap; i++) /* b[0] and the last block stay live */
         pm_free(b[i]);
@@ -1133,7 +1133,7 @@ START_TEST(test_trim_keeps_live_block_holding_tag)
     unsigned last_page = (unsigned)(((uintptr_t)b[cap - 1] - (uintptr_t)pm_pool_start(pool)) /
                                     PM_OS_PAGE_SIZE);
     ck_assert_uint_eq(pool->purged_pages, ((1u << last_page) - 1) & ~1u);
-    ck_assert_uint_eq(b[0][1], pm_free_tag);
+    ck_assert_uint_eq(b[0][1], pm_block_keys.free_tag);
     ck_assert_uint_eq(b[0][2], 42);
     ck_assert(pm_heap_validate());
     pm_free(b[0]);
