@@ -1105,6 +1105,7 @@ typedef struct pm_block_keys {
     uintptr_t link_key;
     uintptr_t free_tag;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_block_keys_t;
+_Static_assert(sizeof(pm_block_keys_t) == PM_CACHE_LINE, "pm_block_keys fills its line alone");
 PM_HIDDEN extern pm_block_keys_t pm_block_keys;
 static inline void pm_link_set(pm_block_t *block, const pm_block_t *next)
 {
