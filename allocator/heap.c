@@ -1494,7 +1494,13 @@ static uint32_t parcel_mark(const pm_heap_parcel_t *p, uint32_t i)
 static void parcel_count_mark(uint32_t mark, bool added)
 {
     unsigned pages = (unsigned)__builtin_popcount(parcel_mark_pages(mark));
-    _Atomic uint64_t *count = &parcel_purged_pages[pm_pool_class_shared(parcel_mark_pool(mark))];
+    unsigned class_index = pm_pool_class_shared(parcel_mark_pool(mark));
+    /* A mark's pool holds blocks that wait in the parcels, so it is in use
+     * and has a class. Were it unused, PM_CLASS_NONE would index past the
+     * table: GCC -O3 sees that path, and -Werror stopped a Release build. */
+    if (class_index >= PM_CLASS_COUNT)
+        return;
+    _Atomic uint64_t *count = &parcel_purged_pages[class_index];
     if (added)
         atomic_fetch_add_explicit(count, pages, memory_order_relaxed);
     else
