@@ -185,6 +185,11 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(mode, "fork") == 0) {
+        /* The parent's heap keeps a pool of the child's first block's class
+         * (the only one of its class, emptied: I4), so that the child's
+         * malloc takes none. Without this it depended on what the start-up
+         * had allocated: a Debug build's had taken no pool of that class. */
+        free(malloc(40));
         pid_t child = fork();
         if (child == 0) {
             /* No thread until the child takes a pool (pm_dump_start_if_pending). */
