@@ -752,6 +752,7 @@ typedef struct reader_runs {
     int64_t *pid;         /* per run */
     size_t *count;        /* per run */
     int64_t *last_seq;    /* per run */
+    uint64_t *allocated;  /* per run: its blocks allocated, small and glibc's */
     size_t runs, capacity;
     size_t *slot;         /* map: pid -> latest run + 1; 0 = free */
     size_t slots;
@@ -787,6 +788,7 @@ static size_t reader_run_of(reader_runs_t *m, const pmt_snapshot_t *s)
         size_t r = *slot - 1;
         m->last_seq[r] = s->seq;
         m->count[r]++;
+        m->allocated[r] = s->s.small_allocated_total + s->s.system_allocated_total;
         return r;
     }
     if (m->runs == m->capacity) {
@@ -794,11 +796,13 @@ static size_t reader_run_of(reader_runs_t *m, const pmt_snapshot_t *s)
         m->pid = pmt_xrealloc(m->pid, m->capacity * sizeof *m->pid);
         m->count = pmt_xrealloc(m->count, m->capacity * sizeof *m->count);
         m->last_seq = pmt_xrealloc(m->last_seq, m->capacity * sizeof *m->last_seq);
+        m->allocated = pmt_xrealloc(m->allocated, m->capacity * sizeof *m->allocated);
     }
     size_t r = m->runs++;
     m->pid[r] = s->pid;
     m->count[r] = 1;
     m->last_seq[r] = s->seq;
+    m->allocated[r] = s->s.small_allocated_total + s->s.system_allocated_total;
     *slot = r + 1;
     return r;
 }
@@ -816,10 +820,14 @@ int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *o
     size_t *run_of = pmt_xrealloc(NULL, file->count * sizeof *run_of);
     for (size_t i = 0; i < file->count; i++)
         run_of[i] = reader_run_of(&m, &file->snap[i]);
+    /* By default the run that allocated the most: the program, not the
+     * shell or wrapper that started it and waited for it as long (a pyenv
+     * shim's shell had as many snapshots as python3, and came first). */
     size_t chosen = SIZE_MAX;
     for (size_t r = 0; r < m.runs; r++) {
         if (pid > 0 ? m.pid[r] == pid
-                    : (chosen == SIZE_MAX || m.count[r] > m.count[chosen]))
+                    : (chosen == SIZE_MAX || m.allocated[r] > m.allocated[chosen] ||
+                       (m.allocated[r] == m.allocated[chosen] && m.count[r] > m.count[chosen])))
             chosen = r;
     }
     int result = 0;
@@ -870,6 +878,7 @@ done:
     free(m.pid);
     free(m.count);
     free(m.last_seq);
+    free(m.allocated);
     free(m.slot);
     return result;
 }

@@ -723,8 +723,8 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
     html_escape(out, at->reason);
     fprintf(out, ", at %s).", pmt_duration(at->uptime_ms));
     if (series->runs > 1)
-        fprintf(out, " The file holds %zu process runs; this is the one with the most snapshots "
-                     "(another with <code>--pid</code>).",
+        fprintf(out, " The file holds %zu process runs; this is the one that allocated the most "
+                     "blocks (another with <code>--pid</code>).",
                 series->runs);
     fputs("</p>\n", out);
     html_problems(out, series->file);

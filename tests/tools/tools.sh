@@ -193,7 +193,7 @@ assert said and "1,200,000 blocks awaiting their thread" in said[0], d["advice"]
 PY
 echo "tools: blocks waiting for an idle thread show as metadata, and are explained"
 
-# Two processes in one file (no %p): the one with more snapshots, or --pid.
+# Two processes in one file (no %p): --pid chooses.
 LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/both.jsonl" POOLMALLOC_STATS_FORMAT=json \
   POOLMALLOC_STATS_INTERVAL=50ms "$probe" fork 300
 "$tool" report "$work/both.jsonl" >"$work/both.txt"
@@ -206,6 +206,25 @@ check_json "$work/other.json" "$work/both.jsonl"
   || fail "--pid"
 status 1 "$tool" report --pid 1 "$work/both.jsonl" 2>/dev/null >/dev/null
 echo "tools: a file written by two processes: --pid"
+
+# By default, the process that allocated the most: here the program, not the
+# shell that started it and outlived it (more snapshots).
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/wrapped.jsonl" POOLMALLOC_STATS_FORMAT=json \
+  POOLMALLOC_STATS_INTERVAL=50ms sh -c '"$1" pattern 100; sleep 0.5' sh "$probe"
+"$tool" report --json "$work/wrapped.jsonl" >"$work/wrapped.json"
+"$python" - "$work/wrapped.jsonl" "$work/wrapped.json" <<'PY' || fail "default process"
+import json, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    n, allocated = runs.get(r["pid"], (0, 0))
+    runs[r["pid"]] = (n + 1, max(allocated, r["small_allocated_total"] + r["system_allocated_total"]))
+most_snapshots = max(runs, key=lambda pid: runs[pid][0])
+most_allocated = max(runs, key=lambda pid: runs[pid][1])
+assert most_snapshots != most_allocated, runs  # the shell waited longer
+assert json.load(open(sys.argv[2]))["pid"] == most_allocated, runs
+PY
+echo "tools: by default, the process that allocated the most, not its longer-lived shell"
 
 # Programs not in this repository.
 "$tool" run --stats "$work/python.jsonl" --interval 20ms -- env PYTHONMALLOC=malloc "$python" -c '
