@@ -309,7 +309,8 @@ static const char run_usage[] =
     "\n"
     "Other POOLMALLOC_* variables of the environment (POOLMALLOC_RETAIN_POOLS,\n"
     "POOLMALLOC_RESERVE_ARENAS, ...) pass to the program unchanged. Processes the\n"
-    "program starts write to the same file; the summary is of PROGRAM itself.\n"
+    "program starts write to the same file; the summary is of PROGRAM itself, and\n"
+    "names the process that allocated the most if that is another one.\n"
     "\n"
     "examples:\n"
     "  poolmalloc run -- python3 script.py\n"
@@ -455,9 +456,19 @@ static void run_summary(const char *program, const run_result_t *r, const char *
     pmt_print_problems(&file, stderr);
     fprintf(stderr, "   %zu snapshot%s in %s", a->snapshots, a->snapshots == 1 ? "" : "s",
             stats_path);
-    if (series.runs > 1)
-        fprintf(stderr, " (and %zu other process run%s)", series.runs - 1,
+    if (series.runs > 1) {
+        fprintf(stderr, " (and %zu other process run%s", series.runs - 1,
                 series.runs == 2 ? "" : "s");
+        /* What the report shows by default: a wrapper's summary (make, a
+         * shell script) points to the process that did the allocating. */
+        pmt_series_t busiest;
+        if (pmt_select(&file, 0, last, &busiest, error, sizeof error) == 0) {
+            if (busiest.pid != series.pid)
+                fprintf(stderr, "; pid %" PRId64 " allocated the most", busiest.pid);
+            pmt_series_free(&busiest);
+        }
+        fputc(')', stderr);
+    }
     char pid_option[RUN_PATH_MAX + 64] = "";
     if (series.runs > 1)
         snprintf(pid_option, sizeof pid_option, " --pid %" PRId64, series.pid);

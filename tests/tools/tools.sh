@@ -208,11 +208,12 @@ status 1 "$tool" report --pid 1 "$work/both.jsonl" 2>/dev/null >/dev/null
 echo "tools: a file written by two processes: --pid"
 
 # By default, the process that allocated the most: here the program, not the
-# shell that started it and outlived it (more snapshots).
-LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/wrapped.jsonl" POOLMALLOC_STATS_FORMAT=json \
-  POOLMALLOC_STATS_INTERVAL=50ms sh -c '"$1" pattern 100; sleep 0.5' sh "$probe"
+# shell that started it and outlived it (more snapshots). run's summary is of
+# the shell, and names the program's pid.
+"$tool" run --stats "$work/wrapped.jsonl" --interval 50ms -- \
+  sh -c '"$1" pattern 100; sleep 0.5' sh "$probe" 2>"$work/wrapped.err"
 "$tool" report --json "$work/wrapped.jsonl" >"$work/wrapped.json"
-"$python" - "$work/wrapped.jsonl" "$work/wrapped.json" <<'PY' || fail "default process"
+busiest=$("$python" - "$work/wrapped.jsonl" "$work/wrapped.json" <<'PY') || fail "default process"
 import json, sys
 runs = {}
 for line in open(sys.argv[1]):
@@ -223,7 +224,9 @@ most_snapshots = max(runs, key=lambda pid: runs[pid][0])
 most_allocated = max(runs, key=lambda pid: runs[pid][1])
 assert most_snapshots != most_allocated, runs  # the shell waited longer
 assert json.load(open(sys.argv[2]))["pid"] == most_allocated, runs
+print(most_allocated)
 PY
+has "; pid $busiest allocated the most\)" "$work/wrapped.err" "run's summary names the busiest process"
 echo "tools: by default, the process that allocated the most, not its longer-lived shell"
 
 # Programs not in this repository.
