@@ -149,8 +149,8 @@ typedef struct pmt_series {
 
 /* Picks a process run of file: pid > 0 chooses the last run of that pid,
  * 0 the run that allocated the most blocks (small and glibc's, at its last
- * snapshot), then the one with the most snapshots, then the first. Returns 0, or -1
- * with a message in error (no snapshot, no such pid or seq). */
+ * snapshot), then the one with the most snapshots, then the first. Returns
+ * 0, or -1 with a message in error (no snapshot, no such pid or seq). */
 int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *out,
                char *error, size_t size);
 void pmt_series_free(pmt_series_t *series);

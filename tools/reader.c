@@ -772,6 +772,12 @@ static size_t *reader_slot(reader_runs_t *m, int64_t pid)
     return &m->slot[i];
 }
 
+/* The blocks a run allocated up to snapshot s, pools' and glibc's. */
+static uint64_t reader_allocated(const pmt_snapshot_t *s)
+{
+    return s->s.small_allocated_total + s->s.system_allocated_total;
+}
+
 static size_t reader_run_of(reader_runs_t *m, const pmt_snapshot_t *s)
 {
     if (2 * (m->runs + 1) > m->slots) {
@@ -788,7 +794,7 @@ static size_t reader_run_of(reader_runs_t *m, const pmt_snapshot_t *s)
         size_t r = *slot - 1;
         m->last_seq[r] = s->seq;
         m->count[r]++;
-        m->allocated[r] = s->s.small_allocated_total + s->s.system_allocated_total;
+        m->allocated[r] = reader_allocated(s);
         return r;
     }
     if (m->runs == m->capacity) {
@@ -802,7 +808,7 @@ static size_t reader_run_of(reader_runs_t *m, const pmt_snapshot_t *s)
     m->pid[r] = s->pid;
     m->count[r] = 1;
     m->last_seq[r] = s->seq;
-    m->allocated[r] = s->s.small_allocated_total + s->s.system_allocated_total;
+    m->allocated[r] = reader_allocated(s);
     *slot = r + 1;
     return r;
 }
