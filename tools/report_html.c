@@ -723,9 +723,9 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
     html_escape(out, at->reason);
     fprintf(out, ", at %s).", pmt_duration(at->uptime_ms));
     if (series->runs > 1)
-        fprintf(out, " The file holds %zu process runs; this is the one that allocated the most "
-                     "blocks (another with <code>--pid</code>).",
-                series->runs);
+        fprintf(out, " The file holds %zu process runs; this is %s (another with <code>--pid</code>).",
+                series->runs,
+                series->by_pid ? "the one asked for" : "the one that allocated the most blocks");
     fputs("</p>\n", out);
     html_problems(out, series->file);
 
