@@ -827,8 +827,9 @@ int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *o
     for (size_t i = 0; i < file->count; i++)
         run_of[i] = reader_run_of(&m, &file->snap[i]);
     /* By default the run that allocated the most: the program, not the
-     * shell or wrapper that started it and waited for it as long (a pyenv
-     * shim's shell had as many snapshots as python3, and came first). */
+     * shell or wrapper that started it and waited for it as long (the
+     * shell that ran python3 through pyenv's shim had as many snapshots as
+     * python3, and came first in the file). */
     size_t chosen = SIZE_MAX;
     for (size_t r = 0; r < m.runs; r++) {
         if (pid > 0 ? m.pid[r] == pid
