@@ -143,7 +143,7 @@ typedef struct pmt_series {
     size_t count;
     const pmt_snapshot_t *at;   /* the snapshot tables are drawn from */
     size_t runs;                /* process runs in the file */
-    int by_pid;                 /* chosen by --pid, not by default */
+    int64_t busiest_pid;        /* of the run that allocated the most (the default) */
     int64_t other_pid[PMT_OTHER_PIDS];
     size_t others;
 } pmt_series_t;

@@ -830,13 +830,15 @@ int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *o
      * shell or wrapper that started it and waited for it as long (the
      * shell that ran python3 through pyenv's shim had as many snapshots as
      * python3, and came first in the file). */
-    size_t chosen = SIZE_MAX;
-    for (size_t r = 0; r < m.runs; r++) {
-        if (pid > 0 ? m.pid[r] == pid
-                    : (chosen == SIZE_MAX || m.allocated[r] > m.allocated[chosen] ||
-                       (m.allocated[r] == m.allocated[chosen] && m.count[r] > m.count[chosen])))
+    size_t busiest = 0;
+    for (size_t r = 1; r < m.runs; r++)
+        if (m.allocated[r] > m.allocated[busiest] ||
+            (m.allocated[r] == m.allocated[busiest] && m.count[r] > m.count[busiest]))
+            busiest = r;
+    size_t chosen = pid > 0 ? SIZE_MAX : busiest;
+    for (size_t r = 0; r < m.runs && pid > 0; r++)
+        if (m.pid[r] == pid)
             chosen = r;
-    }
     int result = 0;
     if (chosen == SIZE_MAX) {
         snprintf(error, size, "%s: no snapshot of pid %" PRId64, file->path, pid);
@@ -844,7 +846,7 @@ int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *o
         goto done;
     }
     out->pid = m.pid[chosen];
-    out->by_pid = pid > 0;
+    out->busiest_pid = m.pid[busiest];
     out->runs = m.runs;
     out->snap = pmt_xrealloc(NULL, m.count[chosen] * sizeof *out->snap);
     for (size_t i = 0; i < file->count; i++)

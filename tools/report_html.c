@@ -725,7 +725,8 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
     if (series->runs > 1)
         fprintf(out, " The file holds %zu process runs; this is %s (another with <code>--pid</code>).",
                 series->runs,
-                series->by_pid ? "the one asked for" : "the one that allocated the most blocks");
+                series->pid == series->busiest_pid ? "the one that allocated the most blocks"
+                                                   : "the one asked for");
     fputs("</p>\n", out);
     html_problems(out, series->file);
 

@@ -461,12 +461,8 @@ static void run_summary(const char *program, const run_result_t *r, const char *
                 series.runs == 2 ? "" : "s");
         /* What the report shows by default: a wrapper's summary (make, a
          * shell script) points to the process that did the allocating. */
-        pmt_series_t busiest;
-        if (pmt_select(&file, 0, last, &busiest, error, sizeof error) == 0) {
-            if (busiest.pid != series.pid)
-                fprintf(stderr, "; pid %" PRId64 " allocated the most", busiest.pid);
-            pmt_series_free(&busiest);
-        }
+        if (series.busiest_pid != series.pid)
+            fprintf(stderr, "; pid %" PRId64 " allocated the most", series.busiest_pid);
         fputc(')', stderr);
     }
     char pid_option[RUN_PATH_MAX + 64] = "";
