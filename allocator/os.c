@@ -84,8 +84,13 @@ static long os_mmap(void *addr, size_t size, int prot, int flags)
 void pm_os_unmap(void *addr, size_t size)
 {
 #ifdef PM_SANITIZED
+    /* In whole pages, as the kernel unmaps them: TSan (clang 14) clears
+     * the shadow of whole pages only, and kept its record of the mmap over
+     * the last page of a 5,000-byte mapping; a thread that later wrote to
+     * what glibc mapped there was reported racing with that mmap (a stress
+     * run's idle take, whose scratch map is sized to the blocks). */
     int saved = errno;
-    munmap(addr, size);
+    munmap(addr, (size + PM_OS_PAGE_SIZE - 1) & ~(PM_OS_PAGE_SIZE - 1));
     errno = saved;
 #else
     PM_OS_CALL(SYS_munmap, addr, size);
