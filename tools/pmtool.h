@@ -144,6 +144,7 @@ typedef struct pmt_series {
     const pmt_snapshot_t *at;   /* the snapshot tables are drawn from */
     size_t runs;                /* process runs in the file */
     int64_t busiest_pid;        /* of the run that allocated the most (the default) */
+    int busiest;                /* this run is that one (a pid that exec'd has two runs) */
     int64_t other_pid[PMT_OTHER_PIDS];
     size_t others;
 } pmt_series_t;

@@ -847,6 +847,7 @@ int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *o
     }
     out->pid = m.pid[chosen];
     out->busiest_pid = m.pid[busiest];
+    out->busiest = chosen == busiest;
     out->runs = m.runs;
     out->snap = pmt_xrealloc(NULL, m.count[chosen] * sizeof *out->snap);
     for (size_t i = 0; i < file->count; i++)

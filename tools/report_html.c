@@ -725,8 +725,7 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
     if (series->runs > 1)
         fprintf(out, " The file holds %zu process runs; this is %s (another with <code>--pid</code>).",
                 series->runs,
-                series->pid == series->busiest_pid ? "the one that allocated the most blocks"
-                                                   : "the one asked for");
+                series->busiest ? "the one that allocated the most blocks" : "the one asked for");
     fputs("</p>\n", out);
     html_problems(out, series->file);
 

@@ -463,6 +463,8 @@ static void run_summary(const char *program, const run_result_t *r, const char *
          * shell script) points to the process that did the allocating. */
         if (series.busiest_pid != series.pid)
             fprintf(stderr, "; pid %" PRId64 " allocated the most", series.busiest_pid);
+        else if (!series.busiest) /* the program exec'd the one shown */
+            fputs("; the program this pid ran before allocated the most", stderr);
         fputc(')', stderr);
     }
     char pid_option[RUN_PATH_MAX + 64] = "";

@@ -229,6 +229,24 @@ PY
 has "; pid $busiest allocated the most\)" "$work/wrapped.err" "run's summary names the busiest process"
 echo "tools: by default, the process that allocated the most, not its longer-lived shell"
 
+# A pid that exec'd another program has a run of each. run shows the last
+# (its program's), and says the one before allocated more; the HTML report
+# says which rule chose the run it shows.
+"$tool" run --stats "$work/exec.jsonl" --interval 50ms -- env PYTHONMALLOC=malloc "$python" -c '
+import os, sys, time
+keep = [str(i) for i in range(200000)]
+time.sleep(0.2)
+os.execv(sys.argv[1], [sys.argv[1], "pattern", "100"])' "$probe" 2>"$work/exec.err"
+has "; the program this pid ran before allocated the most\)" "$work/exec.err" "run's summary after exec"
+exec_pid=$(sed -nE 's/.*"pid":([0-9]+).*/\1/p' "$work/exec.jsonl" | sort -u)
+[ "$(echo "$exec_pid" | wc -l)" = 1 ] || fail "one pid wrote $work/exec.jsonl: $exec_pid"
+"$tool" report --html "$work/exec-pid.html" --pid "$exec_pid" "$work/exec.jsonl"
+has "2 process runs; this is the one asked for" "$work/exec-pid.html" "HTML: the run asked for"
+"$tool" report --html "$work/exec.html" "$work/exec.jsonl"
+has "2 process runs; this is the one that allocated the most blocks" "$work/exec.html" \
+  "HTML: by default, the run that allocated the most"
+echo "tools: a pid that exec'd: its runs told apart"
+
 # Programs not in this repository.
 "$tool" run --stats "$work/python.jsonl" --interval 20ms -- env PYTHONMALLOC=malloc "$python" -c '
 import time
