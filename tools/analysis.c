@@ -306,9 +306,9 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         PM_SMALL_MAX, pmt_bytes(s->system_live_bytes));
     if (!a->ended && series->at == series->snap[series->count - 1])
         analysis_advise(a,
-                        "The last snapshot is not an exit snapshot: the program was killed or "
-                        "is still running, so these figures are from %s.",
-                        pmt_duration(a->at->uptime_ms));
+                        "The last snapshot is not an exit snapshot (%s), so these figures are "
+                        "from %s.",
+                        pmt_no_exit_reason(series), pmt_duration(a->at->uptime_ms));
     if (a->advices == 0)
         analysis_advise(a, "Nothing to do.");
 }
@@ -425,6 +425,12 @@ void pmt_analysis_resolve(pmt_analysis_t *a, pmt_symbols_t *symbols)
         for (size_t i = 0; i < tables[t]->rows; i++)
             pmt_symbols_want(symbols, tables[t]->row[i].site->stack);
     pmt_symbols_run(symbols);
+}
+
+const char *pmt_no_exit_reason(const pmt_series_t *series)
+{
+    return series->exec_followed ? "the program exec'd another, the next run of its pid"
+                                 : "the program was killed, or is still running";
 }
 
 void pmt_analyze(const pmt_series_t *series, pmt_analysis_t *out)

@@ -144,9 +144,13 @@ typedef struct pmt_series {
     const pmt_snapshot_t *at;   /* the snapshot tables are drawn from */
     size_t runs;                /* process runs in the file */
     int64_t busiest_pid;        /* of the run that allocated the most (the default) */
-    int busiest;                /* this run is that one (a pid that exec'd has two runs) */
-    int64_t other_pid[PMT_OTHER_PIDS];
+    int busiest;                /* this run is that one */
+    /* A process that exec'd another program has a run of each, in turn. */
+    size_t pid_runs;            /* runs of this pid */
+    int exec_followed;          /* a later run of this pid follows: this one exec'd it */
+    int64_t other_pid[PMT_OTHER_PIDS]; /* the first other pids of the file */
     size_t others;
+    size_t other_pid_count;     /* all the other pids */
 } pmt_series_t;
 
 /* Picks a process run of file: pid > 0 chooses the last run of that pid,
@@ -236,6 +240,8 @@ typedef struct pmt_analysis {
 } pmt_analysis_t;
 
 void pmt_analyze(const pmt_series_t *series, pmt_analysis_t *out);
+/* Why a run has no exit snapshot, to follow "no exit snapshot: ". */
+const char *pmt_no_exit_reason(const pmt_series_t *series);
 /* Resolves the frames of every site a report shows (analysis.c feeds them
  * to symbols, runs it and keeps it in a->symbols; the caller frees it). */
 void pmt_analysis_resolve(pmt_analysis_t *a, struct pmt_symbols *symbols);

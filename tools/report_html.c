@@ -716,9 +716,10 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
     html_escape(out, at->version);
     fprintf(out, "; %zu snapshot%s over %s; ", a->snapshots, a->snapshots == 1 ? "" : "s",
             pmt_duration(a->duration_ms));
-    fputs(a->ended ? "the program ended normally"
-                   : "<strong>no exit snapshot</strong>: the program was killed or is still running",
-          out);
+    if (a->ended)
+        fputs("the program ended normally", out);
+    else
+        fprintf(out, "<strong>no exit snapshot</strong>: %s", pmt_no_exit_reason(series));
     fprintf(out, ". Tables show snapshot %" PRId64 " (", at->seq);
     html_escape(out, at->reason);
     fprintf(out, ", at %s).", pmt_duration(at->uptime_ms));
@@ -726,6 +727,9 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
         fprintf(out, " The file holds %zu process runs; this is %s (another with <code>--pid</code>).",
                 series->runs,
                 series->busiest ? "the one that allocated the most blocks" : "the one asked for");
+    if (series->pid_runs > 1)
+        fprintf(out, " Pid %" PRId64 " ran %zu programs, one exec'ing the next; <code>--pid</code> shows the last.",
+                series->pid, series->pid_runs);
     fputs("</p>\n", out);
     html_problems(out, series->file);
 

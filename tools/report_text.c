@@ -21,14 +21,24 @@ static void text_header(const pmt_series_t *series, const pmt_analysis_t *a, FIL
             a->reasons[3]);
     if (a->reasons[4])
         fprintf(out, ", %zu other", a->reasons[4]);
-    fprintf(out, ") over %s; %s\n", pmt_duration(a->duration_ms),
-            a->ended ? "the program ended normally (exit snapshot)"
-                     : "no exit snapshot: the program was killed, or is still running");
+    fprintf(out, ") over %s; ", pmt_duration(a->duration_ms));
+    if (a->ended)
+        fputs("the program ended normally (exit snapshot)\n", out);
+    else
+        fprintf(out, "no exit snapshot: %s\n", pmt_no_exit_reason(series));
     if (series->runs > 1) {
-        fprintf(out, "  this file holds %zu process runs; others: pid", series->runs);
-        for (size_t i = 0; i < series->others; i++)
-            fprintf(out, "%s%" PRId64, i ? ", " : " ", series->other_pid[i]);
-        fprintf(out, "%s (choose with --pid)\n", series->runs - 1 > series->others ? ", ..." : "");
+        fprintf(out, "  this file holds %zu process runs", series->runs);
+        if (series->pid_runs > 1)
+            fprintf(out, "; pid %" PRId64 " ran %zu programs, one exec'ing the next (--pid shows the last)",
+                    series->pid, series->pid_runs);
+        if (series->others > 0) {
+            fputs("; others: pid", out);
+            for (size_t i = 0; i < series->others; i++)
+                fprintf(out, "%s%" PRId64, i ? ", " : " ", series->other_pid[i]);
+            fprintf(out, "%s (choose with --pid)",
+                    series->other_pid_count > series->others ? ", ..." : "");
+        }
+        fputc('\n', out);
     }
     fprintf(out, "  tables at snapshot %" PRId64 " (%s, %s)\n", a->at->seq, a->at->reason,
             pmt_duration(a->at->uptime_ms));

@@ -245,6 +245,11 @@ has "2 process runs; this is the one asked for" "$work/exec-pid.html" "HTML: the
 "$tool" report --html "$work/exec.html" "$work/exec.jsonl"
 has "2 process runs; this is the one that allocated the most blocks" "$work/exec.html" \
   "HTML: by default, the run that allocated the most"
+"$tool" report "$work/exec.jsonl" >"$work/exec.txt"
+has "no exit snapshot: the program exec'd another, the next run of its pid" "$work/exec.txt" \
+  "text: the earlier program was replaced, not killed"
+has "this file holds 2 process runs; pid $exec_pid ran 2 programs, one exec'ing the next \\(--pid shows the last\\)$" \
+  "$work/exec.txt" "text: the runs of one pid"
 echo "tools: a pid that exec'd: its runs told apart"
 
 # Programs not in this repository.
