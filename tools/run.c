@@ -436,7 +436,11 @@ static void run_summary(const char *program, const run_result_t *r, const char *
                     stats_path, program);
         else
             fprintf(stderr, "   %s\n", error);
-        pmt_print_problems(&file, stderr);
+        /* A file missing or empty is said above, and the reader would only
+         * say it again; bad lines are worth showing. */
+        struct stat written;
+        if (stat(stats_path, &written) == 0 && written.st_size > 0)
+            pmt_print_problems(&file, stderr);
         pmt_file_free(&file);
         return;
     }

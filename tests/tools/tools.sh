@@ -252,6 +252,12 @@ has "this file holds 2 process runs; pid $exec_pid ran 2 programs, one exec'ing 
   "$work/exec.txt" "text: the runs of one pid"
 echo "tools: a pid that exec'd: its runs told apart"
 
+# A program that wrote no snapshot (killed at once): run says so once.
+status 137 "$tool" run --stats "$work/none.jsonl" -- sh -c 'kill -9 $$' 2>"$work/none.err"
+has "no snapshot in $work/none.jsonl" "$work/none.err" "run: no snapshot"
+[ "$(grep -c . "$work/none.err")" = 2 ] || { cat "$work/none.err" >&2; fail "run: no snapshot, said once"; }
+echo "tools: run of a program that wrote no snapshot"
+
 # Programs not in this repository.
 "$tool" run --stats "$work/python.jsonl" --interval 20ms -- env PYTHONMALLOC=malloc "$python" -c '
 import time
