@@ -737,7 +737,10 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
     html_figure(out, "peak RSS", pmt_bytes(a->rss_peak), "whole process");
     html_figure(out, "final RSS", pmt_bytes(a->rss_final), a->ended ? "at exit" : "last snapshot");
     char note[96];
-    snprintf(note, sizeof note, "peak %s", pmt_bytes(a->live_peak));
+    if (a->snapshots > 1)
+        snprintf(note, sizeof note, "peak %s", pmt_bytes(a->live_peak));
+    else
+        snprintf(note, sizeof note, "one snapshot, so no peak");
     html_figure(out, "live bytes", pmt_bytes(a->live), note);
     snprintf(note, sizeof note, "%s pools", pmt_count(at->s.small_pool_bytes / PMT_POOL_BYTES));
     html_figure(out, "bytes in pools", pmt_bytes(a->pool_bytes), note);

@@ -52,9 +52,12 @@ static void text_summary(const pmt_analysis_t *a, FILE *out)
     fprintf(out, "  %-24s %s\n", "final RSS", pmt_bytes(a->rss_final));
     if (a->at->seq != 0 && a->rss != a->rss_final)
         fprintf(out, "  %-24s %s\n", "RSS at this snapshot", pmt_bytes(a->rss));
-    fprintf(out, "  %-24s %-10s (pools %s + glibc path %s); peak %s at %s\n", "live bytes",
-            pmt_bytes(a->live), pmt_bytes(a->small_live), pmt_bytes(a->system_live),
-            pmt_bytes(a->live_peak), pmt_duration(a->live_peak_ms));
+    fprintf(out, "  %-24s %-10s (pools %s + glibc path %s); ", "live bytes", pmt_bytes(a->live),
+            pmt_bytes(a->small_live), pmt_bytes(a->system_live));
+    if (a->snapshots > 1)
+        fprintf(out, "peak %s at %s\n", pmt_bytes(a->live_peak), pmt_duration(a->live_peak_ms));
+    else
+        fputs("one snapshot, so no peak\n", out);
     fprintf(out, "  %-24s %-10s (pools in use: %s)\n", "bytes in pools", pmt_bytes(a->pool_bytes),
             pmt_count(s->small_pool_bytes / PMT_POOL_BYTES));
     fprintf(out, "  %-24s %-10s (arenas: %s; at peak: %s)\n", "bytes in arenas",

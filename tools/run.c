@@ -448,8 +448,12 @@ static void run_summary(const char *program, const run_result_t *r, const char *
     pmt_analyze(&series, a);
     fprintf(stderr, "   peak RSS %s, final RSS %s%s\n", pmt_bytes(a->rss_peak),
             pmt_bytes(a->rss_final), a->ended ? "" : " (no exit snapshot: last one shown)");
-    fprintf(stderr, "   live bytes %s at the end, %s at the peak (%s)\n", pmt_bytes(a->live),
-            pmt_bytes(a->live_peak), pmt_duration(a->live_peak_ms));
+    if (a->snapshots > 1)
+        fprintf(stderr, "   live bytes %s at the end, %s at the peak (%s)\n", pmt_bytes(a->live),
+                pmt_bytes(a->live_peak), pmt_duration(a->live_peak_ms));
+    else /* a program that ends within the interval */
+        fprintf(stderr, "   live bytes %s at the end, the only snapshot (a shorter --interval shows the peak)\n",
+                pmt_bytes(a->live));
     fprintf(stderr, "   pools %s (fragmentation %s), arenas %s (%s; %s at peak)\n",
             pmt_bytes(a->pool_bytes), pmt_percent(a->fragmentation), pmt_bytes(a->arena_bytes),
             pmt_count(a->at->s.arenas_mapped), pmt_count(a->at->s.arenas_peak));

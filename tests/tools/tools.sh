@@ -258,6 +258,15 @@ has "no snapshot in $work/none.jsonl" "$work/none.err" "run: no snapshot"
 [ "$(grep -c . "$work/none.err")" = 2 ] || { cat "$work/none.err" >&2; fail "run: no snapshot, said once"; }
 echo "tools: run of a program that wrote no snapshot"
 
+# One that ends within the interval has its exit snapshot alone: no peak is
+# claimed for live bytes.
+"$tool" run --stats "$work/one.jsonl" -- true 2>"$work/one.err"
+has "live bytes 0 B at the end, the only snapshot \(a shorter --interval shows the peak\)" \
+  "$work/one.err" "run: one snapshot"
+"$tool" report "$work/one.jsonl" >"$work/one.txt"
+has "one snapshot, so no peak" "$work/one.txt" "report: one snapshot"
+echo "tools: a run with one snapshot claims no peak"
+
 # Programs not in this repository.
 "$tool" run --stats "$work/python.jsonl" --interval 20ms -- env PYTHONMALLOC=malloc "$python" -c '
 import time
