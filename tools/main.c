@@ -218,8 +218,8 @@ int pmt_cmd_report(int argc, char **argv)
             pmt_error("report: cannot write %s: %s", html, strerror(errno));
             status = PMT_EXIT_DATA;
         } else {
-            fprintf(stderr, "poolmalloc: wrote %s (pid %" PRId64 ", %zu snapshots)\n", html,
-                    series.pid, series.count);
+            fprintf(stderr, "poolmalloc: wrote %s (pid %" PRId64 ", %zu snapshot%s)\n", html,
+                    series.pid, series.count, series.count == 1 ? "" : "s");
         }
     }
     if (json)
