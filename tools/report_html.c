@@ -728,7 +728,9 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
                 series->runs,
                 series->busiest ? "the one that allocated the most blocks" : "the one asked for");
     if (series->pid_runs > 1)
-        fprintf(out, " Pid %" PRId64 " ran %zu programs, one exec'ing the next; <code>--pid</code> shows the last.",
+        fprintf(out,
+                " Pid %" PRId64 " ran %zu programs, one exec'ing the next; "
+                "<code>--pid</code> shows the last.",
                 series->pid, series->pid_runs);
     fputs("</p>\n", out);
     html_problems(out, series->file);

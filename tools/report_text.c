@@ -29,7 +29,9 @@ static void text_header(const pmt_series_t *series, const pmt_analysis_t *a, FIL
     if (series->runs > 1) {
         fprintf(out, "  this file holds %zu process runs", series->runs);
         if (series->pid_runs > 1)
-            fprintf(out, "; pid %" PRId64 " ran %zu programs, one exec'ing the next (--pid shows the last)",
+            fprintf(out,
+                    "; pid %" PRId64 " ran %zu programs, one exec'ing the next "
+                    "(--pid shows the last)",
                     series->pid, series->pid_runs);
         if (series->others > 0) {
             fputs("; others: pid", out);

@@ -452,7 +452,9 @@ static void run_summary(const char *program, const run_result_t *r, const char *
         fprintf(stderr, "   live bytes %s at the end, %s at the peak (%s)\n", pmt_bytes(a->live),
                 pmt_bytes(a->live_peak), pmt_duration(a->live_peak_ms));
     else /* a program that ends within the interval */
-        fprintf(stderr, "   live bytes %s at the end, the only snapshot (a shorter --interval shows the peak)\n",
+        fprintf(stderr,
+                "   live bytes %s at the end, the only snapshot "
+                "(a shorter --interval shows the peak)\n",
                 pmt_bytes(a->live));
     fprintf(stderr, "   pools %s (fragmentation %s), arenas %s (%s; %s at peak)\n",
             pmt_bytes(a->pool_bytes), pmt_percent(a->fragmentation), pmt_bytes(a->arena_bytes),
