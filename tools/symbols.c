@@ -453,7 +453,7 @@ struct pmt_symbols {
     symbols_module_t *module;
     size_t modules;
     double budget; /* seconds left for addr2line */
-    int ran, no_addr2line, timed_out;
+    int ran, no_addr2line, no_llvm_addr2line, timed_out;
     char notes[SYMBOLS_NOTES];
 };
 
@@ -747,12 +747,66 @@ static void symbols_note(pmt_symbols_t *s, const char *format, ...)
     va_end(args);
 }
 
-/* addr2line on the placed frames of module index, SYMBOLS_BATCH at a time. */
+/* Whether addr2line named a location's file "<artificial>": binutils 2.40
+ * reads the file of code that GCC compiled with -flto (DWARF 5) as the
+ * LTO unit's name, with the right line; llvm-addr2line reads the file. */
+static int symbols_lto_unit_named(const pmt_resolved_t *results, size_t n)
+{
+    static const char unit[] = "<artificial>";
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < results[i].locs; k++) {
+            const char *file = results[i].loc[k].file;
+            size_t length = file ? strlen(file) : 0;
+            if (length >= sizeof unit - 1 && strcmp(file + length - (sizeof unit - 1), unit) == 0)
+                return 1;
+        }
+    return 0;
+}
+
+/* One run of argv (addr2line or llvm-addr2line: the same options) on the
+ * addresses asked, into results. Returns 0, or -1 when it did not run or
+ * failed (noted, and s->no_addr2line or s->timed_out set as it applies). */
+static int symbols_ask(pmt_symbols_t *s, size_t index, char **argv, const uint64_t *asked,
+                       size_t n, pmt_resolved_t *results)
+{
+    double seconds = s->budget < SYMBOLS_RUN_SECONDS ? s->budget : SYMBOLS_RUN_SECONDS;
+    if (seconds <= 0) {
+        s->timed_out = 1;
+        symbols_note(s, "no time left for %s on %s", argv[0], s->module[index].name);
+        return -1;
+    }
+    double start = symbols_now();
+    char *output;
+    size_t length;
+    int status = symbols_spawn(argv, seconds, &output, &length);
+    s->budget -= symbols_now() - start;
+    if (status == -2)
+        return -2; /* it did not start: errno says why */
+    if (status < 0 && length == 0) {
+        symbols_note(s, "%s failed on %s", argv[0], s->module[index].path);
+        free(output);
+        return -1;
+    }
+    if (status == 1) {
+        s->timed_out = 1;
+        symbols_note(s, "%s took over %g s on %s: stopped", argv[0], seconds,
+                     s->module[index].path);
+    }
+    memset(results, 0, n * sizeof *results);
+    pmt_addr2line_parse(output ? output : "", length, asked, n, results);
+    free(output);
+    return 0;
+}
+
+/* addr2line on the placed frames of module index, SYMBOLS_BATCH at a time;
+ * llvm-addr2line again on a batch whose files addr2line named
+ * "<artificial>" (symbols_lto_unit_named). */
 static void symbols_addr2line(pmt_symbols_t *s, size_t index)
 {
     size_t *which = pmt_xrealloc(NULL, SYMBOLS_BATCH * sizeof *which);
     uint64_t *asked = pmt_xrealloc(NULL, SYMBOLS_BATCH * sizeof *asked);
     pmt_resolved_t *results = pmt_xrealloc(NULL, SYMBOLS_BATCH * sizeof *results);
+    pmt_resolved_t *again = pmt_xrealloc(NULL, SYMBOLS_BATCH * sizeof *again);
     char (*hex)[24] = pmt_xrealloc(NULL, SYMBOLS_BATCH * sizeof *hex);
     char **argv = pmt_xrealloc(NULL, (SYMBOLS_BATCH + 9) * sizeof *argv);
     size_t next = 0;
@@ -779,38 +833,33 @@ static void symbols_addr2line(pmt_symbols_t *s, size_t index)
             argv[a++] = hex[i];
         }
         argv[a] = NULL;
-        double seconds = s->budget < SYMBOLS_RUN_SECONDS ? s->budget : SYMBOLS_RUN_SECONDS;
-        if (seconds <= 0) {
-            s->timed_out = 1;
-            symbols_note(s, "no time left for addr2line on %s", s->module[index].name);
-            break;
-        }
-        double start = symbols_now();
-        char *output;
-        size_t length;
-        int status = symbols_spawn(argv, seconds, &output, &length);
-        s->budget -= symbols_now() - start;
-        if (status == -2) {
+        int asked_status = symbols_ask(s, index, argv, asked, n, results);
+        if (asked_status == -2) {
             s->no_addr2line = 1;
             symbols_note(s, "cannot run addr2line (%s; Debian: binutils): frames are shown as "
                             "recorded",
                          strerror(errno));
-            free(output);
+        }
+        if (asked_status != 0)
             break;
+        if (!s->no_llvm_addr2line && !s->timed_out && symbols_lto_unit_named(results, n)) {
+            argv[0] = "llvm-addr2line";
+            int status = symbols_ask(s, index, argv, asked, n, again);
+            if (status == 0) {
+                for (size_t i = 0; i < n; i++) {
+                    if (again[i].locs == 0) { /* stopped before it: addr2line's stands */
+                        pmt_resolved_clear(&again[i]);
+                        continue;
+                    }
+                    pmt_resolved_clear(&results[i]);
+                    results[i] = again[i];
+                }
+            } else if (status == -2) {
+                s->no_llvm_addr2line = 1;
+                symbols_note(s, "addr2line names the file of code built with -flto "
+                                "\"<artificial>\"; llvm-addr2line (Debian: llvm) would name it");
+            }
         }
-        if (status < 0 && length == 0) {
-            symbols_note(s, "addr2line failed on %s", s->module[index].path);
-            free(output);
-            break;
-        }
-        if (status == 1) {
-            s->timed_out = 1;
-            symbols_note(s, "addr2line took over %g s on %s: stopped", seconds,
-                         s->module[index].path);
-        }
-        memset(results, 0, n * sizeof *results);
-        pmt_addr2line_parse(output ? output : "", length, asked, n, results);
-        free(output);
         for (size_t i = 0; i < n; i++) {
             symbols_frame_t *f = &s->frame[which[i]];
             pmt_resolved_clear(&f->result);
@@ -821,6 +870,7 @@ static void symbols_addr2line(pmt_symbols_t *s, size_t index)
     free(which);
     free(asked);
     free(results);
+    free(again);
     free(hex);
     free(argv);
 }

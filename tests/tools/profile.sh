@@ -8,11 +8,15 @@
 # the line of the function's malloc call in profile_probe.c. Then how
 # resolution fails: the module not found, another build of it, no
 # addr2line, an addr2line that hangs; and a report without profiling.
-# Usage: profile.sh TOOL LIBPOOLMALLOC FRAG PROBE BUILD_DIR PROFILE_PROBE
+# With PROFILE_PROBE_LTO (the probe built with GCC's -flto): its file names,
+# which binutils 2.40's addr2line reads as "<artificial>", come from
+# llvm-addr2line, or a note says that it would give them.
+# Usage: profile.sh TOOL LIBPOOLMALLOC FRAG PROBE BUILD_DIR PROFILE_PROBE [PROFILE_PROBE_LTO]
 set -euo pipefail
 tool="$(readlink -f "$1")"
 frag="$(readlink -f "$3")"
 pprobe="$(readlink -f "$6")"
+lto_probe="${7:+$(readlink -f "$7")}"
 source_file="$(cd "$(dirname "${BASH_SOURCE[0]}")/../stats" && pwd)/profile_probe.c"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -212,6 +216,29 @@ if [[ -n "$state" && "$state" != Z ]]; then
   fail "the slow addr2line's child outlived the deadline (state $state)"
 fi
 echo "profile: unresolved frames: --no-resolve, not found, another build, no addr2line, a hang"
+
+# ---- code built with -flto ---------------------------------------------------------
+if [[ -n "$lto_probe" ]] && ((debug)); then
+  "$tool" run -q --profile --stats "$work/lto.jsonl" -- "$lto_probe" >/dev/null \
+    || fail "run --profile of the -flto probe exited $?"
+  half_line=$(malloc_line allocate_half)
+  # binutils' addr2line alone: the file, or the note that says who would find it.
+  mkdir "$work/binutils"
+  ln -s "$(command -v addr2line)" "$work/binutils/addr2line"
+  PATH="$work/binutils" "$tool" report --module "$lto_probe" "$work/lto.jsonl" >"$work/lto-binutils.txt"
+  if ! grep -Eq "at \S*profile_probe\.c:$half_line\$" "$work/lto-binutils.txt"; then
+    has "at \S*<artificial>:$half_line\$" "$work/lto-binutils.txt" "-flto, binutils: the line"
+    has "addr2line names the file of code built with -flto" "$work/lto-binutils.txt" \
+      "-flto, binutils: the note"
+    has "llvm-addr2line \\(Debian: llvm\\)" "$work/lto-binutils.txt" "-flto, binutils: the note"
+  fi
+  # With llvm-addr2line (tools/bootstrap installs it for the tests): the file.
+  command -v llvm-addr2line >/dev/null || fail "no llvm-addr2line (Debian: llvm)"
+  "$tool" report --module "$lto_probe" "$work/lto.jsonl" >"$work/lto.txt"
+  has "at \S*profile_probe\.c:$half_line\$" "$work/lto.txt" "-flto: the file and line"
+  hasnt "<artificial>" "$work/lto.txt" "-flto: no <artificial>"
+  echo "profile: a program built with -flto: its frames' files"
+fi
 
 # ---- without profiling --------------------------------------------------------------
 "$tool" run -q --stats "$work/plain.jsonl" -- "$frag" exit 0 >/dev/null
