@@ -764,8 +764,10 @@ static int symbols_lto_unit_named(const pmt_resolved_t *results, size_t n)
 }
 
 /* One run of argv (addr2line or llvm-addr2line: the same options) on the
- * addresses asked, into results. Returns 0, or -1 when it did not run or
- * failed (noted, and s->no_addr2line or s->timed_out set as it applies). */
+ * addresses asked, into results. Returns 0 with results filled (in part if
+ * it was stopped at the time limit: s->timed_out, noted), -2 when it could
+ * not be started (errno says why; the caller says so), or -1 when it failed
+ * or no time was left (noted). */
 static int symbols_ask(pmt_symbols_t *s, size_t index, char **argv, const uint64_t *asked,
                        size_t n, pmt_resolved_t *results)
 {
@@ -847,7 +849,8 @@ static void symbols_addr2line(pmt_symbols_t *s, size_t index)
             int status = symbols_ask(s, index, argv, asked, n, again);
             if (status == 0) {
                 for (size_t i = 0; i < n; i++) {
-                    if (again[i].locs == 0) { /* stopped before it: addr2line's stands */
+                    /* Unanswered (stopped) or without a file: addr2line's stands. */
+                    if (again[i].locs == 0 || again[i].loc[0].file == NULL) {
                         pmt_resolved_clear(&again[i]);
                         continue;
                     }
