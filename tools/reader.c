@@ -848,21 +848,21 @@ int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *o
     out->pid = m.pid[chosen];
     out->busiest_pid = m.pid[busiest];
     out->busiest = chosen == busiest;
-    for (size_t r = 0; r < m.runs; r++) {
-        if (m.pid[r] == out->pid) {
-            out->pid_runs++;
-            out->exec_followed |= r > chosen;
-        } else if (*reader_slot(&m, m.pid[r]) == r + 1) { /* a pid's last run */
-            out->other_pid_count++;
-        }
-    }
     out->runs = m.runs;
     out->snap = pmt_xrealloc(NULL, m.count[chosen] * sizeof *out->snap);
     for (size_t i = 0; i < file->count; i++)
         if (run_of[i] == chosen)
             out->snap[out->count++] = &file->snap[i];
-    for (size_t r = 0; r < m.runs && out->others < PMT_OTHER_PIDS; r++) {
-        int seen = m.pid[r] == out->pid;
+    /* The other runs: this pid's, and the other pids, the first few named. */
+    for (size_t r = 0; r < m.runs; r++) {
+        if (m.pid[r] == out->pid) {
+            out->pid_runs++;
+            out->exec_followed |= r > chosen;
+            continue;
+        }
+        if (*reader_slot(&m, m.pid[r]) == r + 1) /* a pid's last run */
+            out->other_pid_count++;
+        int seen = out->others == PMT_OTHER_PIDS;
         for (size_t k = 0; k < out->others && !seen; k++)
             seen = out->other_pid[k] == m.pid[r];
         if (!seen)
