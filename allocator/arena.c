@@ -38,12 +38,10 @@ static struct { /* under pm_fork_locks.arenas, the arena directory lock */
     pm_arena_t *by_unused[PM_POOLS_PER_ARENA];
     pm_arena_t *all;
     uint64_t mapped, peak, created_total, destroyed_total, empty_count;
-    /* Not UNUSED, over every arena; of those, parked by their heaps (I4),
-     * empty. Both read without the lock too (pm_arena_note_parked). Of the
-     * parked, those beyond the first of their class in their heap (heap.c,
-     * PARKING IN A ROW): resident pools the program let go of, as the
-     * retained are, and the cap counts them (retain_cap_left). */
-    _Atomic uint64_t pools_in_use, pools_parked, pools_parked_in_a_row;
+    /* Not UNUSED, over every arena. Of those, the parked are counted in
+     * parked_stripes (below). Read without the lock too
+     * (pm_arena_note_parked). */
+    _Atomic uint64_t pools_in_use;
     /* The collapse (collapse_note), over the pools occupied (in use, less
      * the parked): the most occupied since the last one ended (at the next
      * acquire); when the last one came, and until when collapses are a
@@ -97,6 +95,29 @@ static struct { /* under pm_fork_locks.arenas, the arena directory lock */
     bool fork_waiting;
 } directory = {
     .rebuilt_from = UINT64_MAX, .cycle_trough = UINT64_MAX, .retained_oldest_ms = UINT64_MAX};
+
+/* The pools parked by their heaps (I4), in use and empty; of those, the
+ * ones beyond the first of their class in their heap (heap.c, PARKING IN A
+ * ROW): resident pools the program let go of, as the retained are, and the
+ * cap counts them (retain_cap_left). Each heap adds to its own stripe, on a
+ * line of its own, and the counts are the stripes' sums. In one counter,
+ * every park and unpark of a program's threads was a locked add on one
+ * line: pm_bench_batch's two threads, parking and taking back a pool every
+ * 64 blocks, spent a sixth of their time on it
+ * (bench/results/parked-stripes.md). */
+static struct {
+    _Atomic uint64_t pools, in_a_row;
+} __attribute__((aligned(PM_CACHE_LINE))) parked_stripes[PM_PARKED_STRIPES];
+
+static uint64_t parked_sum(bool in_a_row)
+{
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < PM_PARKED_STRIPES; i++)
+        sum += atomic_load_explicit(in_a_row ? &parked_stripes[i].in_a_row
+                                             : &parked_stripes[i].pools,
+                                    memory_order_relaxed);
+    return sum;
+}
 
 /* The directory lock. Mapping, committing and unmapping an arena are
  * system calls that take the kernel's lock on the address space for
@@ -484,7 +505,7 @@ static purge_result_t retained_purge(pm_pool_t *pool, purge_reach_t reach, purge
  * for its next need, so the one cap bounds both. */
 static uint64_t retain_cap_left(uint64_t cap)
 {
-    uint64_t in_a_row = atomic_load_explicit(&directory.pools_parked_in_a_row, memory_order_relaxed);
+    uint64_t in_a_row = parked_sum(true);
     return cap > in_a_row ? cap - in_a_row : 0;
 }
 
@@ -639,7 +660,7 @@ static unsigned decay_and_unlock(uint64_t now_ms, unsigned budget)
  * exact under the lock, an estimate without it (pm_arena_note_parked). */
 static uint64_t pools_occupied(void)
 {
-    uint64_t parked = atomic_load_explicit(&directory.pools_parked, memory_order_relaxed);
+    uint64_t parked = parked_sum(false);
     return parked < directory.pools_in_use ? directory.pools_in_use - parked : 0;
 }
 
@@ -652,13 +673,16 @@ static uint64_t rounds_trough(void)
 }
 
 /* After the peak, the cycle's trough or where the round rebuilt from have
- * changed. Caller holds the lock. */
+ * changed. Below COLLAPSE_MIN_POOLS, neither sets off a collapse, and the
+ * gate is 0: a parking heap with a pool left looks no further
+ * (pm_arena_note_parked). Caller holds the lock. */
 static void collapse_gate_update(void)
 {
     uint64_t trough = rounds_trough();
     uint64_t widest = trough != UINT64_MAX && trough > directory.in_use_peak ? trough
                                                                               : directory.in_use_peak;
-    atomic_store_explicit(&directory.collapse_gate, widest / PM_COLLAPSE_DIVISOR,
+    atomic_store_explicit(&directory.collapse_gate,
+                          widest >= COLLAPSE_MIN_POOLS ? widest / PM_COLLAPSE_DIVISOR : 0,
                           memory_order_relaxed);
 }
 
@@ -725,11 +749,12 @@ bool pm_arena_collapsed(void)
 
 bool pm_arena_cycling(uint64_t now_ms) { return now_ms < directory_read(&directory.cycle_until_ms); }
 
-void pm_arena_parked_add(int64_t delta, bool in_a_row)
+void pm_arena_parked_add(unsigned stripe, int64_t delta, bool in_a_row)
 {
-    atomic_fetch_add_explicit(&directory.pools_parked, (uint64_t)delta, memory_order_relaxed);
+    atomic_fetch_add_explicit(&parked_stripes[stripe].pools, (uint64_t)delta,
+                              memory_order_relaxed);
     if (in_a_row)
-        atomic_fetch_add_explicit(&directory.pools_parked_in_a_row, (uint64_t)delta,
+        atomic_fetch_add_explicit(&parked_stripes[stripe].in_a_row, (uint64_t)delta,
                                   memory_order_relaxed);
 }
 
@@ -738,9 +763,13 @@ void pm_arena_parked_add(int64_t delta, bool in_a_row)
  * (the idle-threads workload: 16 threads, 513 pools parked) never saw its
  * pools collapse. The lock only near a collapse: prodcons parks and takes
  * back 50,000 pools a second, and took 1.4% longer with it every time. */
-bool pm_arena_note_parked(void)
+bool pm_arena_note_parked(uint64_t occupied_here)
 {
-    if (pools_occupied() > atomic_load_explicit(&directory.collapse_gate, memory_order_relaxed))
+    /* The parking heap's own pools are part of the pools occupied: while
+     * they are above the gate, the stripes, which other heaps write as
+     * they park, are not read. */
+    uint64_t gate = atomic_load_explicit(&directory.collapse_gate, memory_order_relaxed);
+    if (occupied_here > gate || pools_occupied() > gate)
         return pm_arena_collapsed();
     directory_lock();
     collapse_note(decay_now_ms());
@@ -1125,9 +1154,7 @@ bool pm_arena_validate(bool (*visit)(const pm_pool_t *pool), uint64_t parked,
     }
     ok &= PM_VALID(count == directory.mapped && empty_arenas == directory.empty_count); /* I5 */
     ok &= PM_VALID(in_use == directory.pools_in_use);
-    ok &= PM_VALID(parked == atomic_load_explicit(&directory.pools_parked, memory_order_relaxed));
-    ok &= PM_VALID(parked_in_a_row ==
-                   atomic_load_explicit(&directory.pools_parked_in_a_row, memory_order_relaxed));
+    ok &= PM_VALID(parked == parked_sum(false) && parked_in_a_row == parked_sum(true));
     ok &= PM_VALID(bare_empty_arenas <= pm_options.reserve_arenas);
     /* I10: the retained list holds exactly the UNUSED resident pools, in
      * release order. */

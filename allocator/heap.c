@@ -47,8 +47,10 @@ static struct { /* under pm_fork_locks.heaps, the heap directory lock */
     char *slab_next, *slab_end;
     pm_lock_t *slab_locks; /* the current slab's next free service lock */
     /* The slabs' lock pages and the heaps carved, for the stats' metadata
-     * (the part of a slab not yet carved is mapped, never touched). */
+     * (the part of a slab not yet carved is mapped, never touched); and
+     * how many heaps were made, the shared heap left out. */
     size_t bytes;
+    unsigned made;
     /* Whether fork children get every lock zeroed: pm_fork_locks' page and
      * every slab's first. Asked of the kernel at the first fork and at each
      * new slab; until then, or should it refuse, pm_fork_child initializes
@@ -596,7 +598,7 @@ static void heap_count_parked(pm_heap_t *heap, int delta, bool in_a_row)
                           atomic_load_explicit(&heap->parked_count, memory_order_relaxed) +
                               (unsigned)delta,
                           memory_order_relaxed);
-    pm_arena_parked_add(delta, in_a_row);
+    pm_arena_parked_add(heap->parked_stripe, delta, in_a_row);
 }
 
 /* The owner sets an empty pool of its bin aside, newest first on its
@@ -1033,7 +1035,7 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
     bool parkable = spans && heap_may_park(heap, pool->class_index, last);
     if (parkable && pm_options.purge_delay_ms != 0 && !pm_arena_collapsed()) {
         bin_park(heap, bin, pool);
-        if (pm_arena_note_parked()) {
+        if (pm_arena_note_parked(heap->pool_total)) {
             /* Collapsed, by this pool or meanwhile: nothing stays parked,
              * this pool included, whose parking may have come after the
              * walk that gave the other heaps' back. */
@@ -2015,6 +2017,8 @@ static pm_heap_t *heap_create(void)
     heaps.bytes += size;
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)
         bin_serve_head(&heap->bins[c]);
+    /* The shared heap's is stripe 0: the first heaps made go elsewhere. */
+    heap->parked_stripe = ++heaps.made % PM_PARKED_STRIPES;
     heap->service_lock = heaps.slab_locks;
     heaps.slab_locks += PM_CACHE_LINE / sizeof(pm_lock_t);
     pm_lock_init(heap->service_lock);

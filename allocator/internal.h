@@ -1314,13 +1314,16 @@ PM_HIDDEN bool pm_arena_collapsed(void);
 PM_HIDDEN bool pm_arena_cycling(uint64_t now_ms);
 /* Parked pools (I4) are in use but empty, so the collapse leaves them out
  * of its count: heap.c adds each one parked and subtracts each one leaving
- * parked[], under the heap's service_lock. Those `in_a_row` (beyond the
- * first of their class in their heap, or leaving a class that keeps one)
- * count against the cap on retained pools (I10). Lock-free. */
-PM_HIDDEN void pm_arena_parked_add(int64_t delta, bool in_a_row);
-/* A pool was parked: returns whether the pools in use, less the parked,
- * have collapsed (collapse_note), which makes every parked pool due. */
-PM_HIDDEN bool pm_arena_note_parked(void);
+ * parked[], under the heap's service_lock, in the heap's `stripe` of the
+ * count. Those `in_a_row` (beyond the first of their class in their heap,
+ * or leaving a class that keeps one) count against the cap on retained
+ * pools (I10). Lock-free. */
+#define PM_PARKED_STRIPES 16
+PM_HIDDEN void pm_arena_parked_add(unsigned stripe, int64_t delta, bool in_a_row);
+/* A pool was parked by a heap that has `occupied_here` pools in use, less
+ * its parked: returns whether the pools in use, less the parked, have
+ * collapsed (collapse_note), which makes every parked pool due. */
+PM_HIDDEN bool pm_arena_note_parked(uint64_t occupied_here);
 /* Purges the retained pools whose delay has run out, or that stand above
  * the cap (I10), in batches; for the dump thread, so that a process that
  * has gone quiet still gives its memory back. */
@@ -1473,6 +1476,9 @@ typedef struct pm_heap {
      * without it. */
     _Atomic(pm_pool_t *) parked[PM_CLASS_COUNT];
     _Atomic unsigned parked_count;
+    /* Which of the arenas' stripes of parked counts it adds to
+     * (pm_arena_parked_add): set as it is made. */
+    unsigned parked_stripe;
     /* Parked pools beyond a class's first that the heap may keep (heap.c,
      * PARKING IN A ROW): raised by the owner, lowered by whoever gives
      * back its parked pools. */
