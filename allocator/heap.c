@@ -1217,13 +1217,15 @@ static void remote_stack_push(pm_heap_t *owner, pm_block_t *block)
  * __builtin_prefetch(address, 1) a prefetch for reading. Set as the first
  * heap is made (heap_create), before any ring has an owner but the shared
  * heap's, which prefetches for reading until then. */
-static bool cpu_has_prefetchw;
+static _Atomic bool cpu_has_prefetchw;
 
 static void cpu_note_prefetchw(void)
 {
 #if defined(__x86_64__)
     unsigned eax, ebx, ecx, edx;
-    cpu_has_prefetchw = __get_cpuid(0x80000001u, &eax, &ebx, &ecx, &edx) && (ecx & bit_PRFCHW);
+    atomic_store_explicit(&cpu_has_prefetchw,
+                          __get_cpuid(0x80000001u, &eax, &ebx, &ecx, &edx) && (ecx & bit_PRFCHW),
+                          memory_order_relaxed);
 #endif
 }
 
@@ -1232,7 +1234,7 @@ static void cpu_note_prefetchw(void)
 static PM_ALWAYS_INLINE void prefetch_for_store(const void *address)
 {
 #if defined(__x86_64__)
-    if (PM_LIKELY(cpu_has_prefetchw)) {
+    if (PM_LIKELY(atomic_load_explicit(&cpu_has_prefetchw, memory_order_relaxed))) {
         __asm__ volatile("prefetchw %0" : : "m"(*(const char *)address));
         return;
     }
@@ -1260,13 +1262,13 @@ static PM_ALWAYS_INLINE bool remote_ring_push(pm_heap_t *owner, pm_block_t *bloc
                                                   memory_order_seq_cst, memory_order_relaxed)) {
             atomic_store_explicit(&owner->remote_ring[pos % PM_REMOTE_RING], block,
                                   memory_order_release);
-            /* The next line of slots was last written by the collector,
-             * which clears what it takes. The store into it waited in the
+            /* The collector last wrote the next line of slots: it clears
+             * what it takes. A free's store into that line waited in the
              * store buffer, and the next free's compare-and-swap, a locked
              * instruction, waited for that store: a transfer from the
              * owner's core every 8 frees, with nothing beside it. Asked
-             * for now, it comes while this free returns and the program
-             * goes on: a writer and a reader of 64-byte blocks (an
+             * for now, the line comes while this free returns and the
+             * program goes on: a writer and a reader of 64-byte blocks (an
              * xmalloc-test-like probe) freed 1.35 times as many a second
              * (bench/results/remote-ring-prefetch.md). */
             prefetch_for_store(&owner->remote_ring[(pos + RING_SLOTS_A_LINE) % PM_REMOTE_RING]);
