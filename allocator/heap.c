@@ -1327,7 +1327,11 @@ static size_t remote_ring_take(pm_heap_t *heap, pm_block_t **out, size_t max, bo
  * and spills most of them into parcels, and with the prefetch there too
  * its producer/consumer pair freed 6-10% more blocks a second
  * (bench/results/outside-probes-larson-xmalloc.md, section 2). 16 ahead
- * was no better. */
+ * was no better. It stays a prefetch for reading, as GCC compiles it, not
+ * prefetch_for_store: asked for as a store's, the blocks made the owner
+ * drain the ring in smaller takes closer behind the freer, and a writer
+ * and a reader of 64-byte blocks freed 0.69 times as many a second
+ * (bench/results/remote-ring-prefetch.md). */
 #define RING_PREFETCH_AHEAD 8
 
 /* Takes the ring's published slots, a ring's worth at most, passing each
