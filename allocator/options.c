@@ -233,6 +233,22 @@ static void option_absolute_path(char *path)
     memcpy(path, joined, dir + 1 + name + 1);
 }
 
+/* A stats file named *.json or *.jsonl is written as JSON unless
+ * POOLMALLOC_STATS_FORMAT says otherwise: the name says what its writer
+ * means to read it with (the report tool reads only JSON), and a text
+ * snapshot in it was a run lost. */
+static void option_format_from_name(void)
+{
+    const char *format = getenv("POOLMALLOC_STATS_FORMAT");
+    if (format != NULL && format[0] != '\0')
+        return;
+    const char *path = pm_options.stats_path;
+    size_t length = strlen(path);
+    if ((length >= 5 && strcmp(path + length - 5, ".json") == 0) ||
+        (length >= 6 && strcmp(path + length - 6, ".jsonl") == 0))
+        pm_options.stats_format = PM_STATS_JSON;
+}
+
 void pm_options_init(void)
 {
 #define OPTION_REF_PATH(field) (field)
@@ -243,5 +259,6 @@ void pm_options_init(void)
 #define OPTION_PARSE(field, env, kind, def, min, max, help) \
     option_parse_##kind(env, OPTION_REF_##kind(pm_options.field), min, max);
     PM_OPTIONS(OPTION_PARSE)
+    option_format_from_name();
     option_absolute_path(pm_options.stats_path);
 }

@@ -297,6 +297,20 @@ err=$(LD_PRELOAD="$lib" POOLMALLOC_STATS=/nonexistent/dir/stats "$probe" pattern
 grep -q "cannot open POOLMALLOC_STATS file '/nonexistent/dir/stats'" <<<"$err" || fail "$err"
 echo "dump: bad values and unwritable files are reported, the program runs on"
 
+# 8b. With POOLMALLOC_STATS_FORMAT unset, the file's name chooses: *.json and
+# *.jsonl get JSON, any other name text; the variable, when set, wins.
+for name in named.json named.jsonl; do
+  LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/$name" "$probe" pattern 0 >/dev/null
+  (($(records "$work/$name") == 1)) || fail "$name: not written as JSON"
+done
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/named.txt" "$probe" pattern 0 >/dev/null
+LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/forced.jsonl" POOLMALLOC_STATS_FORMAT=text \
+  "$probe" pattern 0 >/dev/null
+for name in named.txt forced.jsonl; do
+  grep -q "^poolmalloc .* stats: pid" "$work/$name" || fail "$name: not written as text"
+done
+echo "dump: a stats file named *.json or *.jsonl is JSON unless POOLMALLOC_STATS_FORMAT says otherwise"
+
 # 9. POOLMALLOC_PURGE_THREAD=1 without stats: the same thread, for the
 # purging alone, named poolmalloc-bg. A process whose idle threads' blocks
 # were all freed by another, and which then makes no call at all, gives
