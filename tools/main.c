@@ -33,7 +33,7 @@ static const char main_usage[] =
     "  poolmalloc compare -n 5 -- ./app\n";
 
 static const char report_usage[] =
-    "usage: poolmalloc report [--json] [--html OUT.html] [--pid PID]\n"
+    "usage: poolmalloc report [--json] [--html OUT.html] [--pid PID[:N]]\n"
     "                         [--module FILE|DIR]... [--no-resolve]\n"
     "                         [--resolve-timeout SECONDS] FILE[@SNAPSHOT]\n"
     "\n"
@@ -51,8 +51,10 @@ static const char report_usage[] =
     "  --json          the same as one JSON document on standard output\n"
     "  --html OUT      write a self-contained HTML report with SVG charts to OUT\n"
     "                  (no text report then, unless --json is given too)\n"
-    "  --pid PID       the process to report, when several wrote to FILE (default:\n"
-    "                  the one that allocated the most blocks)\n"
+    "  --pid PID[:N]   the process to report, when several wrote to FILE (default:\n"
+    "                  the one that allocated the most blocks); a pid that exec'd\n"
+    "                  other programs ran each in turn: N chooses (1: the first;\n"
+    "                  default: the last)\n"
     "  --module PATH   where a module the frames name is: the program or library\n"
     "                  file, or a directory to look in (repeatable); else $PATH,\n"
     "                  $LD_LIBRARY_PATH, FILE's directory and the system's are tried\n"
@@ -95,7 +97,8 @@ static const char diff_usage[] =
 /* Reads target ("FILE[@SEL]") and chooses its series. Problems go to
  * stderr. Returns 0 with file and series filled, 1 if nothing could be
  * chosen (file still filled), 2 for a bad target. */
-static int main_load(const char *target, int64_t pid, pmt_file_t *file, pmt_series_t *series)
+static int main_load(const char *target, int64_t pid, size_t pid_run, pmt_file_t *file,
+                     pmt_series_t *series)
 {
     char *path = NULL, error[512];
     pmt_at_t at;
@@ -106,7 +109,7 @@ static int main_load(const char *target, int64_t pid, pmt_file_t *file, pmt_seri
     pmt_read_file(path, file);
     free(path);
     pmt_print_problems(file, stderr);
-    if (pmt_select(file, pid, at, series, error, sizeof error) != 0) {
+    if (pmt_select(file, pid, pid_run, at, series, error, sizeof error) != 0) {
         if (file->lines > 0 || file->problems == 0) /* else: said already (missing, empty) */
             pmt_error("%s", error);
         return PMT_EXIT_DATA;
@@ -143,6 +146,7 @@ int pmt_cmd_report(int argc, char **argv)
     const char **modules = NULL;
     size_t module_count = 0;
     int64_t pid = 0;
+    size_t pid_run = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "jH:p:m:nt:h", options, NULL)) != -1) {
         switch (c) {
@@ -167,15 +171,23 @@ int pmt_cmd_report(int argc, char **argv)
             break;
         }
         case 'p': {
-            char *end;
+            /* PID, or PID:N for the Nth program a pid ran (exec). */
+            char *end, *run_end = NULL;
             errno = 0;
             long long v = strtoll(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || errno != 0 || v < 1) {
-                pmt_error("report: --pid '%s': a process id", optarg);
+            long long run = 0;
+            if (*end == ':' && end[1] >= '0' && end[1] <= '9')
+                run = strtoll(end + 1, &run_end, 10);
+            if (*optarg == '\0' || errno != 0 || v < 1 ||
+                (run_end != NULL ? *run_end != '\0' || run < 1 : *end != '\0')) {
+                pmt_error("report: --pid '%s': a process id, or PID:N for the Nth program "
+                          "it ran",
+                          optarg);
                 free(modules);
                 return PMT_EXIT_USAGE;
             }
             pid = v;
+            pid_run = (size_t)run;
             break;
         }
         case 'h': free(modules); fputs(report_usage, stdout); return PMT_EXIT_OK;
@@ -190,7 +202,7 @@ int pmt_cmd_report(int argc, char **argv)
     }
     pmt_file_t file;
     pmt_series_t series;
-    int status = main_load(argv[optind], pid, &file, &series);
+    int status = main_load(argv[optind], pid, pid_run, &file, &series);
     if (status != PMT_EXIT_OK)
         free(modules);
     if (status == PMT_EXIT_USAGE)
@@ -258,10 +270,10 @@ int pmt_cmd_diff(int argc, char **argv)
     }
     pmt_file_t fa, fb;
     pmt_series_t sa, sb;
-    int ra = main_load(argv[optind], 0, &fa, &sa);
+    int ra = main_load(argv[optind], 0, 0, &fa, &sa);
     if (ra == PMT_EXIT_USAGE)
         return ra;
-    int rb = main_load(argv[optind + 1], 0, &fb, &sb);
+    int rb = main_load(argv[optind + 1], 0, 0, &fb, &sb);
     if (rb == PMT_EXIT_USAGE) {
         pmt_file_free(&fa);
         return rb;

@@ -147,18 +147,22 @@ typedef struct pmt_series {
     int busiest;                /* this run is that one */
     /* A process that exec'd another program has a run of each, in turn. */
     size_t pid_runs;            /* runs of this pid */
+    size_t pid_run;             /* which of them this is, from 1 in file order */
+    size_t busiest_pid_run;     /* which is the busiest, if it is this pid's; else 0 */
     int exec_followed;          /* a later run of this pid follows: this one exec'd it */
     int64_t other_pid[PMT_OTHER_PIDS]; /* the first other pids of the file */
     size_t others;
     size_t other_pid_count;     /* all the other pids */
 } pmt_series_t;
 
-/* Picks a process run of file: pid > 0 chooses the last run of that pid,
- * 0 the run that allocated the most blocks (small and glibc's, at its last
- * snapshot), then the one with the most snapshots, then the first. Returns
- * 0, or -1 with a message in error (no snapshot, no such pid or seq). */
-int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *out,
-               char *error, size_t size);
+/* Picks a process run of file: pid > 0 chooses run pid_run of that pid
+ * (from 1 in file order: a process that exec'd others has a run of each;
+ * 0: its last), pid 0 the run that allocated the most blocks (small and
+ * glibc's, at its last snapshot), then the one with the most snapshots,
+ * then the first. Returns 0, or -1 with a message in error (no snapshot,
+ * no such pid, run or seq). */
+int pmt_select(const pmt_file_t *file, int64_t pid, size_t pid_run, pmt_at_t at,
+               pmt_series_t *out, char *error, size_t size);
 void pmt_series_free(pmt_series_t *series);
 
 /* ---- analysis.c ----------------------------------------------------------- */

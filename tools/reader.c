@@ -814,8 +814,8 @@ static size_t reader_run_of(reader_runs_t *m, const pmt_snapshot_t *s)
     return r;
 }
 
-int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *out,
-               char *error, size_t size)
+int pmt_select(const pmt_file_t *file, int64_t pid, size_t pid_run, pmt_at_t at,
+               pmt_series_t *out, char *error, size_t size)
 {
     memset(out, 0, sizeof *out);
     out->file = file;
@@ -836,13 +836,17 @@ int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *o
         if (m.allocated[r] > m.allocated[busiest] ||
             (m.allocated[r] == m.allocated[busiest] && m.count[r] > m.count[busiest]))
             busiest = r;
-    size_t chosen = pid > 0 ? SIZE_MAX : busiest;
+    size_t chosen = pid > 0 ? SIZE_MAX : busiest, pid_runs = 0;
     for (size_t r = 0; r < m.runs && pid > 0; r++)
-        if (m.pid[r] == pid)
+        if (m.pid[r] == pid && (++pid_runs == pid_run || pid_run == 0))
             chosen = r;
     int result = 0;
     if (chosen == SIZE_MAX) {
-        snprintf(error, size, "%s: no snapshot of pid %" PRId64, file->path, pid);
+        if (pid_runs == 0)
+            snprintf(error, size, "%s: no snapshot of pid %" PRId64, file->path, pid);
+        else
+            snprintf(error, size, "%s: pid %" PRId64 " ran %zu program%s, not %zu", file->path,
+                     pid, pid_runs, pid_runs == 1 ? "" : "s", pid_run);
         result = -1;
         goto done;
     }
@@ -858,6 +862,10 @@ int pmt_select(const pmt_file_t *file, int64_t pid, pmt_at_t at, pmt_series_t *o
     for (size_t r = 0; r < m.runs; r++) {
         if (m.pid[r] == out->pid) {
             out->pid_runs++;
+            if (r == chosen)
+                out->pid_run = out->pid_runs;
+            if (r == busiest)
+                out->busiest_pid_run = out->pid_runs;
             out->exec_followed |= r > chosen;
             continue;
         }

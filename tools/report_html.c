@@ -729,9 +729,9 @@ int pmt_report_html(const pmt_series_t *series, const pmt_analysis_t *a, FILE *o
                 series->busiest ? "the one that allocated the most blocks" : "the one asked for");
     if (series->pid_runs > 1)
         fprintf(out,
-                " Pid %" PRId64 " ran %zu programs, one exec'ing the next; "
-                "<code>--pid</code> shows the last.",
-                series->pid, series->pid_runs);
+                " Pid %" PRId64 " ran %zu programs, one exec'ing the next: this is program %zu "
+                "(<code>--pid %" PRId64 ":N</code> shows program N).",
+                series->pid, series->pid_runs, series->pid_run, series->pid);
     fputs("</p>\n", out);
     html_problems(out, series->file);
 

@@ -292,6 +292,7 @@ void pmt_report_json(const pmt_file_t *file, const pmt_series_t *series, const p
     json_set(o, "pid", json_integer(series->pid));
     json_set(o, "process_runs", json_u64(series->runs));
     json_set(o, "pid_runs", json_u64(series->pid_runs));
+    json_set(o, "pid_run", json_u64(series->pid_run));
     json_t *others = json_array();
     for (size_t i = 0; i < series->others; i++)
         json_array_append_new(others, json_integer(series->other_pid[i]));

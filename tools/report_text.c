@@ -30,9 +30,9 @@ static void text_header(const pmt_series_t *series, const pmt_analysis_t *a, FIL
         fprintf(out, "  this file holds %zu process runs", series->runs);
         if (series->pid_runs > 1)
             fprintf(out,
-                    "; pid %" PRId64 " ran %zu programs, one exec'ing the next "
-                    "(--pid shows the last)",
-                    series->pid, series->pid_runs);
+                    "; pid %" PRId64 " ran %zu programs, one exec'ing the next: this is "
+                    "program %zu (--pid %" PRId64 ":N shows program N)",
+                    series->pid, series->pid_runs, series->pid_run, series->pid);
         if (series->others > 0) {
             fputs("; others: pid", out);
             for (size_t i = 0; i < series->others; i++)

@@ -421,9 +421,9 @@ static void run_summary(const char *program, const run_result_t *r, const char *
     pmt_series_t series;
     char error[512];
     pmt_at_t last = {PMT_AT_LAST, 0};
-    int found = pmt_select(&file, r->pid, last, &series, error, sizeof error) == 0;
+    int found = pmt_select(&file, r->pid, 0, last, &series, error, sizeof error) == 0;
     if (!found && file.count > 0) {
-        found = pmt_select(&file, 0, last, &series, error, sizeof error) == 0;
+        found = pmt_select(&file, 0, 0, last, &series, error, sizeof error) == 0;
         if (found)
             fprintf(stderr, "   pid %ld wrote no snapshot; showing pid %" PRId64 ", which did\n",
                     (long)r->pid, series.pid);
@@ -474,7 +474,10 @@ static void run_summary(const char *program, const run_result_t *r, const char *
         if (series.busiest_pid != series.pid)
             fprintf(stderr, "; pid %" PRId64 " allocated the most", series.busiest_pid);
         else if (!series.busiest) /* the program exec'd the one shown */
-            fputs("; the program this pid ran before allocated the most", stderr);
+            fprintf(stderr,
+                    "; the program this pid ran before allocated the most: --pid %" PRId64
+                    ":%zu",
+                    series.pid, series.busiest_pid_run);
         fputc(')', stderr);
     }
     char pid_option[RUN_PATH_MAX + 64] = "";

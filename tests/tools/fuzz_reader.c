@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char error[512];
     for (size_t k = 0; k < sizeof ats / sizeof ats[0]; k++) {
         pmt_series_t series;
-        if (pmt_select(&file, 0, ats[k], &series, error, sizeof error) != 0) {
+        if (pmt_select(&file, 0, 0, ats[k], &series, error, sizeof error) != 0) {
             pmt_report_json(&file, NULL, NULL, out);
             continue;
         }
@@ -94,12 +94,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             pmt_series_free(&series);
         }
     }
-    /* The pid of the first snapshot, chosen by pid (another code path). */
-    if (file.count > 0) {
+    /* The pid of the first snapshot, chosen by pid (another code path):
+     * its last program, its first, its second. */
+    for (size_t run = 0; run < 3 && file.count > 0; run++) {
         pmt_series_t by_pid;
         pmt_at_t last = {PMT_AT_LAST, 0};
-        if (pmt_select(&file, file.snap[0].pid > 0 ? file.snap[0].pid : 1, last, &by_pid, error,
-                       sizeof error) == 0)
+        if (pmt_select(&file, file.snap[0].pid > 0 ? file.snap[0].pid : 1, run, last, &by_pid,
+                       error, sizeof error) == 0)
             pmt_series_free(&by_pid);
     }
     if (have_first)

@@ -237,7 +237,8 @@ import os, sys, time
 keep = [str(i) for i in range(200000)]
 time.sleep(0.2)
 os.execv(sys.argv[1], [sys.argv[1], "pattern", "100"])' "$probe" 2>"$work/exec.err"
-has "; the program this pid ran before allocated the most\)" "$work/exec.err" "run's summary after exec"
+has "; the program this pid ran before allocated the most: --pid [0-9]+:1\)" "$work/exec.err" \
+  "run's summary after exec"
 exec_pid=$(sed -nE 's/.*"pid":([0-9]+).*/\1/p' "$work/exec.jsonl" | sort -u)
 [ "$(echo "$exec_pid" | wc -l)" = 1 ] || fail "one pid wrote $work/exec.jsonl: $exec_pid"
 "$tool" report --html "$work/exec-pid.html" --pid "$exec_pid" "$work/exec.jsonl"
@@ -248,9 +249,34 @@ has "2 process runs; this is the one that allocated the most blocks" "$work/exec
 "$tool" report "$work/exec.jsonl" >"$work/exec.txt"
 has "no exit snapshot: the program exec'd another, the next run of its pid" "$work/exec.txt" \
   "text: the earlier program was replaced, not killed"
-has "this file holds 2 process runs; pid $exec_pid ran 2 programs, one exec'ing the next \\(--pid shows the last\\)$" \
+has "this file holds 2 process runs; pid $exec_pid ran 2 programs, one exec'ing the next: this is program 1 \\(--pid $exec_pid:N shows program N\\)$" \
   "$work/exec.txt" "text: the runs of one pid"
-echo "tools: a pid that exec'd: its runs told apart"
+# --pid PID:N reaches each program of the pid; PID alone, its last.
+for run in 1 2; do
+  "$tool" report --json --pid "$exec_pid:$run" "$work/exec.jsonl" >"$work/exec-$run.json"
+done
+"$tool" report --json --pid "$exec_pid" "$work/exec.jsonl" >"$work/exec-last.json"
+"$python" - "$work/exec-1.json" "$work/exec-2.json" "$work/exec-last.json" "$work/exec.jsonl" <<'PY' \
+  || fail "--pid PID:N"
+import json, sys
+first, second, last = (json.load(open(p)) for p in sys.argv[1:4])
+records = sum(1 for line in open(sys.argv[4]) if line.strip())
+assert (first["pid_run"], second["pid_run"], last["pid_run"]) == (1, 2, 2), \
+    (first["pid_run"], second["pid_run"], last["pid_run"])
+assert first["pid"] == second["pid"] and first["pid_runs"] == 2
+f, s = first["summary"], second["summary"]
+assert f["snapshots"] + s["snapshots"] == records, (f["snapshots"], s["snapshots"], records)
+# python (200,000 strings kept) exec'd the probe, which ended normally.
+assert not f["ended"] and s["ended"], (f["ended"], s["ended"])
+assert f["live_peak_bytes"] > s["live_peak_bytes"], (f["live_peak_bytes"], s["live_peak_bytes"])
+assert second == last
+PY
+status 1 "$tool" report --pid "$exec_pid:3" "$work/exec.jsonl" 2>"$work/exec-3.err" >/dev/null
+has "pid $exec_pid ran 2 programs, not 3" "$work/exec-3.err" "--pid PID:N past the last program"
+for bad in "$exec_pid:0" "$exec_pid:" "$exec_pid:1x" ":1"; do
+  status 2 "$tool" report --pid "$bad" "$work/exec.jsonl" 2>/dev/null >/dev/null
+done
+echo "tools: a pid that exec'd: its runs told apart, and each reached with --pid PID:N"
 
 # A program that wrote no snapshot (killed at once): run says so once.
 status 137 "$tool" run --stats "$work/none.jsonl" -- sh -c 'kill -9 $$' 2>"$work/none.err"
