@@ -20,8 +20,8 @@
     X(stats_interval_ms, "POOLMALLOC_STATS_INTERVAL", DURATION, 1000, 10, 86400000,          \
       "time between snapshots of the dump thread")                                          \
     X(stats_format, "POOLMALLOC_STATS_FORMAT", FORMAT, PM_STATS_TEXT, 0, 1,                  \
-      "text (for people) or json (JSON Lines, docs/stats-schema.md); unset: json for a " \
-      "POOLMALLOC_STATS file named *.json or *.jsonl, else text")                       \
+      "text (for people) or json (JSON Lines, docs/stats-schema.md); unset: json for a "    \
+      "POOLMALLOC_STATS file named *.json or *.jsonl, else text")                           \
     X(stats_signal, "POOLMALLOC_STATS_SIGNAL", SIGNAL, 0, 1, 64,                             \
       "a signal that asks for a snapshot now")                                              \
     X(profile, "POOLMALLOC_PROFILE", COUNT, 0, 0, 1,                                         \

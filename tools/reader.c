@@ -610,8 +610,8 @@ void pmt_read_stream(FILE *in, const char *name, pmt_file_t *out)
             in_text = 1;
             reader_problem(out, line, 0,
                            "a text snapshot (POOLMALLOC_STATS_FORMAT=text); this tool reads "
-                           "JSON: run with POOLMALLOC_STATS_FORMAT=json, or name the file *.jsonl; "
-                           "skipped");
+                           "JSON: run with POOLMALLOC_STATS_FORMAT=json, or name the file "
+                           "*.jsonl; skipped");
             continue;
         }
         if (in_text && buffer[0] != '{')
