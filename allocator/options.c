@@ -161,6 +161,10 @@ static void option_parse_DURATION(const char *env, uint64_t *field, uint64_t min
     option_reject_duration(env, value, "not a duration like 250ms, 2s or 1m", *field);
 }
 
+/* Whether the format's variable was set (to anything): if not, the stats
+ * file's name may choose (option_format_from_name). */
+static bool format_given;
+
 static void option_parse_FORMAT(const char *env, pm_stats_format_t *field, uint64_t min,
                                 uint64_t max)
 {
@@ -168,6 +172,7 @@ static void option_parse_FORMAT(const char *env, pm_stats_format_t *field, uint6
     const char *value = getenv(env);
     if (value == NULL || value[0] == '\0')
         return;
+    format_given = true;
     if (strcmp(value, "text") == 0)
         *field = PM_STATS_TEXT;
     else if (strcmp(value, "json") == 0)
@@ -239,8 +244,7 @@ static void option_absolute_path(char *path)
  * snapshot in it was a run lost. */
 static void option_format_from_name(void)
 {
-    const char *format = getenv("POOLMALLOC_STATS_FORMAT");
-    if (format != NULL && format[0] != '\0')
+    if (format_given)
         return;
     const char *path = pm_options.stats_path;
     size_t length = strlen(path);
