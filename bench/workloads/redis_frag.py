@@ -1,0 +1,161 @@
+"""Fragmentation workload h: a real server filled, emptied in the orders a
+cache empties, and flushed: redis-server (Debian's, linked against jemalloc)
+under the allocator this process was started with.
+
+    python3 redis_frag.py KEYS IDLE_MS GLIBC_SHIM
+
+Starts redis-server on a unix socket in a temporary directory, with the
+environment this process has, so that its LD_PRELOAD reaches the server.
+With no LD_PRELOAD (the harness's glibc), GLIBC_SHIM is preloaded instead:
+redis links jemalloc, and the shim (bench/glibc_malloc.c) sends the malloc
+family to glibc. Then, reading the server's resident set
+(/proc/PID/statm) after each step:
+
+  start    the server up, empty;
+  full     KEYS strings of 10..309 B (values) set from a Lua script;
+  expired  the oldest half deleted, as keys with a common lifetime expire;
+  evicted  of the newer half, a scattered 4 in 5 deleted (a tenth of KEYS
+           is left, spread over all the memory the newer half took);
+  flushed  FLUSHALL, at once;
+  later    after 4 rounds of 4096 small keys set and deleted.
+
+The expired, evicted and later readings are taken IDLE_MS after their step
+(the server idle but for its own 10 Hz timer, as a server between bursts of
+traffic is), so that an allocator that purges after a delay has had it.
+Prints the keys left after each step (the same under every allocator), then
+the pm-bench line: rss_<step>_kib, and expired_over_full, evicted_over_full,
+flushed_over_start, later_over_start."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+class Redis:
+    """A client of the RESP protocol, enough for these commands."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.file = self.sock.makefile("rb")
+
+    def call(self, *args):
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(parts))
+        return self.reply()
+
+    def reply(self):
+        line = self.file.readline()
+        if not line:
+            raise SystemExit("redis_frag: redis-server closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise SystemExit(f"redis_frag: redis-server answered: {rest.decode()}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self.file.read(n + 2)[:-2]
+        if kind == b"*":
+            return [self.reply() for _ in range(int(rest))]
+        raise SystemExit(f"redis_frag: cannot read the reply {line!r}")
+
+
+FILL = """
+for i = 0, tonumber(ARGV[1]) - 1 do
+    redis.call("SET", "key:" .. i, string.rep("v", 10 + (i * 7919) % 300))
+end
+return redis.call("DBSIZE")"""
+# Deletes keys first..last-1 for which (i * 2654435761) % 5 is not 0: a
+# scattered 4 in 5 (the product stays below 2^53, exact in Lua's doubles).
+DELETE = """
+local gone = 0
+for i = tonumber(ARGV[1]), tonumber(ARGV[2]) - 1 do
+    if ARGV[3] == "all" or (i * 2654435761) % 5 ~= 0 then
+        gone = gone + redis.call("DEL", "key:" .. i)
+    end
+end
+return gone"""
+LIGHT = """
+for i = 1, 4096 do redis.call("SET", "light:" .. i, string.rep("w", 8 + i % 100)) end
+for i = 1, 4096 do redis.call("DEL", "light:" .. i) end
+return 0"""
+
+
+def main():
+    keys = int(sys.argv[1])
+    idle_s = int(sys.argv[2]) / 1000
+    shim = sys.argv[3]
+    server_path = shutil.which("redis-server")
+    if server_path is None:
+        raise SystemExit("redis_frag: redis-server is not installed (Debian package "
+                         "redis-server; tools/bootstrap bench installs it)")
+    env = dict(os.environ)
+    if not env.get("LD_PRELOAD"):
+        if not os.path.exists(shim):
+            raise SystemExit(f"redis_frag: {shim} not found (bench/glibc_malloc.c, built "
+                             "with the workloads)")
+        env["LD_PRELOAD"] = shim
+    with tempfile.TemporaryDirectory(prefix="pm-redis-") as tmp:
+        path = os.path.join(tmp, "redis.sock")
+        server = subprocess.Popen(
+            [server_path, "--port", "0", "--unixsocket", path, "--dir", tmp, "--save", "",
+             "--appendonly", "no", "--logfile", os.path.join(tmp, "redis.log")],
+            env=env, stdin=subprocess.DEVNULL)
+        try:
+            for _ in range(200):
+                if os.path.exists(path):
+                    break
+                time.sleep(0.05)
+            r = Redis(path)
+
+            def rss():
+                with open(f"/proc/{server.pid}/statm") as f:
+                    return int(f.read().split()[1]) * PAGE_KIB
+
+            def idle_rss():
+                time.sleep(idle_s)
+                return rss()
+
+            readings = {"start": rss()}
+            left = [r.call("EVAL", FILL, 0, keys)]
+            readings["full"] = rss()
+            r.call("EVAL", DELETE, 0, 0, keys // 2, "all")
+            left.append(r.call("DBSIZE"))
+            readings["expired"] = idle_rss()
+            r.call("EVAL", DELETE, 0, keys // 2, keys, "scattered")
+            left.append(r.call("DBSIZE"))
+            readings["evicted"] = idle_rss()
+            r.call("FLUSHALL", "SYNC")
+            left.append(r.call("DBSIZE"))
+            readings["flushed"] = rss()
+            time.sleep(idle_s)
+            for _ in range(4):
+                r.call("EVAL", LIGHT, 0)
+            readings["later"] = rss()
+        finally:
+            server.terminate()
+            server.wait()
+    print(f"redis_frag: {keys} keys set; left after each step: "
+          + ", ".join(str(n) for n in left))
+    ratios = {"expired_over_full": readings["expired"] / readings["full"],
+              "evicted_over_full": readings["evicted"] / readings["full"],
+              "flushed_over_start": readings["flushed"] / readings["start"],
+              "later_over_start": readings["later"] / readings["start"]}
+    print("pm-bench: workload=redis_frag "
+          + " ".join(f"rss_{k}_kib={v}" for k, v in readings.items()) + " "
+          + " ".join(f"{k}={v:.4f}" for k, v in ratios.items()))
+
+
+if __name__ == "__main__":
+    main()
