@@ -114,10 +114,13 @@ def main():
             env=env, stdin=subprocess.DEVNULL)
         try:
             for _ in range(200):
-                if os.path.exists(path):
+                try:
+                    r = Redis(path)
                     break
-                time.sleep(0.05)
-            r = Redis(path)
+                except (FileNotFoundError, ConnectionRefusedError):
+                    time.sleep(0.05)  # not listening yet
+            else:
+                raise SystemExit("redis_frag: redis-server did not listen within 10 s")
 
             def rss():
                 with open(f"/proc/{server.pid}/statm") as f:
