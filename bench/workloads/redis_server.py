@@ -33,7 +33,7 @@ flushed_over_start, later_over_start.
 fill (a speed workload): ROUNDS times, the server sets KEYS strings from a
 Lua script, deletes a scattered 4 in 5 of them and sets them all again, then
 flushes: the server's own work, this process waiting on its replies. Prints
-the keys set, then the pm-bench line with server_cpu_s, the server's user
+the keys set, then the pm-bench line with server_cpu_ms, the server's user
 and system time (/proc/PID/stat) from its start to the last reply."""
 import os
 import shutil
@@ -191,7 +191,7 @@ def fill(server, keys, rounds):
     cpu = server.cpu_s() - cpu
     print(f"redis_fill: {rounds} rounds of (keys set, deleted, keys after setting again): "
           + ", ".join(str(c) for c in sorted(counts)))
-    print(f"pm-bench: workload=redis_fill server_cpu_s={cpu:.2f}")
+    print(f"pm-bench: workload=redis_fill server_cpu_ms={cpu * 1000:.0f}")
 
 
 def main():
