@@ -37,48 +37,18 @@ the keys set, then the pm-bench line with server_cpu_ms, the server's user
 and system time (/proc/PID/stat) from its start to the last reply."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+try:
+    import redis
+except ImportError:
+    raise SystemExit("redis_server: no Python module redis (Debian package python3-redis; "
+                     "tools/bootstrap bench installs it)")
+
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-class Redis:
-    """A client of the RESP protocol, enough for these commands."""
-
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rb")
-
-    def call(self, *args):
-        parts = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.sock.sendall(b"".join(parts))
-        return self.reply()
-
-    def reply(self):
-        line = self.file.readline()
-        if not line:
-            raise SystemExit("redis_server: redis-server closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise SystemExit(f"redis_server: redis-server answered: {rest.decode()}")
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self.file.read(n + 2)[:-2]
-        if kind == b"*":
-            return [self.reply() for _ in range(int(rest))]
-        raise SystemExit(f"redis_server: cannot read the reply {line!r}")
 
 
 FILL = """
@@ -123,17 +93,18 @@ class Server:
             [path, "--port", "0", "--unixsocket", sock, "--dir", self.tmp.name, "--save", "",
              "--appendonly", "no", "--logfile", os.path.join(self.tmp.name, "redis.log")],
             env=env, stdin=subprocess.DEVNULL)
+        self.client = redis.Redis(unix_socket_path=sock)
         for _ in range(200):
             try:
-                self.client = Redis(sock)
+                self.client.ping()
                 return
-            except (FileNotFoundError, ConnectionRefusedError):
+            except redis.ConnectionError:
                 time.sleep(0.05)  # not listening yet
         self.close()
         raise SystemExit("redis_server: redis-server did not listen within 10 s")
 
     def call(self, *args):
-        return self.client.call(*args)
+        return self.client.execute_command(*args)
 
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/statm") as f:
