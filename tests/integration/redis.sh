@@ -103,11 +103,10 @@ pm_check redis 1000000 cat -- bash "$PM_SELF" --workload "${PM_REDIS_KEYS:-20000
 run=$(pm_run_dir redis preload)
 report=$run/stats/stats.$(cat "$run/work/redis-server.pid")
 [[ -s $report ]] || pm_fail "redis: no stats report from redis-server ($report)"
-read -r served heaps reason < <(tail -n 1 "$report" | awk '{
-    match($0, /"small_allocated_total":[0-9]+/); s = substr($0, RSTART + 24, RLENGTH - 24)
-    match($0, /"thread_heaps":[0-9]+/); h = substr($0, RSTART + 15, RLENGTH - 15)
-    match($0, /"reason":"[a-z]+"/); r = substr($0, RSTART + 10, RLENGTH - 11)
-    print s, h, r }')
+read -r served heaps reason < <(tail -n 1 "$report" | /usr/bin/python3 -c '
+import json, sys
+record = json.load(sys.stdin)
+print(record["small_allocated_total"], record["thread_heaps"], record["reason"])')
 [[ $served -ge 1000000 && $heaps -ge 2 && $reason == exit ]] ||
     pm_fail "redis: redis-server's last record: $served small requests served (need" \
         ">= 1000000), $heaps thread heaps (need >= 2), reason '$reason' (need 'exit')"
