@@ -3,19 +3,11 @@
  * glibc's even when the malloc family is interposed (no dlsym bootstrap).
  * Never touches pool or arena state; counts in the calling thread's heap. */
 #include "internal.h"
+#include "libc_entry.h"
 
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
-
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t count, size_t size);
-extern void *__libc_realloc(void *ptr, size_t size);
-extern void *__libc_memalign(size_t alignment, size_t size);
-extern void *__libc_valloc(size_t size);
-extern void *__libc_pvalloc(size_t size);
-extern void __libc_free(void *ptr);
-extern int __libc_mallopt(int param, int value);
 
 /* glibc returns memory to the OS only from the top of its heap, and only
  * when a free leaves a large enough free chunk there: a block still live,

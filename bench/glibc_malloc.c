@@ -9,13 +9,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-void *__libc_malloc(size_t size);
-void *__libc_calloc(size_t count, size_t size);
-void *__libc_realloc(void *ptr, size_t size);
-void *__libc_memalign(size_t alignment, size_t size);
-void *__libc_valloc(size_t size);
-void *__libc_pvalloc(size_t size);
-void __libc_free(void *ptr);
+/* By path: the standalone bench build has no include directory of the
+ * core's, and only the declarations are wanted. */
+#include "../allocator/libc_entry.h"
 
 void *malloc(size_t size) { return __libc_malloc(size); }
 void free(void *ptr) { __libc_free(ptr); }

@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "libc_entry.h" /* the names defined below */
+
 #if defined(__SANITIZE_THREAD__)
 #define SHIM_TSAN 1
 #elif defined(__has_feature)
@@ -41,14 +43,6 @@ static char glibc_heap_sync;
 #define HANDED_OUT(p) ((void)(p))
 #define GIVEN_BACK(p) ((void)(p))
 #endif
-
-void *__libc_malloc(size_t size);
-void *__libc_calloc(size_t count, size_t size);
-void *__libc_realloc(void *ptr, size_t size);
-void *__libc_memalign(size_t alignment, size_t size);
-void *__libc_valloc(size_t size);
-void *__libc_pvalloc(size_t size);
-void __libc_free(void *ptr);
 
 static void *glibc_function(const char *name)
 {

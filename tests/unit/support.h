@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 
 #include "internal.h"
+#include "libc_entry.h" /* glibc's own allocator, bypassing any interposition */
 #include "poolmalloc.h"
 
 /* Which sanitizer instruments the tests, as gcc and clang each say it:
@@ -48,12 +49,6 @@
         if (!(expr))                                                                     \
             ck_abort_msg("Assertion '%s' failed: " format, #expr, __VA_ARGS__);          \
     } while (0)
-
-/* glibc's own allocator, bypassing any interposition: a pointer that is
- * certainly not ours. */
-extern void *__libc_malloc(size_t size);
-extern void *__libc_realloc(void *ptr, size_t size);
-extern void __libc_free(void *ptr);
 
 Suite *make_sizeclass_suite(void);
 Suite *make_registry_suite(void);
