@@ -27,13 +27,39 @@ pm_heap_t pm_heap_empty = {
     .system_unsettled = INT64_MIN / 2,
 };
 
+/* The heap that holds the pools given up to the exchange (EXCHANGE),
+ * permanently ABANDONED, as the shared heap is: nobody allocates from it,
+ * and the blocks freed into its pools are collected under its lock. */
+static pm_heap_t exchange_heap = {
+    .bins = PM_BINS_INITIALIZER,
+    .tick_countdown = INT64_MAX,
+    .service_lock = &pm_fork_locks.exchange,
+    .state = PM_HEAP_ABANDONED,
+};
+
 static pm_heap_t shared_heap = {
     .bins = PM_BINS_INITIALIZER,
     .tick_countdown = INT64_MAX, /* allocations under its lock neither tick nor are sampled */
     .service_lock = &pm_fork_locks.shared_heap,
     .arena_home = {.open = true}, /* its users are its owner */
     .state = PM_HEAP_ABANDONED,
+    /* Last in the list, and the exchange after it: pm_fork_prepare takes
+     * the heaps' service_locks in this order, and an owner giving a pool
+     * to the exchange may hold its own (LOCKING). */
+    .next_heap = &exchange_heap,
 };
+
+/* A counter another thread may be writing (PM_COUNTER_ADD). */
+static uint64_t load_counter(const uint64_t *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
+/* Neither a thread's heap nor one that waits for a thread. */
+static bool heap_of_no_thread(const pm_heap_t *heap)
+{
+    return heap == &shared_heap || heap == &exchange_heap;
+}
 
 /* Heaps are carved from slabs mapped for them, of which the first page
  * holds the heaps' service locks, a cache line each, where fork children
@@ -45,7 +71,7 @@ static pm_heap_t shared_heap = {
 pm_fork_locks_t pm_fork_locks __attribute__((aligned(PM_OS_PAGE_SIZE)));
 
 static struct { /* under pm_fork_locks.heaps, the heap directory lock */
-    pm_heap_t *all;       /* every heap, shared_heap included */
+    pm_heap_t *all;       /* every heap, shared_heap and exchange_heap last */
     pm_heap_t *abandoned; /* ABANDONED heaps waiting for a thread */
     char *slab_next, *slab_end;
     pm_lock_t *slab_locks; /* the current slab's next free service lock */
@@ -219,10 +245,26 @@ static void bin_move_to_front(pm_bin_t *bin, pm_pool_t *pool)
 
 /* The pools in use a bin holds, and its heap's sum of them and their
  * peak (SPARSE POOLS), stamped each time it is reached. */
+/* The pools the exchange holds (EXCHANGE), read by owners without its
+ * lock: pools in use that no thread's heap counts. */
+static _Atomic uint64_t exchange_pools;
+
+/* (pm_arena_note_parked's cheap test takes the parking heap's pools and
+ * these for a floor of the pools in use: with the heap's alone, a heap
+ * that had given its pools away fell below it, and read every stripe of
+ * the parked counts at each park, which other heaps were writing: drain-8t
+ * took 1.14 of the time.) */
+static uint64_t exchange_pools_held(void)
+{
+    return atomic_load_explicit(&exchange_pools, memory_order_relaxed);
+}
+
 static void bin_count_pools(pm_heap_t *heap, pm_bin_t *bin, int delta)
 {
     PM_COUNTER_ADD(bin->pool_count, (uint64_t)(int64_t)delta);
     heap->pool_total += (uint64_t)(int64_t)delta;
+    if (PM_UNLIKELY(heap == &exchange_heap))
+        atomic_fetch_add_explicit(&exchange_pools, (uint64_t)(int64_t)delta, memory_order_relaxed);
     if (delta > 0 && heap->pool_total >= heap->pool_peak) {
         heap->pool_peak = heap->pool_total;
         heap->pool_peak_ms = pm_os_coarse_ms();
@@ -326,7 +368,9 @@ static void pool_leave_sparse(pm_pool_t *pool)
     if (!pool->sparse)
         return;
     pool->sparse = false;
-    pm_pool_heap(pool)->sparse_pools--;
+    pm_heap_t *heap = pm_pool_heap(pool);
+    heap->sparse_pools--;
+    heap->bins[pool->class_index].sparse_count--;
     pm_pool_set_mark(pool, 0);
 }
 
@@ -464,6 +508,8 @@ static void heap_note_sparse_ended(pm_heap_t *heap)
         heap->sparse_quiet_until_ms = now_ms + pm_options.purge_delay_ms;
 }
 
+static bool exchange_give(pm_heap_t *heap, pm_pool_t *pool);
+
 /* Out of line: a pool on its bin list came down to its mark. */
 static __attribute__((noinline)) void pool_reached_mark(pm_heap_t *heap, pm_pool_t *pool)
 {
@@ -471,7 +517,10 @@ static __attribute__((noinline)) void pool_reached_mark(pm_heap_t *heap, pm_pool
         pool->sparse = true;
         pool->sparse_epoch = heap->sparse_epoch;
         heap->sparse_pools++;
+        heap->bins[pool->class_index].sparse_count++;
     }
+    if (exchange_give(heap, pool))
+        return;
     if (heap_purging_sparse(heap))
         pool_purge_sparse(heap, pool, pool->used_mark, NULL);
     else
@@ -483,7 +532,7 @@ static __attribute__((noinline)) void pool_reached_mark(pm_heap_t *heap, pm_pool
 /* True for a heap worked on by its owner thread, which then holds no lock:
  * every other heap (ABANDONED, the shared one) is worked on under its
  * service_lock, and an ORPHANED one is never worked on. */
-static bool heap_owned(pm_heap_t *heap)
+static bool heap_owned(const pm_heap_t *heap)
 {
     return atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED;
 }
@@ -740,7 +789,9 @@ static size_t heap_relieve_idle_owner(pm_heap_t *heap, uint64_t now_ms, bool all
  * 20, mimalloc 30). Fewer than a batch are collected by the walk of the
  * heaps (set due by abandoned_waiting), malloc_trim, or the thread that
  * adopts the heap. The shared heap collects at once: debug mode's checks
- * (I12) are on its path. */
+ * (I12) are on its path; and so does the exchange, whose pools come to it
+ * with a few live blocks each, to empty and go back to their arenas as
+ * soon as those are freed (EXCHANGE). */
 #define ABANDONED_BATCH 64
 static _Atomic bool abandoned_waiting; /* some ABANDONED heap's ring may hold blocks */
 
@@ -793,7 +844,7 @@ static size_t heap_give_back_kept(pm_heap_t *heap)
     size_t released = count;
     uint64_t next_due_ms = UINT64_MAX;
     released += heap_give_back_parked(heap, 0, true, &next_due_ms);
-    heap->kept_until_ms = 0;
+    __atomic_store_n(&heap->kept_until_ms, 0, __ATOMIC_RELAXED);
     return released;
 }
 
@@ -803,11 +854,13 @@ static size_t heap_give_back_kept(pm_heap_t *heap)
 static size_t heap_release_abandoned(pm_heap_t *heap, uint64_t now_ms, bool all,
                                      uint64_t *next_due_ms)
 {
-    if (heap->kept_until_ms == 0)
+    /* The exchange's is set under its service_lock alone (exchange_give). */
+    uint64_t kept_until_ms = __atomic_load_n(&heap->kept_until_ms, __ATOMIC_RELAXED);
+    if (kept_until_ms == 0)
         return 0;
-    if (!all && now_ms < heap->kept_until_ms) {
-        if (heap->kept_until_ms < *next_due_ms)
-            *next_due_ms = heap->kept_until_ms;
+    if (!all && now_ms < kept_until_ms) {
+        if (kept_until_ms < *next_due_ms)
+            *next_due_ms = kept_until_ms;
         return 0;
     }
     pm_lock(heap->service_lock);
@@ -1038,7 +1091,7 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
     bool parkable = spans && heap_may_park(heap, pool->class_index, last);
     if (parkable && pm_options.purge_delay_ms != 0 && !pm_arena_collapsed()) {
         bin_park(heap, bin, pool);
-        if (pm_arena_note_parked(heap->pool_total)) {
+        if (pm_arena_note_parked(heap->pool_total + exchange_pools_held())) {
             /* Collapsed, by this pool or meanwhile: nothing stays parked,
              * this pool included, whose parking may have come after the
              * walk that gave the other heaps' back. */
@@ -1914,7 +1967,12 @@ static bool heap_collect_parcels(pm_heap_t *heap)
         for (uint32_t i = 0; i < p->marks; i++) {
             uint32_t mark = parcel_mark(p, i);
             parcel_count_mark(mark, false);
-            pm_pool_mark_purged(parcel_mark_pool(mark), parcel_mark_pages(mark));
+            /* A pool the owner gave to the exchange since (EXCHANGE) is
+             * another heap's to mark: its blocks go on to that heap, which
+             * takes them back as any others, writing their pages in again. */
+            pm_pool_t *pool = parcel_mark_pool(mark);
+            if (pm_pool_heap(pool) == heap)
+                pm_pool_mark_purged(pool, parcel_mark_pages(mark));
         }
     while (list != NULL) {
         pm_heap_parcel_t *next = list->next;
@@ -1968,6 +2026,9 @@ static void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
  * pm_bench_churn 4,992 KiB against 4,892 (one thread), 14,848 against
  * 14,400 (four), pm_bench_server 3,512 against 3,392; 2.3 instructions
  * more a pair on churn, 0.5% fewer on python_objects.py. */
+static pm_pool_t *exchange_take(pm_heap_t *heap, unsigned class_index);
+static void exchange_note_wanted(pm_heap_t *heap, unsigned class_index);
+
 static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
 {
     pm_bin_t *bin = &heap->bins[class_index];
@@ -2013,9 +2074,14 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
             serving = carvable;
             continue;
         }
-        pm_pool_t *parked;
-        if (heap_parked_count(heap) != 0 && (parked = heap_take_parked(heap, class_index)) != NULL) {
-            bin_push(bin, parked);
+        pm_pool_t *taken;
+        if (heap_parked_count(heap) != 0 && (taken = heap_take_parked(heap, class_index)) != NULL) {
+            bin_push(bin, taken);
+            bin_count_pools(heap, bin, 1);
+            continue;
+        }
+        if (heap_owned(heap) && (taken = exchange_take(heap, class_index)) != NULL) {
+            bin_push(bin, taken);
             bin_count_pools(heap, bin, 1);
             continue;
         }
@@ -2026,6 +2092,8 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
             heaps_lock();
             heaps_unlock();
         }
+        if (heap_owned(heap))
+            exchange_note_wanted(heap, class_index);
         pm_pool_t *pool =
             pm_arena_acquire_pool(class_index, heap, bin->pool_count >= PM_HEAP_COLOURED_POOLS);
         if (pool == NULL)
@@ -2225,9 +2293,11 @@ bool pm_heap_trim(void)
         released |= heap_trim_pools(heap);
         pm_unlock(heap->service_lock);
     }
-    pm_lock(shared_heap.service_lock);
-    released |= heap_trim_pools(&shared_heap);
-    pm_unlock(shared_heap.service_lock);
+    for (pm_heap_t *heap = &shared_heap; heap != NULL; heap = heap->next_heap) {
+        pm_lock(heap->service_lock);
+        released |= heap_trim_pools(heap);
+        pm_unlock(heap->service_lock);
+    }
     heaps_unlock();
     return released;
 }
@@ -2324,6 +2394,171 @@ static bool heap_adopt_pool(pm_heap_t *me, pm_heap_t *owner, pm_pool_t *pool, pm
     return true;
 }
 
+/* ---- EXCHANGE --------------------------------------------------------------
+ * A heap's pools hold one class each and serve only their heap: a thread
+ * that frees most of a class's blocks keeps the pools, a few live blocks
+ * in each, while another thread takes fresh pools for the same class from
+ * the arenas. A server's workers that go through the phases of a job each
+ * on their own time (pm_bench_drain: 8 threads, each filling 100,000 slots
+ * with blocks of 16..143, 128..255, then 384..511 bytes and freeing all but
+ * 1 in 20 after each phase) reached 514 MiB, where tcmalloc, whose threads
+ * share each class's free blocks through its central lists, reached 356,
+ * and glibc, whose chunks merge, 367: single-threaded, tcmalloc reaches as
+ * much as poolmalloc (500 MiB). With the exchange, 383 MiB, in as much
+ * time (bench/results/exchange.md).
+ *
+ * So an owner whose pool comes down to its sparse mark (SPARSE POOLS: a
+ * quarter of its blocks, 16 at most) gives the pool to the exchange, a
+ * heap that belongs to no thread, when
+ *   - two or more of the class's pools are sparse, and a quarter or more
+ *     of all it holds: the heap is letting go of the class at random (a
+ *     program churning a window of objects, or freeing everything in the
+ *     order it was made, drains its pools one at a time, and the pool
+ *     would soon be empty or needed again; pools that drain at random
+ *     come to their marks one after another too, and the first quarter
+ *     stay), and
+ *   - another thread's heap took a pool of the class from the arenas
+ *     within EXCHANGE_WANTED_MS (exchange_note_wanted): someone will take
+ *     it; and
+ *   - the heap has not, within a purge delay, taken a pool of the class
+ *     again soon after giving some up (exchange_note_taken): threads that
+ *     each make a batch, free most of it and make the next pass their
+ *     pools round for nothing (pm_bench_rounds gave 14,000 pools in 100
+ *     rounds, and took 1.08 of the time; with the rule, 300).
+ * An owner that finds no pool with room, no parked one, takes one from the
+ * exchange before it goes to the arenas, and owns it from then on: the
+ * free blocks it holds are what the giver freed. The pool changes hands
+ * as in ADOPTION, under the exchange's service_lock, and is marked
+ * adopted, so a block of it met in the ring of a heap that no longer owns
+ * it is passed on (heap_pass_on), and the owner takes it back as any other.
+ *
+ * Nobody allocates from the exchange, and a free of one of its pools'
+ * blocks does not adopt the pool (the giver freeing its survivors would
+ * take back what another thread is about to want): it goes to the
+ * exchange's ring, which the freer collects a batch at a time, or the
+ * walk of the heaps, as an ABANDONED heap's; a pool that empties there goes
+ * back to its arena. A pool nobody took in a purge delay gives back its
+ * free pages, as an ABANDONED heap's do (heap_release_abandoned), and takes
+ * them back when a heap takes it and meets it dry.
+ *
+ * Only a pool with no page given back, no sampled block and no debug fill
+ * is given: the giver takes no lock of its own, and with no page given back
+ * it has none to forget. A parcel made for the giver before the gift
+ * (IDLE OWNERS) may still mark pages of the pool: the giver marks only its
+ * own pools (heap_collect_parcels), and the blocks reach the new owner
+ * through its ring. */
+
+/* How recently another heap must have taken a pool of the class from the
+ * arenas for an owner to give one to the exchange: a phase of a job, not
+ * the program's whole life (a pool given up and never taken stays the
+ * exchange's, a purge delay with its pages, then without). */
+#define EXCHANGE_WANTED_MS 1000
+
+/* Per class, when a heap last took a pool of it from the arenas, and which
+ * one. Written as a heap takes a pool from the arenas, which takes the
+ * arena lock; read as a pool comes to its mark. */
+static struct {
+    _Atomic uint64_t ms;
+    _Atomic(const pm_heap_t *) by;
+} exchange_wanted[PM_CLASS_COUNT];
+/* Pools given to the exchange and taken from it, for the stats. */
+static _Atomic uint64_t exchange_given, exchange_taken;
+
+/* The owner takes a pool of the class, from the exchange or the arenas:
+ * if it gave pools of the class to the exchange lately, it is cycling
+ * (it makes a batch of blocks, frees most of them, and makes the next),
+ * and stops giving them for a purge delay. */
+static void exchange_note_taken(pm_heap_t *heap, unsigned class_index, uint64_t now_ms)
+{
+    uint32_t bit = (uint32_t)1 << class_index;
+    if (!(heap->exchange_gave & bit))
+        return;
+    heap->exchange_gave &= ~bit;
+    if (now_ms - heap->exchange_gave_ms >= pm_options.purge_delay_ms)
+        return;
+    heap->exchange_cycling |= bit;
+    heap->exchange_cycle_ms = now_ms;
+}
+
+static void exchange_note_wanted(pm_heap_t *heap, unsigned class_index)
+{
+    uint64_t now_ms = pm_os_coarse_ms();
+    exchange_note_taken(heap, class_index, now_ms);
+    if (atomic_load_explicit(&exchange_wanted[class_index].ms, memory_order_relaxed) != now_ms)
+        atomic_store_explicit(&exchange_wanted[class_index].ms, now_ms, memory_order_relaxed);
+    if (atomic_load_explicit(&exchange_wanted[class_index].by, memory_order_relaxed) != heap)
+        atomic_store_explicit(&exchange_wanted[class_index].by, heap, memory_order_relaxed);
+}
+
+/* Gives `pool`, come down to its mark, to the exchange if the heap is
+ * letting go of its class while another heap wants it (EXCHANGE). By its
+ * owner, which may hold its service_lock (a collection), not the
+ * exchange's. */
+static bool exchange_give(pm_heap_t *heap, pm_pool_t *pool)
+{
+    unsigned class_index = pool->class_index;
+    pm_bin_t *bin = &heap->bins[class_index];
+    if (bin->sparse_count < 2 || (uint64_t)bin->sparse_count * 4 < bin->pool_count ||
+        !heap_owned(heap) || pool->purged_pages != 0 || pm_pool_holds_sampled(pool) ||
+        pool->debug_fill)
+        return false;
+    uint64_t wanted_ms = atomic_load_explicit(&exchange_wanted[class_index].ms, memory_order_relaxed);
+    const pm_heap_t *by = atomic_load_explicit(&exchange_wanted[class_index].by, memory_order_relaxed);
+    uint64_t now_ms = pm_os_coarse_ms();
+    /* Heaps are never unmapped: `by` may be read, though its thread exited. */
+    if (wanted_ms == 0 || by == heap || !heap_owned(by) || now_ms - wanted_ms >= EXCHANGE_WANTED_MS)
+        return false;
+    uint32_t bit = (uint32_t)1 << class_index;
+    if (heap->exchange_cycling & bit) {
+        if (now_ms - heap->exchange_cycle_ms < pm_options.purge_delay_ms)
+            return false;
+        heap->exchange_cycling = 0;
+    }
+    heap->exchange_gave |= bit;
+    heap->exchange_gave_ms = now_ms;
+    bin_remove(bin, pool);
+    pm_pool_set_mark(pool, 0); /* not sparse there: nobody allocates */
+    bin_count_pools(heap, bin, -1);
+    pm_lock(exchange_heap.service_lock);
+    __atomic_store_n(&pool->adopted, true, __ATOMIC_RELAXED);
+    pm_pool_set_heap(pool, &exchange_heap);
+    pm_bin_t *to = &exchange_heap.bins[class_index];
+    bin_append(to, pool);
+    bin_count_pools(&exchange_heap, to, 1);
+    /* Its free pages go back if nobody takes it in a purge delay
+     * (heap_release_abandoned, which reads this without the lock). */
+    if (exchange_heap.kept_until_ms == 0)
+        __atomic_store_n(&exchange_heap.kept_until_ms, pm_os_coarse_ms() + pm_options.purge_delay_ms,
+                         __ATOMIC_RELAXED);
+    pm_unlock(exchange_heap.service_lock);
+    atomic_fetch_add_explicit(&exchange_given, 1, memory_order_relaxed);
+    return true;
+}
+
+/* A pool of the class from the exchange, now the caller's (an OWNED heap
+ * with no lock held), on no list yet; NULL if it has none. */
+static pm_pool_t *exchange_take(pm_heap_t *heap, unsigned class_index)
+{
+    pm_bin_t *from = &exchange_heap.bins[class_index];
+    if (load_counter(&from->pool_count) == 0)
+        return NULL;
+    pm_lock(exchange_heap.service_lock);
+    /* First, as in heap_adopt_pool: its ring then holds none of the pool's
+     * blocks but those freed after the hand-over, which are passed on. */
+    heap_collect_remote(&exchange_heap, false);
+    pm_pool_t *pool = from->pools;
+    if (pool != NULL) {
+        bin_remove(from, pool);
+        bin_count_pools(&exchange_heap, from, -1);
+        pm_pool_set_heap(pool, heap);
+        atomic_fetch_add_explicit(&exchange_taken, 1, memory_order_relaxed);
+    }
+    pm_unlock(exchange_heap.service_lock);
+    if (pool != NULL)
+        exchange_note_taken(heap, class_index, pm_os_coarse_ms());
+    return pool;
+}
+
 /* ---- freeing ------------------------------------------------------------- */
 
 /* A block of an ABANDONED heap's pool, freed by a thread with a heap of
@@ -2332,7 +2567,7 @@ static bool heap_adopt_pool(pm_heap_t *me, pm_heap_t *owner, pm_pool_t *pool, pm
 static __attribute__((noinline)) bool heap_free_adopting(pm_heap_t *me, pm_heap_t *owner,
                                                          pm_pool_t *pool, pm_block_t *block)
 {
-    return owner != &shared_heap && me != &pm_heap_empty && heap_owned(me) &&
+    return !heap_of_no_thread(owner) && me != &pm_heap_empty && heap_owned(me) &&
            heap_adopt_pool(me, owner, pool, block);
 }
 
@@ -2428,17 +2663,12 @@ void pm_heap_reset_sampling(void)
 {
     heaps_lock();
     for (pm_heap_t *heap = heaps.all; heap != NULL; heap = heap->next_heap)
-        if (heap != &shared_heap)
+        if (!heap_of_no_thread(heap))
             pm_profile_heap_init(heap);
     heaps_unlock();
 }
 
 /* ---- counters and validation ----------------------------------------------- */
-
-static uint64_t load_counter(const uint64_t *counter)
-{
-    return __atomic_load_n(counter, __ATOMIC_RELAXED);
-}
 
 void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
 {
@@ -2466,11 +2696,14 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
         sys.allocated_bytes_total += load_counter(&heap->system.allocated_bytes_total);
         sys.freed_bytes_total += load_counter(&heap->system.freed_bytes_total);
         int state = atomic_load_explicit(&heap->state, memory_order_relaxed);
-        if (heap != &shared_heap) {
+        if (!heap_of_no_thread(heap)) {
             out->thread_heaps += state == PM_HEAP_OWNED;
             out->abandoned_heaps += state == PM_HEAP_ABANDONED;
         }
     }
+    out->exchange_pools += exchange_pools_held();
+    out->exchange_given_total += atomic_load_explicit(&exchange_given, memory_order_relaxed);
+    out->exchange_taken_total += atomic_load_explicit(&exchange_taken, memory_order_relaxed);
     out->metadata_bytes += heaps.bytes;
     heaps_unlock();
     out->metadata_bytes += atomic_load_explicit(&parcel_bytes_in_use, memory_order_relaxed) +
@@ -2560,8 +2793,11 @@ bool pm_heap_validate(void)
             const pm_bin_t *bin = &heap->bins[c];
             pool_total += bin->pool_count;
             /* Only pools on the bin lists are sparse (bin_remove). */
+            uint64_t bin_sparse = 0;
             for (const pm_pool_t *p = bin->pools; p != NULL; p = p->next)
-                sparse_pools += p->sparse;
+                bin_sparse += p->sparse;
+            sparse_pools += bin_sparse;
+            ok &= PM_VALID(heap_is_orphaned(heap) || bin_sparse == bin->sparse_count);
             /* A fork may have cut an orphaned heap's owner between the
              * two (see heap_visit_pool). */
             ok &= PM_VALID(heap_is_orphaned(heap) || bin->serving == bin_head_or_dry(bin));

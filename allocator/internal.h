@@ -256,6 +256,16 @@
  *  program creating and joining threads by the thousand reuses the same
  *  few heaps.
  *
+ *  A heap that lets go of most of a class's blocks at random, while
+ *  another thread's heap takes new pools of that class, gives its sparse
+ *  pools (a few live blocks each) to the exchange (heap.c, EXCHANGE): a
+ *  second permanently ABANDONED heap that nobody allocates from. An owner
+ *  that needs a pool takes one from there before it goes to the arenas,
+ *  as it would adopt one, and fills it; the blocks still live in it are
+ *  freed into the exchange or its new owner like any other thread's. So a
+ *  class's free blocks serve whichever thread needs them, as a central
+ *  free list would, without the owners' fast paths ever sharing a pool.
+ *
  *  The shared heap (heap.c) is permanently ABANDONED: it serves, under its lock, the
  *  rare allocations that cannot have a heap of their own (a thread whose
  *  heap destructor already ran; a heap that could not be mapped), and all
@@ -282,7 +292,9 @@
  *  may take any, to free); the heap directory lock (the list of all
  *  heaps, the abandoned list); a heap's service_lock (ABANDONED heaps are
  *  worked on under it, and parked pools change hands under it, I4); the
- *  arena directory lock; the registry lock (taken alone but by fork: an
+ *  exchange's service_lock, taken by an owner that may hold its own (the
+ *  exchange is last in the list of heaps, whose locks fork takes in
+ *  order); the arena directory lock; the registry lock (taken alone but by fork: an
  *  arena is mapped before the directory lock is taken and unmapped after
  *  it is dropped); the profile lock (profile.c's tables: a leaf, under
  *  which nothing else is locked and nothing allocates).
@@ -397,8 +409,9 @@
  *  I9  A pool's heap and class change only while it is UNUSED or by its
  *      owner (or by the thread that took it parked, I4); its heap also
  *      when a thread adopts it from an ABANDONED heap, under that heap's
- *      service_lock (ADOPTION, heap.c), after which a block of it met in
- *      the old heap's ring or stack is passed on. A thread that does not
+ *      service_lock (ADOPTION, heap.c), or its owner gives it to the
+ *      exchange, under the exchange's (EXCHANGE), after which a block of
+ *      it met in the old heap's ring or stack is passed on. A thread that does not
  *      own a live block's pool may read them. They are kept in
  *      the arena header (pool_heap, pool_class: the class also in the
  *      descriptor, for the owner), not on the descriptor's line, which the
@@ -701,6 +714,7 @@ typedef union pm_fork_locks {
     struct {
         _Alignas(PM_CACHE_LINE) pm_lock_t heaps;       /* heap.c: the heap directory */
         _Alignas(PM_CACHE_LINE) pm_lock_t shared_heap; /* heap.c: its service lock */
+        _Alignas(PM_CACHE_LINE) pm_lock_t exchange;    /* heap.c: the exchange heap's */
         _Alignas(PM_CACHE_LINE) pm_lock_t arenas;      /* arena.c: the arena directory */
         _Alignas(PM_CACHE_LINE) pm_lock_t registry;    /* registry.c: the registry, the space */
         _Alignas(PM_CACHE_LINE) pm_lock_t stats;       /* stats.c: a report's snapshot */
@@ -1321,7 +1335,8 @@ PM_HIDDEN bool pm_arena_cycling(uint64_t now_ms);
 #define PM_PARKED_STRIPES 16
 PM_HIDDEN void pm_arena_parked_add(unsigned stripe, int64_t delta, bool in_a_row);
 /* A pool was parked by a heap that has `occupied_here` pools in use, less
- * its parked: returns whether the pools in use, less the parked, have
+ * its parked, with those the exchange holds (which no thread's heap
+ * counts): returns whether the pools in use, less the parked, have
  * collapsed (collapse_note), which makes every parked pool due. */
 PM_HIDDEN bool pm_arena_note_parked(uint64_t occupied_here);
 /* Purges the retained pools whose delay has run out, or that stand above
@@ -1380,7 +1395,12 @@ typedef struct pm_bin {
      * park them since the class last took one from them (heap.c, PARKING
      * IN A ROW). */
     uint32_t park_refused;
+    /* Of the pools on the list, those that are sparse (heap.c, SPARSE
+     * POOLS): half of them or more, the heap is letting go of the class
+     * (EXCHANGE). */
+    uint32_t sparse_count;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_bin_t;
+_Static_assert(sizeof(pm_bin_t) == PM_CACHE_LINE, "a bin is one cache line");
 /* A pool with no free block and no owner, never written: what a bin with
  * no pool serves. */
 PM_HIDDEN extern pm_pool_t pm_pool_dry;
@@ -1487,6 +1507,12 @@ typedef struct pm_heap {
      * parking, and when it last did. */
     unsigned park_refused;
     uint64_t park_refused_ms;
+    /* By the owner, for the EXCHANGE (heap.c): the classes it gave pools
+     * of since exchange_gave_ms, and those it gives none of until a purge
+     * delay after exchange_cycle_ms (it took pools of them again soon
+     * after giving some up: a cycle). A bit a class. */
+    uint32_t exchange_gave, exchange_cycling;
+    uint64_t exchange_gave_ms, exchange_cycle_ms;
     /* The arenas its pools come from first (arena.c, under the directory
      * lock): on lines of their own, which a thread releasing a pool into
      * one of them writes. */

@@ -116,6 +116,9 @@ PM_API size_t pm_class_block_size(int class_index);
     X(rss_peak_bytes, BYTES, "peak RSS")                                             \
     X(thread_heaps, COUNT, "thread heaps in use")                                    \
     X(abandoned_heaps, COUNT, "heaps waiting for a thread")                          \
+    X(exchange_pools, COUNT, "pools in the exchange") /* given up, for another heap */ \
+    X(exchange_given_total, COUNT, "pools given to the exchange")                    \
+    X(exchange_taken_total, COUNT, "pools taken from the exchange")                  \
     X(metadata_bytes, BYTES, "allocator metadata") /* arena headers, heaps, parcels */
 
 #define PM_STATS_FIELD_COUNT(name) uint64_t name;

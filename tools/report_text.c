@@ -69,6 +69,10 @@ static void text_summary(const pmt_analysis_t *a, FILE *out)
     fprintf(out, "  %-24s %s\n", "given back to the OS", pmt_bytes(s->released_bytes_total));
     fprintf(out, "  %-24s %s (%s abandoned)\n", "thread heaps", pmt_count(s->thread_heaps),
             pmt_count(s->abandoned_heaps));
+    if (s->exchange_given_total != 0)
+        fprintf(out, "  %-24s %s pools waiting (given up: %s; taken by other threads: %s)\n",
+                "exchange", pmt_count(s->exchange_pools), pmt_count(s->exchange_given_total),
+                pmt_count(s->exchange_taken_total));
 }
 
 #define TEXT_WIDTH_COUNT 11

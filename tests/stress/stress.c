@@ -812,6 +812,9 @@ int main(int argc, char **argv)
         die("pm_heap_validate failed after malloc_trim");
     printf(S_NAME ": glibc's heap trimmed %" PRIu64 " times (%" PRIu64 " by workers' trims)\n",
            (uint64_t)atomic_load(&glibc_trims), atomic_load(&total_trims));
+    /* Whether the run moved pools between live threads' heaps (EXCHANGE). */
+    printf(S_NAME ": %" PRIu64 " pools given to the exchange, %" PRIu64 " taken from it\n",
+           stats.exchange_given_total, stats.exchange_taken_total);
 #endif
     printf(S_NAME ": ok: %.1f s, %lu workers, %" PRIu64 " ops (%" PRIu64 " allocs, %" PRIu64
                   " frees, %" PRIu64 " reallocs, %" PRIu64 " handoffs, %" PRIu64

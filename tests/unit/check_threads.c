@@ -623,6 +623,110 @@ START_TEST(test_threads_heaps_keep_to_their_arenas)
 }
 END_TEST
 
+/* EXCHANGE (heap.c): a thread that frees all but 1 in 16 of its blocks of
+ * a class at random, while another thread takes new pools of the class,
+ * gives its sparse pools to the exchange, and the other thread's next
+ * pools of the class are those, their free blocks its own (_i == 0). It
+ * keeps them if no other thread is taking pools of the class (_i == 1).
+ * One that frees every block in the order it allocated them, draining one
+ * pool at a time, gives none (_i == 2). */
+enum { GIVER_SIZE = 256, GIVER_POOLS = 8, GIVER_BLOCKS = GIVER_POOLS * PM_POOL_SIZE / GIVER_SIZE };
+static void *giver_blocks[GIVER_BLOCKS];
+static pm_heap_t *giver_heap;
+static pthread_barrier_t giver_filled, giver_free, giver_freed, giver_finish;
+static bool giver_in_order;
+
+static bool giver_survivor(size_t i) { return !giver_in_order && i % 16 == 0; }
+
+static void *giver(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < GIVER_BLOCKS; i++)
+        giver_blocks[i] = pm_malloc(GIVER_SIZE);
+    giver_heap = pm_thread_heap;
+    pthread_barrier_wait(&giver_filled);
+    pthread_barrier_wait(&giver_free);
+    for (size_t k = 0; k < GIVER_BLOCKS; k++) {
+        /* 61 is prime to GIVER_BLOCKS: every pool drains at once. */
+        size_t i = giver_in_order ? k : k * 61 % GIVER_BLOCKS;
+        if (!giver_survivor(i))
+            pm_free(giver_blocks[i]);
+    }
+    pthread_barrier_wait(&giver_freed);
+    pthread_barrier_wait(&giver_finish);
+    for (size_t i = 0; i < GIVER_BLOCKS; i++)
+        if (giver_survivor(i))
+            pm_free(giver_blocks[i]);
+    return NULL;
+}
+
+START_TEST(test_threads_exchange_sparse_pools)
+{
+    const unsigned c = pm_class_of(GIVER_SIZE);
+    const bool wanted = _i != 1;
+    giver_in_order = _i == 2;
+    pm_free(pm_malloc(16)); /* this thread's heap, with no pool of class c */
+    ck_assert_int_eq(pthread_barrier_init(&giver_filled, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&giver_free, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&giver_freed, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&giver_finish, NULL, 2), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, giver, NULL), 0);
+    pthread_barrier_wait(&giver_filled);
+    void *first = NULL;
+    if (wanted)
+        ck_assert_ptr_nonnull(first = pm_malloc(GIVER_SIZE)); /* a pool from the arenas */
+    pthread_barrier_wait(&giver_free);
+    pthread_barrier_wait(&giver_freed);
+    size_t given = 0, survivors = 0;
+    for (size_t i = 0; i < GIVER_BLOCKS; i++)
+        if (giver_survivor(i)) {
+            survivors++;
+            given += pm_pool_heap(pm_pool_of(giver_blocks[i])) != giver_heap;
+        }
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert(pm_heap_validate());
+    if (_i != 0) {
+        ck_assert_uint_eq(given, 0);
+        ck_assert_uint_eq(s.exchange_given_total, 0);
+    } else {
+        /* All but the first two pools to come to their marks, and the
+         * one still carving (never full, it has no mark). */
+        ck_assert_uint_ge(given, survivors / 2);
+        ck_assert_uint_ge(s.exchange_pools, GIVER_POOLS / 2);
+        ck_assert_uint_eq(s.exchange_pools, s.exchange_given_total);
+        /* This thread's next blocks come from them: no pool more. */
+        uint64_t pools = s.classes[c].pools;
+        enum { TAKE = GIVER_BLOCKS / 2 };
+        static void *taken[TAKE];
+        size_t in_given_pools = 0;
+        for (size_t i = 0; i < TAKE; i++) {
+            ck_assert_ptr_nonnull(taken[i] = pm_malloc(GIVER_SIZE));
+            for (size_t j = 0; j < GIVER_BLOCKS; j++)
+                if (giver_survivor(j) && pm_pool_of(taken[i]) == pm_pool_of(giver_blocks[j])) {
+                    in_given_pools++;
+                    break;
+                }
+        }
+        pm_test_stats(&s);
+        ck_assert_uint_eq(s.classes[c].pools, pools);
+        ck_assert_uint_ge(s.exchange_taken_total, GIVER_POOLS / 2);
+        ck_assert_uint_ge(in_given_pools, TAKE * 3 / 4);
+        for (size_t i = 0; i < TAKE; i++)
+            pm_free(taken[i]);
+    }
+    pthread_barrier_wait(&giver_finish);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    pm_free(first);
+    pm_malloc_trim(0); /* collects what the giver freed into this thread's pools */
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+    ck_assert_uint_eq(s.classes[c].pools, 0);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* Runs work on a new thread, with the stats from before and after that
  * thread in *before and *after; returns how many heaps the thread gained
  * while it ran. */
@@ -798,6 +902,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_adopt_regaining_pool);
     tcase_add_test(tc, test_threads_heap_reuse);
     tcase_add_test(tc, test_threads_heaps_keep_to_their_arenas);
+    tcase_add_loop_test(tc, test_threads_exchange_sparse_pools, 0, 3);
     tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);
     tcase_add_test(tc, test_threads_large_only_thread_counts_in_own_heap);
     tcase_add_test(tc, test_threads_rwlock_writers_first);
