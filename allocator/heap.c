@@ -2404,8 +2404,8 @@ static bool heap_adopt_pool(pm_heap_t *me, pm_heap_t *owner, pm_pool_t *pool, pm
  * 1 in 20 after each phase) reached 514 MiB, where tcmalloc, whose threads
  * share each class's free blocks through its central lists, reached 356,
  * and glibc, whose chunks merge, 367: single-threaded, tcmalloc reaches as
- * much as poolmalloc (500 MiB). With the exchange, 383 MiB, in as much
- * time (bench/results/exchange.md).
+ * much as poolmalloc (500 MiB). With the exchange, 383 MiB, in 0.97-1.08
+ * of the time (bench/results/exchange.md).
  *
  * So an owner whose pool comes down to its sparse mark (SPARSE POOLS: a
  * quarter of its blocks, 16 at most) gives the pool to the exchange, a
