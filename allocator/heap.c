@@ -243,8 +243,6 @@ static void bin_move_to_front(pm_bin_t *bin, pm_pool_t *pool)
     bin_serve_head(bin);
 }
 
-/* The pools in use a bin holds, and its heap's sum of them and their
- * peak (SPARSE POOLS), stamped each time it is reached. */
 /* The pools the exchange holds (EXCHANGE), read by owners without its
  * lock: pools in use that no thread's heap counts. */
 static _Atomic uint64_t exchange_pools;
@@ -259,6 +257,8 @@ static uint64_t exchange_pools_held(void)
     return atomic_load_explicit(&exchange_pools, memory_order_relaxed);
 }
 
+/* The pools in use a bin holds, and its heap's sum of them and their
+ * peak (SPARSE POOLS), stamped each time it is reached. */
 static void bin_count_pools(pm_heap_t *heap, pm_bin_t *bin, int delta)
 {
     PM_COUNTER_ADD(bin->pool_count, (uint64_t)(int64_t)delta);
@@ -789,9 +789,9 @@ static size_t heap_relieve_idle_owner(pm_heap_t *heap, uint64_t now_ms, bool all
  * 20, mimalloc 30). Fewer than a batch are collected by the walk of the
  * heaps (set due by abandoned_waiting), malloc_trim, or the thread that
  * adopts the heap. The shared heap collects at once: debug mode's checks
- * (I12) are on its path; and so does the exchange, whose pools come to it
- * with a few live blocks each, to empty and go back to their arenas as
- * soon as those are freed (EXCHANGE). */
+ * (I12) are on its path. (The exchange's frees wait for a batch too:
+ * collected at once, threads handing each other blocks of pools given to
+ * it took 1.2 times as long, on its lock; EXCHANGE.) */
 #define ABANDONED_BATCH 64
 static _Atomic bool abandoned_waiting; /* some ABANDONED heap's ring may hold blocks */
 
@@ -2424,7 +2424,7 @@ static bool heap_adopt_pool(pm_heap_t *me, pm_heap_t *owner, pm_pool_t *pool, pm
  *     again soon after giving some up (exchange_note_taken): threads that
  *     each make a batch, free most of it and make the next pass their
  *     pools round for nothing (pm_bench_rounds gave 14,000 pools in 100
- *     rounds, and took 1.08 of the time; with the rule, 300).
+ *     rounds, and took 1.08 of the time; with the rule, 279).
  * An owner that finds no pool with room, no parked one, takes one from the
  * exchange before it goes to the arenas, and owns it from then on: the
  * free blocks it holds are what the giver freed. The pool changes hands

@@ -1396,8 +1396,8 @@ typedef struct pm_bin {
      * IN A ROW). */
     uint32_t park_refused;
     /* Of the pools on the list, those that are sparse (heap.c, SPARSE
-     * POOLS): half of them or more, the heap is letting go of the class
-     * (EXCHANGE). */
+     * POOLS): two or more, and a quarter of pool_count, the heap is
+     * letting go of the class at random (EXCHANGE). */
     uint32_t sparse_count;
 } __attribute__((aligned(PM_CACHE_LINE))) pm_bin_t;
 _Static_assert(sizeof(pm_bin_t) == PM_CACHE_LINE, "a bin is one cache line");

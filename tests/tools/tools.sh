@@ -193,6 +193,19 @@ assert said and "1,200,000 blocks awaiting their thread" in said[0], d["advice"]
 PY
 echo "tools: blocks waiting for an idle thread show as metadata, and are explained"
 
+# Pools given to the exchange (a heap letting go of a class while another
+# thread's takes new pools of it): the summary says how many wait there.
+"$python" - "$work/handoff.jsonl" "$work/exchange.jsonl" <<'PY' || fail "exchange record"
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+r.update(exchange_pools=3, exchange_given_total=40, exchange_taken_total=37)
+open(sys.argv[2], "w").write(json.dumps(r) + "\n")
+PY
+"$tool" report "$work/exchange.jsonl" >"$work/exchange.txt"
+has "^  exchange +3 pools waiting \(given up: 40; taken by other threads: 37\)" \
+  "$work/exchange.txt" "exchange line"
+echo "tools: the exchange's pools are reported"
+
 # Two processes in one file (no %p): --pid chooses.
 LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/both.jsonl" POOLMALLOC_STATS_FORMAT=json \
   POOLMALLOC_STATS_INTERVAL=50ms "$probe" fork 300
