@@ -2455,8 +2455,8 @@ static bool heap_adopt_pool(pm_heap_t *me, pm_heap_t *owner, pm_pool_t *pool, pm
 #define EXCHANGE_WANTED_MS 1000
 
 /* Per class, when a heap last took a pool of it from the arenas, and which
- * one. Written as a heap takes a pool from the arenas, which takes the
- * arena lock; read as a pool comes to its mark. */
+ * one. Written by an owner about to take one (a store only when the
+ * millisecond or the heap differs), read as a pool comes to its mark. */
 static struct {
     _Atomic uint64_t ms;
     _Atomic(const pm_heap_t *) by;
@@ -2528,7 +2528,7 @@ static bool exchange_give(pm_heap_t *heap, pm_pool_t *pool)
     /* Its free pages go back if nobody takes it in a purge delay
      * (heap_release_abandoned, which reads this without the lock). */
     if (exchange_heap.kept_until_ms == 0)
-        __atomic_store_n(&exchange_heap.kept_until_ms, pm_os_coarse_ms() + pm_options.purge_delay_ms,
+        __atomic_store_n(&exchange_heap.kept_until_ms, now_ms + pm_options.purge_delay_ms,
                          __ATOMIC_RELAXED);
     pm_unlock(exchange_heap.service_lock);
     atomic_fetch_add_explicit(&exchange_given, 1, memory_order_relaxed);
