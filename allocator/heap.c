@@ -396,10 +396,10 @@ static void pool_arm_mark(pm_pool_t *pool)
 /* A sparse pool gives back its free pages (now, or into `batch`) and
  * takes the next mark below `used`. */
 static void pool_purge_sparse(pm_heap_t *heap, pm_pool_t *pool, unsigned used,
-                              pm_os_purge_batch_t *batch)
+                              pm_os_purge_batch_t *batch, bool later)
 {
     bool first = pool->purged_pages == 0;
-    heap->sparse_purged += pm_pool_purge_free_pages(pool, batch) != 0 && first;
+    heap->sparse_purged += pm_pool_purge_free_pages(pool, batch, later) != 0 && first;
     pm_pool_set_mark(pool, used - (used / 4 > 1 ? used / 4 : 1));
 }
 
@@ -444,7 +444,7 @@ static void heap_purge_sparse_pools(pm_heap_t *heap, uint64_t now_ms, bool all)
         for (pm_pool_t *pool = heap->bins[c].pools; pool != NULL; pool = pool->next)
             if (pool->sparse && pool->used_mark == 0 && pm_pool_used(pool) != 0 &&
                 (all || pool->sparse_epoch != heap->sparse_epoch))
-                pool_purge_sparse(heap, pool, pm_pool_used(pool), &batch);
+                pool_purge_sparse(heap, pool, pm_pool_used(pool), &batch, false);
     pm_os_purge_flush(&batch);
 }
 
@@ -510,6 +510,14 @@ static void heap_note_sparse_ended(pm_heap_t *heap)
 
 static bool exchange_give(pm_heap_t *heap, pm_pool_t *pool);
 
+/* True for a heap worked on by its owner thread, which then holds no lock:
+ * every other heap (ABANDONED, the shared one) is worked on under its
+ * service_lock, and an ORPHANED one is never worked on. */
+static bool heap_owned(const pm_heap_t *heap)
+{
+    return atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED;
+}
+
 /* Out of line: a pool on its bin list came down to its mark. */
 static __attribute__((noinline)) void pool_reached_mark(pm_heap_t *heap, pm_pool_t *pool)
 {
@@ -521,21 +529,35 @@ static __attribute__((noinline)) void pool_reached_mark(pm_heap_t *heap, pm_pool
     }
     if (exchange_give(heap, pool))
         return;
-    if (heap_purging_sparse(heap))
-        pool_purge_sparse(heap, pool, pool->used_mark, NULL);
-    else
+    if (heap_purging_sparse(heap)) {
+        bool later = heap_owned(heap) && pm_os_purges_vectored();
+        pool_purge_sparse(heap, pool, pool->used_mark, later ? &heap->sparse_batch : NULL, later);
+    } else {
         pm_pool_set_mark(pool, 0);
+    }
+}
+
+/* The owner's sparse purges at marks go to the kernel together, up to
+ * PM_OS_PURGE_BATCH ranges a call, where that is one call
+ * (pm_os_purges_vectored): one at a time, each was a TLB flush of every
+ * CPU the process ran on (bench/results/sparse-purge-batch.md). The
+ * pages' blocks are off the free list from the mark on (I3), and a run
+ * that a free block on the list reaches into is purged at once
+ * (pm_pool_purge_free_pages), so nothing hands out a byte of them; what
+ * must not come before the flush is a pool taking its purged pages back
+ * (its owner's slow path, heap_alloc_from) or leaving the heap (it
+ * empties: bin_pool_emptied; its thread exits: heap_abandon), for the
+ * late purge would then zero blocks handed out meanwhile. A pool with
+ * purged pages is not given to the exchange. An owner that goes idle with
+ * ranges waiting keeps their pages, PM_OS_PURGE_BATCH ranges at most,
+ * until it allocates again or exits. */
+static void heap_flush_sparse_purges(pm_heap_t *heap)
+{
+    if (heap->sparse_batch.count != 0)
+        pm_os_purge_flush(&heap->sparse_batch);
 }
 
 /* ---- parked pools (I4) ------------------------------------------------------ */
-
-/* True for a heap worked on by its owner thread, which then holds no lock:
- * every other heap (ABANDONED, the shared one) is worked on under its
- * service_lock, and an ORPHANED one is never worked on. */
-static bool heap_owned(const pm_heap_t *heap)
-{
-    return atomic_load_explicit(&heap->state, memory_order_relaxed) == PM_HEAP_OWNED;
-}
 
 /* Carved past its first OS page (its last carved block starts beyond it):
  * an empty pool with more than a page of RSS. A pool a program uses for a
@@ -837,7 +859,7 @@ static size_t heap_give_back_kept(pm_heap_t *heap)
             kept[count++] = pool;
         for (; pool != NULL; pool = pool->next)
             if (pm_pool_used(pool) != 0)
-                pm_pool_purge_free_pages(pool, &batch);
+                pm_pool_purge_free_pages(pool, &batch, false);
     }
     pm_os_purge_flush(&batch);
     pm_pool_purge_empty(kept, count);
@@ -1086,6 +1108,7 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
      * while the heap has fewer than PARKED_BESIDE_OTHERS parked; and a
      * class's second and later as the heap has learnt (PARKING IN A ROW),
      * which counts those sent back for want of it. */
+    heap_flush_sparse_purges(heap);
     bool last = pool_alone_in_bin(pool);
     bool spans = heap_owned(heap) && pool_spans_pages(pool);
     bool parkable = spans && heap_may_park(heap, pool->class_index, last);
@@ -2057,6 +2080,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
                     continue;
                 }
                 heap_note_sparse_ended(heap);
+                heap_flush_sparse_purges(heap); /* before its pages come back */
                 pm_pool_carve(pool, false);
             }
             if (serving == NULL) {
@@ -2195,6 +2219,7 @@ static pm_heap_t *heap_for_thread(void)
  * how, for the ring) and one freed after it finds the heap ABANDONED. */
 static void heap_abandon(pm_heap_t *heap)
 {
+    heap_flush_sparse_purges(heap);
     pm_thread_heap = &pm_heap_empty;
     thread_heap_released = true;
     heaps_lock();
@@ -2270,7 +2295,7 @@ static bool heap_trim_pools(pm_heap_t *heap)
             if (pm_pool_used(pool) == 0) {
                 pool_retire(heap, bin, pool);
                 released = true;
-            } else if (pm_pool_purge_free_pages(pool, &batch) != 0) {
+            } else if (pm_pool_purge_free_pages(pool, &batch, false) != 0) {
                 released = true;
             }
         }
@@ -2282,8 +2307,10 @@ static bool heap_trim_pools(pm_heap_t *heap)
 bool pm_heap_trim(void)
 {
     bool released = false;
-    if (pm_thread_heap != &pm_heap_empty)
+    if (pm_thread_heap != &pm_heap_empty) {
         released |= heap_trim_pools(pm_thread_heap);
+        heap_flush_sparse_purges(pm_thread_heap); /* its collection's too */
+    }
     uint64_t next_due_ms;
     /* The caller's too: its remote frees may park. */
     released |= heap_release_parked(pm_thread_heap, 0, true, &next_due_ms) != 0;
@@ -2778,6 +2805,34 @@ static bool heap_visit_pool(const pm_pool_t *pool)
                     (listed || pm_pool_used(pool) == pool->capacity));
 }
 
+/* I3 for the purges a heap has yet to give the kernel: only an OWNED
+ * heap's, in purged pages of pools it owns (a range may run on from one
+ * pool into the next), under no block of their free lists. An ORPHANED
+ * heap's are never given (a fork cut its owner, maybe in mid-list). */
+static bool heap_sparse_batch_valid(const pm_heap_t *heap)
+{
+    if (heap_is_orphaned(heap))
+        return true;
+    const pm_os_purge_batch_t *batch = &heap->sparse_batch;
+    bool ok = PM_VALID(batch->count == 0 || heap_owned(heap));
+    for (unsigned r = 0; r < batch->count && ok; r++) {
+        const char *end = (const char *)batch->ranges[r].iov_base + batch->ranges[r].iov_len;
+        for (const char *from = batch->ranges[r].iov_base, *to; from < end && ok; from = to) {
+            const pm_pool_t *pool = pm_pool_of(from);
+            to = pm_pool_start(pool) + pm_pool_bytes(pm_pool_index_of(pool));
+            to = to < end ? to : end;
+            ok &= PM_VALID(pm_pool_heap(pool) == heap && pm_pool_page_purged(pool, from) &&
+                           pm_pool_page_purged(pool, to - 1));
+            pm_block_t *next;
+            for (const pm_block_t *b = pool->free_list; b != NULL && ok; b = next)
+                ok &= PM_VALID(pm_link_next(b, &next)) &&
+                      PM_VALID((const char *)b + pool->block_size <= from ||
+                               (const char *)b >= to);
+        }
+    }
+    return ok;
+}
+
 bool pm_heap_validate(void)
 {
     heaps_lock();
@@ -2815,6 +2870,7 @@ bool pm_heap_validate(void)
         ok &= PM_VALID(heap_parked == atomic_load(&heap->parked_count) &&
                        heap_parked <= PARKED_MOST);
         parked += heap_parked;
+        ok &= heap_sparse_batch_valid(heap);
         for (uint64_t pos = atomic_load(&heap->remote_head); pos != atomic_load(&heap->remote_tail);
              pos++) {
             const pm_block_t *b = atomic_load(&heap->remote_ring[pos % PM_REMOTE_RING]);

@@ -337,7 +337,9 @@
  *      sparse pool gave back, or another thread under blocks waiting for
  *      an idle owner (marked when the owner takes them back, all at
  *      once): it is carved, not live, and on no free list; every block
- *      starting in such a page is one. A pool is sparse only
+ *      starting in such a page is one. A page its owner's heap has yet to
+ *      give the kernel (its sparse batch) is under no block of a free
+ *      list. A pool is sparse only
  *      while on its bin list, and its heap's sparse_pools counts it.
  *  I4  An IN USE pool with used_count < capacity is on its heap's bin list for
  *      its class (PM_POOL_OFF_LIST clear), or is one of its heap's parked pools
@@ -600,6 +602,11 @@ typedef struct {
  * the batch is full. */
 PM_HIDDEN void pm_os_purge_add(pm_os_purge_batch_t *batch, void *addr, size_t size);
 PM_HIDDEN void pm_os_purge_flush(pm_os_purge_batch_t *batch);
+/* Whether pm_os_purge_flush gives a batch's ranges to the kernel in one
+ * call: a second thread has run, and neither the kernel, a seccomp filter
+ * nor POOLMALLOC_PURGE_BATCH=0 has refused it. Else a batch is a call a
+ * range, made later. */
+PM_HIDDEN bool pm_os_purges_vectored(void);
 /* Makes the pages of a committed range resident now, in one system call,
  * as a write to each would (MADV_POPULATE_WRITE); once the kernel refuses
  * (before Linux 5.14, a seccomp filter, a cgroup at its limit), it does
@@ -1224,8 +1231,11 @@ PM_HIDDEN void pm_pool_reuse(pm_pool_t *pool, unsigned class_index, struct pm_he
  * the free blocks that start in them off the free list (I3) until
  * pm_pool_carve puts them back. Returns the bytes given back: now, or
  * (batch not NULL) once the caller flushes the batch, which it does before
- * it allocates again. */
-PM_HIDDEN size_t pm_pool_purge_free_pages(pm_pool_t *pool, pm_os_purge_batch_t *batch);
+ * it allocates again, or (`later`) before the pool takes its purged pages
+ * back or leaves its heap, the owner's fast path allocating meanwhile:
+ * then the pages a free block reaches into from before go now. */
+PM_HIDDEN size_t pm_pool_purge_free_pages(pm_pool_t *pool, pm_os_purge_batch_t *batch,
+                                          bool later);
 /* Whether a pool with `used` blocks in use has at least three quarters of
  * its carved blocks free, and 16 or more. */
 static inline bool pm_pool_mostly_free(const pm_pool_t *pool, uint32_t used)
@@ -1477,6 +1487,9 @@ typedef struct pm_heap {
     uint64_t sparse_wait_ms;
     uint8_t sparse_epoch;
     uint8_t purging_sparse; /* SPARSE_OFF, SPARSE_ON, SPARSE_SPENT (heap.c) */
+    /* The owner's: pages its sparse pools gave back at their marks, not yet
+     * given to the kernel (heap_flush_sparse_purges says until when). */
+    pm_os_purge_batch_t sparse_batch;
     struct pm_heap *next_heap;     /* every heap ever made */
     struct pm_heap *next_abandoned;
     /* ABANDONED: until when its kept pools (its bins' empty ones, and the

@@ -220,12 +220,17 @@ static bool os_seccomp_on(void) { return PM_OS_CALL(SYS_prctl, PR_GET_SECCOMP) !
  * in one call only once the process has had a second thread
  * (__libc_single_threaded), whose interrupts it saves: 32 threads that
  * each churn a window and exit, 18% faster (bench/results/purge-batches.md). */
+bool pm_os_purges_vectored(void)
+{
+    return !__libc_single_threaded && pm_options.purge_batch &&
+           !__atomic_load_n(&purge_vector_off, __ATOMIC_RELAXED);
+}
+
 void pm_os_purge_flush(pm_os_purge_batch_t *batch)
 {
     unsigned count = batch->count;
     batch->count = 0;
-    if (count > 1 && !__libc_single_threaded && pm_options.purge_batch &&
-        !__atomic_load_n(&purge_vector_off, __ATOMIC_RELAXED)) {
+    if (count > 1 && pm_os_purges_vectored()) {
         if (os_seccomp_on()) {
             __atomic_store_n(&purge_vector_off, true, __ATOMIC_RELAXED);
         } else {

@@ -325,10 +325,29 @@ static void pool_populate(void *ctx, void *addr, size_t bytes)
     (void)pm_os_populate(addr, bytes);
 }
 
-/* ctx: the caller's purge batch, or NULL for now. */
+/* Where a purge's runs go: the caller's batch (or NULL for now), which
+ * waits until after the owner has allocated again if `later`. */
+typedef struct {
+    pm_os_purge_batch_t *batch;
+    const pm_pool_t *pool;
+    bool later;
+} pool_purge_to_t;
+
+/* ctx: a pool_purge_to_t. A run may wait for a batch flushed later than
+ * the owner's next allocation only if no block on the free list reaches
+ * into it: one that starts in it is off the list (I3), but one that starts
+ * before it and ends in it stays there (it is free: a live one would have
+ * kept the page), and handed out and written before the flush, it would
+ * lose what was written past the run's first byte. Such a run is purged at
+ * once; none is for classes whose blocks tile a page (16, 32 ... 512 B). */
 static void pool_purge_run(void *ctx, void *addr, size_t bytes)
 {
-    pm_arena_purge_pages(ctx, addr, bytes);
+    const pool_purge_to_t *to = ctx;
+    pm_os_purge_batch_t *batch = to->batch;
+    if (to->later &&
+        (size_t)((char *)addr - pm_pool_start(to->pool)) % to->pool->block_size != 0)
+        batch = NULL;
+    pm_arena_purge_pages(batch, addr, bytes);
 }
 
 /* The purged pages' blocks go back on the free list (which is empty: the
@@ -353,17 +372,18 @@ static void pool_take_purged_pages(pm_pool_t *pool)
 }
 
 /* Gives back `pages` of the pool, whose free list without their blocks is
- * `head`, now or into `batch`; returns the bytes. */
+ * `head`, as `to` says; returns the bytes. */
 static size_t pool_purge_pages(pm_pool_t *pool, unsigned pages, pm_block_t *head,
-                               pm_os_purge_batch_t *batch)
+                               pool_purge_to_t *to)
 {
     pool->free_list = head;
     pool_set_purged_pages(pool, (uint8_t)(pool->purged_pages | pages));
-    return pool_page_runs(pool, pages, pool_purge_run, batch);
+    return pool_page_runs(pool, pages, pool_purge_run, to);
 }
 
-size_t pm_pool_purge_free_pages(pm_pool_t *pool, pm_os_purge_batch_t *batch)
+size_t pm_pool_purge_free_pages(pm_pool_t *pool, pm_os_purge_batch_t *batch, bool later)
 {
+    pool_purge_to_t to = {.batch = batch, .pool = pool, .later = later};
     if (pool->debug_fill || pool->carve_index == 0)
         return 0;
     char *start = pm_pool_start(pool);
@@ -386,7 +406,7 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool, pm_os_purge_batch_t *batch)
      * the tags tell the free blocks (then the free list is linked again
      * without theirs in the same pass). */
     if (pool_tags_exact(pool))
-        return pool_purge_pages(pool, candidates, pool_link_tagged(pool, candidates), batch);
+        return pool_purge_pages(pool, candidates, pool_link_tagged(pool, candidates), &to);
     /* Else, from the free list: less the pages a live block overlaps, the
      * carved blocks that are neither free nor purged. A sampled block is
      * live like any other. */
@@ -410,7 +430,7 @@ size_t pm_pool_purge_free_pages(pm_pool_t *pool, pm_os_purge_batch_t *batch)
     /* The free list without the blocks that start in those pages, linked
      * afresh in address order. */
     return pool_purge_pages(pool, candidates,
-                            pool_link_free(pool, free_map, pool->purged_pages | candidates), batch);
+                            pool_link_free(pool, free_map, pool->purged_pages | candidates), &to);
 }
 
 /* ---- address order ----------------------------------------------------
@@ -504,7 +524,8 @@ unsigned pm_pool_purge_waiting_pages(const pm_pool_t *pool,
         if (i == to && from < to)
             pages |= 1u << page;
     }
-    pool_page_runs(pool, pages, pool_purge_run, NULL);
+    pool_purge_to_t now = {.batch = NULL, .pool = pool, .later = false};
+    pool_page_runs(pool, pages, pool_purge_run, &now);
     return pages;
 }
 

@@ -661,9 +661,8 @@ static void sparse_check_kept(void)
                 ck_assert_int_eq(((unsigned char *)sparse[i])[j], i & 0xff);
 }
 
-/* Filled again, the pages given back serve before any new pool (`given`:
- * the stats once they were); then everything is freed. */
-static void sparse_refill_and_free(const pm_stats_t *given)
+/* The blocks freed made again, each marked with its index. */
+static void sparse_refill(void)
 {
     for (int i = 0; i < SPARSE_BLOCKS; i++) {
         if (sparse[i] == NULL) {
@@ -672,16 +671,29 @@ static void sparse_refill_and_free(const pm_stats_t *given)
             memset(sparse[i], i & 0xff, SPARSE_SIZE);
         }
     }
-    pm_stats_t refilled;
-    pm_test_stats(&refilled);
-    ck_assert_uint_le(refilled.classes[SPARSE_SIZE / 16 - 1].pools,
-                      given->classes[SPARSE_SIZE / 16 - 1].pools + 1);
-    ck_assert_uint_eq(refilled.small_trimmed_bytes, 0);
+}
+
+/* Every block still held has its index in it; then they are all freed. */
+static void sparse_check_and_free(void)
+{
     ck_assert(pm_heap_validate());
     sparse_check_kept();
     for (int i = 0; i < SPARSE_BLOCKS; i++)
         pm_free(sparse[i]);
     ck_assert(pm_heap_validate());
+}
+
+/* Filled again, the pages given back serve before any new pool (`given`:
+ * the stats once they were); then everything is freed. */
+static void sparse_refill_and_free(const pm_stats_t *given)
+{
+    sparse_refill();
+    pm_stats_t refilled;
+    pm_test_stats(&refilled);
+    ck_assert_uint_le(refilled.classes[SPARSE_SIZE / 16 - 1].pools,
+                      given->classes[SPARSE_SIZE / 16 - 1].pools + 1);
+    ck_assert_uint_eq(refilled.small_trimmed_bytes, 0);
+    sparse_check_and_free();
 }
 
 START_TEST(test_trim_gives_back_free_pages)
@@ -764,6 +776,95 @@ START_TEST(test_sparse_pools_give_back_pages)
     pm_malloc_trim(0);
     ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges); /* nothing left in use to give */
     sparse_refill_and_free(&after);
+}
+END_TEST
+
+/* With a second thread in the process, the sparse purges at marks wait
+ * in their heap's batch and go to the kernel together
+ * (heap_flush_sparse_purges): the frees done, some still wait. The
+ * heap's next slow path gives them to the kernel before a pool takes its
+ * purged pages back; else the purge, made later (here by malloc_trim),
+ * would zero blocks handed out meanwhile. */
+static void *return_arg(void *arg) { return arg; }
+
+START_TEST(test_sparse_purges_wait_in_a_batch)
+{
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, return_arg, NULL), 0);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    pm_options.purge_delay_ms = 60000;
+    sparse_fill();
+    uint64_t in_use_purges = pm_arena_in_use_purges();
+    sparse_keep_first(1);
+    ck_assert_uint_gt(pm_arena_in_use_purges(), in_use_purges);
+    /* Unless the kernel refused the first batch (before Linux 6.13): then
+     * each purge is made at once, as with one thread. */
+    if (pm_os_purges_vectored())
+        ck_assert_uint_gt(pm_thread_heap->sparse_batch.count, 0);
+    ck_assert(pm_heap_validate());
+    sparse_check_kept();
+    sparse_refill();
+    ck_assert_uint_eq(pm_thread_heap->sparse_batch.count, 0);
+    pm_malloc_trim(0);
+    sparse_check_and_free();
+}
+END_TEST
+
+/* The same with blocks of 48 bytes, which do not tile a page: a free block
+ * that starts in a pool's first page ends in its second. That page's purge
+ * is made at once (pm_pool_purge_free_pages): the block stays on the free
+ * list, and handed out and written whole before the batch went to the
+ * kernel, it would have lost its end to the flush. */
+enum { STRADDLE_SIZE = 48, STRADDLE_BLOCKS = 16384 };
+_Static_assert(PM_OS_PAGE_SIZE % STRADDLE_SIZE != 0, "a block reaches into the next page");
+static unsigned char *straddle[STRADDLE_BLOCKS];
+
+static void straddle_make(int i)
+{
+    straddle[i] = pm_malloc(STRADDLE_SIZE);
+    ck_assert_ptr_nonnull(straddle[i]);
+    for (int j = 0; j < STRADDLE_SIZE; j++)
+        straddle[i][j] = (unsigned char)(i + j);
+}
+
+static void straddle_check(int i)
+{
+    for (int j = 0; j < STRADDLE_SIZE; j++)
+        ck_assert_int_eq(straddle[i][j], (i + j) & 0xff);
+}
+
+START_TEST(test_sparse_purges_wait_not_under_a_free_block)
+{
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, return_arg, NULL), 0);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    pm_options.purge_delay_ms = 60000;
+    for (int i = 0; i < STRADDLE_BLOCKS; i++)
+        straddle_make(i);
+    /* Each pool keeps its first block: its other pages have none live. */
+    for (int i = 0; i < STRADDLE_BLOCKS; i++) {
+        if (straddle[i] != (unsigned char *)pm_pool_start(pm_pool_of(straddle[i]))) {
+            pm_free(straddle[i]);
+            straddle[i] = NULL;
+        }
+    }
+    /* Some wait (the runs a block starts exactly on), and no byte of them
+     * is under a block of a free list: pm_heap_validate checks it (I3). */
+    if (pm_os_purges_vectored())
+        ck_assert_uint_gt(pm_thread_heap->sparse_batch.count, 0);
+    ck_assert(pm_heap_validate());
+    /* Blocks off the pools' lists, the ones that end in a second page
+     * among them, all written whole; then whatever waits goes. */
+    for (int i = 0; i < STRADDLE_BLOCKS; i++)
+        if (straddle[i] == NULL)
+            straddle_make(i);
+    pm_malloc_trim(0);
+    for (int i = 0; i < STRADDLE_BLOCKS; i++)
+        straddle_check(i);
+    ck_assert(pm_heap_validate());
+    for (int i = 0; i < STRADDLE_BLOCKS; i++)
+        pm_free(straddle[i]);
+    ck_assert(pm_heap_validate());
 }
 END_TEST
 
@@ -1969,11 +2070,7 @@ START_TEST(test_release_exited_thread_pages)
     pm_test_sleep_ms(350);
     pm_heap_release_parked_if_due(pm_thread_heap);
     ck_assert_uint_ge(pm_arena_in_use_purges() - in_use_purges, pools - 1);
-    sparse_check_kept();
-    ck_assert(pm_heap_validate());
-    for (int i = 0; i < SPARSE_BLOCKS; i++)
-        pm_free(sparse[i]);
-    ck_assert(pm_heap_validate());
+    sparse_check_and_free();
 }
 END_TEST
 
@@ -2233,6 +2330,8 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_trim_gives_everything_back);
     tcase_add_test(tc, test_trim_gives_back_free_pages);
     tcase_add_test(tc, test_sparse_pools_give_back_pages);
+    tcase_add_test(tc, test_sparse_purges_wait_in_a_batch);
+    tcase_add_test(tc, test_sparse_purges_wait_not_under_a_free_block);
     tcase_add_test(tc, test_sparse_waits_for_half);
     tcase_add_test(tc, test_sparse_half_waits_for_grace);
     tcase_add_test(tc, test_sparse_survivors_give_back_pages);
