@@ -548,9 +548,12 @@ static __attribute__((noinline)) void pool_reached_mark(pm_heap_t *heap, pm_pool
  * (its owner's slow path, heap_alloc_from) or leaving the heap (it
  * empties: bin_pool_emptied; its thread exits: heap_abandon), for the
  * late purge would then zero blocks handed out meanwhile. A pool with
- * purged pages is not given to the exchange. An owner that goes idle with
- * ranges waiting keeps their pages, PM_OS_PURGE_BATCH ranges at most,
- * until it allocates again or exits. */
+ * purged pages is not given to the exchange. The owner's housekeeping
+ * (its ticks) flushes too, so that a thread that goes on allocating
+ * without any of those gives them to the kernel within a tick's bytes;
+ * one that stops calling the allocator keeps their pages,
+ * PM_OS_PURGE_BATCH ranges at most, until it allocates a tick's bytes
+ * again or exits. */
 static void heap_flush_sparse_purges(pm_heap_t *heap)
 {
     if (heap->sparse_batch.count != 0)
@@ -997,6 +1000,7 @@ static void heap_housekeeping_poolless(pm_heap_t *heap)
 {
     if (!heap_owned(heap))
         return;
+    heap_flush_sparse_purges(heap);
     heap_give_back_due(heap);
     pm_arena_decay_if_due();
 }

@@ -782,7 +782,7 @@ END_TEST
 /* With a second thread in the process, the sparse purges at marks wait
  * in their heap's batch and go to the kernel together
  * (heap_flush_sparse_purges): the frees done, some still wait. The
- * heap's next slow path gives them to the kernel before a pool takes its
+ * heap's slow path gives them to the kernel before a pool takes its
  * purged pages back; else the purge, made later (here by malloc_trim),
  * would zero blocks handed out meanwhile. */
 static void *return_arg(void *arg) { return arg; }
@@ -803,6 +803,9 @@ START_TEST(test_sparse_purges_wait_in_a_batch)
         ck_assert_uint_gt(pm_thread_heap->sparse_batch.count, 0);
     ck_assert(pm_heap_validate());
     sparse_check_kept();
+    /* No tick while the pools fill again (its housekeeping flushes too):
+     * the slow path's flush alone must keep what they hand out. */
+    pm_thread_heap->tick_countdown = INT64_MAX / 2;
     sparse_refill();
     ck_assert_uint_eq(pm_thread_heap->sparse_batch.count, 0);
     pm_malloc_trim(0);
@@ -814,7 +817,8 @@ END_TEST
  * that starts in a pool's first page ends in its second. That page's purge
  * is made at once (pm_pool_purge_free_pages): the block stays on the free
  * list, and handed out and written whole before the batch went to the
- * kernel, it would have lost its end to the flush. */
+ * kernel, it would have lost its end to the flush. And what waits goes at
+ * the heap's next tick. */
 enum { STRADDLE_SIZE = 48, STRADDLE_BLOCKS = 16384 };
 _Static_assert(PM_OS_PAGE_SIZE % STRADDLE_SIZE != 0, "a block reaches into the next page");
 static unsigned char *straddle[STRADDLE_BLOCKS];
@@ -853,6 +857,15 @@ START_TEST(test_sparse_purges_wait_not_under_a_free_block)
     if (pm_os_purges_vectored())
         ck_assert_uint_gt(pm_thread_heap->sparse_batch.count, 0);
     ck_assert(pm_heap_validate());
+    /* A tick's bytes of another class, taking no page back and emptying no
+     * pool: the heap's tick flushes them. */
+    enum { OTHER_SIZE = 256, OTHER_BLOCKS = PM_HEAP_TICK_BYTES / OTHER_SIZE + 64 };
+    static void *other[OTHER_BLOCKS];
+    for (int i = 0; i < OTHER_BLOCKS; i++)
+        ck_assert_ptr_nonnull(other[i] = pm_malloc(OTHER_SIZE));
+    ck_assert_uint_eq(pm_thread_heap->sparse_batch.count, 0);
+    for (int i = 0; i < OTHER_BLOCKS; i++)
+        pm_free(other[i]);
     /* Blocks off the pools' lists, the ones that end in a second page
      * among them, all written whole; then whatever waits goes. */
     for (int i = 0; i < STRADDLE_BLOCKS; i++)
