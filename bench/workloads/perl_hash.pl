@@ -1,7 +1,8 @@
 # A real program's allocations: perl (Debian's) building a hash of N keys,
-# each holding a two-element array (an SV, an AV and a string a key), then
-# deleting a third of them and sorting what is left: perl allocates every
-# SV body, hash entry and short string through malloc.
+# each holding an array of a number and a string of 0..39 bytes, then
+# deleting a third of them and sorting what is left. Debian's perl is built
+# without perl's own malloc: its strings, hash keys and arrays' storage are
+# malloc'd one by one, its SV heads and bodies in arenas of about 4 KiB.
 #   perl bench/workloads/perl_hash.pl N
 use strict;
 use warnings;
