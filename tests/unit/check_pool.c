@@ -813,22 +813,14 @@ static bool kernel_populates(void)
  * time through madvise, then in one process_madvise call where the kernel
  * has it (allocator/os.c); and with POOLMALLOC_PURGE_BATCH=0, one madvise
  * a range again. */
-static void *purge_batch_thread(void *arg)
-{
-    return arg;
-}
-
 START_TEST(test_os_purge_batch)
 {
     enum { POOLS = 44 };
     uint64_t batch_option = pm_options.purge_batch;
     for (int round = 0; round < 3; round++) {
         pm_options.purge_batch = round < 2;
-        if (round == 1) {
-            pthread_t thread;
-            ck_assert_int_eq(pthread_create(&thread, NULL, purge_batch_thread, NULL), 0);
-            ck_assert_int_eq(pthread_join(thread, NULL), 0);
-        }
+        if (round == 1)
+            pm_test_become_multithreaded();
         char *map = mmap(NULL, (size_t)POOLS * PM_POOL_SIZE, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         ck_assert_ptr_ne(map, MAP_FAILED);

@@ -785,13 +785,9 @@ END_TEST
  * heap's slow path gives them to the kernel before a pool takes its
  * purged pages back; else the purge, made later (here by malloc_trim),
  * would zero blocks handed out meanwhile. */
-static void *return_arg(void *arg) { return arg; }
-
 START_TEST(test_sparse_purges_wait_in_a_batch)
 {
-    pthread_t thread;
-    ck_assert_int_eq(pthread_create(&thread, NULL, return_arg, NULL), 0);
-    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    pm_test_become_multithreaded();
     pm_options.purge_delay_ms = 60000;
     sparse_fill();
     uint64_t in_use_purges = pm_arena_in_use_purges();
@@ -839,9 +835,7 @@ static void straddle_check(int i)
 
 START_TEST(test_sparse_purges_wait_not_under_a_free_block)
 {
-    pthread_t thread;
-    ck_assert_int_eq(pthread_create(&thread, NULL, return_arg, NULL), 0);
-    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    pm_test_become_multithreaded();
     pm_options.purge_delay_ms = 60000;
     for (int i = 0; i < STRADDLE_BLOCKS; i++)
         straddle_make(i);

@@ -193,6 +193,15 @@ void *pm_test_free_in_thread(void *block)
     return NULL;
 }
 
+static void *do_nothing(void *arg) { return arg; }
+
+void pm_test_become_multithreaded(void)
+{
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, do_nothing, NULL), 0);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+}
+
 rlim_t pm_test_address_space_in_use(void)
 {
     char statm[128];

@@ -147,6 +147,10 @@ rlim_t pm_test_address_space_in_use(void);
 /* A thread's start routine that pm_frees `block`: a free by a thread that
  * does not own the block's pool. */
 void *pm_test_free_in_thread(void *block);
+/* Starts and joins a thread that does nothing: the process has then had a
+ * second thread (__libc_single_threaded is false for good), which is what
+ * pm_os_purges_vectored waits for. */
+void pm_test_become_multithreaded(void);
 /* ck_assert that buf holds "poolmalloc: " and `what`. */
 void pm_test_assert_message(const char *buf, const char *what);
 
