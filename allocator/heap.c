@@ -1164,7 +1164,18 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
  * shared heap's) join their list at their first free, for the thread
  * that adopts it to find.
  *
- * A full pool leaves its bin list (heap_alloc_from): in an OWNED heap it
+ * pm_pool_set_mark for a regaining pool, which has neither flag to keep
+ * (bin_remove_full clears them), with the mark below its count as there:
+ * the mark's arithmetic once, where the general one, keeping flags, took
+ * 8 instructions more a regain. */
+static PM_ALWAYS_INLINE void pool_set_mark_unflagged(pm_pool_t *pool, uint16_t mark)
+{
+    unsigned used = pm_pool_used(pool);
+    __atomic_store_n(&pool->used_mark, mark, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->used_word, (uint16_t)(used - mark), __ATOMIC_RELAXED);
+}
+
+/* A full pool leaves its bin list (heap_alloc_from): in an OWNED heap it
  * starts regaining, elsewhere it is armed (pool_arm_mark). */
 static PM_ALWAYS_INLINE void bin_remove_full(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool)
 {
@@ -1185,10 +1196,7 @@ static PM_ALWAYS_INLINE void bin_remove_full(pm_heap_t *heap, pm_bin_t *bin, pm_
     pool->next = pool->prev = NULL;
     bin_serve_head(bin);
     pool->regaining = true;
-    unsigned used = pm_pool_used(pool);
-    unsigned mark = pool->capacity - pm_pool_regain_batch(pool);
-    __atomic_store_n(&pool->used_mark, (uint16_t)mark, __ATOMIC_RELAXED);
-    __atomic_store_n(&pool->used_word, (uint16_t)(used - mark), __ATOMIC_RELAXED);
+    pool_set_mark_unflagged(pool, (uint16_t)(pool->capacity - pm_pool_regain_batch(pool)));
 }
 
 /* The batch is in: the pool joins its list and, full until lately, takes
@@ -1196,13 +1204,9 @@ static PM_ALWAYS_INLINE void bin_remove_full(pm_heap_t *heap, pm_bin_t *bin, pm_
 static void pool_end_regaining(pm_bin_t *bin, pm_pool_t *pool)
 {
     pool->regaining = false;
-    /* pm_pool_set_mark, with no flag to keep (bin_remove_full cleared
-     * them) and the mark below the count (the pool's capacity less its
-     * batch, well above a quarter of it): 8 instructions fewer a regain. */
-    unsigned used = pm_pool_used(pool);
-    unsigned mark = pool_first_mark(pool);
-    __atomic_store_n(&pool->used_mark, (uint16_t)mark, __ATOMIC_RELAXED);
-    __atomic_store_n(&pool->used_word, (uint16_t)(used - mark), __ATOMIC_RELAXED);
+    /* Below its count: the pool's capacity less its batch, well above a
+     * quarter of it. */
+    pool_set_mark_unflagged(pool, (uint16_t)pool_first_mark(pool));
     bin_append(bin, pool);
 }
 
@@ -2099,7 +2103,7 @@ static void *heap_alloc_from(pm_heap_t *heap, unsigned class_index)
                         if (carvable == NULL)
                             carvable = pool;
                     } else {
-                        bin_remove_full(heap, bin, pool); /* or its frees are on the stack (I4) */
+                        bin_remove_full(heap, bin, pool); /* full, or its frees are on the stack (I4) */
                     }
                     continue;
                 }
