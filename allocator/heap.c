@@ -218,12 +218,20 @@ static void bin_unlink(pm_bin_t *bin, pm_pool_t *pool)
         bin->pools_tail = pool->prev;
 }
 
-static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
+/* Off the list, with no links and no longer sparse: bin_remove's part
+ * that a full pool starting to regain shares (bin_remove_full), which
+ * sets its flags its own way. */
+static PM_ALWAYS_INLINE void bin_take_out(pm_bin_t *bin, pm_pool_t *pool)
 {
     pool_leave_sparse(pool);
     bin_unlink(bin, pool);
     pool->next = pool->prev = NULL;
     bin_serve_head(bin);
+}
+
+static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
+{
+    bin_take_out(bin, pool);
     pm_pool_set_on_bin_list(pool, false);
 }
 
@@ -1190,11 +1198,7 @@ static PM_ALWAYS_INLINE void bin_remove_full(pm_heap_t *heap, pm_bin_t *bin, pm_
      * (PM_POOL_OFF_LIST made every free call the owner) and not kept.
      * Nearly every switch of random replacement takes a full pool off
      * first: as those two calls it took 17 instructions more. */
-    if (PM_UNLIKELY(pool->sparse))
-        pool_leave_sparse(pool);
-    bin_unlink(bin, pool);
-    pool->next = pool->prev = NULL;
-    bin_serve_head(bin);
+    bin_take_out(bin, pool);
     pool->regaining = true;
     pool_set_mark_unflagged(pool, (uint16_t)(pool->capacity - pm_pool_regain_batch(pool)));
 }
