@@ -8,16 +8,29 @@
 
 #include <errno.h>
 
+__attribute__((noinline)) void *pm_malloc_missed(pm_heap_t *heap, size_t size)
+{
+    void *block = pm_heap_alloc_slow(heap, pm_class_of_nonzero(size));
+    if (PM_LIKELY(block != NULL))
+        return block;
+    /* No arena could be mapped, or the thread unwinds: glibc's. */
+    return pm_system_malloc(size);
+}
+
 __attribute__((noinline)) void *pm_malloc_slow(size_t size)
 {
-    if (size <= PM_SMALL_MAX && !pm_profile_unwinding()) {
-        /* The fast path has just failed for any size but 0: not again. */
-        void *block = size == 0 ? pm_heap_alloc(0) : pm_heap_alloc_slow(pm_class_of(size));
+    if (size > PM_SMALL_MAX)
+        return pm_system_malloc(size);
+    pm_heap_t *heap = pm_thread_heap;
+    /* The fast path has just failed for any size but 0, served as 1: not
+     * again. */
+    if (size == 0) {
+        void *block = pm_heap_alloc_fast(heap, 1);
         if (PM_LIKELY(block != NULL))
             return block;
-        /* No arena could be mapped: glibc may still have room. */
+        size = 1;
     }
-    return pm_system_malloc(size);
+    return pm_malloc_missed(heap, size);
 }
 
 void *pm_malloc(size_t size)
@@ -60,7 +73,7 @@ void *pm_calloc(size_t count, size_t size)
     size_t total;
     /* total - 1 wraps for 0, which takes the slow path like large sizes. */
     if (!__builtin_mul_overflow(count, size, &total) && total - 1 < PM_SMALL_MAX) {
-        void *block = pm_heap_alloc_fast(total);
+        void *block = pm_heap_alloc_fast(pm_thread_heap, total);
         /* The whole block, total rounded up to the granule:
          * malloc_usable_size promises all of it to the caller. memset
          * returns the block, so this is a jump, not a call and a return. */

@@ -2297,9 +2297,8 @@ static void *heap_alloc_shared(unsigned class_index)
     return block;
 }
 
-void *pm_heap_alloc_slow(unsigned class_index)
+void *pm_heap_alloc_slow(pm_heap_t *heap, unsigned class_index)
 {
-    pm_heap_t *heap = pm_thread_heap;
     if (heap == &pm_heap_empty) {
         if (pm_profile_unwinding())
             return NULL; /* I11: the caller goes to glibc */

@@ -526,9 +526,15 @@ static inline void pm_owned_or_u64(uint64_t *word, uint64_t bits)
 #define PM_POOL_ALIGN_MAX ((size_t)512)
 
 /* ---- size classes (sizeclass.c) ----------------------------------------- */
-static inline unsigned pm_class_of(size_t size) /* size <= PM_SMALL_MAX */
+/* The class of `size` bytes, 1..PM_SMALL_MAX. */
+static inline unsigned pm_class_of_nonzero(size_t size)
 {
-    return size == 0 ? 0 : (unsigned)((size - 1) / PM_CLASS_GRANULE);
+    return (unsigned)((size - 1) / PM_CLASS_GRANULE);
+}
+/* The same for 0..PM_SMALL_MAX: 0 bytes are served as 1. */
+static inline unsigned pm_class_of(size_t size)
+{
+    return size == 0 ? 0 : pm_class_of_nonzero(size);
 }
 static inline size_t pm_class_size(size_t class_index)
 {
@@ -1566,7 +1572,11 @@ typedef struct pm_heap {
 PM_HIDDEN extern __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("initial-exec")));
 PM_HIDDEN extern pm_heap_t pm_heap_empty;
 
-PM_HIDDEN void *pm_heap_alloc_slow(unsigned class_index);
+/* A block of the class from `heap`, the calling thread's (pm_thread_heap),
+ * whose fast path found none at hand; its first if it has none yet. NULL if
+ * no pool could be had (no arena could be mapped) or while the thread
+ * unwinds for a sample (I11): the caller goes to glibc. */
+PM_HIDDEN void *pm_heap_alloc_slow(pm_heap_t *heap, unsigned class_index);
 /* The bytes a heap allocates between two ticks: at most, and at least
  * (ALLOCATION TICKS, heap.c). */
 #define PM_HEAP_TICK_BYTES ((int64_t)256 << 10)
@@ -1704,13 +1714,12 @@ PM_HIDDEN void pm_profile_unwind_unlock(void);
 /* Draws a sampling countdown for every heap made before profiling began. */
 PM_HIDDEN void pm_heap_reset_sampling(void);
 
-/* The fast path for `size` bytes, 1..PM_SMALL_MAX: pop the head pool's
- * free list, or NULL if it has none (then pm_heap_alloc_slow finds room).
- * Inlined into pm_malloc. */
-static inline void *pm_heap_alloc_fast(size_t size)
+/* The fast path for `size` bytes, 1..PM_SMALL_MAX, in `heap`, the calling
+ * thread's (pm_thread_heap, read once by the caller: the stores below may
+ * alias it for the compiler): pop the head pool's free list, or NULL if it
+ * has none (then pm_heap_alloc_slow finds room). Inlined into pm_malloc. */
+static inline void *pm_heap_alloc_fast(pm_heap_t *heap, size_t size)
 {
-    /* Read once: the stores below may alias it for the compiler. */
-    pm_heap_t *heap = pm_thread_heap;
     /* &heap->bins[(size - 1) / 16], as the size rounded down to the granule
      * times 4 (a bin is 64 bytes): an and and an lea, where the class index
      * took two shifts and a move. */
@@ -1750,8 +1759,9 @@ _Static_assert(sizeof(pm_bin_t) % PM_CLASS_GRANULE == 0, "pm_heap_alloc_fast ind
 static inline void *pm_heap_alloc(size_t size)
 {
     size += size == 0;
-    void *block = pm_heap_alloc_fast(size);
-    return PM_LIKELY(block != NULL) ? block : pm_heap_alloc_slow(pm_class_of(size));
+    pm_heap_t *heap = pm_thread_heap;
+    void *block = pm_heap_alloc_fast(heap, size);
+    return PM_LIKELY(block != NULL) ? block : pm_heap_alloc_slow(heap, pm_class_of_nonzero(size));
 }
 
 /* The fast paths' test for a live block of `heap`: its pool is the heap's
@@ -1939,16 +1949,24 @@ PM_HIDDEN int pm_system_trim(size_t pad);
 /* Everything but the fast path: malloc(0), a bin with no room at hand, the
  * glibc path. Out of line so that malloc stays a leaf. */
 PM_HIDDEN void *pm_malloc_slow(size_t size);
+/* malloc of `size` bytes, 1..PM_SMALL_MAX, whose fast path found `heap`'s
+ * bin with no room at hand: the heap's slow path, or glibc's if no pool
+ * could be had. The fast path hands its heap over, where pm_malloc_slow
+ * read it again and tested the size twice more: 11 instructions of every
+ * pool switch (bench/results/slow-path-switch.md). */
+PM_HIDDEN void *pm_malloc_missed(pm_heap_t *heap, size_t size);
 static inline void *pm_malloc_inline(size_t size)
 {
     /* size - 1 wraps for 0, which takes the slow path like large sizes. */
     if (PM_LIKELY(size - 1 < PM_SMALL_MAX)) {
-        void *block = pm_heap_alloc_fast(size);
+        pm_heap_t *heap = pm_thread_heap;
+        void *block = pm_heap_alloc_fast(heap, size);
         if (PM_LIKELY(block != NULL))
             return block;
-    } else if (size != 0) {
-        return pm_system_malloc(size); /* past the pools: glibc's, one call away */
+        return pm_malloc_missed(heap, size);
     }
+    if (size != 0)
+        return pm_system_malloc(size); /* past the pools: glibc's, one call away */
     return pm_malloc_slow(size);
 }
 /* free of a pointer outside the arena space: an arena mapped outside it,

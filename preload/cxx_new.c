@@ -150,7 +150,7 @@ static inline void *cxx_aligned(size_t size, size_t alignment)
 
 /* new's fast path is malloc's, and its slow path malloc's (pm_malloc_slow
  * takes any size the fast path did not serve); aligned new has none. */
-#define CXX_POOL_FAST (size - 1 < PM_SMALL_MAX ? pm_heap_alloc_fast(size) : NULL)
+#define CXX_POOL_FAST (size - 1 < PM_SMALL_MAX ? pm_heap_alloc_fast(pm_thread_heap, size) : NULL)
 
 /* new: plain, array, nothrow, aligned */
 CXX_NEW(_Znwm, (size_t size), (size), false, CXX_POOL_FAST, pm_malloc_slow(size))
