@@ -152,14 +152,13 @@ void pm_heap_count_system_heapless(size_t allocated_bytes, size_t freed_bytes)
 
 /* ---- bin lists (I4) ------------------------------------------------------- */
 
-static pm_pool_t *bin_head_or_dry(const pm_bin_t *bin)
-{
-    return bin->pools != NULL ? bin->pools : &pm_pool_dry;
-}
-/* After every change of the list's head. */
+/* The pool the fast path takes blocks from (bin->serving) is one of the
+ * list's, anywhere on it, and pm_pool_dry when the list is empty: a pool
+ * switch only points at the pool it chose. It moved to the head, and the
+ * move took 17 instructions of each switch (bench/results/slow-path-switch.md). */
 static void bin_serve_head(pm_bin_t *bin)
 {
-    bin->serving = bin_head_or_dry(bin);
+    bin->serving = bin->pools != NULL ? bin->pools : &pm_pool_dry;
 }
 
 /* A new pool goes first, to serve now. The one that was alone on the list
@@ -179,9 +178,10 @@ static void bin_push(pm_bin_t *bin, pm_pool_t *pool)
     pm_pool_set_on_bin_list(pool, true);
 }
 
-/* A pool that regained room goes last: the head keeps serving until it runs
- * dry, and by the time a queued pool's turn comes it has gathered more free
- * blocks, so the slow path runs once per many allocations, not per free. */
+/* A pool that regained room goes last: the serving pool serves on until it
+ * runs dry, and by the time a queued pool's turn comes it has gathered more
+ * free blocks, so the slow path runs once per many allocations, not per
+ * free. */
 static void bin_append(pm_bin_t *bin, pm_pool_t *pool)
 {
     pool->next = NULL;
@@ -193,7 +193,8 @@ static void bin_append(pm_bin_t *bin, pm_pool_t *pool)
         bin->pools = pool;
     }
     bin->pools_tail = pool;
-    bin_serve_head(bin);
+    if (bin->pools == pool)
+        bin_serve_head(bin);
     pm_pool_set_on_bin_list(pool, true);
 }
 
@@ -226,29 +227,14 @@ static PM_ALWAYS_INLINE void bin_take_out(pm_bin_t *bin, pm_pool_t *pool)
     pool_leave_sparse(pool);
     bin_unlink(bin, pool);
     pool->next = pool->prev = NULL;
-    bin_serve_head(bin);
+    if (bin->serving == pool)
+        bin_serve_head(bin);
 }
 
 static void bin_remove(pm_bin_t *bin, pm_pool_t *pool)
 {
     bin_take_out(bin, pool);
     pm_pool_set_on_bin_list(pool, false);
-}
-
-/* A pool on the list behind its head goes first, to serve now: what
- * bin_remove then bin_push would do, less the flags they set and clear
- * again (it stays listed; a list of two or more keeps no pool, I4). A
- * slow path of random replacement moved the pool it chose nearly every
- * time, and the pair cost 40 instructions of its 200. */
-static void bin_move_to_front(pm_bin_t *bin, pm_pool_t *pool)
-{
-    pool_leave_sparse(pool);
-    bin_unlink(bin, pool);
-    pool->prev = NULL;
-    pool->next = bin->pools;
-    bin->pools->prev = pool;
-    bin->pools = pool;
-    bin_serve_head(bin);
 }
 
 /* The pools the exchange holds (EXCHANGE), read by owners without its
@@ -2088,9 +2074,9 @@ static PM_ALWAYS_INLINE void *heap_pop(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t
  * untouched blocks of a pool being carved, a pool from an arena. Collecting
  * before carving keeps a producer whose consumer frees everything from
  * faulting in a page per class while its blocks wait to be collected. The
- * pool that serves moves to the head, where the fast path looks; if it is
- * mostly free and its free list out of order, the list is linked again in
- * address order first (pool.c, ADDRESS ORDER).
+ * bin points the fast path at the pool that serves; if it is mostly free
+ * and its free list out of order, the list is linked again in address
+ * order first (pool.c, ADDRESS ORDER).
  *
  * Of the first two pools on the bin list with free blocks, the one with
  * more blocks in use serves: a pool the program is emptying is left to
@@ -2115,6 +2101,18 @@ static void exchange_note_wanted(pm_heap_t *heap, unsigned class_index);
 static PM_ALWAYS_INLINE pm_pool_t *bin_find_serving(pm_heap_t *heap, pm_bin_t *bin,
                                                     pm_pool_t **carvable, bool quick)
 {
+    /* The pool that ran dry serving leaves first if it is full: it may be
+     * anywhere on the list, past where the walk stops. */
+    pm_pool_t *dry = bin->serving;
+    if (bin->pools != NULL && dry->free_list == NULL && dry->purged_pages == 0 &&
+        dry->carve_index >= dry->capacity) {
+        if (!quick)
+            bin_remove_full(heap, bin, dry);
+        else if (!dry->sparse)
+            bin_remove_full_owned(bin, dry);
+        else
+            return WALK_BAILED;
+    }
     pm_pool_t *serving = NULL;
     for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
         next = pool->next;
@@ -2162,12 +2160,14 @@ static PM_ALWAYS_INLINE bool pool_serves_quick(const pm_pool_t *pool)
            !pm_pool_mostly_free(pool, pool->used_word & PM_POOL_USED_BITS);
 }
 
-/* The pool found serves: it moves to the head, where the fast path looks,
- * and hands out its first free block. */
+/* The pool found serves: the fast path takes blocks from it now, it is no
+ * longer sparse, and it hands out its first free block. */
 static PM_ALWAYS_INLINE void *heap_serve(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *serving)
 {
-    if (serving != bin->pools)
-        bin_move_to_front(bin, serving);
+    if (serving != bin->serving) {
+        pool_leave_sparse(serving);
+        bin->serving = serving;
+    }
     pm_pool_order_if_mostly_free(serving);
     return heap_pop(heap, bin, serving);
 }
@@ -2967,13 +2967,18 @@ bool pm_heap_validate(void)
             pool_total += bin->pool_count;
             /* Only pools on the bin lists are sparse (bin_remove). */
             uint64_t bin_sparse = 0;
-            for (const pm_pool_t *p = bin->pools; p != NULL; p = p->next)
+            bool serving_listed = false;
+            for (const pm_pool_t *p = bin->pools; p != NULL; p = p->next) {
                 bin_sparse += p->sparse;
+                serving_listed |= p == bin->serving;
+            }
             sparse_pools += bin_sparse;
             ok &= PM_VALID(heap_is_orphaned(heap) || bin_sparse == bin->sparse_count);
-            /* A fork may have cut an orphaned heap's owner between the
-             * two (see heap_visit_pool). */
-            ok &= PM_VALID(heap_is_orphaned(heap) || bin->serving == bin_head_or_dry(bin));
+            /* The serving pool is one of the list's, or pm_pool_dry for an
+             * empty list (bin_serve_head). A fork may have cut an orphaned
+             * heap's owner between the two (see heap_visit_pool). */
+            ok &= PM_VALID(heap_is_orphaned(heap) ||
+                           (bin->pools == NULL ? bin->serving == &pm_pool_dry : serving_listed));
             allocated[c] += bin->allocated_total;
             uint64_t class_parked = 0;
             for (const pm_pool_t *p = atomic_load(&heap->parked[c]); p != NULL; p = p->next)

@@ -348,8 +348,9 @@
  *      regaining: full when its OWNED heap's slow path took it off the list,
  *      on no list since, PM_POOL_OFF_LIST clear and used_mark at capacity -
  *      pm_pool_regain_batch, to which used_count has not come down (it
- *      joins the list when it does); a full pool may
- *      stay at the head of that list until the next slow path. A pool whose
+ *      joins the list when it does); the serving pool
+ *      (bin->serving: one of the list's, pm_pool_dry for an empty list) may
+ *      stay on it full until the next slow path. A pool whose
  *      used_count drops to 0 is released to its arena unless it is the only
  *      pool on its bin list (also in an abandoned heap, for the thread that
  *      adopts it); then, if its owner emptied it and it was carved past its
@@ -1398,14 +1399,15 @@ PM_HIDDEN void pm_arena_unlock(void);
  * what allocations minus live blocks leave (stats.c), so the fast path of
  * free writes nothing outside the pool. */
 typedef struct pm_bin {
-    pm_pool_t *pools;              /* pools with room (I4); the head serves */
+    pm_pool_t *pools;              /* pools with room (I4), one serving */
     uint64_t allocated_total;      /* blocks handed out by this heap */
     pm_pool_t *pools_tail;         /* pools that regain room queue up here */
     uint64_t remote_freed_total;   /* blocks of other heaps freed by this thread */
     uint64_t remote_collected_total; /* blocks taken back from remote_free */
     uint64_t pool_count;           /* IN USE pools owned */
-    /* pools, or pm_pool_dry when there is none: never NULL, so malloc's
-     * fast path tests only the free list. */
+    /* The pool of the list malloc's fast path takes blocks from, anywhere
+     * on it (heap.c, bin_serve_head), or pm_pool_dry when there is none:
+     * never NULL, so the fast path tests only the free list. */
     pm_pool_t *serving;
     /* Pools of the class sent back to their arenas for want of room to
      * park them since the class last took one from them (heap.c, PARKING
@@ -1716,7 +1718,7 @@ PM_HIDDEN void pm_heap_reset_sampling(void);
 
 /* The fast path for `size` bytes, 1..PM_SMALL_MAX, in `heap`, the calling
  * thread's (pm_thread_heap, read once by the caller: the stores below may
- * alias it for the compiler): pop the head pool's free list, or NULL if it
+ * alias it for the compiler): pop the serving pool's free list, or NULL if it
  * has none (then pm_heap_alloc_slow finds room). Inlined into pm_malloc. */
 static inline void *pm_heap_alloc_fast(pm_heap_t *heap, size_t size)
 {
