@@ -1575,9 +1575,10 @@ PM_HIDDEN extern __thread pm_heap_t *pm_thread_heap __attribute__((tls_model("in
 PM_HIDDEN extern pm_heap_t pm_heap_empty;
 
 /* A block of the class from `heap`, the calling thread's (pm_thread_heap),
- * whose fast path found none at hand; its first if it has none yet. NULL if
- * no pool could be had (no arena could be mapped) or while the thread
- * unwinds for a sample (I11): the caller goes to glibc. */
+ * whose fast path found none at hand; if that is pm_heap_empty, the thread
+ * takes a heap first (or the shared heap serves it). NULL if no pool could
+ * be had (no arena could be mapped) or while the thread unwinds for a
+ * sample (I11): the caller goes to glibc. */
 PM_HIDDEN void *pm_heap_alloc_slow(pm_heap_t *heap, unsigned class_index);
 /* The bytes a heap allocates between two ticks: at most, and at least
  * (ALLOCATION TICKS, heap.c). */
@@ -1954,7 +1955,7 @@ PM_HIDDEN void *pm_malloc_slow(size_t size);
 /* malloc of `size` bytes, 1..PM_SMALL_MAX, whose fast path found `heap`'s
  * bin with no room at hand: the heap's slow path, or glibc's if no pool
  * could be had. The fast path hands its heap over, where pm_malloc_slow
- * read it again and tested the size twice more: 11 instructions of every
+ * read it again and tested the size twice more: 8 instructions of every
  * pool switch (bench/results/slow-path-switch.md). */
 PM_HIDDEN void *pm_malloc_missed(pm_heap_t *heap, size_t size);
 static inline void *pm_malloc_inline(size_t size)
