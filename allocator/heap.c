@@ -2098,6 +2098,21 @@ static void exchange_note_wanted(pm_heap_t *heap, unsigned class_index);
  * nothing, so that it saves and restores no register; a pool that would
  * need a call (it gave back pages, or is sparse) returns WALK_BAILED for
  * the general walk, which does all. */
+/* A full pool met by the walk leaves its list (bin_remove_full); false if
+ * the quick walk must leave that to the general one (a sparse pool, whose
+ * leaving calls out). */
+static PM_ALWAYS_INLINE bool bin_walk_remove_full(pm_heap_t *heap, pm_bin_t *bin, pm_pool_t *pool,
+                                                  bool quick)
+{
+    if (!quick)
+        bin_remove_full(heap, bin, pool);
+    else if (!pool->sparse)
+        bin_remove_full_owned(bin, pool);
+    else
+        return false;
+    return true;
+}
+
 static PM_ALWAYS_INLINE pm_pool_t *bin_find_serving(pm_heap_t *heap, pm_bin_t *bin,
                                                     pm_pool_t **carvable, bool quick)
 {
@@ -2105,14 +2120,8 @@ static PM_ALWAYS_INLINE pm_pool_t *bin_find_serving(pm_heap_t *heap, pm_bin_t *b
      * anywhere on the list, past where the walk stops. */
     pm_pool_t *dry = bin->serving;
     if (bin->pools != NULL && dry->free_list == NULL && dry->purged_pages == 0 &&
-        dry->carve_index >= dry->capacity) {
-        if (!quick)
-            bin_remove_full(heap, bin, dry);
-        else if (!dry->sparse)
-            bin_remove_full_owned(bin, dry);
-        else
-            return WALK_BAILED;
-    }
+        dry->carve_index >= dry->capacity && !bin_walk_remove_full(heap, bin, dry, quick))
+        return WALK_BAILED;
     pm_pool_t *serving = NULL;
     for (pm_pool_t *pool = bin->pools, *next; pool != NULL; pool = next) {
         next = pool->next;
@@ -2126,13 +2135,9 @@ static PM_ALWAYS_INLINE pm_pool_t *bin_find_serving(pm_heap_t *heap, pm_bin_t *b
                 if (pool->carve_index < pool->capacity) {
                     if (*carvable == NULL)
                         *carvable = pool;
-                } else if (!quick) {
-                    bin_remove_full(heap, bin, pool); /* full, or its frees are on the stack (I4) */
-                } else if (!pool->sparse) {
-                    bin_remove_full_owned(bin, pool);
-                } else {
+                } else if (!bin_walk_remove_full(heap, bin, pool, quick)) {
                     return WALK_BAILED;
-                }
+                } /* else full, or its frees are on the stack (I4): off the list */
                 continue;
             }
             if (quick)
