@@ -366,7 +366,8 @@ END_TEST
  * of 512-byte blocks are filled, D serves; A gets its regaining batch back
  * first (so it is first on the list), then B; A goes on being emptied. The
  * next blocks not from D come from B, and from A only once B is full
- * again. */
+ * again. B serves where it is on the list, behind A (heap.c,
+ * bin_serve_head). */
 START_TEST(test_pool_fuller_serves_first)
 {
     enum { SIZE = 512, MAX = 8 * PM_POOL_SIZE / SIZE };
@@ -406,12 +407,19 @@ START_TEST(test_pool_fuller_serves_first)
         p = blocks[n++] = pm_malloc(SIZE);
     } while (pm_pool_of(p) == d);
     ck_assert_ptr_eq(pm_pool_of(p), b);
+    const pm_bin_t *bin = &pm_thread_heap->bins[pm_class_of(SIZE)];
+    ck_assert_ptr_eq(bin->serving, b);
+    ck_assert_ptr_eq(b->prev, a); /* not moved in front of A */
+    ck_assert_ptr_ne(bin->pools, b);
+    ck_assert(pm_heap_validate());
     for (size_t i = 1; i < b_batch; i++) {
         p = blocks[n++] = pm_malloc(SIZE);
         ck_assert_ptr_eq(pm_pool_of(p), b);
     }
     p = blocks[n++] = pm_malloc(SIZE);
     ck_assert_ptr_eq(pm_pool_of(p), a);
+    ck_assert_ptr_eq(bin->serving, a);
+    ck_assert(!pm_pool_on_bin_list(b) && b->regaining); /* full again: off the list */
     ck_assert(pm_heap_validate());
     for (size_t i = 0; i < n; i++)
         pm_free(blocks[i]);
