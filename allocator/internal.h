@@ -981,13 +981,15 @@ static inline bool pm_pool_on_bin_list(const pm_pool_t *pool)
     return (pool->used_word & PM_POOL_OFF_LIST) == 0 && !pool->regaining;
 }
 /* How many blocks a regaining pool takes back before it joins its bin list
- * (I4; heap.c, REGAINING): a sixteenth of its capacity, 2 at least. One
- * less is the most of its free blocks the slow path cannot see. */
+ * (I4; heap.c, REGAINING): a sixteenth of its capacity, PM_POOL_REGAIN_MIN
+ * at least. One less is the most of its free blocks the slow path cannot
+ * see. */
 #define PM_POOL_REGAIN_DIVISOR 16
+#define PM_POOL_REGAIN_MIN 4
 static inline unsigned pm_pool_regain_batch(const pm_pool_t *pool)
 {
     unsigned batch = pool->capacity / PM_POOL_REGAIN_DIVISOR;
-    return batch > 2 ? batch : 2;
+    return batch > PM_POOL_REGAIN_MIN ? batch : PM_POOL_REGAIN_MIN;
 }
 /* By the owner, as the pool joins or leaves its bin list: one that leaves
  * it is not kept. */

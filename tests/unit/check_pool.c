@@ -430,11 +430,14 @@ END_TEST
 /* REGAINING (heap.c): a full pool off its bin list that gets blocks back
  * stays off it, its free blocks unseen by malloc, until a batch of them
  * came back (I4); then it joins the list, and serves them when the pool
- * serving runs out. */
+ * serving runs out. A sixteenth of the pool, and 4 blocks at least: the
+ * pools of 512-byte blocks hold 32 or fewer, and a batch of 2 made a pool
+ * switch of every other malloc under random replacement. */
+static const size_t regain_sizes[] = {64, 512};
 START_TEST(test_pool_regains_in_batches)
 {
-    enum { SIZE = 64 };
-    static void *in_b[PM_POOL_SIZE / SIZE], *from_a[PM_POOL_SIZE / SIZE];
+    const size_t SIZE = regain_sizes[_i];
+    static void *in_b[PM_POOL_SIZE / 64], *from_a[PM_POOL_SIZE / 64];
     in_b[0] = pm_malloc(SIZE);
     pm_pool_t *b = pm_pool_of(in_b[0]);
     for (size_t i = 1; i < b->capacity; i++) {
@@ -446,8 +449,9 @@ START_TEST(test_pool_regains_in_batches)
     pm_pool_t *a = pm_pool_of(from_a[0]);
     ck_assert(a != b && !pm_pool_on_bin_list(b));
     const size_t batch = pm_pool_regain_batch(b);
-    ck_assert_uint_ge(batch, 2);
-    ck_assert_uint_le(batch, b->capacity / 8);
+    ck_assert_uint_ge(batch, 4);
+    ck_assert_uint_ge(batch, b->capacity / 16);
+    ck_assert_uint_le(batch, b->capacity / 6);
     for (size_t i = 0; i + 1 < batch; i++) {
         pm_free(in_b[i]);
         ck_assert(b->regaining && !pm_pool_on_bin_list(b));
@@ -1165,7 +1169,8 @@ Suite *make_pool_suite(void)
     tcase_add_test(tc, test_pool_populate_ahead);
     tcase_add_test(tc, test_pool_fuller_serves_first);
     tcase_add_test(tc, test_pool_serves_in_address_order);
-    tcase_add_test(tc, test_pool_regains_in_batches);
+    tcase_add_loop_test(tc, test_pool_regains_in_batches, 0,
+                        sizeof regain_sizes / sizeof regain_sizes[0]);
     tcase_add_test(tc, test_pool_parks_beside_others_up_to_four);
     tcase_add_test(tc, test_pool_parks_in_a_row);
     tcase_add_test(tc, test_pool_parks_in_a_row_within_retain_max);
