@@ -1138,7 +1138,7 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
 /* ---- REGAINING (I4) -------------------------------------------------------
  * A full pool that its heap's slow path takes off the bin list regains
  * room off it: it joins the list again once pm_pool_regain_batch blocks
- * came back (a sixteenth of its capacity, 4 at least), not at its first
+ * came back (a sixteenth of its capacity, 3 at least), not at its first
  * free. A program that frees and allocates at random over a heap larger
  * than its serving pools (a cache, a table of objects replaced one by one)
  * frees into full pools, nearly all of them: each joined the list with one
@@ -1154,20 +1154,22 @@ static __attribute__((noinline)) void bin_pool_emptied(pm_heap_t *heap, pm_bin_t
  * before. The cost is in memory: a regaining pool's free blocks, one
  * fewer than its batch at most, wait unseen by the slow path, which may
  * take a new pool meanwhile: a sixteenth of the full pools' blocks at
- * most, and 3 blocks in the pools of more than 256-byte blocks (3 of 32
- * for 512 bytes).
+ * most, and 2 blocks in the pools of fewer than 48 (2 of 32 for 512
+ * bytes): those of more than 336-byte blocks, and of more than 256 in an
+ * arena's first pool, which is smaller.
  *
- * Those pools hold 32 to 63 blocks, and a batch of a sixteenth was 2 or
- * 3 of them: under random replacement a pool switch (about 180
- * instructions, and the first touch of the pool's lines) came every 2 or
- * 3 of their mallocs. With 4 at least, pm_bench_churn window=100000
- * random=1 (replace-100k's shape) runs 8.5 instructions fewer a pair
- * (callgrind), in 0.95 of the time; its peak RSS and churn-random's are
- * 1.6-1.8% higher, the fragmentation suite's cache peak 1.4%
- * (bench/results/regaining.md, "The least batch"). Only an OWNED heap's
- * pools regain: an abandoned heap's (or the
- * shared heap's) join their list at their first free, for the thread
- * that adopts it to find.
+ * In those a batch of a sixteenth was 2 blocks: under random replacement
+ * a pool switch (about 180 instructions, and the first touch of the
+ * pool's lines) came every 3 of their mallocs. With 3 at least,
+ * pm_bench_churn window=100000 random=1 (replace-100k's shape) runs 4.8
+ * instructions fewer a pair (callgrind), and its peak RSS is level. 4 at
+ * least took 8.1 fewer, but 1.6-2.7% more peak RSS on churn and random
+ * replacement, which put churn's past 1.10 x glibc's
+ * (bench/results/regaining.md, "The least batch").
+ *
+ * Only an OWNED heap's pools regain: an abandoned heap's (or the shared
+ * heap's) join their list at their first free, for the thread that
+ * adopts it to find.
  *
  * pm_pool_set_mark for a regaining pool, which has neither flag to keep
  * (bin_remove_full clears them), with the mark below its count as there:

@@ -985,7 +985,7 @@ static inline bool pm_pool_on_bin_list(const pm_pool_t *pool)
  * at least. One less is the most of its free blocks the slow path cannot
  * see. */
 #define PM_POOL_REGAIN_DIVISOR 16
-#define PM_POOL_REGAIN_MIN 4
+#define PM_POOL_REGAIN_MIN 3
 static inline unsigned pm_pool_regain_batch(const pm_pool_t *pool)
 {
     unsigned batch = pool->capacity / PM_POOL_REGAIN_DIVISOR;
