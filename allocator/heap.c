@@ -2105,12 +2105,6 @@ static void exchange_note_wanted(pm_heap_t *heap, unsigned class_index);
 /* What the quick walk (bin_find_serving) leaves to the general one. */
 #define WALK_BAILED ((pm_pool_t *)1)
 
-/* The pool to serve from the bin's list, the walk above: NULL if none has
- * a free block, with *carvable the first that has blocks left to carve.
- * `quick` (a constant): a pool switch's walk in an OWNED heap, which calls
- * nothing, so that it saves and restores no register; a pool that would
- * need a call (it gave back pages, or is sparse) returns WALK_BAILED for
- * the general walk, which does all. */
 /* A full pool met by the walk leaves its list (bin_remove_full); false if
  * the quick walk must leave that to the general one (a sparse pool, whose
  * leaving calls out). */
@@ -2126,6 +2120,12 @@ static PM_ALWAYS_INLINE bool bin_walk_remove_full(pm_heap_t *heap, pm_bin_t *bin
     return true;
 }
 
+/* The pool to serve from the bin's list, the walk above: NULL if none has
+ * a free block, with *carvable the first that has blocks left to carve.
+ * `quick` (a constant): a pool switch's walk in an OWNED heap, which calls
+ * nothing, so that it saves and restores no register; a pool that would
+ * need a call (it gave back pages, or is sparse) returns WALK_BAILED for
+ * the general walk, which does all. */
 static PM_ALWAYS_INLINE pm_pool_t *bin_find_serving(pm_heap_t *heap, pm_bin_t *bin,
                                                     pm_pool_t **carvable, bool quick)
 {
