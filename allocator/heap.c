@@ -19,8 +19,9 @@ static __thread bool thread_heap_released __attribute__((tls_model("initial-exec
 
 /* Never written: its bins are empty, so the fast path falls through, and
  * its countdown and unsettled bytes are as low as they go, so the glibc
- * path's tests of them (system.c) send a thread with no heap to its slow
- * path by themselves, with no test of the heap's own. */
+ * path's tests of them (system.c: malloc's of the countdown, free's of the
+ * unsettled bytes) send a thread with no heap to its slow path by
+ * themselves, with no test of the heap's own. */
 pm_heap_t pm_heap_empty = {
     .bins = PM_BINS_INITIALIZER,
     .tick_countdown = INT64_MIN,
@@ -1074,6 +1075,7 @@ void *pm_heap_tick(pm_heap_t *heap, void *block, size_t size, size_t counted)
         pm_heap_set_countdown(heap, heap->tick_countdown);
     }
     heap_housekeeping_poolless(heap);
+    pm_system_settle_heap(heap);
     /* A heap turns purging_sparse as a pool comes down to its mark (SPARSE
      * POOLS); one whose last pools did while a cycle or a quiet spell held
      * it back turns it at a tick once neither does. */

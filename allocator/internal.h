@@ -1474,7 +1474,8 @@ typedef struct pm_heap {
     pm_system_counters_t system;   /* likewise */
     /* Net bytes of the glibc path not yet added to the process-wide figure
      * (pm_system_settle), which they join once past PM_SYSTEM_SETTLE_BYTES
-     * either way: no shared write on every large request. */
+     * either way, at a free or a tick: no shared write on every large
+     * request. */
     int64_t system_unsettled;
     /* The owner's (or its service_lock holder's), for SPARSE POOLS
      * (heap.c): its pools in use, the parked ones left out (the bins'
@@ -1691,7 +1692,7 @@ PM_HIDDEN bool pm_profile_drop(void *block);
 static inline void pm_profile_free(void *block)
 {
     /* The flag first: with profiling off, a load and a branch, not the
-     * filter's hash (every free of a glibc block comes here). */
+     * filter's hash (every realloc of a glibc block comes here). */
     if (PM_UNLIKELY(pm_profile_on) && pm_profile_maybe_sampled(block))
         pm_profile_drop(block);
 }
@@ -1929,6 +1930,14 @@ PM_HIDDEN void pm_system_tune_glibc(void);
 /* A heap's unsettled bytes beyond this, either way, join the process-wide
  * figure the glibc trim is decided on. */
 #define PM_SYSTEM_SETTLE_BYTES ((int64_t)256 << 10)
+/* Settles the heap's unsettled bytes if they are a step or more either
+ * way: by the glibc path, and by the heap's owner at each tick (malloc's
+ * fast path does not test them). */
+PM_HIDDEN void pm_system_settle_heap(pm_heap_t *heap);
+/* From now on every free on the glibc path takes its slow path, which
+ * drops the block's profile record: called as profiling starts, before
+ * any block is sampled. */
+PM_HIDDEN void pm_system_free_profiled(void);
 /* Adds `delta` bytes to the glibc path's process-wide live figure, notes
  * when that has fallen to half of the most it was since glibc's heap was
  * last trimmed, and trims at once when it has fallen to an eighth (glibc

@@ -219,6 +219,7 @@ void pm_profile_init(void)
     void *frame[1];
     (void)profile.backtrace(frame, 1);
     profile.rate = (double)pm_options.profile_rate;
+    pm_system_free_profiled();
     pm_profile_on = true;
 }
 

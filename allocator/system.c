@@ -32,7 +32,7 @@
 #define SYSTEM_TRIM_MIN_MARK ((int64_t)1 << 20)
 
 static struct {
-    _Atomic int64_t live;                   /* settled: off by a step per heap */
+    _Atomic int64_t live;                   /* settled: off by two steps per heap at most */
     _Atomic int64_t mark;                   /* the most `live` was since the last trim */
     _Atomic uint64_t halved_ms;             /* when live fell to mark / 2; 0: it has not */
     _Atomic uint64_t collapse_ms;           /* a collapse trimmed at once, watched; 0: none */
@@ -157,11 +157,8 @@ void pm_system_settle(int64_t delta)
     pm_system_trim_if_due();
 }
 
-/* The calling thread's unsettled bytes join the process-wide figure once
- * they pass a step either way. */
-static void system_settle_heap(void)
+void pm_system_settle_heap(pm_heap_t *heap)
 {
-    pm_heap_t *heap = pm_thread_heap;
     int64_t delta = heap->system_unsettled;
     if (heap == &pm_heap_empty || (delta < PM_SYSTEM_SETTLE_BYTES && delta > -PM_SYSTEM_SETTLE_BYTES))
         return;
@@ -169,16 +166,68 @@ static void system_settle_heap(void)
     pm_system_settle(delta);
 }
 
+/* The lowest a heap's unsettled bytes fall to on free's fast path: at a
+ * step below, the free settles them. Once profiling is on, nothing is low
+ * enough, and every free takes the slow path, where its record is dropped:
+ * one compare serves both, where the flag cost free a load and a branch
+ * more. */
+static int64_t system_free_floor = -PM_SYSTEM_SETTLE_BYTES;
+
+void pm_system_free_profiled(void)
+{
+    __atomic_store_n(&system_free_floor, INT64_MAX, __ATOMIC_RELAXED);
+}
+
+/* glibc exports malloc_usable_size only under that name, which the preload
+ * shim interposes, so the answer is read where glibc itself reads it: the
+ * chunk's size word just below the pointer (malloc/malloc.c, musable() in
+ * glibc 2.36, x86-64: 8-byte size word, flag 0x2 = chunk was mmap'd). A
+ * chunk carved from an arena lends its successor's prev_size word to the
+ * user; an mmap'd chunk does not. */
+#define GLIBC_SIZE_WORD ((size_t)8)
+#define GLIBC_CHUNK_IS_MMAPPED ((size_t)0x2)
+#define GLIBC_CHUNK_FLAGS ((size_t)0x7)
+
+static inline size_t glibc_size_word(const void *ptr)
+{
+    return ((const size_t *)ptr)[-1];
+}
+
+static bool glibc_chunk_mmapped(const void *ptr)
+{
+    return (glibc_size_word(ptr) & GLIBC_CHUNK_IS_MMAPPED) != 0;
+}
+
+/* The usable size of a chunk carved from one of glibc's heaps (not mmap'd),
+ * from its size word. */
+static inline size_t glibc_heap_chunk_usable(size_t size_word)
+{
+    return (size_word & ~GLIBC_CHUNK_FLAGS) - GLIBC_SIZE_WORD;
+}
+
+size_t pm_system_usable_size(void *ptr)
+{
+    size_t size_word = glibc_size_word(ptr);
+    if (size_word & GLIBC_CHUNK_IS_MMAPPED)
+        return glibc_heap_chunk_usable(size_word) - GLIBC_SIZE_WORD;
+    return glibc_heap_chunk_usable(size_word);
+}
+
 /* Every block glibc hands out through here, and every one given back, is
  * counted at its usable size (read from the chunk glibc is about to touch
  * anyway) in the calling thread's heap: no shared counter on this path.
  *
- * The common case (a thread with a heap, no sample due, no debug pattern)
- * is done inline; everything else is one tail call, so that the common
- * case saves no registers around calls it does not make (that was a
- * quarter of poolmalloc's own cost on a large request). */
-static __attribute__((noinline)) void *system_account_slow(void *block, size_t usable, bool fresh)
+ * The common case (a thread with a heap, a chunk from glibc's heap, not
+ * mmap'd, no sample due, no debug pattern) is done inline; everything else
+ * is one tail call, so that the common case saves no registers around
+ * calls it does not make (that was a quarter of poolmalloc's own cost on a
+ * large request). malloc does not test its heap's unsettled bytes: they
+ * settle at its next tick (pm_heap_tick), which comes at most
+ * PM_HEAP_TICK_BYTES of allocation later, so they stay within two steps;
+ * free, which never ticks, tests them. */
+static __attribute__((noinline)) void *system_account_slow(void *block, bool fresh)
 {
+    size_t usable = pm_system_usable_size(block);
     /* A new block's contents are undefined: under POOLMALLOC_DEBUG it holds
      * the fresh pattern, as pool blocks do (glibc's blocks are not checked
      * on reuse: glibc owns their free lists). */
@@ -190,7 +239,7 @@ static __attribute__((noinline)) void *system_account_slow(void *block, size_t u
         pm_profile_sample_heapless(block, usable);
     else if ((heap->tick_countdown -= (int64_t)usable) < 0)
         pm_heap_tick(heap, block, usable, usable);
-    system_settle_heap();
+    pm_system_settle_heap(pm_thread_heap);
     return block;
 }
 
@@ -199,14 +248,14 @@ static inline void *system_account(void *block, bool fresh)
 {
     if (block == NULL)
         return NULL;
-    size_t usable = pm_system_usable_size(block);
+    size_t size_word = glibc_size_word(block);
     pm_heap_t *heap = pm_thread_heap;
     /* No test of pm_heap_empty: its countdown is always below usable. Nor
      * of POOLMALLOC_DEBUG: no thread has a heap then (I12), and the slow
      * path fills the block. */
-    if (PM_UNLIKELY(heap->tick_countdown < (int64_t)usable ||
-                    heap->system_unsettled + (int64_t)usable >= PM_SYSTEM_SETTLE_BYTES))
-        return system_account_slow(block, usable, fresh);
+    size_t usable = glibc_heap_chunk_usable(size_word);
+    if (PM_UNLIKELY((size_word & GLIBC_CHUNK_IS_MMAPPED) || heap->tick_countdown < (int64_t)usable))
+        return system_account_slow(block, fresh);
     pm_heap_count_system_alloc(heap, usable);
     heap->tick_countdown -= (int64_t)usable; /* no tick due (pm_heap_tick) */
     return block;
@@ -311,35 +360,6 @@ int pm_system_mallopt(int param, int value)
     return __libc_mallopt(param, value);
 }
 
-/* glibc exports malloc_usable_size only under that name, which the preload
- * shim interposes, so the answer is read where glibc itself reads it: the
- * chunk's size word just below the pointer (malloc/malloc.c, musable() in
- * glibc 2.36, x86-64: 8-byte size word, flag 0x2 = chunk was mmap'd). A
- * chunk carved from an arena lends its successor's prev_size word to the
- * user; an mmap'd chunk does not. */
-#define GLIBC_SIZE_WORD ((size_t)8)
-#define GLIBC_CHUNK_IS_MMAPPED ((size_t)0x2)
-#define GLIBC_CHUNK_FLAGS ((size_t)0x7)
-
-static inline size_t glibc_size_word(const void *ptr)
-{
-    return ((const size_t *)ptr)[-1];
-}
-
-static bool glibc_chunk_mmapped(const void *ptr)
-{
-    return (glibc_size_word(ptr) & GLIBC_CHUNK_IS_MMAPPED) != 0;
-}
-
-size_t pm_system_usable_size(void *ptr)
-{
-    size_t size_word = glibc_size_word(ptr);
-    size_t chunk_size = size_word & ~GLIBC_CHUNK_FLAGS;
-    if (size_word & GLIBC_CHUNK_IS_MMAPPED)
-        return chunk_size - 2 * GLIBC_SIZE_WORD;
-    return chunk_size - GLIBC_SIZE_WORD;
-}
-
 /* Precondition: size > 0 (pm_realloc frees for size 0 itself). As with
  * pool blocks (alloc.c), a block that grows by less than an eighth takes a
  * quarter more than it held (pm_realloc_grown_size), and one resized within
@@ -370,12 +390,13 @@ void *pm_system_realloc(void *ptr, size_t size)
     if (moved != NULL && ptr != NULL)
         pm_count_system_free(old_usable);
     moved = system_account(moved, false);
-    system_settle_heap();
+    pm_system_settle_heap(pm_thread_heap);
     return moved;
 }
 
-static __attribute__((noinline)) void system_free_slow(void *ptr, size_t usable)
+static __attribute__((noinline)) void system_free_slow(void *ptr)
 {
+    size_t usable = pm_system_usable_size(ptr);
     size_t size_word = glibc_size_word(ptr);
     if (size_word & GLIBC_CHUNK_IS_MMAPPED)
         glibc_follow_mmap_threshold(size_word & ~GLIBC_CHUNK_FLAGS);
@@ -384,21 +405,22 @@ static __attribute__((noinline)) void system_free_slow(void *ptr, size_t usable)
         memset(ptr, PM_DEBUG_FREED_BYTE, usable);
     pm_profile_free(ptr); /* before glibc can hand the address out again */
     __libc_free(ptr);
-    system_settle_heap(); /* after: a trim now gives this block back too */
+    pm_system_settle_heap(pm_thread_heap); /* after: a trim now gives this block back too */
 }
 
 /* As system_account: the common case inline, the rest one tail call (an
  * mmap'd chunk among the rest: glibc is about to munmap it anyway). */
 void pm_system_free(void *ptr)
 {
-    size_t usable = pm_system_usable_size(ptr);
+    size_t size_word = glibc_size_word(ptr);
+    size_t usable = glibc_heap_chunk_usable(size_word);
     pm_heap_t *heap = pm_thread_heap;
-    /* pm_heap_empty's unsettled bytes (debug mode's too, I12) always fail
-     * the last test. */
-    if (PM_UNLIKELY(pm_profile_on ||
-                    heap->system_unsettled - (int64_t)usable <= -PM_SYSTEM_SETTLE_BYTES ||
-                    glibc_chunk_mmapped(ptr))) {
-        system_free_slow(ptr, usable);
+    /* pm_heap_empty's unsettled bytes (debug mode's too, I12) are always
+     * below the floor. */
+    if (PM_UNLIKELY((size_word & GLIBC_CHUNK_IS_MMAPPED) ||
+                    heap->system_unsettled - (int64_t)usable <=
+                        __atomic_load_n(&system_free_floor, __ATOMIC_RELAXED))) {
+        system_free_slow(ptr);
         return;
     }
     pm_heap_count_system_free(heap, usable);

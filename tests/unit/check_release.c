@@ -2233,6 +2233,43 @@ START_TEST(test_release_glibc_heap_cycle_over)
 }
 END_TEST
 
+/* malloc's fast path on the glibc path leaves its heap's unsettled bytes
+ * to the heap's next tick (system.c): under large mallocs alone they stay
+ * within two steps, and a tick that a small malloc makes settles them, as
+ * one a large malloc makes does. */
+START_TEST(test_release_glibc_settles_at_ticks)
+{
+    pm_free(pm_malloc(16)); /* the thread's heap */
+    pm_heap_t *heap = pm_thread_heap;
+    int64_t most = 0;
+    for (int i = 0; i < GLIBC_BLOCKS; i++) {
+        glibc_blocks[i] = pm_malloc(GLIBC_BLOCK_SIZE);
+        if (heap->system_unsettled > most)
+            most = heap->system_unsettled;
+    }
+    ck_assert_int_le(most, 2 * PM_SYSTEM_SETTLE_BYTES);
+    glibc_free(0, GLIBC_BLOCKS);
+    /* A step unsettled, up from what the frees left, with no tick since
+     * (a tick would have settled it). */
+    int i = 0;
+    while (heap->system_unsettled < PM_SYSTEM_SETTLE_BYTES)
+        glibc_blocks[i++] = pm_malloc(GLIBC_BLOCK_SIZE);
+    /* Small blocks until the heap ticks: its countdown goes up. */
+    enum { SMALL = 4096 };
+    static void *small[SMALL];
+    int n = 0;
+    for (int64_t before = heap->tick_countdown; heap->tick_countdown <= before; n++) {
+        ck_assert_int_lt(n, SMALL);
+        before = heap->tick_countdown;
+        small[n] = pm_malloc(256);
+    }
+    ck_assert_int_eq(heap->system_unsettled, 0);
+    for (int k = 0; k < n; k++)
+        pm_free(small[k]);
+    glibc_free(0, i);
+}
+END_TEST
+
 /* A range one thread gives back to the kernel and another maps again. The
  * kernel orders the two, and a sanitizer must know it too: TSan once
  * reported a new heap slab's first write as racing with a read of the freed
@@ -2369,6 +2406,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_glibc_heap_steady);
     tcase_add_test(tc, test_release_glibc_heap_cycle_over);
     tcase_add_test(tc, test_release_glibc_heap_after_delay);
+    tcase_add_test(tc, test_release_glibc_settles_at_ticks);
     tcase_add_loop_test(tc, test_release_range_mapped_again, 0, 2);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
