@@ -114,6 +114,50 @@ START_TEST(test_memalign_sizes)
 }
 END_TEST
 
+/* Every pool size at every pool alignment, through the three entry points'
+ * fast paths (alloc.c, aligned_fast): aligned, large enough, from a pool,
+ * held at once without overlapping; posix_memalign leaves errno alone. */
+START_TEST(test_aligned_every_pool_size)
+{
+    enum { ALIGNMENTS = 7 }; /* 8 .. 512 */
+    static unsigned char *held[PM_SMALL_MAX + 1][ALIGNMENTS];
+    for (size_t size = 1; size <= PM_SMALL_MAX; size++) {
+        for (int a = 0; a < ALIGNMENTS; a++) {
+            size_t alignment = (size_t)8 << a;
+            void *p = NULL;
+            switch (size % 3) {
+            case 0:
+                errno = 1234;
+                ck_assert_int_eq(pm_posix_memalign(&p, alignment, size), 0);
+                ck_assert_int_eq(errno, 1234);
+                break;
+            case 1:
+                p = pm_memalign(alignment, size);
+                break;
+            default:
+                p = pm_aligned_alloc(alignment, size);
+                break;
+            }
+            ck_assert_msg(p != NULL && (uintptr_t)p % alignment == 0 && pm_owns(p),
+                          "%zu bytes aligned to %zu: %p", size, alignment, p);
+            ck_assert_uint_ge(pm_malloc_usable_size(p), size);
+            held[size][a] = p;
+            memset(p, (int)(size + a), size);
+        }
+    }
+    for (size_t size = 1; size <= PM_SMALL_MAX; size++) {
+        for (int a = 0; a < ALIGNMENTS; a++) {
+            ck_assert_uint_eq(held[size][a][0], (unsigned char)(size + a));
+            ck_assert_uint_eq(held[size][a][size - 1], (unsigned char)(size + a));
+            pm_free(held[size][a]);
+        }
+    }
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+}
+END_TEST
+
 /* Many pool-served aligned blocks of one class: each aligned, none shared. */
 START_TEST(test_memalign_pool_many)
 {
@@ -209,6 +253,7 @@ Suite *make_aligned_suite(void)
     tcase_add_loop_test(tc, test_aligned_alloc_sizes, 0, ALIGN_STEPS);
     tcase_add_loop_test(tc, test_memalign_sizes, 0, ALIGN_STEPS);
     tcase_add_test(tc, test_memalign_pool_many);
+    tcase_add_test(tc, test_aligned_every_pool_size);
     tcase_add_test(tc, test_memalign_huge_alignment);
     suite_add_tcase(s, tc);
 
