@@ -214,34 +214,6 @@ void *pm_reallocarray(void *ptr, size_t count, size_t size)
     return pm_realloc(ptr, total);
 }
 
-/* A pool size rounded up to a pool alignment is a class (still a pool
- * size), whose blocks are all aligned to it (BLOCK, POOL, ARENA in
- * internal.h). */
-_Static_assert(PM_SMALL_MAX % PM_POOL_ALIGN_MAX == 0, "rounding keeps a pool size");
-static inline size_t aligned_size(size_t alignment, size_t size)
-{
-    return (size + alignment - 1) & ~(alignment - 1);
-}
-
-/* An aligned request's fast path: `alignment` a power of two from 8 to
- * PM_POOL_ALIGN_MAX, and `size` 1..PM_SMALL_MAX (tested before it is
- * rounded, which could wrap): malloc's fast path for the rounded size, or
- * NULL. Inline, as malloc's: through the general path a request of a pool
- * size took 54 instructions more than malloc (posix_memalign of 64 bytes). */
-static inline void *aligned_fast(size_t alignment, size_t size)
-{
-    if (size - 1 >= PM_SMALL_MAX)
-        return NULL;
-    return pm_heap_alloc_fast(pm_thread_heap, aligned_size(alignment, size));
-}
-
-/* Whether the pools can align to `alignment`, in aligned_fast's range. */
-static inline bool aligned_in_pools(size_t alignment)
-{
-    return pm_is_power_of_two(alignment) && alignment >= sizeof(void *) &&
-           alignment <= PM_POOL_ALIGN_MAX;
-}
-
 /* alignment: a power of two. Pools serve it when a class's blocks are all
  * aligned to it (see BLOCK, POOL, ARENA in internal.h). */
 static __attribute__((noinline)) void *alloc_aligned(size_t alignment, size_t size)
@@ -249,7 +221,7 @@ static __attribute__((noinline)) void *alloc_aligned(size_t alignment, size_t si
     if (alignment <= PM_CLASS_GRANULE)
         return pm_malloc(size);
     if (alignment <= PM_POOL_ALIGN_MAX && size <= PM_SMALL_MAX) {
-        void *block = pm_heap_alloc(size == 0 ? alignment : aligned_size(alignment, size));
+        void *block = pm_heap_alloc(size == 0 ? alignment : pm_aligned_size(alignment, size));
         if (block != NULL)
             return block;
     }
@@ -272,8 +244,8 @@ static __attribute__((noinline)) int posix_memalign_slow(void **out, size_t alig
 
 int pm_posix_memalign(void **out, size_t alignment, size_t size)
 {
-    if (PM_LIKELY(aligned_in_pools(alignment))) {
-        void *block = aligned_fast(alignment, size);
+    if (PM_LIKELY(pm_aligned_in_pools(alignment))) {
+        void *block = pm_aligned_fast(alignment, size);
         if (PM_LIKELY(block != NULL)) {
             *out = block;
             return 0;
@@ -298,8 +270,8 @@ void *pm_memalign(size_t alignment, size_t size)
 {
     if (alignment <= PM_CLASS_GRANULE)
         return pm_malloc(size);
-    if (PM_LIKELY(aligned_in_pools(alignment))) {
-        void *block = aligned_fast(alignment, size);
+    if (PM_LIKELY(pm_aligned_in_pools(alignment))) {
+        void *block = pm_aligned_fast(alignment, size);
         if (PM_LIKELY(block != NULL))
             return block;
     }

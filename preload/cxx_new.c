@@ -149,8 +149,11 @@ static inline void *cxx_aligned(size_t size, size_t alignment)
     }
 
 /* new's fast path is malloc's, and its slow path malloc's (pm_malloc_slow
- * takes any size the fast path did not serve); aligned new has none. */
+ * takes any size the fast path did not serve); aligned new's is memalign's
+ * (an alignment not a power of two takes the slow path, to libstdc++). */
 #define CXX_POOL_FAST (size - 1 < PM_SMALL_MAX ? pm_heap_alloc_fast(pm_thread_heap, size) : NULL)
+#define CXX_ALIGNED_FAST \
+    (pm_aligned_in_pools(alignment) ? pm_aligned_fast(alignment, size) : NULL)
 
 /* new: plain, array, nothrow, aligned */
 CXX_NEW(_Znwm, (size_t size), (size), false, CXX_POOL_FAST, pm_malloc_slow(size))
@@ -160,13 +163,13 @@ CXX_NEW(_ZnwmRKSt9nothrow_t, (size_t size, const void *nothrow), (size, nothrow)
 CXX_NEW(_ZnamRKSt9nothrow_t, (size_t size, const void *nothrow), (size, nothrow), true,
         CXX_POOL_FAST, pm_malloc_slow(size))
 CXX_NEW(_ZnwmSt11align_val_t, (size_t size, size_t alignment), (size, alignment), false,
-        NULL, cxx_aligned(size, alignment))
+        CXX_ALIGNED_FAST, cxx_aligned(size, alignment))
 CXX_NEW(_ZnamSt11align_val_t, (size_t size, size_t alignment), (size, alignment), true,
-        NULL, cxx_aligned(size, alignment))
+        CXX_ALIGNED_FAST, cxx_aligned(size, alignment))
 CXX_NEW(_ZnwmSt11align_val_tRKSt9nothrow_t, (size_t size, size_t alignment, const void *nothrow),
-        (size, alignment, nothrow), true, NULL, cxx_aligned(size, alignment))
+        (size, alignment, nothrow), true, CXX_ALIGNED_FAST, cxx_aligned(size, alignment))
 CXX_NEW(_ZnamSt11align_val_tRKSt9nothrow_t, (size_t size, size_t alignment, const void *nothrow),
-        (size, alignment, nothrow), true, NULL, cxx_aligned(size, alignment))
+        (size, alignment, nothrow), true, CXX_ALIGNED_FAST, cxx_aligned(size, alignment))
 
 /* delete: plain, array, sized, nothrow, aligned */
 PM_EXPORT void _ZdlPv(void *ptr) { pm_free_inline(ptr); }

@@ -47,7 +47,7 @@ void use(void *p, std::size_t size, std::size_t alignment, const char *form)
 void forms()
 {
     const std::size_t sizes[] = {0, 1, 24, 100, 512, 513, 4000, 100000};
-    const std::size_t alignments[] = {32, 64, 256, 4096};
+    const std::size_t alignments[] = {8, 32, 64, 256, 4096};
     unsigned done = 0;
     for (std::size_t size : sizes) {
         void *p = ::operator new(size);

@@ -27,7 +27,7 @@ elsewhere=$(grep -v ' libpoolmalloc\.so' <<<"$where" || true)
     pm_fail "under poolmalloc these forms still resolve to another module:"$'\n'"$elsewhere"
 pm_log "all 20 forms of operator new and delete resolve to libpoolmalloc.so"
 
-# forms: 8 sizes x (6 + 4 alignments x 6) pairs, 2 more: small blocks served.
+# forms: 8 sizes x (6 + 5 alignments x 6) pairs, 2 more: small blocks served.
 pm_check cxx_new_forms 100 cat -- "$program" forms
 pm_check cxx_new_oom 0 cat -- "$program" oom
 grep -q 'new: std::bad_alloc after 3 calls of the new_handler' \
