@@ -216,7 +216,7 @@ void *pm_reallocarray(void *ptr, size_t count, size_t size)
 
 /* alignment: a power of two. Pools serve it when a class's blocks are all
  * aligned to it (see BLOCK, POOL, ARENA in internal.h). */
-static __attribute__((noinline)) void *alloc_aligned(size_t alignment, size_t size)
+static void *alloc_aligned(size_t alignment, size_t size)
 {
     if (alignment <= PM_CLASS_GRANULE)
         return pm_malloc(size);
@@ -228,6 +228,8 @@ static __attribute__((noinline)) void *alloc_aligned(size_t alignment, size_t si
     return pm_system_memalign(alignment, size);
 }
 
+/* Everything pm_aligned_fast does not serve: a bad alignment, size 0, past
+ * the pools, a bin with no room at hand. Out of line, with errno's save. */
 static __attribute__((noinline)) int posix_memalign_slow(void **out, size_t alignment,
                                                          size_t size)
 {
