@@ -115,7 +115,7 @@ START_TEST(test_memalign_sizes)
 END_TEST
 
 /* Every pool size at every pool alignment, through the three entry points'
- * fast paths (alloc.c, aligned_fast): aligned, large enough, from a pool,
+ * fast paths (pm_aligned_fast, internal.h): aligned, large enough, from a pool,
  * held at once without overlapping; posix_memalign leaves errno alone. */
 START_TEST(test_aligned_every_pool_size)
 {
