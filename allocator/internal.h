@@ -511,6 +511,41 @@ static inline void pm_owned_or_u64(uint64_t *word, uint64_t bits)
     __atomic_store_n(&(word), __atomic_load_n(&(word), __ATOMIC_RELAXED) | (bits), __ATOMIC_RELAXED)
 #endif
 
+/* Relaxed loads of words other threads may write, folded into the
+ * instruction that uses them: GCC loads an atomic into a register first,
+ * which took free's fast path an instruction more for each of the two it
+ * reads (the arena space's base and the pool's owner), and glibc's free
+ * one more for the flag of arenas outside the space. */
+#if defined(__x86_64__) && !defined(PM_SANITIZED)
+static inline uintptr_t pm_relaxed_sub(uintptr_t x, const uintptr_t *word)
+{
+    __asm__("subq %1, %0" : "+r"(x) : "m"(*word));
+    return x;
+}
+static inline bool pm_relaxed_eq(void *const *word, const void *value)
+{
+    bool eq;
+    __asm__("cmpq %2, %1" : "=@ccz"(eq) : "m"(*word), "r"(value));
+    return eq;
+}
+static inline bool pm_relaxed_true(const bool *flag)
+{
+    bool set;
+    __asm__("cmpb $0, %1" : "=@ccnz"(set) : "m"(*flag));
+    return set;
+}
+#else
+static inline uintptr_t pm_relaxed_sub(uintptr_t x, const uintptr_t *word)
+{
+    return x - __atomic_load_n(word, __ATOMIC_RELAXED);
+}
+static inline bool pm_relaxed_eq(void *const *word, const void *value)
+{
+    return __atomic_load_n(word, __ATOMIC_RELAXED) == value;
+}
+static inline bool pm_relaxed_true(const bool *flag) { return __atomic_load_n(flag, __ATOMIC_RELAXED); }
+#endif
+
 /* ---- sizes --------------------------------------------------------------- */
 #define PM_ARENA_SHIFT 18
 #define PM_ARENA_SIZE ((size_t)1 << PM_ARENA_SHIFT)      /* 256 KiB */
@@ -783,13 +818,12 @@ PM_HIDDEN extern bool pm_arenas_outside_space;
 /* True iff addr lies in the arena space, in an arena or not (I13). */
 static inline bool pm_arena_space_contains(const void *addr)
 {
-    uintptr_t base = __atomic_load_n(&pm_arena_space_base, __ATOMIC_RELAXED);
-    return ((uintptr_t)addr - base) >> PM_ARENA_SPACE_SHIFT == 0;
+    return pm_relaxed_sub((uintptr_t)addr, &pm_arena_space_base) >> PM_ARENA_SPACE_SHIFT == 0;
 }
 /* An arena outside the space, for a pointer that is not in it. */
 static inline bool pm_outside_arena_contains(const void *addr)
 {
-    return PM_UNLIKELY(__atomic_load_n(&pm_arenas_outside_space, __ATOMIC_RELAXED)) &&
+    return PM_UNLIKELY(pm_relaxed_true(&pm_arenas_outside_space)) &&
            pm_registry_contains(addr);
 }
 /* Does a pointer take the pools' way (free, realloc, usable size)? Yes in
@@ -1780,10 +1814,9 @@ static inline bool pm_heap_owns_live(const pm_heap_t *heap, pm_pool_t *pool, con
     /* pm_pool_heap(pool), from the block's slot: through the descriptor's
      * address GCC 12 did not see the slot again, and free's fast path took
      * 5 instructions more. */
-    pm_heap_t *const *owner = (pm_heap_t *const *)((const char *)pm_arena_of(block)->pool_heap +
-                                                    pm_pool_slot_of(block));
-    return __atomic_load_n(owner, __ATOMIC_RELAXED) == heap && pm_pool_fast_block(pool, block) &&
-           !pm_block_tagged(block);
+    void *const *owner = (void *const *)((const char *)pm_arena_of(block)->pool_heap +
+                                         pm_pool_slot_of(block));
+    return pm_relaxed_eq(owner, heap) && pm_pool_fast_block(pool, block) && !pm_block_tagged(block);
 }
 
 /* A live block of `heap`'s pool back on the pool's free list, tagged:

@@ -779,6 +779,40 @@ START_TEST(test_threads_free_only_thread_counts_in_own_heap)
 }
 END_TEST
 
+/* free's fast test (pm_heap_owns_live): true for a live block of the
+ * calling thread's heap, of every class, and false for the same block as
+ * another thread sees it, once freed (I6), and for an address inside it
+ * (I7). Each false sends free to the full check; a wrong true would put
+ * another heap's block on this thread's list, unlocked. */
+static void *other_thread_block;
+static void *owns_live_from_other_thread(void *arg)
+{
+    pm_free(pm_malloc(1)); /* a heap of its own, not pm_heap_empty */
+    pm_pool_t *pool = pm_pool_of(arg);
+    other_thread_block = pm_heap_owns_live(pm_thread_heap, pool, arg) ? arg : NULL;
+    return NULL;
+}
+
+START_TEST(test_threads_fast_free_test)
+{
+    for (int c = 0; c < PM_CLASS_COUNT; c++) {
+        size_t size = pm_class_block_size(c);
+        char *block = pm_malloc(size);
+        ck_assert_ptr_nonnull(block);
+        pm_pool_t *pool = pm_pool_of(block);
+        ck_assert_msg(pm_heap_owns_live(pm_thread_heap, pool, block), "class %d", c);
+        ck_assert(!pm_heap_owns_live(pm_thread_heap, pool, block + PM_CLASS_GRANULE));
+        other_thread_block = block;
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, owns_live_from_other_thread, block), 0);
+        ck_assert_int_eq(pthread_join(t, NULL), 0);
+        ck_assert_ptr_null(other_thread_block);
+        pm_free(block);
+        ck_assert(!pm_heap_owns_live(pm_thread_heap, pool, block));
+    }
+}
+END_TEST
+
 /* Likewise a thread whose requests are all past the pools: its first one
  * gives it a heap, and the glibc path's counters stay exact. */
 static void large_only(void)
@@ -904,6 +938,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_heaps_keep_to_their_arenas);
     tcase_add_loop_test(tc, test_threads_exchange_sparse_pools, 0, 3);
     tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);
+    tcase_add_test(tc, test_threads_fast_free_test);
     tcase_add_test(tc, test_threads_large_only_thread_counts_in_own_heap);
     tcase_add_test(tc, test_threads_rwlock_writers_first);
     suite_add_tcase(s, tc);
