@@ -1466,9 +1466,16 @@ static size_t remote_ring_take(pm_heap_t *heap, pm_block_t **out, size_t max, bo
  * block to take(heap, block, ctx) out of the lock. With `lock` (an OWNED
  * heap's: its owner, or a thread taking them for it), service_lock is
  * taken for each batch, only when the ring's next slot is published; an
- * ABANDONED heap's collector holds it already. With `reads_blocks`, take
- * reads and writes each block, and the blocks are prefetched. Returns
- * whether any slot was taken. */
+ * ABANDONED heap's collector holds it already. A holder that keeps it past
+ * a short spin is moving the ring's blocks into parcels (a freer that found
+ * the ring full, or the walk's take for an idle owner), which the owner
+ * collects without the lock: the drain stops there rather than sleep
+ * (and, on more threads than CPUs, wait out a time slice of a holder put
+ * off its CPU). A writer of 64-byte blocks and a reader freeing 4,096 at a
+ * time (an xmalloc-test-like probe) made half the futex calls with this;
+ * its rate stayed level (bench/results/service-lock.md). With
+ * `reads_blocks`, take reads and writes each block, and the blocks are
+ * prefetched. Returns whether any slot was taken. */
 static PM_ALWAYS_INLINE bool remote_ring_drain(pm_heap_t *heap, bool lock, bool all_claimed,
                                                bool reads_blocks,
                               void (*take)(pm_heap_t *heap, pm_block_t *b, void *ctx), void *ctx)
@@ -1480,9 +1487,9 @@ static PM_ALWAYS_INLINE bool remote_ring_drain(pm_heap_t *heap, bool lock, bool 
         if (lock) {
             uint64_t head = atomic_load_explicit(&heap->remote_head, memory_order_relaxed);
             if (atomic_load_explicit(&heap->remote_ring[head % PM_REMOTE_RING],
-                                     memory_order_relaxed) == NULL)
+                                     memory_order_relaxed) == NULL ||
+                !pm_lock_unless_busy(heap->service_lock))
                 break;
-            pm_lock(heap->service_lock);
         }
         count = remote_ring_take(heap, batch, RING_BATCH, all_claimed);
         if (lock)

@@ -713,13 +713,23 @@ typedef struct pm_lock {
 } pm_lock_t;
 #define PM_LOCK_INITIALIZER {0}
 PM_HIDDEN void pm_lock_contended(pm_lock_t *lock);
-static inline void pm_lock(pm_lock_t *lock)
+PM_HIDDEN bool pm_lock_spin(pm_lock_t *lock);
+static inline bool pm_lock_free_now(pm_lock_t *lock)
 {
     uint32_t free_word = 0;
-    if (PM_UNLIKELY(!atomic_compare_exchange_strong_explicit(&lock->word, &free_word, 1,
-                                                             memory_order_acquire,
-                                                             memory_order_relaxed)))
+    return atomic_compare_exchange_strong_explicit(&lock->word, &free_word, 1,
+                                                   memory_order_acquire, memory_order_relaxed);
+}
+static inline void pm_lock(pm_lock_t *lock)
+{
+    if (PM_UNLIKELY(!pm_lock_free_now(lock)))
         pm_lock_contended(lock);
+}
+/* The lock if it is free now or within a short spin; false, without
+ * sleeping, if its holder keeps it longer. */
+static inline bool pm_lock_unless_busy(pm_lock_t *lock)
+{
+    return PM_LIKELY(pm_lock_free_now(lock)) || pm_lock_spin(lock);
 }
 static inline void pm_unlock(pm_lock_t *lock)
 {

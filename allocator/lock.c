@@ -20,7 +20,7 @@ static inline void lock_cpu_relax(void)
 #endif
 }
 
-void pm_lock_contended(pm_lock_t *lock)
+bool pm_lock_spin(pm_lock_t *lock)
 {
     for (int spin = 0; spin < LOCK_SPINS; spin++) {
         lock_cpu_relax();
@@ -28,8 +28,15 @@ void pm_lock_contended(pm_lock_t *lock)
         if (atomic_load_explicit(&lock->word, memory_order_relaxed) == 0 &&
             atomic_compare_exchange_weak_explicit(&lock->word, &free_word, 1,
                                                   memory_order_acquire, memory_order_relaxed))
-            return;
+            return true;
     }
+    return false;
+}
+
+void pm_lock_contended(pm_lock_t *lock)
+{
+    if (pm_lock_spin(lock))
+        return;
     /* Marked 2 from here on, so that the unlock wakes a sleeper; a lock
      * taken this way stays marked, which costs at most one needless wake. */
     while (atomic_exchange_explicit(&lock->word, 2, memory_order_acquire) != 0)

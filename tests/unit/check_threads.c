@@ -348,6 +348,50 @@ START_TEST(test_threads_waiting_for_owner)
 }
 END_TEST
 
+/* An owner whose service_lock another thread holds (a freer spilling its
+ * full ring into parcels, or the walk taking blocks for an idle owner)
+ * does not wait for it: its collection leaves the ring's blocks where they
+ * are and its malloc goes on to other room. Here the holder is the owner
+ * itself, so a collection that waited would never return. */
+enum { BUSY_RING_BLOCKS = 200, BUSY_RING_SIZE = 64, BUSY_RING_MORE = 600 };
+static void *busy_ring_blocks[BUSY_RING_BLOCKS];
+
+static void *free_busy_ring_blocks(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < BUSY_RING_BLOCKS; i++)
+        pm_free(busy_ring_blocks[i]);
+    return NULL;
+}
+
+START_TEST(test_threads_collection_skips_busy_service_lock)
+{
+    const int c = pm_size_class(BUSY_RING_SIZE);
+    for (size_t i = 0; i < BUSY_RING_BLOCKS; i++)
+        ck_assert_ptr_nonnull(busy_ring_blocks[i] = pm_malloc(BUSY_RING_SIZE));
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_busy_ring_blocks, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    static void *more[BUSY_RING_MORE];
+    pm_lock(pm_thread_heap->service_lock);
+    for (size_t i = 0; i < BUSY_RING_MORE; i++) /* past the pool's room: slow paths */
+        more[i] = pm_malloc(BUSY_RING_SIZE);
+    pm_unlock(pm_thread_heap->service_lock);
+    for (size_t i = 0; i < BUSY_RING_MORE; i++)
+        ck_assert_ptr_nonnull(more[i]);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, BUSY_RING_BLOCKS);
+    ck_assert_uint_eq(s.classes[c].live_blocks, BUSY_RING_MORE);
+    /* With the lock free, the next slow path takes them back. */
+    for (size_t i = 0; i < BUSY_RING_MORE; i++)
+        more[i] = pm_malloc(BUSY_RING_SIZE);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
+    ck_assert_uint_eq(s.classes[c].live_blocks, 2 * BUSY_RING_MORE);
+}
+END_TEST
+
 /* A thread exits with live blocks; another thread frees them later. The
  * abandoned heap takes them back and its pools, once empty, go back to
  * their arenas (THREAD HEAPS in internal.h). */
@@ -931,6 +975,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_stats_while_busy);
     tcase_add_test(tc, test_threads_producer_consumer);
     tcase_add_test(tc, test_threads_waiting_for_owner);
+    tcase_add_test(tc, test_threads_collection_skips_busy_service_lock);
     tcase_add_test(tc, test_threads_free_after_owner_exit);
     tcase_add_test(tc, test_threads_adopt_while_others_free);
     tcase_add_test(tc, test_threads_adopt_regaining_pool);
