@@ -318,12 +318,26 @@ END_TEST
 enum { WAITING_BLOCKS = 3000, WAITING_SIZE = 64 };
 static void *waiting_blocks[WAITING_BLOCKS];
 
-static void *free_all_waiting(void *arg)
+/* Frees blocks[0 .. count) from a thread of its own, and waits for it. */
+typedef struct freer_job {
+    void **blocks;
+    size_t count;
+} freer_job_t;
+
+static void *freer_job_run(void *arg)
 {
-    (void)arg;
-    for (size_t i = 0; i < WAITING_BLOCKS; i++)
-        pm_free(waiting_blocks[i]);
+    const freer_job_t *job = arg;
+    for (size_t i = 0; i < job->count; i++)
+        pm_free(job->blocks[i]);
     return NULL;
+}
+
+static void free_from_another_thread(void **blocks, size_t count)
+{
+    freer_job_t job = {blocks, count};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, freer_job_run, &job), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
 }
 
 START_TEST(test_threads_waiting_for_owner)
@@ -331,9 +345,7 @@ START_TEST(test_threads_waiting_for_owner)
     const int c = pm_size_class(WAITING_SIZE);
     for (size_t i = 0; i < WAITING_BLOCKS; i++)
         waiting_blocks[i] = pm_malloc(WAITING_SIZE);
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, free_all_waiting, NULL), 0);
-    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    free_from_another_thread(waiting_blocks, WAITING_BLOCKS);
     pm_stats_t s;
     pm_test_stats(&s); /* this thread has not allocated since */
     ck_assert_uint_eq(s.classes[c].waiting_blocks, WAITING_BLOCKS);
@@ -356,22 +368,12 @@ END_TEST
 enum { BUSY_RING_BLOCKS = 200, BUSY_RING_SIZE = 64, BUSY_RING_MORE = 600 };
 static void *busy_ring_blocks[BUSY_RING_BLOCKS];
 
-static void *free_busy_ring_blocks(void *arg)
-{
-    (void)arg;
-    for (size_t i = 0; i < BUSY_RING_BLOCKS; i++)
-        pm_free(busy_ring_blocks[i]);
-    return NULL;
-}
-
 START_TEST(test_threads_collection_skips_busy_service_lock)
 {
     const int c = pm_size_class(BUSY_RING_SIZE);
     for (size_t i = 0; i < BUSY_RING_BLOCKS; i++)
         ck_assert_ptr_nonnull(busy_ring_blocks[i] = pm_malloc(BUSY_RING_SIZE));
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, free_busy_ring_blocks, NULL), 0);
-    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    free_from_another_thread(busy_ring_blocks, BUSY_RING_BLOCKS);
     static void *more[BUSY_RING_MORE];
     pm_lock(pm_thread_heap->service_lock);
     for (size_t i = 0; i < BUSY_RING_MORE; i++) /* past the pool's room: slow paths */
