@@ -300,7 +300,9 @@
  *  which nothing else is locked and nothing allocates).
  *  None is taken by the owner of a heap on the fast path; the arena lock is
  *  taken when a pool is acquired or released, and when a heap's home opens
- *  or closes (its thread starts or exits). All are pm_lock_t (lock.c), or
+ *  or closes (its thread starts or exits). An owner's collection takes its
+ *  service_lock only if it is free or comes free within a spin: a longer
+ *  holder is moving the ring into parcels, which it collects unlocked. All are pm_lock_t (lock.c), or
  *  for the unwind lock pm_rwlock_t, built on it, never glibc's: the dump
  *  thread takes them, and glibc, which does not know that thread, would
  *  let its mutexes skip their atomics in a program of one thread (dump.c).
