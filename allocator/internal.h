@@ -302,10 +302,11 @@
  *  taken when a pool is acquired or released, and when a heap's home opens
  *  or closes (its thread starts or exits). An owner's collection takes its
  *  service_lock only if it is free or comes free within a spin: a longer
- *  holder is moving the ring into parcels, which it collects unlocked. All are pm_lock_t (lock.c), or
- *  for the unwind lock pm_rwlock_t, built on it, never glibc's: the dump
- *  thread takes them, and glibc, which does not know that thread, would
- *  let its mutexes skip their atomics in a program of one thread (dump.c).
+ *  holder is moving the ring into parcels, which it collects unlocked.
+ *  All are pm_lock_t (lock.c), or for the unwind lock pm_rwlock_t, built
+ *  on it, never glibc's: the dump thread takes them, and glibc, which does
+ *  not know that thread, would let its mutexes skip their atomics in a
+ *  program of one thread (dump.c).
  *
  *  fork(): pm_fork_prepare takes every lock in that order and
  *  pm_fork_parent releases them. The child finds them free without writing
@@ -715,7 +716,9 @@ typedef struct pm_lock {
 } pm_lock_t;
 #define PM_LOCK_INITIALIZER {0}
 PM_HIDDEN void pm_lock_contended(pm_lock_t *lock);
+/* The lock if its holder lets it go within a short spin (lock.c). */
 PM_HIDDEN bool pm_lock_spin(pm_lock_t *lock);
+/* The lock if it is free: one compare-and-swap. */
 static inline bool pm_lock_free_now(pm_lock_t *lock)
 {
     uint32_t free_word = 0;

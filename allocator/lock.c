@@ -20,6 +20,7 @@ static inline void lock_cpu_relax(void)
 #endif
 }
 
+/* Up to LOCK_SPINS pauses for the holder to let go; false if it has not. */
 bool pm_lock_spin(pm_lock_t *lock)
 {
     for (int spin = 0; spin < LOCK_SPINS; spin++) {

@@ -318,7 +318,7 @@ END_TEST
 enum { WAITING_BLOCKS = 3000, WAITING_SIZE = 64 };
 static void *waiting_blocks[WAITING_BLOCKS];
 
-/* Frees blocks[0 .. count) from a thread of its own, and waits for it. */
+/* What free_from_another_thread's thread frees. */
 typedef struct freer_job {
     void **blocks;
     size_t count;
@@ -332,6 +332,7 @@ static void *freer_job_run(void *arg)
     return NULL;
 }
 
+/* Frees blocks[0 .. count) from a thread of its own, and waits for it. */
 static void free_from_another_thread(void **blocks, size_t count)
 {
     freer_job_t job = {blocks, count};
