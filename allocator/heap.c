@@ -2316,6 +2316,7 @@ static pm_heap_t *heap_create(void)
     pm_arena_home_open(&heap->arena_home);
     heap->tick_bytes = PM_HEAP_TICK_MIN_BYTES;
     heap->tick_ms = pm_os_coarse_ms();
+    pm_system_cache_open(heap);
     pm_profile_heap_init(heap);
     heap->next_heap = heaps.all;
     heaps.all = heap;
@@ -2365,6 +2366,7 @@ static pm_heap_t *heap_for_thread(void)
  * how, for the ring) and one freed after it finds the heap ABANDONED. */
 static void heap_abandon(pm_heap_t *heap)
 {
+    pm_system_cache_flush(heap); /* its chunks are glibc's, in this thread's arena */
     heap_flush_sparse_purges(heap);
     pm_thread_heap = &pm_heap_empty;
     thread_heap_released = true;
@@ -2867,6 +2869,7 @@ void pm_heap_stats(pm_stats_t *out, uint64_t waiting[PM_CLASS_COUNT])
         sys.freed_total += load_counter(&heap->system.freed_total);
         sys.allocated_bytes_total += load_counter(&heap->system.allocated_bytes_total);
         sys.freed_bytes_total += load_counter(&heap->system.freed_bytes_total);
+        out->system_cached_bytes += load_counter(&heap->system_cached_bytes);
         int state = atomic_load_explicit(&heap->state, memory_order_relaxed);
         if (!heap_of_no_thread(heap)) {
             out->thread_heaps += state == PM_HEAP_OWNED;

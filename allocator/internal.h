@@ -15,6 +15,11 @@
  *                  alignment fits  │        │ or a pointer not in our arenas
  *                                  ▼        ▼
  *       heap.c (per-thread) ─▶ pool.c    system.c ─▶ glibc __libc_malloc ...
+ *                       │                   (a thread's freed chunks of
+ *                       │                   576..36,863 usable bytes wait
+ *                       │                   in its heap for its next
+ *                       │                   request of their class: the
+ *                       │                   chunk cache, system.c)
  *                       │
  *                       ▼
  *                   arena.c ─▶ os.c ─▶ mmap / munmap / madvise
@@ -187,7 +192,9 @@
  *  those pages of every pool in use. glibc's heap,
  *  which returns memory only from its top, is trimmed (glibc's malloc_trim)
  *  once the glibc path's live bytes have stayed halved for the purge delay,
- *  or at once when they collapse to an eighth outside a cycle (system.c).
+ *  or at once when they collapse to an eighth outside a cycle (system.c);
+ *  the trimming thread's chunk cache goes back to glibc first, and every
+ *  thread's as it exits (1 MiB a thread at most).
  *
  *             release           delay run out, or above the cap
  *   IN USE ─────────────▶ RETAINED ─────────────────────────▶ PURGED
@@ -1186,6 +1193,14 @@ typedef struct pm_block_keys {
 } __attribute__((aligned(PM_CACHE_LINE))) pm_block_keys_t;
 _Static_assert(sizeof(pm_block_keys_t) == PM_CACHE_LINE, "pm_block_keys fills its line alone");
 PM_HIDDEN extern pm_block_keys_t pm_block_keys;
+/* Draws the keys if no thread has: before the first pool is made, and
+ * before a heap's chunk cache opens (system.c). */
+PM_HIDDEN void pm_block_keys_draw(void);
+static inline void pm_block_keys_ready(void)
+{
+    if (PM_UNLIKELY(__atomic_load_n(&pm_block_keys.link_key, __ATOMIC_ACQUIRE) == 0))
+        pm_block_keys_draw();
+}
 static inline void pm_link_set(pm_block_t *block, const pm_block_t *next)
 {
     block->next_encoded =
@@ -1496,6 +1511,18 @@ typedef struct pm_system_counters {
     uint64_t allocated_bytes_total, freed_bytes_total;
 } pm_system_counters_t;
 
+/* The glibc path's chunk cache (system.c, THE CHUNK CACHE): a thread's
+ * freed glibc chunks of 576..36,863 usable bytes wait in its heap, by size
+ * class (8 a doubling, 576 to 32,768 bytes), for its next request of their
+ * class, up to `room` chunks a class and PM_SYSTEM_CACHE_BYTES in all. */
+#define PM_SYSTEM_CACHE_MAX ((size_t)32768) /* the largest request it serves */
+#define PM_SYSTEM_CACHE_CLASSES 48
+#define PM_SYSTEM_CACHE_BYTES ((uint64_t)1 << 20) /* a heap's, at most */
+typedef struct pm_system_cache_bin {
+    void *head;    /* the chunk freed last, linked as pool blocks are (I12) */
+    uint32_t room; /* chunks more it may take: 0 in a heap of no thread */
+} pm_system_cache_bin_t;
+
 /* Blocks waiting for an OWNED heap's owner as addresses (heap.c, IDLE
  * OWNERS). */
 typedef struct pm_heap_parcel {
@@ -1526,6 +1553,9 @@ typedef struct pm_heap {
      * either way, at a free or a tick: no shared write on every large
      * request. */
     int64_t system_unsettled;
+    /* The owner's: the chunk cache, and the usable bytes it holds. */
+    pm_system_cache_bin_t system_cache[PM_SYSTEM_CACHE_CLASSES];
+    uint64_t system_cached_bytes;
     /* The owner's (or its service_lock holder's), for SPARSE POOLS
      * (heap.c): its pools in use, the parked ones left out (the bins'
      * pool_count summed); the most of them since pool_peak_ms; those
@@ -1982,6 +2012,12 @@ PM_HIDDEN void pm_system_tune_glibc(void);
  * way: by the glibc path, and by the heap's owner at each tick (malloc's
  * fast path does not test them). */
 PM_HIDDEN void pm_system_settle_heap(pm_heap_t *heap);
+/* The chunk cache of a new heap opens (room in every class); the owner's
+ * (or, at its thread's exit, the owner's last) flush gives every chunk it
+ * holds back to glibc, as a trim of glibc's heap does first for the calling
+ * thread's. */
+PM_HIDDEN void pm_system_cache_open(pm_heap_t *heap);
+PM_HIDDEN void pm_system_cache_flush(pm_heap_t *heap);
 /* From now on every free on the glibc path takes its slow path, which
  * drops the block's profile record: called as profiling starts, before
  * any block is sampled. */

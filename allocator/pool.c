@@ -14,12 +14,15 @@
  * that nothing else touches (sorted by alignment, CMakeLists.txt). */
 __attribute__((section(".data.pm_block_keys"))) pm_block_keys_t pm_block_keys;
 
-/* The key and the free tag are drawn before the first pool is made (under the arena lock), so
- * every link ever written uses it; a fork child keeps it, as it keeps the
- * links. getrandom never blocks here: GRND_NONBLOCK, and early in boot (or
+/* The key and the free tag are drawn before the first pool is made, or the
+ * first chunk cache opens (pm_block_keys_ready), so every link ever written
+ * uses it; a fork child keeps it, as it keeps the links. The callers hold
+ * different locks (the arena's, the heaps'), so the first to publish its
+ * tag wins, and publishes its key last: the key, not 0, says both are
+ * drawn. getrandom never blocks here: GRND_NONBLOCK, and early in boot (or
  * under a seccomp filter) the kernel's AT_RANDOM bytes, mixed with the
  * clock, stand in. */
-static void link_key_init(void)
+void pm_block_keys_draw(void)
 {
     uint64_t drawn[2] = {0, 0};
     if (getrandom(drawn, sizeof drawn, GRND_NONBLOCK) != (ssize_t)sizeof drawn) {
@@ -32,18 +35,23 @@ static void link_key_init(void)
         drawn[1] = (seed ^ (uint64_t)now.tv_sec) * 0xbf58476d1ce4e5b9ull;
     }
     /* Odd, so never 0: malloc writes 0 where a free block's tag was (I6). */
-    pm_block_keys.free_tag = (uintptr_t)(drawn[1] | 1);
+    uintptr_t undrawn = 0;
+    if (!__atomic_compare_exchange_n(&pm_block_keys.free_tag, &undrawn, (uintptr_t)(drawn[1] | 1),
+                                     false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        while (__atomic_load_n(&pm_block_keys.link_key, __ATOMIC_ACQUIRE) == 0)
+            pm_os_yield(); /* the winner is a few instructions from its key */
+        return;
+    }
     /* Odd: a zeroed link decodes to block ^ key, never NULL for a 16-byte
      * aligned block (and the key is never 0, which marks it undrawn). */
-    pm_block_keys.link_key = (uintptr_t)(drawn[0] | 1);
+    __atomic_store_n(&pm_block_keys.link_key, (uintptr_t)(drawn[0] | 1), __ATOMIC_RELEASE);
 }
 
 pm_pool_t pm_pool_dry = {.class_index = PM_CLASS_NONE};
 
 void pm_pool_init(pm_pool_t *pool, unsigned class_index, struct pm_heap *heap)
 {
-    if (PM_UNLIKELY(pm_block_keys.link_key == 0))
-        link_key_init();
+    pm_block_keys_ready();
     pool->free_list = NULL;
     pool->next = pool->prev = NULL;
     pool->carve_index = 0;

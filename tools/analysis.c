@@ -301,9 +301,12 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         "above %d bytes (%s live in it now). poolmalloc has glibc trim that heap "
                         "once its live bytes have stayed halved for POOLMALLOC_PURGE_DELAY "
                         "(POOLMALLOC_TRIM_GLIBC), and on malloc_trim(0); the rest follows glibc's "
-                        "own tunables (mallopt, GLIBC_TUNABLES=glibc.malloc.*).",
+                        "own tunables (mallopt, GLIBC_TUNABLES=glibc.malloc.*). Threads keep %s "
+                        "of freed glibc blocks for their next requests (1 MiB a thread at most, "
+                        "given back to glibc as a thread exits or trims).",
                         pmt_bytes(program_bytes), pmt_percent(analysis_share(program_bytes, s->rss_bytes)),
-                        PM_SMALL_MAX, pmt_bytes(s->system_live_bytes));
+                        PM_SMALL_MAX, pmt_bytes(s->system_live_bytes),
+                        pmt_bytes(s->system_cached_bytes));
     if (!a->ended && series->at == series->snap[series->count - 1])
         analysis_advise(a,
                         "The last snapshot is not an exit snapshot (%s), so these figures are "

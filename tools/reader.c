@@ -143,7 +143,7 @@ static void reader_bad(reader_record_t *r, const char *format, ...)
 static const char *const reader_added_fields[] = {
     "small_waiting_blocks", "small_waiting_bytes", "waiting_blocks", "small_trimmed_bytes",
     "trimmed_bytes", "metadata_bytes", "exchange_pools",
-    "exchange_given_total", "exchange_taken_total",
+    "exchange_given_total", "exchange_taken_total", "system_cached_bytes",
 };
 
 static bool reader_field_added(const char *name)

@@ -21,7 +21,7 @@ static const struct {
     {"stats", make_stats_suite},
     {"threads", make_threads_suite},     {"fork", make_fork_suite},
     {"release", make_release_suite},     {"report", make_report_suite},
-    {"profile", make_profile_suite},
+    {"profile", make_profile_suite},     {"system", make_system_suite},
 };
 #define SUITE_COUNT (sizeof suites / sizeof suites[0])
 

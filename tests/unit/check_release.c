@@ -2250,10 +2250,15 @@ START_TEST(test_release_glibc_settles_at_ticks)
     ck_assert_int_le(most, 2 * PM_SYSTEM_SETTLE_BYTES);
     glibc_free(0, GLIBC_BLOCKS);
     /* A step unsettled, up from what the frees left, with no tick since
-     * (a tick would have settled it). */
+     * (a tick would have settled it): the countdown is put out of reach
+     * first, as a tick of 256 KiB and a step of as many can otherwise meet
+     * at one malloc every time (blocks of 8,200 usable bytes, 32 of them). */
+    heap->tick_countdown = 4 * PM_SYSTEM_SETTLE_BYTES;
     int i = 0;
-    while (heap->system_unsettled < PM_SYSTEM_SETTLE_BYTES)
+    while (heap->system_unsettled < PM_SYSTEM_SETTLE_BYTES) {
+        ck_assert_int_lt(i, GLIBC_BLOCKS);
         glibc_blocks[i++] = pm_malloc(GLIBC_BLOCK_SIZE);
+    }
     /* Small blocks until the heap ticks: its countdown goes up. */
     enum { SMALL = 4096 };
     static void *small[SMALL];

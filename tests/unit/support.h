@@ -64,6 +64,7 @@ Suite *make_fork_suite(void);
 Suite *make_release_suite(void);
 Suite *make_report_suite(void);
 Suite *make_profile_suite(void);
+Suite *make_system_suite(void);
 
 /* Deterministic xorshift64* generator: every run of a test sees the same
  * sequence (the threads suite seeds one per thread). */

@@ -1,0 +1,258 @@
+/* check_system.c — the glibc path's chunk cache (system.c, THE CHUNK
+ * CACHE): a thread's freed glibc chunks of 513..32,768-byte classes serve
+ * its next requests of their class; the rounding of requests to classes;
+ * its bounds; its giving back (thread exit, trim, a program that leaves
+ * glibc's heap to glibc); the stats; and the misuse it catches. */
+#include "support.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <string.h>
+
+static uint64_t cached_bytes(void)
+{
+    pm_stats_t s;
+    pm_stats_get(&s);
+    return s.system_cached_bytes;
+}
+
+/* The usable size glibc gives a chunk of `request` bytes (x86-64: 8 bytes
+ * of header, 16-byte steps). */
+static size_t glibc_usable(size_t request)
+{
+    return ((request + 8 + 15) & ~(size_t)15) - 8;
+}
+
+/* A freed chunk comes back for the next request of its class, counted as
+ * a glibc block allocated and freed each time, and held as cached bytes in
+ * between. */
+START_TEST(test_cache_reuses_freed_chunk)
+{
+    pm_free(pm_malloc(16)); /* the thread's heap, whose cache this is */
+    pm_stats_t before, after;
+    pm_stats_get(&before);
+    void *p = pm_malloc(1000);
+    ck_assert_ptr_nonnull(p);
+    ck_assert(!pm_owns(p));
+    size_t usable = pm_malloc_usable_size(p);
+    ck_assert_uint_eq(usable, glibc_usable(1024)); /* its class's size */
+    memset(p, 0x5a, usable);
+    pm_free(p);
+    ck_assert_uint_eq(cached_bytes(), usable);
+    void *q = pm_malloc(970); /* the same class: 897..1,024 */
+    ck_assert_ptr_eq(q, p);
+    ck_assert_uint_eq(cached_bytes(), 0);
+    pm_free(q);
+    pm_stats_get(&after);
+    ck_assert_uint_eq(after.system_allocated_total - before.system_allocated_total, 2);
+    ck_assert_uint_eq(after.system_freed_total - before.system_freed_total, 2);
+    ck_assert_uint_eq(after.system_allocated_bytes_total - before.system_allocated_bytes_total,
+                      2 * usable);
+    ck_assert_uint_eq(after.system_live_bytes, before.system_live_bytes);
+    void *other = pm_malloc(1100); /* the next class up: none cached */
+    ck_assert_ptr_ne(other, p);
+    pm_free(other);
+}
+END_TEST
+
+/* Every request of 513..32,768 bytes gets its class's size: at least what
+ * it asked, less than an eighth more (plus glibc's 8-byte rounding); and a
+ * chunk freed there serves the smallest request of the same class. */
+START_TEST(test_cache_classes_round_up)
+{
+    pm_free(pm_malloc(16));
+    for (size_t size = PM_SMALL_MAX + 1; size <= PM_SYSTEM_CACHE_MAX; size += 7) {
+        void *p = pm_malloc(size);
+        size_t usable = pm_malloc_usable_size(p);
+        PM_CHECK_EACH(usable >= size && usable - size < size / 8 + 16,
+                      "%zu bytes got %zu usable", size, usable);
+        pm_free(p);
+        /* The smallest request of this class: the class below's size + 1. */
+        size_t class_size = usable - 8;
+        size_t step = (size_t)1 << (63 - __builtin_clzl(class_size - 1) - 3);
+        void *q = pm_malloc(class_size - step + 1);
+        PM_CHECK_EACH(q == p, "%zu bytes: the chunk of %zu did not come back", size,
+                      class_size - step + 1);
+        pm_free(q);
+    }
+    /* Past the classes: what was asked; and past the largest class's
+     * chunks (36,863 usable bytes), not cached. */
+    void *big = pm_malloc(PM_SYSTEM_CACHE_MAX + 1);
+    ck_assert_uint_eq(pm_malloc_usable_size(big), glibc_usable(PM_SYSTEM_CACHE_MAX + 1));
+    pm_free(big);
+    big = pm_malloc(36 << 10);
+    uint64_t cached = cached_bytes();
+    pm_free(big);
+    ck_assert_uint_eq(cached_bytes(), cached);
+}
+END_TEST
+
+/* A class holds 64 KiB of chunks (2 to 16 of them), a heap 1 MiB in all;
+ * the frees past either go to glibc. */
+START_TEST(test_cache_bounds)
+{
+    /* No trim of glibc's heap as its live bytes collapse below: a trim
+     * gives the calling thread's cache back first. */
+    pm_options.trim_glibc = 0;
+    pm_free(pm_malloc(16));
+    enum { COUNT = 2000 }; /* about 24 of each class */
+    static void *blocks[COUNT];
+    for (int i = 0; i < 10; i++)
+        blocks[i] = pm_malloc(16 << 10);
+    for (int i = 0; i < 10; i++)
+        pm_free(blocks[i]);
+    ck_assert_uint_eq(cached_bytes(), 4 * glibc_usable(16 << 10)); /* 64 KiB / 16 KiB */
+    for (int i = 0; i < 10; i++)
+        blocks[i] = pm_malloc(600);
+    for (int i = 0; i < 10; i++)
+        pm_free(blocks[i]);
+    ck_assert_uint_eq(cached_bytes(), 4 * glibc_usable(16 << 10) + 10 * glibc_usable(640));
+    /* Every class, more chunks than it has room for: 1 MiB at most. */
+    size_t size = PM_SMALL_MAX + 1;
+    for (int i = 0; i < COUNT; i++) {
+        blocks[i] = pm_malloc(size);
+        size = size * 21 / 20 > PM_SYSTEM_CACHE_MAX ? PM_SMALL_MAX + 1 : size * 21 / 20;
+    }
+    for (int i = 0; i < COUNT; i++)
+        pm_free(blocks[i]);
+    uint64_t cached = cached_bytes();
+    ck_assert_uint_le(cached, PM_SYSTEM_CACHE_BYTES);
+    ck_assert_uint_gt(cached, PM_SYSTEM_CACHE_BYTES - PM_SYSTEM_CACHE_MAX - 8);
+}
+END_TEST
+
+/* calloc takes a cached chunk too, zeroed. */
+START_TEST(test_cache_calloc_zeroes)
+{
+    pm_free(pm_malloc(16));
+    unsigned char *p = pm_malloc(3000);
+    memset(p, 0xab, pm_malloc_usable_size(p));
+    pm_free(p);
+    unsigned char *q = pm_calloc(100, 30);
+    ck_assert_ptr_eq(q, p);
+    for (size_t i = 0; i < 3000; i++)
+        PM_CHECK_EACH(q[i] == 0, "byte %zu is %d", i, q[i]);
+    pm_free(q);
+}
+END_TEST
+
+static void *cache_and_exit(void *arg)
+{
+    (void)arg;
+    void *blocks[8];
+    for (int i = 0; i < 8; i++)
+        blocks[i] = pm_malloc(2000 + 300 * (size_t)i);
+    for (int i = 0; i < 8; i++)
+        pm_free(blocks[i]);
+    return (void *)(uintptr_t)cached_bytes();
+}
+
+/* A thread's cache goes back to glibc as the thread exits; malloc_trim
+ * gives back the calling thread's before it trims glibc's heap. */
+START_TEST(test_cache_given_back)
+{
+    pthread_t thread;
+    void *held;
+    ck_assert_int_eq(pthread_create(&thread, NULL, cache_and_exit, NULL), 0);
+    ck_assert_int_eq(pthread_join(thread, &held), 0);
+    ck_assert_uint_gt((uintptr_t)held, 8 * 2000);
+    ck_assert_uint_eq(cached_bytes(), 0);
+
+    void *p = pm_malloc(5000);
+    pm_free(p);
+    ck_assert_uint_gt(cached_bytes(), 0);
+    pm_malloc_trim(0);
+    ck_assert_uint_eq(cached_bytes(), 0);
+}
+END_TEST
+
+/* A program that leaves glibc's heap to glibc (POOLMALLOC_TRIM_GLIBC=0,
+ * loop 0; glibc tuned by mallopt, loop 1) has no cache: the thread's
+ * closes, giving its chunks back, and every free goes to glibc. */
+START_TEST(test_cache_closed_when_glibc_is_left_alone)
+{
+    pm_free(pm_malloc(4000));
+    ck_assert_uint_gt(cached_bytes(), 0);
+    if (_i == 0) {
+        pm_options.trim_glibc = 0;
+        pm_system_tune_glibc();
+    } else {
+        ck_assert_int_eq(pm_mallopt(M_TRIM_THRESHOLD, 256 << 10), 1);
+    }
+    ck_assert_uint_eq(cached_bytes(), 0);
+    void *p = pm_malloc(4000);
+    pm_free(p);
+    ck_assert_uint_eq(cached_bytes(), 0);
+}
+END_TEST
+
+/* The cache stays the owner's: other threads' frees of its chunks go into
+ * their own caches, and each thread's cache serves only itself. */
+static void *free_and_report(void *block)
+{
+    pm_free(pm_malloc(16)); /* its heap: a thread with none gives to glibc */
+    pm_free(block);
+    return (void *)(uintptr_t)cached_bytes();
+}
+
+START_TEST(test_cache_per_thread)
+{
+    pm_free(pm_malloc(16));
+    void *p = pm_malloc(8000);
+    size_t usable = pm_malloc_usable_size(p);
+    pthread_t thread;
+    void *seen;
+    ck_assert_int_eq(pthread_create(&thread, NULL, free_and_report, p), 0);
+    ck_assert_int_eq(pthread_join(thread, &seen), 0);
+    ck_assert_uint_eq((uintptr_t)seen, usable); /* in the freer's cache */
+    ck_assert_uint_eq(cached_bytes(), 0);       /* given back as it exited */
+}
+END_TEST
+
+static void misuse_cached_double_free(void)
+{
+    pm_free(pm_malloc(16));
+    void *p = pm_malloc(700);
+    pm_free(p);
+    pm_free(p);
+}
+
+static void misuse_cached_link_overwritten(void)
+{
+    pm_free(pm_malloc(16));
+    void *a = pm_malloc(2500), *b = pm_malloc(2500);
+    pm_free(a);
+    pm_free(b); /* b heads the class, linked to a */
+    /* A use after free changes the link: by 8, so that it decodes to an
+     * address no chunk has (a random change is caught 15 times in 16). */
+    *(uintptr_t *)b ^= 8;
+    (void)pm_malloc(2500); /* b's link, checked as b is taken: caught */
+}
+
+/* Misuse of a cached chunk is caught: a second free, and a link
+ * overwritten after the free (safe-linking, I12), each with its message. */
+START_TEST(test_cache_misuse_caught)
+{
+    char buf[4096];
+    pm_test_capture_abort(misuse_cached_double_free, buf, sizeof buf);
+    pm_test_assert_message(buf, "double free (of a glibc block)");
+    pm_test_capture_abort(misuse_cached_link_overwritten, buf, sizeof buf);
+    pm_test_assert_message(buf, "corrupted free list (a glibc chunk's link)");
+}
+END_TEST
+
+Suite *make_system_suite(void)
+{
+    Suite *s = suite_create("system");
+    TCase *tc = tcase_create("cache");
+    tcase_add_test(tc, test_cache_reuses_freed_chunk);
+    tcase_add_test(tc, test_cache_classes_round_up);
+    tcase_add_test(tc, test_cache_bounds);
+    tcase_add_test(tc, test_cache_calloc_zeroes);
+    tcase_add_test(tc, test_cache_given_back);
+    tcase_add_loop_test(tc, test_cache_closed_when_glibc_is_left_alone, 0, 2);
+    tcase_add_test(tc, test_cache_per_thread);
+    tcase_add_test(tc, test_cache_misuse_caught);
+    suite_add_tcase(s, tc);
+    return s;
+}
