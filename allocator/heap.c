@@ -1075,6 +1075,7 @@ void *pm_heap_tick(pm_heap_t *heap, void *block, size_t size, size_t counted)
         pm_heap_set_countdown(heap, heap->tick_countdown);
     }
     heap_housekeeping_poolless(heap);
+    pm_system_cache_tick(heap, heap->tick_ms);
     pm_system_settle_heap(heap); /* malloc's glibc path leaves it to the tick */
     /* A heap turns purging_sparse as a pool comes down to its mark (SPARSE
      * POOLS); one whose last pools did while a cycle or a quiet spell held

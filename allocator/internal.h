@@ -1514,14 +1514,11 @@ typedef struct pm_system_counters {
 /* The glibc path's chunk cache (system.c, THE CHUNK CACHE): a thread's
  * freed glibc chunks of 576..36,863 usable bytes wait in its heap, by size
  * class (8 a doubling, 576 to 32,768 bytes), for its next request of their
- * class, up to `room` chunks a class and PM_SYSTEM_CACHE_BYTES in all. */
+ * class, up to system_cache_room[class] chunks a class and
+ * PM_SYSTEM_CACHE_BYTES in all. */
 #define PM_SYSTEM_CACHE_MAX ((size_t)32768) /* the largest request it serves */
 #define PM_SYSTEM_CACHE_CLASSES 48
 #define PM_SYSTEM_CACHE_BYTES ((uint64_t)1 << 20) /* a heap's, at most */
-typedef struct pm_system_cache_bin {
-    void *head;    /* the chunk freed last, linked as pool blocks are (I12) */
-    uint32_t room; /* chunks more it may take: 0 in a heap of no thread */
-} pm_system_cache_bin_t;
 
 /* Blocks waiting for an OWNED heap's owner as addresses (heap.c, IDLE
  * OWNERS). */
@@ -1553,9 +1550,17 @@ typedef struct pm_heap {
      * either way, at a free or a tick: no shared write on every large
      * request. */
     int64_t system_unsettled;
-    /* The owner's: the chunk cache, and the usable bytes it holds. */
-    pm_system_cache_bin_t system_cache[PM_SYSTEM_CACHE_CLASSES];
+    /* The owner's: the chunk cache, a class's chunk freed last (linked as
+     * pool blocks are, I12) and how many more it may take (16 at most; 0
+     * in a heap of no thread), apart, as 16 bytes a class took the heaps
+     * in libpoolmalloc.so's .data a page more; and the usable bytes it
+     * holds. */
+    void *system_cache[PM_SYSTEM_CACHE_CLASSES];
+    uint8_t system_cache_room[PM_SYSTEM_CACHE_CLASSES];
     uint64_t system_cached_bytes;
+    /* At the owner's ticks: the glibc path's allocations it last saw, and
+     * since when (pm_system_cache_tick). */
+    uint64_t system_cache_seen, system_cache_seen_ms;
     /* The owner's (or its service_lock holder's), for SPARSE POOLS
      * (heap.c): its pools in use, the parked ones left out (the bins'
      * pool_count summed); the most of them since pool_peak_ms; those
@@ -2018,6 +2023,9 @@ PM_HIDDEN void pm_system_settle_heap(pm_heap_t *heap);
  * thread's. */
 PM_HIDDEN void pm_system_cache_open(pm_heap_t *heap);
 PM_HIDDEN void pm_system_cache_flush(pm_heap_t *heap);
+/* At the owner's tick, `now_ms`: a cache whose thread has made no request
+ * of the glibc path for a purge delay goes back to glibc. */
+PM_HIDDEN void pm_system_cache_tick(pm_heap_t *heap, uint64_t now_ms);
 /* From now on every free on the glibc path takes its slow path, which
  * drops the block's profile record: called as profiling starts, before
  * any block is sampled. */

@@ -285,9 +285,10 @@ static inline void *system_account(void *block, bool fresh)
  * `room` chunks a class (64 KiB of them, 2 to 16) and PM_SYSTEM_CACHE_BYTES
  * (1 MiB) a heap; a free past either goes to glibc. large-mix with 256 KiB:
  * 92 instructions a pair, 512 KiB 82, 1 MiB 75 (mimalloc's 75), 4 MiB 72.
- * Given back to glibc when the thread exits, and before any trim of glibc's
+ * Given back to glibc when the thread exits, before any trim of glibc's
  * heap (the calling thread's: every other thread's cache is its owner's
- * alone). Only threads' own heaps cache: pm_heap_empty (threads with no
+ * alone), and at a tick of a thread that has asked nothing of the glibc
+ * path for a purge delay (pm_system_cache_tick). Only threads' own heaps cache: pm_heap_empty (threads with no
  * heap, POOLMALLOC_DEBUG) and the shared heap have no room, a freed block
  * while profiling takes free's slow path, which bypasses it, and a program
  * that leaves glibc's heap to glibc has none (system_cache_close). */
@@ -333,7 +334,7 @@ void pm_system_cache_open(pm_heap_t *heap)
         return;
     for (unsigned c = 0; c < PM_SYSTEM_CACHE_CLASSES; c++) {
         size_t room = SYSTEM_CACHE_CLASS_BYTES / system_cache_class_size(c);
-        heap->system_cache[c].room = room < 2 ? 2 : room > 16 ? 16 : (uint32_t)room;
+        heap->system_cache_room[c] = room < 2 ? 2 : room > 16 ? 16 : (uint8_t)room;
     }
 }
 
@@ -345,12 +346,11 @@ static PM_NORETURN __attribute__((noinline)) void system_cache_corrupt(const voi
 /* The chunk at the head of class `class_index`, taken out. */
 static inline void *system_cache_pop(pm_heap_t *heap, unsigned class_index, void *chunk)
 {
-    pm_system_cache_bin_t *bin = &heap->system_cache[class_index];
     uintptr_t next = ((uintptr_t *)chunk)[0] ^ (uintptr_t)chunk ^ pm_block_keys.link_key;
     if (PM_UNLIKELY(next % 16 != 0))
         system_cache_corrupt(chunk);
-    bin->head = (void *)next;
-    bin->room++;
+    heap->system_cache[class_index] = (void *)next;
+    heap->system_cache_room[class_index]++;
     /* Read by the stats of any thread, as the counters are. */
     PM_COUNTER_ADD(heap->system_cached_bytes, -glibc_heap_chunk_usable(glibc_size_word(chunk)));
     ((pm_block_t *)chunk)->tag = 0; /* live: a free of it is no double free */
@@ -369,13 +369,15 @@ static PM_NORETURN __attribute__((noinline)) void system_cache_double_free(const
  * did. The caller has counted it freed. */
 static inline bool system_cache_push(pm_heap_t *heap, void *chunk, size_t usable)
 {
-    pm_system_cache_bin_t *bin = &heap->system_cache[system_cache_class_down(usable)];
-    if (bin->room == 0 || heap->system_cached_bytes + usable > PM_SYSTEM_CACHE_BYTES)
+    unsigned class_index = system_cache_class_down(usable);
+    if (heap->system_cache_room[class_index] == 0 ||
+        heap->system_cached_bytes + usable > PM_SYSTEM_CACHE_BYTES)
         return false;
-    ((uintptr_t *)chunk)[0] = (uintptr_t)bin->head ^ (uintptr_t)chunk ^ pm_block_keys.link_key;
+    ((uintptr_t *)chunk)[0] =
+        (uintptr_t)heap->system_cache[class_index] ^ (uintptr_t)chunk ^ pm_block_keys.link_key;
     pm_block_set_tag(chunk);
-    bin->head = chunk;
-    bin->room--;
+    heap->system_cache[class_index] = chunk;
+    heap->system_cache_room[class_index]--;
     PM_COUNTER_ADD(heap->system_cached_bytes, usable);
     return true;
 }
@@ -384,8 +386,20 @@ void pm_system_cache_flush(pm_heap_t *heap)
 {
     for (unsigned c = 0; c < PM_SYSTEM_CACHE_CLASSES; c++) {
         void *chunk;
-        while ((chunk = heap->system_cache[c].head) != NULL)
+        while ((chunk = heap->system_cache[c]) != NULL)
             __libc_free(system_cache_pop(heap, c, chunk));
+    }
+}
+
+void pm_system_cache_tick(pm_heap_t *heap, uint64_t now_ms)
+{
+    if (PM_LIKELY(heap->system_cached_bytes == 0))
+        return;
+    if (heap->system.allocated_total != heap->system_cache_seen) {
+        heap->system_cache_seen = heap->system.allocated_total;
+        heap->system_cache_seen_ms = now_ms;
+    } else if (now_ms - heap->system_cache_seen_ms >= pm_options.purge_delay_ms) {
+        pm_system_cache_flush(heap);
     }
 }
 
@@ -404,7 +418,7 @@ static void system_cache_close(void)
         return; /* never written */
     pm_system_cache_flush(heap);
     for (unsigned c = 0; c < PM_SYSTEM_CACHE_CLASSES; c++)
-        heap->system_cache[c].room = 0;
+        heap->system_cache_room[c] = 0;
 }
 
 /* Whether the cache serves a request of `size` bytes (pm_malloc_missed's,
@@ -420,7 +434,7 @@ static inline void *system_cache_take(size_t size, unsigned *class_index)
 {
     *class_index = system_cache_class_up(size);
     pm_heap_t *heap = pm_thread_heap;
-    void *chunk = heap->system_cache[*class_index].head;
+    void *chunk = heap->system_cache[*class_index];
     return chunk != NULL ? system_cache_pop(heap, *class_index, chunk) : NULL;
 }
 

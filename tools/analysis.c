@@ -285,7 +285,7 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         "%s of RSS (%s) is poolmalloc's own bookkeeping: %s in the header pages "
                         "of %s arenas (4 KiB each, resident while any pool of the arena is in "
                         "use: a few live or awaiting blocks keep it), and %s in thread heaps "
-                        "(about 11 KiB each, %s of them) and in the lists of blocks freed for "
+                        "(about 12 KiB each, %s of them) and in the lists of blocks freed for "
                         "threads that have stopped taking them back (4 bytes a block, %s blocks "
                         "awaiting their thread), which go when those threads next allocate.",
                         pmt_bytes(a->metadata_bytes), pmt_percent(analysis_share(a->metadata_bytes, s->rss_bytes)),

@@ -166,6 +166,30 @@ START_TEST(test_cache_given_back)
 }
 END_TEST
 
+/* A thread that goes on allocating small blocks only gives its cache back
+ * at a tick a purge delay after its last request of the glibc path. */
+START_TEST(test_cache_given_back_when_unused)
+{
+    pm_options.purge_delay_ms = 0;
+    pm_free(pm_malloc(16));
+    pm_free(pm_malloc(6000));
+    ck_assert_uint_gt(cached_bytes(), 0);
+    pm_heap_t *heap = pm_thread_heap;
+    int64_t before = heap->tick_countdown;
+    int ticks = 0;
+    /* Two ticks: the first sees the glibc path's last request, the second
+     * finds nothing since. */
+    for (int i = 0; i < 1 << 20 && ticks < 2; i++) {
+        pm_free(pm_malloc(256));
+        if (heap->tick_countdown > before)
+            ticks++;
+        before = heap->tick_countdown;
+    }
+    ck_assert_int_eq(ticks, 2);
+    ck_assert_uint_eq(cached_bytes(), 0);
+}
+END_TEST
+
 /* A program that leaves glibc's heap to glibc (POOLMALLOC_TRIM_GLIBC=0,
  * loop 0; glibc tuned by mallopt, loop 1) has no cache: the thread's
  * closes, giving its chunks back, and every free goes to glibc. */
@@ -250,6 +274,7 @@ Suite *make_system_suite(void)
     tcase_add_test(tc, test_cache_bounds);
     tcase_add_test(tc, test_cache_calloc_zeroes);
     tcase_add_test(tc, test_cache_given_back);
+    tcase_add_test(tc, test_cache_given_back_when_unused);
     tcase_add_loop_test(tc, test_cache_closed_when_glibc_is_left_alone, 0, 2);
     tcase_add_test(tc, test_cache_per_thread);
     tcase_add_test(tc, test_cache_misuse_caught);
