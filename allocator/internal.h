@@ -16,7 +16,7 @@
  *                                  ▼        ▼
  *       heap.c (per-thread) ─▶ pool.c    system.c ─▶ glibc __libc_malloc ...
  *                       │                   (a thread's freed chunks of
- *                       │                   576..36,863 usable bytes wait
+ *                       │                   513..32,768 usable bytes wait
  *                       │                   in its heap for its next
  *                       │                   request of their class: the
  *                       │                   chunk cache, system.c)
@@ -1512,9 +1512,9 @@ typedef struct pm_system_counters {
 } pm_system_counters_t;
 
 /* The glibc path's chunk cache (system.c, THE CHUNK CACHE): a thread's
- * freed glibc chunks of 576..36,863 usable bytes wait in its heap, by size
- * class (8 a doubling, 576 to 32,768 bytes), for its next request of their
- * class, up to system_cache_room[class] chunks a class and
+ * freed glibc chunks of 513..32,768 usable bytes wait in its heap, by size
+ * class (8 a doubling), for its next request of their class that they
+ * hold, up to system_cache_room[class] chunks a class and
  * PM_SYSTEM_CACHE_BYTES in all. */
 #define PM_SYSTEM_CACHE_MAX ((size_t)32768) /* the largest request it serves */
 #define PM_SYSTEM_CACHE_CLASSES 48

@@ -1,8 +1,9 @@
 /* check_system.c — the glibc path's chunk cache (system.c, THE CHUNK
- * CACHE): a thread's freed glibc chunks of 513..32,768-byte classes serve
- * its next requests of their class; the rounding of requests to classes;
- * its bounds; its giving back (thread exit, trim, a program that leaves
- * glibc's heap to glibc); the stats; and the misuse it catches. */
+ * CACHE): a thread's freed glibc chunks of 513..32,768 bytes serve its
+ * next requests of their size class that they hold; its bounds; its giving
+ * back (thread exit, trim, a thread that stops asking for such sizes, a
+ * program that leaves glibc's heap to glibc); the stats; and the misuse it
+ * catches. */
 #include "support.h"
 
 #include <malloc.h>
@@ -35,11 +36,11 @@ START_TEST(test_cache_reuses_freed_chunk)
     ck_assert_ptr_nonnull(p);
     ck_assert(!pm_owns(p));
     size_t usable = pm_malloc_usable_size(p);
-    ck_assert_uint_eq(usable, glibc_usable(1024)); /* its class's size */
+    ck_assert_uint_eq(usable, glibc_usable(1000));
     memset(p, 0x5a, usable);
     pm_free(p);
     ck_assert_uint_eq(cached_bytes(), usable);
-    void *q = pm_malloc(970); /* the same class: 897..1,024 */
+    void *q = pm_malloc(970); /* the same class (961..1,024), and it holds that */
     ck_assert_ptr_eq(q, p);
     ck_assert_uint_eq(cached_bytes(), 0);
     pm_free(q);
@@ -55,32 +56,33 @@ START_TEST(test_cache_reuses_freed_chunk)
 }
 END_TEST
 
-/* Every request of 513..32,768 bytes gets its class's size: at least what
- * it asked, less than an eighth more (plus glibc's 8-byte rounding); and a
- * chunk freed there serves the smallest request of the same class. */
-START_TEST(test_cache_classes_round_up)
+/* A request of 513..32,768 bytes gets what it asked (no rounding), and the
+ * chunk, freed, comes back for the same request; a chunk at the head of
+ * the request's class that is too small for it does not, and the head of
+ * the class above does, whatever its size. */
+START_TEST(test_cache_classes)
 {
     pm_free(pm_malloc(16));
-    for (size_t size = PM_SMALL_MAX + 1; size <= PM_SYSTEM_CACHE_MAX; size += 7) {
+    for (size_t size = PM_SMALL_MAX + 1; size + 8 <= PM_SYSTEM_CACHE_MAX; size += 7) {
         void *p = pm_malloc(size);
-        size_t usable = pm_malloc_usable_size(p);
-        PM_CHECK_EACH(usable >= size && usable - size < size / 8 + 16,
-                      "%zu bytes got %zu usable", size, usable);
+        PM_CHECK_EACH(pm_malloc_usable_size(p) == glibc_usable(size), "%zu bytes got %zu usable",
+                      size, pm_malloc_usable_size(p));
         pm_free(p);
-        /* The smallest request of this class: the class below's size + 1. */
-        size_t class_size = usable - 8;
-        size_t step = (size_t)1 << (63 - __builtin_clzl(class_size - 1) - 3);
-        void *q = pm_malloc(class_size - step + 1);
-        PM_CHECK_EACH(q == p, "%zu bytes: the chunk of %zu did not come back", size,
-                      class_size - step + 1);
+        void *q = pm_malloc(size);
+        PM_CHECK_EACH(q == p, "%zu bytes: the chunk did not come back", size);
         pm_free(q);
     }
-    /* Past the classes: what was asked; and past the largest class's
-     * chunks (36,863 usable bytes), not cached. */
+    pm_malloc_trim(0); /* the cache, given back */
+    void *p = pm_malloc(1000); /* 1,000 usable: the class of 961..1,024 */
+    pm_free(p);
+    void *q = pm_malloc(1010);
+    ck_assert_ptr_ne(q, p); /* the head of its class holds less */
+    void *r = pm_malloc(900); /* the class below: the head of the class above */
+    ck_assert_ptr_eq(r, p);
+    pm_free(q);
+    pm_free(r);
+    /* Past the classes: not cached. */
     void *big = pm_malloc(PM_SYSTEM_CACHE_MAX + 1);
-    ck_assert_uint_eq(pm_malloc_usable_size(big), glibc_usable(PM_SYSTEM_CACHE_MAX + 1));
-    pm_free(big);
-    big = pm_malloc(36 << 10);
     uint64_t cached = cached_bytes();
     pm_free(big);
     ck_assert_uint_eq(cached_bytes(), cached);
@@ -98,15 +100,15 @@ START_TEST(test_cache_bounds)
     enum { COUNT = 2000 }; /* about 24 of each class */
     static void *blocks[COUNT];
     for (int i = 0; i < 10; i++)
-        blocks[i] = pm_malloc(16 << 10);
+        blocks[i] = pm_malloc(16000); /* the class of 14,337..16,384 */
     for (int i = 0; i < 10; i++)
         pm_free(blocks[i]);
-    ck_assert_uint_eq(cached_bytes(), 4 * glibc_usable(16 << 10)); /* 64 KiB / 16 KiB */
+    ck_assert_uint_eq(cached_bytes(), 4 * glibc_usable(16000)); /* 64 KiB / 16 KiB */
     for (int i = 0; i < 10; i++)
-        blocks[i] = pm_malloc(600);
+        blocks[i] = pm_malloc(600); /* 577..640: room for 16 */
     for (int i = 0; i < 10; i++)
         pm_free(blocks[i]);
-    ck_assert_uint_eq(cached_bytes(), 4 * glibc_usable(16 << 10) + 10 * glibc_usable(640));
+    ck_assert_uint_eq(cached_bytes(), 4 * glibc_usable(16000) + 10 * glibc_usable(600));
     /* Every class, more chunks than it has room for: 1 MiB at most. */
     size_t size = PM_SMALL_MAX + 1;
     for (int i = 0; i < COUNT; i++) {
@@ -117,7 +119,7 @@ START_TEST(test_cache_bounds)
         pm_free(blocks[i]);
     uint64_t cached = cached_bytes();
     ck_assert_uint_le(cached, PM_SYSTEM_CACHE_BYTES);
-    ck_assert_uint_gt(cached, PM_SYSTEM_CACHE_BYTES - PM_SYSTEM_CACHE_MAX - 8);
+    ck_assert_uint_gt(cached, PM_SYSTEM_CACHE_BYTES - PM_SYSTEM_CACHE_MAX);
 }
 END_TEST
 
@@ -270,7 +272,7 @@ Suite *make_system_suite(void)
     Suite *s = suite_create("system");
     TCase *tc = tcase_create("cache");
     tcase_add_test(tc, test_cache_reuses_freed_chunk);
-    tcase_add_test(tc, test_cache_classes_round_up);
+    tcase_add_test(tc, test_cache_classes);
     tcase_add_test(tc, test_cache_bounds);
     tcase_add_test(tc, test_cache_calloc_zeroes);
     tcase_add_test(tc, test_cache_given_back);
