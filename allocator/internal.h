@@ -1550,11 +1550,11 @@ typedef struct pm_heap {
      * either way, at a free or a tick: no shared write on every large
      * request. */
     int64_t system_unsettled;
-    /* The owner's: the chunk cache, a class's chunk freed last (linked as
-     * pool blocks are, I12) and how many more it may take (16 at most; 0
-     * in a heap of no thread), apart, as 16 bytes a class took the heaps
-     * in libpoolmalloc.so's .data a page more; and the usable bytes it
-     * holds. */
+    /* The owner's: the chunk cache. Per class, the chunk freed last
+     * (linked as pool blocks are, I12), and how many more it may take (16
+     * at most; 0 in a heap of no thread): two arrays, as a 16-byte pair a
+     * class took libpoolmalloc.so's .data, which holds three heaps, a page
+     * more. And the usable bytes it holds. */
     void *system_cache[PM_SYSTEM_CACHE_CLASSES];
     uint8_t system_cache_room[PM_SYSTEM_CACHE_CLASSES];
     uint64_t system_cached_bytes;
@@ -2017,10 +2017,10 @@ PM_HIDDEN void pm_system_tune_glibc(void);
  * way: by the glibc path, and by the heap's owner at each tick (malloc's
  * fast path does not test them). */
 PM_HIDDEN void pm_system_settle_heap(pm_heap_t *heap);
-/* The chunk cache of a new heap opens (room in every class); the owner's
- * (or, at its thread's exit, the owner's last) flush gives every chunk it
- * holds back to glibc, as a trim of glibc's heap does first for the calling
- * thread's. */
+/* pm_system_cache_open gives a new heap's chunk cache its room in every
+ * class. pm_system_cache_flush gives every chunk a cache holds back to
+ * glibc: by its owner, as its thread exits, and before the owner trims
+ * glibc's heap. */
 PM_HIDDEN void pm_system_cache_open(pm_heap_t *heap);
 PM_HIDDEN void pm_system_cache_flush(pm_heap_t *heap);
 /* At the owner's tick, `now_ms`: a cache whose thread has made no request
