@@ -343,14 +343,14 @@ static PM_NORETURN __attribute__((noinline)) void system_cache_corrupt(const voi
 /* The chunk at the head of class `class_index`, taken out. */
 static inline void *system_cache_pop(pm_heap_t *heap, unsigned class_index, void *chunk)
 {
-    uintptr_t next = ((uintptr_t *)chunk)[0] ^ (uintptr_t)chunk ^ pm_block_keys.link_key;
-    if (PM_UNLIKELY(next % 16 != 0))
+    pm_block_t *next = pm_link_get(chunk);
+    if (PM_UNLIKELY((uintptr_t)next % 16 != 0))
         system_cache_corrupt(chunk);
-    heap->system_cache[class_index] = (void *)next;
+    heap->system_cache[class_index] = next;
     heap->system_cache_room[class_index]++;
     /* Read by the stats of any thread, as the counters are. */
     PM_COUNTER_ADD(heap->system_cached_bytes, -glibc_heap_chunk_usable(glibc_size_word(chunk)));
-    ((pm_block_t *)chunk)->tag = 0; /* live: a free of it is no double free */
+    pm_block_clear_tag(chunk); /* live: a free of it is no double free */
     return chunk;
 }
 
@@ -370,8 +370,7 @@ static inline bool system_cache_push(pm_heap_t *heap, void *chunk, size_t usable
     if (heap->system_cache_room[class_index] == 0 ||
         heap->system_cached_bytes + usable > PM_SYSTEM_CACHE_BYTES)
         return false;
-    ((uintptr_t *)chunk)[0] =
-        (uintptr_t)heap->system_cache[class_index] ^ (uintptr_t)chunk ^ pm_block_keys.link_key;
+    pm_link_set(chunk, heap->system_cache[class_index]);
     pm_block_set_tag(chunk);
     heap->system_cache[class_index] = chunk;
     heap->system_cache_room[class_index]--;
