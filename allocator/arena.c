@@ -1037,10 +1037,9 @@ void pm_arena_decay_tick(void)
     } while (purged == DECAY_BATCH);
 }
 
-void pm_arena_decay_if_due(void)
+void pm_arena_decay_if_due(uint64_t now_ms)
 {
     uint64_t oldest_ms = atomic_load_explicit(&directory.retained_oldest_ms, memory_order_relaxed);
-    uint64_t now_ms = decay_now_ms();
     uint64_t wait = atomic_load_explicit(&directory.cap_waiting, memory_order_relaxed)
                         ? pm_options.purge_grace_ms
                         : pm_options.purge_delay_ms;

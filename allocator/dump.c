@@ -258,7 +258,7 @@ static void dump_loop(void)
          * it believing, so its malloc_trim is called from the program's
          * own threads only (system.c). */
         pm_arena_decay_tick();
-        pm_heap_release_parked_if_due(NULL); /* no heap is this thread's */
+        pm_heap_release_parked_if_due(NULL, pm_os_coarse_ms()); /* no heap is this thread's */
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (snapshots && dump_reached(&now, &snapshot_due)) {
             pm_stats_write_snapshot(PM_SNAPSHOT_INTERVAL);

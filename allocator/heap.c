@@ -936,10 +936,9 @@ static _Atomic uint64_t parked_next_due_ms; /* UINT64_MAX: the walk left none */
 /* Whether the heaps were walked since the pools last collapsed. */
 static _Atomic bool parked_walked_in_collapse;
 
-void pm_heap_release_parked_if_due(const pm_heap_t *walker)
+void pm_heap_release_parked_if_due(const pm_heap_t *walker, uint64_t now_ms)
 {
     uint64_t last = atomic_load_explicit(&parked_walk_ms, memory_order_relaxed);
-    uint64_t now_ms = pm_os_coarse_ms();
     /* After a collapse every parked pool is due, and the first walk comes
      * at once: the threads that parked them may all be idle by the next. */
     bool collapsed = pm_arena_collapsed();
@@ -968,11 +967,12 @@ void pm_heap_release_parked_if_due(const pm_heap_t *walker)
 
 /* ---- the owner's side --------------------------------------------------- */
 
-/* The parked pools of idle heaps, and glibc's heap, if due; with no lock
+/* The parked pools of idle heaps, and glibc's heap, if due; now_ms is the
+ * caller's clock read (a tick's one serves all its looks); with no lock
  * held. */
-static void heap_give_back_due(pm_heap_t *heap)
+static void heap_give_back_due(pm_heap_t *heap, uint64_t now_ms)
 {
-    pm_heap_release_parked_if_due(heap);
+    pm_heap_release_parked_if_due(heap, now_ms);
     pm_system_trim_if_due();
 }
 
@@ -984,20 +984,20 @@ static void heap_housekeeping(pm_heap_t *heap)
     if (!heap_owned(heap))
         return;
     pm_dump_start_if_pending();
-    heap_give_back_due(heap);
+    heap_give_back_due(heap, pm_os_coarse_ms());
 }
 
 /* What is due for a heap that took no pool (at its tick, or as it frees
  * other threads' blocks), and a batch of the retained pools if their delay
  * has run out, which taking or giving back a pool purges under the arena
  * lock. */
-static void heap_housekeeping_poolless(pm_heap_t *heap)
+static void heap_housekeeping_poolless(pm_heap_t *heap, uint64_t now_ms)
 {
     if (!heap_owned(heap))
         return;
     heap_flush_sparse_purges(heap);
-    heap_give_back_due(heap);
-    pm_arena_decay_if_due();
+    heap_give_back_due(heap, now_ms);
+    pm_arena_decay_if_due(now_ms);
 }
 
 /* ---- ALLOCATION TICKS ----------------------------------------------------
@@ -1019,8 +1019,10 @@ static void heap_housekeeping_poolless(pm_heap_t *heap)
  * (tick_only says which): the sampler's draws are exponential, so a draw
  * cut short at a tick and drawn again after it samples as the whole draw
  * would (memoryless). A tick's housekeeping, with nothing due, is a few
- * relaxed loads and a clock read (the vDSO's coarse clock): every 256 KiB,
- * about every thousand of churn's mallocs, 0.2 instructions a pair. What is
+ * relaxed loads and one clock read (the vDSO's coarse clock), which all its
+ * looks share (three reads took 45 instructions more a tick, 7 a step of
+ * malloc(40000)+free): every 256 KiB, about every thousand of churn's
+ * mallocs, 0.2 instructions a pair. What is
  * due it does as taking a pool would: the walk of the heaps, and a batch of
  * the retained pools (no more: a malloc that gave back 117 MB at once took
  * 17 ms), a larger one once they are a delay behind (arena.c,
@@ -1074,7 +1076,7 @@ void *pm_heap_tick(pm_heap_t *heap, void *block, size_t size, size_t counted)
         pm_profile_sample(heap, block, size, counted);
         pm_heap_set_countdown(heap, heap->tick_countdown);
     }
-    heap_housekeeping_poolless(heap);
+    heap_housekeeping_poolless(heap, heap->tick_ms);
     pm_system_cache_tick(heap, heap->tick_ms);
     pm_system_settle_heap(heap); /* malloc's glibc path leaves it to the tick */
     /* A heap turns purging_sparse as a pool comes down to its mark (SPARSE
@@ -2774,14 +2776,15 @@ static void heap_free_remote(pm_heap_t *me, pm_heap_t *owner, pm_pool_t *pool, p
          * owner as having blocks waiting, and sees whether a walk is due
          * (IDLE OWNERS). */
         if ((me->bins[class_index].remote_freed_total & (IDLE_LOOK_FREES - 1)) == 0) {
+            uint64_t now_ms = pm_os_coarse_ms();
             if (heap_owned(owner))
-                heap_note_waiting(owner, pm_os_coarse_ms(), false);
+                heap_note_waiting(owner, now_ms, false);
             /* What other threads freed into its own pools, adopted ones
              * among them (ADOPTION), which a thread that never runs a bin
              * dry would not collect. */
             if (heap_owned(me) && !heap_remote_empty(me))
                 heap_collect_remote(me, false);
-            heap_housekeeping_poolless(me);
+            heap_housekeeping_poolless(me, now_ms);
         }
     } else {
         atomic_fetch_add_explicit(&heapless_remote_freed[class_index], 1,

@@ -1427,10 +1427,10 @@ PM_HIDDEN bool pm_arena_note_parked(uint64_t occupied_here);
  * has gone quiet still gives its memory back. */
 PM_HIDDEN void pm_arena_decay_tick(void);
 /* One batch of pm_arena_decay_tick's purges, if the oldest retained pool's
- * delay has run out: without the lock, a relaxed load and a clock read
- * when it has not. For the heaps' housekeeping, which comes often
- * (ALLOCATION TICKS, heap.c). */
-PM_HIDDEN void pm_arena_decay_if_due(void);
+ * delay has run out by now_ms (pm_os_coarse_ms, the caller's): without the
+ * lock, a relaxed load when it has not. For the heaps' housekeeping, which
+ * comes often (ALLOCATION TICKS, heap.c). */
+PM_HIDDEN void pm_arena_decay_if_due(uint64_t now_ms);
 /* malloc_trim: purges every retained pool and unmaps every empty arena, the
  * reserve included. Returns the bytes given back. */
 PM_HIDDEN size_t pm_arena_trim(void);
@@ -1954,12 +1954,13 @@ PM_HIDDEN bool pm_heap_trim(void);
  * ABANDONED heap's ring; at most every 10 ms): gives back the parked pools
  * (I4) that have waited POOLMALLOC_PURGE_DELAY, and collects what waits in
  * ABANDONED heaps, and relieves idle owners (IDLE OWNERS, heap.c) but the
- * walker's own heap. Three relaxed loads and a clock read when not due.
- * Called by an owner taking or giving back a pool or at its tick, with its
- * heap, and by the dump thread's tick, with NULL (the thread shares the
- * thread pointer, and so pm_thread_heap, of the thread that made it: the
- * main thread's heap is not its own); with no lock held. */
-PM_HIDDEN void pm_heap_release_parked_if_due(const pm_heap_t *walker);
+ * walker's own heap, if due by now_ms (pm_os_coarse_ms, the caller's).
+ * Three relaxed loads when not. Called by an owner taking or giving back a
+ * pool or at its tick, with its heap, and by the dump thread's tick, with
+ * NULL (the thread shares the thread pointer, and so pm_thread_heap, of the
+ * thread that made it: the main thread's heap is not its own); with no
+ * lock held. */
+PM_HIDDEN void pm_heap_release_parked_if_due(const pm_heap_t *walker, uint64_t now_ms);
 /* A heap's tick (ALLOCATION TICKS, heap.c), its countdown just run out for
  * `block`, of `size` bytes, after `counted` bytes were taken for it: the
  * sample due, if one is, then the housekeeping that is due, and the next

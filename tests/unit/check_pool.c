@@ -292,7 +292,7 @@ START_TEST(test_pool_parks_in_a_row)
     ck_assert_uint_ge(atomic_load(&pm_thread_heap->park_allowance), ROW_POOLS - 2);
     pm_options.purge_delay_ms = 20;
     pm_test_sleep_ms(40);
-    pm_heap_release_parked_if_due(NULL);
+    pm_heap_release_parked_if_due(NULL, pm_os_coarse_ms());
     ck_assert_uint_eq(parked_in_class(c), 0);
     ck_assert_uint_eq(atomic_load(&pm_thread_heap->parked_count), 0);
     ck_assert_uint_eq(atomic_load(&pm_thread_heap->park_allowance), 0);

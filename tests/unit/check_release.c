@@ -346,7 +346,7 @@ START_TEST(test_release_cap_waits_while_taken_back)
      * at a time, take the list down to the cap, well within the delay. */
     pm_test_sleep_ms(300);
     for (int tick = 0; tick < 200 && after.retained_pools > kept; tick++) {
-        pm_arena_decay_if_due();
+        pm_arena_decay_if_due(pm_os_coarse_ms());
         pm_test_stats(&after);
     }
     ck_assert_uint_le(after.retained_pools, kept);
@@ -1398,15 +1398,15 @@ START_TEST(test_release_parked_when_due)
     const unsigned c = pm_class_of(BLOCK_SIZE);
     pm_options.purge_delay_ms = 300;
     uint64_t start = now_ms();
-    pm_heap_release_parked_if_due(pm_thread_heap); /* the first walk: nothing parked */
+    pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms()); /* the first walk: nothing parked */
     sleep_until_ms(start + 150);
     pthread_t worker;
     worker_start(&worker, 40);
     uint64_t parked = now_ms();
     sleep_until_ms(start + 320);
-    pm_heap_release_parked_if_due(pm_thread_heap); /* due again; the pool is not */
+    pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms()); /* due again; the pool is not */
     sleep_until_ms(parked + 300 + 50);
-    pm_heap_release_parked_if_due(pm_thread_heap);
+    pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms());
     pm_stats_t s;
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].pools, 0);
@@ -1489,7 +1489,7 @@ START_TEST(test_release_owner_unparks)
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].pools, 1);
     ck_assert(pm_heap_validate());
-    pm_heap_release_parked_if_due(pm_thread_heap); /* not due: parked within the delay */
+    pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms()); /* not due: parked within the delay */
     void *again = pm_malloc(BLOCK_SIZE);
     ck_assert_uint_eq(pm_test_arena_base(again), pm_test_arena_base(first));
     ck_assert_uint_eq(pm_test_pool_index(again), pm_test_pool_index(first));
@@ -1576,7 +1576,7 @@ START_TEST(test_release_exited_thread_blocks)
     }
     ck_assert_uint_eq(s.classes[c].live_blocks, 0);
     pm_test_sleep_ms(30);
-    pm_heap_release_parked_if_due(pm_thread_heap);
+    pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms());
     pm_test_stats(&s);
     ck_assert_uint_eq(s.classes[c].waiting_blocks, 0);
     /* This thread's heap keeps its one pool, and the abandoned heap one
@@ -1721,11 +1721,11 @@ START_TEST(test_release_idle_owner_blocks)
          * ThreadSanitizer, with other tests beside it, more than a short
          * delay went by before the first walk. */
         pm_test_sleep_ms(20);
-        pm_heap_release_parked_if_due(pm_thread_heap);
+        pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms());
         ck_assert_int_eq(idle_owner_resident_pages(), IDLE_OWNER_BLOCKS);
         pm_options.purge_delay_ms = 50;
         pm_test_sleep_ms(120);
-        pm_heap_release_parked_if_due(pm_thread_heap);
+        pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms());
     } else {
         ck_assert_int_eq(pm_malloc_trim(0), 1);
     }
@@ -2034,14 +2034,14 @@ START_TEST(test_release_exited_thread_keeps_pools)
     ck_assert_int_eq(pthread_create(&t, NULL, adopt_and_exit, &same_pool), 0);
     ck_assert_int_eq(pthread_join(t, NULL), 0);
     ck_assert_msg(same_pool, "the adopting thread should allocate from the parked pool");
-    pm_heap_release_parked_if_due(pm_thread_heap); /* within the delay: nothing due */
+    pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms()); /* within the delay: nothing due */
     pm_test_stats(&kept);
     ck_assert_uint_eq(kept.released_bytes_total, before.released_bytes_total);
     ck_assert_uint_eq(kept.classes[c].pools, 1);
     ck_assert_uint_eq(kept.classes[pm_class_of(32)].pools, 1);
     ck_assert(pm_heap_validate());
     pm_test_sleep_ms(350);
-    pm_heap_release_parked_if_due(pm_thread_heap);
+    pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms());
     pm_test_stats(&later);
     ck_assert_uint_eq(later.classes[c].pools, 0);
     /* The parked pool's three pages and the kept one's page. */
@@ -2072,10 +2072,10 @@ START_TEST(test_release_exited_thread_pages)
     ck_assert_int_eq(pthread_create(&t, NULL, drain_sparse_and_exit, &pools), 0);
     ck_assert_int_eq(pthread_join(t, NULL), 0);
     ck_assert_uint_ge(pools, 2 * PM_SPARSE_MIN_POOLS);
-    pm_heap_release_parked_if_due(pm_thread_heap); /* within the delay: kept for an adopter */
+    pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms()); /* within the delay: kept for an adopter */
     ck_assert_uint_eq(pm_arena_in_use_purges(), in_use_purges);
     pm_test_sleep_ms(350);
-    pm_heap_release_parked_if_due(pm_thread_heap);
+    pm_heap_release_parked_if_due(pm_thread_heap, pm_os_coarse_ms());
     ck_assert_uint_ge(pm_arena_in_use_purges() - in_use_purges, pools - 1);
     sparse_check_and_free();
 }
