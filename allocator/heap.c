@@ -31,15 +31,19 @@ pm_heap_t pm_heap_empty = {
 /* The heap that holds the pools given up to the exchange (EXCHANGE),
  * permanently ABANDONED, as the shared heap is: nobody allocates from it,
  * and the blocks freed into its pools are collected under its lock. */
+static _Alignas(PM_CACHE_LINE) _Atomic(pm_block_t *) exchange_heap_ring[PM_REMOTE_RING];
 static pm_heap_t exchange_heap = {
     .bins = PM_BINS_INITIALIZER,
     .tick_countdown = INT64_MAX,
     .service_lock = &pm_fork_locks.exchange,
     .state = PM_HEAP_ABANDONED,
+    .remote_ring = exchange_heap_ring,
 };
 
+static _Alignas(PM_CACHE_LINE) _Atomic(pm_block_t *) shared_heap_ring[PM_REMOTE_RING];
 static pm_heap_t shared_heap = {
     .bins = PM_BINS_INITIALIZER,
+    .remote_ring = shared_heap_ring,
     .tick_countdown = INT64_MAX, /* allocations under its lock neither tick nor are sampled */
     .service_lock = &pm_fork_locks.shared_heap,
     .arena_home = {.open = true}, /* its users are its owner */
@@ -2289,8 +2293,12 @@ static void heap_thread_exit(void *arg);
 /* Caller holds the heap directory lock. */
 static pm_heap_t *heap_create(void)
 {
-    size_t size = (sizeof(pm_heap_t) + PM_CACHE_LINE - 1) & ~(PM_CACHE_LINE - 1);
-    _Static_assert((HEAP_SLAB_BYTES - PM_OS_PAGE_SIZE) / sizeof(pm_heap_t) <= HEAP_SLAB_LOCKS,
+    /* The heap, then its ring, each on lines of its own. */
+    const size_t heap_bytes = (sizeof(pm_heap_t) + PM_CACHE_LINE - 1) & ~(PM_CACHE_LINE - 1);
+    const size_t size = heap_bytes + PM_REMOTE_RING * sizeof(pm_block_t *);
+    _Static_assert((HEAP_SLAB_BYTES - PM_OS_PAGE_SIZE) /
+                           (sizeof(pm_heap_t) + PM_REMOTE_RING * sizeof(pm_block_t *)) <=
+                       HEAP_SLAB_LOCKS,
                    "a slab's first page holds a lock for each of its heaps");
     if (heaps.slab_next == NULL || (size_t)(heaps.slab_end - heaps.slab_next) < size) {
         char *slab = pm_os_map(HEAP_SLAB_BYTES);
@@ -2304,6 +2312,7 @@ static pm_heap_t *heap_create(void)
         heaps.bytes += PM_OS_PAGE_SIZE;
     }
     pm_heap_t *heap = (pm_heap_t *)heaps.slab_next;
+    heap->remote_ring = (_Atomic(pm_block_t *) *)(heaps.slab_next + heap_bytes);
     heaps.slab_next += size;
     heaps.bytes += size;
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++)

@@ -1646,9 +1646,15 @@ typedef struct pm_heap {
     /* Collections that took something, counted by the collector: the walk
      * of the heaps tells an owner that has stopped collecting by it. */
     _Atomic uint64_t remote_collections;
-    /* Position p's block, once published, in slot p % PM_REMOTE_RING; NULL
-     * while unclaimed or not yet written. */
-    _Alignas(PM_CACHE_LINE) _Atomic(pm_block_t *) remote_ring[PM_REMOTE_RING];
+    /* The ring: position p's block, once published, in slot
+     * p % PM_REMOTE_RING; NULL while unclaimed or not yet written. Set as
+     * the heap is made and never changed; on remote_head's line, which
+     * freers and collectors read first. A thread's heap has its ring just
+     * after it (heap_create); the static heaps' are in .bss, which is
+     * touched only where it is written, where their 8 KiB each in the
+     * heaps' own .data were resident in every process (pm_heap_empty, a
+     * heap of no pool, has none). */
+    _Atomic(pm_block_t *) *remote_ring;
 } pm_heap_t;
 
 /* SPARSE POOLS (heap.c): a pool's first mark is a quarter of its blocks,

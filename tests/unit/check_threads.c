@@ -774,6 +774,65 @@ START_TEST(test_threads_exchange_sparse_pools)
 }
 END_TEST
 
+/* The exchange heap's remote ring (a static heap's, in .bss, not beside
+ * it): the giver's survivors in the pools it gave up, freed by this thread,
+ * wait in that ring, and the next pool taken from the exchange takes them
+ * back first. */
+START_TEST(test_threads_exchange_ring)
+{
+    giver_in_order = false;
+    pm_free(pm_malloc(16)); /* this thread's heap, with no pool of the class */
+    ck_assert_int_eq(pthread_barrier_init(&giver_filled, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&giver_free, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&giver_freed, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&giver_finish, NULL, 2), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, giver, NULL), 0);
+    pthread_barrier_wait(&giver_filled);
+    void *first = pm_malloc(GIVER_SIZE); /* the class is wanted: the giver gives */
+    ck_assert_ptr_nonnull(first);
+    pthread_barrier_wait(&giver_free);
+    pthread_barrier_wait(&giver_freed);
+    pm_stats_t s;
+    pm_test_stats(&s);
+    ck_assert_uint_ge(s.exchange_pools, GIVER_POOLS / 2);
+    const uint64_t waiting = s.small_waiting_blocks;
+    uint64_t freed_into_exchange = 0;
+    for (size_t i = 0; i < GIVER_BLOCKS; i++) {
+        if (!giver_survivor(i) || pm_pool_heap(pm_pool_of(giver_blocks[i])) == giver_heap)
+            continue;
+        pm_free(giver_blocks[i]); /* the giver's last loop frees NULL */
+        giver_blocks[i] = NULL;
+        freed_into_exchange++;
+    }
+    ck_assert_uint_ge(freed_into_exchange, GIVER_POOLS / 2);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_waiting_blocks, waiting + freed_into_exchange);
+    ck_assert(pm_heap_validate()); /* walks every ring, the exchange's too */
+    /* Until this thread's pool runs dry, then a pool from the exchange. */
+    const uint64_t taken = s.exchange_taken_total;
+    void *more[PM_POOL_SIZE / GIVER_SIZE + 1];
+    size_t n = 0;
+    while (n < sizeof more / sizeof more[0] && s.exchange_taken_total == taken) {
+        ck_assert_ptr_nonnull(more[n++] = pm_malloc(GIVER_SIZE));
+        pm_test_stats(&s);
+    }
+    ck_assert_uint_eq(s.exchange_taken_total, taken + 1);
+    /* And with it this thread's own ring, which held the `waiting` few. */
+    ck_assert_uint_le(s.small_waiting_blocks, waiting);
+    ck_assert(pm_heap_validate());
+    while (n > 0)
+        pm_free(more[--n]);
+    pthread_barrier_wait(&giver_finish);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    pm_free(first);
+    pm_malloc_trim(0);
+    pm_test_stats(&s);
+    ck_assert_uint_eq(s.small_live_blocks, 0);
+    ck_assert(pm_heap_validate());
+}
+END_TEST
+
 /* Runs work on a new thread, with the stats from before and after that
  * thread in *before and *after; returns how many heaps the thread gained
  * while it ran. */
@@ -985,6 +1044,7 @@ Suite *make_threads_suite(void)
     tcase_add_test(tc, test_threads_heap_reuse);
     tcase_add_test(tc, test_threads_heaps_keep_to_their_arenas);
     tcase_add_loop_test(tc, test_threads_exchange_sparse_pools, 0, 3);
+    tcase_add_test(tc, test_threads_exchange_ring);
     tcase_add_test(tc, test_threads_free_only_thread_counts_in_own_heap);
     tcase_add_test(tc, test_threads_fast_free_test);
     tcase_add_test(tc, test_threads_large_only_thread_counts_in_own_heap);
