@@ -707,19 +707,26 @@ static void *giver(void *arg)
     return NULL;
 }
 
+/* This thread takes a heap with no pool of the giver's class, and the giver
+ * starts, and fills its blocks. */
+static void giver_start(pthread_t *t)
+{
+    pm_free(pm_malloc(16));
+    ck_assert_int_eq(pthread_barrier_init(&giver_filled, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&giver_free, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&giver_freed, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&giver_finish, NULL, 2), 0);
+    ck_assert_int_eq(pthread_create(t, NULL, giver, NULL), 0);
+    pthread_barrier_wait(&giver_filled);
+}
+
 START_TEST(test_threads_exchange_sparse_pools)
 {
     const unsigned c = pm_class_of(GIVER_SIZE);
     const bool wanted = _i != 1;
     giver_in_order = _i == 2;
-    pm_free(pm_malloc(16)); /* this thread's heap, with no pool of class c */
-    ck_assert_int_eq(pthread_barrier_init(&giver_filled, NULL, 2), 0);
-    ck_assert_int_eq(pthread_barrier_init(&giver_free, NULL, 2), 0);
-    ck_assert_int_eq(pthread_barrier_init(&giver_freed, NULL, 2), 0);
-    ck_assert_int_eq(pthread_barrier_init(&giver_finish, NULL, 2), 0);
     pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, giver, NULL), 0);
-    pthread_barrier_wait(&giver_filled);
+    giver_start(&t);
     void *first = NULL;
     if (wanted)
         ck_assert_ptr_nonnull(first = pm_malloc(GIVER_SIZE)); /* a pool from the arenas */
@@ -781,14 +788,8 @@ END_TEST
 START_TEST(test_threads_exchange_ring)
 {
     giver_in_order = false;
-    pm_free(pm_malloc(16)); /* this thread's heap, with no pool of the class */
-    ck_assert_int_eq(pthread_barrier_init(&giver_filled, NULL, 2), 0);
-    ck_assert_int_eq(pthread_barrier_init(&giver_free, NULL, 2), 0);
-    ck_assert_int_eq(pthread_barrier_init(&giver_freed, NULL, 2), 0);
-    ck_assert_int_eq(pthread_barrier_init(&giver_finish, NULL, 2), 0);
     pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, giver, NULL), 0);
-    pthread_barrier_wait(&giver_filled);
+    giver_start(&t);
     void *first = pm_malloc(GIVER_SIZE); /* the class is wanted: the giver gives */
     ck_assert_ptr_nonnull(first);
     pthread_barrier_wait(&giver_free);
