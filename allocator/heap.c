@@ -1026,10 +1026,10 @@ static void heap_housekeeping_poolless(pm_heap_t *heap, uint64_t now_ms)
  * relaxed loads and one clock read (the vDSO's coarse clock), which all its
  * looks share (three reads took 45 instructions more a tick, 7 a step of
  * malloc(40000)+free): every 256 KiB, about every thousand of churn's
- * mallocs, 0.2 instructions a pair. What is
- * due it does as taking a pool would: the walk of the heaps, and a batch of
- * the retained pools (no more: a malloc that gave back 117 MB at once took
- * 17 ms), a larger one once they are a delay behind (arena.c,
+ * mallocs, 0.2 instructions a pair. What is due it does as taking a pool
+ * would: the walk of the heaps, and a batch of the retained pools (no
+ * more: a malloc that gave back 117 MB at once took 17 ms), a larger one
+ * once they are a delay behind (arena.c,
  * DECAY_BATCH_BEHIND).
  *
  * A tick comes after PM_HEAP_TICK_BYTES only while the thread allocates

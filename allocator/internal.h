@@ -1650,10 +1650,10 @@ typedef struct pm_heap {
      * p % PM_REMOTE_RING; NULL while unclaimed or not yet written. Set as
      * the heap is made and never changed; on remote_head's line, which
      * freers and collectors read first. A thread's heap has its ring just
-     * after it (heap_create); the static heaps' are in .bss, which is
-     * touched only where it is written, where their 8 KiB each in the
-     * heaps' own .data were resident in every process (pm_heap_empty, a
-     * heap of no pool, has none). */
+     * after it (heap_create). The shared heap's and the exchange's are
+     * arrays in .bss, whose pages become resident only once written:
+     * inside those heaps, in .data, their 8 KiB each were resident in
+     * every process. pm_heap_empty, which owns no pool, has none (NULL). */
     _Atomic(pm_block_t *) *remote_ring;
 } pm_heap_t;
 
