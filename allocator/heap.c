@@ -1029,8 +1029,7 @@ static void heap_housekeeping_poolless(pm_heap_t *heap, uint64_t now_ms)
  * mallocs, 0.2 instructions a pair. What is due it does as taking a pool
  * would: the walk of the heaps, and a batch of the retained pools (no
  * more: a malloc that gave back 117 MB at once took 17 ms), a larger one
- * once they are a delay behind (arena.c,
- * DECAY_BATCH_BEHIND).
+ * once they are a delay behind (arena.c, DECAY_BATCH_BEHIND).
  *
  * A tick comes after PM_HEAP_TICK_BYTES only while the thread allocates
  * that much within HEAP_TICK_INTERVAL_MS: a thread that allocates slowly
