@@ -299,6 +299,35 @@ START_TEST(test_debug_samples_large_only)
 }
 END_TEST
 
+/* While profiling, a freed glibc chunk of the chunk cache's sizes still
+ * waits in its thread's cache (system.c, system_free_slow), its record
+ * dropped first; handed out again, it is sampled again. Sent past the
+ * cache, as until 2026-12-07, the chunk went back to glibc. */
+START_TEST(test_sampled_glibc_chunk_cached)
+{
+    pm_free(pm_malloc(16)); /* the thread's heap, whose cache this is */
+    profile_on(1);
+    void *p = pm_malloc(1000);
+    ck_assert(!pm_owns(p));
+    const double usable = (double)pm_malloc_usable_size(p);
+    totals_t t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, 1);
+    ck_assert_double_eq_tol(t.live_bytes, usable, 0.5);
+    pm_free(p);
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+    pm_stats_t s;
+    pm_stats_get(&s);
+    ck_assert_double_eq_tol((double)s.system_cached_bytes, usable, 0.5);
+    void *q = pm_malloc(1000);
+    ck_assert_ptr_eq(q, p);
+    t = profile_totals();
+    ck_assert_uint_eq(t.summary.samples, 2);
+    ck_assert_double_eq_tol(t.live_bytes, usable, 0.5);
+    pm_free(q);
+    ck_assert_double_eq_tol(profile_totals().live_bytes, 0, 0.5);
+}
+END_TEST
+
 /* Twins but for their asm comments, which keep them from being tail calls
  * (this frame is the site) and from being folded into one function
  * (GCC's identical code folding). */
@@ -592,6 +621,7 @@ Suite *make_profile_suite(void)
     tcase_add_test(tc, test_realloc_moves_record);
     tcase_add_test(tc, test_heapless_thread_sampled);
     tcase_add_test(tc, test_debug_samples_large_only);
+    tcase_add_test(tc, test_sampled_glibc_chunk_cached);
     tcase_add_test(tc, test_identical_stacks_share_site);
     tcase_add_test(tc, test_sample_table_grows);
     tcase_add_test(tc, test_site_table_full);
