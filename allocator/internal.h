@@ -1776,14 +1776,19 @@ PM_HIDDEN bool pm_profile_validate(void);
 /* Drops the block's record, if it has one, and says whether it had one
  * (I11). Takes the lock. */
 PM_HIDDEN bool pm_profile_drop(void *block);
+/* Whether a glibc block leaving the program's hands may have a record to
+ * drop. The flag first: with profiling off, a load and a branch, not the
+ * filter's hash (every realloc of a glibc block asks). */
+static inline bool pm_profile_free_may_drop(const void *block)
+{
+    return PM_UNLIKELY(pm_profile_on) && pm_profile_maybe_sampled(block);
+}
 /* A glibc block leaving the program's hands, before glibc can hand its
  * address out again: the filter, then the record only if the bit is set.
  * (A pool block's record goes when its owner takes it back, I11.) */
 static inline void pm_profile_free(void *block)
 {
-    /* The flag first: with profiling off, a load and a branch, not the
-     * filter's hash (every realloc of a glibc block comes here). */
-    if (PM_UNLIKELY(pm_profile_on) && pm_profile_maybe_sampled(block))
+    if (pm_profile_free_may_drop(block))
         pm_profile_drop(block);
 }
 /* The top sites, largest first by live or by allocated bytes (only those

@@ -641,7 +641,7 @@ static __attribute__((noinline)) void system_free_sampled(void *ptr, pm_heap_t *
 /* Every free that free's fast path does not finish, with what it read.
  * While profiling, that is every free: a chunk of glibc's heap, from a
  * thread with a heap, whose free settles nothing, takes the fast path's
- * steps after the profile's filter (pm_profile_free's test); the rest
+ * steps after the profile's filter (pm_profile_free_may_drop); the rest
  * take the general steps. Sent past the cache, large-mix took 1.32 times
  * the instructions with profiling on (1.04 before there was a cache;
  * bench/results/overhead.md); through the general steps, 1.067; this way,
@@ -654,7 +654,7 @@ static __attribute__((noinline)) void system_free_slow(void *ptr, pm_heap_t *hea
         system_free_general(ptr);
         return;
     }
-    if (PM_UNLIKELY(pm_profile_on) && pm_profile_maybe_sampled(ptr)) {
+    if (pm_profile_free_may_drop(ptr)) {
         system_free_sampled(ptr, heap, usable);
         return;
     }
