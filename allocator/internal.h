@@ -16,7 +16,7 @@
  *                                  ▼        ▼
  *       heap.c (per-thread) ─▶ pool.c    system.c ─▶ glibc __libc_malloc ...
  *                       │                   (a thread's freed chunks of
- *                       │                   513..32,768 usable bytes wait
+ *                       │                   513..262,144 usable bytes wait
  *                       │                   in its heap for its next
  *                       │                   request of their class: the
  *                       │                   chunk cache, system.c)
@@ -1512,12 +1512,12 @@ typedef struct pm_system_counters {
 } pm_system_counters_t;
 
 /* The glibc path's chunk cache (system.c, THE CHUNK CACHE): a thread's
- * freed glibc chunks of 513..32,768 usable bytes wait in its heap, by size
+ * freed glibc chunks of 513..262,144 usable bytes wait in its heap, by size
  * class (8 a doubling), for its next request of their class that they
  * hold, up to system_cache_room[class] chunks a class and
  * PM_SYSTEM_CACHE_BYTES in all. */
-#define PM_SYSTEM_CACHE_MAX ((size_t)32768) /* the largest request it serves */
-#define PM_SYSTEM_CACHE_CLASSES 48
+#define PM_SYSTEM_CACHE_MAX ((size_t)256 << 10) /* the largest request it serves */
+#define PM_SYSTEM_CACHE_CLASSES 72
 #define PM_SYSTEM_CACHE_BYTES ((uint64_t)1 << 20) /* a heap's, at most */
 
 /* Blocks waiting for an OWNED heap's owner as addresses (heap.c, IDLE

@@ -1,5 +1,5 @@
 /* check_system.c — the glibc path's chunk cache (system.c, THE CHUNK
- * CACHE): a thread's freed glibc chunks of 513..32,768 bytes serve its
+ * CACHE): a thread's freed glibc chunks of 513..262,144 bytes serve its
  * next requests of their size class that they hold; its bounds; its giving
  * back (thread exit, trim, a thread that stops asking for such sizes, a
  * program that leaves glibc's heap to glibc); the stats; and the misuse it
@@ -56,13 +56,39 @@ START_TEST(test_cache_reuses_freed_chunk)
 }
 END_TEST
 
-/* A request of 513..32,768 bytes gets what it asked (no rounding), and the
+/* Buffers up to 256 KiB, the range of tcmalloc's thread caches, wait in
+ * the cache too: a 64 KiB I/O buffer, and one of 200,000 bytes (past
+ * glibc's first mmap threshold, once a mapped chunk freed raised it). */
+START_TEST(test_cache_large_buffers)
+{
+    pm_free(pm_malloc(16));
+    pm_free(pm_malloc(PM_SYSTEM_CACHE_MAX)); /* the mmap threshold, raised */
+    const size_t sizes[] = {65536, 200000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        pm_malloc_trim(0); /* the cache, given back */
+        void *p = pm_malloc(sizes[i]);
+        size_t usable = pm_malloc_usable_size(p);
+        ck_assert_uint_eq(usable, glibc_usable(sizes[i]));
+        pm_free(p);
+        ck_assert_uint_eq(cached_bytes(), usable);
+        ck_assert_ptr_eq(pm_malloc(sizes[i]), p);
+        ck_assert_uint_eq(cached_bytes(), 0);
+        pm_free(p);
+    }
+}
+END_TEST
+
+/* A request of 513..256 KiB gets what it asked (no rounding), and the
  * chunk, freed, comes back for the same request; a chunk at the head of
  * the request's class that is too small for it does not, and the head of
  * the class above does, whatever its size. */
 START_TEST(test_cache_classes)
 {
     pm_free(pm_malloc(16));
+    /* glibc maps a request past its mmap threshold (128 KiB at first) and
+     * raises the threshold to the size of each mapped chunk freed: from
+     * here on it serves every class from its heap. */
+    pm_free(pm_malloc(PM_SYSTEM_CACHE_MAX));
     for (size_t size = PM_SMALL_MAX + 1; size + 8 <= PM_SYSTEM_CACHE_MAX; size += 7) {
         void *p = pm_malloc(size);
         PM_CHECK_EACH(pm_malloc_usable_size(p) == glibc_usable(size), "%zu bytes got %zu usable",
@@ -273,6 +299,7 @@ Suite *make_system_suite(void)
     TCase *tc = tcase_create("cache");
     tcase_add_test(tc, test_cache_reuses_freed_chunk);
     tcase_add_test(tc, test_cache_classes);
+    tcase_add_test(tc, test_cache_large_buffers);
     tcase_add_test(tc, test_cache_bounds);
     tcase_add_test(tc, test_cache_calloc_zeroes);
     tcase_add_test(tc, test_cache_given_back);
