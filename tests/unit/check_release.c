@@ -2275,6 +2275,38 @@ START_TEST(test_release_glibc_settles_at_ticks)
 }
 END_TEST
 
+/* A request larger than a tick counts towards it as 16 KiB (system.c,
+ * SYSTEM_TICK_CHARGE_MAX): malloc(300000) and its free, over and over,
+ * tick every sixteenth pair once the ticks have grown to their length, and
+ * between ticks a malloc and its free cancel out in the heap's unsettled
+ * bytes, which neither settles (each did, and every malloc ticked: 724
+ * instructions a pair, glibc alone 307). */
+START_TEST(test_release_glibc_large_pairs_settle_nothing)
+{
+    enum { LARGE = 300000, PAIRS = 64 };
+    pm_free(pm_malloc(16)); /* the thread's heap */
+    pm_free(pm_malloc(LARGE)); /* glibc's mmap threshold, raised past it */
+    pm_heap_t *heap = pm_thread_heap;
+    int ticks = 0;
+    for (int i = 0; i < PAIRS; i++) {
+        int64_t unsettled = heap->system_unsettled;
+        int64_t countdown = heap->tick_countdown;
+        void *p = pm_malloc(LARGE);
+        if (heap->tick_countdown > countdown) { /* it ticked, and settled */
+            ticks++;
+            pm_free(p);
+            continue;
+        }
+        ck_assert_int_eq(heap->system_unsettled, unsettled + (int64_t)pm_malloc_usable_size(p));
+        pm_free(p);
+        ck_assert_int_eq(heap->system_unsettled, unsettled);
+    }
+    /* The first ticks of a new heap are short (PM_HEAP_TICK_MIN_BYTES,
+     * doubling): 6 at most, then one in sixteen pairs. */
+    ck_assert_int_le(ticks, 6 + PAIRS / 16 + 1);
+}
+END_TEST
+
 /* A range one thread gives back to the kernel and another maps again. The
  * kernel orders the two, and a sanitizer must know it too: TSan once
  * reported a new heap slab's first write as racing with a read of the freed
@@ -2412,6 +2444,7 @@ Suite *make_release_suite(void)
     tcase_add_test(tc, test_release_glibc_heap_cycle_over);
     tcase_add_test(tc, test_release_glibc_heap_after_delay);
     tcase_add_test(tc, test_release_glibc_settles_at_ticks);
+    tcase_add_test(tc, test_release_glibc_large_pairs_settle_nothing);
     tcase_add_loop_test(tc, test_release_range_mapped_again, 0, 2);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
