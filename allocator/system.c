@@ -32,7 +32,7 @@
 #define SYSTEM_TRIM_MIN_MARK ((int64_t)1 << 20)
 
 static struct {
-    _Atomic int64_t live;                   /* settled: off by two steps per heap at most */
+    _Atomic int64_t live;                   /* settled: per heap, off by 2 steps and a request */
     _Atomic int64_t mark;                   /* the most `live` was since the last trim */
     _Atomic uint64_t halved_ms;             /* when live fell to mark / 2; 0: it has not */
     _Atomic uint64_t collapse_ms;           /* a collapse trimmed at once, watched; 0: none */
