@@ -106,8 +106,9 @@ static uint16_t take16(input_t *in)
 }
 
 /* One byte picks the kind: around a class boundary (k*16 - 1, k*16,
- * k*16 + 1, k = 0..33), any size up to 1 KiB, a byte, or a large size up to
- * 64 KiB + 512 (glibc's). */
+ * k*16 + 1, k = 0..33), any size up to 1 KiB, a byte, or a large size
+ * (glibc's): up to 64 KiB + 512, or in steps of 8 up to 512 KiB + 512, past
+ * the chunk cache's 256 KiB. */
 static size_t decode_size(input_t *in)
 {
     uint8_t kind = take8(in);
@@ -121,7 +122,7 @@ static size_t decode_size(input_t *in)
     case 2:
         return kind & 0x3f;
     default:
-        return PM_SMALL_MAX + 1 + take16(in);
+        return PM_SMALL_MAX + 1 + (size_t)take16(in) * (kind & 1 ? 8 : 1);
     }
 }
 
