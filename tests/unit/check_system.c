@@ -24,6 +24,14 @@ static size_t glibc_usable(size_t request)
     return ((request + 8 + 15) & ~(size_t)15) - 8;
 }
 
+/* glibc maps a request past its mmap threshold (128 KiB at first) and
+ * raises the threshold to the size of each mapped chunk freed: after this,
+ * it serves every class of the cache from its heap. */
+static void glibc_threshold_past_cache(void)
+{
+    pm_free(pm_malloc(PM_SYSTEM_CACHE_MAX));
+}
+
 /* A freed chunk comes back for the next request of its class, counted as
  * a glibc block allocated and freed each time, and held as cached bytes in
  * between. */
@@ -62,7 +70,7 @@ END_TEST
 START_TEST(test_cache_large_buffers)
 {
     pm_free(pm_malloc(16));
-    pm_free(pm_malloc(PM_SYSTEM_CACHE_MAX)); /* the mmap threshold, raised */
+    glibc_threshold_past_cache();
     const size_t sizes[] = {65536, 200000};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         pm_malloc_trim(0); /* the cache, given back */
@@ -85,10 +93,7 @@ END_TEST
 START_TEST(test_cache_classes)
 {
     pm_free(pm_malloc(16));
-    /* glibc maps a request past its mmap threshold (128 KiB at first) and
-     * raises the threshold to the size of each mapped chunk freed: from
-     * here on it serves every class from its heap. */
-    pm_free(pm_malloc(PM_SYSTEM_CACHE_MAX));
+    glibc_threshold_past_cache();
     for (size_t size = PM_SMALL_MAX + 1; size + 8 <= PM_SYSTEM_CACHE_MAX; size += 7) {
         void *p = pm_malloc(size);
         PM_CHECK_EACH(pm_malloc_usable_size(p) == glibc_usable(size), "%zu bytes got %zu usable",
