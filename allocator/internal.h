@@ -1515,10 +1515,14 @@ typedef struct pm_system_counters {
  * freed glibc chunks of 513..262,144 usable bytes wait in its heap, by size
  * class (8 a doubling), for its next request of their class that they
  * hold, up to system_cache_room[class] chunks a class and
- * PM_SYSTEM_CACHE_BYTES in all. */
+ * system_cache_bytes_max in all: PM_SYSTEM_CACHE_BYTES, or
+ * PM_SYSTEM_CACHE_GROWN_BYTES once the cache has grown. */
 #define PM_SYSTEM_CACHE_MAX ((size_t)256 << 10) /* the largest request it serves */
 #define PM_SYSTEM_CACHE_CLASSES 72
-#define PM_SYSTEM_CACHE_BYTES ((uint64_t)1 << 20) /* a heap's, at most */
+#define PM_SYSTEM_CACHE_BYTES ((uint64_t)1 << 20)       /* a heap's, at first */
+#define PM_SYSTEM_CACHE_GROWN_BYTES ((uint64_t)4 << 20) /* a grown one's */
+/* The grown caches' bytes past PM_SYSTEM_CACHE_BYTES, process-wide, at most. */
+#define PM_SYSTEM_CACHE_GROWN_TOTAL ((uint64_t)32 << 20)
 
 /* Blocks waiting for an OWNED heap's owner as addresses (heap.c, IDLE
  * OWNERS). */
@@ -1551,13 +1555,17 @@ typedef struct pm_heap {
      * request. */
     int64_t system_unsettled;
     /* The owner's: the chunk cache. Per class, the chunk freed last
-     * (linked as pool blocks are, I12), and how many more it may take (16
+     * (linked as pool blocks are, I12), and how many more it may take (32
      * at most; 0 in a heap of no thread): two arrays, as a 16-byte pair a
      * class took libpoolmalloc.so's .data, which holds three heaps, a page
      * more. And the usable bytes it holds. */
     void *system_cache[PM_SYSTEM_CACHE_CLASSES];
     uint8_t system_cache_room[PM_SYSTEM_CACHE_CLASSES];
     uint64_t system_cached_bytes;
+    /* The most it may hold (0: no cache), and since the owner's last tick
+     * the requests it could not serve and the chunks it had no room for. */
+    uint64_t system_cache_bytes_max;
+    uint32_t system_cache_misses, system_cache_overflows;
     /* At the owner's ticks: the glibc path's allocations it last saw, and
      * since when (pm_system_cache_tick). */
     uint64_t system_cache_seen, system_cache_seen_ms;

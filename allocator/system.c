@@ -311,6 +311,21 @@ static inline void *system_account(void *block, bool fresh)
  * 2 to 16) and PM_SYSTEM_CACHE_BYTES (1 MiB) a heap; a free past either
  * goes to glibc. large-mix with 256 KiB: 92 instructions a pair, 512 KiB
  * 82, 1 MiB 75 (mimalloc's 75), 4 MiB 72.
+ *
+ * A thread whose requests churn over more than that (random replacement
+ * of buffers up to 32 KiB: glibc's own bench-malloc-thread) missed one
+ * request in nine, and each miss is a search of glibc's bins, a third of
+ * its time. So a cache that, between two of its owner's ticks, both
+ * missed and overflowed twice or more grows, as tcmalloc's thread caches
+ * do: to PM_SYSTEM_CACHE_GROWN_BYTES (4 MiB, tcmalloc's most a thread)
+ * and 256 KiB of each class (2 to 32 chunks), while the grown caches'
+ * extra bytes stay within PM_SYSTEM_CACHE_GROWN_TOTAL process-wide (32 MiB,
+ * tcmalloc's for all its threads). A cache given back to glibc is back at
+ * its first size, and its extra bytes can go to another thread. (A fork
+ * child counts the grown caches of its parent's other threads, which it
+ * keeps unused as they were: fewer of its own may grow.) gthread 1 x 1 M:
+ * 49,175 misses -> 10,443, 154.0 M instructions -> 133.8 M
+ * (bench/results/chunk-cache.md).
  * Given back to glibc when the thread exits, before any trim of glibc's
  * heap (the calling thread's: every other thread's cache is its owner's
  * alone), and at a tick of a thread that has asked nothing of the glibc
@@ -320,7 +335,10 @@ static inline void *system_account(void *block, bool fresh)
  * glibc has none (system_cache_close). While profiling, a freed chunk's
  * record is dropped before it is cached (system_free_slow), and a chunk
  * handed out again is sampled, or not, as one of glibc's would be. */
-#define SYSTEM_CACHE_CLASS_BYTES ((size_t)64 << 10) /* room: chunks of this many bytes */
+#define SYSTEM_CACHE_GROW_AFTER 2
+#define SYSTEM_CACHE_GROWN_EXTRA (PM_SYSTEM_CACHE_GROWN_BYTES - PM_SYSTEM_CACHE_BYTES)
+/* The extra bytes of the grown caches, process-wide. */
+static _Atomic uint64_t system_cache_grown_bytes;
 
 /* The class of a request (or a chunk) of PM_SMALL_MAX + 1..PM_SYSTEM_CACHE_MAX
  * bytes. Class c ends at (9 + c % 8) << (6 + c / 8) bytes. */
@@ -346,16 +364,30 @@ static inline bool system_cache_covers(size_t bytes)
 /* Set once the program leaves glibc's heap to glibc (system_cache_close). */
 static _Atomic bool system_cache_closed;
 
+/* How many chunks of class `class_index` a cache of `bytes_max` may hold:
+ * a sixteenth of its bytes (2 to 16 chunks at first, 2 to 32 grown). */
+static uint8_t system_cache_class_room(unsigned class_index, uint64_t bytes_max)
+{
+    size_t room = bytes_max / 16 / system_cache_class_size(class_index);
+    size_t most = bytes_max > PM_SYSTEM_CACHE_BYTES ? 32 : 16;
+    return room < 2 ? 2 : room > most ? (uint8_t)most : (uint8_t)room;
+}
+
+/* The cache, empty, may hold `bytes_max` bytes from now on. */
+static void system_cache_resize_empty(pm_heap_t *heap, uint64_t bytes_max)
+{
+    heap->system_cache_bytes_max = bytes_max;
+    for (unsigned c = 0; c < PM_SYSTEM_CACHE_CLASSES; c++)
+        heap->system_cache_room[c] = system_cache_class_room(c, bytes_max);
+}
+
 void pm_system_cache_open(pm_heap_t *heap)
 {
     /* Drawn, not 0, before free's fast path tests a chunk for the tag. */
     pm_block_keys_ready();
     if (atomic_load_explicit(&system_cache_closed, memory_order_relaxed))
         return;
-    for (unsigned c = 0; c < PM_SYSTEM_CACHE_CLASSES; c++) {
-        size_t room = SYSTEM_CACHE_CLASS_BYTES / system_cache_class_size(c);
-        heap->system_cache_room[c] = room < 2 ? 2 : room > 16 ? 16 : (uint8_t)room;
-    }
+    system_cache_resize_empty(heap, PM_SYSTEM_CACHE_BYTES);
 }
 
 static PM_NORETURN __attribute__((noinline)) void system_cache_corrupt(const void *chunk)
@@ -391,14 +423,27 @@ static inline bool system_cache_push(pm_heap_t *heap, void *chunk, size_t usable
 {
     unsigned class_index = system_cache_class_up(usable);
     if (heap->system_cache_room[class_index] == 0 ||
-        heap->system_cached_bytes + usable > PM_SYSTEM_CACHE_BYTES)
+        heap->system_cached_bytes + usable > heap->system_cache_bytes_max) {
+        if (heap->system_cache_bytes_max != 0) /* pm_heap_empty is never written */
+            heap->system_cache_overflows++;
         return false;
+    }
     pm_link_set(chunk, heap->system_cache[class_index]);
     pm_block_set_tag(chunk);
     heap->system_cache[class_index] = chunk;
     heap->system_cache_room[class_index]--;
     PM_COUNTER_ADD(heap->system_cached_bytes, usable);
     return true;
+}
+
+/* The misses and overflows counted towards growing start again (never
+ * written in pm_heap_empty, where both stay 0). */
+static void system_cache_forget_misses(pm_heap_t *heap)
+{
+    if (heap->system_cache_misses | heap->system_cache_overflows) {
+        heap->system_cache_misses = 0;
+        heap->system_cache_overflows = 0;
+    }
 }
 
 void pm_system_cache_flush(pm_heap_t *heap)
@@ -408,10 +453,46 @@ void pm_system_cache_flush(pm_heap_t *heap)
         while ((chunk = heap->system_cache[c]) != NULL)
             __libc_free(system_cache_pop(heap, c, chunk));
     }
+    if (heap->system_cache_bytes_max == PM_SYSTEM_CACHE_GROWN_BYTES) {
+        system_cache_resize_empty(heap, PM_SYSTEM_CACHE_BYTES);
+        atomic_fetch_sub_explicit(&system_cache_grown_bytes, SYSTEM_CACHE_GROWN_EXTRA,
+                                  memory_order_relaxed);
+    }
+    system_cache_forget_misses(heap);
+}
+
+/* The cache grows, if the grown caches' extra bytes leave room for its. */
+static void system_cache_grow(pm_heap_t *heap)
+{
+    uint64_t grown = atomic_load_explicit(&system_cache_grown_bytes, memory_order_relaxed);
+    do {
+        if (grown + SYSTEM_CACHE_GROWN_EXTRA > PM_SYSTEM_CACHE_GROWN_TOTAL)
+            return;
+    } while (!atomic_compare_exchange_weak_explicit(&system_cache_grown_bytes, &grown,
+                                                    grown + SYSTEM_CACHE_GROWN_EXTRA,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    heap->system_cache_bytes_max = PM_SYSTEM_CACHE_GROWN_BYTES;
+    for (unsigned c = 0; c < PM_SYSTEM_CACHE_CLASSES; c++)
+        heap->system_cache_room[c] += system_cache_class_room(c, PM_SYSTEM_CACHE_GROWN_BYTES) -
+                                      system_cache_class_room(c, PM_SYSTEM_CACHE_BYTES);
+}
+
+/* At a tick of a cache that missed or overflowed since the last: it grows
+ * if it did both often enough. Out of line: most ticks find neither, and
+ * pm_system_cache_tick then saves no register. */
+static __attribute__((noinline)) void system_cache_tick_growth(pm_heap_t *heap)
+{
+    if (heap->system_cache_misses >= SYSTEM_CACHE_GROW_AFTER &&
+        heap->system_cache_overflows >= SYSTEM_CACHE_GROW_AFTER &&
+        heap->system_cache_bytes_max == PM_SYSTEM_CACHE_BYTES)
+        system_cache_grow(heap);
+    system_cache_forget_misses(heap);
 }
 
 void pm_system_cache_tick(pm_heap_t *heap, uint64_t now_ms)
 {
+    if (PM_UNLIKELY(heap->system_cache_misses | heap->system_cache_overflows))
+        system_cache_tick_growth(heap);
     if (PM_LIKELY(heap->system_cached_bytes == 0))
         return;
     if (heap->system.allocated_total != heap->system_cache_seen) {
@@ -436,13 +517,14 @@ static void system_cache_close(void)
     if (heap == &pm_heap_empty)
         return; /* never written */
     pm_system_cache_flush(heap);
+    heap->system_cache_bytes_max = 0;
     for (unsigned c = 0; c < PM_SYSTEM_CACHE_CLASSES; c++)
         heap->system_cache_room[c] = 0;
 }
 
 /* A chunk for a request the cache serves, from the calling thread's cache:
  * the head of the request's class if it holds the request, or else the
- * head of the class above, which does (NULL: none waits). */
+ * head of the class above, which does (NULL: none waits, a miss). */
 static inline void *system_cache_take(size_t size)
 {
     unsigned class_index = system_cache_class_up(size);
@@ -451,8 +533,11 @@ static inline void *system_cache_take(size_t size)
     if (chunk != NULL && glibc_heap_chunk_usable(glibc_size_word(chunk)) >= size)
         return system_cache_pop(heap, class_index, chunk);
     if (class_index + 1 == PM_SYSTEM_CACHE_CLASSES ||
-        (chunk = heap->system_cache[class_index + 1]) == NULL)
+        (chunk = heap->system_cache[class_index + 1]) == NULL) {
+        if (heap->system_cache_bytes_max != 0) /* pm_heap_empty is never written */
+            heap->system_cache_misses++;
         return NULL;
+    }
     return system_cache_pop(heap, class_index + 1, chunk);
 }
 

@@ -8,6 +8,7 @@
 
 #include <malloc.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint64_t cached_bytes(void)
@@ -140,7 +141,10 @@ START_TEST(test_cache_bounds)
     for (int i = 0; i < 10; i++)
         pm_free(blocks[i]);
     ck_assert_uint_eq(cached_bytes(), 4 * glibc_usable(16000) + 10 * glibc_usable(600));
-    /* Every class, more chunks than it has room for: 1 MiB at most. */
+    /* Every class, more chunks than it has room for: 1 MiB at most. The
+     * cache given back first: it overflowed above, and a tick that saw it
+     * miss too would grow it (test_cache_grows_under_churn). */
+    pm_malloc_trim(0);
     size_t size = PM_SMALL_MAX + 1;
     for (int i = 0; i < COUNT; i++) {
         blocks[i] = pm_malloc(size);
@@ -151,6 +155,96 @@ START_TEST(test_cache_bounds)
     uint64_t cached = cached_bytes();
     ck_assert_uint_le(cached, PM_SYSTEM_CACHE_BYTES);
     ck_assert_uint_gt(cached, PM_SYSTEM_CACHE_BYTES - PM_SYSTEM_CACHE_MAX);
+}
+END_TEST
+
+/* Random replacement of `count` buffers of 8,000..16,000 bytes, `steps`
+ * times: every malloc ticks within 16 KiB of requests, and between ticks
+ * the cache both misses and overflows. */
+static void churn_buffers(void **slots, int count, int steps, unsigned seed)
+{
+    for (int i = 0; i < count; i++)
+        slots[i] = pm_malloc(8000 + (size_t)(rand_r(&seed) % 8001));
+    for (int i = 0; i < steps; i++) {
+        int k = rand_r(&seed) % count;
+        pm_free(slots[k]);
+        slots[k] = pm_malloc(8000 + (size_t)(rand_r(&seed) % 8001));
+    }
+}
+
+static uint64_t free_buffers_cached(void **slots, int count)
+{
+    for (int i = 0; i < count; i++)
+        pm_free(slots[i]);
+    return pm_thread_heap->system_cached_bytes;
+}
+
+/* A cache that both misses and overflows between two of its owner's ticks
+ * grows to 4 MiB, 256 KiB a class; given back (here by malloc_trim), it is
+ * back at 1 MiB. */
+START_TEST(test_cache_grows_under_churn)
+{
+    pm_options.trim_glibc = 0; /* no trim as the buffers are freed */
+    pm_free(pm_malloc(16));
+    enum { COUNT = 512 }; /* about 6 MiB */
+    static void *slots[COUNT];
+    ck_assert_uint_eq(pm_thread_heap->system_cache_bytes_max, PM_SYSTEM_CACHE_BYTES);
+    churn_buffers(slots, COUNT, 4 * COUNT, 1);
+    ck_assert_uint_eq(pm_thread_heap->system_cache_bytes_max, PM_SYSTEM_CACHE_GROWN_BYTES);
+    /* 8 classes of 256 KiB: more than a cache of 1 MiB could hold. */
+    uint64_t cached = free_buffers_cached(slots, COUNT);
+    ck_assert_uint_gt(cached, PM_SYSTEM_CACHE_BYTES * 3 / 2);
+    ck_assert_uint_le(cached, PM_SYSTEM_CACHE_GROWN_BYTES);
+
+    pm_malloc_trim(0);
+    ck_assert_uint_eq(cached_bytes(), 0);
+    ck_assert_uint_eq(pm_thread_heap->system_cache_bytes_max, PM_SYSTEM_CACHE_BYTES);
+    /* Allocated in a row, then freed: misses, and overflows at no tick. */
+    for (int i = 0; i < COUNT; i++)
+        slots[i] = pm_malloc(8000 + (size_t)i * 15);
+    ck_assert_uint_le(free_buffers_cached(slots, COUNT), PM_SYSTEM_CACHE_BYTES);
+    ck_assert_uint_eq(pm_thread_heap->system_cache_bytes_max, PM_SYSTEM_CACHE_BYTES);
+}
+END_TEST
+
+/* Grown caches hold PM_SYSTEM_CACHE_GROWN_TOTAL more than their first
+ * 1 MiB at most, process-wide: of 12 threads that churn at once, 10 grow;
+ * once they have exited, their room is another's. */
+enum { GROW_THREADS = 12, GROW_SLOTS = 512 };
+static pthread_barrier_t grow_barrier;
+
+static void *churn_and_report(void *arg)
+{
+    void **slots = pm_malloc(GROW_SLOTS * sizeof(void *));
+    churn_buffers(slots, GROW_SLOTS, 4 * GROW_SLOTS, (unsigned)(uintptr_t)arg);
+    bool grown = pm_thread_heap->system_cache_bytes_max == PM_SYSTEM_CACHE_GROWN_BYTES;
+    pthread_barrier_wait(&grow_barrier); /* every cache as it is, none given back */
+    free_buffers_cached(slots, GROW_SLOTS);
+    pm_free(slots);
+    return (void *)(uintptr_t)grown;
+}
+
+START_TEST(test_cache_growth_bounded)
+{
+    pm_options.trim_glibc = 0;
+    ck_assert_int_eq(pthread_barrier_init(&grow_barrier, NULL, GROW_THREADS), 0);
+    pthread_t threads[GROW_THREADS];
+    for (uintptr_t i = 0; i < GROW_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, churn_and_report, (void *)(i + 1)), 0);
+    unsigned grown = 0;
+    for (int i = 0; i < GROW_THREADS; i++) {
+        void *result;
+        ck_assert_int_eq(pthread_join(threads[i], &result), 0);
+        grown += (unsigned)(uintptr_t)result;
+    }
+    pthread_barrier_destroy(&grow_barrier);
+    ck_assert_uint_eq(grown, PM_SYSTEM_CACHE_GROWN_TOTAL /
+                                 (PM_SYSTEM_CACHE_GROWN_BYTES - PM_SYSTEM_CACHE_BYTES));
+    pm_free(pm_malloc(16));
+    static void *slots[GROW_SLOTS];
+    churn_buffers(slots, GROW_SLOTS, 4 * GROW_SLOTS, 99);
+    ck_assert_uint_eq(pm_thread_heap->system_cache_bytes_max, PM_SYSTEM_CACHE_GROWN_BYTES);
+    free_buffers_cached(slots, GROW_SLOTS);
 }
 END_TEST
 
@@ -306,6 +400,8 @@ Suite *make_system_suite(void)
     tcase_add_test(tc, test_cache_classes);
     tcase_add_test(tc, test_cache_large_buffers);
     tcase_add_test(tc, test_cache_bounds);
+    tcase_add_test(tc, test_cache_grows_under_churn);
+    tcase_add_test(tc, test_cache_growth_bounded);
     tcase_add_test(tc, test_cache_calloc_zeroes);
     tcase_add_test(tc, test_cache_given_back);
     tcase_add_test(tc, test_cache_given_back_when_unused);
