@@ -436,9 +436,9 @@ static inline bool system_cache_push(pm_heap_t *heap, void *chunk, size_t usable
     return true;
 }
 
-/* The misses and overflows counted towards growing start again (never
+/* The misses and overflows counted towards growing start again (not
  * written in pm_heap_empty, where both stay 0). */
-static void system_cache_forget_misses(pm_heap_t *heap)
+static void system_cache_clear_counts(pm_heap_t *heap)
 {
     if (heap->system_cache_misses | heap->system_cache_overflows) {
         heap->system_cache_misses = 0;
@@ -458,7 +458,7 @@ void pm_system_cache_flush(pm_heap_t *heap)
         atomic_fetch_sub_explicit(&system_cache_grown_bytes, SYSTEM_CACHE_GROWN_EXTRA,
                                   memory_order_relaxed);
     }
-    system_cache_forget_misses(heap);
+    system_cache_clear_counts(heap);
 }
 
 /* The cache grows, if the grown caches' extra bytes leave room for its. */
@@ -486,7 +486,7 @@ static __attribute__((noinline)) void system_cache_tick_growth(pm_heap_t *heap)
         heap->system_cache_overflows >= SYSTEM_CACHE_GROW_AFTER &&
         heap->system_cache_bytes_max == PM_SYSTEM_CACHE_BYTES)
         system_cache_grow(heap);
-    system_cache_forget_misses(heap);
+    system_cache_clear_counts(heap);
 }
 
 void pm_system_cache_tick(pm_heap_t *heap, uint64_t now_ms)

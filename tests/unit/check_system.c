@@ -159,8 +159,8 @@ START_TEST(test_cache_bounds)
 END_TEST
 
 /* Random replacement of `count` buffers of 8,000..16,000 bytes, `steps`
- * times: every malloc ticks within 16 KiB of requests, and between ticks
- * the cache both misses and overflows. */
+ * times: the heap ticks within 256 KiB of requests (16 to 32 of them),
+ * and between ticks the cache both misses and overflows. */
 static void churn_buffers(void **slots, int count, int steps, unsigned seed)
 {
     for (int i = 0; i < count; i++)
