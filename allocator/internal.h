@@ -194,7 +194,7 @@
  *  once the glibc path's live bytes have stayed halved for the purge delay,
  *  or at once when they collapse to an eighth outside a cycle (system.c);
  *  the trimming thread's chunk cache goes back to glibc first, and every
- *  thread's as it exits (1 MiB a thread at most).
+ *  thread's as it exits (1 MiB a thread at most, 4 MiB once grown).
  *
  *             release           delay run out, or above the cap
  *   IN USE ─────────────▶ RETAINED ─────────────────────────▶ PURGED

@@ -302,7 +302,8 @@ static void analysis_diagnose(const pmt_series_t *series, pmt_analysis_t *a)
                         "once its live bytes have stayed halved for POOLMALLOC_PURGE_DELAY "
                         "(POOLMALLOC_TRIM_GLIBC), and on malloc_trim(0); the rest follows glibc's "
                         "own tunables (mallopt, GLIBC_TUNABLES=glibc.malloc.*). Threads keep %s "
-                        "of freed glibc blocks for their next requests (1 MiB a thread at most, "
+                        "of freed glibc blocks for their next requests (1 MiB a thread at most, 4 MiB "
+                        "for a thread whose requests churn past that and 32 MiB more in all; "
                         "given back to glibc as a thread exits or trims).",
                         pmt_bytes(program_bytes), pmt_percent(analysis_share(program_bytes, s->rss_bytes)),
                         PM_SMALL_MAX, pmt_bytes(s->system_live_bytes),
