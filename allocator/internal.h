@@ -1555,11 +1555,14 @@ typedef struct pm_heap {
      * request. */
     int64_t system_unsettled;
     /* The owner's: the chunk cache. Per class, the chunk freed last
-     * (linked as pool blocks are, I12), and how many more it may take (32
-     * at most; 0 in a heap of no thread): two arrays, as a 16-byte pair a
-     * class took libpoolmalloc.so's .data, which holds three heaps, a page
-     * more. And the usable bytes it holds. */
-    void *system_cache[PM_SYSTEM_CACHE_CLASSES];
+     * (linked as pool blocks are, I12; one more class, always empty, above
+     * the last), its glibc chunk size in 16-byte units (0: none), and how
+     * many more the class may take (32 at most; 0 in a heap of no thread):
+     * arrays, as a 16-byte pair a class took libpoolmalloc.so's .data,
+     * which holds three heaps, a page more. And the usable bytes it
+     * holds. */
+    void *system_cache[PM_SYSTEM_CACHE_CLASSES + 1];
+    uint16_t system_cache_head_units[PM_SYSTEM_CACHE_CLASSES];
     uint8_t system_cache_room[PM_SYSTEM_CACHE_CLASSES];
     uint64_t system_cached_bytes;
     /* The most it may hold (0: no cache), and since the owner's last tick

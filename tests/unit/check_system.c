@@ -121,6 +121,41 @@ START_TEST(test_cache_classes)
 }
 END_TEST
 
+/* Chunks of one class but different sizes, stacked: each request is
+ * tested against the size of the chunk at the head as it is then, which
+ * the cache keeps beside the list (system_cache_head_units) as chunks
+ * come and go, and a request the head does not hold goes to the class
+ * above (empty here: a miss, served by glibc). */
+START_TEST(test_cache_head_sizes)
+{
+    pm_free(pm_malloc(16));
+    pm_malloc_trim(0); /* the cache, given back */
+    /* 1,016, 968 and 1,000 usable bytes: the class of 961..1,024. */
+    void *a = pm_malloc(1016), *b = pm_malloc(968), *c = pm_malloc(1000);
+    pm_free(a);
+    pm_free(b);
+    pm_free(c); /* the head, then b, then a */
+    ck_assert_uint_eq(cached_bytes(), 1016 + 968 + 1000);
+    void *missed[2];
+    missed[0] = pm_malloc(1010); /* c holds less */
+    ck_assert_ptr_ne(missed[0], a);
+    ck_assert_ptr_ne(missed[0], b);
+    ck_assert_ptr_ne(missed[0], c);
+    ck_assert_ptr_eq(pm_malloc(990), c);
+    missed[1] = pm_malloc(990); /* b, the head now, holds less */
+    ck_assert_ptr_ne(missed[1], a);
+    ck_assert_ptr_ne(missed[1], b);
+    ck_assert_ptr_eq(pm_malloc(960), b);
+    ck_assert_ptr_eq(pm_malloc(1010), a); /* a, the head now, holds it */
+    ck_assert_uint_eq(cached_bytes(), 0);
+    pm_free(missed[0]);
+    pm_free(missed[1]);
+    pm_free(a);
+    pm_free(b);
+    pm_free(c);
+}
+END_TEST
+
 /* A class holds 64 KiB of chunks (2 to 16 of them), a heap 1 MiB in all;
  * the frees past either go to glibc. */
 START_TEST(test_cache_bounds)
@@ -398,6 +433,7 @@ Suite *make_system_suite(void)
     TCase *tc = tcase_create("cache");
     tcase_add_test(tc, test_cache_reuses_freed_chunk);
     tcase_add_test(tc, test_cache_classes);
+    tcase_add_test(tc, test_cache_head_sizes);
     tcase_add_test(tc, test_cache_large_buffers);
     tcase_add_test(tc, test_cache_bounds);
     tcase_add_test(tc, test_cache_grows_under_churn);
