@@ -2049,6 +2049,9 @@ PM_HIDDEN void pm_system_cache_flush(pm_heap_t *heap);
 /* At the owner's tick, `now_ms`: a cache whose thread has made no request
  * of the glibc path for a purge delay goes back to glibc. */
 PM_HIDDEN void pm_system_cache_tick(pm_heap_t *heap, uint64_t now_ms);
+/* How many threads' caches have grown (to PM_SYSTEM_CACHE_GROWN_BYTES) and
+ * not been given back; in a fork child, the parent's other threads' too. */
+PM_HIDDEN uint64_t pm_system_caches_grown(void);
 /* From now on every free on the glibc path takes its slow path, which
  * drops the block's profile record: called as profiling starts, before
  * any block is sampled. */

@@ -113,6 +113,7 @@ PM_API size_t pm_class_block_size(int class_index);
     X(system_live_bytes, BYTES, "glibc bytes live")    /* usable sizes */            \
     X(system_allocated_bytes_total, BYTES, "glibc bytes allocated")                  \
     X(system_cached_bytes, BYTES, "glibc bytes cached") /* freed, kept for reuse */  \
+    X(system_caches_grown, COUNT, "glibc chunk caches grown") /* to 4 MiB */         \
     X(rss_bytes, BYTES, "resident set (RSS)")                                        \
     X(rss_peak_bytes, BYTES, "peak RSS")                                             \
     X(thread_heaps, COUNT, "thread heaps in use")                                    \

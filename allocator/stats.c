@@ -43,6 +43,7 @@ void pm_stats_get(pm_stats_t *out)
     pm_arena_stats(out, used);
     pm_heap_stats(out, waiting);
     out->metadata_bytes += pm_registry_metadata_bytes();
+    out->system_caches_grown = pm_system_caches_grown();
     for (unsigned c = 0; c < PM_CLASS_COUNT; c++) {
         pm_class_stats_t *cs = &out->classes[c];
         cs->block_size = pm_class_size(c);

@@ -494,6 +494,12 @@ void pm_system_cache_flush(pm_heap_t *heap)
     system_cache_clear_counts(heap);
 }
 
+uint64_t pm_system_caches_grown(void)
+{
+    return atomic_load_explicit(&system_cache_grown_bytes, memory_order_relaxed) /
+           SYSTEM_CACHE_GROWN_EXTRA;
+}
+
 /* The cache grows, if the grown caches' extra bytes leave room for its. */
 static void system_cache_grow(pm_heap_t *heap)
 {

@@ -144,6 +144,7 @@ static const char *const reader_added_fields[] = {
     "small_waiting_blocks", "small_waiting_bytes", "waiting_blocks", "small_trimmed_bytes",
     "trimmed_bytes", "metadata_bytes", "exchange_pools",
     "exchange_given_total", "exchange_taken_total", "system_cached_bytes",
+    "system_caches_grown",
 };
 
 static bool reader_field_added(const char *name)

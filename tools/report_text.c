@@ -67,9 +67,13 @@ static void text_summary(const pmt_analysis_t *a, FILE *out)
     fprintf(out, "  %-24s %-10s (room in pools not in live blocks: %s)\n", "pool fragmentation",
             pmt_percent(a->fragmentation), pmt_bytes(a->free_in_pools));
     fprintf(out, "  %-24s %s\n", "given back to the OS", pmt_bytes(s->released_bytes_total));
-    if (s->system_cached_bytes != 0)
-        fprintf(out, "  %-24s %s (freed glibc blocks threads keep for reuse)\n",
-                "glibc chunks cached", pmt_bytes(s->system_cached_bytes));
+    if (s->system_cached_bytes != 0) {
+        fprintf(out, "  %-24s %s (freed glibc blocks threads keep for reuse", "glibc chunks cached",
+                pmt_bytes(s->system_cached_bytes));
+        if (s->system_caches_grown != 0)
+            fprintf(out, "; caches grown to 4 MiB: %s", pmt_count(s->system_caches_grown));
+        fputs(")\n", out);
+    }
     fprintf(out, "  %-24s %s (%s abandoned)\n", "thread heaps", pmt_count(s->thread_heaps),
             pmt_count(s->abandoned_heaps));
     if (s->exchange_given_total != 0)

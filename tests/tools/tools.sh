@@ -206,6 +206,25 @@ has "^  exchange +3 pools waiting \(given up: 40; taken by other threads: 37\)" 
   "$work/exchange.txt" "exchange line"
 echo "tools: the exchange's pools are reported"
 
+# Chunk caches grown to 4 MiB say why more than 1 MiB a thread is cached;
+# a record from before the field reads as none grown.
+"$python" - "$work/handoff.jsonl" "$work/grown.jsonl" "$work/ungrown.jsonl" <<'PY' || fail "grown record"
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+r.update(system_cached_bytes=9 << 20, system_caches_grown=2)
+open(sys.argv[2], "w").write(json.dumps(r) + "\n")
+del r["system_caches_grown"]
+open(sys.argv[3], "w").write(json.dumps(r) + "\n")
+PY
+"$tool" report "$work/grown.jsonl" >"$work/grown.txt"
+has "^  glibc chunks cached +9\.00 MiB \(freed glibc blocks threads keep for reuse; caches grown to 4 MiB: 2\)" \
+  "$work/grown.txt" "grown caches"
+"$tool" report "$work/ungrown.jsonl" >"$work/ungrown.txt" 2>"$work/ungrown.err"
+has "^  glibc chunks cached +9\.00 MiB \(freed glibc blocks threads keep for reuse\)$" \
+  "$work/ungrown.txt" "a record without system_caches_grown"
+[ ! -s "$work/ungrown.err" ] || fail "a record without system_caches_grown: $(cat "$work/ungrown.err")"
+echo "tools: grown chunk caches are reported"
+
 # Two processes in one file (no %p): --pid chooses.
 LD_PRELOAD="$lib" POOLMALLOC_STATS="$work/both.jsonl" POOLMALLOC_STATS_FORMAT=json \
   POOLMALLOC_STATS_INTERVAL=50ms "$probe" fork 300

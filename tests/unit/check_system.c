@@ -18,6 +18,13 @@ static uint64_t cached_bytes(void)
     return s.system_cached_bytes;
 }
 
+static uint64_t caches_grown(void)
+{
+    pm_stats_t s;
+    pm_stats_get(&s);
+    return s.system_caches_grown;
+}
+
 /* The usable size glibc gives a chunk of `request` bytes (x86-64: 8 bytes
  * of header, 16-byte steps). */
 static size_t glibc_usable(size_t request)
@@ -215,8 +222,8 @@ static uint64_t free_buffers_cached(void **slots, int count)
 }
 
 /* A cache that both misses and overflows between two of its owner's ticks
- * grows to 4 MiB, 256 KiB a class; given back (here by malloc_trim), it is
- * back at 1 MiB. */
+ * grows to 4 MiB, 256 KiB a class, and the stats count it; given back
+ * (here by malloc_trim), it is back at 1 MiB. */
 START_TEST(test_cache_grows_under_churn)
 {
     pm_options.trim_glibc = 0; /* no trim as the buffers are freed */
@@ -224,8 +231,10 @@ START_TEST(test_cache_grows_under_churn)
     enum { COUNT = 512 }; /* about 6 MiB */
     static void *slots[COUNT];
     ck_assert_uint_eq(pm_thread_heap->system_cache_bytes_max, PM_SYSTEM_CACHE_BYTES);
+    ck_assert_uint_eq(caches_grown(), 0);
     churn_buffers(slots, COUNT, 4 * COUNT, 1);
     ck_assert_uint_eq(pm_thread_heap->system_cache_bytes_max, PM_SYSTEM_CACHE_GROWN_BYTES);
+    ck_assert_uint_eq(caches_grown(), 1);
     /* 8 classes of 256 KiB: more than a cache of 1 MiB could hold. */
     uint64_t cached = free_buffers_cached(slots, COUNT);
     ck_assert_uint_gt(cached, PM_SYSTEM_CACHE_BYTES * 3 / 2);
@@ -234,6 +243,7 @@ START_TEST(test_cache_grows_under_churn)
     pm_malloc_trim(0);
     ck_assert_uint_eq(cached_bytes(), 0);
     ck_assert_uint_eq(pm_thread_heap->system_cache_bytes_max, PM_SYSTEM_CACHE_BYTES);
+    ck_assert_uint_eq(caches_grown(), 0);
     /* Allocated in a row, then freed: misses, and overflows at no tick. */
     for (int i = 0; i < COUNT; i++)
         slots[i] = pm_malloc(8000 + (size_t)i * 15);
@@ -243,10 +253,11 @@ START_TEST(test_cache_grows_under_churn)
 END_TEST
 
 /* Grown caches hold PM_SYSTEM_CACHE_GROWN_TOTAL more than their first
- * 1 MiB at most, process-wide: of 12 threads that churn at once, 10 grow;
- * once they have exited, their room is another's. */
+ * 1 MiB at most, process-wide: of 12 threads that churn at once, 10 grow,
+ * and the stats count 10; once they have exited, their room is another's. */
 enum { GROW_THREADS = 12, GROW_SLOTS = 512 };
 static pthread_barrier_t grow_barrier;
+static uint64_t grown_counted[GROW_THREADS]; /* what the stats said, at the barrier */
 
 static void *churn_and_report(void *arg)
 {
@@ -254,6 +265,8 @@ static void *churn_and_report(void *arg)
     churn_buffers(slots, GROW_SLOTS, 4 * GROW_SLOTS, (unsigned)(uintptr_t)arg);
     bool grown = pm_thread_heap->system_cache_bytes_max == PM_SYSTEM_CACHE_GROWN_BYTES;
     pthread_barrier_wait(&grow_barrier); /* every cache as it is, none given back */
+    grown_counted[(uintptr_t)arg - 1] = caches_grown();
+    pthread_barrier_wait(&grow_barrier); /* every thread has read the stats */
     free_buffers_cached(slots, GROW_SLOTS);
     pm_free(slots);
     return (void *)(uintptr_t)grown;
@@ -275,10 +288,14 @@ START_TEST(test_cache_growth_bounded)
     pthread_barrier_destroy(&grow_barrier);
     ck_assert_uint_eq(grown, PM_SYSTEM_CACHE_GROWN_TOTAL /
                                  (PM_SYSTEM_CACHE_GROWN_BYTES - PM_SYSTEM_CACHE_BYTES));
+    for (int i = 0; i < GROW_THREADS; i++)
+        ck_assert_uint_eq(grown_counted[i], grown);
     pm_free(pm_malloc(16));
     static void *slots[GROW_SLOTS];
+    ck_assert_uint_eq(caches_grown(), 0); /* given back as their threads exited */
     churn_buffers(slots, GROW_SLOTS, 4 * GROW_SLOTS, 99);
     ck_assert_uint_eq(pm_thread_heap->system_cache_bytes_max, PM_SYSTEM_CACHE_GROWN_BYTES);
+    ck_assert_uint_eq(caches_grown(), 1);
     free_buffers_cached(slots, GROW_SLOTS);
 }
 END_TEST
