@@ -410,14 +410,16 @@ static PM_NORETURN __attribute__((noinline)) void system_cache_corrupt(const voi
     pm_fatal("corrupted free list (a glibc chunk's link)", chunk, -1);
 }
 
-/* The usable bytes of the chunk at the head of class `class_index`. */
+/* The usable bytes of the chunk at the head of class `class_index` (not
+ * empty). */
 static inline size_t system_cache_head_usable(const pm_heap_t *heap, unsigned class_index)
 {
-    return (size_t)heap->system_cache_head_units[class_index] * 16 - GLIBC_SIZE_WORD;
+    return glibc_heap_chunk_usable((size_t)heap->system_cache_head_units[class_index] << 4);
 }
 
 /* Whether class `class_index` has a chunk at its head of `size` usable
- * bytes or more (an empty class has 0 units). */
+ * bytes or more (an empty class has 0 units: compared as a chunk size, not
+ * as usable bytes, which 0 units would wrap). */
 static inline bool system_cache_head_holds(const pm_heap_t *heap, unsigned class_index,
                                            size_t size)
 {
